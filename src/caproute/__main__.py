@@ -1,0 +1,3 @@
+from caproute.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""``caproute supervise`` and ``caproute diagnose``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from caproute.cli import app
+from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, StoreOpt
+from caproute.data.atomic import write_json
+
+console = Console()
+
+
+@app.command("supervise")
+def supervise_cmd(
+    out: Annotated[Path, typer.Option("--out", help="output Parquet (query_id, model, n, mu_q, mu_c, sigma_q, utility, ...)")],
+    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
+    lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+) -> None:
+    """DARS capability statistics and utility per (query, model) of the training split."""
+    from caproute.data.source import load_observations
+    from caproute.data.atomic import write_parquet
+    from caproute.supervise.api import supervision_table
+
+    obs, name = load_observations(store=store, data=data, dataset=dataset)
+    table = supervision_table(obs, lam, beta)
+    write_parquet(table, out)
+    console.print(f"{name}: {table['query_id'].nunique()} queries x {table['model'].nunique()} models "
+                  f"-> {out}")
+
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None, lam: LambdaOpt = 0.05,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the diagnostics as JSON")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="Figure 2(a,b)-style plot (default: next to --json)")] = None,
+    split: Annotated[str, typer.Option("--split", help="train | test | all")] = "train",
+) -> None:
+    """Outcome instability, winner-flip rate, single-vs-distribution disagreement, variance split."""
+    from caproute.data.source import load_observations
+    from caproute.supervise.api import diagnostics
+    from caproute.supervise.diagnostics import plot_diagnostics
+
+    obs, name = load_observations(store=store, data=data, dataset=dataset)
+    diag, stats = diagnostics(obs, lam, None if split == "all" else split)
+    table = Table(title=f"DARS diagnostics: {name} ({diag.n_queries} queries, {diag.n_models} models, "
+                        f"{diag.n_observations} observations, lambda={lam})")
+    table.add_column("diagnostic")
+    table.add_column("value", justify="right")
+    for key in ("outcome_instability", "winner_flip_rate", "single_vs_da_disagreement",
+                "input_variance", "output_variance", "input_variance_share"):
+        table.add_row(key, f"{getattr(diag, key):.4f}")
+    console.print(table)
+    if json_out is not None:
+        write_json(diag.to_dict(), json_out)
+        png = png or json_out.with_suffix(".png")
+    if png is not None:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot_diagnostics(stats, diag, png)
+        console.print(f"plot: {png}")

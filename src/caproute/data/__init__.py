@@ -1,0 +1,1 @@
+"""caproute.data"""

@@ -1,0 +1,162 @@
+"""The observation store: one embedded DuckDB file, keyed by ``schema.KEY_COLUMNS``.
+
+Writes are idempotent upserts inside one transaction: a batch lands whole or not at all, and
+writing the same observation twice leaves one row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from caproute.data import schema
+from caproute.data.validate import canonicalize
+from caproute.errors import DataError
+
+TABLE = "observations"
+_ON_CONFLICT = ("update", "ignore", "error")
+
+
+def _ddl() -> str:
+    cols = ",\n  ".join(
+        f"{c.name} {c.duckdb_type}{' NOT NULL' if c.required else ''}" for c in schema.COLUMNS)
+    key = ", ".join(schema.KEY_COLUMNS)
+    return (f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  {cols},\n  PRIMARY KEY ({key}),\n"
+            "  CHECK (score >= 0 AND score <= 1), CHECK (cost >= 0)\n)")
+
+
+class ObservationStore:
+    """An embedded DuckDB observation table. Use as a context manager or call :meth:`close`.
+
+    >>> with ObservationStore("obs.duckdb") as store:   # doctest: +SKIP
+    ...     store.upsert(frame)
+    """
+
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False):
+        import duckdb
+
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise DataError("store does not exist", source=str(self.path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self._con.execute(_ddl())
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> ObservationStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def connection(self):
+        """The DuckDB connection (for SQL-side aggregation of large stores)."""
+        return self._con
+
+    # -- writes --------------------------------------------------------------------------------
+    def upsert(self, frame: pd.DataFrame, *, source: str = "<frame>", on_conflict: str = "update",
+               validate: bool = True) -> int:
+        """Insert or update observations; returns the number of rows written.
+
+        ``on_conflict``: ``update`` replaces an existing key's values, ``ignore`` keeps the stored
+        row (resumable collection), ``error`` refuses the whole batch.
+        """
+        if on_conflict not in _ON_CONFLICT:
+            raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}")
+        if len(frame) == 0:
+            return 0
+        df = canonicalize(frame, source=source) if validate else frame[list(schema.COLUMN_NAMES)]
+        key = ", ".join(schema.KEY_COLUMNS)
+        cols = ", ".join(schema.COLUMN_NAMES)
+        con = self._con
+        con.register("_incoming", df)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            if on_conflict == "error":
+                n = con.execute(
+                    f"SELECT count(*) FROM {TABLE} t JOIN _incoming i USING ({key})").fetchone()[0]
+                if n:
+                    raise DataError(f"{n} observations already in the store", source=source)
+                clause = ""
+            elif on_conflict == "ignore":
+                clause = " ON CONFLICT DO NOTHING"
+            else:
+                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in schema.COLUMN_NAMES
+                                    if c not in schema.KEY_COLUMNS)
+                clause = f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            before = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+            con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM _incoming{clause}")
+            after = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("_incoming")
+        return len(df) if on_conflict != "ignore" else int(after - before)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def count(self, **filters) -> int:
+        where, params = _where(filters)
+        return int(self._con.execute(f"SELECT count(*) FROM {TABLE}{where}", params).fetchone()[0])
+
+    def datasets(self) -> list[str]:
+        return [r[0] for r in self._con.execute(
+            f"SELECT DISTINCT dataset FROM {TABLE} ORDER BY dataset").fetchall()]
+
+    def models(self, dataset: str | None = None) -> list[str]:
+        where, params = _where({"dataset": dataset})
+        return [r[0] for r in self._con.execute(
+            f"SELECT DISTINCT model FROM {TABLE}{where} ORDER BY model", params).fetchall()]
+
+    def existing_keys(self, dataset: str | None = None) -> pd.DataFrame:
+        """The key columns of every stored row (what a resumed collection skips)."""
+        where, params = _where({"dataset": dataset})
+        return self._con.execute(
+            f"SELECT {', '.join(schema.KEY_COLUMNS)} FROM {TABLE}{where}", params).df()
+
+    def read(self, *, dataset: str | None = None, split: str | None = None,
+             models: Sequence[str] | None = None, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        """Observations as a canonical DataFrame, ordered by key."""
+        cols = list(columns) if columns is not None else list(schema.COLUMN_NAMES)
+        unknown = set(cols) - set(schema.COLUMN_NAMES)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        where, params = _where({"dataset": dataset, "split": split})
+        if models:
+            where += (" AND " if where else " WHERE ") + "model IN (SELECT unnest(?))"
+            params.append(list(models))
+        order = ", ".join(schema.KEY_COLUMNS)
+        return self._con.execute(
+            f"SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY {order}", params).df()
+
+
+def _where(filters: dict) -> tuple[str, list]:
+    parts, params = [], []
+    for k, v in filters.items():
+        if v is None:
+            continue
+        parts.append(f"{k} = ?")
+        params.append(v)
+    return (" WHERE " + " AND ".join(parts) if parts else "", params)
+
+
+def resolve_dataset(available: Sequence[str], dataset: str | None, *, source: str) -> str:
+    """``dataset`` if given and present; the only dataset when omitted; otherwise a clear error."""
+    if dataset is None:
+        if len(available) == 1:
+            return available[0]
+        if not available:
+            raise DataError("holds no observations", source=source)
+        raise DataError(f"holds several datasets {list(available)}: pass --dataset", source=source)
+    if dataset not in available:
+        raise DataError(f"has no dataset '{dataset}' (available: {list(available)})", source=source)
+    return dataset

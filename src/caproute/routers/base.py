@@ -1,0 +1,176 @@
+"""The router contract (scikit-learn style) shared by every family.
+
+- ``__init__`` only stores hyper-parameters (keyword arguments with defaults).
+- ``fit(X, supervision)`` learns from query features X (n, d) and a
+  :class:`~caproute.supervise.supervision.Supervision`; returns ``self``; learned state ends in ``_``.
+- ``predict_stats(X)`` returns per-model predicted mu_q, mu_c, sigma_q as :class:`StatsPrediction`.
+- ``route(X, lam, beta)`` returns the chosen model index per query; one fitted router serves any
+  lambda and beta.
+- ``save(dir)`` / ``Router.load(dir)``: no pickle. Arrays go to ``state.safetensors``, the rest to
+  ``config.json`` with a format version and the SHA-256 of the array file, checked on load.
+
+Adding a router = one module with a subclass decorated by :func:`register`; the conformance
+suite in tests/test_router_conformance.py then runs against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from caproute.errors import ConfigError
+from caproute.supervise.labels import hard_labels
+from caproute.supervise.utility import utility
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.safetensors"
+
+REGISTRY: dict[str, type[Router]] = {}
+
+
+def register(cls: type[Router]) -> type[Router]:
+    """Class decorator: make a router available by its ``name``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_router_class(name: str) -> type[Router]:
+    import caproute.routers.families  # noqa: F401  (registers every family)
+
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown router '{name}' (available: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name]
+
+
+@dataclass
+class StatsPrediction:
+    """Predicted per-model statistics for n queries and the router's m models, each (n, m)."""
+
+    models: tuple[str, ...]
+    mu_q: np.ndarray
+    mu_c: np.ndarray
+    sigma_q: np.ndarray
+
+    def utility(self, lam: float, beta: float) -> np.ndarray:
+        return utility(self.mu_q, self.mu_c, self.sigma_q, lam, beta)
+
+
+class Router(ABC):
+    name: ClassVar[str] = ""
+    #: True when the router reads lambda at prediction time (RM-Softmax); route() then passes it.
+    lambda_aware: ClassVar[bool] = False
+
+    # -- hyper-parameters (sklearn contract) ------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [name for name, p in sig.parameters.items()
+                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self._param_names()}
+
+    def set_params(self, **params) -> Router:
+        valid = set(self._param_names())
+        for k, v in params.items():
+            if k not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter '{k}'")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- learning ---------------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, X: np.ndarray, supervision) -> Router:
+        """Learn from features X (n, d) and supervision (n queries x m models). Sets ``models_``."""
+
+    @abstractmethod
+    def predict_stats(self, X: np.ndarray, lam: float | None = None) -> StatsPrediction:
+        """Per-model predicted mu_q, mu_c, sigma_q for X (n, d)."""
+
+    def route(self, X: np.ndarray, lam: float = 0.05, beta: float = 0.2) -> np.ndarray:
+        """Index (into ``models_``) of the model with the highest predicted utility, per query.
+
+        Ties go to the lower predicted cost, then model order (the hard-label tie rule).
+        """
+        pred = self.predict_stats(X, lam=lam)
+        return hard_labels(pred.utility(lam, beta), pred.mu_c)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "models_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    # -- persistence (no pickle) ------------------------------------------------------------------
+    @abstractmethod
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Learned arrays (float/int ndarrays) and JSON-able learned metadata."""
+
+    @abstractmethod
+    def _load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore learned state written by :meth:`_state`."""
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays, meta = self._state()
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        save_file(arrays, str(path / STATE_FILE))
+        digest = hashlib.sha256((path / STATE_FILE).read_bytes()).hexdigest()
+        config = {"format_version": FORMAT_VERSION, "router": self.name, "params": self.get_params(),
+                  "models": list(self.models_), "meta": meta, "state_sha256": digest}
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Router:
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        cfg_file, state_file = path / CONFIG_FILE, path / STATE_FILE
+        if not cfg_file.exists() or not state_file.exists():
+            raise ConfigError(f"{path}: not a saved router (needs {CONFIG_FILE} and {STATE_FILE})")
+        try:
+            config = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{cfg_file}: format_version {version!r}, this caproute reads {FORMAT_VERSION}")
+        digest = hashlib.sha256(state_file.read_bytes()).hexdigest()
+        if digest != config.get("state_sha256"):
+            raise ConfigError(f"{state_file}: checksum mismatch (file changed or corrupt)")
+        klass = get_router_class(config["router"]) if cls is Router else cls
+        if klass.name != config["router"]:
+            raise ConfigError(f"{cfg_file}: holds a '{config['router']}' router, not '{klass.name}'")
+        router = klass(**config["params"])
+        router.models_ = tuple(config["models"])
+        router._load_state(load_file(str(state_file)), config.get("meta", {}))
+        return router
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

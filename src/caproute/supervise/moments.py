@@ -1,0 +1,76 @@
+"""Pure, vectorised moment kernels (numpy only; no Python loop over groups).
+
+The DARS statistics are built from per-(pair, rewrite) sufficient statistics (count, mean,
+sum of squared deviations M2), combined into per-pair statistics. The same combination is used
+for in-memory arrays and for moments that DuckDB computed out of core, so both paths agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def grouped_moments(group: np.ndarray, values: np.ndarray, n_groups: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group (count, mean, M2) with a two-pass (shifted) sum of squares.
+
+    ``group``: int array (n,) in [0, n_groups); ``values``: float array (n,).
+    Empty groups get count 0, mean NaN, M2 0.
+    """
+    group = np.asarray(group, dtype=np.intp)
+    values = np.asarray(values, dtype=np.float64)
+    count = np.bincount(group, minlength=n_groups).astype(np.float64)
+    total = np.bincount(group, weights=values, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    dev = values - mean[group]
+    m2 = np.bincount(group, weights=dev * dev, minlength=n_groups)
+    return count, mean, m2
+
+
+def combine_moments(owner: np.ndarray, count: np.ndarray, mean: np.ndarray, m2: np.ndarray,
+                    n_owners: int) -> dict[str, np.ndarray]:
+    """Combine sub-group moments (one row per rewrite) into owner (pair) statistics.
+
+    Returns arrays of length ``n_owners``:
+    ``n``, ``mean``, ``m2`` (total M2), ``var_input`` = sum_k (n_k/n) (mean_k - mean)^2,
+    ``var_output`` = sum_k (n_k/n) var_k (population variance within rewrite k), ``n_sub``
+    (non-empty sub-groups), ``sd_between`` = sample std (ddof=1) of the sub-group means and
+    ``sd_within`` = mean over sub-groups of the sample std (ddof=1) within each sub-group.
+
+    ``var_input + var_output`` equals the population variance of all observations of the owner
+    (law of total variance, count-weighted so it holds for unbalanced grids too; in a balanced
+    K x R grid the weights are 1/K and this is Var_k(mean_r q) + mean_k Var_r(q)).
+    """
+    owner = np.asarray(owner, dtype=np.intp)
+    keep = count > 0
+    owner, count, mean, m2 = owner[keep], count[keep], mean[keep], m2[keep]
+    n = np.bincount(owner, weights=count, minlength=n_owners)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.bincount(owner, weights=count * mean, minlength=n_owners) / n
+        dev = mean - mu[owner]
+        between = np.bincount(owner, weights=count * dev * dev, minlength=n_owners)
+        within = np.bincount(owner, weights=m2, minlength=n_owners)
+        n_sub = np.bincount(owner, minlength=n_owners).astype(np.float64)
+        # unweighted spread of rewrite means (the "rewrite risk" of the ablation, ddof = 1)
+        sub_mu = np.bincount(owner, weights=mean, minlength=n_owners) / n_sub
+        sdev = mean - sub_mu[owner]
+        ss_sub = np.bincount(owner, weights=sdev * sdev, minlength=n_owners)
+        sd_between = np.where(n_sub > 1, np.sqrt(ss_sub / np.maximum(n_sub - 1, 1)), 0.0)
+        sd_k = np.where(count > 1, np.sqrt(m2 / np.maximum(count - 1, 1)), 0.0)
+        sd_within = np.bincount(owner, weights=sd_k, minlength=n_owners) / n_sub
+        var_input = between / n
+        var_output = within / n
+    return {
+        "n": n, "mean": mu, "m2": between + within, "var_input": var_input,
+        "var_output": var_output, "n_sub": n_sub, "sd_between": sd_between, "sd_within": sd_within,
+    }
+
+
+def sample_std(m2: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Sample standard deviation (ddof = 1) from M2 and counts; 0 where n <= 1 (pandas NaN -> 0)."""
+    m2 = np.asarray(m2, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(np.maximum(m2, 0.0) / (n - 1))
+    return np.where(n > 1, sd, 0.0)

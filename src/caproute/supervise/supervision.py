@@ -1,0 +1,113 @@
+"""Routing supervision in matrix form: what every router's ``fit`` consumes.
+
+A :class:`Supervision` holds, for n queries and m models, the matrices mu_q, mu_c, sigma_q
+(n, m) plus the query ids and model names that index them. DARS supervision comes from all
+observations of a pair; single-shot supervision from one observation (sigma_q = 0, routed with
+beta = 0); the ablations of §A.8 swap the observation subset or the risk term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from caproute.errors import DataError
+from caproute.supervise.utility import utility
+
+
+@dataclass
+class Supervision:
+    """Per-(query, model) targets. ``beta`` is the risk weight this supervision is meant for
+    (0 for single-shot and the no-risk ablation), ``kind`` a label for reports."""
+
+    query_ids: np.ndarray
+    models: tuple[str, ...]
+    mu_q: np.ndarray
+    mu_c: np.ndarray
+    sigma_q: np.ndarray
+    n: np.ndarray | None = None
+    kind: str = "dars"
+    beta: float | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.query_ids = np.asarray(self.query_ids)
+        self.models = tuple(self.models)
+        shape = (len(self.query_ids), len(self.models))
+        for name in ("mu_q", "mu_c", "sigma_q"):
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.shape != shape:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+            setattr(self, name, arr)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_ids)
+
+    def utility(self, lam: float, beta: float | None = None) -> np.ndarray:
+        """U (n, m); ``beta`` defaults to this supervision's own risk weight."""
+        b = self.beta if beta is None else beta
+        return utility(self.mu_q, self.mu_c, self.sigma_q, lam, 0.2 if b is None else b)
+
+    def subset(self, rows: np.ndarray) -> Supervision:
+        return Supervision(self.query_ids[rows], self.models, self.mu_q[rows], self.mu_c[rows],
+                           self.sigma_q[rows], None if self.n is None else self.n[rows], self.kind,
+                           self.beta, dict(self.meta))
+
+    def to_frame(self, lam: float, beta: float | None = None) -> pd.DataFrame:
+        """Long frame with columns query_id, model, n, mu_q, mu_c, sigma_q, utility."""
+        u = self.utility(lam, beta)
+        nq, nm = self.mu_q.shape
+        return pd.DataFrame({
+            "query_id": np.repeat(self.query_ids, nm),
+            "model": np.tile(np.array(self.models, dtype=object), nq),
+            "n": (self.n if self.n is not None else np.ones((nq, nm), int)).reshape(-1),
+            "mu_q": self.mu_q.reshape(-1), "mu_c": self.mu_c.reshape(-1),
+            "sigma_q": self.sigma_q.reshape(-1), "utility": u.reshape(-1),
+        })
+
+
+def from_stats(stats: pd.DataFrame, *, models: tuple[str, ...] | None = None, kind: str = "dars",
+               beta: float | None = None, sigma_column: str = "sigma_q",
+               drop_incomplete: bool = False) -> Supervision:
+    """Pivot per-pair statistics (one dataset) into matrices.
+
+    Every query must have every model; otherwise a :class:`DataError` lists the missing pairs,
+    unless ``drop_incomplete`` (the number of dropped queries is recorded in ``meta``).
+    """
+    if stats["dataset"].nunique() > 1:
+        raise DataError(f"supervision is per dataset; got {sorted(stats['dataset'].unique())}",
+                        source="statistics")
+    models = tuple(sorted(stats["model"].unique())) if models is None else tuple(models)
+    q_codes, queries = pd.factorize(stats["query_id"], sort=True)
+    m_index = {m: i for i, m in enumerate(models)}
+    m_codes = stats["model"].map(m_index)
+    if m_codes.isna().any():
+        extra = sorted(set(stats["model"][m_codes.isna()]))
+        raise DataError(f"models {extra} are not in the model list {list(models)}", source="statistics")
+    m_codes = m_codes.to_numpy(np.intp)
+    shape = (len(queries), len(models))
+
+    def mat(col: str) -> np.ndarray:
+        out = np.full(shape, np.nan)
+        out[q_codes, m_codes] = stats[col].to_numpy(float)
+        return out
+
+    mu_q, mu_c, sigma = mat("mu_q"), mat("mu_c"), mat(sigma_column)
+    n = np.zeros(shape, np.int64)
+    n[q_codes, m_codes] = stats["n"].to_numpy(np.int64)
+    missing = np.isnan(mu_q)
+    meta: dict = {}
+    if missing.any():
+        rows = np.flatnonzero(missing.any(axis=1))
+        if not drop_incomplete:
+            qi, mi = np.nonzero(missing)
+            shown = ", ".join(f"({queries[a]}, {models[b]})" for a, b in list(zip(qi, mi, strict=True))[:5])
+            raise DataError(f"{int(missing.sum())} (query, model) pairs have no observations, e.g. {shown}",
+                            source="statistics")
+        keep = np.setdiff1d(np.arange(shape[0]), rows)
+        meta["dropped_incomplete_queries"] = int(rows.size)
+        queries, mu_q, mu_c, sigma, n = queries[keep], mu_q[keep], mu_c[keep], sigma[keep], n[keep]
+    return Supervision(np.asarray(queries), models, mu_q, mu_c, sigma, n, kind, beta, meta)

@@ -24,7 +24,9 @@ STAT_COLUMNS = ("dataset", "query_id", "model", "n", "n_rewrites", "mu_q", "mu_c
 def _pair_codes(obs: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     codes, uniques = pd.MultiIndex.from_frame(
         obs[["dataset", "query_id", "model"]].astype(str)).factorize(sort=True)
-    return codes.astype(np.intp), uniques.to_frame(index=False)
+    keys = uniques.to_frame(index=False)
+    keys.columns = ["dataset", "query_id", "model"]
+    return codes.astype(np.intp), keys
 
 
 def _finish(keys: pd.DataFrame, q: dict, c: dict) -> pd.DataFrame:

@@ -44,7 +44,7 @@ class ObservationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         if not read_only:
-            self._con.execute(_ddl())
+            self._con.execute(_ddl()).fetchall()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -79,10 +79,10 @@ class ObservationStore:
         con = self._con
         con.register("_incoming", df)
         try:
-            con.execute("BEGIN TRANSACTION")
+            con.execute("BEGIN TRANSACTION").fetchall()
             if on_conflict == "error":
                 n = con.execute(
-                    f"SELECT count(*) FROM {TABLE} t JOIN _incoming i USING ({key})").fetchone()[0]
+                    f"SELECT count(*) FROM {TABLE} t JOIN _incoming i USING ({key})").fetchall()[0][0]
                 if n:
                     raise DataError(f"{n} observations already in the store", source=source)
                 clause = ""
@@ -92,12 +92,12 @@ class ObservationStore:
                 updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in schema.COLUMN_NAMES
                                     if c not in schema.KEY_COLUMNS)
                 clause = f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
-            before = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-            con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM _incoming{clause}")
-            after = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-            con.execute("COMMIT")
+            before = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
+            con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM _incoming{clause}").fetchall()
+            after = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
+            con.execute("COMMIT").fetchall()
         except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("ROLLBACK").fetchall()
             raise
         finally:
             con.unregister("_incoming")
@@ -106,7 +106,7 @@ class ObservationStore:
     # -- reads ---------------------------------------------------------------------------------
     def count(self, **filters) -> int:
         where, params = _where(filters)
-        return int(self._con.execute(f"SELECT count(*) FROM {TABLE}{where}", params).fetchone()[0])
+        return int(self._con.execute(f"SELECT count(*) FROM {TABLE}{where}", params).fetchall()[0][0])
 
     def datasets(self) -> list[str]:
         return [r[0] for r in self._con.execute(

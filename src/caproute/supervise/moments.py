@@ -12,19 +12,27 @@ import numpy as np
 
 def grouped_moments(group: np.ndarray, values: np.ndarray, n_groups: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-group (count, mean, M2) with a two-pass (shifted) sum of squares.
+    """Per-group (count, mean, M2), computed on data shifted by each group's first value.
 
-    ``group``: int array (n,) in [0, n_groups); ``values``: float array (n,).
-    Empty groups get count 0, mean NaN, M2 0.
+    The shift keeps the sum of squares accurate and makes a group of identical values give
+    exactly mean = value and M2 = 0. ``group``: int array (n,) in [0, n_groups); ``values``:
+    float array (n,). Empty groups get count 0, mean NaN, M2 0.
     """
     group = np.asarray(group, dtype=np.intp)
     values = np.asarray(values, dtype=np.float64)
     count = np.bincount(group, minlength=n_groups).astype(np.float64)
-    total = np.bincount(group, weights=values, minlength=n_groups)
+    first = np.zeros(n_groups, dtype=np.intp)
+    rev = np.arange(group.size - 1, -1, -1)
+    first[group[rev]] = rev            # repeated indices: the last write (= first row) wins
+    shift = values[first] if values.size else np.zeros(n_groups)
+    x = values - shift[group]
+    s1 = np.bincount(group, weights=x, minlength=n_groups)
+    s2 = np.bincount(group, weights=x * x, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    dev = values - mean[group]
-    m2 = np.bincount(group, weights=dev * dev, minlength=n_groups)
+        d = s1 / count
+        mean = shift + d
+        m2 = np.maximum(s2 - s1 * d, 0.0)
+    m2 = np.where(count > 0, m2, 0.0)
     return count, mean, m2
 
 
@@ -46,16 +54,22 @@ def combine_moments(owner: np.ndarray, count: np.ndarray, mean: np.ndarray, m2: 
     keep = count > 0
     owner, count, mean, m2 = owner[keep], count[keep], mean[keep], m2[keep]
     n = np.bincount(owner, weights=count, minlength=n_owners)
+    n_sub = np.bincount(owner, minlength=n_owners).astype(np.float64)
+    # shift by each owner's first sub-group mean: identical means give exactly zero spread
+    first = np.zeros(n_owners, dtype=np.intp)
+    rev = np.arange(owner.size - 1, -1, -1)
+    first[owner[rev]] = rev
+    shift = mean[first] if mean.size else np.zeros(n_owners)
+    x = mean - shift[owner]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.bincount(owner, weights=count * mean, minlength=n_owners) / n
-        dev = mean - mu[owner]
-        between = np.bincount(owner, weights=count * dev * dev, minlength=n_owners)
+        s1 = np.bincount(owner, weights=count * x, minlength=n_owners)
+        d = s1 / n
+        mu = shift + d
+        between = np.maximum(np.bincount(owner, weights=count * x * x, minlength=n_owners) - s1 * d, 0.0)
         within = np.bincount(owner, weights=m2, minlength=n_owners)
-        n_sub = np.bincount(owner, minlength=n_owners).astype(np.float64)
         # unweighted spread of rewrite means (the "rewrite risk" of the ablation, ddof = 1)
-        sub_mu = np.bincount(owner, weights=mean, minlength=n_owners) / n_sub
-        sdev = mean - sub_mu[owner]
-        ss_sub = np.bincount(owner, weights=sdev * sdev, minlength=n_owners)
+        u1 = np.bincount(owner, weights=x, minlength=n_owners)
+        ss_sub = np.maximum(np.bincount(owner, weights=x * x, minlength=n_owners) - u1 * u1 / n_sub, 0.0)
         sd_between = np.where(n_sub > 1, np.sqrt(ss_sub / np.maximum(n_sub - 1, 1)), 0.0)
         sd_k = np.where(count > 1, np.sqrt(m2 / np.maximum(count - 1, 1)), 0.0)
         sd_within = np.bincount(owner, weights=sd_k, minlength=n_owners) / n_sub

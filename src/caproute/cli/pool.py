@@ -1,0 +1,66 @@
+"""``caproute pool up|status|down``: the local llama.cpp model pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from caproute.cli import app
+
+pool_app = typer.Typer(no_args_is_help=True, help="Start, show and stop the local llama.cpp model pool.")
+app.add_typer(pool_app, name="pool")
+
+WorkdirOpt = Annotated[Path | None, typer.Option(
+    "--workdir", help="pool state and logs (default ~/.cache/caproute/pool or $CAPROUTE_POOL_DIR)")]
+
+
+@pool_app.command("up")
+def up(
+    config_out: Annotated[Path, typer.Option("--config-out", help="write the pool YAML here")],
+    models: Annotated[str | None, typer.Option(
+        "--models", help="comma-separated: smollm2-135m,gemma3-270m,smollm2-135m-q2k (default: all)")] = None,
+    port_base: Annotated[int, typer.Option("--port-base", help="first port (0 = pick free ports)")] = 8090,
+    workdir: WorkdirOpt = None,
+    n_threads: Annotated[int, typer.Option("--n-threads", help="threads per server")] = 1,
+) -> None:
+    """Start one OpenAI-compatible llama.cpp server per model on 127.0.0.1 and write the pool YAML."""
+    from caproute.collect.pool import start_pool
+
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads)
+    _print(h.workdir)
+    Console().print(f"pool config: {h.config_path}\nstop with: caproute pool down"
+                    + (f" --workdir {workdir}" if workdir else ""))
+
+
+def _print(workdir: Path | None) -> list[dict]:
+    from caproute.collect.pool import pool_status
+
+    rows = pool_status(workdir)
+    t = Table(title="local pool")
+    for c in ("model", "base_url", "pid", "state", "weights"):
+        t.add_column(c)
+    for r in rows:
+        state = "ready" if r["ready"] else ("starting" if r["alive"] else "stopped")
+        t.add_row(r["name"], r["base_url"], str(r["pid"]), state, Path(r["gguf"]).name)
+    Console().print(t if rows else "no pool running")
+    return rows
+
+
+@pool_app.command("status")
+def status(workdir: WorkdirOpt = None) -> None:
+    """Show the servers of the pool and whether they answer."""
+    _print(workdir)
+
+
+@pool_app.command("down")
+def down(workdir: WorkdirOpt = None) -> None:
+    """Stop exactly the servers started by `pool up` (from the pool state file)."""
+    from caproute.collect.pool import stop_pool
+
+    stopped = stop_pool(workdir)
+    Console().print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")

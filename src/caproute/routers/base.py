@@ -60,6 +60,9 @@ class StatsPrediction:
     mu_q: np.ndarray
     mu_c: np.ndarray
     sigma_q: np.ndarray
+    #: "stats" (predicted capability statistics) or "policy" (RM-Softmax: ``mu_q`` holds the policy
+    #: probabilities pi(m | x, lambda), ``mu_c`` and ``sigma_q`` are zero, so utility ranks by pi).
+    kind: str = "stats"
 
     def utility(self, lam: float, beta: float) -> np.ndarray:
         return utility(self.mu_q, self.mu_c, self.sigma_q, lam, beta)
@@ -113,6 +116,30 @@ class Router(ABC):
         if not hasattr(self, "models_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
 
+    def _validate_fit(self, X, supervision) -> np.ndarray:
+        """X as a finite float32 (n, d) array matching the supervision's queries; sets
+        ``models_`` and ``n_features_in_``."""
+        X = _as_matrix(X, "X")
+        if X.shape[0] != supervision.n_queries:
+            raise ValueError(f"X has {X.shape[0]} rows but the supervision has {supervision.n_queries} queries")
+        if X.shape[0] == 0:
+            raise ValueError("cannot fit a router on zero queries")
+        for name in ("mu_q", "mu_c", "sigma_q"):
+            if not np.isfinite(getattr(supervision, name)).all():
+                raise ValueError(f"supervision.{name} has non-finite values")
+        self.models_ = tuple(supervision.models)
+        self.n_features_in_ = int(X.shape[1])
+        return X
+
+    def _validate_X(self, X) -> np.ndarray:
+        """X as a finite float32 (n, d) array with the training feature dimension."""
+        self._check_fitted()
+        X = _as_matrix(X, "X")
+        d = getattr(self, "n_features_in_", None)
+        if d is not None and X.shape[1] != d:
+            raise ValueError(f"X has {X.shape[1]} features, the router was fitted on {d}")
+        return X
+
     # -- persistence (no pickle) ------------------------------------------------------------------
     @abstractmethod
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -133,7 +160,8 @@ class Router(ABC):
         save_file(arrays, str(path / STATE_FILE))
         digest = hashlib.sha256((path / STATE_FILE).read_bytes()).hexdigest()
         config = {"format_version": FORMAT_VERSION, "router": self.name, "params": self.get_params(),
-                  "models": list(self.models_), "meta": meta, "state_sha256": digest}
+                  "models": list(self.models_), "n_features_in": getattr(self, "n_features_in_", None),
+                  "meta": meta, "state_sha256": digest}
         (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
         return path
 
@@ -158,10 +186,29 @@ class Router(ABC):
         klass = get_router_class(config["router"]) if cls is Router else cls
         if klass.name != config["router"]:
             raise ConfigError(f"{cfg_file}: holds a '{config['router']}' router, not '{klass.name}'")
-        router = klass(**config["params"])
+        try:
+            router = klass(**config["params"])
+        except TypeError as e:
+            raise ConfigError(f"{cfg_file}: bad params for router '{klass.name}' ({e})") from None
         router.models_ = tuple(config["models"])
-        router._load_state(load_file(str(state_file)), config.get("meta", {}))
+        if config.get("n_features_in") is not None:
+            router.n_features_in_ = int(config["n_features_in"])
+        try:
+            router._load_state(load_file(str(state_file)), config.get("meta", {}))
+        except KeyError as e:
+            raise ConfigError(f"{state_file}: missing array {e}") from None
         return router
+
+
+def _as_matrix(X, name: str) -> np.ndarray:
+    if hasattr(X, "toarray"):   # scipy sparse
+        X = X.toarray()
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-d (n, d), got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} has non-finite values")
+    return X
 
 
 def _json_default(o):
@@ -174,3 +221,14 @@ def _json_default(o):
     if isinstance(o, tuple):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def clipped_targets(supervision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mu_q, mu_c, sigma_q of a supervision clipped to [0, 1] as float32 (the released routers clip
+    their training targets and predictions to [0, 1], §A.10)."""
+    return tuple(np.clip(np.asarray(getattr(supervision, k), np.float64), 0.0, 1.0).astype(np.float32)
+                 for k in ("mu_q", "mu_c", "sigma_q"))
+
+
+def clip01(a: np.ndarray) -> np.ndarray:
+    return np.clip(a, 0.0, 1.0)

@@ -1,0 +1,106 @@
+"""``caproute train``, ``caproute route`` and ``caproute routers``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from caproute.cli import app
+from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, StoreOpt
+
+console = Console()
+
+
+def _parse_params(items: list[str] | None) -> dict:
+    from caproute.errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--param '{item}': expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    router: Annotated[str, typer.Option("--router", help="router family (see `caproute routers`)")],
+    out: Annotated[Path, typer.Option("--out", help="router directory to write")],
+    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
+    supervision: Annotated[str, typer.Option("--supervision", help="dars | single (or an ablation variant)")] = "dars",
+    features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
+    lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (single-shot draw, router init)")] = 42,
+    param: Annotated[list[str] | None, typer.Option("--param", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
+) -> None:
+    """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT."""
+    from caproute.data.source import load_observations
+    from caproute.routers.pipeline import train_pipeline
+
+    obs, name = load_observations(store=store, data=data, dataset=dataset)
+    with console.status(f"training {router} on {name} ({supervision}, {features})"):
+        pipe = train_pipeline(obs, router=router, supervision=supervision, features=features, lam=lam,
+                              beta=beta, seed=seed, params=_parse_params(param), dataset=name, cache=True)
+        pipe.save(out)
+    m = pipe.meta
+    console.print(f"{router} ({supervision}, {features}) trained on {name}: {m['n_train_queries']} queries x "
+                  f"{len(pipe.models)} models -> {out}")
+
+
+@app.command("route")
+def route_cmd(
+    query: Annotated[list[str], typer.Argument(help="query text (several: one decision each)")],
+    router: Annotated[Path, typer.Option("--router", help="router directory written by `caproute train`")],
+    lam: Annotated[float | None, typer.Option("--lambda", help="cost weight (default: the training value)")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="risk weight (default: the training value)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the decisions as JSON")] = False,
+) -> None:
+    """Route QUERY: the chosen model and every model's predicted mu_q, mu_c, sigma_q and utility."""
+    from caproute.routers.pipeline import RoutingPipeline
+
+    pipe = RoutingPipeline.load(router)
+    decisions = pipe.decide(query, lam, beta)
+    if as_json:
+        payload = [d.to_dict() for d in decisions]
+        typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+        return
+    for q, d in zip(query, decisions, strict=True):
+        short = escape(q if len(q) <= 70 else q[:67] + "...")
+        table = Table(title=f"{pipe.router.name} router ({pipe.meta.get('supervision', '?')}): {short}\n"
+                            f"lambda={d.lam:g} beta={d.beta:g} -> [bold]{d.model}[/]")
+        label = "policy p" if d.kind == "policy" else "mu_q"
+        for col in ("model", label, "mu_c", "sigma_q", "utility"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for m in pipe.models:
+            style = "bold green" if m == d.model else None
+            table.add_row(("* " if m == d.model else "  ") + escape(m), f"{d.mu_q[m]:.4f}", f"{d.mu_c[m]:.4f}",
+                          f"{d.sigma_q[m]:.4f}", f"{d.utility[m]:.4f}", style=style)
+        console.print(table)
+
+
+@app.command("routers")
+def routers_cmd() -> None:
+    """List the router families and their hyper-parameters."""
+    from caproute.routers.base import REGISTRY, get_router_class
+
+    get_router_class("knn")   # imports every family
+    table = Table(title="router families")
+    table.add_column("name")
+    table.add_column("hyper-parameters (defaults)")
+    table.add_column("description")
+    for name in sorted(REGISTRY):
+        cls = REGISTRY[name]
+        params = ", ".join(f"{k}={v!r}" for k, v in cls().get_params().items())
+        doc = (cls.__doc__ or __import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, params, doc)
+    console.print(table)

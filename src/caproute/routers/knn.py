@@ -1,0 +1,87 @@
+"""kNN router (DARS §A.10 kNNRouter, after Li 2025 §E.7).
+
+Euclidean distances to the training queries; the k = 16 nearest vote with weights
+w_j = 1 / (d_j + 1e-8), normalised; if any of them is an exact match (d <= 1e-12) the exact
+matches share all the weight. Predictions are the weighted means of the training targets
+mu_q, mu_c, sigma_q (clipped to [0, 1]). All values FOUND (reference ``methods/knn_router.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
+
+
+def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -> np.ndarray:
+    """Neighbour weights per row from distances (n, k): inverse distance, or uniform over exact matches."""
+    dist = np.asarray(dist, np.float64)
+    exact = dist <= exact_tol
+    w = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64), 1.0 / (dist + eps))
+    return w / (w.sum(axis=1, keepdims=True) + 1e-12)
+
+
+def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (n, k) and Euclidean distances (n, k) of the k nearest training rows, nearest first
+    (ties by training order).
+
+    Distances come from |x|^2 + |t|^2 - 2 x.t (one matrix product); pairs whose value is tiny
+    relative to the norms, where that form loses all precision, are recomputed directly so that
+    exact matches come out as 0.
+    """
+    x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    d2 = x_sq[:, None] + train_sq[None, :] - 2.0 * (X @ train.T).astype(np.float64)
+    np.maximum(d2, 0.0, out=d2)
+    close = d2 <= 1e-4 * (x_sq[:, None] + train_sq[None, :] + 1e-30)
+    if close.any():
+        qi, ti = np.nonzero(close)
+        diff = X[qi].astype(np.float64) - train[ti].astype(np.float64)
+        d2[qi, ti] = np.einsum("ij,ij->i", diff, diff)
+    n_train = train.shape[0]
+    if k < n_train:
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        # argpartition does not order ties by index; widen to every row tied with the k-th value
+        kth = np.take_along_axis(d2, part, axis=1).max(axis=1, keepdims=True)
+        if ((d2 <= kth).sum(axis=1) > k).any():
+            part = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n_train), (X.shape[0], n_train))
+    sub = np.take_along_axis(d2, part, axis=1)
+    order = np.lexsort((part, sub), axis=1) if sub.size else np.zeros_like(part)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx, np.sqrt(np.take_along_axis(sub, order, axis=1))
+
+
+@register
+class KNNRouter(Router):
+    name = "knn"
+
+    def __init__(self, k: int = 16, eps: float = 1e-8):
+        self.k = k
+        self.eps = eps
+
+    def fit(self, X, supervision) -> KNNRouter:
+        X = self._validate_fit(X, supervision)
+        if self.k < 1:
+            raise ValueError("k must be >= 1")
+        self.X_ = X
+        self.sq_ = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        self.targets_ = np.stack(clipped_targets(supervision))     # (3, n, m)
+        return self
+
+    def predict_stats(self, X, lam: float | None = None) -> StatsPrediction:
+        X = self._validate_X(X)
+        k = min(int(self.k), self.X_.shape[0])
+        idx, dist = nearest(X, self.X_, self.sq_, k)
+        w = knn_weights(dist, self.eps)                             # (n, k)
+        pred = np.einsum("nk,tnkm->tnm", w, self.targets_[:, idx, :].astype(np.float64))
+        mu_q, mu_c, sigma = (clip01(p) for p in pred)
+        return StatsPrediction(self.models_, mu_q, mu_c, sigma)
+
+    def _state(self):
+        return {"X": self.X_, "targets": self.targets_}, {}
+
+    def _load_state(self, arrays, meta) -> None:
+        self.X_ = arrays["X"].astype(np.float32)
+        self.targets_ = arrays["targets"].astype(np.float32)
+        self.sq_ = np.einsum("ij,ij->i", self.X_, self.X_, dtype=np.float64)

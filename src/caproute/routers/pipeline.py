@@ -1,0 +1,252 @@
+"""A routing pipeline a user trains, saves and serves: encoder + router + metadata.
+
+``train_pipeline(obs, router="knn")`` builds the supervision of one dataset's training split
+(cost normaliser fitted on training rows), fits the encoder on the training query texts and the
+router on their features. ``RoutingPipeline.decide(texts, lam, beta)`` returns one
+:class:`Decision` per text. ``save(dir)`` writes ``encoder/``, ``router/`` and ``pipeline.json``
+(no pickle; every part checksummed); ``RoutingPipeline.load(dir)`` reads it back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from caproute.errors import ConfigError, DataError
+from caproute.features import Encoder, encode, get_encoder, load_encoder
+from caproute.routers.base import Router, StatsPrediction, get_router_class
+
+PIPELINE_FILE = "pipeline.json"
+PIPELINE_FORMAT_VERSION = 1
+ENCODER_DIR = "encoder"
+ROUTER_DIR = "router"
+SUPERVISIONS = ("dars", "single", "input_only", "output_only", "no_risk", "rewrite_risk", "decode_risk")
+
+
+@dataclass
+class Decision:
+    """The routing decision for one query: the chosen model and every model's predictions.
+
+    ``mu_q``, ``mu_c``, ``sigma_q``, ``utility``: {model: value}; ``utility`` is
+    mu_q - lam * mu_c - beta * sigma_q at the ``lam`` / ``beta`` used. For a policy router
+    (RM-Softmax, ``kind == "policy"``) ``mu_q`` holds the policy probabilities.
+    """
+
+    model: str
+    index: int
+    lam: float
+    beta: float
+    mu_q: dict[str, float]
+    mu_c: dict[str, float]
+    sigma_q: dict[str, float]
+    utility: dict[str, float]
+    kind: str = "stats"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "index": self.index, "lambda": self.lam, "beta": self.beta,
+                "kind": self.kind, "mu_q": dict(self.mu_q), "mu_c": dict(self.mu_c),
+                "sigma_q": dict(self.sigma_q), "utility": dict(self.utility)}
+
+
+def decisions(pred: StatsPrediction, choice: np.ndarray, lam: float, beta: float) -> list[Decision]:
+    """Package predictions (n, m) and chosen indices (n,) as Decisions."""
+    models = list(pred.models)
+    u = pred.utility(lam, beta)
+    out = []
+    for i, c in enumerate(np.asarray(choice).tolist()):
+        out.append(Decision(
+            model=models[c], index=int(c), lam=float(lam), beta=float(beta),
+            mu_q=dict(zip(models, pred.mu_q[i].tolist(), strict=True)),
+            mu_c=dict(zip(models, pred.mu_c[i].tolist(), strict=True)),
+            sigma_q=dict(zip(models, pred.sigma_q[i].tolist(), strict=True)),
+            utility=dict(zip(models, u[i].tolist(), strict=True)), kind=pred.kind))
+    return out
+
+
+@dataclass
+class RoutingPipeline:
+    encoder: Encoder
+    router: Router
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.router.models_)
+
+    @property
+    def lam(self) -> float:
+        return float(self.meta.get("lam", 0.05))
+
+    @property
+    def beta(self) -> float:
+        return float(self.meta.get("beta", 0.2))
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.transform(_texts(texts))
+
+    def predict_stats(self, texts: Sequence[str] | str, lam: float | None = None) -> StatsPrediction:
+        lam = self.lam if lam is None else float(lam)
+        return self.router.predict_stats(self.features(texts), lam=lam)
+
+    def decide(self, texts: Sequence[str] | str, lam: float | None = None,
+               beta: float | None = None) -> list[Decision]:
+        """One :class:`Decision` per text; ``lam`` / ``beta`` default to the training values."""
+        lam = self.lam if lam is None else float(lam)
+        beta = self.beta if beta is None else float(beta)
+        if lam < 0 or beta < 0:
+            raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
+        X = self.features(texts)
+        pred = self.router.predict_stats(X, lam=lam)
+        choice = self.router.route(X, lam, beta) if _overrides_route(self.router) else \
+            _route_from(pred, lam, beta)
+        return decisions(pred, choice, lam, beta)
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the pipeline to ``path`` atomically (a temporary sibling renamed into place).
+
+        An existing pipeline directory is replaced; any other non-empty directory is refused.
+        """
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or (any(path.iterdir()) and
+                                                    not (path / PIPELINE_FILE).exists())):
+            raise ConfigError(f"{path}: exists and is not a caproute router directory; "
+                              "choose another --out")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.encoder.save(tmp / ENCODER_DIR)
+            self.router.save(tmp / ROUTER_DIR)
+            config = {"format_version": PIPELINE_FORMAT_VERSION, "models": list(self.models),
+                      "encoder": self.encoder.name, "router": self.router.name, **self.meta}
+            (tmp / PIPELINE_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RoutingPipeline:
+        path = Path(path)
+        cfg_file = path / PIPELINE_FILE
+        if not path.is_dir():
+            raise ConfigError(f"{path}: no such router directory (train one with `caproute train`)")
+        if not cfg_file.exists():
+            raise ConfigError(f"{path}: not a caproute router directory (no {PIPELINE_FILE})")
+        try:
+            meta = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        if meta.get("format_version") != PIPELINE_FORMAT_VERSION:
+            raise ConfigError(f"{cfg_file}: format_version {meta.get('format_version')!r}, "
+                              f"this caproute reads {PIPELINE_FORMAT_VERSION}")
+        encoder = load_encoder(path / ENCODER_DIR)
+        router = Router.load(path / ROUTER_DIR)
+        if list(router.models_) != list(meta.get("models", [])):
+            raise ConfigError(f"{cfg_file}: models {meta.get('models')} differ from the router's "
+                              f"{list(router.models_)}")
+        for k in ("format_version", "models", "encoder", "router"):
+            meta.pop(k, None)
+        return cls(encoder, router, meta)
+
+
+def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars", features: str = "tfidf",
+                   lam: float = 0.05, beta: float = 0.2, seed: int = 42, params: dict | None = None,
+                   dataset: str | None = None, encoder_params: dict | None = None,
+                   cache=None) -> RoutingPipeline:
+    """Train encoder + router on the training split of one dataset of ``obs``.
+
+    ``supervision``: ``dars`` (all observations, risk weight ``beta``), ``single`` (one random
+    observation per pair drawn with ``seed``; routed with beta = 0 by default, as in the paper)
+    or an ablation variant of :func:`caproute.supervise.ablations.build_supervision`.
+    ``params``: router hyper-parameters; a router that takes ``seed`` gets ``seed`` unless given.
+    ``cache``: feature cache for frozen encoders (see :func:`caproute.features.encode`).
+    """
+    from caproute import __version__
+    from caproute.data.store import resolve_dataset
+    from caproute.features.text import query_texts
+    from caproute.supervise.ablations import build_supervision
+    from caproute.supervise.api import training_rows
+    from caproute.supervise.normalize import CostNormalizer
+
+    if supervision not in SUPERVISIONS:
+        raise ConfigError(f"unknown supervision '{supervision}' (choose from {', '.join(SUPERVISIONS)})")
+    if lam < 0 or beta < 0:
+        raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
+    klass = get_router_class(router)
+    if len(obs) == 0:
+        raise DataError("no observations to train on", source="observations")
+    name = resolve_dataset(sorted(obs["dataset"].astype(str).unique()), dataset, source="observations")
+    obs = obs[obs["dataset"].astype(str) == name]
+    train = training_rows(obs)
+    normalizer = CostNormalizer().fit(train)
+    sup = build_supervision(train, variant=supervision, beta=beta, normalizer=normalizer, seed=seed)
+    query_ids, texts = query_texts(train, sup.query_ids)
+    encoder = get_encoder(features, **(encoder_params or {})).fit(texts)
+    X = encode(encoder, texts, cache)
+    params = dict(params or {})
+    if "seed" in inspect.signature(klass.__init__).parameters:
+        params.setdefault("seed", seed)
+    try:
+        model = klass(**params)
+    except TypeError as e:
+        raise ConfigError(f"router '{router}': {e}") from None
+    model.fit(X, sup)
+    meta = {
+        "dataset": name, "supervision": supervision, "features": features,
+        "lam": float(lam), "beta": float(sup.beta if sup.beta is not None else beta),
+        "train_beta": float(beta), "seed": int(seed), "router_params": model.get_params(),
+        "cost_normalizer": normalizer.to_dict(), "n_train_queries": int(sup.n_queries),
+        "n_train_observations": int(len(train)), "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "caproute_version": __version__,
+    }
+    return RoutingPipeline(encoder, model, meta)
+
+
+def _texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"query text must be a string (item {bad[0]} is {type(texts[bad[0]]).__name__})",
+                        source="decide")
+    return texts
+
+
+def _overrides_route(router: Router) -> bool:
+    return type(router).route is not Router.route
+
+
+def _route_from(pred: StatsPrediction, lam: float, beta: float) -> np.ndarray:
+    from caproute.supervise.labels import hard_labels
+
+    return hard_labels(pred.utility(lam, beta), pred.mu_c)
+
+
+def _json(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (tuple, np.ndarray)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

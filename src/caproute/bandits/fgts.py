@@ -1,0 +1,156 @@
+"""FGTS.CDB: Feel-Good Thompson Sampling for contextual dueling bandits (Li, Zhao, Gu, ICML 2024),
+as used for LLM routing with dueling feedback (algorithms.md §B.4).
+
+Each round draws TWO INDEPENDENT posterior samples theta^1, theta^2, one per sampler j, from
+
+    p^j(theta | S) ∝ N(0, sigma0^2 I) · exp(-Σ_i [eta l(y_i <theta, z_i>) - mu max_a' <theta, phi(x_i,a') - phi(x_i,a_i^{3-j})>])
+
+and plays a^j = argmax_a <theta^j, phi(x_t, a)> (the two arms may coincide). See
+:mod:`caproute.bandits.posterior` for the math.
+
+Constants (FOUND-2nd = from a secondary source, PROPOSED = our choice, see docs/bandits.md):
+  eta = 0.25 (FOUND-2nd, third-party code), mu = 1/sqrt(horizon) (PROPOSED), sigma0 = 1 (PROPOSED),
+  SGLD: 50 steps per sample (100 while t < 50), minibatch 64, h_t = 1e-3 / (1 + t/100), inverse
+  temperature 1 (all PROPOSED); Laplace fast path: n_draws = 64 Gaussian draws (PROPOSED; the
+  third-party code uses 400), feel-good weights on a minibatch of fg_batch = 32 past rounds (PROPOSED).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from caproute.bandits.features import arm_scores, duel_feature
+from caproute.bandits.history import DuelHistory
+from caproute.bandits.policy import DuelingPolicy, register_policy
+from caproute.bandits.posterior import (feel_good, gaussian_draws, importance_pick, laplace_update,
+                                        potential_grad, sgld_chain, sgld_step_size)
+from caproute.errors import ConfigError
+
+SAMPLERS = ("sgld", "laplace")
+
+
+def argmax_random(scores: np.ndarray, rng: np.random.Generator) -> int:
+    """Arg-max with ties broken uniformly at random (a zero theta must not always pick arm 0)."""
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    return int(best[0]) if best.size == 1 else int(rng.choice(best))
+
+
+@register_policy
+class FGTSCDB(DuelingPolicy):
+    """FGTS.CDB over phi(x, a) = feature_scale · x ⊙ a (d-dim arm embeddings ``arms``, (K, d))."""
+
+    name = "fgts-cdb"
+
+    def __init__(self, arms: np.ndarray, models: Sequence[str] | None = None, *, eta: float = 0.25,
+                 mu: float | None = None, horizon: int = 5000, sigma0: float = 1.0,
+                 sampler: str = "sgld", n_sgld: int = 50, n_sgld_warm: int = 100, warm_rounds: int = 50,
+                 batch_size: int = 64, step0: float = 1e-3, step_decay: float = 100.0,
+                 inv_temp: float = 1.0, n_draws: int = 64, fg_batch: int = 32,
+                 feature_scale: float = 1.0, seed: int = 0, encoder: str | None = None):
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got '{sampler}'")
+        self.eta, self.mu, self.horizon, self.sigma0 = eta, mu, horizon, sigma0
+        self.sampler, self.n_sgld, self.n_sgld_warm, self.warm_rounds = sampler, n_sgld, n_sgld_warm, warm_rounds
+        self.batch_size, self.step0, self.step_decay, self.inv_temp = batch_size, step0, step_decay, inv_temp
+        self.n_draws, self.fg_batch, self.feature_scale = n_draws, fg_batch, feature_scale
+        super().__init__(arms, models, seed=seed, encoder=encoder)
+
+    @property
+    def mu_(self) -> float:
+        """Feel-good weight: ``mu`` or, when None, the PROPOSED 1/sqrt(horizon)."""
+        return float(self.mu) if self.mu is not None else 1.0 / np.sqrt(max(int(self.horizon), 1))
+
+    def _reset_state(self) -> None:
+        d = self.dim
+        self.history_ = DuelHistory(d)
+        self.theta_ = np.zeros((2, d))                    # SGLD chains, warm-started round to round
+        self.theta_map_ = np.zeros(d)                     # Laplace mean
+        self.cov_ = np.eye(d) * self.sigma0 ** 2          # Laplace covariance
+        self._chol = None
+        self._chol_t = -1
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def _minibatch(self, size: int, j: int):
+        h = self.history_
+        n = h.n
+        idx = self.rng_.integers(0, n, size=min(n, size)) if n > size else np.arange(n)
+        other = h.second[idx] if j == 0 else h.first[idx]    # the OTHER sampler's arm in that round
+        return idx, other, n / len(idx)
+
+    def _sample_sgld(self, j: int) -> np.ndarray:
+        h = self.history_
+        n = h.n
+        steps = self.n_sgld_warm if n < self.warm_rounds else self.n_sgld
+        step = sgld_step_size(n, self.step0, self.step_decay)
+        mu, s = self.mu_, self.feature_scale
+
+        if n == 0:
+            def grad(theta):
+                return theta / self.sigma0 ** 2
+        else:
+            def grad(theta):
+                idx, other, weight = self._minibatch(self.batch_size, j)
+                return potential_grad(theta, h.x[idx], self.arms_, h.first[idx], h.second[idx], h.y[idx],
+                                      other, eta=self.eta, mu=mu, sigma0=self.sigma0, scale=s, weight=weight)
+        self.theta_[j] = sgld_chain(grad, self.theta_[j], steps, step, self.rng_, self.inv_temp)
+        return self.theta_[j]
+
+    def _laplace_chol(self) -> np.ndarray:
+        if self._chol_t != self.history_.n or self._chol is None:
+            cov = 0.5 * (self.cov_ + self.cov_.T)
+            try:
+                self._chol = np.linalg.cholesky(cov)
+            except np.linalg.LinAlgError:      # rounding after many rank-1 updates: add jitter
+                self._chol = np.linalg.cholesky(cov + 1e-9 * np.trace(cov) / self.dim * np.eye(self.dim))
+            self._chol_t = self.history_.n
+        return self._chol
+
+    def _sample_laplace(self, j: int) -> np.ndarray:
+        draws = gaussian_draws(self.theta_map_, self._laplace_chol(), max(int(self.n_draws), 1), self.rng_)
+        h = self.history_
+        if h.n == 0 or self.mu_ == 0.0 or len(draws) == 1:
+            return draws[0]
+        idx, other, weight = self._minibatch(self.fg_batch, j)
+        fg = feel_good(draws, h.x[idx], self.arms_, other, self.feature_scale).sum(axis=1) * weight
+        return draws[importance_pick(self.mu_ * fg, self.rng_)]
+
+    def sample_theta(self, j: int) -> np.ndarray:
+        """One posterior draw for sampler j in {0, 1} (advances the random stream)."""
+        with self._lock:
+            return (self._sample_sgld(j) if self.sampler == "sgld" else self._sample_laplace(j)).copy()
+
+    def _select(self, x: np.ndarray) -> tuple[int, int]:
+        pair = []
+        for j in (0, 1):
+            theta = self._sample_sgld(j) if self.sampler == "sgld" else self._sample_laplace(j)
+            pair.append(argmax_random(arm_scores(theta, x, self.arms_, self.feature_scale), self.rng_))
+        return pair[0], pair[1]
+
+    def _update(self, x: np.ndarray, i: int, j: int, y: float) -> None:
+        self.history_.append(x, i, j, y)
+        if self.sampler == "laplace" and i != j:       # z = 0 when i == j: no likelihood information
+            z = duel_feature(x, self.arms_, i, j, self.feature_scale)
+            self.theta_map_, self.cov_ = laplace_update(self.theta_map_, self.cov_, z, y, self.eta)
+
+    def predict_scores(self, x: np.ndarray) -> np.ndarray:
+        """Posterior-mean estimate of r(x, a) per arm, (K,): the Laplace mean, or the mean of the two
+        SGLD chains. For routing to a single model without a duel."""
+        x = self._check_x(x)
+        with self._lock:
+            theta = self.theta_map_ if self.sampler == "laplace" else self.theta_.mean(axis=0)
+            return arm_scores(theta, x, self.arms_, self.feature_scale)
+
+    # -- persistence ------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {**self.history_.arrays(), "theta": self.theta_, "theta_map": self.theta_map_,
+                "cov": self.cov_}, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.history_ = DuelHistory.from_arrays(self.dim, arrays)
+        self.theta_ = arrays["theta"].astype(np.float64)
+        self.theta_map_ = arrays["theta_map"].astype(np.float64)
+        self.cov_ = arrays["cov"].astype(np.float64)
+        self._chol, self._chol_t = None, -1

@@ -1,0 +1,276 @@
+"""The dueling-policy contract (river-style online verbs) shared by FGTS.CDB and the baselines.
+
+- ``__init__`` stores hyper-parameters (the action set ``arms`` (K, d) and ``models`` among them)
+  and starts an empty learned state (attributes ending in ``_``).
+- ``select(x) -> (i, j)``: the two arms to duel for query embedding x (d,); they may coincide.
+- ``update(x, i, j, y)``: learn from feedback y = +1 (arm i preferred) or -1 (arm j preferred).
+- ``save(dir)`` / ``DuelingPolicy.load(dir)``: no pickle. Arrays go to ``state.safetensors``,
+  everything else (hyper-parameters, step counter, random-generator state) to ``config.json``
+  with a format version and the SHA-256 of the array file, checked on load. A restored policy
+  continues exactly where the saved one stopped (same random stream).
+- Thread safety: ``select`` and ``update`` hold one re-entrant lock, so concurrent calls from
+  server threads are serialised and no update is lost.
+- ``embed(texts)``: query embeddings with the policy's sentence encoder (``encoder`` = a
+  sentence-transformers directory, e.g. a CCFT fine-tuned MiniLM), loaded lazily on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import shutil
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from caproute.data.atomic import atomic_file
+from caproute.errors import ConfigError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.safetensors"
+ENCODER_DIR = "encoder"
+
+POLICIES: dict[str, type[DuelingPolicy]] = {}
+
+
+def register_policy(cls: type[DuelingPolicy]) -> type[DuelingPolicy]:
+    """Class decorator: make a policy available by its ``name``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    POLICIES[cls.name] = cls
+    return cls
+
+
+def get_policy_class(name: str) -> type[DuelingPolicy]:
+    import caproute.bandits.baselines  # noqa: F401  (registers the baselines)
+    import caproute.bandits.fgts  # noqa: F401
+
+    if name not in POLICIES:
+        raise ConfigError(f"unknown policy '{name}' (available: {', '.join(sorted(POLICIES))})")
+    return POLICIES[name]
+
+
+class DuelingPolicy(ABC):
+    name: ClassVar[str] = ""
+    #: parameters stored as arrays (in state.safetensors), not in config.json
+    array_params: ClassVar[tuple[str, ...]] = ("arms",)
+
+    def __init__(self, arms: np.ndarray, models: Sequence[str] | None = None, *, seed: int = 0,
+                 encoder: str | None = None):
+        self.arms = arms
+        self.models = models
+        self.seed = seed
+        self.encoder = encoder
+        self.reset()
+
+    # -- hyper-parameters -------------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [n for n, p in sig.parameters.items()
+                if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self._param_names()}
+
+    def set_params(self, **params) -> DuelingPolicy:
+        valid = set(self._param_names())
+        for k, v in params.items():
+            if k not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter '{k}'")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        k, d = self.arms_.shape
+        return f"{type(self).__name__}(K={k}, d={d}, t={self.t_})"
+
+    # -- state ------------------------------------------------------------------------------------
+    def reset(self) -> DuelingPolicy:
+        """Forget everything learned; restart the random stream from ``seed``."""
+        arms = np.asarray(self.arms, dtype=np.float64)
+        if arms.ndim != 2 or arms.shape[0] < 1:
+            raise ConfigError(f"arms must be a (K, d) array with K >= 1, got shape {arms.shape}")
+        if not np.all(np.isfinite(arms)):
+            raise ConfigError("arms contain NaN or infinite values")
+        self.arms_ = arms
+        models = tuple(str(m) for m in self.models) if self.models is not None else tuple(
+            f"arm-{k}" for k in range(arms.shape[0]))
+        if len(models) != arms.shape[0]:
+            raise ConfigError(f"{len(models)} model names for {arms.shape[0]} arms")
+        self.models_ = models
+        self.rng_ = np.random.default_rng(self.seed)
+        self.t_ = 0
+        self._lock = threading.RLock()
+        self._encoder_model = None
+        self._reset_state()
+        return self
+
+    @property
+    def n_arms(self) -> int:
+        return self.arms_.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.arms_.shape[1]
+
+    @abstractmethod
+    def _reset_state(self) -> None:
+        """Create the empty learned state."""
+
+    @abstractmethod
+    def _select(self, x: np.ndarray) -> tuple[int, int]:
+        ...
+
+    @abstractmethod
+    def _update(self, x: np.ndarray, i: int, j: int, y: float) -> None:
+        ...
+
+    def _check_x(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.size != self.dim:
+            raise ValueError(f"query embedding has {x.size} dims, the policy expects {self.dim}")
+        return x
+
+    # -- online verbs -----------------------------------------------------------------------------
+    def select(self, x: np.ndarray) -> tuple[int, int]:
+        """The pair of arm indices (i, j) to duel on query embedding x (d,)."""
+        x = self._check_x(x)
+        with self._lock:
+            i, j = self._select(x)
+        return int(i), int(j)
+
+    def update(self, x: np.ndarray, i: int, j: int, y: int) -> None:
+        """Learn from a duel: y = +1 if arm i's answer was preferred, -1 if arm j's was."""
+        x = self._check_x(x)
+        i, j = int(i), int(j)
+        if not (0 <= i < self.n_arms and 0 <= j < self.n_arms):
+            raise ValueError(f"arm indices ({i}, {j}) out of range 0..{self.n_arms - 1}")
+        if y not in (1, -1):
+            raise ValueError(f"feedback y must be +1 or -1, got {y!r}")
+        with self._lock:
+            self._update(x, i, j, float(y))
+            self.t_ += 1
+
+    def select_models(self, x: np.ndarray) -> tuple[str, str]:
+        """:meth:`select`, returning model names."""
+        i, j = self.select(x)
+        return self.models_[i], self.models_[j]
+
+    def model_index(self, model: str) -> int:
+        try:
+            return self.models_.index(model)
+        except ValueError:
+            raise ConfigError(f"unknown model '{model}' (policy arms: {', '.join(self.models_)})") from None
+
+    # -- text encoder -----------------------------------------------------------------------------
+    def embed(self, texts: str | Sequence[str]) -> np.ndarray:
+        """L2-normalised query embeddings with the policy's encoder: (d,) for one text, (n, d) for a list."""
+        from caproute.bandits.encoder import TextEncoder
+
+        if self.encoder is None:
+            raise ConfigError("this policy has no encoder; pass encoder=<sentence-transformers dir>")
+        with self._lock:
+            if self._encoder_model is None:
+                self._encoder_model = TextEncoder(self.encoder)
+            enc = self._encoder_model
+        one = isinstance(texts, str)
+        out = enc.encode([texts] if one else list(texts))
+        if out.shape[1] != self.dim:
+            raise ConfigError(f"encoder {self.encoder} gives {out.shape[1]}-dim embeddings, "
+                              f"the policy expects {self.dim}")
+        return out[0] if one else out
+
+    # -- persistence ------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Learned arrays and JSON-able learned metadata (subclasses extend)."""
+        return {}, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`_state` wrote."""
+
+    def save(self, path: str | Path, *, copy_encoder: bool = False) -> Path:
+        """Write the policy to directory ``path``. ``copy_encoder``: also copy the encoder directory
+        into ``path/encoder`` so the saved policy is self-contained."""
+        from safetensors.numpy import save_bytes
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            arrays, meta = self._state()
+            arrays = {"arms": self.arms_, **arrays}
+            arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+            blob = save_bytes(arrays)
+            params = {k: v for k, v in self.get_params().items() if k not in self.array_params}
+            params["models"] = list(self.models_)
+            encoder = params.get("encoder")
+            if copy_encoder and encoder is not None:
+                dest = path / ENCODER_DIR
+                if Path(encoder).resolve() != dest.resolve():
+                    if dest.exists():
+                        shutil.rmtree(dest)
+                    shutil.copytree(encoder, dest)
+                params["encoder"] = ENCODER_DIR
+            config = {"format_version": FORMAT_VERSION, "policy": self.name, "params": params,
+                      "t": self.t_, "rng": self.rng_.bit_generator.state, "meta": meta,
+                      "state_sha256": hashlib.sha256(blob).hexdigest()}
+        with atomic_file(path / STATE_FILE) as tmp:
+            tmp.write_bytes(blob)
+        with atomic_file(path / CONFIG_FILE) as tmp:
+            tmp.write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DuelingPolicy:
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        cfg_file, state_file = path / CONFIG_FILE, path / STATE_FILE
+        if not cfg_file.exists() or not state_file.exists():
+            raise ConfigError(f"{path}: not a saved policy (needs {CONFIG_FILE} and {STATE_FILE})")
+        try:
+            config = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{cfg_file}: format_version {version!r}, this caproute reads {FORMAT_VERSION}")
+        if hashlib.sha256(state_file.read_bytes()).hexdigest() != config.get("state_sha256"):
+            raise ConfigError(f"{state_file}: checksum mismatch (file changed or corrupt)")
+        name = config.get("policy")
+        klass = get_policy_class(name) if cls is DuelingPolicy else cls
+        if klass.name != name:
+            raise ConfigError(f"{cfg_file}: holds a '{name}' policy, not '{klass.name}'")
+        arrays = load_file(str(state_file))
+        params = dict(config["params"])
+        enc = params.get("encoder")
+        if enc is not None and not Path(enc).is_absolute():
+            params["encoder"] = str(path / enc)
+        for p in klass.array_params:
+            params[p] = arrays.pop(p)
+        try:
+            policy = klass(**params)
+        except TypeError as e:
+            raise ConfigError(f"{cfg_file}: parameters do not fit {klass.__name__}: {e}") from None
+        policy.t_ = int(config["t"])
+        policy.rng_.bit_generator.state = config["rng"]
+        policy._load_state(arrays, config.get("meta", {}))
+        return policy
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,161 @@
+"""The FGTS.CDB posterior and its samplers, as pure numpy functions (algorithms.md §B.4).
+
+Posterior of sampler j in {1, 2} given the history S = {(x_i, a_i^1, a_i^2, y_i)}:
+
+    p^j(theta | S) ∝ N(theta; 0, sigma0^2 I) · exp( - Σ_i L^j(theta; x_i, a_i^1, a_i^2, y_i) )
+    L^j = eta · l( y_i <theta, z_i> ) - mu · max_a' <theta, phi(x_i, a') - phi(x_i, a_i^{3-j})>
+    z_i = phi(x_i, a_i^1) - phi(x_i, a_i^2),   l(m) = log(1 + exp(-m))
+
+The first term is the tempered Bradley-Terry log-loss; the second is the dueling feel-good term:
+sampler j is rewarded for believing that some arm beats the arm the *other* sampler played.
+
+Two samplers:
+
+- SGLD (the paper's, constants PROPOSED): ``theta <- theta - (h/2) grad U + sqrt(h / beta) N(0, I)``
+  with U = (|S|/|B|) Σ_{i in B} L^j_i + ||theta||^2 / (2 sigma0^2) on a minibatch B.
+- Laplace fast path (PROPOSED, as a third-party implementation does): a Gaussian approximation of
+  the tempered logistic posterior kept by online Newton steps, whose draws are importance-
+  reweighted by exp(mu · Σ_i feel-good_i).
+
+Arms are indexed 0..K-1; ``other`` is the index of the other sampler's arm in each past round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from caproute.bandits.features import arm_scores
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function 1 / (1 + exp(-z))."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def logistic_loss(m: np.ndarray) -> np.ndarray:
+    """l(m) = log(1 + exp(-m)), stable for large |m|."""
+    return np.logaddexp(0.0, -np.asarray(m, dtype=np.float64))
+
+
+def feel_good(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndarray,
+              scale: float = 1.0) -> np.ndarray:
+    """Feel-good term per past round: max_a' <theta, phi(x_i, a')> - <theta, phi(x_i, a_other_i)>.
+
+    theta (d,) or (S, d); X (n, d); other (n,). Returns (n,) or (S, n); always >= 0.
+    """
+    if theta.ndim == 1:
+        s = arm_scores(theta, X, arms, scale)                              # (n, K)
+        return s.max(axis=1) - s[np.arange(len(other)), other]
+    s = ((theta[:, None, :] * X[None, :, :]) @ arms.T) * scale             # (S, n, K)
+    return s.max(axis=2) - s[:, np.arange(len(other)), other]
+
+
+def potential(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
+              second: np.ndarray, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
+              sigma0: float, scale: float = 1.0, weight: float = 1.0) -> float:
+    """U^j(theta) = weight · Σ_i L^j_i + ||theta||^2 / (2 sigma0^2) (the negative log posterior)."""
+    z = scale * X * (arms[first] - arms[second])
+    lik = eta * logistic_loss(y * (z @ theta)).sum()
+    fg = mu * feel_good(theta, X, arms, other, scale).sum()
+    return float(weight * (lik - fg) + theta @ theta / (2.0 * sigma0 ** 2))
+
+
+def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
+                   second: np.ndarray, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
+                   sigma0: float, scale: float = 1.0, weight: float = 1.0) -> np.ndarray:
+    """Gradient of :func:`potential` in theta, (d,). X (n, d); first/second/other (n,); y (n,) in {+1, -1}.
+
+    The feel-good max is piecewise linear; its (sub)gradient uses the arg-max arm.
+    """
+    diff = arms[first] - arms[second]
+    z = scale * X * diff                                                   # (n, d)
+    m = y * (z @ theta)
+    coef = -eta * sigmoid(-m) * y                                          # d l(y z.theta)/d(z.theta)
+    best = arm_scores(theta, X, arms, scale).argmax(axis=1)
+    fg_dir = arms[best] - arms[other]                                      # (n, d)
+    g = coef @ z - mu * scale * (X * fg_dir).sum(axis=0)
+    return weight * g + theta / sigma0 ** 2
+
+
+def sgld_step_size(t: int, h0: float = 1e-3, decay: float = 100.0) -> float:
+    """PROPOSED SGLD step h_t = h0 / (1 + t / decay): shrinks as the history (and the curvature) grows."""
+    return h0 / (1.0 + t / decay)
+
+
+def sgld_chain(grad: Callable[[np.ndarray], np.ndarray], theta0: np.ndarray, n_steps: int, step: float,
+               rng: np.random.Generator, inv_temp: float = 1.0, path: bool = False):
+    """Run ``n_steps`` of Langevin dynamics theta <- theta - (h/2) grad(theta) + sqrt(h / inv_temp) N(0, I).
+
+    ``grad`` may be stochastic (a minibatch estimate). Returns the last theta, or every iterate
+    (n_steps, d) when ``path``. For a fixed step h the chain's stationary law approaches
+    exp(-inv_temp · U) as h -> 0.
+    """
+    theta = np.array(theta0, dtype=np.float64, copy=True)
+    noise_sd = np.sqrt(step / inv_temp)
+    out = np.empty((n_steps, theta.size)) if path else None
+    for k in range(n_steps):
+        theta = theta - 0.5 * step * grad(theta) + noise_sd * rng.standard_normal(theta.size)
+        if out is not None:
+            out[k] = theta
+    return out if path else theta
+
+
+# ----------------------------------------------------------------------------------------------
+# Laplace fast path
+def laplace_update(theta: np.ndarray, cov: np.ndarray, z: np.ndarray, y: float, eta: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One online Newton step of the tempered logistic posterior for a new comparison (z, y).
+
+    Precision H <- H + eta p (1 - p) z z^T with p = sigmoid(y <theta, z>) (Sherman-Morrison on the
+    covariance), then theta <- theta - H^-1 grad. O(d^2). Returns new (theta, cov); inputs untouched.
+    """
+    m = y * float(z @ theta)
+    p = float(sigmoid(np.array([m]))[0])
+    w = eta * p * (1.0 - p)
+    cz = cov @ z
+    cov = cov - np.outer(cz, cz) * (w / (1.0 + w * float(z @ cz)))
+    g = -eta * (1.0 - p) * y * z
+    return theta - cov @ g, cov
+
+
+def laplace_fit(Z: np.ndarray, y: np.ndarray, eta: float, sigma0: float, theta0: np.ndarray | None = None,
+                n_iter: int = 20, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """Batch Laplace approximation: MAP of eta Σ l(y_i <theta, z_i>) + ||theta||^2/(2 sigma0^2) by Newton,
+    and the covariance (inverse Hessian) at the MAP. Z (n, d), y (n,). Returns (theta_map, cov)."""
+    d = Z.shape[1]
+    theta = np.zeros(d) if theta0 is None else np.array(theta0, dtype=np.float64, copy=True)
+    prior = np.eye(d) / sigma0 ** 2
+    for _ in range(n_iter):
+        m = y * (Z @ theta)
+        p = sigmoid(m)
+        g = Z.T @ (-eta * (1.0 - p) * y) + theta / sigma0 ** 2
+        H = prior + (Z * (eta * p * (1.0 - p))[:, None]).T @ Z
+        step = np.linalg.solve(H, g)
+        theta = theta - step
+        if float(np.abs(step).max()) < tol:
+            break
+    m = y * (Z @ theta)
+    p = sigmoid(m)
+    H = prior + (Z * (eta * p * (1.0 - p))[:, None]).T @ Z
+    return theta, np.linalg.inv(H)
+
+
+def gaussian_draws(mean: np.ndarray, chol: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n draws of N(mean, L L^T) given the lower Cholesky factor L: (n, d)."""
+    return mean[None, :] + rng.standard_normal((n, mean.size)) @ chol.T
+
+
+def importance_pick(log_weights: np.ndarray, rng: np.random.Generator) -> int:
+    """Sample one index with probability ∝ exp(log_weights) (self-normalised importance resampling)."""
+    lw = np.asarray(log_weights, dtype=np.float64)
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    return int(rng.choice(lw.size, p=w))

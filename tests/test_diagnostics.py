@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from caproute.supervise.diagnostics import (diagnose, disagreement, outcome_instability,
-                                            winner_flip_rate)
+from caproute.supervise.diagnostics import diagnose, disagreement, outcome_instability, winner_flip_rate
 
 
 def frame(scores: dict[str, list[float]], costs: dict[str, float] | None = None, query="q"):

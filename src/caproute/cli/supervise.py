@@ -23,8 +23,8 @@ def supervise_cmd(
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
 ) -> None:
     """DARS capability statistics and utility per (query, model) of the training split."""
-    from caproute.data.source import load_observations
     from caproute.data.atomic import write_parquet
+    from caproute.data.source import load_observations
     from caproute.supervise.api import supervision_table
 
     obs, name = load_observations(store=store, data=data, dataset=dataset)

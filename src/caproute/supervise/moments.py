@@ -81,6 +81,40 @@ def combine_moments(owner: np.ndarray, count: np.ndarray, mean: np.ndarray, m2: 
     }
 
 
+def stats_from_rewrite_columns(n_k: np.ndarray, s_k: np.ndarray, total_sq: np.ndarray,
+                               q_k: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-pair statistics from per-rewrite raw sums laid out as (n_pairs, K) matrices.
+
+    ``n_k`` counts and ``s_k`` sums of scores per rewrite k (0 where a pair lacks rewrite k),
+    ``total_sq`` the pair's sum of squared scores (n_pairs,), ``q_k`` optional per-rewrite sums
+    of squares (only needed for ``sd_within``, else NaN). Same outputs as
+    :func:`combine_moments`, in raw-moment form (what one SQL group-by returns); variances are
+    clamped at 0.
+    """
+    n_k, s_k = np.asarray(n_k, dtype=np.float64), np.asarray(s_k, dtype=np.float64)
+    has = n_k > 0
+    safe_n = np.where(has, n_k, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = n_k.sum(axis=1)
+        mu = s_k.sum(axis=1) / n
+        m_k = np.where(has, s_k / safe_n, 0.0)
+        between_ss = (n_k * m_k * m_k).sum(axis=1)          # sum_k n_k m_k^2
+        var_input = np.maximum(between_ss / n - mu * mu, 0.0)
+        var_output = np.maximum(np.asarray(total_sq, dtype=np.float64) - between_ss, 0.0) / n
+        n_sub = has.sum(axis=1).astype(np.float64)
+        u1, u2 = m_k.sum(axis=1), (m_k * m_k).sum(axis=1)
+        ss_sub = np.maximum(u2 - u1 * u1 / n_sub, 0.0)
+        sd_between = np.where(n_sub > 1, np.sqrt(ss_sub / np.maximum(n_sub - 1, 1)), 0.0)
+        if q_k is None:
+            sd_within = np.full(n.shape, np.nan)
+        else:
+            v_k = np.where(has, np.maximum(np.asarray(q_k, float) / safe_n - m_k * m_k, 0.0), 0.0)
+            sd_k = np.where(n_k > 1, np.sqrt(v_k * n_k / np.maximum(n_k - 1, 1)), 0.0)
+            sd_within = sd_k.sum(axis=1) / n_sub
+    return {"n": n, "mean": mu, "m2": (var_input + var_output) * n, "var_input": var_input,
+            "var_output": var_output, "n_sub": n_sub, "sd_between": sd_between, "sd_within": sd_within}
+
+
 def sample_std(m2: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Sample standard deviation (ddof = 1) from M2 and counts; 0 where n <= 1 (pandas NaN -> 0)."""
     m2 = np.asarray(m2, dtype=np.float64)

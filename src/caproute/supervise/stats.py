@@ -15,7 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caproute.supervise.moments import combine_moments, grouped_moments, sample_std
+from caproute.supervise.moments import (
+    combine_moments,
+    grouped_moments,
+    sample_std,
+    stats_from_rewrite_columns,
+)
+from caproute.supervise.normalize import min_max
 
 STAT_COLUMNS = ("dataset", "query_id", "model", "n", "n_rewrites", "mu_q", "mu_c", "sigma_q",
                 "var_total", "var_input", "var_output", "sigma_rewrite", "sigma_decode")
@@ -67,37 +73,51 @@ def capability_stats(obs: pd.DataFrame, cost_norm: np.ndarray | str = "cost_norm
     return _finish(keys, q, c)
 
 
-def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, float]]) -> pd.DataFrame:
+MAX_SQL_REWRITES = 64
+
+
+def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, float]], *,
+                         decode_risk: bool = False) -> pd.DataFrame:
     """The same statistics for a DuckDB relation (a table name or ``read_parquet('...')``).
 
-    DuckDB aggregates per-(pair, rewrite) moments out of core; numpy combines them per pair.
+    DuckDB streams the rows (out of core) in ONE group-by over pairs, with per-rewrite count,
+    sum and sum of squares as filtered aggregates (one column each per prompt_variant_id);
+    :func:`caproute.supervise.moments.stats_from_rewrite_columns` turns them into the statistics.
+    Normalised cost is linear in raw cost, so mu_c is normalised after averaging.
     ``cost_range``: {dataset: (min, max)} from a :class:`CostNormalizer` fitted on training rows.
+    ``decode_risk``: also compute sigma_decode (needs per-rewrite sums of squares, one more
+    aggregate per rewrite); otherwise that column is NaN. Everything else is always computed.
     """
-    ranges = pd.DataFrame([(d, lo, hi) for d, (lo, hi) in cost_range.items()],
-                          columns=["dataset", "lo", "hi"])
-    con.register("_cost_ranges", ranges)
-    try:
-        sub = con.execute(f"""
-            SELECT o.dataset, o.query_id, o.model,
-                   count(*)::DOUBLE AS cnt,
-                   avg(o.score) AS mq, var_pop(o.score) * count(*) AS m2q,
-                   avg(CASE WHEN r.hi > r.lo THEN (o.cost - r.lo) / (r.hi - r.lo) ELSE 0 END) AS mc,
-                   var_pop(CASE WHEN r.hi > r.lo THEN (o.cost - r.lo) / (r.hi - r.lo) ELSE 0 END)
-                       * count(*) AS m2c
-            FROM {relation} o JOIN _cost_ranges r USING (dataset)
-            GROUP BY o.dataset, o.query_id, o.model, o.prompt_variant_id
-            ORDER BY o.dataset, o.query_id, o.model
-        """).df()
-    finally:
-        con.unregister("_cost_ranges")
-    if sub.empty:
+    from caproute.errors import DataError
+
+    variants = [int(r[0]) for r in con.execute(
+        f"SELECT DISTINCT prompt_variant_id FROM {relation} ORDER BY 1").fetchall()]
+    if not variants:
         return pd.DataFrame(columns=list(STAT_COLUMNS))
-    keys = sub[["dataset", "query_id", "model"]]
-    change = np.ones(len(sub), dtype=bool)
-    change[1:] = (keys.iloc[1:].to_numpy() != keys.iloc[:-1].to_numpy()).any(axis=1)
-    owner = np.cumsum(change) - 1
-    n_pairs = int(owner[-1]) + 1
-    count = sub["cnt"].to_numpy(float)
-    q = combine_moments(owner, count, sub["mq"].to_numpy(float), sub["m2q"].to_numpy(float), n_pairs)
-    c = combine_moments(owner, count, sub["mc"].to_numpy(float), sub["m2c"].to_numpy(float), n_pairs)
-    return _finish(keys[change], q, c)
+    if len(variants) > MAX_SQL_REWRITES:
+        raise DataError(f"{len(variants)} distinct prompt_variant_id values; the SQL path handles at "
+                        f"most {MAX_SQL_REWRITES} (use capability_stats on a frame)", source=relation)
+    aggs = []
+    for i, v in enumerate(variants):
+        f = f"FILTER (WHERE prompt_variant_id = {v})"
+        aggs.append(f"count(*) {f}::DOUBLE AS n_{i}, coalesce(sum(score) {f}, 0) AS s_{i}")
+        if decode_risk:
+            aggs.append(f"coalesce(sum(score * score) {f}, 0) AS q_{i}")
+    res = con.execute(f"""
+        SELECT dataset, query_id, model, sum(cost) AS s_c, sum(score * score) AS s_q, {", ".join(aggs)}
+        FROM {relation} GROUP BY dataset, query_id, model
+    """)
+    arrays = res.fetchnumpy()
+    sums = pd.DataFrame({c: arrays[c] for c in ("dataset", "query_id", "model")})
+    unknown = set(np.unique(arrays["dataset"])) - set(cost_range)
+    if unknown:
+        raise DataError(f"no fitted cost range for datasets {sorted(unknown)}", source=relation)
+    k = range(len(variants))
+    n_k = np.column_stack([np.asarray(arrays[f"n_{i}"], float) for i in k])
+    s_k = np.column_stack([np.asarray(arrays[f"s_{i}"], float) for i in k])
+    q_k = np.column_stack([np.asarray(arrays[f"q_{i}"], float) for i in k]) if decode_risk else None
+    q = stats_from_rewrite_columns(n_k, s_k, np.asarray(arrays["s_q"], float), q_k)
+    lo = sums["dataset"].map({d: r[0] for d, r in cost_range.items()}).to_numpy(float)
+    hi = sums["dataset"].map({d: r[1] for d, r in cost_range.items()}).to_numpy(float)
+    mu_c = min_max(np.asarray(arrays["s_c"], float) / q["n"], lo, hi)
+    return _finish(sums[["dataset", "query_id", "model"]], q, {"mean": mu_c})

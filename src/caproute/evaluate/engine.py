@@ -64,8 +64,11 @@ def _map_ray(fn, cells, shared, address, progress, max_retries):
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                 include_dashboard=False)
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:  # a local instance on loopback only
+            ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+                     _node_ip_address="127.0.0.1")
     shared_ref = ray.put(shared)
     remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(_ray_cell)
     refs = [remote.remote(fn, cell, shared_ref) for cell in cells]
@@ -92,8 +95,14 @@ class _progress:
     def __enter__(self):
         if self.description is None:
             return lambda: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TimeElapsedColumn(), TimeRemainingColumn(), transient=False)

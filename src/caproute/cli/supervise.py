@@ -21,8 +21,22 @@ def supervise_cmd(
     out: Annotated[Path, typer.Option("--out", help="output Parquet (query_id, model, n, mu_q, mu_c, sigma_q, utility, ...)")],
     store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+    streaming: Annotated[bool, typer.Option(
+        "--streaming", help="out of core: stream a Parquet file/directory/glob given with --data through DuckDB")] = False,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit for --streaming")] = "2GB",
+    partitions: Annotated[int, typer.Option("--partitions", help="query hash partitions for --streaming")] = 8,
 ) -> None:
     """DARS capability statistics and utility per (query, model) of the training split."""
+    if streaming:
+        from caproute.errors import DataError
+        from caproute.supervise.outofcore import supervise_out_of_core
+
+        if data is None:
+            raise DataError("--streaming reads Parquet given with --data", source="arguments")
+        info = supervise_out_of_core(data, out, lam=lam, beta=beta, partitions=partitions,
+                                     memory_limit=memory_limit, dataset=dataset)
+        console.print(f"{info['pairs']} pairs ({', '.join(info['datasets'])}) -> {out}")
+        return
     from caproute.data.atomic import write_parquet
     from caproute.data.source import load_observations
     from caproute.supervise.api import supervision_table

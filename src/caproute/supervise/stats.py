@@ -77,7 +77,7 @@ MAX_SQL_REWRITES = 64
 
 
 def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, float]], *,
-                         decode_risk: bool = False) -> pd.DataFrame:
+                         decode_risk: bool = False, where: str | None = None) -> pd.DataFrame:
     """The same statistics for a DuckDB relation (a table name or ``read_parquet('...')``).
 
     DuckDB streams the rows (out of core) in ONE group-by over pairs, with per-rewrite count,
@@ -87,11 +87,13 @@ def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, 
     ``cost_range``: {dataset: (min, max)} from a :class:`CostNormalizer` fitted on training rows.
     ``decode_risk``: also compute sigma_decode (needs per-rewrite sums of squares, one more
     aggregate per rewrite); otherwise that column is NaN. Everything else is always computed.
+    ``where``: an optional SQL filter (e.g. the train split, or one hash partition of queries).
     """
     from caproute.errors import DataError
 
+    cond = f" WHERE {where}" if where else ""
     variants = [int(r[0]) for r in con.execute(
-        f"SELECT DISTINCT prompt_variant_id FROM {relation} ORDER BY 1").fetchall()]
+        f"SELECT DISTINCT prompt_variant_id FROM {relation}{cond} ORDER BY 1").fetchall()]
     if not variants:
         return pd.DataFrame(columns=list(STAT_COLUMNS))
     if len(variants) > MAX_SQL_REWRITES:
@@ -105,7 +107,7 @@ def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, 
             aggs.append(f"coalesce(sum(score * score) {f}, 0) AS q_{i}")
     res = con.execute(f"""
         SELECT dataset, query_id, model, sum(cost) AS s_c, sum(score * score) AS s_q, {", ".join(aggs)}
-        FROM {relation} GROUP BY dataset, query_id, model
+        FROM {relation}{cond} GROUP BY dataset, query_id, model
     """)
     arrays = res.fetchnumpy()
     sums = pd.DataFrame({c: arrays[c] for c in ("dataset", "query_id", "model")})

@@ -113,3 +113,19 @@ def test_cli_train_route(tmp_path):
     assert res.exit_code == 0 and "utility" in res.output
     res = runner.invoke(app, ["routers"])
     assert res.exit_code == 0 and "knn" in res.output
+
+
+@pytest.mark.parametrize("name", ["mlp", "embedllm", "mirt", "rmsoftmax", "graphrouter", "avengerspro", "mf",
+                                  "cheapest", "random"])
+def test_every_family_through_the_pipeline(obs, test_texts, tmp_path, name):
+    p = train_pipeline(obs, router=name, seed=7)
+    ds = p.decide(test_texts[:6], lam=0.05, beta=0.2)
+    assert all(d.model in p.models for d in ds)
+    p.save(tmp_path / name)
+    q = RoutingPipeline.load(tmp_path / name)
+    assert [d.to_dict() for d in q.decide(test_texts[:6], 0.05, 0.2)] == [d.to_dict() for d in ds]
+    if name == "graphrouter":   # descriptions encoded with the pipeline's encoder + one-hot ids
+        assert p.router.net_.model_features.shape == (3, p.encoder.dim + 3)
+    if name == "rmsoftmax":
+        assert p.router.lambda_max == 0.10 and ds[0].kind == "policy"
+        assert sum(ds[0].mu_q.values()) == pytest.approx(1.0)

@@ -112,6 +112,14 @@ class Router(ABC):
         pred = self.predict_stats(X, lam=lam)
         return hard_labels(pred.utility(lam, beta), pred.mu_c)
 
+    def encoder_inputs(self, encoder, models) -> dict[str, Any]:
+        """Extra keyword arguments for :meth:`fit` computed with the query encoder (default none).
+
+        GraphRouter encodes its model-description texts here. Callers that own the encoder do
+        ``router.fit(X, sup, **router.encoder_inputs(encoder, sup.models))``.
+        """
+        return {}
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "models_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
@@ -186,8 +194,13 @@ class Router(ABC):
         klass = get_router_class(config["router"]) if cls is Router else cls
         if klass.name != config["router"]:
             raise ConfigError(f"{cfg_file}: holds a '{config['router']}' router, not '{klass.name}'")
+        params = dict(config.get("params", {}))
+        defaults = {k: p.default for k, p in inspect.signature(klass.__init__).parameters.items()}
+        for k, v in params.items():     # JSON has no tuples: restore tuple-valued hyper-parameters
+            if isinstance(defaults.get(k), tuple) and isinstance(v, list):
+                params[k] = tuple(v)
         try:
-            router = klass(**config["params"])
+            router = klass(**params)
         except TypeError as e:
             raise ConfigError(f"{cfg_file}: bad params for router '{klass.name}' ({e})") from None
         router.models_ = tuple(config["models"])
@@ -197,6 +210,8 @@ class Router(ABC):
             router._load_state(load_file(str(state_file)), config.get("meta", {}))
         except KeyError as e:
             raise ConfigError(f"{state_file}: missing array {e}") from None
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"{state_file}: state does not match the router ({e})") from None
         return router
 
 

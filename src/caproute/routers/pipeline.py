@@ -203,13 +203,18 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     encoder = get_encoder(features, **(encoder_params or {})).fit(texts)
     X = encode(encoder, texts, cache)
     params = dict(params or {})
-    if "seed" in inspect.signature(klass.__init__).parameters:
+    accepted = inspect.signature(klass.__init__).parameters
+    if "seed" in accepted:
         params.setdefault("seed", seed)
+    if "lambda_max" in accepted:        # RM-Softmax trains on lambda' in [0, max(0.10, lambda)]
+        params.setdefault("lambda_max", max(0.10, float(lam)))
+    if "lam" in accepted:               # MF bakes lambda into its pairwise preferences
+        params.setdefault("lam", float(lam))
     try:
         model = klass(**params)
     except TypeError as e:
         raise ConfigError(f"router '{router}': {e}") from None
-    model.fit(X, sup)
+    model.fit(X, sup, **model.encoder_inputs(encoder, sup.models))
     meta = {
         "dataset": name, "supervision": supervision, "features": features,
         "lam": float(lam), "beta": float(sup.beta if sup.beta is not None else beta),

@@ -1,0 +1,231 @@
+"""Shared plumbing for the torch routers: threads, seeded generators, sparse-aware input layers,
+and saving a module's weights through the safetensors-based Router persistence.
+
+CPU only. Every random draw (initialisation, shuffling, noise) comes from a ``torch.Generator``
+seeded from the router's ``seed``, never from the global RNG, so a fit is reproducible and does
+not disturb the caller's random state. Fits run with ``CAPROUTE_TORCH_THREADS`` threads (default
+1): on the small networks here one thread is fastest, and a fixed count keeps results identical.
+
+TF-IDF features are 99% zeros; a first layer that multiplies a sparse CSR batch instead of a
+dense one computes the same function (up to float rounding) many times faster, so routers take
+the sparse path when the training features are sparse (see :func:`use_sparse`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+SPARSE_MAX_DENSITY = 0.1
+SPARSE_MIN_DIM = 512
+
+
+def use_sparse(X: np.ndarray) -> bool:
+    """Take the sparse path for wide, mostly-zero features (TF-IDF), the dense one otherwise."""
+    return X.shape[1] >= SPARSE_MIN_DIM and np.count_nonzero(X) <= SPARSE_MAX_DENSITY * X.size
+
+
+@contextmanager
+def torch_threads(n: int | None = None) -> Iterator:
+    import torch
+
+    n = int(n or os.environ.get("CAPROUTE_TORCH_THREADS", "1"))
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield torch
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+def generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(int(seed))
+
+
+class SparseBatch:
+    """A scipy CSR batch of query features (the sparse path); see :func:`input_matmul`."""
+
+    def __init__(self, csr):
+        self.csr = csr
+        self.shape = csr.shape
+
+
+class Inputs:
+    """Query features for training/prediction: a dense tensor, or scipy CSR rows (sparse path).
+
+    ``rows(idx)`` returns the batch as a dense float32 tensor or a :class:`SparseBatch`; layers
+    built by :func:`make_input_linear` accept both.
+    """
+
+    def __init__(self, X: np.ndarray, sparse: bool, col_scale: np.ndarray | None = None):
+        import torch
+
+        X = np.asarray(X, np.float32)
+        if col_scale is not None:
+            X = X * col_scale[None, :].astype(np.float32)
+        self.n, self.d = X.shape
+        self.sparse = sparse
+        if sparse:
+            import scipy.sparse as sp
+
+            self._csr = sp.csr_matrix(X)
+            self._dense = None
+        else:
+            self._dense = torch.from_numpy(np.ascontiguousarray(X))
+
+    def rows(self, idx=None):
+        if not self.sparse:
+            return self._dense if idx is None else self._dense[idx]
+        return SparseBatch(self._csr if idx is None else self._csr[np.asarray(idx)])
+
+
+def _spmm_function():
+    import torch
+
+    class SpMM(torch.autograd.Function):
+        """x @ W for a scipy CSR x and a dense weight W; the gradient x^T @ g also stays in scipy
+        (several times faster than torch's CSR backward on CPU)."""
+
+        @staticmethod
+        def forward(ctx, weight, csr):
+            ctx.csr = csr
+            return torch.from_numpy(np.asarray(csr @ weight.detach().numpy(), dtype=np.float32))
+
+        @staticmethod
+        def backward(ctx, grad):
+            g = np.asarray(ctx.csr.T @ grad.detach().numpy(), dtype=np.float32)
+            return torch.from_numpy(g), None
+
+    return SpMM
+
+
+_SPMM = None
+
+
+def input_matmul(x, weight):
+    """``x @ weight`` for a dense tensor or a :class:`SparseBatch` x."""
+    global _SPMM
+    if isinstance(x, SparseBatch):
+        if _SPMM is None:
+            _SPMM = _spmm_function()
+        return _SPMM.apply(weight, x.csr)
+    return x @ weight
+
+
+def make_input_linear(d_in: int, d_out: int, gen):
+    """A Linear layer on (possibly sparse) inputs: weight stored (d_in, d_out), forward ``x @ W + b``.
+
+    Initialised like ``torch.nn.Linear``: U(-1/sqrt(d_in), 1/sqrt(d_in)) for weight and bias.
+    """
+    import torch
+    from torch import nn
+
+    class InputLinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            bound = 1.0 / math.sqrt(d_in)
+            self.weight = nn.Parameter(torch.empty(d_in, d_out).uniform_(-bound, bound, generator=gen))
+            self.bias = nn.Parameter(torch.empty(d_out).uniform_(-bound, bound, generator=gen))
+
+        def forward(self, x):
+            return input_matmul(x, self.weight) + self.bias
+
+    return InputLinear()
+
+
+def linear(d_in: int, d_out: int, gen, bias: bool = True):
+    """``torch.nn.Linear`` with its default initialisation drawn from ``gen``."""
+    import torch
+    from torch import nn
+
+    layer = nn.Linear(d_in, d_out, bias=bias)
+    bound = 1.0 / math.sqrt(d_in)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=gen)
+        if bias:
+            layer.bias.uniform_(-bound, bound, generator=gen)
+    return layer
+
+
+def adam(params, lr: float, weight_decay: float = 0.0):
+    """torch Adam; the fused CPU kernel when available (same algorithm, fewer memory passes).
+    ``params``: parameters or parameter groups."""
+    import torch
+
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def batches(n: int, batch_size: int, gen) -> Iterator:
+    """Shuffled index batches for one epoch (``torch.randperm`` from ``gen``)."""
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    bs = max(1, min(int(batch_size), n))
+    for start in range(0, n, bs):
+        yield perm[start:start + bs]
+
+
+def module_state(module, prefix: str = "") -> dict[str, np.ndarray]:
+    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_module_state(module, arrays: dict[str, np.ndarray], prefix: str = "") -> None:
+    import torch
+
+    sd = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+    module.load_state_dict(sd, strict=True)
+
+
+class TorchRouterMixin:
+    """fit / predict_stats / persistence for routers holding one torch module ``net_``.
+
+    Subclasses implement ``_build(**arch)`` (a fresh module from JSON-able architecture
+    arguments), ``_train(inputs, supervision, gen, **fit_kw)`` (sets ``arch_`` and ``net_``) and
+    ``_predict(inputs, lam) -> StatsPrediction``; optional extra arrays via ``_extra_state`` /
+    ``_load_extra``.
+    """
+
+    def fit(self, X, supervision, **fit_kw):
+        X = self._validate_fit(X, supervision)
+        self.sparse_input_ = use_sparse(X)
+        with torch_threads():
+            self._train(X, supervision, generator(self.seed), **fit_kw)
+        self.net_.eval()
+        return self
+
+    def predict_stats(self, X, lam: float | None = None):
+        X = self._validate_X(X)
+        with torch_threads() as torch, torch.no_grad():
+            return self._predict(X, lam)
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_extra(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def _state(self):
+        arrays = module_state(self.net_, "net.")
+        arrays.update({f"extra.{k}": v for k, v in self._extra_state().items()})
+        return arrays, {"arch": self.arch_, "sparse_input": bool(self.sparse_input_)}
+
+    def _load_state(self, arrays, meta) -> None:
+        self.arch_ = dict(meta["arch"])
+        self.sparse_input_ = bool(meta.get("sparse_input", False))
+        with torch_threads():
+            self.net_ = self._build(**self.arch_, gen=generator(0))
+            load_module_state(self.net_, arrays, "net.")
+        self.net_.eval()
+        self._load_extra({k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")})

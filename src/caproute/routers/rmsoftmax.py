@@ -1,0 +1,119 @@
+"""RM-Softmax router (DARS §A.10, after Tsiourvas et al. §E.6): lambda is an input.
+
+Input [x ; lambda']; MLP(256, 256) with ReLU -> one logit per model. Training rows are every
+training query at each lambda' of linspace(0, lambda_max, 11) (reference: lambda_max =
+max(0.10, lambda); ``train_pipeline`` passes that), with utilities
+U = (mu_q - beta * sigma_q) - lambda' * mu_c (beta = the supervision's beta). Loss "softmax":
+mean_i sum_m softmax(logits_i / T)_m * (max_m' U_im' - U_im), T = 1.0 (expected regret); the
+alternative ``loss="classification"`` is cross-entropy on argmax U. Adam lr 1e-3, 20 epochs,
+batches of 256 rows. All values FOUND (reference ``methods/rm_softmax.py``).
+
+The router predicts a policy, not capability statistics: ``predict_stats(X, lam)`` returns
+``kind="policy"`` with the probabilities pi(m | x, lam) in ``mu_q`` and zeros in ``mu_c`` and
+``sigma_q``, so routing takes argmax pi at the given lambda. beta is fixed at training time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches, make_input_linear
+from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
+from caproute.routers.embedllm import supervision_beta
+
+LOSSES = ("softmax", "classification")
+
+
+def lambda_grid(lambda_max: float, num: int) -> np.ndarray:
+    return np.linspace(0.0, float(lambda_max), int(num), dtype=np.float32)
+
+
+def augmented_utilities(perf: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+    """U for every (lambda', query): (L * n, m); row r is query r % n at lambda' index r // n."""
+    u = perf[None, :, :] - lambdas[:, None, None] * cost[None, :, :]
+    return u.reshape(-1, perf.shape[1]).astype(np.float32)
+
+
+@register
+class RMSoftmaxRouter(TorchRouterMixin, Router):
+    name = "rmsoftmax"
+    lambda_aware = True
+
+    def __init__(self, hidden: tuple[int, ...] = (256, 256), epochs: int = 20, batch_size: int = 256,
+                 lr: float = 1e-3, temperature: float = 1.0, lambda_max: float = 0.10, num_lambdas: int = 11,
+                 loss: str = "softmax", seed: int = 42):
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.temperature = temperature
+        self.lambda_max = lambda_max
+        self.num_lambdas = num_lambdas
+        self.loss = loss
+        self.seed = seed
+
+    def _build(self, d_in: int, m: int, hidden: list[int], gen):
+        import torch
+        from torch import nn
+
+        from caproute.routers._torch import input_matmul, linear
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                # first layer on [x ; lambda']: x part (sparse-aware) + one column for lambda',
+                # initialised like nn.Linear(D + 1, h)
+                self.first = make_input_linear(d_in + 1, hidden[0], gen)
+                dims = [*hidden, m]
+                self.rest = nn.ModuleList(linear(a, b, gen) for a, b in zip(dims[:-1], dims[1:], strict=True))
+                self.d_in = d_in
+
+            def forward(self, x, lam):
+                w = self.first.weight
+                h = input_matmul(x, w[:self.d_in]) + lam[:, None] * w[self.d_in] + self.first.bias
+                for layer in self.rest:
+                    h = layer(torch.relu(h))
+                return h
+
+        return Net()
+
+    def _train(self, X, supervision, gen, **_):
+        import torch
+        import torch.nn.functional as F
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}")
+        mu_q, mu_c, sigma = clipped_targets(supervision)
+        perf = mu_q - supervision_beta(supervision) * sigma
+        lambdas = lambda_grid(self.lambda_max, self.num_lambdas)
+        util = torch.from_numpy(augmented_utilities(perf, mu_c, lambdas))
+        labels = util.argmax(dim=1)
+        regret = util.max(dim=1, keepdim=True).values - util
+        n = X.shape[0]
+        lam_col = torch.from_numpy(np.repeat(lambdas, n))
+        self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "hidden": [int(h) for h in self.hidden]}
+        self.net_ = self._build(**self.arch_, gen=gen)
+        inputs = Inputs(X, self.sparse_input_)
+        opt = adam(self.net_.parameters(), self.lr)
+        self.net_.train()
+        for _ in range(int(self.epochs)):
+            for idx in batches(util.shape[0], self.batch_size, gen):
+                logits = self.net_(inputs.rows((idx % n).numpy()), lam_col[idx])
+                if self.loss == "classification":
+                    loss = F.cross_entropy(logits, labels[idx])
+                else:
+                    probs = torch.softmax(logits / self.temperature, dim=1)
+                    loss = (probs * regret[idx]).sum(dim=1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+    def _predict(self, X, lam):
+        import torch
+
+        lam = 0.05 if lam is None else float(lam)
+        lam_col = torch.full((X.shape[0],), lam, dtype=torch.float32)
+        logits = self.net_(Inputs(X, self.sparse_input_).rows(), lam_col)
+        probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        zeros = np.zeros_like(probs)
+        return StatsPrediction(self.models_, probs, zeros, zeros.copy(), kind="policy")

@@ -92,34 +92,44 @@ def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, 
     from caproute.errors import DataError
 
     cond = f" WHERE {where}" if where else ""
-    variants = [int(r[0]) for r in con.execute(
-        f"SELECT DISTINCT prompt_variant_id FROM {relation}{cond} ORDER BY 1").fetchall()]
-    if not variants:
+    found = con.execute(f"SELECT DISTINCT dataset, prompt_variant_id FROM {relation}{cond}").fetchall()
+    if not found:
         return pd.DataFrame(columns=list(STAT_COLUMNS))
+    datasets = sorted({str(d) for d, _ in found})
+    variants = sorted({int(v) for _, v in found})
     if len(variants) > MAX_SQL_REWRITES:
         raise DataError(f"{len(variants)} distinct prompt_variant_id values; the SQL path handles at "
                         f"most {MAX_SQL_REWRITES} (use capability_stats on a frame)", source=relation)
+    unknown = set(datasets) - set(cost_range)
+    if unknown:
+        raise DataError(f"no fitted cost range for datasets {sorted(unknown)}", source=relation)
     aggs = []
     for i, v in enumerate(variants):
         f = f"FILTER (WHERE prompt_variant_id = {v})"
         aggs.append(f"count(*) {f}::DOUBLE AS n_{i}, coalesce(sum(score) {f}, 0) AS s_{i}")
         if decode_risk:
             aggs.append(f"coalesce(sum(score * score) {f}, 0) AS q_{i}")
-    res = con.execute(f"""
-        SELECT dataset, query_id, model, sum(cost) AS s_c, sum(score * score) AS s_q, {", ".join(aggs)}
-        FROM {relation}{cond} GROUP BY dataset, query_id, model
-    """)
-    arrays = res.fetchnumpy()
-    sums = pd.DataFrame({c: arrays[c] for c in ("dataset", "query_id", "model")})
-    unknown = set(np.unique(arrays["dataset"])) - set(cost_range)
-    if unknown:
-        raise DataError(f"no fitted cost range for datasets {sorted(unknown)}", source=relation)
+    # One dataset (the common case): group by (query_id, model) only, which is cheaper.
+    keys = "query_id, model" if len(datasets) == 1 else "dataset, query_id, model"
+    arrays = con.execute(f"""
+        SELECT {keys}, sum(cost) AS s_c, sum(score * score) AS s_q, {", ".join(aggs)}
+        FROM {relation}{cond} GROUP BY {keys}
+    """).fetchnumpy()
+    n_rows = len(arrays["query_id"])
+    if len(datasets) == 1:
+        dataset_col = np.full(n_rows, datasets[0], dtype=object)
+        lo, hi = cost_range[datasets[0]]
+    else:
+        dataset_col = np.asarray(arrays["dataset"], dtype=object)
+        ds = pd.Series(dataset_col)
+        lo = ds.map({d: r[0] for d, r in cost_range.items()}).to_numpy(float)
+        hi = ds.map({d: r[1] for d, r in cost_range.items()}).to_numpy(float)
+    sums = pd.DataFrame({"dataset": dataset_col, "query_id": np.asarray(arrays["query_id"], dtype=object),
+                         "model": np.asarray(arrays["model"], dtype=object)})
     k = range(len(variants))
     n_k = np.column_stack([np.asarray(arrays[f"n_{i}"], float) for i in k])
     s_k = np.column_stack([np.asarray(arrays[f"s_{i}"], float) for i in k])
     q_k = np.column_stack([np.asarray(arrays[f"q_{i}"], float) for i in k]) if decode_risk else None
     q = stats_from_rewrite_columns(n_k, s_k, np.asarray(arrays["s_q"], float), q_k)
-    lo = sums["dataset"].map({d: r[0] for d, r in cost_range.items()}).to_numpy(float)
-    hi = sums["dataset"].map({d: r[1] for d, r in cost_range.items()}).to_numpy(float)
     mu_c = min_max(np.asarray(arrays["s_c"], float) / q["n"], lo, hi)
-    return _finish(sums[["dataset", "query_id", "model"]], q, {"mean": mu_c})
+    return _finish(sums, q, {"mean": mu_c})

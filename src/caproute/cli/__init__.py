@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 
 # Each module adds its commands to `app` (import for the side effect only).
+from caproute.cli import bench as _bench  # noqa: E402,F401
 from caproute.cli import data as _data  # noqa: E402,F401
 from caproute.cli import supervise as _supervise  # noqa: E402,F401
 from caproute.cli import demo as _demo  # noqa: E402,F401

@@ -1,0 +1,213 @@
+"""Grid cells: one cell = one router trained on one supervision set and scored on the test views.
+
+A :class:`Cell` carries everything that varies (router, supervision variant, run, seed, beta,
+K x R protocol); :class:`GridData` carries what every cell shares (features computed once, the
+training rows, the test view matrices). :func:`run_cell` is a pure function of the two, so a grid
+gives the same numbers for any ``--jobs`` and either engine: BLAS and torch run single-threaded
+inside a cell (parallelism comes from running cells side by side), and seeds travel in the cell.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from caproute.evaluate import metrics as M
+from caproute.supervise.labels import hard_labels
+from caproute.supervise.normalize import CostNormalizer
+
+STUDIES = ("main", "ablation", "kxr", "beta")
+TRAIN_COLUMNS = ["dataset", "split", "query_id", "model", "prompt_variant_id", "decode_id",
+                 "observation_type", "score", "cost"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training + evaluation.
+
+    ``study``: main (single-shot runs and DARS), ablation (§A.8 variants), kxr (K x R subsample
+    of the training grid, then DARS) or beta (DARS with risk weight ``beta``).
+    ``seed`` seeds the single-shot draw / the K x R subsample and the router (if it takes a seed).
+    ``params``: router hyper-parameters as sorted (name, value) pairs.
+    """
+
+    study: str
+    router: str
+    supervision: str
+    run: int
+    seed: int
+    beta: float
+    k: int = 0
+    r: int = 0
+    params: tuple = ()
+
+    def key(self) -> dict[str, Any]:
+        return {"study": self.study, "router": self.router, "supervision": self.supervision,
+                "run": self.run, "seed": self.seed, "beta": self.beta, "k": self.k, "r": self.r}
+
+
+@dataclass
+class ViewArrays:
+    rows: np.ndarray
+    q: np.ndarray
+    c: np.ndarray
+
+
+@dataclass
+class GridData:
+    """Inputs shared by every cell (sent once per worker)."""
+
+    X_train: Any
+    X_test: Any
+    train_obs: pd.DataFrame
+    train_query_ids: np.ndarray
+    normalizer: CostNormalizer
+    models: tuple[str, ...]
+    views: dict[str, ViewArrays]
+    lam: float
+    lambdas: tuple[float, ...] = ()
+    pair: tuple[int, int] | None = None
+    n_thresholds: int = 10
+    extra: dict = field(default_factory=dict)
+
+
+def grid_data(exp, X_train, X_test, *, lam: float, lambdas=(), pair=None, n_thresholds: int = 10) -> GridData:
+    """Build the shared inputs from an :class:`~caproute.evaluate.protocol.Experiment`."""
+    views = {name: ViewArrays(v.rows, v.q, v.c) for name, v in exp.views.items()}
+    return GridData(X_train=X_train, X_test=X_test, train_obs=exp.train_obs[TRAIN_COLUMNS].copy(),
+                    train_query_ids=exp.train_query_ids, normalizer=exp.normalizer, models=exp.models,
+                    views=views, lam=float(lam), lambdas=tuple(float(x) for x in lambdas), pair=pair,
+                    n_thresholds=n_thresholds)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def supervision_for(cell: Cell, data: GridData):
+    """The cell's training supervision (rows in ``data.train_query_ids`` order where present)."""
+    from caproute.supervise.ablations import build_supervision
+    from caproute.supervise.sampling import subsample_grid
+
+    obs = data.train_obs
+    variant = cell.supervision
+    if cell.study == "kxr":
+        obs = subsample_grid(obs, cell.k, cell.r, cell.seed)
+    return build_supervision(obs, variant=variant, beta=cell.beta, normalizer=data.normalizer,
+                             seed=cell.seed, models=data.models)
+
+
+def make_router(cell: Cell):
+    from caproute.routers.base import get_router_class
+
+    klass = get_router_class(cell.router)
+    params = dict(cell.params)
+    if "seed" in inspect.signature(klass.__init__).parameters:
+        params.setdefault("seed", cell.seed)
+    return klass(**params)
+
+
+def _overrides_route(router) -> bool:
+    from caproute.routers.base import Router
+
+    return type(router).route is not Router.route
+
+
+def _choose(router, X, pred, lam: float, beta: float) -> np.ndarray:
+    if _overrides_route(router):
+        return np.asarray(router.route(X, lam, beta), dtype=np.intp)
+    return hard_labels(pred.utility(lam, beta), pred.mu_c)
+
+
+def run_cell(cell: Cell, data: GridData) -> dict[str, Any]:
+    """Train the cell's router and score it; returns plain numbers (see module docstring)."""
+    with _single_threaded():
+        return _run_cell(cell, data)
+
+
+def _run_cell(cell: Cell, data: GridData) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    sup = supervision_for(cell, data)
+    idx = pd.Index(data.train_query_ids).get_indexer(sup.query_ids.astype(str))
+    if (idx < 0).any():
+        raise RuntimeError("supervision has queries without features")
+    X_train = data.X_train if np.array_equal(idx, np.arange(len(data.train_query_ids))) else data.X_train[idx]
+    route_beta = float(sup.beta or 0.0)
+    router = make_router(cell)
+    router.fit(X_train, sup)
+    t_fit = time.perf_counter() - t0
+    lam = data.lam
+    pred = router.predict_stats(data.X_test, lam=lam)
+    choice = _choose(router, data.X_test, pred, lam, route_beta)
+    out: dict[str, Any] = {**cell.key(), "route_beta": route_beta, "views": {},
+                           "shares": M.choice_shares(choice, len(data.models)).tolist()}
+    for name, v in data.views.items():
+        ch = choice[v.rows]
+        out["views"][name] = {"utility": M.view_utility(v.q, v.c, ch, lam),
+                              "quality": M.view_quality(v.q, ch),
+                              "cost": M.routed_mean(v.c, ch)}
+    if cell.study == "main":
+        out["pareto"] = _pareto(router, pred, data, route_beta)
+        if data.pair is not None:
+            out["pair"] = _pair_metrics(pred, data, route_beta)
+    out["time_s"] = {"fit": t_fit, "total": time.perf_counter() - t0}
+    return out
+
+
+def _pareto(router, pred, data: GridData, beta: float) -> list[dict[str, float]]:
+    """Operating point (cost, quality, utility) per lambda and view; one fitted router serves all
+    lambdas (a lambda-aware router is asked again for each lambda)."""
+    rows = []
+    for lam in data.lambdas:
+        p = router.predict_stats(data.X_test, lam=lam) if router.lambda_aware else pred
+        choice = _choose(router, data.X_test, p, lam, beta)
+        for name, v in data.views.items():
+            ch = choice[v.rows]
+            cost, quality = M.operating_point(v.q, v.c, ch)
+            rows.append({"lam": lam, "view": name, "cost": cost, "quality": quality,
+                         "utility": quality - lam * cost})
+    return rows
+
+
+def _pair_metrics(pred, data: GridData, beta: float) -> dict[str, dict]:
+    """RouteLLM metrics on the two-model pool (strong, weak): the router's preference for the
+    strong model is its predicted utility gap U(strong) - U(weak) (for a policy router, the gap
+    of the policy probabilities); performance is each view's mean quality."""
+    s, w = data.pair
+    u = pred.utility(data.lam, beta)
+    score = u[:, s] - u[:, w]
+    out = {}
+    for name, v in data.views.items():
+        calls, perf = M.strong_call_curve(score[v.rows], v.q[:, s], v.q[:, w], data.n_thresholds)
+        res = M.two_model_metrics(score[v.rows], v.q[:, s], v.q[:, w], data.n_thresholds)
+        res["calls"], res["perf"] = calls.tolist(), perf.tolist()
+        out[name] = res
+    return out
+
+
+class _single_threaded:
+    """BLAS (threadpoolctl) and torch limited to one thread inside a cell, so a cell's numbers do
+    not depend on how many cells run side by side."""
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(limits=1)
+        self._torch = None
+        try:
+            import torch
+        except ImportError:
+            return self
+        self._torch = (torch, torch.get_num_threads())
+        torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        self._limits.restore_original_limits()
+        if self._torch is not None:
+            torch, n = self._torch
+            torch.set_num_threads(n)

@@ -1,0 +1,352 @@
+"""Render a :class:`~caproute.evaluate.bench.BenchResult`: markdown tables shaped like the
+paper's Table 1 (routers x views, single-shot vs DARS) and Table 2 (ablations), CSVs, PNG figures
+and one self-contained HTML page (figures inlined). The folder is written next to the target and
+renamed into place, so a failure never leaves half a report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from caproute.evaluate import plots
+from caproute.evaluate.bench import ABLATION_LABELS, ABLATION_ORDER, BenchResult
+
+VIEW_SYMBOL = {"rewrite": "U_rew", "decode": "U_dec"}
+FIGURES = {
+    "fig2c_router_variance.png": "Figure 2(c): router variance under single-shot resampling",
+    "fig4a_kxr.png": "Figure 4(a): sample efficiency over K x R training protocols",
+    "fig4b_pareto.png": "Figure 4(b): cost-quality frontier over lambda",
+    "fig4c_beta.png": "Figure 4(c): beta sensitivity",
+    "fig_two_model_curves.png": "Two-model pool: quality vs strong-model calls (APGR / CPT)",
+}
+
+
+def _f(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _pm(mean, std, n, digits: int = 3) -> str:
+    return _f(mean, digits) if n <= 1 else f"{_f(mean, digits)} ± {_f(std, digits)}"
+
+
+def table1(res: BenchResult, value: str = "utility") -> pd.DataFrame:
+    """Routers x (supervision, view): single-shot mean ± std and DARS, plus Δ = DARS - single mean;
+    then the best-fixed and oracle rows. ``value``: utility or quality."""
+    rows = res.rows
+    out = []
+    routers = [r for r in dict.fromkeys(rows["router"]) if r not in ("best_fixed", "oracle")]
+    sym = {v: (VIEW_SYMBOL.get(v, v) if value == "utility" else f"Q_{v[:3]}") for v in res.views}
+    for router in routers:
+        line = {"Router": router}
+        got = {}
+        for sup, label in (("single", "Single-shot"), ("dars", "DARS")):
+            for view in res.views:
+                r = rows[(rows["router"] == router) & (rows["supervision"] == sup) & (rows["view"] == view)]
+                if len(r):
+                    r = r.iloc[0]
+                    got[(sup, view)] = r[f"{value}_mean"]
+                    line[f"{label} {sym[view]}"] = _pm(r[f"{value}_mean"], r[f"{value}_std"], r["n_runs"])
+        for view in res.views:
+            if ("single", view) in got and ("dars", view) in got:
+                line[f"Δ {sym[view]}"] = f"{got[('dars', view)] - got[('single', view)]:+.3f}"
+        out.append(line)
+    for ref, label in (("best_fixed", "best fixed"), ("oracle", "oracle")):
+        line = {"Router": label}
+        for view in res.views:
+            r = rows[(rows["router"] == ref) & (rows["view"] == view)].iloc[0]
+            cell = _f(r[f"{value}_mean"])
+            if ref == "best_fixed":
+                cell += f" ({r['model']})"
+            line[f"Single-shot {sym[view]}"] = cell
+            line[f"DARS {sym[view]}"] = cell
+        out.append(line)
+    return pd.DataFrame(out).fillna("")
+
+
+def table2(res: BenchResult) -> pd.DataFrame:
+    """Ablation variants x routers, each cell 'U_rew / U_dec' (views present), and the average."""
+    a = res.ablation
+    if a.empty:
+        return pd.DataFrame()
+    out = []
+    routers = list(dict.fromkeys(a["router"]))
+    for variant in ABLATION_ORDER:
+        line = {"Variant": ABLATION_LABELS[variant]}
+        vals = []
+        for router in routers:
+            parts = []
+            for view in res.views:
+                r = a[(a["router"] == router) & (a["variant"] == variant) & (a["view"] == view)]
+                if len(r):
+                    parts.append(_f(r["utility_mean"].iloc[0]))
+                    vals.append(float(r["utility_mean"].iloc[0]))
+            line[router] = " / ".join(parts)
+        line["Avg"] = _f(float(np.mean(vals))) if vals else "-"
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def kxr_table(res: BenchResult) -> pd.DataFrame:
+    k = res.kxr
+    if k.empty:
+        return pd.DataFrame()
+    out = []
+    for (kk, rr), g in k.groupby(["k", "r"], sort=False):
+        line = {"K x R": f"{kk} x {rr}", "obs/pair": int(kk * rr)}
+        for _, row in g.iterrows():
+            line[f"{row['router']} {VIEW_SYMBOL.get(row['view'], row['view'])}"] = _pm(
+                row["utility_mean"], row["utility_std"], row["n_subsamples"])
+        out.append(line)
+    df = pd.DataFrame(out)
+    return df.sort_values(["obs/pair", "K x R"], kind="stable").reset_index(drop=True)
+
+
+def beta_table(res: BenchResult) -> pd.DataFrame:
+    b = res.beta
+    if b.empty:
+        return pd.DataFrame()
+    cols = [f"{r} {VIEW_SYMBOL.get(v, v)}" for r in dict.fromkeys(b["router"]) for v in res.views]
+    b = b.assign(col=b["router"] + " " + b["view"].map(lambda v: VIEW_SYMBOL.get(v, v)))
+    wide = b.pivot_table(index="beta", columns="col", values="utility").reindex(columns=cols)
+    return wide.map(_f).reset_index()
+
+
+def pair_table(res: BenchResult) -> pd.DataFrame:
+    p = res.pair
+    if p.empty:
+        return pd.DataFrame()
+    out = []
+    for _, r in p.iterrows():
+        out.append({"Router": r["router"], "Supervision": "DARS" if r["supervision"] == "dars" else "single-shot",
+                    "View": r["view"], "APGR": _pm(r["apgr_mean"], r["apgr_std"], r["n_runs"]),
+                    "CPT(20%)": _f(r["cpt20_mean"], 1) + "%", "CPT(50%)": _f(r["cpt50_mean"], 1) + "%",
+                    "CPT(80%)": _f(r["cpt80_mean"], 1) + "%", "AUC": _f(r["auc_mean"])})
+    return pd.DataFrame(out)
+
+
+def variance_table(res: BenchResult) -> pd.DataFrame:
+    v = res.variance
+    if v.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "Router": v["router"], "View": v["view"], "single-shot mean": v["single_mean"].map(_f),
+        "std": v["single_std"].map(_f), "min": v["single_min"].map(_f), "max": v["single_max"].map(_f),
+        "DARS": v["dars"].map(_f), "share of single-shot runs below DARS": v["share_single_below_dars"].map(
+            lambda x: f"{100 * x:.0f}%"), "runs": v["n_runs"]})
+
+
+def timing_table(res: BenchResult) -> pd.DataFrame:
+    t = res.timing
+    if t.empty:
+        return t
+    return pd.DataFrame({"Router": t["router"], "Study": t["study"], "trainings": t["trainings"],
+                         "fit s (sum)": t["fit_s"].map(lambda x: f"{x:.1f}"),
+                         "cell s (sum)": t["cell_s"].map(lambda x: f"{x:.1f}"),
+                         "median cell s": t["median_cell_s"].map(lambda x: f"{x:.3f}")})
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub markdown table (pipes in cells escaped)."""
+    if df.empty:
+        return "_(not run)_\n"
+    cols = [str(c) for c in df.columns]
+
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in cols) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(x) for x in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """(slug, title, explanation, table) of every report section, in order."""
+    c = res.config
+    n = c.single_shot_runs
+    views = ", ".join(f"{v} ({VIEW_SYMBOL.get(v, v)})" for v in res.views)
+    out = [
+        ("table1_utility", "Table 1: test utility, single-shot vs DARS",
+         f"Mean over test queries of the chosen model's mean u = q - {c.lam} c_norm over the view's "
+         f"observations; views: {views}. Single-shot: mean ± sample std over {n} training sets (seeds "
+         f"{c.seed}..{c.seed + n - 1}), routed with beta = 0; DARS: one training, beta = {c.beta}. "
+         "Best fixed: per view, the model with the best mean test utility; oracle: per query the best "
+         "model of the view.", table1(res, "utility")),
+        ("table1b_quality", "Table 1b: mean quality of the chosen model",
+         "The same routings scored by quality alone (the reference code's rewrite/decoding score).",
+         table1(res, "quality")),
+        ("table2_ablation", "Table 2: supervision ablation (spec §A.8)",
+         "Test utility per variant and router, 'U_rew / U_dec' (views present); single-shot is the mean "
+         "over the single-shot runs. Input-only: first decode of each rewrite; Output-only: decodes of the "
+         "original query (else of the first rewrite); w/o Risk: beta = 0; w/ Rew./Dec. Risk: sigma = std "
+         "over rewrites of the per-rewrite mean / mean over rewrites of the within-rewrite std.",
+         table2(res)),
+        ("table_kxr", "Sample efficiency over K x R protocols (Figure 4(a))",
+         f"DARS trained on K rewrites x R decodes per pair subsampled from the training grid (mean ± std "
+         f"over {c.kxr_subsamples} subsamples; protocols clamped to the data's grid "
+         f"{tuple(res.meta.get('grid_shape', ()))}).", kxr_table(res)),
+        ("table_beta", "Beta sensitivity (Figure 4(c))", "DARS trained and routed with risk weight beta.", beta_table(res)),
+        ("table_two_model", "Two-model pool: APGR / CPT / AUC (RouteLLM definitions)",
+         f"Pool ({res.meta.get('pair', ['?', '?'])[0]} strong, {res.meta.get('pair', ['?', '?'])[1]} weak); "
+         "the router's preference for the strong model is its predicted utility gap; performance is the "
+         f"view's mean quality; {c.n_thresholds} quantile thresholds. CPT(x%): % of strong calls to "
+         "recover x% of the weak-to-strong gap.", pair_table(res)),
+        ("table_router_variance", "Router variance under single-shot resampling (Figure 2(c))",
+         "Spread of the test utility over the single-shot trainings of each router, against DARS.",
+         variance_table(res)),
+        ("table_timing", "Timing", "CPU seconds inside the grid cells (all cells ran single-threaded).", timing_table(res)),
+    ]
+    return out
+
+
+def header_lines(res: BenchResult) -> list[str]:
+    m, c = res.meta, res.config
+    views = m.get("views", {})
+    vtxt = "; ".join(f"{k}: {v['n_queries']} queries, {v['obs_per_pair']:.1f} obs/pair"
+                     + (f", {v['dropped']} dropped (missing models)" if v.get("dropped") else "")
+                     for k, v in views.items())
+    lines = [
+        f"- dataset **{res.dataset}** ({m.get('source', '?')}); models: {', '.join(res.models)}",
+        f"- training: {m.get('n_train_queries')} queries, {m.get('n_train_observations')} observations "
+        f"(grid K x R = {tuple(m.get('grid_shape', ()))}); test: {m.get('n_test_queries')} queries ({vtxt})",
+        f"- features: {c.features} ({m.get('encoder', '?')}) of the original query text; lambda = {c.lam}, "
+        f"beta = {c.beta}, seed = {c.seed}, single-shot runs = {c.single_shot_runs}",
+    ]
+    if "resplit" in m:
+        r = m["resplit"]
+        lines.append(f"- re-split: {r['test_fraction']:.0%} of each dataset's queries to test (seed {r['seed']}); "
+                     f"per (query, model) pair a uniformly random {r['test_decodes']} observations are the test "
+                     "part and the rest the training part (for k correct of n: an exact hypergeometric draw)")
+    if "pooled" in m:
+        lines.append(f"- pooled datasets: {', '.join(m['pooled'])} (costs normalised per dataset on its "
+                     "training rows)")
+    if m.get("grid_shape") and m["grid_shape"][0] == 1:
+        lines.append("- the training data has one prompt per query (no rewrites): the rewrite-based ablations "
+                     "(Input-only, w/ Rew. Risk) and the K axis of K x R are degenerate")
+    secs = m.get("seconds", {})
+    if secs:
+        lines.append(f"- {m.get('n_cells')} trainings; wall time {secs.get('total', 0):.0f} s "
+                     f"(features {secs.get('features', 0):.1f} s, grid {secs.get('grid', 0):.0f} s, "
+                     f"jobs = {c.jobs}, engine = {c.engine})")
+    return lines
+
+
+def render_markdown(res: BenchResult, image_prefix: str = "", title: str | None = None,
+                    level: int = 1) -> str:
+    h = "#" * level
+    out = [f"{h} {title or f'caproute bench: {res.dataset}'}", "", *header_lines(res), ""]
+    for _, name, text, df in sections(res):
+        out += [f"{h}# {name}", "", text, "", to_markdown(df)]
+    out += [f"{h}# Figures", ""]
+    for f, cap in FIGURES.items():
+        out += [f"![{cap}]({image_prefix}{f})", "", f"*{cap}*", ""]
+    return "\n".join(out)
+
+
+def render_html(res: BenchResult, figures: dict[str, bytes], title: str | None = None) -> str:
+    title = title or f"caproute bench: {res.dataset}"
+    css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
+           "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+           "td:first-child,th:first-child{text-align:left}img{max-width:100%}p.note{color:#555}")
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1><ul>"]
+    for line in header_lines(res):
+        out.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
+    out.append("</ul>")
+    for _, name, text, df in sections(res):
+        out.append(f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(text)}</p>")
+        out.append(df.to_html(index=False, escape=True, border=0) if not df.empty else "<p><i>(not run)</i></p>")
+    out.append("<h2>Figures</h2>")
+    for f, cap in FIGURES.items():
+        if f in figures:
+            b64 = base64.b64encode(figures[f]).decode("ascii")
+            out.append(f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{b64}'>"
+                       f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_figures(res: BenchResult, out: Path) -> list[str]:
+    title = f"{res.dataset}, lambda = {res.config.lam}"
+    written = []
+    plots.plot_router_variance(res.runs, res.reference, res.views, out / "fig2c_router_variance.png", title)
+    written.append("fig2c_router_variance.png")
+    if not res.kxr.empty:
+        single = res.rows[res.rows["supervision"] == "single"]
+        plots.plot_kxr(res.kxr, single, res.views, out / "fig4a_kxr.png", title)
+        written.append("fig4a_kxr.png")
+    if not res.pareto.empty:
+        plots.plot_pareto(res.pareto, res.views, out / "fig4b_pareto.png", res.dataset)
+        written.append("fig4b_pareto.png")
+    if not res.beta.empty:
+        plots.plot_beta(res.beta, res.views, out / "fig4c_beta.png", title)
+        written.append("fig4c_beta.png")
+    if not res.pair_curves.empty:
+        plots.plot_pair_curves(res.pair_curves, res.pair, res.views, out / "fig_two_model_curves.png", title)
+        written.append("fig_two_model_curves.png")
+    return written
+
+
+CSV_TABLES = ("rows", "runs", "ablation", "kxr", "beta", "pareto", "pair", "pair_curves", "variance", "timing")
+
+
+def write_report(res: BenchResult, out: str | os.PathLike, title: str | None = None) -> Path:
+    """Write ``report.md``, ``report.html``, ``bench.json``, CSVs and PNGs into ``out``.
+
+    Built in a temporary sibling and renamed into place; an existing folder is replaced only if it
+    is empty or an earlier report (it holds ``report.md``).
+    """
+    from caproute.errors import ConfigError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").exists())):
+        raise ConfigError(f"{out}: exists and is not a caproute report folder; choose another --report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        for name in CSV_TABLES:
+            getattr(res, name).to_csv(tmp / f"{name}.csv", index=False)
+        for slug, _, _, df in sections(res):
+            if not df.empty:
+                df.to_csv(tmp / f"{slug}.csv", index=False)
+        figs = write_figures(res, tmp)
+        (tmp / "report.md").write_text(render_markdown(res, title=title))
+        (tmp / "report.html").write_text(render_html(res, {f: (tmp / f).read_bytes() for f in figs}, title))
+        (tmp / "bench.json").write_text(json.dumps(
+            {"dataset": res.dataset, "models": list(res.models), "views": res.views,
+             "config": res.config.to_dict(), "meta": res.meta, "rows": res.json_rows()},
+            indent=2, default=_json) + "\n")
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _json(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, (tuple, np.ndarray)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -21,6 +21,7 @@ from caproute.cli import supervise as _supervise  # noqa: E402,F401
 from caproute.cli import demo as _demo  # noqa: E402,F401
 from caproute.cli import routers as _routers  # noqa: E402,F401
 from caproute.cli import pool as _pool  # noqa: E402,F401
+from caproute.cli import serve as _serve  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""``caproute serve``, ``caproute calibrate`` and ``caproute serve-key``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from caproute.cli import app
+from caproute.cli.common import DataOpt, DatasetOpt, StoreOpt
+from caproute.errors import ConfigError
+
+console = Console()
+
+
+def _routers(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        name, eq, path = v.partition("=")
+        if not eq:
+            name, path = Path(v).name, v
+        if name in out:
+            raise ConfigError(f"--router: two routers named '{name}' (use NAME=DIR)")
+        out[name] = path
+    return out
+
+
+@app.command("serve")
+def serve_cmd(
+    router: Annotated[list[str] | None, typer.Option(
+        "--router", help="router directory, or NAME=DIR; repeat for several (served as caproute/NAME)")] = None,
+    pool: Annotated[Path | None, typer.Option("--pool", help="pool YAML (models, endpoints, prices)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="serve YAML (see docs/serve.md); flags win")] = None,
+    policy: Annotated[list[Path] | None, typer.Option("--policy", help="calibrated policy (caproute calibrate)")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="bind address [127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="port [8000]")] = None,
+    insecure_local: Annotated[bool, typer.Option(
+        "--insecure-local", help="no API keys (loopback addresses only)")] = False,
+    keys_file: Annotated[Path | None, typer.Option("--keys-file", help="sha256 hashes of API keys")] = None,
+    feedback_db: Annotated[Path | None, typer.Option("--feedback-db", help="SQLite feedback store")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="default lambda [router's]")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="default beta [router's]")] = None,
+    conversation: Annotated[str | None, typer.Option(
+        "--conversation", help="last_user | user_turns | history")] = None,
+    max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="models tried per request")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="allow this origin (CORS)")] = None,
+    duel_policy: Annotated[Path | None, typer.Option(
+        "--duel-policy", help="dueling-bandit policy directory: enables caproute/duel")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="debug | info | warning | error")] = None,
+) -> None:
+    """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
+    from caproute.serve.config import load_serve_config
+    from caproute.serve.server import run_server
+
+    cfg = load_serve_config(
+        config, routers=_routers(router) if router else None, pool=pool, policies=policy or None, host=host,
+        port=port, insecure_local=insecure_local or None, keys_file=keys_file, feedback_db=feedback_db,
+        lam=lam, beta=beta, conversation=conversation, max_attempts=max_attempts,
+        cors_origins=cors_origin or None, duel_policy=duel_policy, log_level=log_level)
+    console.print(f"caproute serve: routers {', '.join(f'caproute/{n}' for n in cfg.routers)} on "
+                  f"http://{cfg.host}:{cfg.port}/v1" + ("  [insecure-local: no API keys]" if cfg.insecure_local
+                                                         else ""), highlight=False)
+    run_server(cfg)
+
+
+@app.command("serve-key")
+def serve_key_cmd(
+    keys_file: Annotated[Path, typer.Option("--keys-file", help="file of key hashes (appended to)")],
+    label: Annotated[str, typer.Option("--label", help="a note stored next to the hash")] = "",
+) -> None:
+    """Create an API key: prints it once and stores only its SHA-256 hash."""
+    from caproute.serve.auth import append_key
+
+    key = append_key(keys_file, label)
+    console.print(f"new API key (shown once, only its hash is stored in {keys_file}):")
+    print(key)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    router: Annotated[Path, typer.Option("--router", help="router directory (caproute train --out)")],
+    out: Annotated[Path, typer.Option("--out", help="policy JSON to write")],
+    target_cost: Annotated[float | None, typer.Option("--target-cost", help="mean USD per query")] = None,
+    target_share: Annotated[float | None, typer.Option(
+        "--target-share", help="at most this share of calls to --strong-model")] = None,
+    strong_model: Annotated[str | None, typer.Option("--strong-model", help="model of --target-share")] = None,
+    quality_floor: Annotated[float | None, typer.Option(
+        "--quality-floor", help="at least this mean quality, as cheaply as possible")] = None,
+    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="split of --store/--data [all rows]")] = None,
+    sample: Annotated[Path | None, typer.Option(
+        "--sample", help="JSONL of requests ({messages} or {input}); outcomes are then predicted")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="risk weight [router's]")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="router name in the policy [directory name]")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="drift: max TV distance of model shares")] = 0.1,
+    target_tolerance: Annotated[float, typer.Option(
+        "--target-tolerance", help="drift: max relative (cost, quality) or absolute (share) target deviation")] = 0.2,
+    window: Annotated[int, typer.Option("--window", help="drift: live requests per window")] = 200,
+    png: Annotated[Path | None, typer.Option("--png", help="plot of cost and quality against lambda")] = None,
+) -> None:
+    """Fit lambda to a target mean cost, strong-model share or quality floor; write a policy."""
+    from caproute.data.atomic import write_json
+    from caproute.serve.calibrate import CalibrationTarget, calibrate_router, plot_sweep
+
+    given = [x is not None for x in (target_cost, target_share, quality_floor)]
+    if sum(given) != 1:
+        raise ConfigError("give exactly one of --target-cost, --target-share (with --strong-model), --quality-floor")
+    if target_cost is not None:
+        target = CalibrationTarget("cost", target_cost)
+    elif target_share is not None:
+        if strong_model is None:
+            raise ConfigError("--target-share needs --strong-model")
+        target = CalibrationTarget("share", target_share, strong_model)
+    else:
+        target = CalibrationTarget("quality", quality_floor)
+    if (sample is not None) + (store is not None) + (data is not None) != 1:
+        raise ConfigError("give exactly one traffic sample: --store, --data or --sample")
+    if sample is not None:
+        from caproute.serve.traffic import read_requests
+
+        traffic = read_requests(sample)
+    else:
+        from caproute.data.source import load_observations
+
+        obs, ds = load_observations(store=store, data=data, dataset=dataset, split=split)
+        traffic = (obs, f"{store or data}:{ds}" + (f":{split}" if split else ""))
+    cal, doc = calibrate_router(router, target, traffic, beta=beta, name=name, share_tolerance=tolerance,
+                                target_tolerance=target_tolerance, window=window)
+    write_json(doc, out)
+    exp = doc["expected"]
+    console.print(f"policy {doc['version']}: lambda = {cal.lam:.6g}, beta = {cal.beta:g} "
+                  f"({doc['sample']['n']} queries, outcomes {doc['sample']['outcomes']})", highlight=False)
+    console.print(f"  mean cost {exp['mean_cost_usd']:.6g} USD/query, mean quality {exp['mean_quality']:.4f}, "
+                  "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()), highlight=False)
+    console.print(f"  -> {out}", highlight=False)
+    if png is not None:
+        plot_sweep(cal, png)
+        console.print(f"  -> {png}", highlight=False)

@@ -1,0 +1,748 @@
+"""The OpenAI-compatible routing proxy: :func:`create_app` builds a FastAPI app from a
+:class:`~caproute.serve.config.ServeConfig`.
+
+``create_app`` loads and checks the routers, pool, policies and budgets (a bad config fails
+before anything listens); the app's lifespan opens the backend client, the feedback store and
+the online duel policy, and closes them after in-flight requests drained. Handlers only
+translate HTTP to library calls: routing decisions come from the routers' pipelines, the math of
+calibration and drift lives in :mod:`caproute.serve.calibrate` / :mod:`caproute.serve.drift`.
+
+Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``POST /v1/route``,
+``POST /v1/feedback``, ``GET /healthz``, ``GET /metrics``. Every routed answer carries the
+``x-caproute-model`` header and a ``caproute`` object in the body (stream: in the first chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from caproute.errors import ConfigError
+from caproute.serve.auth import KeyRing, bearer
+from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart
+from caproute.serve.calibrate import Policy, load_policy
+from caproute.serve.config import BudgetSpec, ServeConfig
+from caproute.serve.conversation import StickyMap, message_text, routing_text
+from caproute.serve.errors import ApiError, error_body, validation_message
+from caproute.serve.feedback import Feedback, FeedbackStore, InvalidFeedback, UnknownResponse
+from caproute.serve.metrics import ServeMetrics
+from caproute.serve.naming import DUEL, Target, parse_model, router_model_id
+from caproute.serve.routing import RouterHandle, fallback_order
+from caproute.serve.schemas import (
+    CaprouteOptions,
+    ChatCompletionRequest,
+    ErrorResponse,
+    FeedbackRequest,
+    RouteRequest,
+)
+
+log = logging.getLogger("caproute.serve")
+
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+CONVERSATION_HEADER = "x-caproute-conversation-id"
+CHARS_PER_TOKEN = 4  # estimate for streams whose backend reports no usage (llama.cpp)
+
+_ERR = {"model": ErrorResponse}
+COMMON_ERRORS = {400: {**_ERR, "description": "invalid request"}, 401: {**_ERR, "description": "missing or bad API key"},
+                 413: {**_ERR, "description": "body too large"}}
+CHAT_RESPONSES = {200: {"description": "a chat completion (JSON), or server-sent chunks when stream is true",
+                        "content": {"application/json": {"schema": {"type": "object"}},
+                                    "text/event-stream": {"schema": {"type": "string"}}}},
+                  **COMMON_ERRORS, 404: {**_ERR, "description": "unknown model"},
+                  502: {**_ERR, "description": "no backend answered"},
+                  504: {**_ERR, "description": "every backend timed out"}}
+
+
+@dataclass
+class Params:
+    """lambda/beta for one request and where they came from."""
+
+    lam: float
+    beta: float
+    source: str                 # default | policy | budget:<name> | model-suffix | request
+    policy: Policy | None = None
+
+    @property
+    def version(self) -> str:
+        return self.policy.version if self.policy is not None else f"{self.source}:lambda={self.lam:g},beta={self.beta:g}"
+
+
+@dataclass
+class Duel:
+    """The online dueling mode: a bandit policy over pool models (issue 6, item 6)."""
+
+    policy: Any
+    pool_names: dict[str, str]   # policy model -> pool model
+    state_out: Any
+    embeddings: dict[str, Any] = field(default_factory=dict)  # duel id -> query embedding (LRU)
+    save_lock: asyncio.Lock | None = None
+    updates: int = 0
+
+
+class ServeState:
+    """Everything a running app holds. Loading happens in ``__init__`` (fails fast on bad config)."""
+
+    def __init__(self, config: ServeConfig):
+        from caproute.collect.config import load_pool_config
+
+        self.config = config
+        self.pool = load_pool_config(config.pool)
+        self.pool_names = tuple(m.name for m in self.pool.models)
+        self.routers: dict[str, RouterHandle] = {
+            name: RouterHandle.load(name, path, self.pool_names, config.model_map, str(config.pool))
+            for name, path in config.routers.items()}
+        for p in config.policies:
+            pol = load_policy(p)
+            matches = [h for h in self.routers.values() if h.fingerprint == pol.router_fingerprint]
+            if not matches:
+                raise ConfigError(f"{p}: calibrated for router directory fingerprint "
+                                  f"{pol.router_fingerprint[:12]}..., which none of the served routers "
+                                  f"{sorted(self.routers)} has; re-run `caproute calibrate`")
+            for h in matches:
+                if h.policy is not None:
+                    raise ConfigError(f"{p}: router '{h.name}' already has policy {h.policy.path}")
+                h.attach_policy(pol)
+        self.budgets: dict[str, tuple[BudgetSpec, Policy | None]] = {}
+        for name, spec in config.budgets.items():
+            pol = load_policy(spec.policy) if spec.policy is not None else None
+            if pol is not None and not any(h.fingerprint == pol.router_fingerprint for h in self.routers.values()):
+                raise ConfigError(f"budget '{name}': policy {spec.policy} fits none of the served routers")
+            self.budgets[name] = (spec, pol)
+        self.keyring = KeyRing.load(config.keys_file) if not config.insecure_local or config.keys_file else KeyRing(())
+        if not config.insecure_local and len(self.keyring) == 0:
+            raise ConfigError("no API keys: create one with `caproute serve-key --keys-file KEYS` and pass "
+                              "--keys-file KEYS (or set CAPROUTE_API_KEY_HASHES), or use --insecure-local "
+                              "on a loopback address")
+        self.metrics = ServeMetrics()
+        self.sticky = StickyMap(config.sticky_max_entries, config.sticky_ttl_s)
+        self.backends = Backends(self.pool)
+        self.store = FeedbackStore(config.feedback_db)
+        self.duel = self._load_duel() if config.duel_policy is not None else None
+        self.draining = False
+        self.started = time.time()
+
+    def _load_duel(self) -> Duel:
+        from caproute.bandits.policy import DuelingPolicy
+
+        policy = DuelingPolicy.load(self.config.duel_policy)
+        names = {m: self.config.model_map.get(m, m) for m in policy.models_}
+        missing = sorted(p for p in names.values() if p not in self.pool_names)
+        if missing:
+            raise ConfigError(f"duel policy {self.config.duel_policy}: models {missing} are not in the pool "
+                              f"{sorted(self.pool_names)} (map them with model_map)")
+        return Duel(policy, names, self.config.duel_state_out or self.config.duel_policy)
+
+    async def start(self) -> None:
+        await self.backends.start()
+        await asyncio.to_thread(self.store.start)
+        if self.duel is not None:
+            self.duel.save_lock = asyncio.Lock()
+
+    async def stop(self) -> None:
+        if self.duel is not None and self.duel.updates:
+            await asyncio.to_thread(self.duel.policy.save, self.duel.state_out)
+        await self.backends.aclose()
+        await asyncio.to_thread(self.store.close)
+
+    # -- parameters -------------------------------------------------------------------------------
+    def params(self, handle: RouterHandle, target: Target, opts: CaprouteOptions | None) -> Params:
+        pipe = handle.pipeline
+        lam = self.config.lam if self.config.lam is not None else pipe.lam
+        beta = self.config.beta if self.config.beta is not None else pipe.beta
+        out = Params(lam, beta, "default")
+        if handle.policy is not None:
+            out = Params(handle.policy.lam, handle.policy.beta, "policy", handle.policy)
+        budget = (opts.budget if opts is not None and opts.budget else None) or target.budget
+        if budget is not None:
+            if budget not in self.budgets:
+                raise ApiError(404, f"unknown budget '{budget}' (configured: {sorted(self.budgets)})",
+                               param="budget", code="budget_not_found")
+            spec, pol = self.budgets[budget]
+            if pol is not None:
+                if pol.router_fingerprint != handle.fingerprint:
+                    raise ApiError(400, f"budget '{budget}' is calibrated for another router than "
+                                        f"'{handle.name}'", param="budget", code="budget_router_mismatch")
+                out = Params(pol.lam, pol.beta, f"budget:{budget}", pol)
+            else:
+                out = Params(out.lam if spec.lam is None else spec.lam,
+                             out.beta if spec.beta is None else spec.beta, f"budget:{budget}")
+        if target.lam is not None or target.beta is not None:
+            out = Params(out.lam if target.lam is None else target.lam,
+                         out.beta if target.beta is None else target.beta, "model-suffix")
+        if opts is not None and (opts.lam is not None or opts.beta is not None):
+            out = Params(out.lam if opts.lam is None else opts.lam,
+                         out.beta if opts.beta is None else opts.beta, "request")
+        return out
+
+    def parse_target(self, model: str) -> Target:
+        return parse_model(model, routers=self.routers, pool=self.pool_names,
+                           default_router=self.config.default_router, duel=self.duel is not None)
+
+
+# -- the app ----------------------------------------------------------------------------------------
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """Build the proxy app for ``config`` (loads routers and checks everything; opens nothing)."""
+    from caproute import __version__
+
+    state = ServeState(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.start()
+        log.info("caproute serve: routers %s, pool %s", sorted(state.routers), list(state.pool_names))
+        try:
+            yield
+        finally:
+            state.draining = True
+            await state.stop()
+
+    app = FastAPI(title="caproute routing proxy", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
+                  description="OpenAI-compatible proxy that routes each request with a trained caproute router.")
+    app.state.caproute = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        message, param = validation_message(exc.errors())
+        code = "invalid_json" if any(e.get("type") == "json_invalid" for e in exc.errors()) else "invalid_request"
+        return JSONResponse(error_body(message, param=param, code=code), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, ApiError):  # e.g. the body limit tripped while FastAPI read the body
+            return await _api_error(request, exc.__cause__)
+        if exc.status_code == 404:
+            err = ApiError(404, f"no route {request.method} {request.url.path}", code="not_found")
+        elif exc.status_code == 405:
+            err = ApiError(405, f"method {request.method} not allowed on {request.url.path}",
+                           code="method_not_allowed")
+        else:
+            err = ApiError(exc.status_code, str(exc.detail))
+        return JSONResponse(err.body(), status_code=err.status, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", type="server_error",
+                                       code="internal_error"), status_code=500)
+
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", CONVERSATION_HEADER],
+                           expose_headers=["x-caproute-model", "x-caproute-response-id"])
+    app.add_middleware(GatewayMiddleware, state=state)
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def openapi() -> dict:
+        """The schema without FastAPI's 422 entries: validation errors are 400s in OpenAI's shape."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for item in doc.get("paths", {}).values():
+                for op in item.values():
+                    op.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                doc.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        """Liveness and what is served (no authentication)."""
+        return {"status": "draining" if state.draining else "ok", "routers": sorted(state.routers),
+                "pool": list(state.pool_names), "duel": state.duel is not None,
+                "uptime_s": round(time.time() - state.started, 3)}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response, responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: COMMON_ERRORS[401]})
+    async def metrics() -> Response:
+        """Prometheus metrics of this app."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", tags=["openai"], responses={401: COMMON_ERRORS[401]})
+    async def models() -> dict:
+        """Routers as virtual models (``caproute/<name>``), the duel mode, and the pool models."""
+        created = int(state.started)
+        data = [{"id": router_model_id(n), "object": "model", "created": created, "owned_by": "caproute",
+                 "caproute": {"kind": "router", "models": [h.pool_names[m] for m in h.models],
+                              "policy_version": h.policy.version if h.policy else None}}
+                for n, h in state.routers.items()]
+        if state.duel is not None:
+            data.append({"id": router_model_id(DUEL), "object": "model", "created": created, "owned_by": "caproute",
+                         "caproute": {"kind": "duel", "models": list(state.duel.pool_names.values())}})
+        data += [{"id": n, "object": "model", "created": created, "owned_by": "pool",
+                  "caproute": {"kind": "pool"}} for n in state.pool_names]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/route", tags=["caproute"], responses={**COMMON_ERRORS, 404: {**_ERR, "description": "unknown router"}})
+    async def route(body: RouteRequest) -> Response:
+        """The routing decision only: chosen model, per-model mu_q, mu_c, sigma_q, utility."""
+        t0 = time.perf_counter()
+        target = state.parse_target(body.model)
+        if target.kind != "router":
+            raise ApiError(400, f"model '{body.model}' is not a router (use caproute/<router>)", param="model",
+                           code="not_a_router")
+        handle = state.routers[target.name]
+        params = state.params(handle, target, CaprouteOptions(budget=body.budget, lam=body.lam, beta=body.beta))
+        if body.messages is not None:
+            texts = [routing_text([m.model_dump() for m in body.messages], config.conversation,
+                                  config.max_routing_chars)]
+        else:
+            texts = [body.input] if isinstance(body.input, str) else list(body.input)
+            if len(texts) > config.max_route_inputs:
+                raise ApiError(400, f"at most {config.max_route_inputs} inputs per request", param="input",
+                               code="too_many_inputs")
+            texts = [t[-config.max_routing_chars:] for t in texts]
+        if len(texts) == 1:
+            decisions = [await handle.batcher.decide(texts[0], params.lam, params.beta)]
+        else:
+            decisions = await handle.batcher.decide_many(texts, params.lam, params.beta)
+        state.metrics.overhead.labels(handle.name).observe(time.perf_counter() - t0)
+        out = []
+        for d in decisions:
+            rid = f"route-{uuid.uuid4().hex}"
+            dd = decision_dict(d, handle)
+            state.store.register({"response_id": rid, "kind": "route", "router": handle.name,
+                                  "model": dd["model"], "policy_version": params.version, "lam": params.lam,
+                                  "beta": params.beta, "decision": dd})
+            out.append({"id": rid, **dd})
+        return _json({"object": "caproute.route", "router": router_model_id(handle.name),
+                      "policy_version": params.version, "params_source": params.source, "decisions": out})
+
+    @app.post("/v1/feedback", tags=["caproute"], responses={
+        **COMMON_ERRORS, 404: {**_ERR, "description": "unknown response id"},
+        503: {**_ERR, "description": "the store could not be written"}})
+    async def feedback(body: FeedbackRequest) -> dict:
+        """Scalar or pairwise feedback tied to response ids; stored durably before the reply."""
+        if body.score is not None:
+            fb = Feedback("scalar", body.response_id, score=body.score, comment=body.comment)
+        else:
+            fb = Feedback("pairwise", body.winner_id, body.loser_id, tie=body.tie, comment=body.comment)
+        try:
+            stored = await asyncio.wrap_future(state.store.add(fb))
+        except UnknownResponse as e:
+            param = {"response_id": "response_id" if fb.kind == "scalar" else "winner_id",
+                     "other_response_id": "loser_id"}[e.field]
+            raise ApiError(404, f"{param}: unknown response id '{e.response_id}'", param=param,
+                           code="response_not_found") from None
+        except InvalidFeedback as e:
+            raise ApiError(400, str(e), param="loser_id", code="invalid_feedback") from None
+        except Exception as e:
+            log.error("feedback store failed: %s", e)
+            raise ApiError(503, "feedback could not be stored; retry", code="feedback_store_unavailable") from None
+        state.metrics.feedback.labels(fb.kind).inc()
+        updated = await duel_update(state, stored) if fb.kind == "pairwise" else False
+        return {"object": "caproute.feedback", "id": stored.feedback_id, "kind": fb.kind, "stored": True,
+                "policy_updated": updated}
+
+    @app.post("/v1/chat/completions", tags=["openai"], responses=CHAT_RESPONSES)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        """OpenAI chat completions; ``model`` picks a router, the duel mode, or a pool model."""
+        if len(body.messages) > config.max_messages:
+            raise ApiError(400, f"at most {config.max_messages} messages per request", param="messages",
+                           code="too_many_messages")
+        target = state.parse_target(body.model)
+        raw = body.model_dump(exclude_unset=True, exclude={"caproute"})
+        opts = body.caproute
+        conv = (opts.conversation_id if opts and opts.conversation_id else None) or request.headers.get(CONVERSATION_HEADER)
+        if conv is not None and len(conv) > 256:
+            raise ApiError(400, "conversation id longer than 256 characters", param="conversation_id")
+        if target.kind == "duel":
+            return await chat_duel(state, raw, body)
+        return await chat_routed(state, target, raw, body, opts, conv)
+
+    return app
+
+
+def _json(obj: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
+def decision_dict(d, handle: RouterHandle) -> dict:
+    """A pipeline Decision with pool model names (``router_model`` keeps the router's name)."""
+    dd = d.to_dict()
+    pool = handle.pool_names
+    if any(k != v for k, v in pool.items()):
+        for key in ("mu_q", "mu_c", "sigma_q", "utility"):
+            dd[key] = {pool[m]: v for m, v in dd[key].items()}
+        dd["router_model"] = dd["model"]
+        dd["model"] = pool[dd["model"]]
+    return dd
+
+
+# -- chat: routed and direct ------------------------------------------------------------------------
+
+async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCompletionRequest,
+                      opts: CaprouteOptions | None, conv: str | None) -> Response:
+    cfg, m = state.config, state.metrics
+    t0 = time.perf_counter()
+    handle = params = decision = None
+    sticky = False
+    if target.kind == "direct":
+        order = [target.name]
+    else:
+        handle = state.routers[target.name]
+        params = state.params(handle, target, opts)
+        text = routing_text(raw["messages"], cfg.conversation, cfg.max_routing_chars)
+        decision = decision_dict(await handle.batcher.decide(text, params.lam, params.beta), handle)
+        models = [handle.pool_names[x] for x in handle.models]
+        order = fallback_order(decision["utility"], decision["mu_c"], decision["model"], models)
+        if conv is not None:
+            stuck = state.sticky.get(conv, handle.name)
+            if stuck is not None and stuck in order:
+                order = [stuck, *[x for x in order if x != stuck]]
+                sticky = True
+        order = order[:cfg.max_attempts]
+        m.overhead.labels(handle.name).observe(time.perf_counter() - t0)
+    rid = f"chatcmpl-cr{uuid.uuid4().hex}"
+    meta = {"response_id": rid, "router": router_model_id(handle.name) if handle else None,
+            "policy_version": params.version if params else None,
+            "params_source": params.source if params else "direct", "decision": decision,
+            "conversation_id": conv, "sticky": sticky,
+            "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3)}
+    if body.stream:
+        return await _stream(state, handle, params, order, raw, rid, meta, conv, t0)
+    attempts = []
+    for name in order:
+        try:
+            data, elapsed = await state.backends.complete(name, raw)
+        except BackendFailure as e:
+            attempts.append({"model": name, "reason": e.reason, "detail": e.detail})
+            m.backend_errors.labels(name, e.reason).inc()
+            log.warning("backend %s failed (%s: %s); %s", name, e.reason, e.detail,
+                        "falling back" if name != order[-1] else "no fallback left")
+            continue
+        except BackendRejected as e:
+            m.backend_errors.labels(name, f"http_{e.status}").inc()
+            raise ApiError(e.status if 400 <= e.status < 500 else 502, f"backend '{name}' rejected the request: "
+                           f"{e.message}", code="backend_rejected") from None
+        m.backend_latency.labels(name).observe(elapsed)
+        usage = data.get("usage") or {}
+        spend, estimated = _spend(state, name, raw, usage, None)
+        _account(state, handle, params, name, spend, decision, attempts, conv)
+        backend_id = data.get("id")
+        data["id"], data["model"] = rid, name
+        data["caproute"] = {**meta, "model": name, "backend_id": backend_id, "attempts": attempts,
+                            "fallback": bool(attempts), "spend_usd": spend, "spend_estimated": estimated}
+        _register(state, rid, "chat" if handle else "direct", handle, params, name, conv, decision)
+        return _json(data, headers=_headers(name, rid, meta))
+    raise _all_failed(order, attempts)
+
+
+def _all_failed(order: list[str], attempts: list[dict]) -> ApiError:
+    detail = "; ".join(f"{a['model']}: {a['reason']} ({a['detail']})" for a in attempts)
+    status = 504 if attempts and all(a["reason"] == "timeout" for a in attempts) else 502
+    return ApiError(status, f"no backend answered (tried {len(attempts)} of the ranked models {order}): {detail}",
+                    code="backends_unavailable")
+
+
+def _headers(model: str, rid: str, meta: dict) -> dict[str, str]:
+    h = {"x-caproute-model": model, "x-caproute-response-id": rid}
+    if meta.get("router"):
+        h["x-caproute-router"] = meta["router"]
+    if meta.get("policy_version"):
+        h["x-caproute-policy-version"] = meta["policy_version"]
+    return h
+
+
+def _spend(state: ServeState, name: str, raw: dict, usage: dict, completion_chunks: int | None
+           ) -> tuple[float, bool]:
+    """USD of one answer from its usage, or estimated (prompt chars / 4, one token per chunk)."""
+    ep = state.backends.endpoints[name]
+    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    estimated = not isinstance(pt, int) or not isinstance(ct, int)
+    if estimated:
+        chars = sum(len(message_text(msg.get("content"))) for msg in raw.get("messages", []))
+        pt, ct = max(1, chars // CHARS_PER_TOKEN), int(completion_chunks or 0)
+    cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0) if not estimated else 0
+    state.metrics.tokens.labels(name, "prompt").inc(pt)
+    state.metrics.tokens.labels(name, "completion").inc(ct)
+    spend = ep.cost_usd(pt, ct, cached if isinstance(cached, int) else 0)
+    state.metrics.spend.labels(name).inc(spend)
+    return spend, estimated
+
+
+def _account(state: ServeState, handle: RouterHandle | None, params: Params | None, name: str, spend: float,
+             decision: dict | None, attempts: list, conv: str | None) -> None:
+    if handle is None:
+        return
+    m = state.metrics
+    models = tuple(handle.pool_names[x] for x in handle.models)
+    m.routed_to(handle.name, name, models)
+    if attempts:
+        m.fallbacks.labels(handle.name).inc()
+    if conv is not None:
+        state.sticky.set(conv, handle.name, name)
+    if handle.drift is not None and params is not None and params.policy is handle.policy:
+        idx = models.index(name)
+        st = handle.drift.record(idx, spend, float(decision["mu_q"][name]))
+        m.drift.labels(handle.name, "share_tv").set(st.share_tv)
+        m.drift.labels(handle.name, "target").set(st.target_deviation)
+        m.drifting.labels(handle.name).set(1.0 if st.drifting else 0.0)
+        if st.changed and st.drifting:
+            log.warning("router %s: live traffic drifted from policy %s (share TV %.3f, target deviation %.3f over "
+                        "the last %d requests; tolerances %.3f / %.3f); consider `caproute calibrate` again",
+                        handle.name, handle.policy.version, st.share_tv, st.target_deviation, st.n,
+                        handle.drift.share_tol, handle.drift.target_tol)
+        elif st.changed:
+            log.info("router %s: live traffic back within policy %s tolerance", handle.name, handle.policy.version)
+
+
+def _register(state: ServeState, rid: str, kind: str, handle: RouterHandle | None, params: Params | None,
+              model: str, conv: str | None, decision: dict | None, **extra) -> None:
+    state.store.register({"response_id": rid, "kind": kind, "router": handle.name if handle else None,
+                          "model": model, "conversation_id": conv,
+                          "policy_version": params.version if params else None,
+                          "lam": params.lam if params else None, "beta": params.beta if params else None,
+                          "decision": decision, **extra})
+
+
+async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv, t0) -> Response:
+    m = state.metrics
+    attempts: list[dict] = []
+    start: StreamStart | None = None
+    for name in order:
+        try:
+            start = await state.backends.open_stream(name, raw)
+            break
+        except BackendFailure as e:
+            attempts.append({"model": name, "reason": e.reason, "detail": e.detail})
+            m.backend_errors.labels(name, e.reason).inc()
+            log.warning("backend %s failed (%s: %s) before streaming", name, e.reason, e.detail)
+        except BackendRejected as e:
+            m.backend_errors.labels(name, f"http_{e.status}").inc()
+            raise ApiError(e.status if 400 <= e.status < 500 else 502, f"backend '{name}' rejected the request: "
+                           f"{e.message}", code="backend_rejected") from None
+    if start is None:
+        raise _all_failed(order, attempts)
+    name = start.model
+    m.backend_latency.labels(name).observe(start.first_byte_s)
+    info = {**meta, "model": name, "attempts": attempts, "fallback": bool(attempts)}
+
+    def encode(chunk: dict, first: bool) -> bytes:
+        chunk["id"], chunk["model"] = rid, name
+        if first:
+            chunk["caproute"] = info
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+    async def body():
+        n_chunks, usage, completed = 0, {}, False
+        try:
+            first = True
+            for chunk in start.head:
+                n_chunks += 1
+                yield encode(chunk, first)
+                first = False
+            async for chunk in start.chunks:
+                if chunk is None:
+                    completed = True
+                    break
+                if "error" in chunk and "choices" not in chunk:
+                    raise BackendFailure(name, "stream_error", str(chunk["error"])[:200])
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                n_chunks += 1
+                yield encode(chunk, False)
+            if not completed:
+                raise BackendFailure(name, "stream_cut", "the backend closed the stream without [DONE]")
+            yield b"data: [DONE]\n\n"
+        except (BackendFailure, httpx.HTTPError) as e:
+            reason = e.reason if isinstance(e, BackendFailure) else "stream_cut"
+            m.backend_errors.labels(name, reason).inc()
+            log.warning("stream from %s broke after %d chunks: %s", name, n_chunks, e)
+            err = error_body(f"the backend '{name}' failed mid-stream ({reason}); the answer is incomplete",
+                             type="server_error", code="backend_stream_failed")
+            yield b"data: " + json.dumps(err).encode() + b"\n\n"
+        finally:
+            await start.response.aclose()
+            spend, _ = _spend(state, name, raw, usage, n_chunks)
+            _account(state, handle, params, name, spend, meta["decision"], attempts, conv)
+            _register(state, rid, "chat" if handle else "direct", handle, params, name, conv, meta["decision"])
+
+    headers = _headers(name, rid, meta)
+    headers["cache-control"] = "no-cache"
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+# -- duel mode --------------------------------------------------------------------------------------
+
+async def chat_duel(state: ServeState, raw: dict, body: ChatCompletionRequest) -> Response:
+    """Two answers from the pair the online policy selects; pairwise feedback on their ids updates it."""
+    if body.stream:
+        raise ApiError(400, "the duel mode returns two complete answers and does not stream", param="stream",
+                       code="duel_no_stream")
+    duel, cfg = state.duel, state.config
+    text = routing_text(raw["messages"], cfg.conversation, cfg.max_routing_chars)
+    x = await asyncio.to_thread(duel.policy.embed, text)
+    i, j = duel.policy.select(x)
+    arms = list(duel.policy.models_)
+    did = f"duel-{uuid.uuid4().hex}"
+
+    async def answer(first: int, avoid: set[str]):
+        """Arm ``first``; if it fails, the next policy models in order (each arm falls back alone)."""
+        tried = []
+        for k in [first, *[a for a in range(len(arms)) if a != first]][:cfg.max_attempts]:
+            name = duel.pool_names[arms[k]]
+            if name in avoid and k != first:
+                continue
+            try:
+                data, _ = await state.backends.complete(name, raw)
+                return k, name, data, tried
+            except BackendFailure as e:
+                state.metrics.backend_errors.labels(name, e.reason).inc()
+                tried.append({"model": name, "reason": e.reason, "detail": e.detail})
+            except BackendRejected as e:
+                raise ApiError(e.status if 400 <= e.status < 500 else 502,
+                               f"backend '{name}' rejected the request: {e.message}", code="backend_rejected") from None
+        raise _all_failed([duel.pool_names[a] for a in arms], tried)
+
+    (ka, na, da, ta), (kb, nb, db, tb) = await asyncio.gather(
+        answer(i, set()), answer(j, {duel.pool_names[arms[i]]} if i != j else set()))
+    duel.embeddings[did] = x
+    while len(duel.embeddings) > 10_000:
+        duel.embeddings.pop(next(iter(duel.embeddings)))
+    ids = [f"{did}-a", f"{did}-b"]
+    choices = []
+    for arm_pos, (k, name, data, rid) in enumerate(((ka, na, da, ids[0]), (kb, nb, db, ids[1]))):
+        c = dict(data["choices"][0])
+        c["index"] = arm_pos
+        choices.append(c)
+        spend, _ = _spend(state, name, raw, data.get("usage") or {}, None)
+        state.store.register({"response_id": rid, "kind": "duel", "model": name, "duel_id": did,
+                              "duel_arm": k, "routing_text": text,
+                              "decision": {"arm": arms[k], "selected": [arms[i], arms[j]], "spend_usd": spend}})
+    out = {"id": did, "object": "chat.completion", "created": int(time.time()), "model": router_model_id(DUEL),
+           "choices": choices,
+           "usage": {k: (da.get("usage") or {}).get(k, 0) + (db.get("usage") or {}).get(k, 0)
+                     for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+           "caproute": {"duel": {"duel_id": did, "models": [na, nb], "response_ids": ids,
+                                 "selected": [duel.pool_names[arms[i]], duel.pool_names[arms[j]]],
+                                 "attempts": ta + tb, "policy": duel.policy.name, "policy_step": duel.policy.t_},
+                        "feedback": "POST /v1/feedback {winner_id, loser_id} with the two response_ids"}}
+    headers = {"x-caproute-model": f"{na},{nb}", "x-caproute-response-id": ",".join(ids),
+               "x-caproute-duel-id": did}
+    return _json(out, headers=headers)
+
+
+async def duel_update(state: ServeState, stored) -> bool:
+    """Learn from pairwise feedback on the two answers of one duel (ties are stored, not learned)."""
+    duel = state.duel
+    rows = stored.responses
+    if duel is None or len(rows) != 2 or stored.feedback.tie:
+        return False
+    a, b = rows
+    if a["kind"] != "duel" or b["kind"] != "duel" or a["duel_id"] != b["duel_id"] or a["duel_id"] is None:
+        return False
+    did = a["duel_id"]
+    x = duel.embeddings.get(did)
+    if x is None:  # after a restart: embed the stored routing text again
+        x = await asyncio.to_thread(duel.policy.embed, a["routing_text"] or "")
+    winner, loser = int(a["duel_arm"]), int(b["duel_arm"])
+    # update(x, i, j, y): y = +1 when arm i's answer was preferred
+    await asyncio.to_thread(duel.policy.update, x, winner, loser, 1)
+    duel.updates += 1
+    async with duel.save_lock:
+        await asyncio.to_thread(duel.policy.save, duel.state_out)
+    return True
+
+
+# -- gateway middleware (pure ASGI: auth, body size limit, metrics) ---------------------------------
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body larger than {limit} bytes", code="request_too_large")
+
+
+class GatewayMiddleware:
+    def __init__(self, app, state: ServeState):
+        self.app, self.state = app, state
+        self.limit = state.config.max_body_bytes
+        self.auth = not state.config.insecure_local or len(state.keyring) > 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        endpoint = path if path in _ENDPOINTS else "other"
+        m = self.state.metrics
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        m.inflight.inc()
+        try:
+            headers = dict(scope["headers"])
+            if self.auth and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
+                key = bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                if not self.state.keyring.check(key):
+                    msg = "missing API key (send 'Authorization: Bearer <key>')" if key is None else "invalid API key"
+                    await _send_error(send_wrapped, ApiError(401, msg, code="invalid_api_key",
+                                                             headers={"www-authenticate": "Bearer"}))
+                    return
+            length = headers.get(b"content-length")
+            if length is not None:
+                try:
+                    too_big = int(length) > self.limit
+                except ValueError:
+                    await _send_error(send_wrapped, ApiError(400, "invalid Content-Length header"))
+                    return
+                if too_big:
+                    await _send_error(send_wrapped, BodyTooLarge(self.limit))
+                    return
+            received = 0
+
+            async def receive_limited():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.limit:
+                        raise BodyTooLarge(self.limit)
+                return message
+
+            await self.app(scope, receive_limited, send_wrapped)
+        finally:
+            m.inflight.dec()
+            m.requests.labels(endpoint, str(status["code"])).inc()
+            m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"})
+
+
+async def _send_error(send, err: ApiError) -> None:
+    body = json.dumps(err.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

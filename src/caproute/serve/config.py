@@ -1,0 +1,164 @@
+"""What ``caproute serve`` runs with: routers, pool, defaults, budgets, policies and limits.
+
+``caproute serve`` builds a :class:`ServeConfig` from its flags and an optional YAML file
+(``--config``; flags win). Every field has a default except the routers and the pool. Example::
+
+    routers: {dars-knn: runs/knn}          # name -> router directory (caproute train --out)
+    pool: pool.yaml                        # the pool YAML of `caproute pool up` / collection
+    default_router: dars-knn               # what model "caproute" alone routes with
+    lambda: 0.05                           # default cost weight (null: the router's training value)
+    beta: 0.2                              # default risk weight (null: the router's training value)
+    policies: [policy.json]                # calibrated policies (`caproute calibrate`), one per router
+    budgets:                               # named budgets: caproute/dars-knn@cheap
+      cheap: {lambda: 1.0}
+      strict: {policy: strict-policy.json}
+    model_map: {}                          # router model name -> pool model name, where they differ
+    conversation: last_user                # last_user | user_turns | history
+    max_attempts: 3                        # models tried per request (first choice + fallbacks)
+    max_body_bytes: 1048576
+    feedback_db: caproute-feedback.sqlite3
+    keys_file: keys.txt                    # sha256 hashes of API keys (caproute serve-key)
+    cors_origins: []                       # CORS is off unless origins are listed
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from caproute.errors import ConfigError
+
+
+class BudgetSpec(BaseModel):
+    """A named budget: explicit lambda/beta, or a calibrated policy file."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    lam: float | None = Field(default=None, alias="lambda", ge=0)
+    beta: float | None = Field(default=None, ge=0)
+    policy: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BudgetSpec:
+        if self.policy is not None and (self.lam is not None or self.beta is not None):
+            raise ValueError("give either a policy file or lambda/beta, not both")
+        if self.policy is None and self.lam is None and self.beta is None:
+            raise ValueError("needs lambda, beta or policy")
+        return self
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    routers: dict[str, Path] = Field(min_length=1, description="router name -> router directory")
+    pool: Path = Field(description="pool YAML (models, endpoints, prices)")
+    default_router: str | None = None
+    lam: float | None = Field(default=None, alias="lambda", ge=0)
+    beta: float | None = Field(default=None, ge=0)
+    policies: list[Path] = Field(default_factory=list)
+    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
+    model_map: dict[str, str] = Field(default_factory=dict)
+    conversation: Literal["last_user", "user_turns", "history"] = "last_user"
+    max_routing_chars: int = Field(default=4000, ge=1)
+    sticky_ttl_s: float = Field(default=3600.0, gt=0)
+    sticky_max_entries: int = Field(default=100_000, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=16)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_messages: int = Field(default=1024, ge=1)
+    max_route_inputs: int = Field(default=1024, ge=1)
+    feedback_db: Path = Path("caproute-feedback.sqlite3")
+    keys_file: Path | None = None
+    insecure_local: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    cors_origins: list[str] = Field(default_factory=list)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    duel_policy: Path | None = Field(default=None, description="saved dueling-bandit state (caproute duel)")
+    duel_state_out: Path | None = Field(default=None, description="where the online policy is saved")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeConfig:
+        if self.default_router is None:
+            self.default_router = next(iter(self.routers))
+        elif self.default_router not in self.routers:
+            raise ValueError(f"default_router '{self.default_router}' is not one of {sorted(self.routers)}")
+        bad = [n for n in self.routers if not n or "/" in n or "@" in n or ":" in n]
+        if bad:
+            raise ValueError(f"router names must be non-empty and free of '/', '@', ':' (got {bad})")
+        if self.insecure_local and not is_loopback(self.host):
+            raise ValueError(f"--insecure-local serves without API keys, so it only binds to loopback; "
+                             f"host '{self.host}' is not a loopback address")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+PATH_FIELDS = ("pool", "feedback_db", "keys_file", "duel_policy", "duel_state_out")
+
+
+def parse_serve_config(data: dict[str, Any], *, source: str = "<serve config>") -> ServeConfig:
+    """Validate a mapping; errors name the source and every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            msgs.append(f"field '{loc}': {msg}")
+        raise ConfigError(f"{source}: invalid serve config:\n  " + "\n  ".join(msgs)) from None
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths in a config file are relative to the file's folder."""
+    def r(v):
+        return str(base / v) if isinstance(v, str | Path) and not Path(v).is_absolute() else v
+
+    out = dict(data)
+    for k in PATH_FIELDS:
+        if out.get(k) is not None:
+            out[k] = r(out[k])
+    if isinstance(out.get("routers"), dict):
+        out["routers"] = {k: r(v) for k, v in out["routers"].items()}
+    if isinstance(out.get("policies"), list):
+        out["policies"] = [r(v) for v in out["policies"]]
+    if isinstance(out.get("budgets"), dict):
+        out["budgets"] = {k: ({**b, "policy": r(b["policy"])} if isinstance(b, dict) and b.get("policy") else b)
+                          for k, b in out["budgets"].items()}
+    return out
+
+
+def load_serve_config(path: str | os.PathLike | None = None, **overrides: Any) -> ServeConfig:
+    """YAML file (optional) + overrides (the CLI flags given; ``None`` values are ignored, flags win)."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: serve config not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f": line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        data, source = resolve_paths(data, p.parent), str(p)
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_serve_config(merged, source=source)

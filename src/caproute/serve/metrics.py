@@ -1,0 +1,59 @@
+"""Prometheus metrics, one registry per app (two apps in one process never share counters).
+
+The share routed to each model is ``caproute_routed_total{router,model}`` divided by its sum over
+models (PromQL: ``sum by (model) (rate(caproute_routed_total[5m])) / ignoring(model) group_left
+sum(rate(caproute_routed_total[5m]))``); the gauge ``caproute_routed_share`` holds the share since start.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Sub-millisecond buckets for the routing overhead, which the goal puts at p50 <= 5 ms.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class ServeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("caproute_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("caproute_request_latency_seconds", "end-to-end request latency",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("caproute_routing_overhead_seconds",
+                                  "time spent deciding (featurise + predict + utility) per request",
+                                  ["router"], buckets=OVERHEAD_BUCKETS, registry=r)
+        self.backend_latency = Histogram("caproute_backend_latency_seconds",
+                                         "backend time to the full answer (non-stream) or first byte (stream)",
+                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.routed = Counter("caproute_routed", "requests routed to each model", ["router", "model"], registry=r)
+        self.share = Gauge("caproute_routed_share", "share of a router's requests sent to each model since start",
+                           ["router", "model"], registry=r)
+        self.backend_errors = Counter("caproute_backend_errors", "failed backend attempts",
+                                      ["model", "reason"], registry=r)
+        self.fallbacks = Counter("caproute_fallbacks", "requests answered by a fallback model", ["router"],
+                                 registry=r)
+        self.spend = Counter("caproute_spend_usd", "USD spent on backends (estimated where usage is missing)",
+                             ["model"], registry=r)
+        self.tokens = Counter("caproute_tokens", "tokens by model and kind (prompt/completion)",
+                              ["model", "kind"], registry=r)
+        self.feedback = Counter("caproute_feedback", "feedback stored by kind", ["kind"], registry=r)
+        self.inflight = Gauge("caproute_inflight_requests", "requests in progress", registry=r)
+        self.drift = Gauge("caproute_policy_drift", "live traffic vs the calibrated policy",
+                           ["router", "metric"], registry=r)
+        self.drifting = Gauge("caproute_policy_out_of_tolerance", "1 while live traffic is outside the "
+                              "policy's drift tolerance", ["router"], registry=r)
+        self._counts: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def routed_to(self, router: str, model: str, models: tuple[str, ...]) -> None:
+        self.routed.labels(router, model).inc()
+        with self._lock:
+            c = self._counts.setdefault(router, dict.fromkeys(models, 0))
+            c[model] = c.get(model, 0) + 1
+            total = sum(c.values())
+            for m, k in c.items():
+                self.share.labels(router, m).set(k / total)

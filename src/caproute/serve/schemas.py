@@ -1,0 +1,127 @@
+"""Request bodies of the proxy (pydantic). They validate what the proxy must understand and keep
+every other field (``extra="allow"``), which is passed to the backend unchanged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class CaprouteOptions(BaseModel):
+    """The ``caproute`` body field (``extra_body={"caproute": {...}}`` with the openai client)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    lam: float | None = Field(default=None, alias="lambda", ge=0, allow_inf_nan=False,
+                              description="cost weight lambda for this request")
+    beta: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="risk weight beta")
+    budget: str | None = Field(default=None, max_length=128, description="a named budget of the config")
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=256,
+                                        description="keeps a conversation on its first model")
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI chat completion request; unknown fields pass through to the backend."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "caproute", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "max_tokens": 8}]})
+    model: str = Field(min_length=1, max_length=256,
+                       description="caproute/<router>[@budget][:lambda=x,beta=y], caproute/duel, or a pool model")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: str | None = None
+    stream_options: dict[str, Any] | None = None
+    caproute: CaprouteOptions | None = None
+
+
+class RouteRequest(BaseModel):
+    """``POST /v1/route``: decide only. Give ``input`` (one text or a list) or ``messages`` (a chat)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "oneOf": [{"required": ["input"], "properties": {"input": {"not": {"type": "null"}}},
+                   "not": {"required": ["messages"]}},
+                  {"required": ["messages"], "properties": {"messages": {"type": "array"}},
+                   "not": {"required": ["input"]}}],
+        "examples": [{"model": "caproute", "input": ["What is 2 + 2?", "Prove Fermat's little theorem."]}]})
+    model: str = Field(default="caproute", min_length=1, max_length=256)
+    input: str | Annotated[list[str], Field(min_length=1, max_length=1024)] | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    lam: float | None = Field(default=None, alias="lambda", ge=0, allow_inf_nan=False)
+    beta: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    budget: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> RouteRequest:
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'input' or 'messages'")
+        if isinstance(self.input, list) and not self.input:
+            raise ValueError("'input' must not be an empty list")
+        if self.messages is not None and not self.messages:
+            raise ValueError("'messages' must not be empty")
+        return self
+
+
+class FeedbackRequest(BaseModel):
+    """Scalar: ``{"response_id", "score"}``. Pairwise: ``{"winner_id", "loser_id"}`` (``tie`` = no winner)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["response_id", "score"],
+                   "properties": {"response_id": {"type": "string"}, "score": {"type": "number"}},
+                   "not": {"anyOf": [{"required": ["winner_id"]}, {"required": ["loser_id"]}, {"required": ["tie"]}]}},
+                  {"required": ["winner_id", "loser_id"],
+                   "properties": {"winner_id": {"type": "string"}, "loser_id": {"type": "string"}},
+                   "not": {"anyOf": [{"required": ["response_id"]}, {"required": ["score"]}]}}],
+        "examples": [{"response_id": "chatcmpl-cr0123", "score": 1.0},
+                     {"winner_id": "duel-0123-a", "loser_id": "duel-0123-b"}]})
+    response_id: str | None = Field(default=None, min_length=1, max_length=128)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    # null is not a form of feedback: the JSON schema's oneOf above says so, the validator below checks it
+    winner_id: str | None = Field(default=None, min_length=1, max_length=128)
+    loser_id: str | None = Field(default=None, min_length=1, max_length=128)
+    tie: bool = False
+    comment: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _form(self) -> FeedbackRequest:
+        scalar = self.response_id is not None or self.score is not None
+        pairwise = self.winner_id is not None or self.loser_id is not None
+        if scalar == pairwise:
+            raise ValueError("give either response_id + score (scalar) or winner_id + loser_id (pairwise)")
+        if scalar and (self.response_id is None or self.score is None):
+            raise ValueError("scalar feedback needs both response_id and score")
+        if scalar and "tie" in self.model_fields_set:
+            raise ValueError("tie applies to pairwise feedback only")
+        if pairwise and (self.winner_id is None or self.loser_id is None):
+            raise ValueError("pairwise feedback needs both winner_id and loser_id")
+        return self
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: ErrorDetail

@@ -161,3 +161,17 @@ def test_encode_caches_only_frozen(tmp_path):
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("CAPROUTE_CACHE_DIR", str(tmp_path))
     assert FeatureCache().directory == tmp_path / "features"
+
+
+def test_tfidf_fast_transform_matches_sklearn_on_varied_text():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    train = [" ".join(rng.choice(words, rng.integers(1, 40))) for _ in range(80)]
+    test = [" ".join(rng.choice(words + ["unseen", "ÜBER", "naïve"], rng.integers(0, 40))) for _ in range(40)]
+    test += ["", "unseen only", "W1 w1 w1, w2! w3?"]
+    enc = get_encoder("tfidf", max_features=500).fit(train)
+    ref = TfidfVectorizer(max_features=500, ngram_range=(1, 2), min_df=1).fit(train)
+    np.testing.assert_allclose(enc.transform(test), ref.transform(test).toarray(), rtol=2e-6, atol=1e-7)
+    assert not enc.transform([""]).any()            # no known term: a zero row, not NaN

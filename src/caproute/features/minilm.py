@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,24 @@ from caproute.errors import ConfigError
 from caproute.features.base import Encoder
 
 DIM = 384
+SMALL_BATCH = 16
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    if not n:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
 
 
 def minilm_path() -> Path:
@@ -45,6 +64,7 @@ class MiniLMEncoder(Encoder):
     frozen = True
 
     def __init__(self, batch_size: int = 64, threads: int | None = None):
+        """``threads``: torch threads while encoding (default: 1 for up to 16 texts, else torch's)."""
         self.batch_size = int(batch_size)
         self.threads = threads
         self._model = None
@@ -61,11 +81,8 @@ class MiniLMEncoder(Encoder):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            import torch
             from sentence_transformers import SentenceTransformer
 
-            if self.threads:
-                torch.set_num_threads(int(self.threads))
             self._model = SentenceTransformer(str(minilm_path()), device="cpu")
         return self._model
 
@@ -73,8 +90,14 @@ class MiniLMEncoder(Encoder):
         texts = list(texts)
         if not texts:
             return np.zeros((0, DIM), np.float32)
-        emb = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                show_progress_bar=False, convert_to_numpy=True)
+        model = self.model
+        # One thread for a handful of texts (serving): a short sequence gains nothing from more,
+        # and on a busy machine extra threads only wait for each other. Batches use ``threads``
+        # or torch's default.
+        n = self.threads or (1 if len(texts) <= SMALL_BATCH else None)
+        with _torch_threads(n):
+            emb = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                               show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(emb, dtype=np.float32)
 
     @property

@@ -12,6 +12,27 @@ import numpy as np
 
 from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
 
+SMALL_PRODUCT = 50_000_000
+_CONTROLLER = None
+
+
+def blas_threads_for(flops: int):
+    """One BLAS thread for small products (a single query): waking OpenBLAS's worker threads costs
+    more than the product, and on a busy machine it can stall for tens of milliseconds."""
+    global _CONTROLLER
+    from contextlib import nullcontext
+
+    if flops > SMALL_PRODUCT:
+        return nullcontext()
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        return _CONTROLLER.limit(limits=1, user_api="blas")
+    except ImportError:
+        return nullcontext()
+
 
 def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -> np.ndarray:
     """Neighbour weights per row from distances (n, k): inverse distance, or uniform over exact matches."""
@@ -30,7 +51,9 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int) -> t
     exact matches come out as 0.
     """
     x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    d2 = x_sq[:, None] + train_sq[None, :] - 2.0 * (X @ train.T).astype(np.float64)
+    with blas_threads_for(X.shape[0] * X.shape[1] * train.shape[0]):
+        prod = X @ train.T
+    d2 = x_sq[:, None] + train_sq[None, :] - 2.0 * prod.astype(np.float64)
     np.maximum(d2, 0.0, out=d2)
     close = d2 <= 1e-4 * (x_sq[:, None] + train_sq[None, :] + 1e-30)
     if close.any():

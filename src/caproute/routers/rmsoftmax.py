@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches, make_input_linear
+from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches
 from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
 from caproute.routers.embedllm import supervision_beta
 
@@ -61,16 +61,23 @@ class RMSoftmaxRouter(TorchRouterMixin, Router):
         class Net(nn.Module):
             def __init__(self):
                 super().__init__()
-                # first layer on [x ; lambda']: x part (sparse-aware) + one column for lambda',
-                # initialised like nn.Linear(D + 1, h)
-                self.first = make_input_linear(d_in + 1, hidden[0], gen)
+                # first layer on [x ; lambda'] as nn.Linear(D + 1, h) would be initialised, kept as
+                # two parameters (x part, sparse-aware; lambda' column) so no slice is needed
+                bound = 1.0 / float(np.sqrt(d_in + 1))
+                h0 = hidden[0]
+                self.w_x = nn.Parameter(torch.empty(d_in, h0).uniform_(-bound, bound, generator=gen))
+                self.w_lam = nn.Parameter(torch.empty(h0).uniform_(-bound, bound, generator=gen))
+                self.b = nn.Parameter(torch.empty(h0).uniform_(-bound, bound, generator=gen))
                 dims = [*hidden, m]
                 self.rest = nn.ModuleList(linear(a, b, gen) for a, b in zip(dims[:-1], dims[1:], strict=True))
-                self.d_in = d_in
 
-            def forward(self, x, lam):
-                w = self.first.weight
-                h = input_matmul(x, w[:self.d_in]) + lam[:, None] * w[self.d_in] + self.first.bias
+            def forward(self, x, lam, rows=None):
+                """``rows``: which row of x @ w_x each output row uses (training batches repeat
+                queries across lambda', so x holds each training query once)."""
+                xw = input_matmul(x, self.w_x)
+                if rows is not None:
+                    xw = xw[rows]
+                h = xw + lam[:, None] * self.w_lam + self.b
                 for layer in self.rest:
                     h = layer(torch.relu(h))
                 return h
@@ -93,12 +100,12 @@ class RMSoftmaxRouter(TorchRouterMixin, Router):
         lam_col = torch.from_numpy(np.repeat(lambdas, n))
         self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "hidden": [int(h) for h in self.hidden]}
         self.net_ = self._build(**self.arch_, gen=gen)
-        inputs = Inputs(X, self.sparse_input_)
+        x_all = Inputs(X, self.sparse_input_).rows()
         opt = adam(self.net_.parameters(), self.lr)
         self.net_.train()
         for _ in range(int(self.epochs)):
             for idx in batches(util.shape[0], self.batch_size, gen):
-                logits = self.net_(inputs.rows((idx % n).numpy()), lam_col[idx])
+                logits = self.net_(x_all, lam_col[idx], rows=idx % n)
                 if self.loss == "classification":
                     loss = F.cross_entropy(logits, labels[idx])
                 else:

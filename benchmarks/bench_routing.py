@@ -1,0 +1,156 @@
+"""Issue 3 benchmark (routing latency, fit time per family).
+
+- decisions per query in batch, TF-IDF + kNN pipeline (``RoutingPipeline.decide`` on 1,000
+  queries; goal <= 1 ms per query);
+- single-query decision latency, MiniLM + kNN pipeline (goal <= 10 ms), and TF-IDF + kNN for
+  reference;
+- fit time of each router family at paper size (200 training queries x 6 models, DARS
+  supervision), on TF-IDF features (about 10k uni+bigram columns) and on MiniLM features (384-d);
+- the paper grid's fit budget: 7 families x 101 trainings / 2 cores from the TF-IDF fit medians
+  (goal <= 600 s; featurisation and evaluation not included, see bench_grid for the full grid).
+
+All figures are medians of repeated runs in one process, torch with 1 thread per fit
+(``CAPROUTE_TORCH_THREADS``). The load average is recorded in the notes: on a shared machine it
+inflates every figure.
+
+Synthetic data (our construction): 10 topics; a query is 8 words of its topic among 52
+Zipf-distributed filler words (~60 words). Per (query, model) the targets are mu_q =
+sigmoid(skill[model, topic] - difficulty), mu_c = the model's price rank with noise, sigma_q =
+sqrt(mu_q (1 - mu_q)) with noise; the observations for the pipeline benchmarks are Bernoulli draws
+of 5 rewrites x 5 decodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+FAMILIES = ("mlp", "knn", "embedllm", "avengerspro", "graphrouter", "mirt", "rmsoftmax", "mf")
+PAPER_FAMILIES = ("mlp", "knn", "embedllm", "avengerspro", "graphrouter", "mirt", "rmsoftmax")
+N_TRAIN, N_MODELS = 200, 6
+
+
+def _texts(rng, topics: np.ndarray) -> list[str]:
+    vocab = [[f"t{t}w{j}" for j in range(50)] for t in range(10)]
+    common = np.array([f"c{j}" for j in range(5000)])
+    zipf = 1.0 / np.arange(1, common.size + 1)
+    zipf /= zipf.sum()
+    out = []
+    for t in topics:
+        words = list(rng.choice(vocab[t], 8)) + list(rng.choice(common, 52, p=zipf))
+        out.append(" ".join(rng.permutation(words)))
+    return out
+
+
+def synthetic(n_train: int = N_TRAIN, n_test: int = 1000, seed: int = 0):
+    """(train observations, test texts, train texts, supervision matrices mu_q, mu_c, sigma_q)."""
+    rng = np.random.default_rng(seed)
+    skill = rng.normal(0.3, 1.0, size=(N_MODELS, 10))
+    topics = rng.integers(0, 10, n_train + n_test)
+    texts = _texts(rng, topics)
+    diff = rng.normal(0, 1, n_train)
+    p = 1 / (1 + np.exp(-(skill[:, topics[:n_train]].T - diff[:, None])))          # (n, m)
+    models = [f"model-{i}" for i in range(N_MODELS)]
+    price = np.geomspace(1e-5, 2e-3, N_MODELS)
+    k, r = 5, 5
+    score = (rng.random((n_train, N_MODELS, k * r)) < p[:, :, None]).astype(float)
+    cost = price[None, :, None] * rng.lognormal(0, 0.3, size=score.shape)
+    qi, mi, oi = np.meshgrid(np.arange(n_train), np.arange(N_MODELS), np.arange(k * r), indexing="ij")
+    obs = pd.DataFrame({
+        "dataset": "bench", "split": "train", "query_id": [f"q{i:04d}" for i in qi.ravel()],
+        "model": np.array(models)[mi.ravel()], "prompt_variant_id": (oi // r).ravel(),
+        "decode_id": (oi % r).ravel(), "observation_type": "prompt_variation",
+        "score": score.ravel(), "cost": cost.ravel(),
+        "question": np.array(texts[:n_train], dtype=object)[qi.ravel()],
+    })
+    return obs, texts[n_train:], texts[:n_train]
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _load() -> str:
+    try:
+        return "load average {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def run(quick: bool = False) -> list[dict]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from caproute.features import get_encoder
+    from caproute.routers.base import get_router_class
+    from caproute.routers.pipeline import train_pipeline
+    from caproute.supervise.ablations import build_supervision
+
+    rows: list[dict] = []
+    obs, test_texts, train_texts = synthetic(n_test=300 if quick else 1000)
+    reps = 3 if quick else 7
+
+    # -- batch decisions, TF-IDF + kNN ------------------------------------------------------------
+    pipe = train_pipeline(obs, router="knn", features="tfidf")
+    pipe.decide(test_texts[:10])
+    t = _median_time(lambda: pipe.decide(test_texts), reps)
+    ms = 1000 * t / len(test_texts)
+    rows.append({"benchmark": "routing", "figure": "decide batch, tfidf+knn", "value": round(ms, 4),
+                 "unit": "ms/query", "goal": "<= 1", "baseline": None, "ratio": None,
+                 "notes": f"{len(test_texts)} queries per call, d={pipe.encoder.dim}; {_load()}"})
+    single = [_median_time(lambda q=q: pipe.decide([q]), 3) for q in test_texts[:50]]
+    rows.append({"benchmark": "routing", "figure": "decide single query, tfidf+knn",
+                 "value": round(1000 * statistics.median(single), 3), "unit": "ms", "goal": None,
+                 "baseline": None, "ratio": None, "notes": f"median over 50 queries; {_load()}"})
+
+    # -- single-query decisions, MiniLM + kNN -----------------------------------------------------
+    mpipe = train_pipeline(obs, router="knn", features="minilm")
+    mpipe.decide(test_texts[:2])
+    single = [_median_time(lambda q=q: mpipe.decide([q]), 3) for q in test_texts[:20 if quick else 50]]
+    rows.append({"benchmark": "routing", "figure": "decide single query, minilm+knn",
+                 "value": round(1000 * statistics.median(single), 2), "unit": "ms", "goal": "<= 10",
+                 "baseline": None, "ratio": None,
+                 "notes": f"~60-word queries, 1 torch thread; {_load()}"})
+
+    # -- fit time per family at paper size --------------------------------------------------------
+    sup = build_supervision(obs, variant="dars", beta=0.2)
+    tf = get_encoder("tfidf").fit(train_texts)
+    feats = {"tfidf": tf.transform(train_texts)}
+    if not quick:
+        feats["minilm"] = get_encoder("minilm").transform(train_texts)
+    fit_reps = 1 if quick else 3
+    fit_s: dict[tuple[str, str], float] = {}
+    for fname, X in feats.items():
+        for fam in FAMILIES:
+            cls = get_router_class(fam)
+            cls().fit(X[:40], sup.subset(np.arange(40)))          # warm-up (imports, kernels)
+            t = _median_time(lambda cls=cls, X=X: cls().fit(X, sup), fit_reps)
+            fit_s[(fname, fam)] = t
+            rows.append({"benchmark": "routing", "figure": f"fit {fam}, {fname} ({X.shape[1]}-d)",
+                         "value": round(t, 3), "unit": "s", "goal": None, "baseline": None, "ratio": None,
+                         "notes": f"200 queries x 6 models, DARS; median of {fit_reps}; {_load()}"})
+    total = sum(fit_s[("tfidf", f)] for f in PAPER_FAMILIES) * 101 / 2
+    rows.append({"benchmark": "routing", "figure": "paper grid fit time estimate, tfidf (7 x 101 fits / 2 cores)",
+                 "value": round(total, 1), "unit": "s", "goal": "<= 600", "baseline": None, "ratio": None,
+                 "notes": "sum of the 7 families' fit medians x 101 / 2; fits only"})
+    if "minilm" in feats:
+        total = sum(fit_s[("minilm", f)] for f in PAPER_FAMILIES) * 101 / 2
+        rows.append({"benchmark": "routing",
+                     "figure": "paper grid fit time estimate, minilm (7 x 101 fits / 2 cores)",
+                     "value": round(total, 1), "unit": "s", "goal": "<= 600", "baseline": None, "ratio": None,
+                     "notes": "sum of the 7 families' fit medians x 101 / 2; fits only"})
+    return rows
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

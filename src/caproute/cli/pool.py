@@ -26,12 +26,14 @@ def up(
     port_base: Annotated[int, typer.Option("--port-base", help="first port (0 = pick free ports)")] = 8090,
     workdir: WorkdirOpt = None,
     n_threads: Annotated[int, typer.Option("--n-threads", help="threads per server")] = 1,
+    rewriter: Annotated[str | None, typer.Option(
+        "--rewriter", help="rewrite with this pool model instead of a dedicated SmolLM2 rewriter server")] = None,
 ) -> None:
     """Start one OpenAI-compatible llama.cpp server per model on 127.0.0.1 and write the pool YAML."""
     from caproute.collect.pool import start_pool
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads)
+    h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads, rewriter=rewriter)
     _print(h.workdir)
     Console().print(f"pool config: {h.config_path}\nstop with: caproute pool down"
                     + (f" --workdir {workdir}" if workdir else ""))

@@ -87,7 +87,9 @@ class ModelEndpoint(_Strict):
 class RewriterConfig(_Strict):
     """The model that writes the K meaning-preserving rewrites (paper App. B, D.1)."""
 
-    model: str = Field(min_length=1, description="a name in models")
+    model: str = Field(min_length=1, description="a name in models, or the name of `endpoint`")
+    endpoint: ModelEndpoint | None = Field(
+        default=None, description="a dedicated rewriter endpoint that is not a routed pool model")
     temperature: float = Field(default=0.9, ge=0, le=2)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=96, ge=8)
@@ -96,6 +98,15 @@ class RewriterConfig(_Strict):
     max_similarity: float = Field(default=0.995, ge=-1, le=1, description="above this it is a copy")
     fallback: Literal["template", "none"] = Field(
         default="template", description="deterministic template paraphrase when every attempt fails")
+    stop: list[str] = Field(default_factory=lambda: ["\n"], description="stop sequences (one line)")
+
+
+class FewShot(_Strict):
+    """A worked example shown as a previous chat turn (tiny models need it to keep the format)."""
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    context: str | None = None
 
 
 class TaskConfig(_Strict):
@@ -111,6 +122,9 @@ class TaskConfig(_Strict):
     kind: Literal["short", "math", "multiple_choice", "reading"] = Field(
         default="short", description="decides the rewrite constraints")
     system_prompt: str | None = None
+    stop: list[str] = Field(default_factory=list, description="stop sequences, e.g. a newline")
+    fewshot: list[FewShot] = Field(
+        default_factory=list, description="examples sent as user/assistant turns before the query")
 
     @field_validator("prompt_template")
     @classmethod
@@ -131,6 +145,17 @@ class TaskConfig(_Strict):
         return self.prompt_template.format(question=question, context=context or "",
                                            answer_format=self.answer_format)
 
+    def messages(self, question: str, context: str | None = None) -> list[dict]:
+        """Chat messages for one query: system prompt, few-shot turns, then the query."""
+        msgs: list[dict] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        for ex in self.fewshot:
+            msgs.append({"role": "user", "content": self.render(ex.question, ex.context)})
+            msgs.append({"role": "assistant", "content": f"Final Answer: {ex.answer}"})
+        msgs.append({"role": "user", "content": self.render(question, context)})
+        return msgs
+
 
 class PoolConfig(_Strict):
     models: list[ModelEndpoint] = Field(min_length=1)
@@ -143,9 +168,19 @@ class PoolConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"models: duplicate names {dup}")
-        if self.rewriter is not None and self.rewriter.model not in names:
-            raise ValueError(f"rewriter.model: '{self.rewriter.model}' is not a name in models {names}")
+        rw = self.rewriter
+        if rw is not None and rw.endpoint is not None:
+            if rw.endpoint.name != rw.model:
+                raise ValueError(f"rewriter.model: '{rw.model}' must equal rewriter.endpoint.name "
+                                 f"'{rw.endpoint.name}'")
+        elif rw is not None and rw.model not in names:
+            raise ValueError(f"rewriter.model: '{rw.model}' is not a name in models {names}")
         return self
+
+    def rewriter_endpoint(self) -> ModelEndpoint:
+        if self.rewriter is None:
+            raise ConfigError("the pool config has no rewriter")
+        return self.rewriter.endpoint or self.model(self.rewriter.model)
 
     def model(self, name: str) -> ModelEndpoint:
         for m in self.models:

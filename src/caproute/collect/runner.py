@@ -1,0 +1,638 @@
+"""The collection runner: rewrites, decodes, scores and stores observations (paper §4.2, App. B, D).
+
+For each query and model it produces, in the canonical schema,
+
+- train: K rewrites x R decodes (``prompt_variation``, ``prompt_variant_id = k``, ``decode_id = r``);
+- test: ``test_rewrites`` rewrites x 1 decode (``prompt_variation``) and ``test_decodes`` decodes
+  of the original query (``decoding_variation``, ``prompt_variant_id = -1``).
+
+Each observation is written to the :class:`ObservationStore` soon after it completes (small batched
+upserts with ``on_conflict='ignore'``), so a run killed with SIGKILL loses at most one unflushed batch
+and a rerun skips every stored key: nothing is duplicated, nothing is lost. Rewrites are persisted
+(table ``collect_rewrites``) before any decode uses them, so a resumed run reuses the same texts.
+Every request has a deterministic seed derived from its key, so on servers that honour seeds a
+resumed run regenerates exactly what the killed one would have.
+
+Memory is bounded: jobs come from lazy per-model iterators pulled by ``max_concurrency`` workers
+per model (at most that many requests in flight) and the write buffer holds at most one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from caproute.collect.client import ChatClient, GenerationError
+from caproute.collect.config import PoolConfig, TaskConfig
+from caproute.collect.queries import stable_int
+from caproute.collect.rewrite import (
+    MiniLM,
+    RewriteAttempt,
+    RewriteResult,
+    check_rewrite,
+    clean_rewrite,
+    rewrite_messages,
+    template_rewrites,
+)
+from caproute.collect.scorers import Scorer, get_scorer
+from caproute.data import schema
+from caproute.data.store import ObservationStore
+from caproute.errors import CaprouteError, ConfigError
+
+REWRITES_TABLE = "collect_rewrites"
+ATTEMPTS_TABLE = "collect_rewrite_attempts"
+QUERIES_TABLE = "collect_queries"
+
+
+@dataclass(frozen=True)
+class CollectSpec:
+    """What to collect. Defaults follow the DARS protocol (K = R = 3 here; the paper used 5 x 5)."""
+
+    dataset: str
+    task: str
+    models: tuple[str, ...]
+    rewrites: int = 3
+    decodes: int = 3
+    test_rewrites: int = 3
+    test_decodes: int = 3
+    seed: int = 0
+    budget_usd: float | None = None
+    batch_size: int = 16
+    flush_interval_s: float = 2.0
+    max_errors: int = 50
+    similarity_check: bool = True
+
+    def __post_init__(self):
+        for name in ("rewrites", "decodes", "test_rewrites", "test_decodes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.decodes == 0 and self.rewrites > 0:
+            raise ConfigError("--decodes must be >= 1 when --rewrites > 0")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Decodes of one (query, model, prompt variant) still missing from the store."""
+
+    split: str
+    query_id: str
+    model: str
+    variant_id: int
+    decode_ids: tuple[int, ...]
+    observation_type: str
+
+
+def planned_keys(split: str, spec: CollectSpec) -> list[tuple[int, int, str]]:
+    """(prompt_variant_id, decode_id, observation_type) of every observation of one (query, model)."""
+    if split == "train":
+        return [(k, r, schema.PROMPT_VARIATION) for k in range(spec.rewrites) for r in range(spec.decodes)]
+    return ([(k, 0, schema.PROMPT_VARIATION) for k in range(spec.test_rewrites)]
+            + [(-1, r, schema.DECODING_VARIATION) for r in range(spec.test_decodes)])
+
+
+def rewrites_needed(split: str, spec: CollectSpec) -> int:
+    return spec.rewrites if split == "train" else spec.test_rewrites
+
+
+def iter_units(queries: pd.DataFrame, model: str, spec: CollectSpec, existing: set[tuple]) -> Iterator[Unit]:
+    """Missing work for ``model``, query by query, grouped into runs of consecutive decodes."""
+    for qid, split in zip(queries["query_id"], queries["split"], strict=True):
+        groups: dict[tuple[int, str], list[int]] = {}
+        for k, r, ot in planned_keys(split, spec):
+            if (split, qid, model, k, r, ot) not in existing:
+                groups.setdefault((k, ot), []).append(r)
+        for (k, ot), rs in groups.items():
+            run: list[int] = []
+            for r in sorted(rs):
+                if run and r != run[-1] + 1:
+                    yield Unit(split, qid, model, k, tuple(run), ot)
+                    run = []
+                run.append(r)
+            if run:
+                yield Unit(split, qid, model, k, tuple(run), ot)
+
+
+def generation_seed(spec: CollectSpec, query_id: str, model: str, variant_id: int) -> int:
+    """Seed of decode 0 of a (query, model, variant); decode r uses seed + r."""
+    return stable_int("decode", spec.seed, spec.dataset, query_id, model, variant_id, bits=30)
+
+
+# -- persistence of rewrites and queries (side tables in the same DuckDB file) ------------------------
+def ensure_side_tables(con) -> None:
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {QUERIES_TABLE} (
+        dataset VARCHAR NOT NULL, query_id VARCHAR NOT NULL, split VARCHAR NOT NULL, question VARCHAR NOT NULL,
+        context VARCHAR, answer VARCHAR NOT NULL, task VARCHAR NOT NULL, PRIMARY KEY (dataset, query_id))""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {REWRITES_TABLE} (
+        dataset VARCHAR NOT NULL, query_id VARCHAR NOT NULL, variant_id INTEGER NOT NULL, text VARCHAR NOT NULL,
+        source VARCHAR NOT NULL, PRIMARY KEY (dataset, query_id, variant_id))""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
+        dataset VARCHAR NOT NULL, query_id VARCHAR NOT NULL, variant_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        text VARCHAR, flags VARCHAR, similarity DOUBLE, accepted BOOLEAN, source VARCHAR, cost DOUBLE,
+        PRIMARY KEY (dataset, query_id, variant_id, attempt))""")
+
+
+def save_queries(con, dataset: str, task: str, queries: pd.DataFrame) -> None:
+    """Record the queries (with gold answers) of a run; a query may not change between runs."""
+    old = con.execute(f"SELECT query_id, split, question, answer FROM {QUERIES_TABLE} WHERE dataset = ?",
+                      [dataset]).df()
+    if len(old):
+        merged = old.merge(queries[["query_id", "split", "question", "answer"]], on="query_id",
+                           suffixes=("_old", ""))
+        for col in ("split", "question", "answer"):
+            diff = merged[merged[f"{col}_old"] != merged[col]]
+            if len(diff):
+                raise CaprouteError(
+                    f"query '{diff['query_id'].iloc[0]}' of dataset '{dataset}' has a different {col} than in "
+                    f"the earlier run stored here ({diff[f'{col}_old'].iloc[0]!r} vs {diff[col].iloc[0]!r}); "
+                    "use another --dataset or --store")
+    df = queries.assign(dataset=dataset, task=task)[
+        ["dataset", "query_id", "split", "question", "context", "answer", "task"]]
+    con.register("_q", df)
+    try:
+        con.execute(f"INSERT INTO {QUERIES_TABLE} SELECT * FROM _q ON CONFLICT DO NOTHING")
+    finally:
+        con.unregister("_q")
+
+
+def load_rewrites(con, dataset: str) -> dict[str, list[str]]:
+    rows = con.execute(f"SELECT query_id, variant_id, text FROM {REWRITES_TABLE} WHERE dataset = ? "
+                       "ORDER BY query_id, variant_id", [dataset]).fetchall()
+    out: dict[str, list[str]] = {}
+    for qid, _, text in rows:
+        out.setdefault(qid, []).append(text)
+    return out
+
+
+def save_rewrites(con, dataset: str, query_id: str, result: RewriteResult, start: int) -> None:
+    """Persist new rewrites (variant ids from ``start``) and their attempts in one transaction."""
+    rw = pd.DataFrame({"dataset": dataset, "query_id": query_id,
+                       "variant_id": range(start, start + len(result.texts)),
+                       "text": result.texts, "source": result.sources})
+    at = pd.DataFrame([{"dataset": dataset, "query_id": query_id, "variant_id": a.variant_id,
+                        "attempt": a.attempt, "text": a.text, "flags": ",".join(a.flags),
+                        "similarity": a.similarity, "accepted": a.accepted, "source": a.source,
+                        "cost": a.cost} for a in result.attempts])
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if len(rw):
+            con.register("_rw", rw)
+            con.execute(f"INSERT INTO {REWRITES_TABLE} SELECT * FROM _rw ON CONFLICT DO NOTHING")
+            con.unregister("_rw")
+        if len(at):
+            con.register("_at", at)
+            con.execute(f"INSERT INTO {ATTEMPTS_TABLE} SELECT * FROM _at ON CONFLICT DO NOTHING")
+            con.unregister("_at")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+# -- rewriting ------------------------------------------------------------------------------------
+async def make_rewrites(question: str, k: int, *, client: ChatClient, cfg: PoolConfig, kind: str,
+                        seed: int, embedder: MiniLM | None, start: int = 0,
+                        accepted_before: list[str] | None = None) -> RewriteResult:
+    """``k`` checked rewrites (variant ids ``start..start+k-1``): model attempts, template fallback."""
+    rw = cfg.rewriter
+    assert rw is not None
+    accepted: list[str] = []
+    sources: list[str] = []
+    attempts: list[RewriteAttempt] = []
+    prior = list(accepted_before or [])
+    total_cost = 0.0
+    n_attempt = 0
+    while len(accepted) < k and n_attempt < k * rw.max_attempts:
+        gen = (await client.generate(rewrite_messages(question, kind), n=1, max_tokens=rw.max_tokens,
+                                     temperature=rw.temperature, top_p=rw.top_p, seed=seed + n_attempt,
+                                     stop=rw.stop))[0]
+        total_cost += gen.cost
+        cand = clean_rewrite(gen.text)
+        sim = float(embedder.similarity(question, [cand])[0]) if (embedder is not None and cand) else None
+        flags = check_rewrite(question, cand, prior + accepted, kind=kind, finish_reason=gen.finish_reason,
+                              similarity=sim, min_similarity=rw.min_similarity, max_similarity=rw.max_similarity)
+        ok = not flags
+        attempts.append(RewriteAttempt(start + len(accepted), n_attempt, cand, flags, sim, ok, "model", gen.cost))
+        if ok:
+            accepted.append(cand)
+            sources.append("model")
+        n_attempt += 1
+    if len(accepted) < k:
+        if rw.fallback != "template":
+            raise CaprouteError(f"rewriter produced only {len(accepted)} of {k} valid rewrites for "
+                                f"'{question[:60]}' and fallback is 'none'")
+        for t in template_rewrites(question, k - len(accepted), avoid=prior + accepted):
+            sim = float(embedder.similarity(question, [t])[0]) if embedder is not None else None
+            flags = check_rewrite(question, t, prior + accepted, kind=kind, similarity=sim,
+                                  min_similarity=rw.min_similarity, max_similarity=rw.max_similarity)
+            attempts.append(RewriteAttempt(start + len(accepted), n_attempt, t, flags, sim, True, "template"))
+            accepted.append(t)
+            sources.append("template")
+            n_attempt += 1
+    if len(accepted) < k:
+        raise CaprouteError(f"could not build {k} distinct rewrites of '{question[:60]}'")
+    return RewriteResult(accepted, sources, attempts, total_cost)
+
+
+# -- the run --------------------------------------------------------------------------------------
+@dataclass
+class RunStats:
+    total: int = 0
+    done: int = 0
+    skipped_existing: int = 0
+    errors: int = 0
+    spend_usd: float = 0.0
+    rewrite_calls: int = 0
+    rewrites_template: int = 0
+    rewrites_model: int = 0
+    stopped: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    per_model: dict[str, int] = field(default_factory=dict)
+    error_messages: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.started, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "started"} | {"rate_per_s": self.rate}
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Upper-bound cost of the missing work (every completion assumed to reach max_tokens)."""
+
+    rows: list[dict]
+
+    @property
+    def total_usd(self) -> float:
+        return float(sum(r["usd_upper_bound"] for r in self.rows))
+
+    @property
+    def generations(self) -> int:
+        """Observations to generate (rewriter calls not included)."""
+        return int(sum(r["generations"] for r in self.rows if r["role"] == "decode"))
+
+
+def _tokens_of(messages: list[dict]) -> int:
+    # A rough prompt size for estimates (4 characters per token plus a few per message for the template).
+    return int(sum(len(str(m["content"])) for m in messages) / 4 + 4 * len(messages))
+
+
+def estimate_cost(cfg: PoolConfig, task: TaskConfig, queries: pd.DataFrame, spec: CollectSpec,
+                  existing: set[tuple], stored_rewrites: dict[str, list[str]]) -> CostEstimate:
+    qmap = queries.set_index("query_id")
+    rows = []
+    for name in spec.models:
+        ep = cfg.model(name)
+        n = inp = 0
+        for u in iter_units(queries, name, spec, existing):
+            q = qmap.loc[u.query_id]
+            t = _tokens_of(task.messages(q["question"], q["context"]))
+            n += len(u.decode_ids)
+            inp += t * len(u.decode_ids)
+        out = n * task.max_tokens
+        rows.append({"model": name, "role": "decode", "generations": n, "input_tokens_est": inp, "output_tokens_max": out,
+                     "usd_upper_bound": ep.cost_usd(inp, out)})
+    if cfg.rewriter is not None:
+        rw = cfg.rewriter
+        ep = cfg.rewriter_endpoint()
+        n = inp = 0
+        for qid, split, question in zip(queries["query_id"], queries["split"], queries["question"], strict=True):
+            missing = rewrites_needed(split, spec) - len(stored_rewrites.get(qid, []))
+            if missing > 0:
+                calls = missing * rw.max_attempts
+                n += calls
+                inp += calls * _tokens_of(rewrite_messages(question, task.kind))
+        out = n * rw.max_tokens
+        rows.append({"model": f"{rw.model} (rewriter, at most)", "role": "rewrite", "generations": n, "input_tokens_est": inp,
+                     "output_tokens_max": out, "usd_upper_bound": ep.cost_usd(inp, out)})
+    return CostEstimate(rows)
+
+
+class _Writer:
+    def __init__(self, store: ObservationStore, spec: CollectSpec, dataset: str):
+        self.store, self.spec, self.dataset = store, spec, dataset
+        self.buffer: list[dict] = []
+        self.last = time.monotonic()
+        self.written = 0
+
+    def add(self, row: dict) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= self.spec.batch_size or time.monotonic() - self.last > self.spec.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            df = pd.DataFrame(self.buffer)
+            self.written += self.store.upsert(df, source=f"collect:{self.dataset}", on_conflict="ignore")
+            self.buffer = []
+        self.last = time.monotonic()
+
+
+class _Progress:
+    """Live rich progress on a terminal; a log line every ``every_s`` seconds otherwise."""
+
+    def __init__(self, stats: RunStats, console, every_s: float = 30.0, enabled: bool = True):
+        self.stats, self.console, self.every_s = stats, console, every_s
+        self.enabled = enabled
+        self._live = None
+        self._last = 0.0
+
+    def _line(self) -> str:
+        s = self.stats
+        eta = (s.total - s.done) / s.rate if s.rate > 0 else float("nan")
+        return (f"{s.done}/{s.total} generations, {s.rate:.2f}/s, spend ${s.spend_usd:.6f}, "
+                f"errors {s.errors}, rewrites model/template {s.rewrites_model}/{s.rewrites_template}, "
+                f"eta {eta / 60:.1f} min")
+
+    def __enter__(self):
+        if self.enabled and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._live = Progress(TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
+            self._live.__enter__()
+            self._task = self._live.add_task("collect", total=self.stats.total, info="")
+        return self
+
+    def update(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        s = self.stats
+        if self._live is not None:
+            self._live.update(self._task, completed=s.done,
+                              info=f"{s.rate:.2f}/s ${s.spend_usd:.6f} err {s.errors}")
+        elif force or time.monotonic() - self._last > self.every_s:
+            self._last = time.monotonic()
+            self.console.print(self._line(), highlight=False)
+
+    def __exit__(self, *exc):
+        if self._live is not None:
+            self._live.__exit__(*exc)
+        return False
+
+
+async def _run(cfg: PoolConfig, task: TaskConfig, scorer: Scorer, queries: pd.DataFrame, spec: CollectSpec,
+               store: ObservationStore, existing: set[tuple], stats: RunStats, progress: _Progress) -> None:
+    con = store.connection
+    names = list(spec.models)
+    clients: dict[str, ChatClient] = {n: ChatClient(cfg.model(n), seed=stable_int("client", spec.seed, n))
+                                      for n in names}
+    rw_name = cfg.rewriter.model if cfg.rewriter is not None else None
+    if rw_name is not None and rw_name not in clients:
+        clients[rw_name] = ChatClient(cfg.rewriter_endpoint(), seed=stable_int("client", spec.seed, rw_name))
+    embedder = MiniLM() if spec.similarity_check else None
+    qmap = {r.query_id: r for r in queries.itertuples(index=False)}
+    rewrites = load_rewrites(con, spec.dataset)
+    pending: dict[str, asyncio.Future] = {}
+    writer = _Writer(store, spec, spec.dataset)
+    stop = asyncio.Event()
+
+    def charge(usd: float) -> None:
+        stats.spend_usd += usd
+        if spec.budget_usd is not None and stats.spend_usd >= spec.budget_usd and not stop.is_set():
+            stats.stopped = f"budget of ${spec.budget_usd} reached"
+            stop.set()
+
+    def would_exceed(upper_usd: float) -> bool:
+        return spec.budget_usd is not None and stats.spend_usd + upper_usd > spec.budget_usd
+
+    async def get_rewrites(qid: str, need: int) -> list[str]:
+        have = rewrites.get(qid, [])
+        if len(have) >= need:
+            return have
+        if qid in pending:
+            await pending[qid]
+            return await get_rewrites(qid, need)
+        if cfg.rewriter is None:
+            raise ConfigError("the pool config has no rewriter but the plan needs rewrites")
+        fut = asyncio.get_running_loop().create_future()
+        pending[qid] = fut
+        try:
+            q = qmap[qid]
+            rw = cfg.rewriter
+            upper = cfg.rewriter_endpoint().cost_usd(_tokens_of(rewrite_messages(q.question, task.kind)),
+                                                 rw.max_tokens) * (need - len(have)) * rw.max_attempts
+            if would_exceed(upper):
+                stats.stopped = stats.stopped or f"budget of ${spec.budget_usd} reached"
+                stop.set()
+                raise _Stop
+            res = await make_rewrites(q.question, need - len(have), client=clients[rw.model], cfg=cfg,
+                                      kind=task.kind, seed=stable_int("rewrite", spec.seed, spec.dataset, qid),
+                                      embedder=embedder, start=len(have), accepted_before=have)
+            save_rewrites(con, spec.dataset, qid, res, start=len(have))
+            rewrites[qid] = have + res.texts
+            stats.rewrite_calls += sum(1 for a in res.attempts if a.source == "model")
+            stats.rewrites_model += res.sources.count("model")
+            stats.rewrites_template += res.sources.count("template")
+            charge(res.cost)
+            return rewrites[qid]
+        finally:
+            del pending[qid]
+            fut.set_result(None)
+
+    async def do_unit(u: Unit) -> None:
+        q = qmap[u.query_id]
+        text = q.question
+        if u.variant_id >= 0:
+            text = (await get_rewrites(u.query_id, rewrites_needed(u.split, spec)))[u.variant_id]
+        messages = task.messages(text, q.context)
+        ep = cfg.model(u.model)
+        if would_exceed(ep.cost_usd(_tokens_of(messages), task.max_tokens) * len(u.decode_ids)):
+            stats.stopped = stats.stopped or f"budget of ${spec.budget_usd} reached"
+            stop.set()
+            return
+        seed = generation_seed(spec, u.query_id, u.model, u.variant_id) + u.decode_ids[0]
+        gens = await clients[u.model].generate(messages, n=len(u.decode_ids), max_tokens=task.max_tokens,
+                                               temperature=task.temperature, top_p=task.top_p, seed=seed,
+                                               stop=task.stop)
+        for r, g in zip(u.decode_ids, gens, strict=True):
+            res = scorer(g.text, q.answer)
+            writer.add({
+                "dataset": spec.dataset, "split": u.split, "query_id": u.query_id, "model": u.model,
+                "prompt_variant_id": u.variant_id, "decode_id": r, "observation_type": u.observation_type,
+                "score": res.score, "cost": g.cost, "question": q.question, "context": q.context,
+                "rewrite_text": text if u.variant_id >= 0 else None, "response_text": g.text,
+                "input_tokens": g.input_tokens, "output_tokens": g.output_tokens, "latency_s": g.latency_s,
+                "cost_known": g.cost_known})
+            stats.done += 1
+            stats.per_model[u.model] = stats.per_model.get(u.model, 0) + 1
+            charge(g.cost)
+        progress.update()
+
+    async def worker(it: Iterator[Unit]) -> None:
+        for u in it:
+            if stop.is_set():
+                return
+            try:
+                await do_unit(u)
+            except _Stop:
+                return
+            except GenerationError as e:
+                stats.errors += 1
+                if len(stats.error_messages) < 20:
+                    stats.error_messages.append(str(e))
+                progress.console.print(f"[red]error[/] {e}", highlight=False)
+                if stats.errors >= spec.max_errors:
+                    stats.stopped = f"{stats.errors} errors (--max-errors)"
+                    stop.set()
+                    return
+
+    async def prefetch_rewrites() -> None:
+        # Rewrite ahead of the decoders, in query order, so no model waits on the rewriter.
+        for qid, split in zip(queries["query_id"], queries["split"], strict=True):
+            if stop.is_set():
+                return
+            need = rewrites_needed(split, spec)
+            if need == 0 or len(rewrites.get(qid, [])) >= need:
+                continue
+            try:
+                await get_rewrites(qid, need)
+            except _Stop:
+                return
+            except GenerationError as e:
+                stats.errors += 1
+                progress.console.print(f"[red]rewrite error[/] {e}", highlight=False)
+                if stats.errors >= spec.max_errors:
+                    stats.stopped = f"{stats.errors} errors (--max-errors)"
+                    stop.set()
+                    return
+
+    try:
+        tasks = [asyncio.create_task(prefetch_rewrites())] if cfg.rewriter is not None else []
+        for n in names:
+            it = iter_units(queries, n, spec, existing)
+            tasks += [asyncio.create_task(worker(it)) for _ in range(cfg.model(n).max_concurrency)]
+        await asyncio.gather(*tasks)
+    finally:
+        writer.flush()
+        for c in clients.values():
+            await c.aclose()
+        progress.update(force=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def collect(cfg: PoolConfig, queries: pd.DataFrame, store_path: str | os.PathLike, spec: CollectSpec, *,
+            dry_run: bool = False, console=None, progress: bool = True) -> tuple[RunStats, CostEstimate]:
+    """Run (or, with ``dry_run``, only price) a collection into the store at ``store_path``.
+
+    Returns the run statistics and the upper-bound cost estimate of the work that was missing.
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    task = cfg.task(spec.task)
+    for m in spec.models:
+        cfg.model(m)
+    scorer = get_scorer(task.scorer, **task.scorer_args)
+    with ObservationStore(store_path) as store:
+        ensure_side_tables(store.connection)
+        keys = store.existing_keys(dataset=spec.dataset)
+        existing = set(zip(keys["split"], keys["query_id"], keys["model"], keys["prompt_variant_id"].astype(int),
+                           keys["decode_id"].astype(int), keys["observation_type"], strict=True))
+        est = estimate_cost(cfg, task, queries, spec, existing, load_rewrites(store.connection, spec.dataset))
+        stats = RunStats(total=est.generations)
+        planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
+        stats.skipped_existing = planned - est.generations
+        if dry_run:
+            return stats, est
+        save_queries(store.connection, spec.dataset, spec.task, queries)
+        stats.started = time.monotonic()
+        with _Progress(stats, console, enabled=progress) as prog:
+            try:
+                asyncio.run(_run(cfg, task, scorer, queries, spec, store, existing, stats, prog))
+            except KeyboardInterrupt:
+                stats.stopped = "interrupted"
+    return stats, est
+
+
+# -- reports ----------------------------------------------------------------------------------------
+def scoring_validity_report(obs: pd.DataFrame, gold: pd.DataFrame, scorer: Scorer) -> dict:
+    """App. D.2 checks: parse rate, finite and in-range scores, rescore agreement, duplicate keys.
+
+    ``obs``: observations with ``response_text``; ``gold``: ``query_id`` and ``answer``.
+    """
+    import numpy as np
+
+    g = dict(zip(gold["query_id"].astype(str), gold["answer"].astype(str), strict=True))
+    scores = obs["score"].to_numpy(dtype=float)
+    rescored, parsed = [], []
+    for qid, text in zip(obs["query_id"], obs["response_text"], strict=True):
+        r = scorer(text, g[qid]) if qid in g else None
+        rescored.append(np.nan if r is None else r.score)
+        parsed.append(False if r is None else r.parsed)
+    rescored = np.asarray(rescored)
+    parsed = np.asarray(parsed, dtype=bool)
+    with_gold = np.isfinite(rescored)
+    agree = np.isclose(rescored[with_gold], scores[with_gold], atol=1e-9)
+    dup = int(obs.duplicated(list(schema.KEY_COLUMNS)).sum())
+    per_model = {}
+    for m, idx in obs.groupby("model").indices.items():
+        per_model[str(m)] = {"n": int(len(idx)), "parse_rate": float(parsed[idx].mean()),
+                             "mean_score": float(np.nanmean(scores[idx]))}
+    return {
+        "n_observations": int(len(obs)),
+        "parse_rate": float(parsed.mean()) if len(obs) else float("nan"),
+        "non_finite_scores": int((~np.isfinite(scores)).sum()),
+        "out_of_range_scores": int(((scores < 0) | (scores > 1)).sum()),
+        "rescore_agreement": float(agree.mean()) if agree.size else float("nan"),
+        "rows_without_gold": int((~with_gold).sum()),
+        "duplicate_keys": dup,
+        "non_finite_costs": int((~np.isfinite(obs["cost"].to_numpy(dtype=float))).sum()),
+        "cost_unknown": int((~obs["cost_known"].fillna(False).astype(bool)).sum()) if "cost_known" in obs else 0,
+        "per_model": per_model,
+    }
+
+
+def rewrite_review(con, dataset: str) -> dict:
+    """Summary of rewrite attempts: accepted by source, rejected by flag, and the flagged texts."""
+    at = con.execute(f"SELECT * FROM {ATTEMPTS_TABLE} WHERE dataset = ? ORDER BY query_id, attempt",
+                     [dataset]).df()
+    rw = con.execute(f"SELECT source, count(*) AS n FROM {REWRITES_TABLE} WHERE dataset = ? GROUP BY source",
+                     [dataset]).df()
+    flags: dict[str, int] = {}
+    for f in at["flags"].fillna(""):
+        for x in filter(None, f.split(",")):
+            flags[x] = flags.get(x, 0) + 1
+    flagged = at[at["flags"].fillna("") != ""]
+    return {
+        "attempts": int(len(at)),
+        "accepted_by_source": {str(s): int(n) for s, n in zip(rw["source"], rw["n"], strict=True)},
+        "rejected_model_attempts": int(((~at["accepted"].astype(bool)) & (at["source"] == "model")).sum()),
+        "flag_counts": flags,
+        "flagged": [{"query_id": r.query_id, "variant_id": int(r.variant_id), "attempt": int(r.attempt),
+                     "text": r.text, "flags": r.flags, "accepted": bool(r.accepted), "source": r.source,
+                     "similarity": None if pd.isna(r.similarity) else round(float(r.similarity), 4)}
+                    for r in flagged.itertuples(index=False)],
+    }
+
+
+def write_reports(store_path: str | os.PathLike, dataset: str, task: TaskConfig, out_dir: str | os.PathLike
+                  ) -> dict:
+    """Write ``scoring_validity.json`` and ``rewrite_review.json`` for a dataset of the store."""
+    from caproute.data.atomic import write_json
+
+    out = Path(out_dir)
+    with ObservationStore(store_path, read_only=True) as store:
+        obs = store.read(dataset=dataset)
+        gold = store.connection.execute(
+            f"SELECT query_id, answer FROM {QUERIES_TABLE} WHERE dataset = ?", [dataset]).df()
+        review = rewrite_review(store.connection, dataset)
+    validity = scoring_validity_report(obs, gold, get_scorer(task.scorer, **task.scorer_args))
+    write_json(validity, out / "scoring_validity.json")
+    write_json(review, out / "rewrite_review.json")
+    return {"scoring_validity": validity, "rewrite_review": {k: v for k, v in review.items() if k != "flagged"}}
+
+
+def summary_json(stats: RunStats) -> str:
+    return json.dumps(stats.to_dict(), indent=2, default=float)

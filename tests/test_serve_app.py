@@ -178,9 +178,8 @@ def test_malformed_bodies(env, content, headers, status, fragment):
 
 
 def test_too_many_messages(env):
-    with serve(env, "msgs", max_messages=2) as s:
-        with pytest.raises(openai.BadRequestError, match="at most 2 messages"):
-            client(s).chat.completions.create(model="caproute", messages=USER * 3)
+    with serve(env, "msgs", max_messages=2) as s, pytest.raises(openai.BadRequestError, match="at most 2 messages"):
+        client(s).chat.completions.create(model="caproute", messages=USER * 3)
 
 
 def test_fallback_on_5xx_and_refused(env):

@@ -25,7 +25,7 @@ from caproute.supervise.outofcore import supervise_out_of_core
 t = time.perf_counter()
 info = supervise_out_of_core({src!r}, {out!r}, partitions={partitions}, memory_limit="2GB", progress=False)
 info["seconds"] = time.perf_counter() - t
-info["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+info["peak_mb"] = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0] / 1024
 print(json.dumps(info))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

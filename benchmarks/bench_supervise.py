@@ -45,6 +45,7 @@ def _variant(name: str, path: str) -> float:
     con.execute("SET threads=2").fetchall()
     # Bound DuckDB's buffer pool so the aggregation streams (spills) instead of growing to 80% of RAM.
     con.execute("SET memory_limit='1200MB'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()
     rel = f"read_parquet('{path}')"
     t = time.perf_counter()
     if name == "bare":
@@ -65,12 +66,21 @@ def _variant(name: str, path: str) -> float:
     return time.perf_counter() - t
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS (VmHWM). Unlike ru_maxrss it is not inherited from the parent
+    across fork + exec, so a child started by a large parent reports its own peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _peak_mb(name: str, path: str) -> float:
     code = (f"import resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import bench_supervise as b; b._variant({name!r}, {path!r}); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(b.peak_rss_kb())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    return int(out.stdout.split()[-1]) / 1024
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -104,4 +114,3 @@ def run(quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":
     print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
-    _ = resource

@@ -32,6 +32,8 @@ def collect_cmd(
     report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", help="scoring-validity and rewrite-review reports (default: STORE.reports/)")] = None,
     max_errors: Annotated[int, typer.Option("--max-errors", help="stop after this many failed requests")] = 50,
+    progress_every: Annotated[float, typer.Option(
+        "--progress-every", help="seconds between progress lines when not on a terminal")] = 30.0,
     similarity_check: Annotated[bool, typer.Option(
         "--similarity-check/--no-similarity-check", help="MiniLM similarity check of rewrites")] = True,
 ) -> None:
@@ -54,7 +56,7 @@ def collect_cmd(
     n_train = int((q["split"] == "train").sum())
     console.print(f"dataset {spec.dataset}: {n_train} train + {len(q) - n_train} test queries, models {list(names)}, "
                   f"train {rewrites}x{decodes}, test {test_rewrites} rewrites + {test_decodes} decodes", highlight=False)
-    stats, est = collect(cfg, q, store, spec, dry_run=dry_run, console=console)
+    stats, est = collect(cfg, q, store, spec, dry_run=dry_run, console=console, progress_every_s=progress_every)
     t = Table(title="cost estimate of the missing work (upper bound: every answer at max_tokens)")
     for c in ("model", "generations", "input tokens (est.)", "output tokens (max)", "USD (upper bound)"):
         t.add_column(c, justify="left" if c == "model" else "right")

@@ -337,7 +337,7 @@ class _Writer:
 
 
 class _Progress:
-    """Live rich progress on a terminal; a log line every ``every_s`` seconds otherwise."""
+    """Live rich progress on a terminal; otherwise (nohup, pipes) a log line every ``every_s`` seconds."""
 
     def __init__(self, stats: RunStats, console, every_s: float = 30.0, enabled: bool = True):
         self.stats, self.console, self.every_s = stats, console, every_s
@@ -523,7 +523,8 @@ class _Stop(Exception):
 
 
 def collect(cfg: PoolConfig, queries: pd.DataFrame, store_path: str | os.PathLike, spec: CollectSpec, *,
-            dry_run: bool = False, console=None, progress: bool = True) -> tuple[RunStats, CostEstimate]:
+            dry_run: bool = False, console=None, progress: bool = True,
+            progress_every_s: float = 30.0) -> tuple[RunStats, CostEstimate]:
     """Run (or, with ``dry_run``, only price) a collection into the store at ``store_path``.
 
     Returns the run statistics and the upper-bound cost estimate of the work that was missing.
@@ -548,7 +549,7 @@ def collect(cfg: PoolConfig, queries: pd.DataFrame, store_path: str | os.PathLik
             return stats, est
         save_queries(store.connection, spec.dataset, spec.task, queries)
         stats.started = time.monotonic()
-        with _Progress(stats, console, enabled=progress) as prog:
+        with _Progress(stats, console, every_s=progress_every_s, enabled=progress) as prog:
             try:
                 asyncio.run(_run(cfg, task, scorer, queries, spec, store, existing, stats, prog))
             except KeyboardInterrupt:

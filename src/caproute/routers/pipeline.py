@@ -191,7 +191,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
         raise ConfigError(f"unknown supervision '{supervision}' (choose from {', '.join(SUPERVISIONS)})")
     if lam < 0 or beta < 0:
         raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
-    klass = get_router_class(router)
+    model = make_router(router, lam=lam, seed=seed, params=params)
     if len(obs) == 0:
         raise DataError("no observations to train on", source="observations")
     name = resolve_dataset(sorted(obs["dataset"].astype(str).unique()), dataset, source="observations")
@@ -202,18 +202,6 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     query_ids, texts = query_texts(train, sup.query_ids)
     encoder = get_encoder(features, **(encoder_params or {})).fit(texts)
     X = encode(encoder, texts, cache)
-    params = dict(params or {})
-    accepted = inspect.signature(klass.__init__).parameters
-    if "seed" in accepted:
-        params.setdefault("seed", seed)
-    if "lambda_max" in accepted:        # RM-Softmax trains on lambda' in [0, max(0.10, lambda)]
-        params.setdefault("lambda_max", max(0.10, float(lam)))
-    if "lam" in accepted:               # MF bakes lambda into its pairwise preferences
-        params.setdefault("lam", float(lam))
-    try:
-        model = klass(**params)
-    except TypeError as e:
-        raise ConfigError(f"router '{router}': {e}") from None
     model.fit(X, sup, **model.encoder_inputs(encoder, sup.models))
     meta = {
         "dataset": name, "supervision": supervision, "features": features,
@@ -224,6 +212,29 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
         "caproute_version": __version__,
     }
     return RoutingPipeline(encoder, model, meta)
+
+
+def make_router(name: str, *, lam: float = 0.05, seed: int = 42, params: dict | None = None) -> Router:
+    """A new router of family ``name`` set up for routing at cost weight ``lam``.
+
+    Fills in what the family needs unless ``params`` sets it: ``seed``; RM-Softmax's
+    ``lambda_max = max(0.10, lam)`` (the reference's lambda' grid); MF's ``lam`` (it bakes lambda
+    into its pairwise preferences). Evaluation code should build routers with this too, then fit
+    with ``router.fit(X, sup, **router.encoder_inputs(encoder, sup.models))``.
+    """
+    klass = get_router_class(name)
+    params = dict(params or {})
+    accepted = inspect.signature(klass.__init__).parameters
+    if "seed" in accepted:
+        params.setdefault("seed", seed)
+    if "lambda_max" in accepted:
+        params.setdefault("lambda_max", max(0.10, float(lam)))
+    if "lam" in accepted:
+        params.setdefault("lam", float(lam))
+    try:
+        return klass(**params)
+    except TypeError as e:
+        raise ConfigError(f"router '{name}': {e}") from None
 
 
 def _texts(texts) -> list[str]:

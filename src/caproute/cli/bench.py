@@ -43,6 +43,19 @@ def _protocols(text: str | None) -> tuple[tuple[int, int], ...] | None:
     return tuple(out)
 
 
+def _counts(text: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, n = part.partition("=")
+        try:
+            out[name.strip()] = int(n)
+        except ValueError:
+            raise ConfigError(f"--router-runs: expected NAME=COUNT, got '{part}'") from None
+    return out
+
+
 def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
 
@@ -53,8 +66,11 @@ def bench_cmd(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="dataset name, a comma-separated list or 'all' (several are pooled into one); "
                           "may be omitted when the data holds one dataset")] = None,
-    routers: Annotated[str, typer.Option("--routers", help="'all' or comma-separated router names")] = "all",
+    routers: Annotated[str, typer.Option(
+        "--routers", help="'all', 'families' (the paper's seven) or comma-separated router names")] = "all",
     single_shot_runs: Annotated[int, typer.Option("--single-shot-runs", help="single-shot training sets")] = 100,
+    router_runs: Annotated[str | None, typer.Option(
+        "--router-runs", help="per-router single-shot sets, e.g. mlp=20,rmsoftmax=20 (default: --single-shot-runs)")] = None,
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
     features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
     jobs: Annotated[int, typer.Option("--jobs", help="parallel worker processes (results do not depend on it)")] = 1,
@@ -66,7 +82,7 @@ def bench_cmd(
     studies: Annotated[str, typer.Option(
         "--studies", help="comma-separated: main (always), ablation, kxr, beta")] = "main,ablation,kxr,beta",
     study_routers: Annotated[str | None, typer.Option(
-        "--study-routers", help="routers for the K x R and beta studies (default: all non-baselines)")] = None,
+        "--study-routers", help="routers of the ablation, K x R and beta studies (default: all non-baselines)")] = None,
     kxr: Annotated[str | None, typer.Option(
         "--kxr", help="K x R protocols, e.g. 1x1,1x3,3x1,2x2,3x3,5x5 (the default; clamped to the data)")] = None,
     kxr_subsamples: Annotated[int, typer.Option("--kxr-subsamples", help="random subsamples per protocol")] = 10,
@@ -86,7 +102,7 @@ def bench_cmd(
     from caproute.data.atomic import write_json
     from caproute.evaluate.bench import DEFAULT_BETAS, DEFAULT_KXR, DEFAULT_LAMBDAS, BenchConfig, run_bench
     from caproute.evaluate.protocol import load_experiment
-    from caproute.evaluate.report import table1, write_report
+    from caproute.evaluate.report import console_table1, write_report
 
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be local or ray (got '{engine}')")
@@ -94,7 +110,8 @@ def bench_cmd(
     if pair_names is not None and len(pair_names) != 2:
         raise ConfigError(f"--pair needs two models STRONG,WEAK (got '{pair}')")
     config = BenchConfig(
-        routers=routers, single_shot_runs=single_shot_runs, lam=lam, beta=beta, seed=seed, features=features,
+        routers=routers, single_shot_runs=single_shot_runs, runs_by_router=_counts(router_runs),
+        lam=lam, beta=beta, seed=seed, features=features,
         studies=_names(studies) or ("main",), study_routers=_names(study_routers),
         kxr_protocols=_protocols(kxr) or DEFAULT_KXR, kxr_subsamples=kxr_subsamples,
         betas=_floats(betas, "--betas") or DEFAULT_BETAS, lambdas=_floats(lambdas, "--lambdas") or DEFAULT_LAMBDAS,
@@ -105,11 +122,11 @@ def bench_cmd(
     console.print(f"[bold]{exp.dataset}[/]: {exp.meta['n_train_queries']} train / {exp.meta['n_test_queries']} "
                   f"test queries, {len(exp.models)} models, views {', '.join(exp.views)}")
     res = run_bench(exp, config)
-    t1 = table1(res)
+    t1 = console_table1(res)
     table = Table(title=f"{exp.dataset}: test utility, single-shot ({config.single_shot_runs} runs) vs DARS "
                         f"(lambda={lam}, beta={beta})")
     for c in t1.columns:
-        table.add_column(str(c), justify="left" if c == "Router" else "right")
+        table.add_column(str(c), justify="left" if c == "Router" else "right", no_wrap=c == "Router")
     for row in t1.itertuples(index=False):
         table.add_row(*[str(x) for x in row])
     console.print(table)

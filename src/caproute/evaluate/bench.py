@@ -50,6 +50,13 @@ def report_name(router: str) -> str:
     return REPORT_NAMES.get(router, router)
 
 
+#: the seven families of the paper's Table 1 (spec §A.10)
+PAPER_FAMILIES = ("mlp", "knn", "embedllm", "avengerspro", "graphrouter", "mirt", "rmsoftmax")
+#: registered routers that ``all`` leaves out: the Meta-Router learns from gold plus preference
+#: gains (issue 4); trained on DARS supervision alone it is a slow random-forest gain model
+NOT_IN_ALL = ("metarouter",)
+
+
 def available_routers() -> list[str]:
     """Every registered router (families and baselines), in registry order."""
     from caproute.routers.base import REGISTRY, get_router_class
@@ -59,13 +66,21 @@ def available_routers() -> list[str]:
 
 
 def resolve_routers(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``all`` or a comma-separated list of registered names (checked)."""
+    """``all`` (every registered router but :data:`NOT_IN_ALL`), ``families`` (the paper's seven)
+    or a comma-separated list of registered names (checked)."""
     from caproute.routers.base import get_router_class
 
-    names = available_routers() if spec == "all" else (
-        [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec))
+    if spec == "all":   # paper order, then the other learned routers, then the baselines
+        reg = [n for n in available_routers() if n not in NOT_IN_ALL]
+        first = [n for n in PAPER_FAMILIES if n in reg]
+        last = [n for n in BASELINES if n in reg]
+        names = first + sorted(set(reg) - set(first) - set(last)) + last
+    elif spec == "families":
+        names = [n for n in PAPER_FAMILIES if n in available_routers()]
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
     if not names:
-        raise ConfigError("no routers given (--routers all or a comma-separated list)")
+        raise ConfigError("no routers given (--routers all, families or a comma-separated list)")
     for n in names:
         if n == "oracle":
             raise ConfigError("'oracle' is a reference row of every bench, not a router")
@@ -81,12 +96,13 @@ class BenchConfig:
 
     routers: tuple[str, ...] = ("knn",)
     single_shot_runs: int = 100
+    runs_by_router: dict[str, int] = field(default_factory=dict)   # per-router override of the above
     lam: float = 0.05
     beta: float = 0.2
     seed: int = 42
     features: str = "tfidf"
     studies: tuple[str, ...] = STUDIES
-    study_routers: tuple[str, ...] | None = None   # routers for kxr and beta (default: non-baselines)
+    study_routers: tuple[str, ...] | None = None   # routers of ablation/kxr/beta (default: non-baselines)
     kxr_protocols: tuple[tuple[int, int], ...] = DEFAULT_KXR
     kxr_subsamples: int = 10
     betas: tuple[float, ...] = DEFAULT_BETAS
@@ -99,7 +115,7 @@ class BenchConfig:
     ray_address: str | None = None
 
     def validate(self) -> None:
-        if self.single_shot_runs < 1:
+        if self.single_shot_runs < 1 or any(int(n) < 1 for n in self.runs_by_router.values()):
             raise ConfigError("--single-shot-runs must be >= 1")
         if self.lam < 0 or self.beta < 0 or any(b < 0 for b in self.betas) or any(x < 0 for x in self.lambdas):
             raise ConfigError("lambda and beta values must be >= 0")
@@ -192,8 +208,8 @@ def kxr_protocols(requested, grid_shape: tuple[int, int]) -> list[tuple[int, int
 
 
 def study_routers_of(config: BenchConfig) -> tuple[str, ...]:
-    """Routers of the K x R and beta studies: ``study_routers``, else every non-baseline router
-    (all routers if there are only baselines)."""
+    """Routers of the ablation, K x R and beta studies: ``study_routers``, else every non-baseline
+    router (all routers if there are only baselines)."""
     if config.study_routers is not None:
         return tuple(config.study_routers)
     learned = tuple(r for r in config.routers if r not in BASELINES)
@@ -209,14 +225,14 @@ def build_cells(config: BenchConfig, grid_shape: tuple[int, int]) -> list[Cell]:
 
     for router in config.routers:
         p = params(router)
-        for run in range(config.single_shot_runs):
+        for run in range(int(config.runs_by_router.get(router, config.single_shot_runs))):
             cells.append(Cell("main", router, "single", run, s + run, config.beta, params=p))
         cells.append(Cell("main", router, "dars", 0, s, config.beta, params=p))
+    for router in study_routers_of(config):
+        p = params(router)
         if "ablation" in config.studies:
             for variant in ABLATION_VARIANTS:
                 cells.append(Cell("ablation", router, variant, 0, s, config.beta, params=p))
-    for router in study_routers_of(config):
-        p = params(router)
         if "kxr" in config.studies:
             for k, r in kxr_protocols(config.kxr_protocols, grid_shape):
                 for run in range(config.kxr_subsamples):
@@ -248,6 +264,9 @@ def run_bench(exp: Experiment, config: BenchConfig, *, X_train=None, X_test=None
     config.routers = resolve_routers(config.routers)
     if config.study_routers is not None:
         config.study_routers = resolve_routers(config.study_routers)
+    unknown = sorted(set(config.runs_by_router) - set(config.routers))
+    if unknown:
+        raise ConfigError(f"run counts given for routers not in the bench: {unknown}")
     t0 = time.perf_counter()
     encoder_id = "precomputed"
     if X_train is None or X_test is None:
@@ -329,7 +348,8 @@ def aggregate(exp: Experiment, config: BenchConfig, cells: list[Cell], results: 
                  "cost_mean", "n_runs", "model"]]
 
     # ablation: single and dars come from the main study
-    abl = runs[(runs["study"] == "ablation") | (runs["study"] == "main")]
+    study = {report_name(r) for r in study_routers_of(config)}
+    abl = runs[((runs["study"] == "ablation") | (runs["study"] == "main")) & runs["router"].isin(study)]
     ablation = _summary(abl, ["router", "supervision", "view"]) if "ablation" in config.studies else pd.DataFrame()
     if not ablation.empty:
         ablation["variant"] = ablation["supervision"]
@@ -346,7 +366,6 @@ def aggregate(exp: Experiment, config: BenchConfig, cells: list[Cell], results: 
 
     beta = pd.DataFrame()
     if "beta" in config.studies:
-        study = {report_name(r) for r in study_routers_of(config)}
         b = runs[((runs["study"] == "beta") | ((runs["study"] == "main") & (runs["supervision"] == "dars")))
                  & runs["router"].isin(study)]
         beta = b[["router", "beta", "view", "utility", "quality", "cost"]].sort_values(

@@ -59,6 +59,8 @@ def table1(res: BenchResult, value: str = "utility") -> pd.DataFrame:
         for view in res.views:
             if ("single", view) in got and ("dars", view) in got:
                 line[f"Δ {sym[view]}"] = f"{got[('dars', view)] - got[('single', view)]:+.3f}"
+        n = rows[(rows["router"] == router) & (rows["supervision"] == "single")]["n_runs"]
+        line["single-shot runs"] = int(n.iloc[0]) if len(n) else ""
         out.append(line)
     for ref, label in (("best_fixed", "best fixed"), ("oracle", "oracle")):
         line = {"Router": label}
@@ -69,8 +71,41 @@ def table1(res: BenchResult, value: str = "utility") -> pd.DataFrame:
                 cell += f" ({r['model']})"
             line[f"Single-shot {sym[view]}"] = cell
             line[f"DARS {sym[view]}"] = cell
+        line["single-shot runs"] = ""
         out.append(line)
-    return pd.DataFrame(out).fillna("")
+    return pd.DataFrame(out).astype(object).fillna("")
+
+
+def console_table1(res: BenchResult) -> pd.DataFrame:
+    """Table 1 in the paper's compact style for terminals ('.530 ±.043')."""
+    rows = res.rows
+    out = []
+
+    def short(x: float) -> str:
+        t = f"{x:.3f}"
+        return t[1:] if t.startswith("0.") else t.replace("-0.", "-.")
+
+    for router in [r for r in dict.fromkeys(rows["router"])]:
+        line = {"Router": "best fixed" if router == "best_fixed" else router}
+        vals = {}
+        for sup, label in (("single", "single"), ("dars", "DARS")):
+            for view in res.views:
+                sel = rows[(rows["router"] == router) & (rows["view"] == view) &
+                           ((rows["supervision"] == sup) if router not in ("best_fixed", "oracle") else True)]
+                if not len(sel):
+                    continue
+                r = sel.iloc[0]
+                vals[(sup, view)] = r["utility_mean"]
+                cell = short(r["utility_mean"])
+                if r["n_runs"] > 1:
+                    cell += f" ±{short(r['utility_std'])}"
+                line[f"{label} {VIEW_SYMBOL.get(view, view)}"] = cell
+        for view in res.views:
+            if router not in ("best_fixed", "oracle") and ("single", view) in vals and ("dars", view) in vals:
+                d = vals[("dars", view)] - vals[("single", view)]
+                line[f"Δ {VIEW_SYMBOL.get(view, view)}"] = ("+" if d >= 0 else "-") + short(abs(d))
+        out.append(line)
+    return pd.DataFrame(out).astype(object).fillna("")
 
 
 def table2(res: BenchResult) -> pd.DataFrame:
@@ -179,8 +214,9 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
     out = [
         ("table1_utility", "Table 1: test utility, single-shot vs DARS",
          f"Mean over test queries of the chosen model's mean u = q - {c.lam} c_norm over the view's "
-         f"observations; views: {views}. Single-shot: mean ± sample std over {n} training sets (seeds "
-         f"{c.seed}..{c.seed + n - 1}), routed with beta = 0; DARS: one training, beta = {c.beta}. "
+         f"observations; views: {views}. Single-shot: mean ± sample std over the single-shot training sets "
+         f"(run r drawn with seed {c.seed} + r; default {n} sets, see the last column), routed with beta = 0; "
+         f"DARS: one training, beta = {c.beta}. "
          "Best fixed: per view, the model with the best mean test utility; oracle: per query the best "
          "model of the view.", table1(res, "utility")),
         ("table1b_quality", "Table 1b: mean quality of the chosen model",
@@ -221,7 +257,8 @@ def header_lines(res: BenchResult) -> list[str]:
         f"- training: {m.get('n_train_queries')} queries, {m.get('n_train_observations')} observations "
         f"(grid K x R = {tuple(m.get('grid_shape', ()))}); test: {m.get('n_test_queries')} queries ({vtxt})",
         f"- features: {c.features} ({m.get('encoder', '?')}) of the original query text; lambda = {c.lam}, "
-        f"beta = {c.beta}, seed = {c.seed}, single-shot runs = {c.single_shot_runs}",
+        f"beta = {c.beta}, seed = {c.seed}, single-shot runs = {c.single_shot_runs}"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in c.runs_by_router.items())})" if c.runs_by_router else ""),
     ]
     if "resplit" in m:
         r = m["resplit"]
@@ -340,6 +377,39 @@ def write_report(res: BenchResult, out: str | os.PathLike, title: str | None = N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def read_result(folder: str | os.PathLike) -> BenchResult:
+    """Rebuild a :class:`BenchResult` from a report folder (its CSVs and ``bench.json``), e.g. to
+    re-render the report or compose a results page without running the grid again."""
+    from caproute.evaluate.bench import BenchConfig
+
+    folder = Path(folder)
+    meta = json.loads((folder / "bench.json").read_text())
+    cfg = dict(meta["config"])
+    for key in ("routers", "studies", "betas", "lambdas"):
+        cfg[key] = tuple(cfg[key])
+    cfg["study_routers"] = tuple(cfg["study_routers"]) if cfg.get("study_routers") else None
+    cfg["pair"] = tuple(cfg["pair"]) if cfg.get("pair") else None
+    cfg["kxr_protocols"] = tuple(tuple(p) for p in cfg["kxr_protocols"])
+    config = BenchConfig(**cfg)
+
+    def csv(name: str) -> pd.DataFrame:
+        f = folder / f"{name}.csv"
+        try:
+            df = pd.read_csv(f)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return pd.DataFrame()
+        return df.astype({"supervision": object}) if "supervision" in df.columns else df
+
+    rows = csv("rows")
+    rows["supervision"] = rows["supervision"].where(rows["supervision"].notna(), None)
+    return BenchResult(dataset=meta["dataset"], models=tuple(meta["models"]), views=list(meta["views"]),
+                       config=config, rows=rows, runs=csv("runs"),
+                       reference=rows[rows["router"].isin(["best_fixed", "oracle"])].reset_index(drop=True),
+                       ablation=csv("ablation"), kxr=csv("kxr"), beta=csv("beta"), pareto=csv("pareto"),
+                       pair=csv("pair"), pair_curves=csv("pair_curves"), variance=csv("variance"),
+                       timing=csv("timing"), meta=meta["meta"])
 
 
 def _json(o):

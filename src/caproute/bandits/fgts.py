@@ -11,8 +11,10 @@ and plays a^j = argmax_a <theta^j, phi(x_t, a)> (the two arms may coincide). See
 Constants (FOUND-2nd = from a secondary source, PROPOSED = our choice, see docs/bandits.md):
   eta = 0.25 (FOUND-2nd, third-party code), mu = 1/sqrt(horizon) (PROPOSED), sigma0 = 1 (PROPOSED),
   SGLD: 50 steps per sample (100 while t < 50), minibatch 64, h_t = 1e-3 / (1 + t/100), inverse
-  temperature 1 (all PROPOSED); Laplace fast path: n_draws = 64 Gaussian draws (PROPOSED; the
-  third-party code uses 400), feel-good weights on a minibatch of fg_batch = 32 past rounds (PROPOSED).
+  temperature 1 (all PROPOSED); Laplace fast path: n_draws = 32 Gaussian draws in float32 (PROPOSED; the
+  third-party code uses 400), feel-good weights on a minibatch of fg_batch = 32 past rounds, and the
+  Cholesky factor of the Laplace covariance refreshed every ``chol_refresh`` = 10 rounds (PROPOSED; in
+  between, draws use the last factor, whose covariance is slightly wider: more, not less, exploration).
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ import numpy as np
 from caproute.bandits.features import arm_scores, duel_feature
 from caproute.bandits.history import DuelHistory
 from caproute.bandits.policy import DuelingPolicy, register_policy
-from caproute.bandits.posterior import (feel_good, gaussian_draws, importance_pick, laplace_update,
-                                        potential_grad, sgld_chain, sgld_step_size)
+from caproute.bandits.posterior import (
+    feel_good,
+    gaussian_draws,
+    importance_pick,
+    laplace_update,
+    potential_grad,
+    sgld_chain,
+    sgld_step_size,
+)
 from caproute.errors import ConfigError
 
 SAMPLERS = ("sgld", "laplace")
@@ -48,14 +57,15 @@ class FGTSCDB(DuelingPolicy):
                  mu: float | None = None, horizon: int = 5000, sigma0: float = 1.0,
                  sampler: str = "sgld", n_sgld: int = 50, n_sgld_warm: int = 100, warm_rounds: int = 50,
                  batch_size: int = 64, step0: float = 1e-3, step_decay: float = 100.0,
-                 inv_temp: float = 1.0, n_draws: int = 64, fg_batch: int = 32,
+                 inv_temp: float = 1.0, n_draws: int = 32, fg_batch: int = 32, chol_refresh: int = 10,
                  feature_scale: float = 1.0, seed: int = 0, encoder: str | None = None):
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got '{sampler}'")
         self.eta, self.mu, self.horizon, self.sigma0 = eta, mu, horizon, sigma0
         self.sampler, self.n_sgld, self.n_sgld_warm, self.warm_rounds = sampler, n_sgld, n_sgld_warm, warm_rounds
         self.batch_size, self.step0, self.step_decay, self.inv_temp = batch_size, step0, step_decay, inv_temp
-        self.n_draws, self.fg_batch, self.feature_scale = n_draws, fg_batch, feature_scale
+        self.n_draws, self.fg_batch, self.chol_refresh = n_draws, fg_batch, chol_refresh
+        self.feature_scale = feature_scale
         super().__init__(arms, models, seed=seed, encoder=encoder)
 
     @property
@@ -94,17 +104,20 @@ class FGTSCDB(DuelingPolicy):
             def grad(theta):
                 idx, other, weight = self._minibatch(self.batch_size, j)
                 return potential_grad(theta, h.x[idx], self.arms_, h.first[idx], h.second[idx], h.y[idx],
-                                      other, eta=self.eta, mu=mu, sigma0=self.sigma0, scale=s, weight=weight)
+                                      other, eta=self.eta, mu=mu, sigma0=self.sigma0, scale=s, weight=weight,
+                                      Z=h.z[idx])
         self.theta_[j] = sgld_chain(grad, self.theta_[j], steps, step, self.rng_, self.inv_temp)
         return self.theta_[j]
 
     def _laplace_chol(self) -> np.ndarray:
-        if self._chol_t != self.history_.n or self._chol is None:
+        n = self.history_.n
+        if self._chol is None or n - self._chol_t >= max(int(self.chol_refresh), 1) or n < self._chol_t:
             cov = 0.5 * (self.cov_ + self.cov_.T)
             try:
                 self._chol = np.linalg.cholesky(cov)
             except np.linalg.LinAlgError:      # rounding after many rank-1 updates: add jitter
                 self._chol = np.linalg.cholesky(cov + 1e-9 * np.trace(cov) / self.dim * np.eye(self.dim))
+            self._chol = self._chol.astype(np.float32)
             self._chol_t = self.history_.n
         return self._chol
 
@@ -112,10 +125,11 @@ class FGTSCDB(DuelingPolicy):
         draws = gaussian_draws(self.theta_map_, self._laplace_chol(), max(int(self.n_draws), 1), self.rng_)
         h = self.history_
         if h.n == 0 or self.mu_ == 0.0 or len(draws) == 1:
-            return draws[0]
+            return draws[0].astype(np.float64)
         idx, other, weight = self._minibatch(self.fg_batch, j)
-        fg = feel_good(draws, h.x[idx], self.arms_, other, self.feature_scale).sum(axis=1) * weight
-        return draws[importance_pick(self.mu_ * fg, self.rng_)]
+        fg = feel_good(draws, h.x[idx].astype(np.float32), self.arms_.astype(np.float32), other,
+                       self.feature_scale).sum(axis=1, dtype=np.float64) * weight
+        return draws[importance_pick(self.mu_ * fg, self.rng_)].astype(np.float64)
 
     def sample_theta(self, j: int) -> np.ndarray:
         """One posterior draw for sampler j in {0, 1} (advances the random stream)."""
@@ -130,9 +144,9 @@ class FGTSCDB(DuelingPolicy):
         return pair[0], pair[1]
 
     def _update(self, x: np.ndarray, i: int, j: int, y: float) -> None:
-        self.history_.append(x, i, j, y)
+        z = duel_feature(x, self.arms_, i, j, self.feature_scale)
+        self.history_.append(x, i, j, y, z)
         if self.sampler == "laplace" and i != j:       # z = 0 when i == j: no likelihood information
-            z = duel_feature(x, self.arms_, i, j, self.feature_scale)
             self.theta_map_, self.cov_ = laplace_update(self.theta_map_, self.cov_, z, y, self.eta)
 
     def predict_scores(self, x: np.ndarray) -> np.ndarray:
@@ -145,12 +159,17 @@ class FGTSCDB(DuelingPolicy):
 
     # -- persistence ------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {**self.history_.arrays(), "theta": self.theta_, "theta_map": self.theta_map_,
-                "cov": self.cov_}, {}
+        arrays = {**self.history_.arrays(), "theta": self.theta_, "theta_map": self.theta_map_, "cov": self.cov_}
+        if self._chol is not None:      # the (possibly stale) factor in use, so a restored policy continues identically
+            arrays["chol"] = self._chol
+        return arrays, {"chol_t": self._chol_t}
 
     def _load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.history_ = DuelHistory.from_arrays(self.dim, arrays)
+        h = self.history_
+        h.set_z(self.feature_scale * h.x * (self.arms_[h.first] - self.arms_[h.second]))
         self.theta_ = arrays["theta"].astype(np.float64)
         self.theta_map_ = arrays["theta_map"].astype(np.float64)
         self.cov_ = arrays["cov"].astype(np.float64)
-        self._chol, self._chol_t = None, -1
+        self._chol = arrays["chol"].astype(np.float32) if "chol" in arrays else None
+        self._chol_t = int(meta.get("chol_t", -1)) if self._chol is not None else -1

@@ -193,12 +193,13 @@ class DuelingPolicy(ABC):
         return {}, {}
 
     def _load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Restore what :meth:`_state` wrote."""
+        """Restore what :meth:`_state` wrote (nothing for stateless policies)."""
+        return None
 
     def save(self, path: str | Path, *, copy_encoder: bool = False) -> Path:
         """Write the policy to directory ``path``. ``copy_encoder``: also copy the encoder directory
         into ``path/encoder`` so the saved policy is self-contained."""
-        from safetensors.numpy import save_bytes
+        from safetensors.numpy import save as save_bytes
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ Arms are indexed 0..K-1; ``other`` is the index of the other sampler's arm in ea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -30,14 +31,8 @@ from caproute.bandits.features import arm_scores
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function 1 / (1 + exp(-z))."""
-    z = np.asarray(z, dtype=np.float64)
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
+    """Numerically stable logistic function 1 / (1 + exp(-z)) = (1 + tanh(z / 2)) / 2."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
 def logistic_loss(m: np.ndarray) -> np.ndarray:
@@ -51,11 +46,13 @@ def feel_good(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndar
 
     theta (d,) or (S, d); X (n, d); other (n,). Returns (n,) or (S, n); always >= 0.
     """
+    n, k = X.shape[0], arms.shape[0]
     if theta.ndim == 1:
         s = arm_scores(theta, X, arms, scale)                              # (n, K)
-        return s.max(axis=1) - s[np.arange(len(other)), other]
-    s = ((theta[:, None, :] * X[None, :, :]) @ arms.T) * scale             # (S, n, K)
-    return s.max(axis=2) - s[:, np.arange(len(other)), other]
+        return s.max(axis=1) - s[np.arange(n), other]
+    feats = (X[:, None, :] * arms[None, :, :]).reshape(n * k, -1)         # phi / scale, (n K, d)
+    s = (theta @ feats.T).reshape(len(theta), n, k) * scale                # one GEMM, (S, n, K)
+    return s.max(axis=2) - s[:, np.arange(n), other]
 
 
 def potential(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
@@ -70,18 +67,25 @@ def potential(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndar
 
 def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
                    second: np.ndarray, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
-                   sigma0: float, scale: float = 1.0, weight: float = 1.0) -> np.ndarray:
+                   sigma0: float, scale: float = 1.0, weight: float = 1.0,
+                   Z: np.ndarray | None = None) -> np.ndarray:
     """Gradient of :func:`potential` in theta, (d,). X (n, d); first/second/other (n,); y (n,) in {+1, -1}.
 
-    The feel-good max is piecewise linear; its (sub)gradient uses the arg-max arm.
+    ``Z``: the duel features z_i = phi(x_i, a_first) - phi(x_i, a_second) when already known.
+    The feel-good max is piecewise linear; its (sub)gradient uses the arg-max arm:
+    Σ_i phi(x_i, a*_i) - phi(x_i, a_other_i) = scale Σ_k a_k ⊙ (Σ_i (1[a*_i = k] - 1[other_i = k]) x_i).
     """
-    diff = arms[first] - arms[second]
-    z = scale * X * diff                                                   # (n, d)
+    z = scale * X * (arms[first] - arms[second]) if Z is None else Z       # (n, d)
     m = y * (z @ theta)
-    coef = -eta * sigmoid(-m) * y                                          # d l(y z.theta)/d(z.theta)
-    best = arm_scores(theta, X, arms, scale).argmax(axis=1)
-    fg_dir = arms[best] - arms[other]                                      # (n, d)
-    g = coef @ z - mu * scale * (X * fg_dir).sum(axis=0)
+    g = (-eta * y * sigmoid(-m)) @ z                                       # d/dtheta of eta l(y z.theta)
+    if mu != 0.0:
+        n, k = X.shape[0], arms.shape[0]
+        best = ((X * theta) @ arms.T).argmax(axis=1)                       # scale > 0 keeps the arg-max
+        count = np.zeros((k, n))
+        cols = np.arange(n)
+        count[best, cols] += 1.0                                           # (k_i, i) pairs are distinct
+        count[other, cols] -= 1.0
+        g = g - mu * scale * ((count @ X) * arms).sum(axis=0)
     return weight * g + theta / sigma0 ** 2
 
 
@@ -118,7 +122,7 @@ def laplace_update(theta: np.ndarray, cov: np.ndarray, z: np.ndarray, y: float, 
     covariance), then theta <- theta - H^-1 grad. O(d^2). Returns new (theta, cov); inputs untouched.
     """
     m = y * float(z @ theta)
-    p = float(sigmoid(np.array([m]))[0])
+    p = 0.5 * (1.0 + math.tanh(0.5 * m))
     w = eta * p * (1.0 - p)
     cz = cov @ z
     cov = cov - np.outer(cz, cz) * (w / (1.0 + w * float(z @ cz)))
@@ -149,8 +153,10 @@ def laplace_fit(Z: np.ndarray, y: np.ndarray, eta: float, sigma0: float, theta0:
 
 
 def gaussian_draws(mean: np.ndarray, chol: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n draws of N(mean, L L^T) given the lower Cholesky factor L: (n, d)."""
-    return mean[None, :] + rng.standard_normal((n, mean.size)) @ chol.T
+    """n draws of N(mean, L L^T) given the lower Cholesky factor L: (n, d), in L's dtype
+    (pass a float32 factor for speed)."""
+    u = rng.standard_normal((n, mean.size), dtype=chol.dtype if chol.dtype == np.float32 else np.float64)
+    return mean.astype(u.dtype)[None, :] + u @ chol.T
 
 
 def importance_pick(log_weights: np.ndarray, rng: np.random.Generator) -> int:

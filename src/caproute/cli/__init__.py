@@ -19,6 +19,7 @@ from caproute.cli import bench as _bench  # noqa: E402,F401
 from caproute.cli import collect as _collect  # noqa: E402,F401
 from caproute.cli import data as _data  # noqa: E402,F401
 from caproute.cli import demo as _demo  # noqa: E402,F401
+from caproute.cli import duel as _duel  # noqa: E402,F401
 from caproute.cli import meta as _meta  # noqa: E402,F401
 from caproute.cli import pool as _pool  # noqa: E402,F401
 from caproute.cli import routers as _routers  # noqa: E402,F401

@@ -1,0 +1,290 @@
+"""Duel experiments: every policy on the same query streams and seeds (issue 6 item 5).
+
+Protocol (PROPOSED where the paper gives nothing, see docs/bandits.md):
+
+1. The environment's queries are (optionally) subsampled to ``max_queries``, stratified by category.
+2. An offline slice (``offline_fraction`` of each category, at least ``min_offline`` queries)
+   gives the CCFT training queries, the category embeddings, the Perf/Cost tables and the DARS
+   kNN reference's training set; the rest is the online pool.
+3. For seed s the stream is T queries drawn i.i.d. from the online pool plus one uniform per round
+   for the feedback (common random numbers); every policy of the grid plays that same stream.
+4. A grid cell = (policy, embeddings, seed), run through :func:`caproute.evaluate.engine.map_cells`,
+   returns the per-round average and weak regret (§B.1).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from caproute.bandits.embeddings import CCFTConfig, EmbeddingSet, build_embeddings, parse_embeddings
+from caproute.bandits.environment import DuelEnvironment
+from caproute.bandits.regret import average_regret, weak_regret
+from caproute.errors import ConfigError
+
+POLICY_NAMES = ("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn")
+#: policies that ignore the embeddings: run once, reported with embeddings "none"
+EMBEDDING_FREE = ("uniform", "best-fixed")
+BASE_SEED = 42   # seeds are 42 + run (algorithms.md §D)
+
+
+@dataclass
+class DuelSpec:
+    rounds: int = 2000
+    seeds: int = 5
+    policies: tuple[str, ...] = ("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn")
+    embeddings: tuple[str, ...] = ("ccft-excel-perf-cost", "minilm")
+    sampler: str = "sgld"
+    eta: float = 0.25
+    mu: float | None = None
+    offline_fraction: float = 0.2
+    min_offline: int = 5
+    max_queries: int | None = 1500
+    split_seed: int = 0
+    knn_k: int = 16
+    dars_lambda: float = 0.05
+    dars_beta: float = 0.2
+    ccft: CCFTConfig = field(default_factory=CCFTConfig)
+
+    def validate(self) -> None:
+        unknown = [p for p in self.policies if p not in POLICY_NAMES]
+        if unknown:
+            raise ConfigError(f"unknown policies {unknown} (choose from {', '.join(POLICY_NAMES)})")
+        if not self.policies:
+            raise ConfigError("no policy given")
+        for e in self.embeddings:
+            parse_embeddings(e)
+        if not self.embeddings:
+            raise ConfigError("no embeddings given")
+        if self.rounds < 1 or self.seeds < 1:
+            raise ConfigError("--rounds and --seeds must be >= 1")
+        if not 0.0 < self.offline_fraction < 1.0:
+            raise ConfigError("offline fraction must be in (0, 1)")
+
+
+# ----------------------------------------------------------------------------------------------
+# splits and streams (pure)
+def stratified_subsample(n: int, categories: np.ndarray | None, max_queries: int | None, seed: int) -> np.ndarray:
+    """Row indices, at most ``max_queries``, keeping each category's share; sorted."""
+    if max_queries is None or n <= max_queries:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if categories is None:
+        return np.sort(rng.choice(n, size=max_queries, replace=False))
+    cats = np.asarray(categories)
+    out = []
+    for c in sorted(set(cats.tolist()), key=str):
+        rows = np.flatnonzero(cats == c)
+        k = max(1, int(round(max_queries * len(rows) / n)))
+        out.append(rng.choice(rows, size=min(k, len(rows)), replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def split_offline(n: int, categories: np.ndarray | None, fraction: float, min_offline: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(offline rows, online rows): ``fraction`` of each category (at least ``min_offline``, and at
+    least one query left online) goes offline."""
+    rng = np.random.default_rng(seed)
+    cats = np.zeros(n, dtype=int) if categories is None else np.asarray(categories)
+    off = []
+    for c in sorted(set(cats.tolist()), key=str):
+        rows = np.flatnonzero(cats == c)
+        k = min(max(int(round(fraction * len(rows))), min_offline), len(rows) - 1)
+        if k > 0:
+            off.append(rng.choice(rows, size=k, replace=False))
+    offline = np.sort(np.concatenate(off)) if off else np.zeros(0, dtype=np.int64)
+    online = np.setdiff1d(np.arange(n), offline)
+    return offline, online
+
+
+def make_stream(n_online: int, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded i.i.d. query stream (rounds,) over the online pool and one uniform per round."""
+    rng = np.random.default_rng([BASE_SEED + seed, 0xD0E1])
+    return rng.integers(0, n_online, size=rounds), rng.random(rounds)
+
+
+def simulate(policy, X: np.ndarray, env: DuelEnvironment, stream: np.ndarray, u01: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Play the stream: select, feedback, update. Returns the played arms (first, second), each (T,)."""
+    first = np.empty(len(stream), dtype=np.int64)
+    second = np.empty(len(stream), dtype=np.int64)
+    for t, q in enumerate(stream):
+        x = X[q]
+        i, j = policy.select(x)
+        y = env.feedback(int(q), i, j, float(u01[t]))
+        policy.update(x, i, j, y)
+        first[t], second[t] = i, j
+    return first, second
+
+
+# ----------------------------------------------------------------------------------------------
+# grid
+@dataclass(frozen=True)
+class Cell:
+    policy: str
+    embeddings: str
+    seed: int
+
+
+def make_policy(cell: Cell, spec: DuelSpec, emb: EmbeddingSet, best_arm: int, models):
+    from caproute.bandits.baselines import EpsGreedyPolicy, FixedPolicy, MaxInPPolicy, UniformPolicy
+    from caproute.bandits.fgts import FGTSCDB
+
+    seed = BASE_SEED + cell.seed
+    common = {"feature_scale": emb.feature_scale, "seed": seed}
+    if cell.policy == "fgts-cdb":
+        return FGTSCDB(emb.arms, models, eta=spec.eta, mu=spec.mu, horizon=spec.rounds,
+                       sampler=spec.sampler, **common)
+    if cell.policy == "uniform":
+        return UniformPolicy(emb.arms, models, seed=seed)
+    if cell.policy == "best-fixed":
+        return FixedPolicy(emb.arms, models, arm=best_arm, seed=seed)
+    if cell.policy == "eps-greedy":
+        return EpsGreedyPolicy(emb.arms, models, **common)
+    if cell.policy == "maxinp":
+        return MaxInPPolicy(emb.arms, models, **common)
+    raise ConfigError(f"policy '{cell.policy}' is not an online policy")
+
+
+def run_cell(cell: Cell, shared: dict) -> dict:
+    """One (policy, embeddings, seed): per-round average and weak regret (float32, (T,)).
+
+    BLAS runs single-threaded inside a cell: the per-round matrices are small (d = 384), and a
+    multi-threaded BLAS on a busy machine is up to 50x slower on them; parallelism is across cells.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _run_cell(cell, shared)
+
+
+def _run_cell(cell: Cell, shared: dict) -> dict:
+    spec: DuelSpec = shared["spec"]
+    env: DuelEnvironment = shared["env"]
+    emb: EmbeddingSet = shared["embeddings"][cell.embeddings]
+    stream, u01 = make_stream(env.n_queries, spec.rounds, cell.seed)
+    u = env.utilities[stream]
+    t0 = time.perf_counter()
+    if cell.policy == "dars-knn":
+        choice = shared["knn_choices"][cell.embeddings][stream]
+        first = second = choice
+    else:
+        best_arm = int(np.argmax(u.sum(axis=0)))     # best fixed model in hindsight on this stream
+        policy = make_policy(cell, spec, emb, best_arm, env.models)
+        first, second = simulate(policy, emb.X, env, stream, u01)
+    seconds = time.perf_counter() - t0
+    return {"policy": cell.policy, "embeddings": cell.embeddings, "seed": cell.seed,
+            "average": average_regret(u, first, second).astype(np.float32),
+            "weak": weak_regret(u, first, second).astype(np.float32), "seconds": seconds,
+            "pairs": np.stack([first, second]).astype(np.int16)}
+
+
+def make_cells(spec: DuelSpec, knn_ok: bool) -> list[Cell]:
+    cells = []
+    for seed in range(spec.seeds):
+        for p in spec.policies:
+            if p in EMBEDDING_FREE:
+                cells.append(Cell(p, spec.embeddings[0], seed))
+            elif p == "dars-knn":
+                if not knn_ok:
+                    continue
+                seen = set()
+                for e in spec.embeddings:      # one kNN per encoder (it reads query embeddings only)
+                    enc = parse_embeddings(e)[0]
+                    if enc not in seen:
+                        seen.add(enc)
+                        cells.append(Cell(p, e, seed))
+            else:
+                cells.extend(Cell(p, e, seed) for e in spec.embeddings)
+    return cells
+
+
+def dars_knn_choices(env: DuelEnvironment, offline: np.ndarray, online: np.ndarray, emb: EmbeddingSet,
+                     spec: DuelSpec) -> np.ndarray:
+    """The DARS-supervised kNN router (caproute.routers 'knn', k = 16) trained on the offline
+    queries' DARS statistics; its choice per online query (a reference line: no online learning)."""
+    from caproute.routers.knn import KNNRouter
+    from caproute.supervise.supervision import Supervision
+
+    sup = Supervision(env.query_ids[offline], env.models, env.perf[offline], env.cost[offline],
+                      env.sigma_q[offline], kind="dars", beta=spec.dars_beta)
+    router = KNNRouter(k=spec.knn_k).fit(emb.X[offline], sup)
+    return np.asarray(router.route(emb.X[online], lam=spec.dars_lambda, beta=spec.dars_beta), dtype=np.int64)
+
+
+@dataclass
+class DuelResult:
+    """Per-cell regret curves and the summary rows."""
+
+    dataset: str
+    spec: DuelSpec
+    cells: list[dict]
+    meta: dict
+
+    def curves(self, kind: str = "average") -> dict[tuple[str, str], np.ndarray]:
+        """{(policy, embeddings label): cumulative regret (seeds, T)}."""
+        out: dict[tuple[str, str], list] = {}
+        for c in self.cells:
+            out.setdefault((c["policy"], self.label(c)), []).append(np.cumsum(c[kind].astype(np.float64)))
+        return {k: np.stack(v) for k, v in out.items()}
+
+    def label(self, cell: dict) -> str:
+        if cell["policy"] in EMBEDDING_FREE:
+            return "none"
+        if cell["policy"] == "dars-knn":
+            return parse_embeddings(cell["embeddings"])[0]
+        return cell["embeddings"]
+
+    def rows(self) -> list[dict]:
+        avg, weak = self.curves("average"), self.curves("weak")
+        secs: dict = {}
+        for c in self.cells:
+            secs.setdefault((c["policy"], self.label(c)), []).append(c["seconds"])
+        rows = []
+        for key, cum in avg.items():
+            final, wfinal = cum[:, -1], weak[key][:, -1]
+            rows.append({"dataset": self.dataset, "policy": key[0], "embeddings": key[1],
+                         "rounds": int(cum.shape[1]), "seeds": int(cum.shape[0]),
+                         "regret_mean": float(final.mean()), "regret_std": float(final.std(ddof=0)),
+                         "weak_regret_mean": float(wfinal.mean()), "weak_regret_std": float(wfinal.std(ddof=0)),
+                         "seconds_per_seed": float(np.mean(secs[key]))})
+        return sorted(rows, key=lambda r: r["regret_mean"])
+
+    def to_meta(self) -> dict:
+        spec = asdict(self.spec)
+        return {"dataset": self.dataset, "spec": spec, **self.meta}
+
+
+def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str = "local",
+             ray_address: str | None = None, cache_dir=None, progress: bool = True) -> DuelResult:
+    """Prepare embeddings, run the grid, return per-cell curves (see module docstring)."""
+    from caproute.evaluate.engine import map_cells
+
+    spec.validate()
+    keep = stratified_subsample(env.n_queries, env.categories, spec.max_queries, spec.split_seed)
+    env = env.subset(keep)
+    offline, online = split_offline(env.n_queries, env.categories, spec.offline_fraction,
+                                    spec.min_offline, spec.split_seed)
+    spec.ccft.seed = spec.split_seed
+    embs = build_embeddings(env, offline, list(spec.embeddings), cfg=spec.ccft, cache_dir=cache_dir,
+                            progress=progress)
+    knn_ok = "dars-knn" in spec.policies and env.labels is None
+    knn = {}
+    if knn_ok:
+        for e in spec.embeddings:
+            knn[e] = dars_knn_choices(env, offline, online, embs[e], spec)
+    online_env = env.subset(online)
+    online_embs = {k: EmbeddingSet(v.name, v.X[online], v.arms, v.feature_scale, v.encoder, v.weights,
+                                   v.categories) for k, v in embs.items()}
+    shared = {"spec": spec, "env": online_env, "embeddings": online_embs, "knn_choices": knn}
+    cells = make_cells(spec, knn_ok)
+    results = map_cells(run_cell, cells, shared=shared, jobs=jobs, engine=engine, ray_address=ray_address,
+                        progress="duel" if progress else None)
+    meta = {"n_queries": int(env.n_queries), "n_offline": int(len(offline)), "n_online": int(len(online)),
+            "models": list(env.models), "categories": embs[spec.embeddings[0]].categories,
+            "feature_scale": {k: v.feature_scale for k, v in embs.items()},
+            "env_meta": env.meta, "dars_knn": "ran" if knn_ok else
+            ("skipped: pairwise data has no scored observations" if "dars-knn" in spec.policies else "not asked")}
+    return DuelResult(env.name, spec, results, meta)

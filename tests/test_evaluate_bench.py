@@ -189,3 +189,45 @@ def test_same_numbers_for_jobs_1_and_2():
     pd.testing.assert_frame_equal(one.pareto, two.pareto)
     pd.testing.assert_frame_equal(one.pair, two.pair)
     assert len(one.runs) > 0
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_local_numbers():
+    ray = pytest.importorskip("ray")
+    exp = load_experiment(data="builtin")
+
+    def run(engine):
+        config = BenchConfig(routers=("knn",), single_shot_runs=2, studies=("main",), engine=engine)
+        return run_bench(exp, config, progress=False)
+
+    try:
+        local, remote = run("local"), run("ray")
+    finally:
+        ray.shutdown()
+    pd.testing.assert_frame_equal(local.runs, remote.runs)
+
+
+@pytest.mark.slow
+def test_minilm_features(monkeypatch, tmp_path):
+    monkeypatch.setenv("CAPROUTE_CACHE_DIR", str(tmp_path))
+    exp = load_experiment(data="builtin")
+    res = run_bench(exp, BenchConfig(routers=("knn",), single_shot_runs=2, studies=("main",), features="minilm"),
+                    progress=False, cache=True)
+    assert res.meta["encoder"].startswith("minilm")
+    assert set(res.rows["view"]) == {"rewrite", "decode"}
+
+
+@pytest.mark.slow
+def test_demo_bench_end_to_end(monkeypatch, tmp_path):
+    from rich.console import Console
+
+    import caproute.demo as demo
+
+    monkeypatch.setattr(demo, "DEMO_SINGLE_SHOT_RUNS", 2)
+    monkeypatch.setattr(demo, "DEMO_KXR_SUBSAMPLES", 1)
+    with open(tmp_path / "log.txt", "w") as log:
+        out = demo.run_demo_bench(tmp_path / "bench", Console(file=log), jobs=1)
+    routers = {r["router"] for r in out["rows"]}
+    assert {"mlp", "knn", "embedllm", "avengerspro", "graphrouter", "mirt", "rmsoftmax"} <= routers
+    assert (tmp_path / "bench" / "report.html").exists()
+    assert "Full DARS" in (tmp_path / "bench" / "report.md").read_text()

@@ -127,7 +127,7 @@ class ServeState:
                               "on a loopback address")
         self.metrics = ServeMetrics()
         self.sticky = StickyMap(config.sticky_max_entries, config.sticky_ttl_s)
-        self.backends = Backends(self.pool)
+        self.backends = Backends(self.pool, lean_transport=config.lean_transport)
         self.store = FeedbackStore(config.feedback_db)
         self.duel = self._load_duel() if config.duel_policy is not None else None
         self.draining = False
@@ -149,6 +149,8 @@ class ServeState:
         await asyncio.to_thread(self.store.start)
         if self.duel is not None:
             self.duel.save_lock = asyncio.Lock()
+            # load the sentence encoder now, not in the first duel request (seconds on a CPU)
+            await asyncio.to_thread(self.duel.policy.embed, "warm-up")
 
     async def stop(self) -> None:
         if self.duel is not None and self.duel.updates:
@@ -374,7 +376,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(400, "conversation id longer than 256 characters", param="conversation_id")
         if target.kind == "duel":
             return await chat_duel(state, raw, body)
-        return await chat_routed(state, target, raw, body, opts, conv)
+        t_in = request.scope["state"].get("t0", time.perf_counter())
+        return await chat_routed(state, target, raw, body, opts, conv, t_in)
 
     return app
 
@@ -399,7 +402,7 @@ def decision_dict(d, handle: RouterHandle) -> dict:
 # -- chat: routed and direct ------------------------------------------------------------------------
 
 async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCompletionRequest,
-                      opts: CaprouteOptions | None, conv: str | None) -> Response:
+                      opts: CaprouteOptions | None, conv: str | None, t_in: float) -> Response:
     cfg, m = state.config, state.metrics
     t0 = time.perf_counter()
     handle = params = decision = None
@@ -427,7 +430,7 @@ async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCo
             "conversation_id": conv, "sticky": sticky,
             "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3)}
     if body.stream:
-        return await _stream(state, handle, params, order, raw, rid, meta, conv, t0)
+        return await _stream(state, handle, params, order, raw, rid, meta, conv, t_in)
     attempts = []
     for name in order:
         try:
@@ -451,8 +454,18 @@ async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCo
         data["caproute"] = {**meta, "model": name, "backend_id": backend_id, "attempts": attempts,
                             "fallback": bool(attempts), "spend_usd": spend, "spend_estimated": estimated}
         _register(state, rid, "chat" if handle else "direct", handle, params, name, conv, decision)
-        return _json(data, headers=_headers(name, rid, meta))
+        headers = _headers(name, rid, meta)
+        headers["server-timing"] = _server_timing(t_in, meta["routing_overhead_ms"], elapsed)
+        return _json(data, headers=headers)
     raise _all_failed(order, attempts)
+
+
+def _server_timing(t_in: float, route_ms: float, backend_s: float) -> str:
+    """``Server-Timing``: routing decision, backend call, and the proxy's own time (total - backend)."""
+    total_ms = (time.perf_counter() - t_in) * 1e3
+    backend_ms = backend_s * 1e3
+    return (f"route;dur={route_ms:.3f}, backend;dur={backend_ms:.3f}, proxy;dur={total_ms - backend_ms:.3f}, "
+            f"total;dur={total_ms:.3f}")
 
 
 def _all_failed(order: list[str], attempts: list[dict]) -> ApiError:
@@ -587,6 +600,7 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
 
     headers = _headers(name, rid, meta)
     headers["cache-control"] = "no-cache"
+    headers["server-timing"] = _server_timing(t0, meta["routing_overhead_ms"], start.first_byte_s)
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
@@ -699,6 +713,7 @@ class GatewayMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
+        scope.setdefault("state", {})["t0"] = t0
         m.inflight.inc()
         try:
             headers = dict(scope["headers"])

@@ -81,8 +81,9 @@ def has_content(message_or_delta: dict | None) -> bool:
 class Backends:
     """One endpoint per pool model; ``start()`` reads keys and opens the client."""
 
-    def __init__(self, pool: PoolConfig, *, max_connections: int = 512, connect_timeout_s: float = 5.0):
-        self.pool = pool
+    def __init__(self, pool: PoolConfig, *, max_connections: int = 512, connect_timeout_s: float = 5.0,
+                 lean_transport: bool = True):
+        self.pool, self.lean = pool, lean_transport
         self.endpoints: dict[str, ModelEndpoint] = {m.name: m for m in pool.models}
         self._headers: dict[str, dict[str, str]] = {}
         self._max_connections, self._connect_timeout = max_connections, connect_timeout_s
@@ -98,9 +99,18 @@ class Backends:
             if ep.api_key_env:
                 headers["authorization"] = f"Bearer {ep.api_key()}"  # ConfigError names the variable only
             self._headers[name] = headers
+        # keep-alive expiry below the usual 5 s server idle timeout (uvicorn, llama.cpp), so a pooled
+        # connection is not reused just as the server closes it
         limits = httpx.Limits(max_connections=self._max_connections,
-                              max_keepalive_connections=self._max_connections)
-        self.client = httpx.AsyncClient(limits=limits, timeout=None, trust_env=False)
+                              max_keepalive_connections=self._max_connections, keepalive_expiry=3.0)
+        mounts = {"https://": httpx.AsyncHTTPTransport(limits=limits)}
+        if self.lean:  # plain-HTTP backends (local servers) through the lean transport, see transport.py
+            from caproute.serve.transport import LeanTransport
+
+            mounts["http://"] = LeanTransport(max_idle_per_host=self._max_connections, keepalive_expiry=3.0)
+        else:
+            mounts["http://"] = httpx.AsyncHTTPTransport(limits=limits)
+        self.client = httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False)
 
     async def aclose(self) -> None:
         if self.client is not None:

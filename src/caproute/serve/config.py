@@ -79,6 +79,10 @@ class ServeConfig(BaseModel):
     duel_policy: Path | None = Field(default=None, description="saved dueling-bandit state (caproute duel)")
     duel_state_out: Path | None = Field(default=None, description="where the online policy is saved")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    blas_threads: int | None = Field(default=1, ge=1, description="BLAS threads of the server process "
+                                     "(caproute serve only; null: leave as is)")
+    lean_transport: bool = Field(default=True, description="http:// backends through caproute's lean httpx "
+                                 "transport (False: httpx's default transport)")
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:

@@ -197,34 +197,34 @@ class FeedbackStore:
 
     def _batch(self, con: sqlite3.Connection, jobs: list) -> None:
         results: list[tuple[Future, Any, bool]] = []
+        insert = (f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
+                  f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})")
+        rows: list[tuple] = []
         try:
             con.execute("BEGIN IMMEDIATE")
             for kind, payload, fut in jobs:
+                if kind == "register":
+                    rows.append(tuple(payload[k] for k in RESPONSE_FIELDS))
+                    continue
+                if rows:  # keep queue order: registrations before the feedback that follows them
+                    con.executemany(insert, rows)
+                    rows = []
                 try:
-                    if kind == "register":
-                        con.execute(f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
-                                    f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})",
-                                    tuple(payload[k] for k in RESPONSE_FIELDS))
-                    elif kind == "feedback":
+                    if kind == "feedback":
                         results.append((fut, self._insert_feedback(con, payload), True))
                     else:
                         sql, params = payload
                         results.append((fut, [dict(r) for r in con.execute(sql, params).fetchall()], True))
-                except (UnknownResponse, InvalidFeedback) as e:
+                except (UnknownResponse, InvalidFeedback, sqlite3.Error) as e:
                     results.append((fut, e, False))
-                except sqlite3.Error as e:
-                    if fut is None:
-                        log.error("feedback store: could not register a response: %s", e)
-                    else:
-                        results.append((fut, e, False))
+            if rows:
+                con.executemany(insert, rows)
             con.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as e:
-            log.error("feedback store: commit failed: %s", e)
+            log.error("feedback store: commit failed (%d jobs lost): %s", len(jobs), e)
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
-            for fut, _, _ in results:
-                fut.set_exception(e)
             for _kind, _, fut in jobs:
                 if fut is not None and not fut.done():
                     fut.set_exception(e)

@@ -67,6 +67,14 @@ def test_test_query_missing_a_model_is_dropped_from_that_view():
     assert exp.views["rewrite"].query_ids.tolist() == ["s0", "s1"]
 
 
+def test_training_query_missing_a_model_is_dropped():
+    obs = toy_observations()
+    obs = obs[~((obs["query_id"] == "t2") & (obs["model"] == "a"))]
+    exp = prepare_experiment(obs)
+    assert exp.train_query_ids.tolist() == ["t0", "t1", "t3"]
+    assert exp.meta["train_queries_dropped"] == 1
+
+
 def test_prepare_errors_name_the_problem():
     obs = toy_observations()
     with pytest.raises(DataError, match="no test rows"):

@@ -227,6 +227,14 @@ def prepare_experiment(obs: pd.DataFrame, *, normalizer: CostNormalizer | None =
                         "--test-fraction F --test-decodes N)", source="observations", field="split")
     normalizer = normalizer or CostNormalizer().fit(train)
     models = tuple(sorted(train["model"].astype(str).unique()))
+    # a training query needs observations of every model (supervision is a full matrix)
+    n_models = train.groupby("query_id")["model"].nunique()
+    incomplete = n_models.index[n_models < len(models)]
+    if len(incomplete) == len(n_models):
+        raise DataError(f"no training query has observations of every model {list(models)}",
+                        source="observations", field="model")
+    if len(incomplete):
+        train = train[~train["query_id"].isin(incomplete)].reset_index(drop=True)
     unseen = sorted(set(test["model"].astype(str)) - set(models))
     train_ids = np.asarray(sorted(train["query_id"].astype(str).unique()))
     test_ids = np.asarray(sorted(test["query_id"].astype(str).unique()))
@@ -242,6 +250,7 @@ def prepare_experiment(obs: pd.DataFrame, *, normalizer: CostNormalizer | None =
                         source="observations", field="observation_type")
     info = dict(meta or {})
     info.update({"n_train_queries": int(train_ids.size), "n_test_queries": int(test_ids.size),
+                 "train_queries_dropped": int(len(incomplete)),
                  "n_train_observations": int(len(train)), "n_test_observations": int(len(test)),
                  "test_models_ignored": unseen,
                  "views": {v.name: {"n_queries": int(v.query_ids.size), "dropped": v.dropped,

@@ -255,7 +255,10 @@ def header_lines(res: BenchResult) -> list[str]:
     lines = [
         f"- dataset **{res.dataset}** ({m.get('source', '?')}); models: {', '.join(res.models)}",
         f"- training: {m.get('n_train_queries')} queries, {m.get('n_train_observations')} observations "
-        f"(grid K x R = {tuple(m.get('grid_shape', ()))}); test: {m.get('n_test_queries')} queries ({vtxt})",
+        f"(grid K x R = {tuple(m.get('grid_shape', ()))})"
+        + (f", {m['train_queries_dropped']} training queries dropped (missing models)"
+           if m.get("train_queries_dropped") else "")
+        + f"; test: {m.get('n_test_queries')} queries ({vtxt})",
         f"- features: {c.features} ({m.get('encoder', '?')}) of the original query text; lambda = {c.lam}, "
         f"beta = {c.beta}, seed = {c.seed}, single-shot runs = {c.single_shot_runs}"
         + (f" ({', '.join(f'{k}: {v}' for k, v in c.runs_by_router.items())})" if c.runs_by_router else ""),

@@ -166,3 +166,13 @@ def test_load_experiment_builtin_and_dataset_errors(tmp_path):
     assert load_experiment(data=str(f), dataset="all").dataset == "x+y"
     with pytest.raises(DataError, match="exactly one"):
         load_experiment()
+
+
+def test_load_experiment_from_a_store(tmp_path):
+    from caproute.data.store import ObservationStore
+
+    with ObservationStore(tmp_path / "obs.duckdb") as store:
+        store.upsert(toy_observations(), source="toy")
+    exp = load_experiment(store=tmp_path / "obs.duckdb")
+    assert exp.dataset == "toy" and exp.models == ("a", "b")
+    assert exp.views["decode"].q == pytest.approx(prepare_experiment(toy_observations()).views["decode"].q)

@@ -129,3 +129,15 @@ def test_every_family_through_the_pipeline(obs, test_texts, tmp_path, name):
     if name == "rmsoftmax":
         assert p.router.lambda_max == 0.10 and ds[0].kind == "policy"
         assert sum(ds[0].mu_q.values()) == pytest.approx(1.0)
+
+
+def test_knn_exact_match_through_pipeline(obs):
+    """A training query routed again finds itself (distance 0) and gets its own targets."""
+    from caproute.features.text import query_texts
+
+    p = train_pipeline(obs, router="knn")
+    ids, texts = query_texts(obs[obs["split"] == "train"])
+    j = 5
+    pred = p.predict_stats([texts[j]])
+    row = list(p.router.targets_[0][j])
+    assert pred.mu_q[0] == pytest.approx(row, abs=1e-6)

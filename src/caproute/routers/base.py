@@ -72,6 +72,9 @@ class Router(ABC):
     name: ClassVar[str] = ""
     #: True when the router reads lambda at prediction time (RM-Softmax); route() then passes it.
     lambda_aware: ClassVar[bool] = False
+    #: True when predict_stats / route accept a scipy sparse X as well (kNN): the pipeline then
+    #: passes TF-IDF rows without densifying them.
+    accepts_sparse: ClassVar[bool] = False
 
     # -- hyper-parameters (sklearn contract) ------------------------------------------------------
     @classmethod
@@ -137,6 +140,17 @@ class Router(ABC):
                 raise ValueError(f"supervision.{name} has non-finite values")
         self.models_ = tuple(supervision.models)
         self.n_features_in_ = int(X.shape[1])
+        return X
+
+    def _validate_sparse_X(self, X):
+        """A scipy sparse X as float32 CSR with finite values and the training feature dimension."""
+        self._check_fitted()
+        X = X.tocsr().astype(np.float32)
+        d = getattr(self, "n_features_in_", None)
+        if d is not None and X.shape[1] != d:
+            raise ValueError(f"X has {X.shape[1]} features, the router was fitted on {d}")
+        if not np.isfinite(X.data).all():
+            raise ValueError("X has non-finite values")
         return X
 
     def _validate_X(self, X) -> np.ndarray:

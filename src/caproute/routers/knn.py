@@ -44,21 +44,28 @@ def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -
 
 def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (n, k) and Euclidean distances (n, k) of the k nearest training rows, nearest first
-    (ties by training order).
+    (ties by training order). ``X``: dense (n, d) or a scipy sparse matrix.
 
     Distances come from |x|^2 + |t|^2 - 2 x.t (one matrix product); pairs whose value is tiny
     relative to the norms, where that form loses all precision, are recomputed directly so that
     exact matches come out as 0.
     """
-    x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    with blas_threads_for(X.shape[0] * X.shape[1] * train.shape[0]):
-        prod = X @ train.T
+    sparse = hasattr(X, "tocsr")
+    if sparse:   # scipy CSR (TF-IDF rows): the product costs nnz x n_train instead of n x d x n_train
+        X = X.tocsr()
+        x_sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
+        prod = np.asarray(X @ train.T)
+    else:
+        x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        with blas_threads_for(X.shape[0] * X.shape[1] * train.shape[0]):
+            prod = X @ train.T
     d2 = x_sq[:, None] + train_sq[None, :] - 2.0 * prod.astype(np.float64)
     np.maximum(d2, 0.0, out=d2)
     close = d2 <= 1e-4 * (x_sq[:, None] + train_sq[None, :] + 1e-30)
     if close.any():
         qi, ti = np.nonzero(close)
-        diff = X[qi].astype(np.float64) - train[ti].astype(np.float64)
+        rows = X[qi].toarray() if sparse else X[qi]
+        diff = rows.astype(np.float64) - train[ti].astype(np.float64)
         d2[qi, ti] = np.einsum("ij,ij->i", diff, diff)
     n_train = train.shape[0]
     if k < n_train:
@@ -78,6 +85,7 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int) -> t
 @register
 class KNNRouter(Router):
     name = "knn"
+    accepts_sparse = True
 
     def __init__(self, k: int = 16, eps: float = 1e-8):
         self.k = k
@@ -93,7 +101,7 @@ class KNNRouter(Router):
         return self
 
     def predict_stats(self, X, lam: float | None = None) -> StatsPrediction:
-        X = self._validate_X(X)
+        X = self._validate_sparse_X(X) if hasattr(X, "tocsr") else self._validate_X(X)
         k = min(int(self.k), self.X_.shape[0])
         idx, dist = nearest(X, self.X_, self.sq_, k)
         w = knn_weights(dist, self.eps)                             # (n, k)

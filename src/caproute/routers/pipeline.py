@@ -92,7 +92,11 @@ class RoutingPipeline:
     def beta(self) -> float:
         return float(self.meta.get("beta", 0.2))
 
-    def features(self, texts: Sequence[str]) -> np.ndarray:
+    def features(self, texts: Sequence[str]):
+        """Router input for ``texts``: dense (n, d), or scipy CSR when both the encoder (TF-IDF)
+        and the router (kNN) handle sparse rows."""
+        if self.router.accepts_sparse and hasattr(self.encoder, "transform_sparse"):
+            return self.encoder.transform_sparse(_texts(texts))
         return self.encoder.transform(_texts(texts))
 
     def predict_stats(self, texts: Sequence[str] | str, lam: float | None = None) -> StatsPrediction:

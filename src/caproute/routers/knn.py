@@ -42,9 +42,11 @@ def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -
     return w / (w.sum(axis=1, keepdims=True) + 1e-12)
 
 
-def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
+            train_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices (n, k) and Euclidean distances (n, k) of the k nearest training rows, nearest first
-    (ties by training order). ``X``: dense (n, d) or a scipy sparse matrix.
+    (ties by training order). ``X``: dense (n, d) or a scipy sparse matrix; ``train_t``: optional
+    C-contiguous copy of ``train.T`` (a sparse X times it avoids copying ``train`` on every call).
 
     Distances come from |x|^2 + |t|^2 - 2 x.t (one matrix product); pairs whose value is tiny
     relative to the norms, where that form loses all precision, are recomputed directly so that
@@ -54,7 +56,7 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int) -> t
     if sparse:   # scipy CSR (TF-IDF rows): the product costs nnz x n_train instead of n x d x n_train
         X = X.tocsr()
         x_sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
-        prod = np.asarray(X @ train.T)
+        prod = np.asarray(X @ (train_t if train_t is not None else np.ascontiguousarray(train.T)))
     else:
         x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         with blas_threads_for(X.shape[0] * X.shape[1] * train.shape[0]):
@@ -96,6 +98,7 @@ class KNNRouter(Router):
         if self.k < 1:
             raise ValueError("k must be >= 1")
         self.X_ = X
+        self.XT_ = None     # built on the first sparse query
         self.sq_ = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         self.targets_ = np.stack(clipped_targets(supervision))     # (3, n, m)
         return self
@@ -103,7 +106,9 @@ class KNNRouter(Router):
     def predict_stats(self, X, lam: float | None = None) -> StatsPrediction:
         X = self._validate_sparse_X(X) if hasattr(X, "tocsr") else self._validate_X(X)
         k = min(int(self.k), self.X_.shape[0])
-        idx, dist = nearest(X, self.X_, self.sq_, k)
+        if hasattr(X, "tocsr") and getattr(self, "XT_", None) is None:
+            self.XT_ = np.ascontiguousarray(self.X_.T)
+        idx, dist = nearest(X, self.X_, self.sq_, k, getattr(self, "XT_", None))
         w = knn_weights(dist, self.eps)                             # (n, k)
         pred = np.einsum("nk,tnkm->tnm", w, self.targets_[:, idx, :].astype(np.float64))
         mu_q, mu_c, sigma = (clip01(p) for p in pred)
@@ -114,5 +119,6 @@ class KNNRouter(Router):
 
     def _load_state(self, arrays, meta) -> None:
         self.X_ = arrays["X"].astype(np.float32)
+        self.XT_ = None
         self.targets_ = arrays["targets"].astype(np.float32)
         self.sq_ = np.einsum("ij,ij->i", self.X_, self.X_, dtype=np.float64)

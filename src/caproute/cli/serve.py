@@ -27,6 +27,16 @@ def _routers(values: list[str]) -> dict[str, str]:
     return out
 
 
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, eq, x = v.partition("=")
+        if not eq or not k or not x:
+            raise ConfigError(f"{flag}: expected NAME=VALUE, got '{v}'")
+        out[k] = x
+    return out
+
+
 @app.command("serve")
 def serve_cmd(
     router: Annotated[list[str] | None, typer.Option(
@@ -46,23 +56,30 @@ def serve_cmd(
         "--conversation", help="last_user | user_turns | history")] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="models tried per request")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="allow this origin (CORS)")] = None,
+    model_map: Annotated[list[str] | None, typer.Option(
+        "--model-map", help="ROUTER_MODEL=POOL_MODEL where the names differ (repeatable)")] = None,
     duel_policy: Annotated[Path | None, typer.Option(
         "--duel-policy", help="dueling-bandit policy directory: enables caproute/duel")] = None,
+    duel_state_out: Annotated[Path | None, typer.Option(
+        "--duel-state-out", help="where the online duel policy is saved [--duel-policy]")] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug | info | warning | error")] = None,
 ) -> None:
     """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
     from caproute.serve.config import load_serve_config
-    from caproute.serve.server import run_server
+    from caproute.serve.server import prepare_server
 
     cfg = load_serve_config(
         config, routers=_routers(router) if router else None, pool=pool, policies=policy or None, host=host,
         port=port, insecure_local=insecure_local or None, keys_file=keys_file, feedback_db=feedback_db,
         lam=lam, beta=beta, conversation=conversation, max_attempts=max_attempts,
-        cors_origins=cors_origin or None, duel_policy=duel_policy, log_level=log_level)
+        cors_origins=cors_origin or None, duel_policy=duel_policy, duel_state_out=duel_state_out,
+        log_level=log_level,
+        model_map=_pairs(model_map, "--model-map") if model_map else None)
+    server = prepare_server(cfg)
     console.print(f"caproute serve: routers {', '.join(f'caproute/{n}' for n in cfg.routers)} on "
                   f"http://{cfg.host}:{cfg.port}/v1" + ("  [insecure-local: no API keys]" if cfg.insecure_local
                                                          else ""), highlight=False)
-    run_server(cfg)
+    server.run()
 
 
 @app.command("serve-key")

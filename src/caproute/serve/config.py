@@ -108,6 +108,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+FLAGS = {"routers": "--router DIR", "pool": "--pool POOL.yaml"}
 PATH_FIELDS = ("pool", "feedback_db", "keys_file", "duel_policy", "duel_state_out")
 
 
@@ -122,6 +123,8 @@ def parse_serve_config(data: dict[str, Any], *, source: str = "<serve config>") 
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "<root>"
             msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing" and loc in FLAGS:
+                msg = f"missing: give {FLAGS[loc]} (or '{loc}:' in --config)"
             msgs.append(f"field '{loc}': {msg}")
         raise ConfigError(f"{source}: invalid serve config:\n  " + "\n  ".join(msgs)) from None
 

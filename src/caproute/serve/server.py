@@ -35,8 +35,8 @@ def limit_blas_threads(n: int | None) -> None:
     threadpool_limits(limits=int(n))
 
 
-def run_server(config: ServeConfig) -> None:
-    """Serve until interrupted (blocking)."""
+def prepare_server(config: ServeConfig):
+    """Logging, the BLAS cap and the uvicorn server for ``config`` (raises on a bad config)."""
     log = logging.getLogger("caproute")
     if not log.handlers:
         h = logging.StreamHandler()
@@ -44,4 +44,9 @@ def run_server(config: ServeConfig) -> None:
         log.addHandler(h)
     log.setLevel(config.log_level.upper())
     limit_blas_threads(config.blas_threads)
-    build_server(config).run()
+    return build_server(config)
+
+
+def run_server(config: ServeConfig) -> None:
+    """Serve until interrupted (blocking)."""
+    prepare_server(config).run()

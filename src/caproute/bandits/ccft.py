@@ -183,8 +183,11 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
     freezing it halves the time of a step on CPU.
     """
     import torch
-    from sentence_transformers import losses
 
+    try:   # sentence-transformers >= 6 moved the losses
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
     from caproute.bandits.encoder import load_sentence_model
 
     if len(set(np.asarray(categories).tolist())) < 2:
@@ -197,7 +200,7 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
         for name, p in model.named_parameters():
             if ".embeddings." in f".{name}":
                 p.requires_grad_(False)
-    loss_fn = losses.MultipleNegativesRankingLoss(model)
+    loss_fn = MultipleNegativesRankingLoss(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     texts = list(texts)
@@ -207,8 +210,9 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
 
         it = track(batches, description="CCFT fine-tuning")
     for batch in it:
-        anchors = model.tokenize([texts[a] for a, _ in batch])
-        positives = model.tokenize([texts[p] for _, p in batch])
+        tokenize = getattr(model, "preprocess", None) or model.tokenize
+        anchors = tokenize([texts[a] for a, _ in batch])
+        positives = tokenize([texts[p] for _, p in batch])
         loss = loss_fn([anchors, positives], labels=None)
         opt.zero_grad()
         loss.backward()

@@ -37,6 +37,7 @@ class DuelSpec:
     policies: tuple[str, ...] = ("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn")
     embeddings: tuple[str, ...] = ("ccft-excel-perf-cost", "minilm")
     sampler: str = "sgld"
+    feel_good: str = "importance"
     eta: float = 0.25
     mu: float | None = None
     offline_fraction: float = 0.2
@@ -58,6 +59,12 @@ class DuelSpec:
             parse_embeddings(e)
         if not self.embeddings:
             raise ConfigError("no embeddings given")
+        from caproute.bandits.fgts import FEEL_GOOD_MODES, SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+        if self.feel_good not in FEEL_GOOD_MODES:
+            raise ConfigError(f"--feel-good must be one of {', '.join(FEEL_GOOD_MODES)}")
         if self.rounds < 1 or self.seeds < 1:
             raise ConfigError("--rounds and --seeds must be >= 1")
         if not 0.0 < self.offline_fraction < 1.0:
@@ -136,7 +143,7 @@ def make_policy(cell: Cell, spec: DuelSpec, emb: EmbeddingSet, best_arm: int, mo
     common = {"feature_scale": emb.feature_scale, "seed": seed}
     if cell.policy == "fgts-cdb":
         return FGTSCDB(emb.arms, models, eta=spec.eta, mu=spec.mu, horizon=spec.rounds,
-                       sampler=spec.sampler, **common)
+                       sampler=spec.sampler, feel_good=spec.feel_good, **common)
     if cell.policy == "uniform":
         return UniformPolicy(emb.arms, models, seed=seed)
     if cell.policy == "best-fixed":
@@ -258,8 +265,13 @@ class DuelResult:
 
 
 def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str = "local",
-             ray_address: str | None = None, cache_dir=None, progress: bool = True) -> DuelResult:
-    """Prepare embeddings, run the grid, return per-cell curves (see module docstring)."""
+             ray_address: str | None = None, cache_dir=None, progress: bool = True,
+             prepared: dict[str, EmbeddingSet] | None = None) -> DuelResult:
+    """Prepare embeddings, run the grid, return per-cell curves (see module docstring).
+
+    ``prepared``: embedding sets already built for every query of ``env`` (after subsampling),
+    keyed by the names in ``spec.embeddings``; skips the encoders (for tests and notebooks).
+    """
     from caproute.evaluate.engine import map_cells
 
     spec.validate()
@@ -268,8 +280,14 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
     offline, online = split_offline(env.n_queries, env.categories, spec.offline_fraction,
                                     spec.min_offline, spec.split_seed)
     spec.ccft.seed = spec.split_seed
-    embs = build_embeddings(env, offline, list(spec.embeddings), cfg=spec.ccft, cache_dir=cache_dir,
-                            progress=progress)
+    if prepared is None:
+        embs = build_embeddings(env, offline, list(spec.embeddings), cfg=spec.ccft, cache_dir=cache_dir,
+                                progress=progress)
+    else:
+        missing = [e for e in spec.embeddings if e not in prepared]
+        if missing:
+            raise ConfigError(f"prepared embeddings lack {missing}")
+        embs = prepared
     knn_ok = "dars-knn" in spec.policies and env.labels is None
     knn = {}
     if knn_ok:

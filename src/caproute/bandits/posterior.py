@@ -89,6 +89,29 @@ def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np
     return weight * g + theta / sigma0 ** 2
 
 
+def feel_good_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndarray,
+                   scale: float = 1.0) -> np.ndarray:
+    """Gradient of Σ_i feel-good_i(theta) (see :func:`feel_good`): Σ_i phi(x_i, a*_i) - phi(x_i, a_other_i), (d,)."""
+    n, k = X.shape[0], arms.shape[0]
+    best = ((X * theta) @ arms.T).argmax(axis=1)
+    count = np.zeros((k, n))
+    cols = np.arange(n)
+    count[best, cols] += 1.0
+    count[other, cols] -= 1.0
+    return scale * ((count @ X) * arms).sum(axis=0)
+
+
+def tilted_mean(mean: np.ndarray, cov: np.ndarray, grad_fn: Callable[[np.ndarray], np.ndarray], mu: float,
+                n_iter: int = 2) -> np.ndarray:
+    """Mode of N(mean, cov) · exp(mu · FG(theta)) for a piecewise-linear FG with (sub)gradient
+    ``grad_fn``: the fixed point theta = mean + mu cov grad FG(theta), from ``n_iter`` iterations.
+    Where FG is linear this is exact: a Gaussian tilted by exp(mu g^T theta) is N(mean + mu cov g, cov)."""
+    theta = mean
+    for _ in range(max(int(n_iter), 1)):
+        theta = mean + mu * (cov @ grad_fn(theta))
+    return theta
+
+
 def sgld_step_size(t: int, h0: float = 1e-3, decay: float = 100.0) -> float:
     """PROPOSED SGLD step h_t = h0 / (1 + t / decay): shrinks as the history (and the curvature) grows."""
     return h0 / (1.0 + t / decay)
@@ -125,9 +148,10 @@ def laplace_update(theta: np.ndarray, cov: np.ndarray, z: np.ndarray, y: float, 
     p = 0.5 * (1.0 + math.tanh(0.5 * m))
     w = eta * p * (1.0 - p)
     cz = cov @ z
-    cov = cov - np.outer(cz, cz) * (w / (1.0 + w * float(z @ cz)))
-    g = -eta * (1.0 - p) * y * z
-    return theta - cov @ g, cov
+    denom = 1.0 + w * float(z @ cz)
+    cov = cov - np.outer(cz, cz) * (w / denom)
+    # H_new^-1 grad with grad = -eta (1 - p) y z, and cov_new @ z = cz / denom
+    return theta + (eta * (1.0 - p) * y / denom) * cz, cov
 
 
 def laplace_fit(Z: np.ndarray, y: np.ndarray, eta: float, sigma0: float, theta0: np.ndarray | None = None,

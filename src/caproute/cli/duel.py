@@ -40,6 +40,8 @@ def duel_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result rows as JSON")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="directory for PNG curves, table, metadata")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="FGTS.CDB posterior sampler: sgld | laplace")] = "sgld",
+    feel_good: Annotated[str, typer.Option(
+        "--feel-good", help="Laplace sampler's feel-good term: importance | tilt")] = "importance",
     eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta")] = 0.25,
     mu: Annotated[float | None, typer.Option("--mu", help="feel-good weight (default 1/sqrt(T))")] = None,
     lambda_c: Annotated[float, typer.Option("--lambda-c", help="cost weight in r* = score - lambda_c cost")] = 1.0,
@@ -62,7 +64,7 @@ def duel_cmd(
 
     env = load_environment(store=store, data=data, dataset=dataset, lambda_c=lambda_c, scale=scale, label=label)
     spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),
-                    sampler=sampler, eta=eta, mu=mu, offline_fraction=offline_fraction,
+                    sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, offline_fraction=offline_fraction,
                     max_queries=max_queries or None,
                     ccft=CCFTConfig(per_category=per_category, epochs=epochs, temperature=temperature, tau=tau))
     spec.validate()

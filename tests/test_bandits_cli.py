@@ -1,0 +1,59 @@
+"""``caproute duel`` end to end (real MiniLM, real CCFT fine-tuning on the builtin set) and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def duel(*args, cwd=None) -> subprocess.CompletedProcess:
+    env_vars = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OPENBLAS_NUM_THREADS": "1",
+                "TOKENIZERS_PARALLELISM": "false"}
+    import os
+
+    return subprocess.run([sys.executable, "-m", "caproute", "duel", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **env_vars}, timeout=900)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "builtin", "--policy", "fgts-cdb,thompson"], "unknown policies"),
+    (["--data", "builtin", "--embeddings", "openai"], "unknown embeddings"),
+    (["--data", "builtin", "--dataset", "gpqa"], "unknown dataset"),
+    (["--data", "no/such/file.parquet"], "no such file"),
+    ([], "exactly one of --store or --data"),
+])
+def test_duel_errors_are_clear(args, message, tmp_path):
+    out = tmp_path / "rows.json"
+    res = duel(*args, "--rounds", "5", "--seeds", "1", "--json", str(out))
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_duel_builtin_end_to_end(tmp_path):
+    out, rep = tmp_path / "rows.json", tmp_path / "report"
+    res = duel("--data", "builtin", "--rounds", "80", "--seeds", "2", "--sampler", "laplace",
+               "--policy", "fgts-cdb,uniform,best-fixed,eps-greedy,maxinp,dars-knn",
+               "--embeddings", "ccft-excel-perf-cost,minilm", "--ccft-epochs", "1", "--ccft-per-category", "3",
+               "--json", str(out), "--report", str(rep), "--cache", str(tmp_path / "cache"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    got = {(r["policy"], r["embeddings"]) for r in rows}
+    assert got == {("fgts-cdb", "ccft-excel-perf-cost"), ("fgts-cdb", "minilm"), ("uniform", "none"),
+                   ("best-fixed", "none"), ("eps-greedy", "ccft-excel-perf-cost"), ("eps-greedy", "minilm"),
+                   ("maxinp", "ccft-excel-perf-cost"), ("maxinp", "minilm"), ("dars-knn", "ccft"),
+                   ("dars-knn", "minilm")}
+    for r in rows:
+        assert {"policy", "embeddings", "rounds", "regret_mean", "regret_std"} <= set(r)
+        assert r["rounds"] == 80 and r["seeds"] == 2 and r["regret_mean"] >= 0
+    by = {(r["policy"], r["embeddings"]): r["regret_mean"] for r in rows}
+    assert by[("best-fixed", "none")] < by[("uniform", "none")]
+    for f in ("regret.png", "weak_regret.png", "table.md", "meta.json", "curves.npz"):
+        assert (rep / f).stat().st_size > 0
+    meta = json.loads((rep / "meta.json").read_text())
+    assert meta["n_offline"] + meta["n_online"] == meta["n_queries"] == 100
+    assert all(c.startswith("cluster-") for c in meta["categories"])       # k-means pseudo-categories

@@ -1,0 +1,191 @@
+"""Dueling environments (observations and PandaLM pairs), Bradley-Terry fits, splits, streams and
+the experiment grid (identical results for any --jobs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from caproute.bandits.bradley_terry import comparisons_from_labels, fit_bradley_terry
+from caproute.bandits.embeddings import EmbeddingSet
+from caproute.bandits.environment import (
+    TIE,
+    DuelEnvironment,
+    environment_from_observations,
+    environment_from_pairs,
+    load_environment,
+)
+from caproute.bandits.experiment import DuelSpec, make_stream, run_duel, split_offline, stratified_subsample
+from caproute.bandits.report import write_report
+from caproute.errors import ConfigError, DataError
+
+
+def obs_frame() -> pd.DataFrame:
+    """Two queries, two models; q2 lacks model b on purpose in :func:`test_incomplete_query_dropped`."""
+    rows = []
+    for q, m, scores, costs in [("q1", "a", [1, 0], [1.0, 3.0]), ("q1", "b", [1, 1], [0.0, 0.0]),
+                                ("q2", "a", [0, 0], [4.0, 4.0]), ("q2", "b", [1, 0], [2.0, 2.0])]:
+        for r, (s, c) in enumerate(zip(scores, costs, strict=True)):
+            rows.append({"dataset": "d", "split": "train", "query_id": q, "model": m, "prompt_variant_id": -1,
+                         "decode_id": r, "observation_type": "decoding_variation", "score": float(s),
+                         "cost": c, "question": f"text of {q}"})
+    return pd.DataFrame(rows)
+
+
+def test_utilities_from_observations_by_hand():
+    env = environment_from_observations(obs_frame(), lambda_c=1.0, scale=0.1)
+    assert env.models == ("a", "b") and list(env.query_ids) == ["q1", "q2"]
+    # costs min-max over the dataset: min 0, max 4 -> q1/a: (0.25 + 0.75)/2 = 0.5; q2/a: 1; q2/b: 0.5
+    np.testing.assert_allclose(env.perf, [[0.5, 1.0], [0.0, 0.5]])
+    np.testing.assert_allclose(env.cost, [[0.5, 0.0], [1.0, 0.5]])
+    np.testing.assert_allclose(env.utilities, [[0.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(env.sigma_q[0], [np.std([1, 0], ddof=1), 0.0])
+    assert env.categories is None and env.texts == ["text of q1", "text of q2"]
+    # P(b beats a on q1) = sigmoid(1 / 0.1); feedback uses the round's uniform
+    p = 1 / (1 + np.exp(-10.0))
+    assert env.preference_probability(np.array([0]), np.array([1]), np.array([0]))[0] == pytest.approx(p)
+    assert env.feedback(0, 1, 0, p - 1e-9) == 1 and env.feedback(0, 1, 0, p + 1e-9) == -1
+    assert env.feedback(0, 1, 1, 0.49) == 1 and env.feedback(0, 1, 1, 0.51) == -1   # same arm: a coin
+
+
+def test_incomplete_query_dropped_and_categories_from_datasets():
+    df = obs_frame()
+    df = df[~((df["query_id"] == "q2") & (df["model"] == "b"))]
+    env = environment_from_observations(df)
+    assert list(env.query_ids) == ["q1"] and env.meta["dropped_incomplete_queries"] == 1
+    two = pd.concat([obs_frame(), obs_frame().assign(dataset="e")], ignore_index=True)
+    env2 = environment_from_observations(two)
+    assert sorted(set(env2.categories)) == ["d", "e"] and env2.n_queries == 4
+    assert set(env2.query_ids) == {"d/q1", "d/q2", "e/q1", "e/q2"}
+    with pytest.raises(DataError, match="no observations"):
+        environment_from_observations(df.iloc[:0])
+
+
+def test_bradley_terry_fit():
+    # balanced record -> equal strengths; a MAP solution has zero gradient
+    w, lo, c = comparisons_from_labels(np.array([0, 1]), np.array([1, 0]), np.array([1.0, 1.0]))
+    np.testing.assert_allclose(fit_bradley_terry(2, w, lo, c), [0.0, 0.0], atol=1e-12)
+    w, lo, c = comparisons_from_labels(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([1.0, 1.0, 0.0]))
+    assert list(w) == [0, 0, 1, 2] and list(lo) == [1, 2, 2, 1] and list(c) == [1, 1, 0.5, 0.5]
+    r = fit_bradley_terry(3, w, lo, c, prior_var=2.0)
+    p = 1 / (1 + np.exp(-(r[w] - r[lo])))
+    grad = -r / 2.0
+    np.add.at(grad, w, c * (1 - p))
+    np.add.at(grad, lo, -c * (1 - p))
+    np.testing.assert_allclose(grad, 0.0, atol=1e-9)
+    assert r[0] > r[1] == pytest.approx(r[2])
+
+
+def pairs_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "instruction": ["i1", "i1", "i1", "i2"], "input": ["", "", "", "ctx"],
+        "model_1": ["x", "y", "x", "x"], "model_2": ["y", "z", "z", "y"],
+        "human_majority": pd.array([1, 0, pd.NA, 2], dtype="Int64"),
+        "gpt35_label": pd.array([2, 1, 1, pd.NA], dtype="Int64"),
+        "pandalm7b_label": pd.array([1, 1, 1, 1], dtype="Int64"),
+    })
+
+
+def test_pairs_environment_uses_recorded_labels():
+    env = environment_from_pairs(pairs_frame(), label="human")
+    assert env.models == ("x", "y", "z") and env.texts == ["i1", "i2\nctx"] and env.scale == 1.0
+    x, y, z = 0, 1, 2
+    assert env.feedback(0, x, y, 0.99) == 1 and env.feedback(0, y, x, 0.01) == -1    # recorded, any u
+    assert env.labels[0, y, z] == TIE and env.labels[0, x, z] == TIE                  # tie / no majority
+    assert env.feedback(0, y, z, 0.3) == 1 and env.feedback(0, y, z, 0.7) == -1      # tie: a coin
+    assert env.feedback(1, x, y, 0.01) == -1                                         # human: response2
+    # i2 never compared x with z: Bradley-Terry on the fitted utilities
+    p = 1 / (1 + np.exp(-(env.utilities[1, x] - env.utilities[1, z])))
+    assert env.feedback(1, x, z, p - 1e-9) == 1 and env.feedback(1, x, z, p + 1e-9) == -1
+    assert env.utilities[0, x] > env.utilities[0, y] and env.utilities[1, y] > env.utilities[1, x]
+    np.testing.assert_allclose(env.perf[0], [0.75, 0.25, 0.5])   # won / compared, ties 1/2
+    judge = environment_from_pairs(pairs_frame(), label="gpt35")
+    assert judge.feedback(0, x, y, 0.0) == -1                    # the judge disagrees with the humans
+    assert judge.labels[1, x, y] == 0                            # missing judge verdict: not recorded
+    np.testing.assert_allclose(judge.utilities, env.utilities)   # regret stays against human labels
+    with pytest.raises(DataError, match="label"):
+        environment_from_pairs(pairs_frame(), label="crowd")
+    with pytest.raises(DataError, match="line 2, field 'model_2'"):
+        environment_from_pairs(pairs_frame().assign(model_2=["y", None, "z", "y"]))
+
+
+def test_load_environment_errors():
+    with pytest.raises(DataError, match="exactly one"):
+        load_environment()
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_environment(data="builtin", dataset="nope")
+
+
+def test_builtin_environment():
+    env = load_environment(data="builtin")
+    assert env.n_queries == 100 and env.n_models == 3 and env.categories is None
+
+
+def test_splits_and_streams():
+    cats = np.array(["a"] * 50 + ["b"] * 10)
+    off, on = split_offline(60, cats, 0.2, 5, 0)
+    assert len(np.intersect1d(off, on)) == 0 and len(off) + len(on) == 60
+    assert (cats[off] == "a").sum() == 10 and (cats[off] == "b").sum() == 5
+    sub = stratified_subsample(60, cats, 30, 0)
+    assert len(sub) == 30 and (cats[sub] == "b").sum() == 5
+    assert len(stratified_subsample(60, cats, None, 0)) == 60
+    s1, u1 = make_stream(7, 100, 3)
+    s2, u2 = make_stream(7, 100, 3)
+    assert (s1 == s2).all() and (u1 == u2).all() and s1.max() < 7
+    assert not (make_stream(7, 100, 4)[0] == s1).all()
+
+
+def synthetic_env(n=60, k=4, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    arms = rng.normal(size=(k, d))
+    arms /= np.linalg.norm(arms, axis=1, keepdims=True)
+    u = 0.3 * (X[:, None, :] * arms[None]).sum(-1) + 0.5
+    env = DuelEnvironment("toy", np.array([f"q{i}" for i in range(n)]), [f"t{i}" for i in range(n)],
+                          tuple(f"m{j}" for j in range(k)), u, np.clip(u, 0, 1), np.zeros((n, k)),
+                          np.zeros((n, k)), np.array(["c0", "c1"] * (n // 2)))
+    return env, {"toy": EmbeddingSet("toy", X, arms, 2.0, "none", np.eye(k), ["c0", "c1"])}
+
+
+def test_grid_is_identical_for_any_jobs_and_report(tmp_path):
+    env, embs = synthetic_env()
+    spec = DuelSpec(rounds=60, seeds=2, embeddings=("toy",), sampler="laplace")
+    with pytest.raises(ConfigError, match="unknown embeddings"):
+        run_duel(env, spec, prepared=embs, progress=False)
+    spec = DuelSpec(rounds=60, seeds=2, embeddings=("minilm",), sampler="laplace",
+                    policies=("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn"))
+    embs = {"minilm": embs["toy"]}
+    r1 = run_duel(env, spec, prepared=embs, progress=False, jobs=1)
+    r2 = run_duel(env, spec, prepared=embs, progress=False, jobs=2)
+    assert len(r1.cells) == len(r2.cells) == 2 * 6
+    for a, b in zip(r1.cells, r2.cells, strict=True):
+        assert (a["policy"], a["seed"]) == (b["policy"], b["seed"])
+        np.testing.assert_array_equal(a["average"], b["average"])
+    rows = {(r["policy"], r["embeddings"]): r for r in r1.rows()}
+    assert set(rows) == {("fgts-cdb", "minilm"), ("uniform", "none"), ("best-fixed", "none"),
+                         ("eps-greedy", "minilm"), ("maxinp", "minilm"), ("dars-knn", "minilm")}
+    for r in rows.values():
+        assert r["rounds"] == 60 and r["seeds"] == 2 and r["regret_mean"] >= r["weak_regret_mean"] >= 0
+    # best-fixed plays one arm: average regret == weak regret
+    assert rows[("best-fixed", "none")]["regret_mean"] == pytest.approx(rows[("best-fixed", "none")]["weak_regret_mean"])
+    # the cumulative curve of a cell is the running sum of its per-round regret
+    cum = r1.curves("average")[("uniform", "none")]
+    assert cum.shape == (2, 60) and cum[0, -1] == pytest.approx(float(r1.cells[1]["average"].astype(float).sum()))
+    paths = write_report(r1, tmp_path / "rep")
+    for key in ("regret", "weak_regret", "table", "rows", "meta", "curves"):
+        assert paths[key].exists() and paths[key].stat().st_size > 0
+    assert paths["regret"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| fgts-cdb | minilm | 60 |" in paths["table"].read_text()
+
+
+@pytest.mark.shared
+def test_shared_sources(shared_data, pandalm_file):
+    rb = load_environment(data=shared_data / "routerdc_7llm_repeated" / "routerbench0shot_subset_long.parquet")
+    assert rb.n_models == 11 and sorted(set(rb.categories)) == ["arc-challenge", "mbpp", "winogrande"]
+    assert rb.meta["dropped_unscored_queries"] == 14 and rb.n_queries == 3150
+    assert np.isfinite(rb.utilities).all() and (rb.cost >= 0).all() and rb.cost.max() <= 1
+    pl = load_environment(data=pandalm_file, label="pandalm7b")
+    assert pl.n_queries == 170 and pl.n_models == 5 and pl.meta["n_pairs"] == 999
+    assert ((pl.labels != 0).sum(axis=(1, 2)) > 0).all()          # every instruction has a recorded pair

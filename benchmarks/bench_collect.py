@@ -39,10 +39,22 @@ def _server():
                 text = f"Tell me now, {chr(97 + seed % 26)}{chr(97 + seed // 26 % 26)}: {q}"
             else:
                 text = f"Final Answer: {seed % 2}"
-            payload = json.dumps({
-                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}).encode()
+            payload = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+                }
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -61,15 +73,42 @@ def _overhead(n_queries: int) -> float:
     srv = _server()
     url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     try:
+
         def m(name):
-            return {"name": name, "base_url": url, "model": name, "api_key_env": "", "price_input_per_1m": 1,
-                    "price_output_per_1m": 1, "max_concurrency": 4}
-        cfg = parse_pool_config({"models": [m("a"), m("b"), m("c")], "rewriter": {"model": "rw", "endpoint": m("rw")},
-                                 "tasks": {"t": {"prompt_template": "Q: {question}", "scorer": "numeric",
-                                                 "max_tokens": 8, "kind": "math"}}}, source="bench")
-        q = pd.DataFrame({"query_id": [f"q{i}" for i in range(n_queries)],
-                          "split": ["train"] * n_queries, "question": [f"What is {i} + 1?" for i in range(n_queries)],
-                          "context": [None] * n_queries, "answer": ["1"] * n_queries})
+            return {
+                "name": name,
+                "base_url": url,
+                "model": name,
+                "api_key_env": "",
+                "price_input_per_1m": 1,
+                "price_output_per_1m": 1,
+                "max_concurrency": 4,
+            }
+
+        cfg = parse_pool_config(
+            {
+                "models": [m("a"), m("b"), m("c")],
+                "rewriter": {"model": "rw", "endpoint": m("rw")},
+                "tasks": {
+                    "t": {
+                        "prompt_template": "Q: {question}",
+                        "scorer": "numeric",
+                        "max_tokens": 8,
+                        "kind": "math",
+                    }
+                },
+            },
+            source="bench",
+        )
+        q = pd.DataFrame(
+            {
+                "query_id": [f"q{i}" for i in range(n_queries)],
+                "split": ["train"] * n_queries,
+                "question": [f"What is {i} + 1?" for i in range(n_queries)],
+                "context": [None] * n_queries,
+                "answer": ["1"] * n_queries,
+            }
+        )
         with tempfile.TemporaryDirectory() as d:
             spec = CollectSpec(dataset="b", task="t", models=("a", "b", "c"), similarity_check=False)
             t0 = time.perf_counter()
@@ -99,13 +138,36 @@ def run(quick: bool = False) -> list[dict]:
     num = statistics.median(_scorer_rate("numeric", 5000) for _ in range(reps))
     mth = statistics.median(_scorer_rate("math", 100 if quick else 300) for _ in range(reps))
     return [
-        {"benchmark": "collect", "figure": "collector ceiling (instant local server, 3 models, 3x3 grid)",
-         "value": round(overhead, 1), "unit": "generations/s", "goal": ">= 20", "baseline": None, "ratio": None,
-         "notes": f"{nq} training queries x 3 models x 9 observations + rewrites; median of {reps}"},
-        {"benchmark": "collect", "figure": "numeric scorer", "value": round(num), "unit": "responses/s",
-         "goal": ">= 10000", "baseline": None, "ratio": None, "notes": "Final Answer line + first number"},
-        {"benchmark": "collect", "figure": "math scorer (math-verify)", "value": round(mth), "unit": "responses/s",
-         "goal": ">= 10", "baseline": None, "ratio": None, "notes": "sympy-backed equivalence"},
+        {
+            "benchmark": "collect",
+            "figure": "collector ceiling (instant local server, 3 models, 3x3 grid)",
+            "value": round(overhead, 1),
+            "unit": "generations/s",
+            "goal": ">= 20",
+            "baseline": None,
+            "ratio": None,
+            "notes": f"{nq} training queries x 3 models x 9 observations + rewrites; median of {reps}",
+        },
+        {
+            "benchmark": "collect",
+            "figure": "numeric scorer",
+            "value": round(num),
+            "unit": "responses/s",
+            "goal": ">= 10000",
+            "baseline": None,
+            "ratio": None,
+            "notes": "Final Answer line + first number",
+        },
+        {
+            "benchmark": "collect",
+            "figure": "math scorer (math-verify)",
+            "value": round(mth),
+            "unit": "responses/s",
+            "goal": ">= 10",
+            "baseline": None,
+            "ratio": None,
+            "notes": "sympy-backed equivalence",
+        },
     ]
 
 

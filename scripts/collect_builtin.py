@@ -20,34 +20,69 @@ import numpy as np
 N_TRAIN, N_TEST, SEED = 152, 102, 20260
 
 FACTS = [
-    ("How many legs does a spider have?", 8), ("How many legs does an insect have?", 6),
-    ("How many legs does a dog have?", 4), ("How many legs does a bird have?", 2),
-    ("How many sides does a triangle have?", 3), ("How many sides does a square have?", 4),
-    ("How many sides does a pentagon have?", 5), ("How many sides does a hexagon have?", 6),
-    ("How many sides does an octagon have?", 8), ("How many days are in a week?", 7),
-    ("How many months are in a year?", 12), ("How many hours are in a day?", 24),
-    ("How many minutes are in an hour?", 60), ("How many seconds are in a minute?", 60),
-    ("How many continents are there on Earth?", 7), ("How many planets are in the Solar System?", 8),
-    ("How many wheels does a bicycle have?", 2), ("How many wheels does a tricycle have?", 3),
-    ("How many wheels does a car have?", 4), ("How many fingers are on one hand?", 5),
-    ("How many players are on a soccer team on the field?", 11), ("How many strings does a guitar have?", 6),
-    ("How many days are in a leap year?", 366), ("How many days are in a normal year?", 365),
-    ("How many cents are in a dollar?", 100), ("How many items are in a dozen?", 12),
-    ("How many degrees are in a right angle?", 90), ("At how many degrees Celsius does water boil?", 100),
-    ("At how many degrees Celsius does water freeze?", 0), ("How many years are in a century?", 100),
-    ("How many years are in a decade?", 10), ("How many letters are in the English alphabet?", 26),
-    ("How many colours are in a rainbow?", 7), ("How many eyes does a person have?", 2),
-    ("How many hearts does a human have?", 1), ("How many weeks are in a year?", 52),
+    ("How many legs does a spider have?", 8),
+    ("How many legs does an insect have?", 6),
+    ("How many legs does a dog have?", 4),
+    ("How many legs does a bird have?", 2),
+    ("How many sides does a triangle have?", 3),
+    ("How many sides does a square have?", 4),
+    ("How many sides does a pentagon have?", 5),
+    ("How many sides does a hexagon have?", 6),
+    ("How many sides does an octagon have?", 8),
+    ("How many days are in a week?", 7),
+    ("How many months are in a year?", 12),
+    ("How many hours are in a day?", 24),
+    ("How many minutes are in an hour?", 60),
+    ("How many seconds are in a minute?", 60),
+    ("How many continents are there on Earth?", 7),
+    ("How many planets are in the Solar System?", 8),
+    ("How many wheels does a bicycle have?", 2),
+    ("How many wheels does a tricycle have?", 3),
+    ("How many wheels does a car have?", 4),
+    ("How many fingers are on one hand?", 5),
+    ("How many players are on a soccer team on the field?", 11),
+    ("How many strings does a guitar have?", 6),
+    ("How many days are in a leap year?", 366),
+    ("How many days are in a normal year?", 365),
+    ("How many cents are in a dollar?", 100),
+    ("How many items are in a dozen?", 12),
+    ("How many degrees are in a right angle?", 90),
+    ("At how many degrees Celsius does water boil?", 100),
+    ("At how many degrees Celsius does water freeze?", 0),
+    ("How many years are in a century?", 100),
+    ("How many years are in a decade?", 10),
+    ("How many letters are in the English alphabet?", 26),
+    ("How many colours are in a rainbow?", 7),
+    ("How many eyes does a person have?", 2),
+    ("How many hearts does a human have?", 1),
+    ("How many weeks are in a year?", 52),
 ]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 CONVERSIONS = [
-    ("How many minutes are in {n} hours?", 60), ("How many seconds are in {n} minutes?", 60),
-    ("How many days are in {n} weeks?", 7), ("How many centimeters are in {n} meters?", 100),
-    ("How many grams are in {n} kilograms?", 1000), ("How many months are in {n} years?", 12),
-    ("How many hours are in {n} days?", 24), ("How many meters are in {n} kilometers?", 1000),
-    ("How many eggs are in {n} dozen?", 12), ("How many millimeters are in {n} centimeters?", 10),
+    ("How many minutes are in {n} hours?", 60),
+    ("How many seconds are in {n} minutes?", 60),
+    ("How many days are in {n} weeks?", 7),
+    ("How many centimeters are in {n} meters?", 100),
+    ("How many grams are in {n} kilograms?", 1000),
+    ("How many months are in {n} years?", 12),
+    ("How many hours are in {n} days?", 24),
+    ("How many meters are in {n} kilometers?", 1000),
+    ("How many eggs are in {n} dozen?", 12),
+    ("How many millimeters are in {n} centimeters?", 10),
 ]
 
 
@@ -146,20 +181,36 @@ def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
 
     models = sorted(obs["model"].unique())
     ds = sorted(obs["dataset"].unique())
-    view = obs["split"] + "/" + obs["observation_type"].map({"prompt_variation": "rewrite",
-                                                            "decoding_variation": "decode"})
+    view = (
+        obs["split"]
+        + "/"
+        + obs["observation_type"].map({"prompt_variation": "rewrite", "decoding_variation": "decode"})
+    )
     acc = obs.assign(view=view).pivot_table(index="model", columns="view", values="score", aggfunc="mean")
     acc = acc.reset_index()
-    per_model = obs.groupby("model").agg(rows=("score", "size"), mean_score=("score", "mean"),
-                                         mean_cost_usd=("cost", "mean"), mean_output_tokens=("output_tokens", "mean"),
-                                         cost_known=("cost_known", "mean")).reset_index()
-    counts = obs.groupby(["split", "observation_type"]).agg(
-        rows=("score", "size"), queries=("query_id", "nunique"), models=("model", "nunique")).reset_index()
-    topics = queries.merge(pd.DataFrame(make_queries())[["query_id", "topic"]], on="query_id",
-                           how="left")
+    per_model = (
+        obs.groupby("model")
+        .agg(
+            rows=("score", "size"),
+            mean_score=("score", "mean"),
+            mean_cost_usd=("cost", "mean"),
+            mean_output_tokens=("output_tokens", "mean"),
+            cost_known=("cost_known", "mean"),
+        )
+        .reset_index()
+    )
+    counts = (
+        obs.groupby(["split", "observation_type"])
+        .agg(rows=("score", "size"), queries=("query_id", "nunique"), models=("model", "nunique"))
+        .reset_index()
+    )
+    topics = queries.merge(pd.DataFrame(make_queries())[["query_id", "topic"]], on="query_id", how="left")
     topic_counts = topics.groupby(["split", "topic"]).size().unstack(fill_value=0).reset_index()
-    topic_acc = obs.merge(topics[["query_id", "topic"]], on="query_id").pivot_table(
-        index="topic", columns="model", values="score", aggfunc="mean").reset_index()
+    topic_acc = (
+        obs.merge(topics[["query_id", "topic"]], on="query_id")
+        .pivot_table(index="topic", columns="model", values="score", aggfunc="mean")
+        .reset_index()
+    )
     pair_mean = obs[obs["split"] == "train"].groupby(["model", "query_id"])["score"].mean()
     varying = ((pair_mean > 0) & (pair_mean < 1)).groupby("model").mean()
     src = rewrites.groupby("source").size().to_dict()
@@ -173,16 +224,30 @@ def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
         if m in LOCAL_MODELS:
             f = model_file(m)
             spec = LOCAL_MODELS[m]
-            files.append({"model": m, "weights": spec.description, "file": f.name, "sha256": sha256_file(f),
-                          "licence": spec.licence, "usd_per_1M_in": spec.price_input_per_1m,
-                          "usd_per_1M_out": spec.price_output_per_1m})
+            files.append(
+                {
+                    "model": m,
+                    "weights": spec.description,
+                    "file": f.name,
+                    "sha256": sha256_file(f),
+                    "licence": spec.licence,
+                    "usd_per_1M_in": spec.price_input_per_1m,
+                    "usd_per_1M_out": spec.price_output_per_1m,
+                }
+            )
     diag_rows = []
     for name in ds:
         d, _ = diagnostics(obs[obs["dataset"] == name])
-        diag_rows.append({"dataset": name, "outcome_instability": d.outcome_instability,
-                          "winner_flip_rate": d.winner_flip_rate,
-                          "single_vs_da_disagreement": d.single_vs_da_disagreement,
-                          "input_variance": d.input_variance, "output_variance": d.output_variance})
+        diag_rows.append(
+            {
+                "dataset": name,
+                "outcome_instability": d.outcome_instability,
+                "winner_flip_rate": d.winner_flip_rate,
+                "single_vs_da_disagreement": d.single_vs_da_disagreement,
+                "input_variance": d.input_variance,
+                "output_variance": d.output_variance,
+            }
+        )
     validity = ""
     if reports:
         from pathlib import Path
@@ -190,10 +255,12 @@ def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
         p = Path(reports) / ds[0] / "scoring_validity.json"
         if p.exists():
             v = json.loads(p.read_text())
-            validity = (f"Scoring validity (App. D.2, `scoring_validity.json`): parse rate {v['parse_rate']:.3f}, "
-                        f"non-finite scores {v['non_finite_scores']}, out of range {v['out_of_range_scores']}, "
-                        f"rescore agreement {v['rescore_agreement']:.3f}, duplicate keys {v['duplicate_keys']}, "
-                        f"rows without usage {v['cost_unknown']}.")
+            validity = (
+                f"Scoring validity (App. D.2, `scoring_validity.json`): parse rate {v['parse_rate']:.3f}, "
+                f"non-finite scores {v['non_finite_scores']}, out of range {v['out_of_range_scores']}, "
+                f"rescore agreement {v['rescore_agreement']:.3f}, duplicate keys {v['duplicate_keys']}, "
+                f"rows without usage {v['cost_unknown']}."
+            )
     task = ""
     if pool_yaml:
         from pathlib import Path
@@ -203,10 +270,12 @@ def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
         cfg = yaml.safe_load(Path(pool_yaml).read_text())
         t = cfg["tasks"]["numeric"]
         shots = "; ".join(f"{s['question']} -> {s['answer']}" for s in t["fewshot"])
-        task = (f"Prompt: user turn `{t['prompt_template']}` after three worked examples sent as earlier "
-                f"chat turns ({shots}), each answered `Final Answer: <n>`. max_tokens {t['max_tokens']}, "
-                f"temperature {t['temperature']}, top_p {t['top_p']}, stop {t['stop']!r}, scorer "
-                f"`{t['scorer']}` {t['scorer_args']}.")
+        task = (
+            f"Prompt: user turn `{t['prompt_template']}` after three worked examples sent as earlier "
+            f"chat turns ({shots}), each answered `Final Answer: <n>`. max_tokens {t['max_tokens']}, "
+            f"temperature {t['temperature']}, top_p {t['top_p']}, stop {t['stop']!r}, scorer "
+            f"`{t['scorer']}` {t['scorer_args']}."
+        )
     return f"""# DATASHEET: the builtin observation set (`--data builtin`)
 
 Real observations of three small language models served locally by llama.cpp, collected with

@@ -33,8 +33,9 @@ def test_protocol_sizes(obs):
     test = obs[obs["split"] == "test"]
     assert train["query_id"].nunique() >= 150 and test["query_id"].nunique() >= 100
     # every training (query, model) pair has the full 3 x 3 grid
-    grid = train.groupby(["query_id", "model"]).agg(k=("prompt_variant_id", "nunique"), r=("decode_id", "nunique"),
-                                                    n=("score", "size"))
+    grid = train.groupby(["query_id", "model"]).agg(
+        k=("prompt_variant_id", "nunique"), r=("decode_id", "nunique"), n=("score", "size")
+    )
     assert len(grid) == train["query_id"].nunique() * len(models)
     assert (grid["k"] >= 3).all() and (grid["r"] >= 3).all() and (grid["n"] >= 9).all()
     # both test views for every (query, model) pair
@@ -42,8 +43,9 @@ def test_protocol_sizes(obs):
     assert len(views) == test["query_id"].nunique() * len(models)
     assert (views["prompt_variation"] >= 3).all() and (views["decoding_variation"] >= 3).all()
     assert (test.loc[test["observation_type"] == "decoding_variation", "prompt_variant_id"] == -1).all()
-    assert not obs.duplicated(["dataset", "split", "query_id", "model", "prompt_variant_id", "decode_id",
-                               "observation_type"]).any()
+    assert not obs.duplicated(
+        ["dataset", "split", "query_id", "model", "prompt_variant_id", "decode_id", "observation_type"]
+    ).any()
 
 
 def test_models_differ_and_vary_under_sampling(obs):

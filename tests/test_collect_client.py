@@ -49,14 +49,27 @@ def make_server(script: Script):
             else:
                 _, n_choices, with_usage = step
                 seed = body.get("seed")
-                choices = [{"index": i, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": f"Final Answer: {seed}-{i}"}}
-                           for i in range(n_choices)]
-                resp = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": choices}
+                choices = [
+                    {
+                        "index": i,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"Final Answer: {seed}-{i}"},
+                    }
+                    for i in range(n_choices)
+                ]
+                resp = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": choices,
+                }
                 if with_usage:
-                    resp["usage"] = {"prompt_tokens": 100, "completion_tokens": 10 * n_choices,
-                                     "total_tokens": 100 + 10 * n_choices}
+                    resp["usage"] = {
+                        "prompt_tokens": 100,
+                        "completion_tokens": 10 * n_choices,
+                        "total_tokens": 100 + 10 * n_choices,
+                    }
                 payload = json.dumps(resp).encode()
                 self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -85,14 +98,22 @@ def serve():
 
 
 def endpoint(url, **kw):
-    base = dict(name="m", base_url=url, model="m-id", api_key_env="", price_input_per_1m=1.0,
-                price_output_per_1m=2.0, timeout_s=5)
+    base = dict(
+        name="m",
+        base_url=url,
+        model="m-id",
+        api_key_env="",
+        price_input_per_1m=1.0,
+        price_output_per_1m=2.0,
+        timeout_s=5,
+    )
     return ModelEndpoint(**(base | kw))
 
 
 def run(coro_fn):
     async def main():
         return await coro_fn()
+
     return asyncio.run(main())
 
 
@@ -159,8 +180,10 @@ def test_connection_errors_are_retried_then_reported():
         port = s.getsockname()[1]  # closed again: nothing listens there
 
     async def go():
-        c = ChatClient(endpoint(f"http://127.0.0.1:{port}/v1"),
-                       retry=RetryPolicy(max_retries=2, base_delay_s=0.01, max_delay_s=0.02))
+        c = ChatClient(
+            endpoint(f"http://127.0.0.1:{port}/v1"),
+            retry=RetryPolicy(max_retries=2, base_delay_s=0.01, max_delay_s=0.02),
+        )
         try:
             await c.generate(MSG)
         finally:

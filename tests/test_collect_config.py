@@ -67,16 +67,19 @@ def test_missing_price_is_an_error_naming_file_and_field(tmp_path):
     assert str(p) in msg and "models[0].price_output_per_1m" in msg and "explicit price" in msg
 
 
-@pytest.mark.parametrize("old,new,field", [
-    ("price_input_per_1m: 0.5", "price_input_per_1m: -1", "models[0].price_input_per_1m"),
-    ("max_concurrency: 2", "max_concurrency: 0", "models[0].max_concurrency"),
-    ("base_url: http://127.0.0.1:9/v1", "base_url: 127.0.0.1:9", "models[0].base_url"),
-    ("prompt_template: \"Q: {question}\"", "prompt_template: \"Q: {query}\"", "tasks.arith.prompt_template"),
-    ("scorer: numeric", "scorer: no-such-scorer", "tasks.arith.scorer"),
-    ("scorer_args: {abs_tol: 0.5}", "scorer_args: {tolerance: 0.5}", "tasks.arith.scorer"),
-    ("rewriter: {model: small}", "rewriter: {model: nobody}", "rewriter.model"),
-    ("    max_concurrency: 2\n", "    max_concurrency: 2\n    colour: red\n", "models[0].colour"),
-])
+@pytest.mark.parametrize(
+    "old,new,field",
+    [
+        ("price_input_per_1m: 0.5", "price_input_per_1m: -1", "models[0].price_input_per_1m"),
+        ("max_concurrency: 2", "max_concurrency: 0", "models[0].max_concurrency"),
+        ("base_url: http://127.0.0.1:9/v1", "base_url: 127.0.0.1:9", "models[0].base_url"),
+        ('prompt_template: "Q: {question}"', 'prompt_template: "Q: {query}"', "tasks.arith.prompt_template"),
+        ("scorer: numeric", "scorer: no-such-scorer", "tasks.arith.scorer"),
+        ("scorer_args: {abs_tol: 0.5}", "scorer_args: {tolerance: 0.5}", "tasks.arith.scorer"),
+        ("rewriter: {model: small}", "rewriter: {model: nobody}", "rewriter.model"),
+        ("    max_concurrency: 2\n", "    max_concurrency: 2\n    colour: red\n", "models[0].colour"),
+    ],
+)
 def test_bad_fields_are_named(tmp_path, old, new, field):
     assert old in GOOD
     p = write(tmp_path, GOOD.replace(old, new))
@@ -116,13 +119,25 @@ def test_api_key_read_from_named_env_var(tmp_path, monkeypatch):
 def test_messages_render_fewshot_turns(tmp_path):
     task = load_pool_config(write(tmp_path, GOOD)).task("arith")
     assert task.messages("2+3?") == [
-        {"role": "user", "content": "Q: 1+1?"}, {"role": "assistant", "content": "Final Answer: 2"},
-        {"role": "user", "content": "Q: 2+3?"}]
+        {"role": "user", "content": "Q: 1+1?"},
+        {"role": "assistant", "content": "Final Answer: 2"},
+        {"role": "user", "content": "Q: 2+3?"},
+    ]
 
 
 def test_rewriter_endpoint_must_match_its_name():
-    data = {"models": [{"name": "a", "base_url": "http://x/v1", "model": "a", "api_key_env": "",
-                        "price_input_per_1m": 0, "price_output_per_1m": 0}]}
+    data = {
+        "models": [
+            {
+                "name": "a",
+                "base_url": "http://x/v1",
+                "model": "a",
+                "api_key_env": "",
+                "price_input_per_1m": 0,
+                "price_output_per_1m": 0,
+            }
+        ]
+    }
     ep = dict(data["models"][0], name="rw")
     with pytest.raises(ConfigError, match="rewriter.model"):
         parse_pool_config({**data, "rewriter": {"model": "other", "endpoint": ep}}, source="inline")

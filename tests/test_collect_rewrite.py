@@ -17,17 +17,20 @@ from caproute.collect.rewrite import (
 Q = "How many minutes are in 2 hours?"
 
 
-@pytest.mark.parametrize("cand,kind,flags", [
-    ("What is the number of minutes in 2 hours?", "math", []),
-    ("", "math", ["empty"]),
-    ("Minutes in 2 hours", "math", ["incomplete"]),          # no question mark
-    ("How many?", "math", ["incomplete", "numbers"]),         # too short, number dropped
-    ("How many minutes are in 2 hours?", "math", ["duplicate"]),
-    ("how many minutes are in 2 hours", "math", ["duplicate", "incomplete"]),
-    ("How many minutes are in 3 hours?", "math", ["numbers"]),
-    ("Final Answer: 120 minutes are in 2 hours?", "math", ["numbers", "structure"]),
-    ("How many minutes? And in 2 hours?", "math", ["structure"]),
-])
+@pytest.mark.parametrize(
+    "cand,kind,flags",
+    [
+        ("What is the number of minutes in 2 hours?", "math", []),
+        ("", "math", ["empty"]),
+        ("Minutes in 2 hours", "math", ["incomplete"]),  # no question mark
+        ("How many?", "math", ["incomplete", "numbers"]),  # too short, number dropped
+        ("How many minutes are in 2 hours?", "math", ["duplicate"]),
+        ("how many minutes are in 2 hours", "math", ["duplicate", "incomplete"]),
+        ("How many minutes are in 3 hours?", "math", ["numbers"]),
+        ("Final Answer: 120 minutes are in 2 hours?", "math", ["numbers", "structure"]),
+        ("How many minutes? And in 2 hours?", "math", ["structure"]),
+    ],
+)
 def test_check_rewrite_flags(cand, kind, flags):
     assert check_rewrite(Q, cand, [], kind=kind) == flags
 
@@ -41,7 +44,9 @@ def test_number_order_matters_for_math_only():
 def test_duplicate_of_an_accepted_rewrite_and_truncation_and_similarity():
     acc = ["What is the number of minutes in 2 hours?"]
     assert check_rewrite(Q, "What is the number of minutes in 2 hours?", acc) == ["duplicate"]
-    assert check_rewrite(Q, "In 2 hours, how many minutes pass?", acc, finish_reason="length") == ["incomplete"]
+    assert check_rewrite(Q, "In 2 hours, how many minutes pass?", acc, finish_reason="length") == [
+        "incomplete"
+    ]
     assert check_rewrite(Q, "In 2 hours, how many minutes pass?", acc, similarity=0.3) == ["similarity"]
     assert check_rewrite(Q, "In 2 hours, how many minutes pass?", acc, similarity=0.999) == ["similarity"]
     assert check_rewrite(Q, "In 2 hours, how many minutes pass?", acc, similarity=0.8) == []

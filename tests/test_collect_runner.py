@@ -60,10 +60,20 @@ class Server:
                     text = f"Tell me, variant {tag}: {q}" if seed % 2 == 0 else "no"
                 else:
                     text = f"Final Answer: {seed % 2}"
-                resp = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": text}}],
-                        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
+                resp = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+                }
                 payload = json.dumps(resp).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -95,25 +105,59 @@ def server():
 
 def pool_cfg(url: str, models=("a", "b")):
     def m(name):
-        return {"name": name, "base_url": url, "model": name, "api_key_env": "", "price_input_per_1m": 1.0,
-                "price_output_per_1m": 2.0, "max_concurrency": 2, "timeout_s": 10}
-    return parse_pool_config({
-        "models": [m(n) for n in models],
-        "rewriter": {"model": "rw", "endpoint": m("rw"), "max_attempts": 2},
-        "tasks": {"t": {"prompt_template": "Q: {question}", "scorer": "numeric", "max_tokens": 5,
-                        "kind": "math"}}}, source="test")
+        return {
+            "name": name,
+            "base_url": url,
+            "model": name,
+            "api_key_env": "",
+            "price_input_per_1m": 1.0,
+            "price_output_per_1m": 2.0,
+            "max_concurrency": 2,
+            "timeout_s": 10,
+        }
+
+    return parse_pool_config(
+        {
+            "models": [m(n) for n in models],
+            "rewriter": {"model": "rw", "endpoint": m("rw"), "max_attempts": 2},
+            "tasks": {
+                "t": {
+                    "prompt_template": "Q: {question}",
+                    "scorer": "numeric",
+                    "max_tokens": 5,
+                    "kind": "math",
+                }
+            },
+        },
+        source="test",
+    )
 
 
 def queries_file(tmp_path, n_train=2, n_test=1):
-    rows = [{"query_id": f"q{i}", "question": f"What is {i} + 1?", "answer": "1",
-             "split": "train" if i < n_train else "test"} for i in range(n_train + n_test)]
+    rows = [
+        {
+            "query_id": f"q{i}",
+            "question": f"What is {i} + 1?",
+            "answer": "1",
+            "split": "train" if i < n_train else "test",
+        }
+        for i in range(n_train + n_test)
+    ]
     p = tmp_path / "q.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return p
 
 
-SPEC = dict(dataset="d", task="t", models=("a", "b"), rewrites=2, decodes=2, test_rewrites=2, test_decodes=2,
-            similarity_check=False)
+SPEC = dict(
+    dataset="d",
+    task="t",
+    models=("a", "b"),
+    rewrites=2,
+    decodes=2,
+    test_rewrites=2,
+    test_decodes=2,
+    similarity_check=False,
+)
 
 
 def expected_keys(queries: pd.DataFrame, models=("a", "b")) -> set[tuple]:
@@ -134,8 +178,17 @@ def stored(path) -> pd.DataFrame:
 
 
 def keys_of(df: pd.DataFrame) -> list[tuple]:
-    return list(zip(df["split"], df["query_id"], df["model"], df["prompt_variant_id"], df["decode_id"],
-                    df["observation_type"], strict=True))
+    return list(
+        zip(
+            df["split"],
+            df["query_id"],
+            df["model"],
+            df["prompt_variant_id"],
+            df["decode_id"],
+            df["observation_type"],
+            strict=True,
+        )
+    )
 
 
 def test_collect_writes_exactly_the_planned_observations(tmp_path, server):
@@ -151,7 +204,9 @@ def test_collect_writes_exactly_the_planned_observations(tmp_path, server):
     assert np.allclose(df["cost"], 30e-6) and df["cost_known"].all()
     # rewrite views carry the rewrite text; decode views the original only
     rv = df[df["prompt_variant_id"] >= 0]
-    assert rv["rewrite_text"].notna().all() and df.loc[df["prompt_variant_id"] < 0, "rewrite_text"].isna().all()
+    assert (
+        rv["rewrite_text"].notna().all() and df.loc[df["prompt_variant_id"] < 0, "rewrite_text"].isna().all()
+    )
     assert stats.spend_usd == pytest.approx(df["cost"].sum() + 30e-6 * server.count(rewriter=True))
 
 
@@ -169,7 +224,9 @@ def test_rerun_is_idempotent_and_resume_fills_exactly_what_is_missing(tmp_path, 
     stats, _ = collect(pool_cfg(server.url), q, path, CollectSpec(**SPEC), progress=False)
     assert stats.done == 4  # q0 is a training query: 2 rewrites x 2 decodes
     again = stored(path)
-    assert server.count(rewriter=True) == sum(r["messages"][0]["role"] == "system" for r in server.requests[:n_req])
+    assert server.count(rewriter=True) == sum(
+        r["messages"][0]["role"] == "system" for r in server.requests[:n_req]
+    )
     pd.testing.assert_frame_equal(first.drop(columns="latency_s"), again.drop(columns="latency_s"))
 
 
@@ -195,8 +252,13 @@ def test_budget_stops_cleanly(tmp_path, server):
     # about 50 of the ~96 requests at 30e-6 USD each; before each request the runner reserves its
     # upper-bound cost (max_tokens), so it stops before, never after, crossing the budget
     budget = 1.5e-3
-    stats, est = collect(pool_cfg(server.url), q, tmp_path / "s.duckdb",
-                         CollectSpec(**(SPEC | {"budget_usd": budget})), progress=False)
+    stats, est = collect(
+        pool_cfg(server.url),
+        q,
+        tmp_path / "s.duckdb",
+        CollectSpec(**(SPEC | {"budget_usd": budget})),
+        progress=False,
+    )
     assert stats.stopped and stats.stopped.startswith("budget")
     assert stats.spend_usd <= budget + 1e-12
     n = len(stored(tmp_path / "s.duckdb"))
@@ -205,8 +267,9 @@ def test_budget_stops_cleanly(tmp_path, server):
 
 def test_dry_run_prices_the_missing_work_without_requests(tmp_path, server):
     q = load_queries(queries_file(tmp_path))
-    stats, est = collect(pool_cfg(server.url), q, tmp_path / "s.duckdb", CollectSpec(**SPEC), dry_run=True,
-                         progress=False)
+    stats, est = collect(
+        pool_cfg(server.url), q, tmp_path / "s.duckdb", CollectSpec(**SPEC), dry_run=True, progress=False
+    )
     assert server.count() == 0 and stats.done == 0
     rows = {r["model"]: r for r in est.rows}
     assert rows["a"]["generations"] == 12 and est.generations == 24
@@ -243,9 +306,33 @@ def test_kill_9_mid_run_then_resume(tmp_path):
 
         dump_pool_config(pool_cfg(slow.url), cfg_path)
         path = tmp_path / "s.duckdb"
-        args = [sys.executable, "-m", "caproute", "collect", "--config", str(cfg_path), "--queries", str(qpath),
-                "--store", str(path), "--task", "t", "--dataset", "d", "--rewrites", "2", "--decodes", "2",
-                "--test-rewrites", "2", "--test-decodes", "2", "--models", "a,b", "--no-similarity-check"]
+        args = [
+            sys.executable,
+            "-m",
+            "caproute",
+            "collect",
+            "--config",
+            str(cfg_path),
+            "--queries",
+            str(qpath),
+            "--store",
+            str(path),
+            "--task",
+            "t",
+            "--dataset",
+            "d",
+            "--rewrites",
+            "2",
+            "--decodes",
+            "2",
+            "--test-rewrites",
+            "2",
+            "--test-decodes",
+            "2",
+            "--models",
+            "a,b",
+            "--no-similarity-check",
+        ]
         env = dict(os.environ)
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 60
@@ -268,8 +355,10 @@ def test_kill_9_mid_run_then_resume(tmp_path):
 # -- queries files ----------------------------------------------------------------------------------
 def test_queries_errors_name_file_line_and_field(tmp_path):
     p = tmp_path / "q.jsonl"
-    p.write_text('{"query_id": "a", "question": "x?", "answer": "1"}\n{"query_id": "a", "question": "y?", '
-                 '"answer": "2"}\n')
+    p.write_text(
+        '{"query_id": "a", "question": "x?", "answer": "1"}\n{"query_id": "a", "question": "y?", '
+        '"answer": "2"}\n'
+    )
     with pytest.raises(DataError, match=r"q.jsonl, line 2, field 'query_id': duplicate query_id 'a'"):
         load_queries(p)
     p.write_text('{"query_id": "a", "question": "x?"}\n')
@@ -297,11 +386,21 @@ def test_split_test_is_exact_and_deterministic(tmp_path):
 
 
 def test_scoring_validity_report_hand_case():
-    obs = pd.DataFrame({
-        "dataset": "d", "split": "train", "query_id": ["a", "a", "b", "b"], "model": ["m", "n", "m", "n"],
-        "prompt_variant_id": 0, "decode_id": 0, "observation_type": "prompt_variation",
-        "score": [1.0, 0.0, 1.0, 0.0], "cost": [0.1, 0.1, 0.1, 0.1], "cost_known": [True, True, True, False],
-        "response_text": ["Final Answer: 3", "no answer", "Final Answer: 5", "Final Answer: 4"]})
+    obs = pd.DataFrame(
+        {
+            "dataset": "d",
+            "split": "train",
+            "query_id": ["a", "a", "b", "b"],
+            "model": ["m", "n", "m", "n"],
+            "prompt_variant_id": 0,
+            "decode_id": 0,
+            "observation_type": "prompt_variation",
+            "score": [1.0, 0.0, 1.0, 0.0],
+            "cost": [0.1, 0.1, 0.1, 0.1],
+            "cost_known": [True, True, True, False],
+            "response_text": ["Final Answer: 3", "no answer", "Final Answer: 5", "Final Answer: 4"],
+        }
+    )
     gold = pd.DataFrame({"query_id": ["a", "b"], "answer": ["3", "4"]})
     r = scoring_validity_report(obs, gold, get_scorer("numeric"))
     assert r["parse_rate"] == 0.75

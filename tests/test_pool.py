@@ -67,7 +67,9 @@ def test_real_server_usage_seed_and_fan_out(pool):
     assert len(a) == 2  # llama.cpp ignores n: the client fanned out
     assert a[0].text == b[0].text  # same seed, same sample
     assert all(g.cost_known and g.input_tokens > 50 and g.output_tokens > 0 for g in a)
-    assert a[0].cost == pytest.approx(cfg.model("smollm2-135m").cost_usd(a[0].input_tokens, a[0].output_tokens))
+    assert a[0].cost == pytest.approx(
+        cfg.model("smollm2-135m").cost_usd(a[0].input_tokens, a[0].output_tokens)
+    )
 
 
 def _expected(queries):
@@ -75,7 +77,9 @@ def _expected(queries):
     for q in queries:
         for m in MODELS:
             if q["split"] == "train":
-                out |= {("train", q["query_id"], m, k, r, "prompt_variation") for k in range(2) for r in range(2)}
+                out |= {
+                    ("train", q["query_id"], m, k, r, "prompt_variation") for k in range(2) for r in range(2)
+                }
             else:
                 out |= {("test", q["query_id"], m, k, 0, "prompt_variation") for k in range(2)}
                 out |= {("test", q["query_id"], m, -1, r, "decoding_variation") for r in range(2)}
@@ -83,15 +87,40 @@ def _expected(queries):
 
 
 def test_collect_kill9_resume_then_supervise(pool, tmp_path):
-    queries = [{"query_id": "a", "question": "What is 3 + 4?", "answer": "7", "split": "train"},
-               {"query_id": "b", "question": "How many legs does a spider have?", "answer": "8", "split": "train"},
-               {"query_id": "c", "question": "How many days are in a week?", "answer": "7", "split": "test"}]
+    queries = [
+        {"query_id": "a", "question": "What is 3 + 4?", "answer": "7", "split": "train"},
+        {"query_id": "b", "question": "How many legs does a spider have?", "answer": "8", "split": "train"},
+        {"query_id": "c", "question": "How many days are in a week?", "answer": "7", "split": "test"},
+    ]
     qpath = tmp_path / "q.jsonl"
     qpath.write_text("".join(json.dumps(q) + "\n" for q in queries))
     store = tmp_path / "obs.duckdb"
-    args = [sys.executable, "-m", "caproute", "collect", "--config", str(pool.config_path), "--queries", str(qpath),
-            "--store", str(store), "--task", "numeric", "--dataset", "pooltest", "--rewrites", "2", "--decodes", "2",
-            "--test-rewrites", "2", "--test-decodes", "2", "--progress-every", "0.2"]
+    args = [
+        sys.executable,
+        "-m",
+        "caproute",
+        "collect",
+        "--config",
+        str(pool.config_path),
+        "--queries",
+        str(qpath),
+        "--store",
+        str(store),
+        "--task",
+        "numeric",
+        "--dataset",
+        "pooltest",
+        "--rewrites",
+        "2",
+        "--decodes",
+        "2",
+        "--test-rewrites",
+        "2",
+        "--test-decodes",
+        "2",
+        "--progress-every",
+        "0.2",
+    ]
     total = len(_expected(queries))
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done, deadline = 0, time.monotonic() + 240
@@ -112,8 +141,17 @@ def test_collect_kill9_resume_then_supervise(pool, tmp_path):
     assert "duplicate keys 0" in r.stdout
     with ObservationStore(store, read_only=True) as s:
         obs = s.read(dataset="pooltest")
-    keys = list(zip(obs["split"], obs["query_id"], obs["model"], obs["prompt_variant_id"], obs["decode_id"],
-                    obs["observation_type"], strict=True))
+    keys = list(
+        zip(
+            obs["split"],
+            obs["query_id"],
+            obs["model"],
+            obs["prompt_variant_id"],
+            obs["decode_id"],
+            obs["observation_type"],
+            strict=True,
+        )
+    )
     assert len(keys) == len(set(keys)) == total
     assert set(keys) == _expected(queries)
     assert obs["cost"].gt(0).all() and obs["cost_known"].all() and obs["response_text"].str.len().gt(0).all()
@@ -125,8 +163,23 @@ def test_collect_kill9_resume_then_supervise(pool, tmp_path):
     sup = build_supervision(train)
     assert sup.mu_q.shape == (2, 3) and (sup.n == 4).all()
     out = tmp_path / "sup.parquet"
-    r = subprocess.run([sys.executable, "-m", "caproute", "supervise", "--store", str(store), "--dataset", "pooltest",
-                        "--out", str(out)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "caproute",
+            "supervise",
+            "--store",
+            str(store),
+            "--dataset",
+            "pooltest",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     import pandas as pd
 

@@ -11,16 +11,19 @@ from caproute.collect import scorers as S
 from caproute.errors import ConfigError
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("Let me think.\nFinal Answer: 42", "42"),
-    ("final answer: 7.\nmore text", "7"),
-    ("Final Answer: 1\nwait\nFinal Answer: 2", "2"),  # the last one counts
-    ("**Final Answer:** **B**", "B"),
-    ("Final Answer:   ", None),
-    ("The answer is 42", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Let me think.\nFinal Answer: 42", "42"),
+        ("final answer: 7.\nmore text", "7"),
+        ("Final Answer: 1\nwait\nFinal Answer: 2", "2"),  # the last one counts
+        ("**Final Answer:** **B**", "B"),
+        ("Final Answer:   ", None),
+        ("The answer is 42", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_extract_final_answer(text, expected):
     assert S.extract_final_answer(text) == expected
 
@@ -30,19 +33,35 @@ def test_no_final_answer_is_a_parse_failure_scoring_zero():
     assert (r.score, r.parsed, r.answer) == (0.0, False, None)
 
 
-@pytest.mark.parametrize("answer,gold,score", [
-    ("B", "B", 1.0), ("(c)", "C", 1.0), ("B) Paris", "B", 1.0), ("The answer is D", "D", 1.0),
-    ("A", "B", 0.0), ("none", "A", 0.0),
-])
+@pytest.mark.parametrize(
+    "answer,gold,score",
+    [
+        ("B", "B", 1.0),
+        ("(c)", "C", 1.0),
+        ("B) Paris", "B", 1.0),
+        ("The answer is D", "D", 1.0),
+        ("A", "B", 0.0),
+        ("none", "A", 0.0),
+    ],
+)
 def test_multiple_choice(answer, gold, score):
     assert S.score_multiple_choice(answer, gold) == score
 
 
-@pytest.mark.parametrize("answer,gold,score", [
-    ("42", "42", 1.0), ("42 apples", "42", 1.0), ("1,000", "1000", 1.0), ("$5.00", "5", 1.0),
-    ("3/4", "0.75", 1.0), ("−3", "-3", 1.0), ("41", "42", 0.0), ("forty-two", "42", 0.0),
-    ("17个月", "17", 1.0),
-])
+@pytest.mark.parametrize(
+    "answer,gold,score",
+    [
+        ("42", "42", 1.0),
+        ("42 apples", "42", 1.0),
+        ("1,000", "1000", 1.0),
+        ("$5.00", "5", 1.0),
+        ("3/4", "0.75", 1.0),
+        ("−3", "-3", 1.0),
+        ("41", "42", 0.0),
+        ("forty-two", "42", 0.0),
+        ("17个月", "17", 1.0),
+    ],
+)
 def test_numeric(answer, gold, score):
     assert S.score_numeric(answer, gold) == score
 
@@ -53,10 +72,15 @@ def test_numeric_tolerances():
     assert S.score_numeric("105", "100", abs_tol=0, rel_tol=0.05) == 1.0
 
 
-@pytest.mark.parametrize("answer,gold,score", [
-    ("The Eiffel Tower", "eiffel tower", 1.0), ("Paris.", "paris", 1.0), ("NYC", "New York|NYC", 1.0),
-    ("Paris France", "Paris", 0.0),
-])
+@pytest.mark.parametrize(
+    "answer,gold,score",
+    [
+        ("The Eiffel Tower", "eiffel tower", 1.0),
+        ("Paris.", "paris", 1.0),
+        ("NYC", "New York|NYC", 1.0),
+        ("Paris France", "Paris", 0.0),
+    ],
+)
 def test_exact_match(answer, gold, score):
     assert S.score_exact_match(answer, gold) == score
 
@@ -80,10 +104,17 @@ def test_regex():
     assert S.score_regex("ABC", "abc", ignore_case=False) == 0.0
 
 
-@pytest.mark.parametrize("answer,gold,score", [
-    ("\\frac{1}{2}", "\\frac{1}{2}", 1.0), ("0.5", "\\frac{1}{2}", 1.0), ("1/2", "0.5", 1.0),
-    ("$\\sqrt{4}$", "2", 1.0), ("3", "\\frac{1}{2}", 0.0), ("x^2+2x", "x(x+2)", 1.0),
-])
+@pytest.mark.parametrize(
+    "answer,gold,score",
+    [
+        ("\\frac{1}{2}", "\\frac{1}{2}", 1.0),
+        ("0.5", "\\frac{1}{2}", 1.0),
+        ("1/2", "0.5", 1.0),
+        ("$\\sqrt{4}$", "2", 1.0),
+        ("3", "\\frac{1}{2}", 0.0),
+        ("x^2+2x", "x(x+2)", 1.0),
+    ],
+)
 def test_math_verify(answer, gold, score):
     assert S.score_math(answer, gold) == score
 
@@ -110,10 +141,12 @@ def test_out_of_range_scorer_output_is_an_error():
 def test_user_scorer_via_entry_point(tmp_path, monkeypatch):
     """A real entry point: a dist-info with entry_points.txt on sys.path, as pip would install it."""
     pkg = tmp_path / "myscorers.py"
-    pkg.write_text(textwrap.dedent("""
+    pkg.write_text(
+        textwrap.dedent("""
         def length_match(answer, gold, scale=1.0):
             return 1.0 if len(answer) == len(gold) * scale else 0.0
-    """))
+    """)
+    )
     dist = tmp_path / "myscorers-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myscorers\nVersion: 0.1\n")

@@ -14,20 +14,32 @@ from caproute.cli import app
 pool_app = typer.Typer(no_args_is_help=True, help="Start, show and stop the local llama.cpp model pool.")
 app.add_typer(pool_app, name="pool")
 
-WorkdirOpt = Annotated[Path | None, typer.Option(
-    "--workdir", help="pool state and logs (default ~/.cache/caproute/pool or $CAPROUTE_POOL_DIR)")]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir", help="pool state and logs (default ~/.cache/caproute/pool or $CAPROUTE_POOL_DIR)"
+    ),
+]
 
 
 @pool_app.command("up")
 def up(
     config_out: Annotated[Path, typer.Option("--config-out", help="write the pool YAML here")],
-    models: Annotated[str | None, typer.Option(
-        "--models", help="comma-separated: smollm2-135m,gemma3-270m,smollm2-135m-q2k (default: all)")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models", help="comma-separated: smollm2-135m,gemma3-270m,smollm2-135m-q2k (default: all)"
+        ),
+    ] = None,
     port_base: Annotated[int, typer.Option("--port-base", help="first port (0 = pick free ports)")] = 8090,
     workdir: WorkdirOpt = None,
     n_threads: Annotated[int, typer.Option("--n-threads", help="threads per server")] = 1,
-    rewriter: Annotated[str | None, typer.Option(
-        "--rewriter", help="rewrite with this pool model instead of a dedicated SmolLM2 rewriter server")] = None,
+    rewriter: Annotated[
+        str | None,
+        typer.Option(
+            "--rewriter", help="rewrite with this pool model instead of a dedicated SmolLM2 rewriter server"
+        ),
+    ] = None,
 ) -> None:
     """Start one OpenAI-compatible llama.cpp server per model on 127.0.0.1 and write the pool YAML."""
     from caproute.collect.pool import start_pool
@@ -35,8 +47,10 @@ def up(
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads, rewriter=rewriter)
     _print(h.workdir)
-    Console().print(f"pool config: {h.config_path}\nstop with: caproute pool down"
-                    + (f" --workdir {workdir}" if workdir else ""))
+    Console().print(
+        f"pool config: {h.config_path}\nstop with: caproute pool down"
+        + (f" --workdir {workdir}" if workdir else "")
+    )
 
 
 def _print(workdir: Path | None) -> list[dict]:

@@ -52,7 +52,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Full-jitter exponential backoff, at least ``retry_after`` seconds when the server asks."""
-        cap = min(self.max_delay_s, self.base_delay_s * (2 ** attempt))
+        cap = min(self.max_delay_s, self.base_delay_s * (2**attempt))
         d = rng.uniform(0.5 * cap, cap)
         if retry_after is not None:
             d = max(d, retry_after)
@@ -127,8 +127,9 @@ class ChatClient:
 
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
-        self._sdk = AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key(),
-                                timeout=endpoint.timeout_s, max_retries=0)
+        self._sdk = AsyncOpenAI(
+            base_url=endpoint.base_url, api_key=endpoint.api_key(), timeout=endpoint.timeout_s, max_retries=0
+        )
         self._sem = asyncio.Semaphore(endpoint.max_concurrency)
         self._limiter = _RateLimiter(endpoint.requests_per_minute)
         self._rng = random.Random(seed)
@@ -137,10 +138,24 @@ class ChatClient:
     async def aclose(self) -> None:
         await self._sdk.close()
 
-    async def _request(self, messages: list[dict], *, n: int, max_tokens: int, temperature: float,
-                       top_p: float, seed: int | None, stop: list[str] | None = None):
-        kwargs = dict(model=self.endpoint.model, messages=messages, max_tokens=max_tokens,
-                      temperature=temperature, top_p=top_p)
+    async def _request(
+        self,
+        messages: list[dict],
+        *,
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        stop: list[str] | None = None,
+    ):
+        kwargs = dict(
+            model=self.endpoint.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+        )
         if stop:
             kwargs["stop"] = list(stop)
         if n > 1:
@@ -162,13 +177,15 @@ class ChatClient:
                 if not ok or attempt >= self.retry.max_retries:
                     raise GenerationError(
                         f"model '{self.endpoint.name}' at {self.endpoint.base_url}: "
-                        f"{type(e).__name__}: {e} (after {attempt + 1} attempt(s))") from e
+                        f"{type(e).__name__}: {e} (after {attempt + 1} attempt(s))"
+                    ) from e
                 self.retries_done += 1
                 await asyncio.sleep(self.retry.delay(attempt, retry_after, self._rng))
                 attempt += 1
 
-    def _split_usage(self, resp, messages: list[dict], latency: float, seed: int | None,
-                     attempts: int) -> list[Generation]:
+    def _split_usage(
+        self, resp, messages: list[dict], latency: float, seed: int | None, attempts: int
+    ) -> list[Generation]:
         choices = list(resp.choices or [])
         texts = [(c.message.content or "") if c.message is not None else "" for c in choices]
         usage = getattr(resp, "usage", None)
@@ -192,15 +209,33 @@ class ChatClient:
             o = int(round(out_tok * share)) if len(choices) > 1 else out_tok
             inp = in_tok // k + (1 if i < in_tok % k else 0)
             cch = cached // k + (1 if i < cached % k else 0)
-            out.append(Generation(
-                text=t, finish_reason=c.finish_reason, input_tokens=inp, output_tokens=o,
-                cached_input_tokens=cch, cost=self.endpoint.cost_usd(inp, o, cch), cost_known=known,
-                latency_s=latency, seed=None if seed is None else seed + i, attempts=attempts))
+            out.append(
+                Generation(
+                    text=t,
+                    finish_reason=c.finish_reason,
+                    input_tokens=inp,
+                    output_tokens=o,
+                    cached_input_tokens=cch,
+                    cost=self.endpoint.cost_usd(inp, o, cch),
+                    cost_known=known,
+                    latency_s=latency,
+                    seed=None if seed is None else seed + i,
+                    attempts=attempts,
+                )
+            )
         return out
 
-    async def generate(self, messages: list[dict], *, n: int = 1, max_tokens: int = 32,
-                       temperature: float = 0.7, top_p: float = 0.95, seed: int | None = None,
-                       stop: list[str] | None = None) -> list[Generation]:
+    async def generate(
+        self,
+        messages: list[dict],
+        *,
+        n: int = 1,
+        max_tokens: int = 32,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> list[Generation]:
         """``n`` generations for one prompt (fan-out when the server returns fewer choices).
 
         Generation ``i`` uses seed ``seed + i``, so a repeated call reproduces the same samples on
@@ -211,9 +246,15 @@ class ChatClient:
         while len(results) < n:
             s = None if seed is None else seed + len(results)
             want = min(ask_n, n - len(results))
-            resp, latency, attempts = await self._request(messages, n=want, max_tokens=max_tokens,
-                                                          temperature=temperature, top_p=top_p, seed=s,
-                                                          stop=stop)
+            resp, latency, attempts = await self._request(
+                messages,
+                n=want,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=s,
+                stop=stop,
+            )
             got = self._split_usage(resp, messages, latency, s, attempts)
             if not got:
                 raise GenerationError(f"model '{self.endpoint.name}': response with no choices")

@@ -78,10 +78,16 @@ class ModelEndpoint(_Strict):
     def cost_usd(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
         """USD cost of one generation from its token usage."""
         cached = min(max(cached_input_tokens, 0), input_tokens)
-        cached_price = (self.price_cached_input_per_1m if self.price_cached_input_per_1m is not None
-                        else self.price_input_per_1m)
-        return ((input_tokens - cached) * self.price_input_per_1m + cached * cached_price
-                + output_tokens * self.price_output_per_1m) / 1e6
+        cached_price = (
+            self.price_cached_input_per_1m
+            if self.price_cached_input_per_1m is not None
+            else self.price_input_per_1m
+        )
+        return (
+            (input_tokens - cached) * self.price_input_per_1m
+            + cached * cached_price
+            + output_tokens * self.price_output_per_1m
+        ) / 1e6
 
 
 class RewriterConfig(_Strict):
@@ -89,7 +95,8 @@ class RewriterConfig(_Strict):
 
     model: str = Field(min_length=1, description="a name in models, or the name of `endpoint`")
     endpoint: ModelEndpoint | None = Field(
-        default=None, description="a dedicated rewriter endpoint that is not a routed pool model")
+        default=None, description="a dedicated rewriter endpoint that is not a routed pool model"
+    )
     temperature: float = Field(default=0.9, ge=0, le=2)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=96, ge=8)
@@ -97,7 +104,8 @@ class RewriterConfig(_Strict):
     min_similarity: float = Field(default=0.6, ge=-1, le=1, description="MiniLM cosine to the original")
     max_similarity: float = Field(default=0.995, ge=-1, le=1, description="above this it is a copy")
     fallback: Literal["template", "none"] = Field(
-        default="template", description="deterministic template paraphrase when every attempt fails")
+        default="template", description="deterministic template paraphrase when every attempt fails"
+    )
     stop: list[str] = Field(default_factory=lambda: ["\n"], description="stop sequences (one line)")
 
 
@@ -120,11 +128,13 @@ class TaskConfig(_Strict):
     top_p: float = Field(default=0.95, gt=0, le=1)
     answer_format: str = Field(default="a short answer", description="what follows 'Final Answer:'")
     kind: Literal["short", "math", "multiple_choice", "reading"] = Field(
-        default="short", description="decides the rewrite constraints")
+        default="short", description="decides the rewrite constraints"
+    )
     system_prompt: str | None = None
     stop: list[str] = Field(default_factory=list, description="stop sequences, e.g. a newline")
     fewshot: list[FewShot] = Field(
-        default_factory=list, description="examples sent as user/assistant turns before the query")
+        default_factory=list, description="examples sent as user/assistant turns before the query"
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -137,13 +147,15 @@ class TaskConfig(_Strict):
             raise ValueError("must contain the placeholder {question}")
         unknown = fields - {"question", "context", "answer_format"}
         if unknown:
-            raise ValueError(f"unknown placeholders {sorted(unknown)} (allowed: question, context, "
-                             "answer_format)")
+            raise ValueError(
+                f"unknown placeholders {sorted(unknown)} (allowed: question, context, answer_format)"
+            )
         return v
 
     def render(self, question: str, context: str | None = None) -> str:
-        return self.prompt_template.format(question=question, context=context or "",
-                                           answer_format=self.answer_format)
+        return self.prompt_template.format(
+            question=question, context=context or "", answer_format=self.answer_format
+        )
 
     def messages(self, question: str, context: str | None = None) -> list[dict]:
         """Chat messages for one query: system prompt, few-shot turns, then the query."""
@@ -171,8 +183,9 @@ class PoolConfig(_Strict):
         rw = self.rewriter
         if rw is not None and rw.endpoint is not None:
             if rw.endpoint.name != rw.model:
-                raise ValueError(f"rewriter.model: '{rw.model}' must equal rewriter.endpoint.name "
-                                 f"'{rw.endpoint.name}'")
+                raise ValueError(
+                    f"rewriter.model: '{rw.model}' must equal rewriter.endpoint.name '{rw.endpoint.name}'"
+                )
         elif rw is not None and rw.model not in names:
             raise ValueError(f"rewriter.model: '{rw.model}' is not a name in models {names}")
         return self
@@ -207,8 +220,10 @@ def _loc(loc: tuple) -> str:
 def parse_pool_config(data: Any, *, source: str = "<config>") -> PoolConfig:
     """Validate a parsed YAML/JSON object; errors name ``source`` and each field path."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with 'models', 'rewriter', 'tasks' at the top level, "
-                          f"got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping with 'models', 'rewriter', 'tasks' at the top level, "
+            f"got {type(data).__name__}"
+        )
     try:
         cfg = PoolConfig.model_validate(data)
     except ValidationError as e:

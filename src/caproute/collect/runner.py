@@ -93,8 +93,9 @@ def planned_keys(split: str, spec: CollectSpec) -> list[tuple[int, int, str]]:
     """(prompt_variant_id, decode_id, observation_type) of every observation of one (query, model)."""
     if split == "train":
         return [(k, r, schema.PROMPT_VARIATION) for k in range(spec.rewrites) for r in range(spec.decodes)]
-    return ([(k, 0, schema.PROMPT_VARIATION) for k in range(spec.test_rewrites)]
-            + [(-1, r, schema.DECODING_VARIATION) for r in range(spec.test_decodes)])
+    return [(k, 0, schema.PROMPT_VARIATION) for k in range(spec.test_rewrites)] + [
+        (-1, r, schema.DECODING_VARIATION) for r in range(spec.test_decodes)
+    ]
 
 
 def rewrites_needed(split: str, spec: CollectSpec) -> int:
@@ -140,20 +141,24 @@ def ensure_side_tables(con) -> None:
 
 def save_queries(con, dataset: str, task: str, queries: pd.DataFrame) -> None:
     """Record the queries (with gold answers) of a run; a query may not change between runs."""
-    old = con.execute(f"SELECT query_id, split, question, answer FROM {QUERIES_TABLE} WHERE dataset = ?",
-                      [dataset]).df()
+    old = con.execute(
+        f"SELECT query_id, split, question, answer FROM {QUERIES_TABLE} WHERE dataset = ?", [dataset]
+    ).df()
     if len(old):
-        merged = old.merge(queries[["query_id", "split", "question", "answer"]], on="query_id",
-                           suffixes=("_old", ""))
+        merged = old.merge(
+            queries[["query_id", "split", "question", "answer"]], on="query_id", suffixes=("_old", "")
+        )
         for col in ("split", "question", "answer"):
             diff = merged[merged[f"{col}_old"] != merged[col]]
             if len(diff):
                 raise CaprouteError(
                     f"query '{diff['query_id'].iloc[0]}' of dataset '{dataset}' has a different {col} than in "
                     f"the earlier run stored here ({diff[f'{col}_old'].iloc[0]!r} vs {diff[col].iloc[0]!r}); "
-                    "use another --dataset or --store")
+                    "use another --dataset or --store"
+                )
     df = queries.assign(dataset=dataset, task=task)[
-        ["dataset", "query_id", "split", "question", "context", "answer", "task"]]
+        ["dataset", "query_id", "split", "question", "context", "answer", "task"]
+    ]
     con.register("_q", df)
     try:
         con.execute(f"INSERT INTO {QUERIES_TABLE} SELECT * FROM _q ON CONFLICT DO NOTHING")
@@ -162,8 +167,11 @@ def save_queries(con, dataset: str, task: str, queries: pd.DataFrame) -> None:
 
 
 def load_rewrites(con, dataset: str) -> dict[str, list[str]]:
-    rows = con.execute(f"SELECT query_id, variant_id, text FROM {REWRITES_TABLE} WHERE dataset = ? "
-                       "ORDER BY query_id, variant_id", [dataset]).fetchall()
+    rows = con.execute(
+        f"SELECT query_id, variant_id, text FROM {REWRITES_TABLE} WHERE dataset = ? "
+        "ORDER BY query_id, variant_id",
+        [dataset],
+    ).fetchall()
     out: dict[str, list[str]] = {}
     for qid, _, text in rows:
         out.setdefault(qid, []).append(text)
@@ -172,13 +180,32 @@ def load_rewrites(con, dataset: str) -> dict[str, list[str]]:
 
 def save_rewrites(con, dataset: str, query_id: str, result: RewriteResult, start: int) -> None:
     """Persist new rewrites (variant ids from ``start``) and their attempts in one transaction."""
-    rw = pd.DataFrame({"dataset": dataset, "query_id": query_id,
-                       "variant_id": range(start, start + len(result.texts)),
-                       "text": result.texts, "source": result.sources})
-    at = pd.DataFrame([{"dataset": dataset, "query_id": query_id, "variant_id": a.variant_id,
-                        "attempt": a.attempt, "text": a.text, "flags": ",".join(a.flags),
-                        "similarity": a.similarity, "accepted": a.accepted, "source": a.source,
-                        "cost": a.cost} for a in result.attempts])
+    rw = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "query_id": query_id,
+            "variant_id": range(start, start + len(result.texts)),
+            "text": result.texts,
+            "source": result.sources,
+        }
+    )
+    at = pd.DataFrame(
+        [
+            {
+                "dataset": dataset,
+                "query_id": query_id,
+                "variant_id": a.variant_id,
+                "attempt": a.attempt,
+                "text": a.text,
+                "flags": ",".join(a.flags),
+                "similarity": a.similarity,
+                "accepted": a.accepted,
+                "source": a.source,
+                "cost": a.cost,
+            }
+            for a in result.attempts
+        ]
+    )
     con.execute("BEGIN TRANSACTION")
     try:
         if len(rw):
@@ -196,9 +223,18 @@ def save_rewrites(con, dataset: str, query_id: str, result: RewriteResult, start
 
 
 # -- rewriting ------------------------------------------------------------------------------------
-async def make_rewrites(question: str, k: int, *, client: ChatClient, cfg: PoolConfig, kind: str,
-                        seed: int, embedder: MiniLM | None, start: int = 0,
-                        accepted_before: list[str] | None = None) -> RewriteResult:
+async def make_rewrites(
+    question: str,
+    k: int,
+    *,
+    client: ChatClient,
+    cfg: PoolConfig,
+    kind: str,
+    seed: int,
+    embedder: MiniLM | None,
+    start: int = 0,
+    accepted_before: list[str] | None = None,
+) -> RewriteResult:
     """``k`` checked rewrites (variant ids ``start..start+k-1``): model attempts, template fallback."""
     rw = cfg.rewriter
     assert rw is not None
@@ -209,28 +245,55 @@ async def make_rewrites(question: str, k: int, *, client: ChatClient, cfg: PoolC
     total_cost = 0.0
     n_attempt = 0
     while len(accepted) < k and n_attempt < k * rw.max_attempts:
-        gen = (await client.generate(rewrite_messages(question, kind), n=1, max_tokens=rw.max_tokens,
-                                     temperature=rw.temperature, top_p=rw.top_p, seed=seed + n_attempt,
-                                     stop=rw.stop))[0]
+        gen = (
+            await client.generate(
+                rewrite_messages(question, kind),
+                n=1,
+                max_tokens=rw.max_tokens,
+                temperature=rw.temperature,
+                top_p=rw.top_p,
+                seed=seed + n_attempt,
+                stop=rw.stop,
+            )
+        )[0]
         total_cost += gen.cost
         cand = clean_rewrite(gen.text)
         sim = float(embedder.similarity(question, [cand])[0]) if (embedder is not None and cand) else None
-        flags = check_rewrite(question, cand, prior + accepted, kind=kind, finish_reason=gen.finish_reason,
-                              similarity=sim, min_similarity=rw.min_similarity, max_similarity=rw.max_similarity)
+        flags = check_rewrite(
+            question,
+            cand,
+            prior + accepted,
+            kind=kind,
+            finish_reason=gen.finish_reason,
+            similarity=sim,
+            min_similarity=rw.min_similarity,
+            max_similarity=rw.max_similarity,
+        )
         ok = not flags
-        attempts.append(RewriteAttempt(start + len(accepted), n_attempt, cand, flags, sim, ok, "model", gen.cost))
+        attempts.append(
+            RewriteAttempt(start + len(accepted), n_attempt, cand, flags, sim, ok, "model", gen.cost)
+        )
         if ok:
             accepted.append(cand)
             sources.append("model")
         n_attempt += 1
     if len(accepted) < k:
         if rw.fallback != "template":
-            raise CaprouteError(f"rewriter produced only {len(accepted)} of {k} valid rewrites for "
-                                f"'{question[:60]}' and fallback is 'none'")
+            raise CaprouteError(
+                f"rewriter produced only {len(accepted)} of {k} valid rewrites for "
+                f"'{question[:60]}' and fallback is 'none'"
+            )
         for t in template_rewrites(question, k - len(accepted), avoid=prior + accepted):
             sim = float(embedder.similarity(question, [t])[0]) if embedder is not None else None
-            flags = check_rewrite(question, t, prior + accepted, kind=kind, similarity=sim,
-                                  min_similarity=rw.min_similarity, max_similarity=rw.max_similarity)
+            flags = check_rewrite(
+                question,
+                t,
+                prior + accepted,
+                kind=kind,
+                similarity=sim,
+                min_similarity=rw.min_similarity,
+                max_similarity=rw.max_similarity,
+            )
             attempts.append(RewriteAttempt(start + len(accepted), n_attempt, t, flags, sim, True, "template"))
             accepted.append(t)
             sources.append("template")
@@ -285,8 +348,14 @@ def _tokens_of(messages: list[dict]) -> int:
     return int(sum(len(str(m["content"])) for m in messages) / 4 + 4 * len(messages))
 
 
-def estimate_cost(cfg: PoolConfig, task: TaskConfig, queries: pd.DataFrame, spec: CollectSpec,
-                  existing: set[tuple], stored_rewrites: dict[str, list[str]]) -> CostEstimate:
+def estimate_cost(
+    cfg: PoolConfig,
+    task: TaskConfig,
+    queries: pd.DataFrame,
+    spec: CollectSpec,
+    existing: set[tuple],
+    stored_rewrites: dict[str, list[str]],
+) -> CostEstimate:
     qmap = queries.set_index("query_id")
     rows = []
     for name in spec.models:
@@ -298,21 +367,39 @@ def estimate_cost(cfg: PoolConfig, task: TaskConfig, queries: pd.DataFrame, spec
             n += len(u.decode_ids)
             inp += t * len(u.decode_ids)
         out = n * task.max_tokens
-        rows.append({"model": name, "role": "decode", "generations": n, "input_tokens_est": inp, "output_tokens_max": out,
-                     "usd_upper_bound": ep.cost_usd(inp, out)})
+        rows.append(
+            {
+                "model": name,
+                "role": "decode",
+                "generations": n,
+                "input_tokens_est": inp,
+                "output_tokens_max": out,
+                "usd_upper_bound": ep.cost_usd(inp, out),
+            }
+        )
     if cfg.rewriter is not None:
         rw = cfg.rewriter
         ep = cfg.rewriter_endpoint()
         n = inp = 0
-        for qid, split, question in zip(queries["query_id"], queries["split"], queries["question"], strict=True):
+        for qid, split, question in zip(
+            queries["query_id"], queries["split"], queries["question"], strict=True
+        ):
             missing = rewrites_needed(split, spec) - len(stored_rewrites.get(qid, []))
             if missing > 0:
                 calls = missing * rw.max_attempts
                 n += calls
                 inp += calls * _tokens_of(rewrite_messages(question, task.kind))
         out = n * rw.max_tokens
-        rows.append({"model": f"{rw.model} (rewriter, at most)", "role": "rewrite", "generations": n, "input_tokens_est": inp,
-                     "output_tokens_max": out, "usd_upper_bound": ep.cost_usd(inp, out)})
+        rows.append(
+            {
+                "model": f"{rw.model} (rewriter, at most)",
+                "role": "rewrite",
+                "generations": n,
+                "input_tokens_est": inp,
+                "output_tokens_max": out,
+                "usd_upper_bound": ep.cost_usd(inp, out),
+            }
+        )
     return CostEstimate(rows)
 
 
@@ -325,7 +412,10 @@ class _Writer:
 
     def add(self, row: dict) -> None:
         self.buffer.append(row)
-        if len(self.buffer) >= self.spec.batch_size or time.monotonic() - self.last > self.spec.flush_interval_s:
+        if (
+            len(self.buffer) >= self.spec.batch_size
+            or time.monotonic() - self.last > self.spec.flush_interval_s
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -348,16 +438,24 @@ class _Progress:
     def _line(self) -> str:
         s = self.stats
         eta = (s.total - s.done) / s.rate if s.rate > 0 else float("nan")
-        return (f"{s.done}/{s.total} generations, {s.rate:.2f}/s, spend ${s.spend_usd:.6f}, "
-                f"errors {s.errors}, rewrites model/template {s.rewrites_model}/{s.rewrites_template}, "
-                f"eta {eta / 60:.1f} min")
+        return (
+            f"{s.done}/{s.total} generations, {s.rate:.2f}/s, spend ${s.spend_usd:.6f}, "
+            f"errors {s.errors}, rewrites model/template {s.rewrites_model}/{s.rewrites_template}, "
+            f"eta {eta / 60:.1f} min"
+        )
 
     def __enter__(self):
         if self.enabled and self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._live = Progress(TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
+            self._live = Progress(
+                TextColumn("[bold]collect"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
             self._live.__enter__()
             self._task = self._live.add_task("collect", total=self.stats.total, info="")
         return self
@@ -367,8 +465,9 @@ class _Progress:
             return
         s = self.stats
         if self._live is not None:
-            self._live.update(self._task, completed=s.done,
-                              info=f"{s.rate:.2f}/s ${s.spend_usd:.6f} err {s.errors}")
+            self._live.update(
+                self._task, completed=s.done, info=f"{s.rate:.2f}/s ${s.spend_usd:.6f} err {s.errors}"
+            )
         elif force or time.monotonic() - self._last > self.every_s:
             self._last = time.monotonic()
             self.console.print(self._line(), highlight=False)
@@ -379,12 +478,22 @@ class _Progress:
         return False
 
 
-async def _run(cfg: PoolConfig, task: TaskConfig, scorer: Scorer, queries: pd.DataFrame, spec: CollectSpec,
-               store: ObservationStore, existing: set[tuple], stats: RunStats, progress: _Progress) -> None:
+async def _run(
+    cfg: PoolConfig,
+    task: TaskConfig,
+    scorer: Scorer,
+    queries: pd.DataFrame,
+    spec: CollectSpec,
+    store: ObservationStore,
+    existing: set[tuple],
+    stats: RunStats,
+    progress: _Progress,
+) -> None:
     con = store.connection
     names = list(spec.models)
-    clients: dict[str, ChatClient] = {n: ChatClient(cfg.model(n), seed=stable_int("client", spec.seed, n))
-                                      for n in names}
+    clients: dict[str, ChatClient] = {
+        n: ChatClient(cfg.model(n), seed=stable_int("client", spec.seed, n)) for n in names
+    }
     rw_name = cfg.rewriter.model if cfg.rewriter is not None else None
     if rw_name is not None and rw_name not in clients:
         clients[rw_name] = ChatClient(cfg.rewriter_endpoint(), seed=stable_int("client", spec.seed, rw_name))
@@ -418,15 +527,28 @@ async def _run(cfg: PoolConfig, task: TaskConfig, scorer: Scorer, queries: pd.Da
         try:
             q = qmap[qid]
             rw = cfg.rewriter
-            upper = cfg.rewriter_endpoint().cost_usd(_tokens_of(rewrite_messages(q.question, task.kind)),
-                                                 rw.max_tokens) * (need - len(have)) * rw.max_attempts
+            upper = (
+                cfg.rewriter_endpoint().cost_usd(
+                    _tokens_of(rewrite_messages(q.question, task.kind)), rw.max_tokens
+                )
+                * (need - len(have))
+                * rw.max_attempts
+            )
             if would_exceed(upper):
                 stats.stopped = stats.stopped or f"budget of ${spec.budget_usd} reached"
                 stop.set()
                 raise _Stop
-            res = await make_rewrites(q.question, need - len(have), client=clients[rw.model], cfg=cfg,
-                                      kind=task.kind, seed=stable_int("rewrite", spec.seed, spec.dataset, qid),
-                                      embedder=embedder, start=len(have), accepted_before=have)
+            res = await make_rewrites(
+                q.question,
+                need - len(have),
+                client=clients[rw.model],
+                cfg=cfg,
+                kind=task.kind,
+                seed=stable_int("rewrite", spec.seed, spec.dataset, qid),
+                embedder=embedder,
+                start=len(have),
+                accepted_before=have,
+            )
             save_rewrites(con, spec.dataset, qid, res, start=len(have))
             rewrites[qid] = have + res.texts
             stats.rewrite_calls += sum(1 for a in res.attempts if a.source == "model")
@@ -450,18 +572,38 @@ async def _run(cfg: PoolConfig, task: TaskConfig, scorer: Scorer, queries: pd.Da
             stop.set()
             return
         seed = generation_seed(spec, u.query_id, u.model, u.variant_id) + u.decode_ids[0]
-        gens = await clients[u.model].generate(messages, n=len(u.decode_ids), max_tokens=task.max_tokens,
-                                               temperature=task.temperature, top_p=task.top_p, seed=seed,
-                                               stop=task.stop)
+        gens = await clients[u.model].generate(
+            messages,
+            n=len(u.decode_ids),
+            max_tokens=task.max_tokens,
+            temperature=task.temperature,
+            top_p=task.top_p,
+            seed=seed,
+            stop=task.stop,
+        )
         for r, g in zip(u.decode_ids, gens, strict=True):
             res = scorer(g.text, q.answer)
-            writer.add({
-                "dataset": spec.dataset, "split": u.split, "query_id": u.query_id, "model": u.model,
-                "prompt_variant_id": u.variant_id, "decode_id": r, "observation_type": u.observation_type,
-                "score": res.score, "cost": g.cost, "question": q.question, "context": q.context,
-                "rewrite_text": text if u.variant_id >= 0 else None, "response_text": g.text,
-                "input_tokens": g.input_tokens, "output_tokens": g.output_tokens, "latency_s": g.latency_s,
-                "cost_known": g.cost_known})
+            writer.add(
+                {
+                    "dataset": spec.dataset,
+                    "split": u.split,
+                    "query_id": u.query_id,
+                    "model": u.model,
+                    "prompt_variant_id": u.variant_id,
+                    "decode_id": r,
+                    "observation_type": u.observation_type,
+                    "score": res.score,
+                    "cost": g.cost,
+                    "question": q.question,
+                    "context": q.context,
+                    "rewrite_text": text if u.variant_id >= 0 else None,
+                    "response_text": g.text,
+                    "input_tokens": g.input_tokens,
+                    "output_tokens": g.output_tokens,
+                    "latency_s": g.latency_s,
+                    "cost_known": g.cost_known,
+                }
+            )
             stats.done += 1
             stats.per_model[u.model] = stats.per_model.get(u.model, 0) + 1
             charge(g.cost)
@@ -522,11 +664,21 @@ class _Stop(Exception):
     pass
 
 
-def collect(cfg: PoolConfig, queries: pd.DataFrame, store_path: str | os.PathLike, spec: CollectSpec, *,
-            dry_run: bool = False, console=None, progress: bool = True,
-            progress_every_s: float = 30.0) -> tuple[RunStats, CostEstimate]:
+def collect(
+    cfg: PoolConfig,
+    queries: pd.DataFrame,
+    store_path: str | os.PathLike,
+    spec: CollectSpec,
+    *,
+    dry_run: bool = False,
+    console=None,
+    progress: bool = True,
+    progress_every_s: float = 30.0,
+    on_plan=None,
+) -> tuple[RunStats, CostEstimate]:
     """Run (or, with ``dry_run``, only price) a collection into the store at ``store_path``.
 
+    ``on_plan(stats, estimate)`` is called once the missing work is known, before any request.
     Returns the run statistics and the upper-bound cost estimate of the work that was missing.
     """
     from rich.console import Console
@@ -539,13 +691,24 @@ def collect(cfg: PoolConfig, queries: pd.DataFrame, store_path: str | os.PathLik
     with ObservationStore(store_path) as store:
         ensure_side_tables(store.connection)
         keys = store.existing_keys(dataset=spec.dataset)
-        existing = set(zip(keys["split"], keys["query_id"], keys["model"], keys["prompt_variant_id"].astype(int),
-                           keys["decode_id"].astype(int), keys["observation_type"], strict=True))
+        existing = set(
+            zip(
+                keys["split"],
+                keys["query_id"],
+                keys["model"],
+                keys["prompt_variant_id"].astype(int),
+                keys["decode_id"].astype(int),
+                keys["observation_type"],
+                strict=True,
+            )
+        )
         est = estimate_cost(cfg, task, queries, spec, existing, load_rewrites(store.connection, spec.dataset))
         stats = RunStats(total=est.generations)
         planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
         stats.skipped_existing = planned - est.generations
-        if dry_run:
+        if on_plan is not None:
+            on_plan(stats, est)
+        if dry_run or est.generations == 0:
             return stats, est
         save_queries(store.connection, spec.dataset, spec.task, queries)
         stats.started = time.monotonic()
@@ -579,8 +742,11 @@ def scoring_validity_report(obs: pd.DataFrame, gold: pd.DataFrame, scorer: Score
     dup = int(obs.duplicated(list(schema.KEY_COLUMNS)).sum())
     per_model = {}
     for m, idx in obs.groupby("model").indices.items():
-        per_model[str(m)] = {"n": int(len(idx)), "parse_rate": float(parsed[idx].mean()),
-                             "mean_score": float(np.nanmean(scores[idx]))}
+        per_model[str(m)] = {
+            "n": int(len(idx)),
+            "parse_rate": float(parsed[idx].mean()),
+            "mean_score": float(np.nanmean(scores[idx])),
+        }
     return {
         "n_observations": int(len(obs)),
         "parse_rate": float(parsed.mean()) if len(obs) else float("nan"),
@@ -590,17 +756,21 @@ def scoring_validity_report(obs: pd.DataFrame, gold: pd.DataFrame, scorer: Score
         "rows_without_gold": int((~with_gold).sum()),
         "duplicate_keys": dup,
         "non_finite_costs": int((~np.isfinite(obs["cost"].to_numpy(dtype=float))).sum()),
-        "cost_unknown": int((~obs["cost_known"].fillna(False).astype(bool)).sum()) if "cost_known" in obs else 0,
+        "cost_unknown": int((~obs["cost_known"].fillna(False).astype(bool)).sum())
+        if "cost_known" in obs
+        else 0,
         "per_model": per_model,
     }
 
 
 def rewrite_review(con, dataset: str) -> dict:
     """Summary of rewrite attempts: accepted by source, rejected by flag, and the flagged texts."""
-    at = con.execute(f"SELECT * FROM {ATTEMPTS_TABLE} WHERE dataset = ? ORDER BY query_id, attempt",
-                     [dataset]).df()
-    rw = con.execute(f"SELECT source, count(*) AS n FROM {REWRITES_TABLE} WHERE dataset = ? GROUP BY source",
-                     [dataset]).df()
+    at = con.execute(
+        f"SELECT * FROM {ATTEMPTS_TABLE} WHERE dataset = ? ORDER BY query_id, attempt", [dataset]
+    ).df()
+    rw = con.execute(
+        f"SELECT source, count(*) AS n FROM {REWRITES_TABLE} WHERE dataset = ? GROUP BY source", [dataset]
+    ).df()
     flags: dict[str, int] = {}
     for f in at["flags"].fillna(""):
         for x in filter(None, f.split(",")):
@@ -611,15 +781,25 @@ def rewrite_review(con, dataset: str) -> dict:
         "accepted_by_source": {str(s): int(n) for s, n in zip(rw["source"], rw["n"], strict=True)},
         "rejected_model_attempts": int(((~at["accepted"].astype(bool)) & (at["source"] == "model")).sum()),
         "flag_counts": flags,
-        "flagged": [{"query_id": r.query_id, "variant_id": int(r.variant_id), "attempt": int(r.attempt),
-                     "text": r.text, "flags": r.flags, "accepted": bool(r.accepted), "source": r.source,
-                     "similarity": None if pd.isna(r.similarity) else round(float(r.similarity), 4)}
-                    for r in flagged.itertuples(index=False)],
+        "flagged": [
+            {
+                "query_id": r.query_id,
+                "variant_id": int(r.variant_id),
+                "attempt": int(r.attempt),
+                "text": r.text,
+                "flags": r.flags,
+                "accepted": bool(r.accepted),
+                "source": r.source,
+                "similarity": None if pd.isna(r.similarity) else round(float(r.similarity), 4),
+            }
+            for r in flagged.itertuples(index=False)
+        ],
     }
 
 
-def write_reports(store_path: str | os.PathLike, dataset: str, task: TaskConfig, out_dir: str | os.PathLike
-                  ) -> dict:
+def write_reports(
+    store_path: str | os.PathLike, dataset: str, task: TaskConfig, out_dir: str | os.PathLike
+) -> dict:
     """Write ``scoring_validity.json`` and ``rewrite_review.json`` for a dataset of the store."""
     from caproute.data.atomic import write_json
 
@@ -627,12 +807,16 @@ def write_reports(store_path: str | os.PathLike, dataset: str, task: TaskConfig,
     with ObservationStore(store_path, read_only=True) as store:
         obs = store.read(dataset=dataset)
         gold = store.connection.execute(
-            f"SELECT query_id, answer FROM {QUERIES_TABLE} WHERE dataset = ?", [dataset]).df()
+            f"SELECT query_id, answer FROM {QUERIES_TABLE} WHERE dataset = ?", [dataset]
+        ).df()
         review = rewrite_review(store.connection, dataset)
     validity = scoring_validity_report(obs, gold, get_scorer(task.scorer, **task.scorer_args))
     write_json(validity, out / "scoring_validity.json")
     write_json(review, out / "rewrite_review.json")
-    return {"scoring_validity": validity, "rewrite_review": {k: v for k, v in review.items() if k != "flagged"}}
+    return {
+        "scoring_validity": validity,
+        "rewrite_review": {k: v for k, v in review.items() if k != "flagged"},
+    }
 
 
 def summary_json(stats: RunStats) -> str:

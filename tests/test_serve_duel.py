@@ -12,10 +12,10 @@ import pytest
 from caproute.serve.app import create_app
 from caproute.serve.config import ServeConfig
 from caproute.serve.echo import ANSWER, echo_app
-from caproute.serve.testing import UvicornThread, free_port, train_builtin_router, write_pool_yaml
+from caproute.serve.testing import TEST_MODELS, UvicornThread, free_port, train_router, write_pool_yaml
 
 pytestmark = pytest.mark.slow
-NAMES = {"large-c": "big", "small-b": "mid", "tiny-a": "small"}
+NAMES = TEST_MODELS
 USER = [{"role": "user", "content": "Which is larger, 7 or 9?"}]
 
 
@@ -25,16 +25,24 @@ def duel_server(tmp_path_factory):
     from caproute.bandits.fgts import FGTSCDB
 
     d = tmp_path_factory.mktemp("duel")
-    router = train_builtin_router(d / "router", NAMES)
-    backends = {n: UvicornThread(echo_app(n)).start() for n in NAMES.values()}
-    pool = write_pool_yaml(d / "pool.yaml", [{"name": n, "base_url": b.base_url + "/v1", "model": n}
-                                             for n, b in backends.items()])
+    router = train_router(d / "router")
+    backends = {n: UvicornThread(echo_app(n)).start() for n in NAMES}
+    pool = write_pool_yaml(
+        d / "pool.yaml",
+        [{"name": n, "base_url": b.base_url + "/v1", "model": n} for n, b in backends.items()],
+    )
     rng = np.random.default_rng(0)
     arms = rng.normal(size=(3, 384))
     arms /= np.linalg.norm(arms, axis=1, keepdims=True)
-    FGTSCDB(arms, list(NAMES.values()), sampler="laplace", seed=0, encoder=str(minilm_path())).save(d / "policy")
-    cfg = ServeConfig(routers={"dars-knn": router}, pool=pool, insecure_local=True, feedback_db=d / "fb.sqlite3",
-                      duel_policy=d / "policy", duel_state_out=d / "policy-online")
+    FGTSCDB(arms, list(NAMES), sampler="laplace", seed=0, encoder=str(minilm_path())).save(d / "policy")
+    cfg = ServeConfig(
+        routers={"dars-knn": router},
+        pool=pool,
+        insecure_local=True,
+        feedback_db=d / "fb.sqlite3",
+        duel_policy=d / "policy",
+        duel_state_out=d / "policy-online",
+    )
     with UvicornThread(create_app(cfg)) as s:
         yield s, d
     for b in backends.values():
@@ -50,8 +58,10 @@ def test_duel_two_answers_and_feedback_updates_the_policy(duel_server):
     raw = c.chat.completions.with_raw_response.create(model="caproute/duel", messages=USER, max_tokens=4)
     comp = raw.parse()
     duel = comp.model_extra["caproute"]["duel"]
-    assert [ch.index for ch in comp.choices] == [0, 1] and all(ch.message.content == ANSWER for ch in comp.choices)
-    assert len(duel["response_ids"]) == 2 and set(duel["models"]) <= set(NAMES.values())
+    assert [ch.index for ch in comp.choices] == [0, 1] and all(
+        ch.message.content == ANSWER for ch in comp.choices
+    )
+    assert len(duel["response_ids"]) == 2 and set(duel["models"]) <= set(NAMES)
     assert raw.headers["x-caproute-model"] == ",".join(duel["models"]) and comp.id == duel["duel_id"]
     a, b = duel["response_ids"]
     r = httpx.post(srv.base_url + "/v1/feedback", json={"winner_id": b, "loser_id": a})
@@ -60,10 +70,14 @@ def test_duel_two_answers_and_feedback_updates_the_policy(duel_server):
     assert saved.t_ == 1  # one duel learned and saved
 
     again = c.chat.completions.create(model="caproute/duel", messages=USER).model_extra["caproute"]["duel"]
-    tie = httpx.post(srv.base_url + "/v1/feedback", json={"winner_id": again["response_ids"][0],
-                                                          "loser_id": again["response_ids"][1], "tie": True})
+    tie = httpx.post(
+        srv.base_url + "/v1/feedback",
+        json={"winner_id": again["response_ids"][0], "loser_id": again["response_ids"][1], "tie": True},
+    )
     assert tie.status_code == 200 and tie.json()["policy_updated"] is False  # stored, not learned
-    cross = httpx.post(srv.base_url + "/v1/feedback", json={"winner_id": a, "loser_id": again["response_ids"][0]})
+    cross = httpx.post(
+        srv.base_url + "/v1/feedback", json={"winner_id": a, "loser_id": again["response_ids"][0]}
+    )
     assert cross.status_code == 200 and cross.json()["policy_updated"] is False  # answers of different duels
     assert DuelingPolicy.load(d / "policy-online").t_ == 1
 
@@ -73,16 +87,22 @@ def test_duel_does_not_stream_and_routers_still_work(duel_server):
     c = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0, timeout=120)
     with pytest.raises(openai.BadRequestError, match="does not stream"):
         c.chat.completions.create(model="caproute/duel", messages=USER, stream=True)
-    assert c.chat.completions.create(model="caproute/dars-knn", messages=USER).model in NAMES.values()
+    assert c.chat.completions.create(model="caproute/dars-knn", messages=USER).model in NAMES
 
 
 def test_duel_policy_models_must_be_in_the_pool(tmp_path):
     from caproute.bandits.fgts import FGTSCDB
     from caproute.errors import ConfigError
 
-    router = train_builtin_router(tmp_path / "router", NAMES)
-    pool = write_pool_yaml(tmp_path / "pool.yaml", [{"name": n, "base_url": f"http://127.0.0.1:{free_port()}/v1",
-                                                     "model": n} for n in NAMES.values()])
+    router = train_router(tmp_path / "router")
+    pool = write_pool_yaml(
+        tmp_path / "pool.yaml",
+        [{"name": n, "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": n} for n in NAMES],
+    )
     FGTSCDB(np.eye(3, 4), ["big", "mid", "gpt-x"], sampler="laplace").save(tmp_path / "policy")
     with pytest.raises(ConfigError, match=r"models \['gpt-x'\] are not in the pool"):
-        create_app(ServeConfig(routers={"r": router}, pool=pool, insecure_local=True, duel_policy=tmp_path / "policy"))
+        create_app(
+            ServeConfig(
+                routers={"r": router}, pool=pool, insecure_local=True, duel_policy=tmp_path / "policy"
+            )
+        )

@@ -49,12 +49,18 @@ def test_chunked_stream_and_connection_reuse(echo):
         t = LeanTransport()
         async with httpx.AsyncClient(transport=t) as c:
             for _ in range(3):
-                async with c.stream("POST", echo.base_url + "/v1/chat/completions",
-                                    json={"model": "m", "stream": True, "messages": []}) as r:
+                async with c.stream(
+                    "POST",
+                    echo.base_url + "/v1/chat/completions",
+                    json={"model": "m", "stream": True, "messages": []},
+                ) as r:
                     assert r.headers["transfer-encoding"] == "chunked"
                     lines = [ln async for ln in r.aiter_lines() if ln]
-                text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content", "")
-                               for ln in lines if ln != "data: [DONE]")
+                text = "".join(
+                    json.loads(ln[6:])["choices"][0]["delta"].get("content", "")
+                    for ln in lines
+                    if ln != "data: [DONE]"
+                )
                 assert text == ANSWER and lines[-1] == "data: [DONE]"
             assert sum(len(v) for v in t._idle.values()) == 1  # one connection, reused
 
@@ -68,7 +74,9 @@ async def _raw_server(handler):
 
 async def _read_request(reader):
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")), 0)
+    length = next(
+        (int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")), 0
+    )
     return head, await reader.readexactly(length)
 
 

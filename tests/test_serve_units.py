@@ -36,35 +36,45 @@ ROUTERS, POOL = {"dars-knn", "other"}, {"smollm2-135m", "gemma3-270m"}
 
 # -- model field ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, kind, name, budget, lam, beta", [
-    ("caproute/dars-knn", "router", "dars-knn", None, None, None),
-    ("caproute", "router", "dars-knn", None, None, None),
-    ("caproute/", "router", "dars-knn", None, None, None),
-    ("caproute/other@cheap", "router", "other", "cheap", None, None),
-    ("caproute/dars-knn:lambda=0.5,beta=0", "router", "dars-knn", None, 0.5, 0.0),
-    ("caproute/dars-knn@cheap:lam=2", "router", "dars-knn", "cheap", 2.0, None),
-    ("smollm2-135m", "direct", "smollm2-135m", None, None, None),
-])
+
+@pytest.mark.parametrize(
+    "value, kind, name, budget, lam, beta",
+    [
+        ("caproute/dars-knn", "router", "dars-knn", None, None, None),
+        ("caproute", "router", "dars-knn", None, None, None),
+        ("caproute/", "router", "dars-knn", None, None, None),
+        ("caproute/other@cheap", "router", "other", "cheap", None, None),
+        ("caproute/dars-knn:lambda=0.5,beta=0", "router", "dars-knn", None, 0.5, 0.0),
+        ("caproute/dars-knn@cheap:lam=2", "router", "dars-knn", "cheap", 2.0, None),
+        ("smollm2-135m", "direct", "smollm2-135m", None, None, None),
+    ],
+)
 def test_parse_model(value, kind, name, budget, lam, beta):
     t = parse_model(value, routers=ROUTERS, pool=POOL, default_router="dars-knn")
     assert (t.kind, t.name, t.budget, t.lam, t.beta) == (kind, name, budget, lam, beta)
 
 
 def test_parse_model_duel_only_when_enabled():
-    assert parse_model("caproute/duel", routers=ROUTERS, pool=POOL, default_router=None, duel=True).kind == "duel"
+    assert (
+        parse_model("caproute/duel", routers=ROUTERS, pool=POOL, default_router=None, duel=True).kind
+        == "duel"
+    )
     with pytest.raises(ApiError) as e:
         parse_model("caproute/duel", routers=ROUTERS, pool=POOL, default_router=None)
     assert e.value.status == 404 and e.value.code == "model_not_found"
 
 
-@pytest.mark.parametrize("value, status, code", [
-    ("gpt-4o", 404, "model_not_found"),
-    ("caproute/nope", 404, "model_not_found"),
-    ("caproute/dars-knn:lambda=-1", 400, "invalid_model_suffix"),
-    ("caproute/dars-knn:lambda=abc", 400, "invalid_model_suffix"),
-    ("caproute/dars-knn:lambda=nan", 400, "invalid_model_suffix"),
-    ("caproute/dars-knn:gamma=1", 400, "invalid_model_suffix"),
-])
+@pytest.mark.parametrize(
+    "value, status, code",
+    [
+        ("gpt-4o", 404, "model_not_found"),
+        ("caproute/nope", 404, "model_not_found"),
+        ("caproute/dars-knn:lambda=-1", 400, "invalid_model_suffix"),
+        ("caproute/dars-knn:lambda=abc", 400, "invalid_model_suffix"),
+        ("caproute/dars-knn:lambda=nan", 400, "invalid_model_suffix"),
+        ("caproute/dars-knn:gamma=1", 400, "invalid_model_suffix"),
+    ],
+)
 def test_parse_model_errors(value, status, code):
     with pytest.raises(ApiError) as e:
         parse_model(value, routers=ROUTERS, pool=POOL, default_router="dars-knn")
@@ -80,17 +90,27 @@ def test_unknown_model_lists_what_exists():
 
 # -- conversations ----------------------------------------------------------------------------------
 
-CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "first answer"},
-        {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {}},
-                                     {"type": "text", "text": "question"}]}]
+CHAT = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "first question"},
+    {"role": "assistant", "content": "first answer"},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "second"},
+            {"type": "image_url", "image_url": {}},
+            {"type": "text", "text": "question"},
+        ],
+    },
+]
 
 
 def test_routing_text_modes():
     assert routing_text(CHAT, "last_user") == "second\nquestion"
     assert routing_text(CHAT, "user_turns") == "first question\nsecond\nquestion"
-    assert routing_text(CHAT, "history") == ("user: first question\nassistant: first answer\n"
-                                             "user: second\nquestion")
+    assert routing_text(CHAT, "history") == (
+        "user: first question\nassistant: first answer\nuser: second\nquestion"
+    )
     assert routing_text(CHAT, "history", max_chars=15) == "second\nquestion"[-15:]
     assert routing_text([{"role": "system", "content": "only a system prompt"}]) == "only a system prompt"
     assert message_text(None) == "" and message_text(5) == ""
@@ -153,7 +173,7 @@ def test_fit_cost_target():
 def test_fit_share_and_quality_targets():
     assert fit("share", 0.5, "strong").lam == pytest.approx(0.25)
     assert fit("share", 0.0, "strong").lam == pytest.approx(0.8)
-    assert fit("quality", 0.8).lam == pytest.approx(0.25)    # cheapest routing with quality >= 0.8
+    assert fit("quality", 0.8).lam == pytest.approx(0.25)  # cheapest routing with quality >= 0.8
     assert fit("quality", 0.85).lam == pytest.approx(0.0)
     assert fit("quality", 0.6).lam == pytest.approx(0.8)
     with pytest.raises(CalibrationError, match="above the best"):
@@ -173,12 +193,20 @@ def test_target_validation():
 
 def test_policy_roundtrip_and_errors(tmp_path):
     cal = fit("cost", 6.0)
-    doc = policy_dict(cal, router="r", router_fingerprint="f" * 64, sample={"n": 2}, created="2026-01-01T00:00:00")
-    again = policy_dict(cal, router="r", router_fingerprint="f" * 64, sample={"n": 2}, created="2026-02-01T00:00:00")
+    doc = policy_dict(
+        cal, router="r", router_fingerprint="f" * 64, sample={"n": 2}, created="2026-01-01T00:00:00"
+    )
+    again = policy_dict(
+        cal, router="r", router_fingerprint="f" * 64, sample={"n": 2}, created="2026-02-01T00:00:00"
+    )
     assert doc["version"] == again["version"]  # the version depends on content, not time
     p = write_policy(doc, tmp_path / "policy.json")
     pol = load_policy(p)
-    assert pol.lam == pytest.approx(0.25) and pol.target.kind == "cost" and pol.target_value() == pytest.approx(5.5)
+    assert (
+        pol.lam == pytest.approx(0.25)
+        and pol.target.kind == "cost"
+        and pol.target_value() == pytest.approx(5.5)
+    )
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "caproute-policy",\n "format_version": 1,\n')
     with pytest.raises(ConfigError, match=r"bad.json: line 3"):
@@ -191,14 +219,23 @@ def test_policy_roundtrip_and_errors(tmp_path):
 
 # -- drift ------------------------------------------------------------------------------------------
 
+
 def test_share_tv_hand_computed():
     assert share_tv(np.array([3, 1]), np.array([0.5, 0.5])) == pytest.approx(0.25)
     assert share_tv(np.array([0, 0]), np.array([0.5, 0.5])) == 0.0
 
 
 def test_drift_monitor_window_and_transitions():
-    d = DriftMonitor(("a", "b"), {"a": 0.5, "b": 0.5}, "share", 0.5, strong_model="a", window=4,
-                     share_tolerance=0.2, target_tolerance=0.2)
+    d = DriftMonitor(
+        ("a", "b"),
+        {"a": 0.5, "b": 0.5},
+        "share",
+        0.5,
+        strong_model="a",
+        window=4,
+        share_tolerance=0.2,
+        target_tolerance=0.2,
+    )
     states = [d.record(i, 0.0, 0.5) for i in (0, 1, 0, 1)]
     assert [s.drifting for s in states] == [False] * 4 and states[-1].share_tv == 0.0
     s = d.record(0, 0.0, 0.5)  # window (1, 0, 1, 0) -> still balanced
@@ -222,6 +259,7 @@ def test_drift_cost_target_is_relative():
 
 # -- API keys -----------------------------------------------------------------------------------------
 
+
 def test_keys_hashed_and_checked(tmp_path):
     f = tmp_path / "keys.txt"
     key = append_key(f, "ci")
@@ -240,10 +278,13 @@ def test_keys_file_rejects_plain_keys(tmp_path):
     f.write_text("# comment\n\ncr-plaintext-key\n")
     with pytest.raises(ConfigError, match=r"keys.txt: line 3: expected 'sha256:"):
         KeyRing.load(f, env={})
-    assert parse_hashes("sha256:" + "0" * 64 + " label # note\n", source="x") == [("sha256:" + "0" * 64, "label")]
+    assert parse_hashes("sha256:" + "0" * 64 + " label # note\n", source="x") == [
+        ("sha256:" + "0" * 64, "label")
+    ]
 
 
 # -- feedback store -----------------------------------------------------------------------------------
+
 
 def test_feedback_store_durable_and_validated(tmp_path):
     db = tmp_path / "fb.sqlite3"
@@ -289,17 +330,29 @@ def test_feedback_store_concurrent_threads(tmp_path):
 
 # -- schemas and config --------------------------------------------------------------------------------
 
+
 def test_chat_request_keeps_unknown_fields_and_checks_known_ones():
-    req = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                                                "temperature": 0.3, "logit_bias": {"1": 2}, "response_format":
-                                                {"type": "text"}})
+    req = ChatCompletionRequest.model_validate(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.3,
+            "logit_bias": {"1": 2},
+            "response_format": {"type": "text"},
+        }
+    )
     raw = req.model_dump(exclude_unset=True, exclude={"caproute"})
-    assert raw["logit_bias"] == {"1": 2} and raw["response_format"] == {"type": "text"} and "stream" not in raw
-    for bad in ({"model": "m", "messages": []}, {"model": "m", "messages": [{"role": "wizard", "content": "x"}]},
-                {"model": "m", "messages": [{"role": "user"}], "temperature": 3},
-                {"model": "m", "messages": [{"role": "user"}], "caproute": {"lambda": -1}},
-                {"model": "m", "messages": [{"role": "user"}], "caproute": {"lambda": "inf"}},
-                {"model": "m", "messages": [{"role": "user"}], "caproute": {"unknown": 1}}):
+    assert (
+        raw["logit_bias"] == {"1": 2} and raw["response_format"] == {"type": "text"} and "stream" not in raw
+    )
+    for bad in (
+        {"model": "m", "messages": []},
+        {"model": "m", "messages": [{"role": "wizard", "content": "x"}]},
+        {"model": "m", "messages": [{"role": "user"}], "temperature": 3},
+        {"model": "m", "messages": [{"role": "user"}], "caproute": {"lambda": -1}},
+        {"model": "m", "messages": [{"role": "user"}], "caproute": {"lambda": "inf"}},
+        {"model": "m", "messages": [{"role": "user"}], "caproute": {"unknown": 1}},
+    ):
         with pytest.raises(ValidationError):
             ChatCompletionRequest.model_validate(bad)
 
@@ -307,9 +360,15 @@ def test_chat_request_keeps_unknown_fields_and_checks_known_ones():
 def test_feedback_and_route_request_forms():
     assert FeedbackRequest(response_id="a", score=1).score == 1
     assert FeedbackRequest(winner_id="a", loser_id="b", tie=True).tie
-    for bad in ({}, {"response_id": "a"}, {"response_id": "a", "score": 1.5}, {"winner_id": "a"},
-                {"response_id": "a", "score": 1, "tie": False}, {"response_id": "a", "score": 1, "winner_id": "b",
-                                                      "loser_id": "c"}, {"response_id": "a", "score": 1, "tie": True}):
+    for bad in (
+        {},
+        {"response_id": "a"},
+        {"response_id": "a", "score": 1.5},
+        {"winner_id": "a"},
+        {"response_id": "a", "score": 1, "tie": False},
+        {"response_id": "a", "score": 1, "winner_id": "b", "loser_id": "c"},
+        {"response_id": "a", "score": 1, "tie": True},
+    ):
         with pytest.raises(ValidationError):
             FeedbackRequest.model_validate(bad)
     assert RouteRequest.model_validate({"input": ["a", "b"], "lambda": 0.1}).lam == 0.1
@@ -337,7 +396,12 @@ def test_serve_config_checks(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_serve_config(y)
     msg = str(e.value)
-    assert "serve.yaml" in msg and "budgets.cheap" in msg and "max_attempts" in msg and "'bogus': unknown field" in msg
+    assert (
+        "serve.yaml" in msg
+        and "budgets.cheap" in msg
+        and "max_attempts" in msg
+        and "'bogus': unknown field" in msg
+    )
     y.write_text("routers: [\n")
     with pytest.raises(ConfigError, match=r"serve.yaml: line \d+: not valid YAML"):
         load_serve_config(y)

@@ -39,46 +39,84 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 @app.command("serve")
 def serve_cmd(
-    router: Annotated[list[str] | None, typer.Option(
-        "--router", help="router directory, or NAME=DIR; repeat for several (served as caproute/NAME)")] = None,
+    router: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--router", help="router directory, or NAME=DIR; repeat for several (served as caproute/NAME)"
+        ),
+    ] = None,
     pool: Annotated[Path | None, typer.Option("--pool", help="pool YAML (models, endpoints, prices)")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="serve YAML (see docs/serve.md); flags win")] = None,
-    policy: Annotated[list[Path] | None, typer.Option("--policy", help="calibrated policy (caproute calibrate)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="serve YAML (see docs/serve.md); flags win")
+    ] = None,
+    policy: Annotated[
+        list[Path] | None, typer.Option("--policy", help="calibrated policy (caproute calibrate)")
+    ] = None,
     host: Annotated[str | None, typer.Option("--host", help="bind address [127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option("--port", help="port [8000]")] = None,
-    insecure_local: Annotated[bool, typer.Option(
-        "--insecure-local", help="no API keys (loopback addresses only)")] = False,
+    insecure_local: Annotated[
+        bool, typer.Option("--insecure-local", help="no API keys (loopback addresses only)")
+    ] = False,
     keys_file: Annotated[Path | None, typer.Option("--keys-file", help="sha256 hashes of API keys")] = None,
     feedback_db: Annotated[Path | None, typer.Option("--feedback-db", help="SQLite feedback store")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="default lambda [router's]")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="default beta [router's]")] = None,
-    conversation: Annotated[str | None, typer.Option(
-        "--conversation", help="last_user | user_turns | history")] = None,
-    max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="models tried per request")] = None,
-    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="allow this origin (CORS)")] = None,
-    model_map: Annotated[list[str] | None, typer.Option(
-        "--model-map", help="ROUTER_MODEL=POOL_MODEL where the names differ (repeatable)")] = None,
-    duel_policy: Annotated[Path | None, typer.Option(
-        "--duel-policy", help="dueling-bandit policy directory: enables caproute/duel")] = None,
-    duel_state_out: Annotated[Path | None, typer.Option(
-        "--duel-state-out", help="where the online duel policy is saved [--duel-policy]")] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="debug | info | warning | error")] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="last_user | user_turns | history")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="models tried per request")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option("--cors-origin", help="allow this origin (CORS)")
+    ] = None,
+    model_map: Annotated[
+        list[str] | None,
+        typer.Option("--model-map", help="ROUTER_MODEL=POOL_MODEL where the names differ (repeatable)"),
+    ] = None,
+    duel_policy: Annotated[
+        Path | None,
+        typer.Option("--duel-policy", help="dueling-bandit policy directory: enables caproute/duel"),
+    ] = None,
+    duel_state_out: Annotated[
+        Path | None,
+        typer.Option("--duel-state-out", help="where the online duel policy is saved [--duel-policy]"),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug | info | warning | error")
+    ] = None,
 ) -> None:
     """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
     from caproute.serve.config import load_serve_config
     from caproute.serve.server import prepare_server
 
     cfg = load_serve_config(
-        config, routers=_routers(router) if router else None, pool=pool, policies=policy or None, host=host,
-        port=port, insecure_local=insecure_local or None, keys_file=keys_file, feedback_db=feedback_db,
-        lam=lam, beta=beta, conversation=conversation, max_attempts=max_attempts,
-        cors_origins=cors_origin or None, duel_policy=duel_policy, duel_state_out=duel_state_out,
+        config,
+        routers=_routers(router) if router else None,
+        pool=pool,
+        policies=policy or None,
+        host=host,
+        port=port,
+        insecure_local=insecure_local or None,
+        keys_file=keys_file,
+        feedback_db=feedback_db,
+        lam=lam,
+        beta=beta,
+        conversation=conversation,
+        max_attempts=max_attempts,
+        cors_origins=cors_origin or None,
+        duel_policy=duel_policy,
+        duel_state_out=duel_state_out,
         log_level=log_level,
-        model_map=_pairs(model_map, "--model-map") if model_map else None)
+        model_map=_pairs(model_map, "--model-map") if model_map else None,
+    )
     server = prepare_server(cfg)
-    console.print(f"caproute serve: routers {', '.join(f'caproute/{n}' for n in cfg.routers)} on "
-                  f"http://{cfg.host}:{cfg.port}/v1" + ("  [insecure-local: no API keys]" if cfg.insecure_local
-                                                         else ""), highlight=False)
+    console.print(
+        f"caproute serve: routers {', '.join(f'caproute/{n}' for n in cfg.routers)} on "
+        f"http://{cfg.host}:{cfg.port}/v1"
+        + ("  [insecure-local: no API keys]" if cfg.insecure_local else ""),
+        highlight=False,
+    )
     server.run()
 
 
@@ -100,20 +138,40 @@ def calibrate_cmd(
     router: Annotated[Path, typer.Option("--router", help="router directory (caproute train --out)")],
     out: Annotated[Path, typer.Option("--out", help="policy JSON to write")],
     target_cost: Annotated[float | None, typer.Option("--target-cost", help="mean USD per query")] = None,
-    target_share: Annotated[float | None, typer.Option(
-        "--target-share", help="at most this share of calls to --strong-model")] = None,
-    strong_model: Annotated[str | None, typer.Option("--strong-model", help="model of --target-share")] = None,
-    quality_floor: Annotated[float | None, typer.Option(
-        "--quality-floor", help="at least this mean quality, as cheaply as possible")] = None,
-    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
+    target_share: Annotated[
+        float | None, typer.Option("--target-share", help="at most this share of calls to --strong-model")
+    ] = None,
+    strong_model: Annotated[
+        str | None, typer.Option("--strong-model", help="model of --target-share")
+    ] = None,
+    quality_floor: Annotated[
+        float | None,
+        typer.Option("--quality-floor", help="at least this mean quality, as cheaply as possible"),
+    ] = None,
+    store: StoreOpt = None,
+    data: DataOpt = None,
+    dataset: DatasetOpt = None,
     split: Annotated[str | None, typer.Option("--split", help="split of --store/--data [all rows]")] = None,
-    sample: Annotated[Path | None, typer.Option(
-        "--sample", help="JSONL of requests ({messages} or {input}); outcomes are then predicted")] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            "--sample", help="JSONL of requests ({messages} or {input}); outcomes are then predicted"
+        ),
+    ] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="risk weight [router's]")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="router name in the policy [directory name]")] = None,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="drift: max TV distance of model shares")] = 0.1,
-    target_tolerance: Annotated[float, typer.Option(
-        "--target-tolerance", help="drift: max relative (cost, quality) or absolute (share) target deviation")] = 0.2,
+    name: Annotated[
+        str | None, typer.Option("--name", help="router name in the policy [directory name]")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="drift: max TV distance of model shares")
+    ] = 0.1,
+    target_tolerance: Annotated[
+        float,
+        typer.Option(
+            "--target-tolerance",
+            help="drift: max relative (cost, quality) or absolute (share) target deviation",
+        ),
+    ] = 0.2,
     window: Annotated[int, typer.Option("--window", help="drift: live requests per window")] = 200,
     png: Annotated[Path | None, typer.Option("--png", help="plot of cost and quality against lambda")] = None,
 ) -> None:
@@ -123,7 +181,9 @@ def calibrate_cmd(
 
     given = [x is not None for x in (target_cost, target_share, quality_floor)]
     if sum(given) != 1:
-        raise ConfigError("give exactly one of --target-cost, --target-share (with --strong-model), --quality-floor")
+        raise ConfigError(
+            "give exactly one of --target-cost, --target-share (with --strong-model), --quality-floor"
+        )
     if target_cost is not None:
         target = CalibrationTarget("cost", target_cost)
     elif target_share is not None:
@@ -143,14 +203,28 @@ def calibrate_cmd(
 
         obs, ds = load_observations(store=store, data=data, dataset=dataset, split=split)
         traffic = (obs, f"{store or data}:{ds}" + (f":{split}" if split else ""))
-    cal, doc = calibrate_router(router, target, traffic, beta=beta, name=name, share_tolerance=tolerance,
-                                target_tolerance=target_tolerance, window=window)
+    cal, doc = calibrate_router(
+        router,
+        target,
+        traffic,
+        beta=beta,
+        name=name,
+        share_tolerance=tolerance,
+        target_tolerance=target_tolerance,
+        window=window,
+    )
     write_json(doc, out)
     exp = doc["expected"]
-    console.print(f"policy {doc['version']}: lambda = {cal.lam:.6g}, beta = {cal.beta:g} "
-                  f"({doc['sample']['n']} queries, outcomes {doc['sample']['outcomes']})", highlight=False)
-    console.print(f"  mean cost {exp['mean_cost_usd']:.6g} USD/query, mean quality {exp['mean_quality']:.4f}, "
-                  "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()), highlight=False)
+    console.print(
+        f"policy {doc['version']}: lambda = {cal.lam:.6g}, beta = {cal.beta:g} "
+        f"({doc['sample']['n']} queries, outcomes {doc['sample']['outcomes']})",
+        highlight=False,
+    )
+    console.print(
+        f"  mean cost {exp['mean_cost_usd']:.6g} USD/query, mean quality {exp['mean_quality']:.4f}, "
+        "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()),
+        highlight=False,
+    )
     console.print(f"  -> {out}", highlight=False)
     if png is not None:
         plot_sweep(cal, png)

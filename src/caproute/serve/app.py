@@ -55,14 +55,24 @@ CONVERSATION_HEADER = "x-caproute-conversation-id"
 CHARS_PER_TOKEN = 4  # estimate for streams whose backend reports no usage (llama.cpp)
 
 _ERR = {"model": ErrorResponse}
-COMMON_ERRORS = {400: {**_ERR, "description": "invalid request"}, 401: {**_ERR, "description": "missing or bad API key"},
-                 413: {**_ERR, "description": "body too large"}}
-CHAT_RESPONSES = {200: {"description": "a chat completion (JSON), or server-sent chunks when stream is true",
-                        "content": {"application/json": {"schema": {"type": "object"}},
-                                    "text/event-stream": {"schema": {"type": "string"}}}},
-                  **COMMON_ERRORS, 404: {**_ERR, "description": "unknown model"},
-                  502: {**_ERR, "description": "no backend answered"},
-                  504: {**_ERR, "description": "every backend timed out"}}
+COMMON_ERRORS = {
+    400: {**_ERR, "description": "invalid request"},
+    401: {**_ERR, "description": "missing or bad API key"},
+    413: {**_ERR, "description": "body too large"},
+}
+CHAT_RESPONSES = {
+    200: {
+        "description": "a chat completion (JSON), or server-sent chunks when stream is true",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    },
+    **COMMON_ERRORS,
+    404: {**_ERR, "description": "unknown model"},
+    502: {**_ERR, "description": "no backend answered"},
+    504: {**_ERR, "description": "every backend timed out"},
+}
 
 
 @dataclass
@@ -71,12 +81,16 @@ class Params:
 
     lam: float
     beta: float
-    source: str                 # default | policy | budget:<name> | model-suffix | request
+    source: str  # default | policy | budget:<name> | model-suffix | request
     policy: Policy | None = None
 
     @property
     def version(self) -> str:
-        return self.policy.version if self.policy is not None else f"{self.source}:lambda={self.lam:g},beta={self.beta:g}"
+        return (
+            self.policy.version
+            if self.policy is not None
+            else f"{self.source}:lambda={self.lam:g},beta={self.beta:g}"
+        )
 
 
 @dataclass
@@ -84,7 +98,7 @@ class Duel:
     """The online dueling mode: a bandit policy over pool models (issue 6, item 6)."""
 
     policy: Any
-    pool_names: dict[str, str]   # policy model -> pool model
+    pool_names: dict[str, str]  # policy model -> pool model
     state_out: Any
     embeddings: dict[str, Any] = field(default_factory=dict)  # duel id -> query embedding (LRU)
     save_lock: asyncio.Lock | None = None
@@ -102,14 +116,17 @@ class ServeState:
         self.pool_names = tuple(m.name for m in self.pool.models)
         self.routers: dict[str, RouterHandle] = {
             name: RouterHandle.load(name, path, self.pool_names, config.model_map, str(config.pool))
-            for name, path in config.routers.items()}
+            for name, path in config.routers.items()
+        }
         for p in config.policies:
             pol = load_policy(p)
             matches = [h for h in self.routers.values() if h.fingerprint == pol.router_fingerprint]
             if not matches:
-                raise ConfigError(f"{p}: calibrated for router directory fingerprint "
-                                  f"{pol.router_fingerprint[:12]}..., which none of the served routers "
-                                  f"{sorted(self.routers)} has; re-run `caproute calibrate`")
+                raise ConfigError(
+                    f"{p}: calibrated for router directory fingerprint "
+                    f"{pol.router_fingerprint[:12]}..., which none of the served routers "
+                    f"{sorted(self.routers)} has; re-run `caproute calibrate`"
+                )
             for h in matches:
                 if h.policy is not None:
                     raise ConfigError(f"{p}: router '{h.name}' already has policy {h.policy.path}")
@@ -117,14 +134,20 @@ class ServeState:
         self.budgets: dict[str, tuple[BudgetSpec, Policy | None]] = {}
         for name, spec in config.budgets.items():
             pol = load_policy(spec.policy) if spec.policy is not None else None
-            if pol is not None and not any(h.fingerprint == pol.router_fingerprint for h in self.routers.values()):
+            if pol is not None and not any(
+                h.fingerprint == pol.router_fingerprint for h in self.routers.values()
+            ):
                 raise ConfigError(f"budget '{name}': policy {spec.policy} fits none of the served routers")
             self.budgets[name] = (spec, pol)
-        self.keyring = KeyRing.load(config.keys_file) if not config.insecure_local or config.keys_file else KeyRing(())
+        self.keyring = (
+            KeyRing.load(config.keys_file) if not config.insecure_local or config.keys_file else KeyRing(())
+        )
         if not config.insecure_local and len(self.keyring) == 0:
-            raise ConfigError("no API keys: create one with `caproute serve-key --keys-file KEYS` and pass "
-                              "--keys-file KEYS (or set CAPROUTE_API_KEY_HASHES), or use --insecure-local "
-                              "on a loopback address")
+            raise ConfigError(
+                "no API keys: create one with `caproute serve-key --keys-file KEYS` and pass "
+                "--keys-file KEYS (or set CAPROUTE_API_KEY_HASHES), or use --insecure-local "
+                "on a loopback address"
+            )
         self.metrics = ServeMetrics()
         self.sticky = StickyMap(config.sticky_max_entries, config.sticky_ttl_s)
         self.backends = Backends(self.pool, lean_transport=config.lean_transport)
@@ -140,8 +163,10 @@ class ServeState:
         names = {m: self.config.model_map.get(m, m) for m in policy.models_}
         missing = sorted(p for p in names.values() if p not in self.pool_names)
         if missing:
-            raise ConfigError(f"duel policy {self.config.duel_policy}: models {missing} are not in the pool "
-                              f"{sorted(self.pool_names)} (map them with model_map)")
+            raise ConfigError(
+                f"duel policy {self.config.duel_policy}: models {missing} are not in the pool "
+                f"{sorted(self.pool_names)} (map them with model_map)"
+            )
         return Duel(policy, names, self.config.duel_state_out or self.config.duel_policy)
 
     async def start(self) -> None:
@@ -169,31 +194,54 @@ class ServeState:
         budget = (opts.budget if opts is not None and opts.budget else None) or target.budget
         if budget is not None:
             if budget not in self.budgets:
-                raise ApiError(404, f"unknown budget '{budget}' (configured: {sorted(self.budgets)})",
-                               param="budget", code="budget_not_found")
+                raise ApiError(
+                    404,
+                    f"unknown budget '{budget}' (configured: {sorted(self.budgets)})",
+                    param="budget",
+                    code="budget_not_found",
+                )
             spec, pol = self.budgets[budget]
             if pol is not None:
                 if pol.router_fingerprint != handle.fingerprint:
-                    raise ApiError(400, f"budget '{budget}' is calibrated for another router than "
-                                        f"'{handle.name}'", param="budget", code="budget_router_mismatch")
+                    raise ApiError(
+                        400,
+                        f"budget '{budget}' is calibrated for another router than '{handle.name}'",
+                        param="budget",
+                        code="budget_router_mismatch",
+                    )
                 out = Params(pol.lam, pol.beta, f"budget:{budget}", pol)
             else:
-                out = Params(out.lam if spec.lam is None else spec.lam,
-                             out.beta if spec.beta is None else spec.beta, f"budget:{budget}")
+                out = Params(
+                    out.lam if spec.lam is None else spec.lam,
+                    out.beta if spec.beta is None else spec.beta,
+                    f"budget:{budget}",
+                )
         if target.lam is not None or target.beta is not None:
-            out = Params(out.lam if target.lam is None else target.lam,
-                         out.beta if target.beta is None else target.beta, "model-suffix")
+            out = Params(
+                out.lam if target.lam is None else target.lam,
+                out.beta if target.beta is None else target.beta,
+                "model-suffix",
+            )
         if opts is not None and (opts.lam is not None or opts.beta is not None):
-            out = Params(out.lam if opts.lam is None else opts.lam,
-                         out.beta if opts.beta is None else opts.beta, "request")
+            out = Params(
+                out.lam if opts.lam is None else opts.lam,
+                out.beta if opts.beta is None else opts.beta,
+                "request",
+            )
         return out
 
     def parse_target(self, model: str) -> Target:
-        return parse_model(model, routers=self.routers, pool=self.pool_names,
-                           default_router=self.config.default_router, duel=self.duel is not None)
+        return parse_model(
+            model,
+            routers=self.routers,
+            pool=self.pool_names,
+            default_router=self.config.default_router,
+            duel=self.duel is not None,
+        )
 
 
 # -- the app ----------------------------------------------------------------------------------------
+
 
 def create_app(config: ServeConfig) -> FastAPI:
     """Build the proxy app for ``config`` (loads routers and checks everything; opens nothing)."""
@@ -211,9 +259,14 @@ def create_app(config: ServeConfig) -> FastAPI:
             state.draining = True
             await state.stop()
 
-    app = FastAPI(title="caproute routing proxy", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
-                  description="OpenAI-compatible proxy that routes each request with a trained caproute router.")
+    app = FastAPI(
+        title="caproute routing proxy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="OpenAI-compatible proxy that routes each request with a trained caproute router.",
+    )
     app.state.caproute = state
 
     @app.exception_handler(ApiError)
@@ -223,7 +276,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         message, param = validation_message(exc.errors())
-        code = "invalid_json" if any(e.get("type") == "json_invalid" for e in exc.errors()) else "invalid_request"
+        code = (
+            "invalid_json"
+            if any(e.get("type") == "json_invalid" for e in exc.errors())
+            else "invalid_request"
+        )
         return JSONResponse(error_body(message, param=param, code=code), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -233,8 +290,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         if exc.status_code == 404:
             err = ApiError(404, f"no route {request.method} {request.url.path}", code="not_found")
         elif exc.status_code == 405:
-            err = ApiError(405, f"method {request.method} not allowed on {request.url.path}",
-                           code="method_not_allowed")
+            err = ApiError(
+                405, f"method {request.method} not allowed on {request.url.path}", code="method_not_allowed"
+            )
         else:
             err = ApiError(exc.status_code, str(exc.detail))
         return JSONResponse(err.body(), status_code=err.status, headers=getattr(exc, "headers", None))
@@ -242,15 +300,21 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         log.exception("internal error on %s", request.url.path)
-        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", type="server_error",
-                                       code="internal_error"), status_code=500)
+        return JSONResponse(
+            error_body(f"internal error: {type(exc).__name__}", type="server_error", code="internal_error"),
+            status_code=500,
+        )
 
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", CONVERSATION_HEADER],
-                           expose_headers=["x-caproute-model", "x-caproute-response-id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", CONVERSATION_HEADER],
+            expose_headers=["x-caproute-model", "x-caproute-response-id"],
+        )
     app.add_middleware(GatewayMiddleware, state=state)
 
     # -- endpoints -----------------------------------------------------------------------------
@@ -259,7 +323,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
-            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             for item in doc.get("paths", {}).values():
                 for op in item.values():
                     op.get("responses", {}).pop("422", None)
@@ -273,13 +339,26 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict:
         """Liveness and what is served (no authentication)."""
-        return {"status": "draining" if state.draining else "ok", "routers": sorted(state.routers),
-                "pool": list(state.pool_names), "duel": state.duel is not None,
-                "uptime_s": round(time.time() - state.started, 3)}
+        return {
+            "status": "draining" if state.draining else "ok",
+            "routers": sorted(state.routers),
+            "pool": list(state.pool_names),
+            "duel": state.duel is not None,
+            "uptime_s": round(time.time() - state.started, 3),
+        }
 
-    @app.get("/metrics", tags=["ops"], response_class=Response, responses={
-        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
-        401: COMMON_ERRORS[401]})
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            401: COMMON_ERRORS[401],
+        },
+    )
     async def metrics() -> Response:
         """Prometheus metrics of this app."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -290,36 +369,72 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def models() -> dict:
         """Routers as virtual models (``caproute/<name>``), the duel mode, and the pool models."""
         created = int(state.started)
-        data = [{"id": router_model_id(n), "object": "model", "created": created, "owned_by": "caproute",
-                 "caproute": {"kind": "router", "models": [h.pool_names[m] for m in h.models],
-                              "policy_version": h.policy.version if h.policy else None}}
-                for n, h in state.routers.items()]
+        data = [
+            {
+                "id": router_model_id(n),
+                "object": "model",
+                "created": created,
+                "owned_by": "caproute",
+                "caproute": {
+                    "kind": "router",
+                    "models": [h.pool_names[m] for m in h.models],
+                    "policy_version": h.policy.version if h.policy else None,
+                },
+            }
+            for n, h in state.routers.items()
+        ]
         if state.duel is not None:
-            data.append({"id": router_model_id(DUEL), "object": "model", "created": created, "owned_by": "caproute",
-                         "caproute": {"kind": "duel", "models": list(state.duel.pool_names.values())}})
-        data += [{"id": n, "object": "model", "created": created, "owned_by": "pool",
-                  "caproute": {"kind": "pool"}} for n in state.pool_names]
+            data.append(
+                {
+                    "id": router_model_id(DUEL),
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "caproute",
+                    "caproute": {"kind": "duel", "models": list(state.duel.pool_names.values())},
+                }
+            )
+        data += [
+            {"id": n, "object": "model", "created": created, "owned_by": "pool", "caproute": {"kind": "pool"}}
+            for n in state.pool_names
+        ]
         return {"object": "list", "data": data}
 
-    @app.post("/v1/route", tags=["caproute"], responses={**COMMON_ERRORS, 404: {**_ERR, "description": "unknown router"}})
+    @app.post(
+        "/v1/route",
+        tags=["caproute"],
+        responses={**COMMON_ERRORS, 404: {**_ERR, "description": "unknown router"}},
+    )
     async def route(body: RouteRequest) -> Response:
         """The routing decision only: chosen model, per-model mu_q, mu_c, sigma_q, utility."""
         t0 = time.perf_counter()
         target = state.parse_target(body.model)
         if target.kind != "router":
-            raise ApiError(400, f"model '{body.model}' is not a router (use caproute/<router>)", param="model",
-                           code="not_a_router")
+            raise ApiError(
+                400,
+                f"model '{body.model}' is not a router (use caproute/<router>)",
+                param="model",
+                code="not_a_router",
+            )
         handle = state.routers[target.name]
-        params = state.params(handle, target, CaprouteOptions(budget=body.budget, lam=body.lam, beta=body.beta))
+        params = state.params(
+            handle, target, CaprouteOptions(budget=body.budget, lam=body.lam, beta=body.beta)
+        )
         if body.messages is not None:
-            texts = [routing_text([m.model_dump() for m in body.messages], config.conversation,
-                                  config.max_routing_chars)]
+            texts = [
+                routing_text(
+                    [m.model_dump() for m in body.messages], config.conversation, config.max_routing_chars
+                )
+            ]
         else:
             texts = [body.input] if isinstance(body.input, str) else list(body.input)
             if len(texts) > config.max_route_inputs:
-                raise ApiError(400, f"at most {config.max_route_inputs} inputs per request", param="input",
-                               code="too_many_inputs")
-            texts = [t[-config.max_routing_chars:] for t in texts]
+                raise ApiError(
+                    400,
+                    f"at most {config.max_route_inputs} inputs per request",
+                    param="input",
+                    code="too_many_inputs",
+                )
+            texts = [t[-config.max_routing_chars :] for t in texts]
         if len(texts) == 1:
             decisions = [await handle.batcher.decide(texts[0], params.lam, params.beta)]
         else:
@@ -329,16 +444,38 @@ def create_app(config: ServeConfig) -> FastAPI:
         for d in decisions:
             rid = f"route-{uuid.uuid4().hex}"
             dd = decision_dict(d, handle)
-            state.store.register({"response_id": rid, "kind": "route", "router": handle.name,
-                                  "model": dd["model"], "policy_version": params.version, "lam": params.lam,
-                                  "beta": params.beta, "decision": dd})
+            state.store.register(
+                {
+                    "response_id": rid,
+                    "kind": "route",
+                    "router": handle.name,
+                    "model": dd["model"],
+                    "policy_version": params.version,
+                    "lam": params.lam,
+                    "beta": params.beta,
+                    "decision": dd,
+                }
+            )
             out.append({"id": rid, **dd})
-        return _json({"object": "caproute.route", "router": router_model_id(handle.name),
-                      "policy_version": params.version, "params_source": params.source, "decisions": out})
+        return _json(
+            {
+                "object": "caproute.route",
+                "router": router_model_id(handle.name),
+                "policy_version": params.version,
+                "params_source": params.source,
+                "decisions": out,
+            }
+        )
 
-    @app.post("/v1/feedback", tags=["caproute"], responses={
-        **COMMON_ERRORS, 404: {**_ERR, "description": "unknown response id"},
-        503: {**_ERR, "description": "the store could not be written"}})
+    @app.post(
+        "/v1/feedback",
+        tags=["caproute"],
+        responses={
+            **COMMON_ERRORS,
+            404: {**_ERR, "description": "unknown response id"},
+            503: {**_ERR, "description": "the store could not be written"},
+        },
+    )
     async def feedback(body: FeedbackRequest) -> dict:
         """Scalar or pairwise feedback tied to response ids; stored durably before the reply."""
         if body.score is not None:
@@ -348,30 +485,46 @@ def create_app(config: ServeConfig) -> FastAPI:
         try:
             stored = await asyncio.wrap_future(state.store.add(fb))
         except UnknownResponse as e:
-            param = {"response_id": "response_id" if fb.kind == "scalar" else "winner_id",
-                     "other_response_id": "loser_id"}[e.field]
-            raise ApiError(404, f"{param}: unknown response id '{e.response_id}'", param=param,
-                           code="response_not_found") from None
+            param = {
+                "response_id": "response_id" if fb.kind == "scalar" else "winner_id",
+                "other_response_id": "loser_id",
+            }[e.field]
+            raise ApiError(
+                404, f"{param}: unknown response id '{e.response_id}'", param=param, code="response_not_found"
+            ) from None
         except InvalidFeedback as e:
             raise ApiError(400, str(e), param="loser_id", code="invalid_feedback") from None
         except Exception as e:
             log.error("feedback store failed: %s", e)
-            raise ApiError(503, "feedback could not be stored; retry", code="feedback_store_unavailable") from None
+            raise ApiError(
+                503, "feedback could not be stored; retry", code="feedback_store_unavailable"
+            ) from None
         state.metrics.feedback.labels(fb.kind).inc()
         updated = await duel_update(state, stored) if fb.kind == "pairwise" else False
-        return {"object": "caproute.feedback", "id": stored.feedback_id, "kind": fb.kind, "stored": True,
-                "policy_updated": updated}
+        return {
+            "object": "caproute.feedback",
+            "id": stored.feedback_id,
+            "kind": fb.kind,
+            "stored": True,
+            "policy_updated": updated,
+        }
 
     @app.post("/v1/chat/completions", tags=["openai"], responses=CHAT_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completions; ``model`` picks a router, the duel mode, or a pool model."""
         if len(body.messages) > config.max_messages:
-            raise ApiError(400, f"at most {config.max_messages} messages per request", param="messages",
-                           code="too_many_messages")
+            raise ApiError(
+                400,
+                f"at most {config.max_messages} messages per request",
+                param="messages",
+                code="too_many_messages",
+            )
         target = state.parse_target(body.model)
         raw = body.model_dump(exclude_unset=True, exclude={"caproute"})
         opts = body.caproute
-        conv = (opts.conversation_id if opts and opts.conversation_id else None) or request.headers.get(CONVERSATION_HEADER)
+        conv = (opts.conversation_id if opts and opts.conversation_id else None) or request.headers.get(
+            CONVERSATION_HEADER
+        )
         if conv is not None and len(conv) > 256:
             raise ApiError(400, "conversation id longer than 256 characters", param="conversation_id")
         if target.kind == "duel":
@@ -383,8 +536,12 @@ def create_app(config: ServeConfig) -> FastAPI:
 
 
 def _json(obj: dict, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        json.dumps(obj, separators=(",", ":")),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def decision_dict(d, handle: RouterHandle) -> dict:
@@ -401,8 +558,16 @@ def decision_dict(d, handle: RouterHandle) -> dict:
 
 # -- chat: routed and direct ------------------------------------------------------------------------
 
-async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCompletionRequest,
-                      opts: CaprouteOptions | None, conv: str | None, t_in: float) -> Response:
+
+async def chat_routed(
+    state: ServeState,
+    target: Target,
+    raw: dict,
+    body: ChatCompletionRequest,
+    opts: CaprouteOptions | None,
+    conv: str | None,
+    t_in: float,
+) -> Response:
     cfg, m = state.config, state.metrics
     t0 = time.perf_counter()
     handle = params = decision = None
@@ -421,14 +586,19 @@ async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCo
             if stuck is not None and stuck in order:
                 order = [stuck, *[x for x in order if x != stuck]]
                 sticky = True
-        order = order[:cfg.max_attempts]
+        order = order[: cfg.max_attempts]
         m.overhead.labels(handle.name).observe(time.perf_counter() - t0)
     rid = f"chatcmpl-cr{uuid.uuid4().hex}"
-    meta = {"response_id": rid, "router": router_model_id(handle.name) if handle else None,
-            "policy_version": params.version if params else None,
-            "params_source": params.source if params else "direct", "decision": decision,
-            "conversation_id": conv, "sticky": sticky,
-            "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3)}
+    meta = {
+        "response_id": rid,
+        "router": router_model_id(handle.name) if handle else None,
+        "policy_version": params.version if params else None,
+        "params_source": params.source if params else "direct",
+        "decision": decision,
+        "conversation_id": conv,
+        "sticky": sticky,
+        "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3),
+    }
     if body.stream:
         return await _stream(state, handle, params, order, raw, rid, meta, conv, t_in)
     attempts = []
@@ -438,21 +608,36 @@ async def chat_routed(state: ServeState, target: Target, raw: dict, body: ChatCo
         except BackendFailure as e:
             attempts.append({"model": name, "reason": e.reason, "detail": e.detail})
             m.backend_errors.labels(name, e.reason).inc()
-            log.warning("backend %s failed (%s: %s); %s", name, e.reason, e.detail,
-                        "falling back" if name != order[-1] else "no fallback left")
+            log.warning(
+                "backend %s failed (%s: %s); %s",
+                name,
+                e.reason,
+                e.detail,
+                "falling back" if name != order[-1] else "no fallback left",
+            )
             continue
         except BackendRejected as e:
             m.backend_errors.labels(name, f"http_{e.status}").inc()
-            raise ApiError(e.status if 400 <= e.status < 500 else 502, f"backend '{name}' rejected the request: "
-                           f"{e.message}", code="backend_rejected") from None
+            raise ApiError(
+                e.status if 400 <= e.status < 500 else 502,
+                f"backend '{name}' rejected the request: {e.message}",
+                code="backend_rejected",
+            ) from None
         m.backend_latency.labels(name).observe(elapsed)
         usage = data.get("usage") or {}
         spend, estimated = _spend(state, name, raw, usage, None)
         _account(state, handle, params, name, spend, decision, attempts, conv)
         backend_id = data.get("id")
         data["id"], data["model"] = rid, name
-        data["caproute"] = {**meta, "model": name, "backend_id": backend_id, "attempts": attempts,
-                            "fallback": bool(attempts), "spend_usd": spend, "spend_estimated": estimated}
+        data["caproute"] = {
+            **meta,
+            "model": name,
+            "backend_id": backend_id,
+            "attempts": attempts,
+            "fallback": bool(attempts),
+            "spend_usd": spend,
+            "spend_estimated": estimated,
+        }
         _register(state, rid, "chat" if handle else "direct", handle, params, name, conv, decision)
         headers = _headers(name, rid, meta)
         headers["server-timing"] = _server_timing(t_in, meta["routing_overhead_ms"], elapsed)
@@ -464,15 +649,20 @@ def _server_timing(t_in: float, route_ms: float, backend_s: float) -> str:
     """``Server-Timing``: routing decision, backend call, and the proxy's own time (total - backend)."""
     total_ms = (time.perf_counter() - t_in) * 1e3
     backend_ms = backend_s * 1e3
-    return (f"route;dur={route_ms:.3f}, backend;dur={backend_ms:.3f}, proxy;dur={total_ms - backend_ms:.3f}, "
-            f"total;dur={total_ms:.3f}")
+    return (
+        f"route;dur={route_ms:.3f}, backend;dur={backend_ms:.3f}, proxy;dur={total_ms - backend_ms:.3f}, "
+        f"total;dur={total_ms:.3f}"
+    )
 
 
 def _all_failed(order: list[str], attempts: list[dict]) -> ApiError:
     detail = "; ".join(f"{a['model']}: {a['reason']} ({a['detail']})" for a in attempts)
     status = 504 if attempts and all(a["reason"] == "timeout" for a in attempts) else 502
-    return ApiError(status, f"no backend answered (tried {len(attempts)} of the ranked models {order}): {detail}",
-                    code="backends_unavailable")
+    return ApiError(
+        status,
+        f"no backend answered (tried {len(attempts)} of the ranked models {order}): {detail}",
+        code="backends_unavailable",
+    )
 
 
 def _headers(model: str, rid: str, meta: dict) -> dict[str, str]:
@@ -484,8 +674,9 @@ def _headers(model: str, rid: str, meta: dict) -> dict[str, str]:
     return h
 
 
-def _spend(state: ServeState, name: str, raw: dict, usage: dict, completion_chunks: int | None
-           ) -> tuple[float, bool]:
+def _spend(
+    state: ServeState, name: str, raw: dict, usage: dict, completion_chunks: int | None
+) -> tuple[float, bool]:
     """USD of one answer from its usage, or estimated (prompt chars / 4, one token per chunk)."""
     ep = state.backends.endpoints[name]
     pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -501,8 +692,16 @@ def _spend(state: ServeState, name: str, raw: dict, usage: dict, completion_chun
     return spend, estimated
 
 
-def _account(state: ServeState, handle: RouterHandle | None, params: Params | None, name: str, spend: float,
-             decision: dict | None, attempts: list, conv: str | None) -> None:
+def _account(
+    state: ServeState,
+    handle: RouterHandle | None,
+    params: Params | None,
+    name: str,
+    spend: float,
+    decision: dict | None,
+    attempts: list,
+    conv: str | None,
+) -> None:
     if handle is None:
         return
     m = state.metrics
@@ -519,21 +718,48 @@ def _account(state: ServeState, handle: RouterHandle | None, params: Params | No
         m.drift.labels(handle.name, "target").set(st.target_deviation)
         m.drifting.labels(handle.name).set(1.0 if st.drifting else 0.0)
         if st.changed and st.drifting:
-            log.warning("router %s: live traffic drifted from policy %s (share TV %.3f, target deviation %.3f over "
-                        "the last %d requests; tolerances %.3f / %.3f); consider `caproute calibrate` again",
-                        handle.name, handle.policy.version, st.share_tv, st.target_deviation, st.n,
-                        handle.drift.share_tol, handle.drift.target_tol)
+            log.warning(
+                "router %s: live traffic drifted from policy %s (share TV %.3f, target deviation %.3f over "
+                "the last %d requests; tolerances %.3f / %.3f); consider `caproute calibrate` again",
+                handle.name,
+                handle.policy.version,
+                st.share_tv,
+                st.target_deviation,
+                st.n,
+                handle.drift.share_tol,
+                handle.drift.target_tol,
+            )
         elif st.changed:
-            log.info("router %s: live traffic back within policy %s tolerance", handle.name, handle.policy.version)
+            log.info(
+                "router %s: live traffic back within policy %s tolerance", handle.name, handle.policy.version
+            )
 
 
-def _register(state: ServeState, rid: str, kind: str, handle: RouterHandle | None, params: Params | None,
-              model: str, conv: str | None, decision: dict | None, **extra) -> None:
-    state.store.register({"response_id": rid, "kind": kind, "router": handle.name if handle else None,
-                          "model": model, "conversation_id": conv,
-                          "policy_version": params.version if params else None,
-                          "lam": params.lam if params else None, "beta": params.beta if params else None,
-                          "decision": decision, **extra})
+def _register(
+    state: ServeState,
+    rid: str,
+    kind: str,
+    handle: RouterHandle | None,
+    params: Params | None,
+    model: str,
+    conv: str | None,
+    decision: dict | None,
+    **extra,
+) -> None:
+    state.store.register(
+        {
+            "response_id": rid,
+            "kind": kind,
+            "router": handle.name if handle else None,
+            "model": model,
+            "conversation_id": conv,
+            "policy_version": params.version if params else None,
+            "lam": params.lam if params else None,
+            "beta": params.beta if params else None,
+            "decision": decision,
+            **extra,
+        }
+    )
 
 
 async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv, t0) -> Response:
@@ -550,8 +776,11 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
             log.warning("backend %s failed (%s: %s) before streaming", name, e.reason, e.detail)
         except BackendRejected as e:
             m.backend_errors.labels(name, f"http_{e.status}").inc()
-            raise ApiError(e.status if 400 <= e.status < 500 else 502, f"backend '{name}' rejected the request: "
-                           f"{e.message}", code="backend_rejected") from None
+            raise ApiError(
+                e.status if 400 <= e.status < 500 else 502,
+                f"backend '{name}' rejected the request: {e.message}",
+                code="backend_rejected",
+            ) from None
     if start is None:
         raise _all_failed(order, attempts)
     name = start.model
@@ -589,14 +818,19 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
             reason = e.reason if isinstance(e, BackendFailure) else "stream_cut"
             m.backend_errors.labels(name, reason).inc()
             log.warning("stream from %s broke after %d chunks: %s", name, n_chunks, e)
-            err = error_body(f"the backend '{name}' failed mid-stream ({reason}); the answer is incomplete",
-                             type="server_error", code="backend_stream_failed")
+            err = error_body(
+                f"the backend '{name}' failed mid-stream ({reason}); the answer is incomplete",
+                type="server_error",
+                code="backend_stream_failed",
+            )
             yield b"data: " + json.dumps(err).encode() + b"\n\n"
         finally:
             await start.response.aclose()
             spend, _ = _spend(state, name, raw, usage, n_chunks)
             _account(state, handle, params, name, spend, meta["decision"], attempts, conv)
-            _register(state, rid, "chat" if handle else "direct", handle, params, name, conv, meta["decision"])
+            _register(
+                state, rid, "chat" if handle else "direct", handle, params, name, conv, meta["decision"]
+            )
 
     headers = _headers(name, rid, meta)
     headers["cache-control"] = "no-cache"
@@ -606,11 +840,16 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
 
 # -- duel mode --------------------------------------------------------------------------------------
 
+
 async def chat_duel(state: ServeState, raw: dict, body: ChatCompletionRequest) -> Response:
     """Two answers from the pair the online policy selects; pairwise feedback on their ids updates it."""
     if body.stream:
-        raise ApiError(400, "the duel mode returns two complete answers and does not stream", param="stream",
-                       code="duel_no_stream")
+        raise ApiError(
+            400,
+            "the duel mode returns two complete answers and does not stream",
+            param="stream",
+            code="duel_no_stream",
+        )
     duel, cfg = state.duel, state.config
     text = routing_text(raw["messages"], cfg.conversation, cfg.max_routing_chars)
     x = await asyncio.to_thread(duel.policy.embed, text)
@@ -621,7 +860,7 @@ async def chat_duel(state: ServeState, raw: dict, body: ChatCompletionRequest) -
     async def answer(first: int, avoid: set[str]):
         """Arm ``first``; if it fails, the next policy models in order (each arm falls back alone)."""
         tried = []
-        for k in [first, *[a for a in range(len(arms)) if a != first]][:cfg.max_attempts]:
+        for k in [first, *[a for a in range(len(arms)) if a != first]][: cfg.max_attempts]:
             name = duel.pool_names[arms[k]]
             if name in avoid and k != first:
                 continue
@@ -632,12 +871,16 @@ async def chat_duel(state: ServeState, raw: dict, body: ChatCompletionRequest) -
                 state.metrics.backend_errors.labels(name, e.reason).inc()
                 tried.append({"model": name, "reason": e.reason, "detail": e.detail})
             except BackendRejected as e:
-                raise ApiError(e.status if 400 <= e.status < 500 else 502,
-                               f"backend '{name}' rejected the request: {e.message}", code="backend_rejected") from None
+                raise ApiError(
+                    e.status if 400 <= e.status < 500 else 502,
+                    f"backend '{name}' rejected the request: {e.message}",
+                    code="backend_rejected",
+                ) from None
         raise _all_failed([duel.pool_names[a] for a in arms], tried)
 
     (ka, na, da, ta), (kb, nb, db, tb) = await asyncio.gather(
-        answer(i, set()), answer(j, {duel.pool_names[arms[i]]} if i != j else set()))
+        answer(i, set()), answer(j, {duel.pool_names[arms[i]]} if i != j else set())
+    )
     duel.embeddings[did] = x
     while len(duel.embeddings) > 10_000:
         duel.embeddings.pop(next(iter(duel.embeddings)))
@@ -648,19 +891,45 @@ async def chat_duel(state: ServeState, raw: dict, body: ChatCompletionRequest) -
         c["index"] = arm_pos
         choices.append(c)
         spend, _ = _spend(state, name, raw, data.get("usage") or {}, None)
-        state.store.register({"response_id": rid, "kind": "duel", "model": name, "duel_id": did,
-                              "duel_arm": k, "routing_text": text,
-                              "decision": {"arm": arms[k], "selected": [arms[i], arms[j]], "spend_usd": spend}})
-    out = {"id": did, "object": "chat.completion", "created": int(time.time()), "model": router_model_id(DUEL),
-           "choices": choices,
-           "usage": {k: (da.get("usage") or {}).get(k, 0) + (db.get("usage") or {}).get(k, 0)
-                     for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-           "caproute": {"duel": {"duel_id": did, "models": [na, nb], "response_ids": ids,
-                                 "selected": [duel.pool_names[arms[i]], duel.pool_names[arms[j]]],
-                                 "attempts": ta + tb, "policy": duel.policy.name, "policy_step": duel.policy.t_},
-                        "feedback": "POST /v1/feedback {winner_id, loser_id} with the two response_ids"}}
-    headers = {"x-caproute-model": f"{na},{nb}", "x-caproute-response-id": ",".join(ids),
-               "x-caproute-duel-id": did}
+        state.store.register(
+            {
+                "response_id": rid,
+                "kind": "duel",
+                "model": name,
+                "duel_id": did,
+                "duel_arm": k,
+                "routing_text": text,
+                "decision": {"arm": arms[k], "selected": [arms[i], arms[j]], "spend_usd": spend},
+            }
+        )
+    out = {
+        "id": did,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": router_model_id(DUEL),
+        "choices": choices,
+        "usage": {
+            k: (da.get("usage") or {}).get(k, 0) + (db.get("usage") or {}).get(k, 0)
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        },
+        "caproute": {
+            "duel": {
+                "duel_id": did,
+                "models": [na, nb],
+                "response_ids": ids,
+                "selected": [duel.pool_names[arms[i]], duel.pool_names[arms[j]]],
+                "attempts": ta + tb,
+                "policy": duel.policy.name,
+                "policy_step": duel.policy.t_,
+            },
+            "feedback": "POST /v1/feedback {winner_id, loser_id} with the two response_ids",
+        },
+    }
+    headers = {
+        "x-caproute-model": f"{na},{nb}",
+        "x-caproute-response-id": ",".join(ids),
+        "x-caproute-duel-id": did,
+    }
     return _json(out, headers=headers)
 
 
@@ -687,6 +956,7 @@ async def duel_update(state: ServeState, stored) -> bool:
 
 
 # -- gateway middleware (pure ASGI: auth, body size limit, metrics) ---------------------------------
+
 
 class BodyTooLarge(ApiError):
     def __init__(self, limit: int):
@@ -720,9 +990,15 @@ class GatewayMiddleware:
             if self.auth and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
                 key = bearer(headers.get(b"authorization", b"").decode("latin-1"))
                 if not self.state.keyring.check(key):
-                    msg = "missing API key (send 'Authorization: Bearer <key>')" if key is None else "invalid API key"
-                    await _send_error(send_wrapped, ApiError(401, msg, code="invalid_api_key",
-                                                             headers={"www-authenticate": "Bearer"}))
+                    msg = (
+                        "missing API key (send 'Authorization: Bearer <key>')"
+                        if key is None
+                        else "invalid API key"
+                    )
+                    await _send_error(
+                        send_wrapped,
+                        ApiError(401, msg, code="invalid_api_key", headers={"www-authenticate": "Bearer"}),
+                    )
                     return
             length = headers.get(b"content-length")
             if length is not None:
@@ -752,7 +1028,9 @@ class GatewayMiddleware:
             m.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
-_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"})
+_ENDPOINTS = frozenset(
+    {"/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"}
+)
 
 
 async def _send_error(send, err: ApiError) -> None:

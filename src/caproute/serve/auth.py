@@ -40,8 +40,10 @@ def parse_hashes(text: str, *, source: str) -> list[tuple[str, str]]:
             continue
         h, _, label = line.partition(" ")
         if not _HASH.match(h):
-            raise ConfigError(f"{source}: line {i}: expected 'sha256:<64 lowercase hex>' [label], got "
-                              f"'{h[:12]}...' (store hashes, never keys: see `caproute serve-key`)")
+            raise ConfigError(
+                f"{source}: line {i}: expected 'sha256:<64 lowercase hex>' [label], got "
+                f"'{h[:12]}...' (store hashes, never keys: see `caproute serve-key`)"
+            )
         out.append((h, label.strip()))
     return out
 

@@ -51,7 +51,7 @@ class StreamStart:
     model: str
     response: httpx.Response
     chunks: AsyncIterator[dict | None]  # the rest of the stream (see :func:`sse_chunks`)
-    head: list[dict]          # parsed chunks up to and including the first one with content
+    head: list[dict]  # parsed chunks up to and including the first one with content
     first_byte_s: float
 
 
@@ -74,15 +74,24 @@ def has_content(message_or_delta: dict | None) -> bool:
         return True
     if isinstance(content, list) and content:
         return True
-    return bool(message_or_delta.get("tool_calls") or message_or_delta.get("function_call")
-                or message_or_delta.get("refusal"))
+    return bool(
+        message_or_delta.get("tool_calls")
+        or message_or_delta.get("function_call")
+        or message_or_delta.get("refusal")
+    )
 
 
 class Backends:
     """One endpoint per pool model; ``start()`` reads keys and opens the client."""
 
-    def __init__(self, pool: PoolConfig, *, max_connections: int = 512, connect_timeout_s: float = 5.0,
-                 lean_transport: bool = True):
+    def __init__(
+        self,
+        pool: PoolConfig,
+        *,
+        max_connections: int = 512,
+        connect_timeout_s: float = 5.0,
+        lean_transport: bool = True,
+    ):
         self.pool, self.lean = pool, lean_transport
         self.endpoints: dict[str, ModelEndpoint] = {m.name: m for m in pool.models}
         self._headers: dict[str, dict[str, str]] = {}
@@ -101,8 +110,11 @@ class Backends:
             self._headers[name] = headers
         # keep-alive expiry below the usual 5 s server idle timeout (uvicorn, llama.cpp), so a pooled
         # connection is not reused just as the server closes it
-        limits = httpx.Limits(max_connections=self._max_connections,
-                              max_keepalive_connections=self._max_connections, keepalive_expiry=3.0)
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
+            keepalive_expiry=3.0,
+        )
         mounts = {"https://": httpx.AsyncHTTPTransport(limits=limits)}
         if self.lean:  # plain-HTTP backends (local servers) through the lean transport, see transport.py
             from caproute.serve.transport import LeanTransport
@@ -127,9 +139,13 @@ class Backends:
 
     def _request(self, name: str, body: dict[str, Any]) -> httpx.Request:
         ep = self.endpoints[name]
-        return self.client.build_request("POST", f"{ep.base_url}/chat/completions",
-                                         content=self.payload(name, body), headers=self._headers[name],
-                                         timeout=self._timeout(ep))
+        return self.client.build_request(
+            "POST",
+            f"{ep.base_url}/chat/completions",
+            content=self.payload(name, body),
+            headers=self._headers[name],
+            timeout=self._timeout(ep),
+        )
 
     async def complete(self, name: str, body: dict[str, Any]) -> tuple[dict, float]:
         """Non-streaming chat completion: (parsed body, seconds)."""
@@ -175,7 +191,9 @@ class Backends:
                 if "error" in chunk and "choices" not in chunk:
                     raise BackendFailure(name, "stream_error", str(chunk["error"])[:200])
                 head.append(chunk)
-                if any(has_content(c.get("delta")) for c in chunk.get("choices") or [] if isinstance(c, dict)):
+                if any(
+                    has_content(c.get("delta")) for c in chunk.get("choices") or [] if isinstance(c, dict)
+                ):
                     return StreamStart(name, resp, chunks, head, time.perf_counter() - t0)
             await resp.aclose()
             raise BackendFailure(name, "empty", "the stream ended without content")

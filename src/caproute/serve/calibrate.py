@@ -69,10 +69,10 @@ class CalibrationTarget:
 class Sweep:
     """Metrics of the routing at each lambda of ``lambdas`` (L,)."""
 
-    lambdas: np.ndarray      # (L,)
-    mean_cost: np.ndarray    # (L,) USD per query
+    lambdas: np.ndarray  # (L,)
+    mean_cost: np.ndarray  # (L,) USD per query
     mean_quality: np.ndarray  # (L,)
-    share: np.ndarray        # (L, m) share of queries routed to each model
+    share: np.ndarray  # (L, m) share of queries routed to each model
     pred_quality: np.ndarray  # (L,) mean predicted mu_q of the chosen models
 
 
@@ -137,8 +137,9 @@ def sweep(lambdas, mu_q, mu_c, sigma_q, beta: float, cost, quality) -> Sweep:
     return Sweep(lambdas, mc, mq, sh, pq)
 
 
-def fit_lambda(target: CalibrationTarget, models, mu_q, mu_c, sigma_q, beta: float, cost, quality,
-               max_points: int = 2000) -> Calibration:
+def fit_lambda(
+    target: CalibrationTarget, models, mu_q, mu_c, sigma_q, beta: float, cost, quality, max_points: int = 2000
+) -> Calibration:
     """The lambda meeting ``target`` on the sample (see the module docstring for the rule)."""
     models = tuple(models)
     if np.asarray(mu_q).ndim != 2 or np.asarray(mu_q).shape[0] == 0:
@@ -148,31 +149,48 @@ def fit_lambda(target: CalibrationTarget, models, mu_q, mu_c, sigma_q, beta: flo
     if target.kind == "cost":
         feasible = sw.mean_cost <= target.value + eps
         order = np.lexsort((sw.lambdas, sw.mean_cost, -sw.mean_quality))
-        fail = (f"mean cost per query {target.value:.6g} USD is below the cheapest routing on this sample "
-                f"({sw.mean_cost.min():.6g} USD at lambda={sw.lambdas[np.argmin(sw.mean_cost)]:.6g})")
+        fail = (
+            f"mean cost per query {target.value:.6g} USD is below the cheapest routing on this sample "
+            f"({sw.mean_cost.min():.6g} USD at lambda={sw.lambdas[np.argmin(sw.mean_cost)]:.6g})"
+        )
     elif target.kind == "share":
         if target.model not in models:
-            raise CalibrationError(f"share target: model '{target.model}' is not one of the router's {list(models)}")
+            raise CalibrationError(
+                f"share target: model '{target.model}' is not one of the router's {list(models)}"
+            )
         s = sw.share[:, models.index(target.model)]
         feasible = s <= target.value + eps
         order = np.lexsort((sw.lambdas, sw.mean_cost, -sw.mean_quality))
-        fail = (f"share {target.value:.3g} of '{target.model}' is below the smallest reachable on this sample "
-                f"({s.min():.3g})")
+        fail = (
+            f"share {target.value:.3g} of '{target.model}' is below the smallest reachable on this sample "
+            f"({s.min():.3g})"
+        )
     else:
         feasible = sw.mean_quality >= target.value - eps
         order = np.lexsort((sw.lambdas, -sw.mean_quality, sw.mean_cost))
-        fail = (f"quality floor {target.value:.4g} is above the best mean quality on this sample "
-                f"({sw.mean_quality.max():.4g} at lambda={sw.lambdas[np.argmax(sw.mean_quality)]:.6g})")
+        fail = (
+            f"quality floor {target.value:.4g} is above the best mean quality on this sample "
+            f"({sw.mean_quality.max():.4g} at lambda={sw.lambdas[np.argmax(sw.mean_quality)]:.6g})"
+        )
     ranked = [i for i in order if feasible[i]]
     if not ranked:
         raise CalibrationError(fail)
     i = ranked[0]
-    return Calibration(float(sw.lambdas[i]), float(beta), target, models, float(sw.mean_cost[i]),
-                       float(sw.mean_quality[i]), float(sw.pred_quality[i]),
-                       {mname: float(sw.share[i, j]) for j, mname in enumerate(models)}, sw)
+    return Calibration(
+        float(sw.lambdas[i]),
+        float(beta),
+        target,
+        models,
+        float(sw.mean_cost[i]),
+        float(sw.mean_quality[i]),
+        float(sw.pred_quality[i]),
+        {mname: float(sw.share[i, j]) for j, mname in enumerate(models)},
+        sw,
+    )
 
 
 # -- the policy file ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -205,21 +223,40 @@ def directory_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def policy_dict(cal: Calibration, *, router: str, router_fingerprint: str, sample: dict[str, Any],
-                share_tolerance: float = DEFAULT_SHARE_TOLERANCE,
-                target_tolerance: float = DEFAULT_TARGET_TOLERANCE,
-                window: int = DEFAULT_DRIFT_WINDOW, created: str | None = None) -> dict[str, Any]:
+def policy_dict(
+    cal: Calibration,
+    *,
+    router: str,
+    router_fingerprint: str,
+    sample: dict[str, Any],
+    share_tolerance: float = DEFAULT_SHARE_TOLERANCE,
+    target_tolerance: float = DEFAULT_TARGET_TOLERANCE,
+    window: int = DEFAULT_DRIFT_WINDOW,
+    created: str | None = None,
+) -> dict[str, Any]:
     """The JSON document of a policy; ``version`` is a hash of everything else (same input, same id)."""
     body = {
-        "format": POLICY_FORMAT, "format_version": POLICY_FORMAT_VERSION,
-        "router": router, "router_fingerprint": router_fingerprint, "models": list(cal.models),
-        "lambda": cal.lam, "beta": cal.beta, "target": asdict(cal.target),
-        "expected": {"mean_cost_usd": cal.mean_cost, "mean_quality": cal.mean_quality,
-                     "mean_predicted_quality": cal.pred_quality, "model_share": cal.share,
-                     "target_value": cal.target_value()},
+        "format": POLICY_FORMAT,
+        "format_version": POLICY_FORMAT_VERSION,
+        "router": router,
+        "router_fingerprint": router_fingerprint,
+        "models": list(cal.models),
+        "lambda": cal.lam,
+        "beta": cal.beta,
+        "target": asdict(cal.target),
+        "expected": {
+            "mean_cost_usd": cal.mean_cost,
+            "mean_quality": cal.mean_quality,
+            "mean_predicted_quality": cal.pred_quality,
+            "model_share": cal.share,
+            "target_value": cal.target_value(),
+        },
         "sample": sample,
-        "drift": {"share_tolerance": float(share_tolerance), "target_tolerance": float(target_tolerance),
-                  "window": int(window)},
+        "drift": {
+            "share_tolerance": float(share_tolerance),
+            "target_tolerance": float(target_tolerance),
+            "window": int(window),
+        },
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
     created = created or _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
@@ -245,18 +282,27 @@ def load_policy(path: str | os.PathLike) -> Policy:
     if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
         raise ConfigError(f"{p}: field 'format': not a caproute policy file")
     if doc.get("format_version") != POLICY_FORMAT_VERSION:
-        raise ConfigError(f"{p}: field 'format_version': {doc.get('format_version')!r}, this caproute reads "
-                          f"{POLICY_FORMAT_VERSION}")
+        raise ConfigError(
+            f"{p}: field 'format_version': {doc.get('format_version')!r}, this caproute reads "
+            f"{POLICY_FORMAT_VERSION}"
+        )
     try:
         t = doc["target"]
         target = CalibrationTarget(t["kind"], float(t["value"]), t.get("model"))
         policy = Policy(
-            version=str(doc["version"]), router=str(doc["router"]),
-            router_fingerprint=str(doc["router_fingerprint"]), models=tuple(doc["models"]),
-            lam=_nonneg(doc["lambda"], "lambda"), beta=_nonneg(doc["beta"], "beta"), target=target,
-            expected=dict(doc["expected"]), sample=dict(doc.get("sample", {})),
-            drift={k: float(v) for k, v in doc["drift"].items()}, created=str(doc.get("created", "")),
-            path=str(p))
+            version=str(doc["version"]),
+            router=str(doc["router"]),
+            router_fingerprint=str(doc["router_fingerprint"]),
+            models=tuple(doc["models"]),
+            lam=_nonneg(doc["lambda"], "lambda"),
+            beta=_nonneg(doc["beta"], "beta"),
+            target=target,
+            expected=dict(doc["expected"]),
+            sample=dict(doc.get("sample", {})),
+            drift={k: float(v) for k, v in doc["drift"].items()},
+            created=str(doc.get("created", "")),
+            path=str(p),
+        )
         float(policy.expected["target_value"])
         {m: float(policy.expected["model_share"][m]) for m in policy.models}
     except KeyError as e:
@@ -275,22 +321,32 @@ def _nonneg(v, name: str) -> float:
 
 # -- orchestration (I/O at the edge) ---------------------------------------------------------------------
 
+
 def predicted_usd(mu_c: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """Map normalised predicted cost back to USD with the router's training cost range (§A.2)."""
     ranges = meta.get("cost_normalizer") or {}
     dataset = meta.get("dataset")
     if dataset not in ranges:
-        raise ConfigError("the router stores no cost range for its dataset, so predicted costs cannot be "
-                          "turned into USD; calibrate on observations (--store/--data) instead")
+        raise ConfigError(
+            "the router stores no cost range for its dataset, so predicted costs cannot be "
+            "turned into USD; calibrate on observations (--store/--data) instead"
+        )
     lo, hi = (float(v) for v in ranges[dataset])
     return lo + np.asarray(mu_c, float) * (hi - lo)
 
 
-def calibrate_router(router_dir: str | os.PathLike, target: CalibrationTarget, sample, *,
-                     beta: float | None = None, name: str | None = None,
-                     share_tolerance: float = DEFAULT_SHARE_TOLERANCE,
-                     target_tolerance: float = DEFAULT_TARGET_TOLERANCE,
-                     window: int = DEFAULT_DRIFT_WINDOW, max_points: int = 2000) -> tuple[Calibration, dict]:
+def calibrate_router(
+    router_dir: str | os.PathLike,
+    target: CalibrationTarget,
+    sample,
+    *,
+    beta: float | None = None,
+    name: str | None = None,
+    share_tolerance: float = DEFAULT_SHARE_TOLERANCE,
+    target_tolerance: float = DEFAULT_TARGET_TOLERANCE,
+    window: int = DEFAULT_DRIFT_WINDOW,
+    max_points: int = 2000,
+) -> tuple[Calibration, dict]:
     """Load a router, predict on ``sample``, fit lambda. ``sample``: a
     :class:`~caproute.serve.traffic.TrafficSample` or ``(observations, source)``.
 
@@ -312,10 +368,20 @@ def calibrate_router(router_dir: str | os.PathLike, target: CalibrationTarget, s
     quality = sample.quality if observed else pred.mu_q
     cal = fit_lambda(target, pipe.models, pred.mu_q, pred.mu_c, pred.sigma_q, beta, cost, quality, max_points)
     digest = hashlib.sha256("\n".join(sample.texts).encode()).hexdigest()
-    doc = policy_dict(cal, router=name or Path(router_dir).name, router_fingerprint=directory_fingerprint(router_dir),
-                      sample={"source": sample.source, "n": len(sample.texts), "sha256": digest,
-                              "outcomes": "observed" if observed else "predicted"},
-                      share_tolerance=share_tolerance, target_tolerance=target_tolerance, window=window)
+    doc = policy_dict(
+        cal,
+        router=name or Path(router_dir).name,
+        router_fingerprint=directory_fingerprint(router_dir),
+        sample={
+            "source": sample.source,
+            "n": len(sample.texts),
+            "sha256": digest,
+            "outcomes": "observed" if observed else "predicted",
+        },
+        share_tolerance=share_tolerance,
+        target_tolerance=target_tolerance,
+        window=window,
+    )
     return cal, doc
 
 

@@ -79,10 +79,16 @@ class ServeConfig(BaseModel):
     duel_policy: Path | None = Field(default=None, description="saved dueling-bandit state (caproute duel)")
     duel_state_out: Path | None = Field(default=None, description="where the online policy is saved")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    blas_threads: int | None = Field(default=1, ge=1, description="BLAS threads of the server process "
-                                     "(caproute serve only; null: leave as is)")
-    lean_transport: bool = Field(default=True, description="http:// backends through caproute's lean httpx "
-                                 "transport (False: httpx's default transport)")
+    blas_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="BLAS threads of the server process (caproute serve only; null: leave as is)",
+    )
+    lean_transport: bool = Field(
+        default=True,
+        description="http:// backends through caproute's lean httpx "
+        "transport (False: httpx's default transport)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
@@ -94,8 +100,10 @@ class ServeConfig(BaseModel):
         if bad:
             raise ValueError(f"router names must be non-empty and free of '/', '@', ':' (got {bad})")
         if self.insecure_local and not is_loopback(self.host):
-            raise ValueError(f"--insecure-local serves without API keys, so it only binds to loopback; "
-                             f"host '{self.host}' is not a loopback address")
+            raise ValueError(
+                f"--insecure-local serves without API keys, so it only binds to loopback; "
+                f"host '{self.host}' is not a loopback address"
+            )
         return self
 
 
@@ -122,7 +130,11 @@ def parse_serve_config(data: dict[str, Any], *, source: str = "<serve config>") 
         msgs = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            msg = (
+                "unknown field"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
             if err["type"] == "missing" and loc in FLAGS:
                 msg = f"missing: give {FLAGS[loc]} (or '{loc}:' in --config)"
             msgs.append(f"field '{loc}': {msg}")
@@ -131,6 +143,7 @@ def parse_serve_config(data: dict[str, Any], *, source: str = "<serve config>") 
 
 def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Paths in a config file are relative to the file's folder."""
+
     def r(v):
         return str(base / v) if isinstance(v, str | Path) and not Path(v).is_absolute() else v
 
@@ -143,8 +156,10 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(out.get("policies"), list):
         out["policies"] = [r(v) for v in out["policies"]]
     if isinstance(out.get("budgets"), dict):
-        out["budgets"] = {k: ({**b, "policy": r(b["policy"])} if isinstance(b, dict) and b.get("policy") else b)
-                          for k, b in out["budgets"].items()}
+        out["budgets"] = {
+            k: ({**b, "policy": r(b["policy"])} if isinstance(b, dict) and b.get("policy") else b)
+            for k, b in out["budgets"].items()
+        }
     return out
 
 

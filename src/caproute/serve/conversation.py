@@ -53,16 +53,20 @@ def routing_text(messages: Sequence[dict], mode: str = "last_user", max_chars: i
     elif mode == "user_turns":
         text = "\n".join(message_text(m.get("content")) for m in messages if m.get("role") == "user")
     else:
-        text = "\n".join(f"{m.get('role')}: {message_text(m.get('content'))}" for m in messages
-                         if m.get("role") in ("user", "assistant"))
+        text = "\n".join(
+            f"{m.get('role')}: {message_text(m.get('content'))}"
+            for m in messages
+            if m.get("role") in ("user", "assistant")
+        )
     return text[-max_chars:] if len(text) > max_chars else text
 
 
 class StickyMap:
     """Thread-safe LRU map (conversation id, router) -> model, entries expire after ``ttl_s``."""
 
-    def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, max_entries: int = 100_000, ttl_s: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.max_entries, self.ttl_s, self._clock = max_entries, ttl_s, clock
         self._data: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()

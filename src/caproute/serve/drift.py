@@ -42,14 +42,26 @@ class DriftState:
 class DriftMonitor:
     """Sliding-window drift of one router's live traffic from its policy (thread-safe)."""
 
-    def __init__(self, models, expected_share: dict[str, float], target_kind: str, target_value: float,
-                 strong_model: str | None = None, window: int = 200, share_tolerance: float = 0.1,
-                 target_tolerance: float = 0.2):
+    def __init__(
+        self,
+        models,
+        expected_share: dict[str, float],
+        target_kind: str,
+        target_value: float,
+        strong_model: str | None = None,
+        window: int = 200,
+        share_tolerance: float = 0.1,
+        target_tolerance: float = 0.2,
+    ):
         self.models = tuple(models)
         self.expected = np.array([float(expected_share.get(m, 0.0)) for m in self.models])
         self.kind, self.value = target_kind, float(target_value)
         self.strong = self.models.index(strong_model) if strong_model in self.models else None
-        self.window, self.share_tol, self.target_tol = int(window), float(share_tolerance), float(target_tolerance)
+        self.window, self.share_tol, self.target_tol = (
+            int(window),
+            float(share_tolerance),
+            float(target_tolerance),
+        )
         self._idx: deque[int] = deque()
         self._val: deque[float] = deque()
         self._counts = np.zeros(len(self.models))

@@ -16,8 +16,12 @@ import time
 ANSWER = "Four."
 
 
-def echo_app(model: str = "echo", *, fail_status: int | None = None, delay_s: float = 0.0, answer: str = ANSWER):
-    models_body = json.dumps({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "echo"}]}).encode()
+def echo_app(
+    model: str = "echo", *, fail_status: int | None = None, delay_s: float = 0.0, answer: str = ANSWER
+):
+    models_body = json.dumps(
+        {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "echo"}]}
+    ).encode()
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -42,42 +46,92 @@ def echo_app(model: str = "echo", *, fail_status: int | None = None, delay_s: fl
         if delay_s:
             await asyncio.sleep(delay_s)
         if fail_status is not None:
-            return await _send(send, fail_status, json.dumps(
-                {"error": {"message": f"echo backend configured to fail with {fail_status}",
-                           "type": "server_error"}}).encode())
+            return await _send(
+                send,
+                fail_status,
+                json.dumps(
+                    {
+                        "error": {
+                            "message": f"echo backend configured to fail with {fail_status}",
+                            "type": "server_error",
+                        }
+                    }
+                ).encode(),
+            )
         try:
             req = json.loads(body)
         except json.JSONDecodeError:
-            return await _send(send, 400, b'{"error":{"message":"invalid JSON","type":"invalid_request_error"}}')
+            return await _send(
+                send, 400, b'{"error":{"message":"invalid JSON","type":"invalid_request_error"}}'
+            )
         created = int(time.time())
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in req.get("messages", [])) // 4 + 1
         if req.get("stream"):
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
-            for i, word in enumerate([answer[: len(answer) // 2], answer[len(answer) // 2:]]):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            for i, word in enumerate([answer[: len(answer) // 2], answer[len(answer) // 2 :]]):
                 delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
-                chunk = {"id": "echo-1", "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-                await send({"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
-                            "more_body": True})
-            last = {"id": "echo-1", "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-            await send({"type": "http.response.body", "body": b"data: " + json.dumps(last).encode()
-                        + b"\n\ndata: [DONE]\n\n", "more_body": False})
+                chunk = {
+                    "id": "echo-1",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                }
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
+                        "more_body": True,
+                    }
+                )
+            last = {
+                "id": "echo-1",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n",
+                    "more_body": False,
+                }
+            )
             return
-        out = {"id": "echo-1", "object": "chat.completion", "created": created, "model": model,
-               "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                            "finish_reason": "stop"}],
-               "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2,
-                         "total_tokens": prompt_tokens + 2}}
+        out = {
+            "id": "echo-1",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 2,
+                "total_tokens": prompt_tokens + 2,
+            },
+        }
         return await _send(send, 200, json.dumps(out).encode())
 
     return app
 
 
 async def _send(send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -93,8 +147,13 @@ def main() -> None:
     ap.add_argument("--fail-status", type=int, default=None)
     ap.add_argument("--delay-s", type=float, default=0.0)
     a = ap.parse_args()
-    uvicorn.run(echo_app(a.model, fail_status=a.fail_status, delay_s=a.delay_s), host=a.host, port=a.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        echo_app(a.model, fail_status=a.fail_status, delay_s=a.delay_s),
+        host=a.host,
+        port=a.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -8,28 +8,48 @@ from __future__ import annotations
 
 from typing import Any
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
-               429: "rate_limit_error", 500: "server_error", 502: "server_error", 503: "server_error",
-               504: "server_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+    504: "server_error",
+}
 
 
 class ApiError(Exception):
     """An HTTP error the client should see, with OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
-        self.type = type or ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+        self.type = type or ERROR_TYPES.get(
+            status, "invalid_request_error" if status < 500 else "server_error"
+        )
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
 
 
-def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -40,7 +60,10 @@ def validation_message(errors: list[dict]) -> tuple[str, str | None]:
         if err.get("type") == "json_invalid":
             loc = err.get("loc", ())
             pos = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
-            return f"request body is not valid JSON ({(err.get('ctx') or {}).get('error', 'decode error')}{pos})", None
+            return (
+                f"request body is not valid JSON ({(err.get('ctx') or {}).get('error', 'decode error')}{pos})",
+                None,
+            )
     for err in errors[:5]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         field = _dotted(loc)

@@ -62,8 +62,21 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 """
 
-RESPONSE_FIELDS = ("response_id", "created", "kind", "router", "model", "conversation_id", "policy_version",
-                   "lam", "beta", "duel_id", "duel_arm", "routing_text", "decision")
+RESPONSE_FIELDS = (
+    "response_id",
+    "created",
+    "kind",
+    "router",
+    "model",
+    "conversation_id",
+    "policy_version",
+    "lam",
+    "beta",
+    "duel_id",
+    "duel_arm",
+    "routing_text",
+    "decision",
+)
 
 
 class InvalidFeedback(ValueError):
@@ -80,8 +93,8 @@ class UnknownResponse(LookupError):
 
 @dataclass(frozen=True)
 class Feedback:
-    kind: str                      # scalar | pairwise
-    response_id: str               # scalar: the rated response; pairwise: the winner (or first, if tie)
+    kind: str  # scalar | pairwise
+    response_id: str  # scalar: the rated response; pairwise: the winner (or first, if tie)
     other_response_id: str | None = None
     score: float | None = None
     tie: bool = False
@@ -167,8 +180,9 @@ class FeedbackStore:
         if row is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: feedback schema version {row[0]}, this caproute writes "
-                               f"{SCHEMA_VERSION}")
+            raise RuntimeError(
+                f"{self.path}: feedback schema version {row[0]}, this caproute writes {SCHEMA_VERSION}"
+            )
         con.row_factory = sqlite3.Row
         return con
 
@@ -197,8 +211,10 @@ class FeedbackStore:
 
     def _batch(self, con: sqlite3.Connection, jobs: list) -> None:
         results: list[tuple[Future, Any, bool]] = []
-        insert = (f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
-                  f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})")
+        insert = (
+            f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
+            f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})"
+        )
         rows: list[tuple] = []
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -248,7 +264,17 @@ class FeedbackStore:
         if fb.other_response_id is not None and fb.other_response_id == fb.response_id:
             raise InvalidFeedback("a response cannot be compared with itself (winner_id == loser_id)")
         fid = f"fb-{uuid.uuid4().hex}"
-        con.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (fid, time.time(), fb.kind, fb.response_id, fb.other_response_id, fb.score,
-                     int(fb.tie), fb.comment))
+        con.execute(
+            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                fid,
+                time.time(),
+                fb.kind,
+                fb.response_id,
+                fb.other_response_id,
+                fb.score,
+                int(fb.tie),
+                fb.comment,
+            ),
+        )
         return StoredFeedback(fid, fb, tuple(rows))

@@ -19,33 +19,65 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 class ServeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("caproute_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("caproute_request_latency_seconds", "end-to-end request latency",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("caproute_routing_overhead_seconds",
-                                  "time spent deciding (featurise + predict + utility) per request",
-                                  ["router"], buckets=OVERHEAD_BUCKETS, registry=r)
-        self.backend_latency = Histogram("caproute_backend_latency_seconds",
-                                         "backend time to the full answer (non-stream) or first byte (stream)",
-                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.routed = Counter("caproute_routed", "requests routed to each model", ["router", "model"], registry=r)
-        self.share = Gauge("caproute_routed_share", "share of a router's requests sent to each model since start",
-                           ["router", "model"], registry=r)
-        self.backend_errors = Counter("caproute_backend_errors", "failed backend attempts",
-                                      ["model", "reason"], registry=r)
-        self.fallbacks = Counter("caproute_fallbacks", "requests answered by a fallback model", ["router"],
-                                 registry=r)
-        self.spend = Counter("caproute_spend_usd", "USD spent on backends (estimated where usage is missing)",
-                             ["model"], registry=r)
-        self.tokens = Counter("caproute_tokens", "tokens by model and kind (prompt/completion)",
-                              ["model", "kind"], registry=r)
+        self.requests = Counter(
+            "caproute_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "caproute_request_latency_seconds",
+            "end-to-end request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "caproute_routing_overhead_seconds",
+            "time spent deciding (featurise + predict + utility) per request",
+            ["router"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.backend_latency = Histogram(
+            "caproute_backend_latency_seconds",
+            "backend time to the full answer (non-stream) or first byte (stream)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.routed = Counter(
+            "caproute_routed", "requests routed to each model", ["router", "model"], registry=r
+        )
+        self.share = Gauge(
+            "caproute_routed_share",
+            "share of a router's requests sent to each model since start",
+            ["router", "model"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "caproute_backend_errors", "failed backend attempts", ["model", "reason"], registry=r
+        )
+        self.fallbacks = Counter(
+            "caproute_fallbacks", "requests answered by a fallback model", ["router"], registry=r
+        )
+        self.spend = Counter(
+            "caproute_spend_usd",
+            "USD spent on backends (estimated where usage is missing)",
+            ["model"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "caproute_tokens", "tokens by model and kind (prompt/completion)", ["model", "kind"], registry=r
+        )
         self.feedback = Counter("caproute_feedback", "feedback stored by kind", ["kind"], registry=r)
         self.inflight = Gauge("caproute_inflight_requests", "requests in progress", registry=r)
-        self.drift = Gauge("caproute_policy_drift", "live traffic vs the calibrated policy",
-                           ["router", "metric"], registry=r)
-        self.drifting = Gauge("caproute_policy_out_of_tolerance", "1 while live traffic is outside the "
-                              "policy's drift tolerance", ["router"], registry=r)
+        self.drift = Gauge(
+            "caproute_policy_drift", "live traffic vs the calibrated policy", ["router", "metric"], registry=r
+        )
+        self.drifting = Gauge(
+            "caproute_policy_out_of_tolerance",
+            "1 while live traffic is outside the policy's drift tolerance",
+            ["router"],
+            registry=r,
+        )
         self._counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
 

@@ -40,23 +40,32 @@ def router_model_id(router: str) -> str:
     return f"{PREFIX}/{router}"
 
 
-def parse_model(value: str, *, routers: Collection[str], pool: Collection[str],
-                default_router: str | None, duel: bool = False) -> Target:
+def parse_model(
+    value: str,
+    *,
+    routers: Collection[str],
+    pool: Collection[str],
+    default_router: str | None,
+    duel: bool = False,
+) -> Target:
     """Parse the ``model`` field; unknown names raise a 404 ``model_not_found`` listing what exists."""
     if value in pool:
         return Target("direct", value)
     if value != PREFIX and not value.startswith(PREFIX + "/"):
         raise _unknown(value, routers, pool, duel)
-    rest = value[len(PREFIX) + 1:] if value != PREFIX else ""
+    rest = value[len(PREFIX) + 1 :] if value != PREFIX else ""
     rest, _, params = rest.partition(":")
     name, _, budget = rest.partition("@")
     if name == DUEL and duel and not budget and not params:
         return Target("duel", DUEL)
     if not name:
         if default_router is None:
-            raise ApiError(404, f"model '{value}': name a router, one of "
-                                f"{[router_model_id(r) for r in sorted(routers)]}",
-                           param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"model '{value}': name a router, one of {[router_model_id(r) for r in sorted(routers)]}",
+                param="model",
+                code="model_not_found",
+            )
         name = default_router
     if name not in routers:
         raise _unknown(value, routers, pool, duel)
@@ -70,15 +79,23 @@ def _params(value: str, params: str) -> tuple[float | None, float | None]:
         key, eq, raw = item.partition("=")
         key = PARAM_ALIASES.get(key.strip().lower())
         if key is None or not eq:
-            raise ApiError(400, f"model '{value}': suffix item '{item}' must be lambda=<x> or beta=<x>",
-                           param="model", code="invalid_model_suffix")
+            raise ApiError(
+                400,
+                f"model '{value}': suffix item '{item}' must be lambda=<x> or beta=<x>",
+                param="model",
+                code="invalid_model_suffix",
+            )
         try:
             x = float(raw)
         except ValueError:
             x = math.nan
         if not math.isfinite(x) or x < 0:
-            raise ApiError(400, f"model '{value}': {item.partition('=')[0]} must be a number >= 0, got '{raw}'",
-                           param="model", code="invalid_model_suffix")
+            raise ApiError(
+                400,
+                f"model '{value}': {item.partition('=')[0]} must be a number >= 0, got '{raw}'",
+                param="model",
+                code="invalid_model_suffix",
+            )
         out[key] = x
     return out.get("lam"), out.get("beta")
 
@@ -86,5 +103,6 @@ def _params(value: str, params: str) -> tuple[float | None, float | None]:
 def _unknown(value: str, routers: Collection[str], pool: Collection[str], duel: bool) -> ApiError:
     names = [router_model_id(r) for r in sorted(routers)] + ([router_model_id(DUEL)] if duel else [])
     names += sorted(pool)
-    return ApiError(404, f"model '{value}' does not exist; available: {names}", param="model",
-                    code="model_not_found")
+    return ApiError(
+        404, f"model '{value}' does not exist; available: {names}", param="model", code="model_not_found"
+    )

@@ -20,8 +20,9 @@ from caproute.serve.calibrate import Policy, directory_fingerprint
 from caproute.serve.drift import DriftMonitor
 
 
-def fallback_order(utility: Mapping[str, float], mu_c: Mapping[str, float], chosen: str,
-                   models: Sequence[str]) -> list[str]:
+def fallback_order(
+    utility: Mapping[str, float], mu_c: Mapping[str, float], chosen: str, models: Sequence[str]
+) -> list[str]:
     """``chosen`` first, then the other models by utility (desc), cost (asc), model order."""
     rank = {m: k for k, m in enumerate(models)}
     rest = sorted((m for m in models if m != chosen), key=lambda m: (-utility[m], mu_c[m], rank[m]))
@@ -64,7 +65,7 @@ class DecisionBatcher:
     def _drain(self) -> None:
         self._scheduled = False
         while self._pending:
-            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             groups: dict[tuple[float, float], list] = {}
             for item in batch:
                 groups.setdefault((item[1], item[2]), []).append(item)
@@ -88,7 +89,7 @@ class RouterHandle:
     name: str
     path: Path
     pipeline: object
-    pool_names: dict[str, str]            # router model -> pool model
+    pool_names: dict[str, str]  # router model -> pool model
     fingerprint: str
     policy: Policy | None = None
     drift: DriftMonitor | None = None
@@ -102,8 +103,9 @@ class RouterHandle:
         return tuple(self.pipeline.models)
 
     @classmethod
-    def load(cls, name: str, path: Path, pool_models: Sequence[str], model_map: Mapping[str, str],
-             pool_source: str) -> RouterHandle:
+    def load(
+        cls, name: str, path: Path, pool_models: Sequence[str], model_map: Mapping[str, str], pool_source: str
+    ) -> RouterHandle:
         from caproute.routers.pipeline import RoutingPipeline
 
         pipeline = RoutingPipeline.load(path)
@@ -114,7 +116,8 @@ class RouterHandle:
                 f"router '{name}' ({path}) was trained on models {list(pipeline.models)}, but the pool "
                 f"({pool_source}) has no model named {[mapping[m] for m in missing]}. Add them to the pool, "
                 f"or map each to a pool model with model_map (e.g. model_map: {{{missing[0]}: "
-                f"{sorted(pool_models)[0]}}}). Pool models: {sorted(pool_models)}")
+                f"{sorted(pool_models)[0]}}}). Pool models: {sorted(pool_models)}"
+            )
         pool_targets = list(mapping.values())
         dup = sorted({p for p in pool_targets if pool_targets.count(p) > 1})
         if dup:
@@ -125,17 +128,28 @@ class RouterHandle:
         check_policy(policy, self)
         self.policy = policy
         d = policy.drift
-        self.drift = DriftMonitor(self.models, policy.expected["model_share"], policy.target.kind,
-                                  policy.target_value(), policy.target.model, window=int(d["window"]),
-                                  share_tolerance=d["share_tolerance"], target_tolerance=d["target_tolerance"])
+        self.drift = DriftMonitor(
+            self.models,
+            policy.expected["model_share"],
+            policy.target.kind,
+            policy.target_value(),
+            policy.target.model,
+            window=int(d["window"]),
+            share_tolerance=d["share_tolerance"],
+            target_tolerance=d["target_tolerance"],
+        )
 
 
 def check_policy(policy: Policy, handle: RouterHandle) -> None:
     """A policy belongs to exactly one router directory (same files, same models)."""
     if policy.router_fingerprint != handle.fingerprint:
-        raise ConfigError(f"{policy.path}: calibrated for a different router directory than '{handle.name}' "
-                          f"({handle.path}): fingerprints differ. Re-run `caproute calibrate --router "
-                          f"{handle.path}`")
+        raise ConfigError(
+            f"{policy.path}: calibrated for a different router directory than '{handle.name}' "
+            f"({handle.path}): fingerprints differ. Re-run `caproute calibrate --router "
+            f"{handle.path}`"
+        )
     if tuple(policy.models) != handle.models:
-        raise ConfigError(f"{policy.path}: models {list(policy.models)} differ from router '{handle.name}' "
-                          f"{list(handle.models)}")
+        raise ConfigError(
+            f"{policy.path}: models {list(policy.models)} differ from router '{handle.name}' "
+            f"{list(handle.models)}"
+        )

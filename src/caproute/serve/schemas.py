@@ -19,21 +19,40 @@ class CaprouteOptions(BaseModel):
     """The ``caproute`` body field (``extra_body={"caproute": {...}}`` with the openai client)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    lam: float | None = Field(default=None, alias="lambda", ge=0, allow_inf_nan=False,
-                              description="cost weight lambda for this request")
+    lam: float | None = Field(
+        default=None,
+        alias="lambda",
+        ge=0,
+        allow_inf_nan=False,
+        description="cost weight lambda for this request",
+    )
     beta: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="risk weight beta")
     budget: str | None = Field(default=None, max_length=128, description="a named budget of the config")
-    conversation_id: str | None = Field(default=None, min_length=1, max_length=256,
-                                        description="keeps a conversation on its first model")
+    conversation_id: str | None = Field(
+        default=None, min_length=1, max_length=256, description="keeps a conversation on its first model"
+    )
 
 
 class ChatCompletionRequest(BaseModel):
     """OpenAI chat completion request; unknown fields pass through to the backend."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
-        {"model": "caproute", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "max_tokens": 8}]})
-    model: str = Field(min_length=1, max_length=256,
-                       description="caproute/<router>[@budget][:lambda=x,beta=y], caproute/duel, or a pool model")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "caproute",
+                    "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+                    "max_tokens": 8,
+                }
+            ]
+        },
+    )
+    model: str = Field(
+        min_length=1,
+        max_length=256,
+        description="caproute/<router>[@budget][:lambda=x,beta=y], caproute/duel, or a pool model",
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
@@ -55,12 +74,27 @@ class ChatCompletionRequest(BaseModel):
 class RouteRequest(BaseModel):
     """``POST /v1/route``: decide only. Give ``input`` (one text or a list) or ``messages`` (a chat)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
-        "oneOf": [{"required": ["input"], "properties": {"input": {"not": {"type": "null"}}},
-                   "not": {"required": ["messages"]}},
-                  {"required": ["messages"], "properties": {"messages": {"type": "array"}},
-                   "not": {"required": ["input"]}}],
-        "examples": [{"model": "caproute", "input": ["What is 2 + 2?", "Prove Fermat's little theorem."]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["input"],
+                    "properties": {"input": {"not": {"type": "null"}}},
+                    "not": {"required": ["messages"]},
+                },
+                {
+                    "required": ["messages"],
+                    "properties": {"messages": {"type": "array"}},
+                    "not": {"required": ["input"]},
+                },
+            ],
+            "examples": [
+                {"model": "caproute", "input": ["What is 2 + 2?", "Prove Fermat's little theorem."]}
+            ],
+        },
+    )
     model: str = Field(default="caproute", min_length=1, max_length=256)
     input: str | Annotated[list[str], Field(min_length=1, max_length=1024)] | None = None
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
@@ -82,15 +116,33 @@ class RouteRequest(BaseModel):
 class FeedbackRequest(BaseModel):
     """Scalar: ``{"response_id", "score"}``. Pairwise: ``{"winner_id", "loser_id"}`` (``tie`` = no winner)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["response_id", "score"],
-                   "properties": {"response_id": {"type": "string"}, "score": {"type": "number"}},
-                   "not": {"anyOf": [{"required": ["winner_id"]}, {"required": ["loser_id"]}, {"required": ["tie"]}]}},
-                  {"required": ["winner_id", "loser_id"],
-                   "properties": {"winner_id": {"type": "string"}, "loser_id": {"type": "string"}},
-                   "not": {"anyOf": [{"required": ["response_id"]}, {"required": ["score"]}]}}],
-        "examples": [{"response_id": "chatcmpl-cr0123", "score": 1.0},
-                     {"winner_id": "duel-0123-a", "loser_id": "duel-0123-b"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["response_id", "score"],
+                    "properties": {"response_id": {"type": "string"}, "score": {"type": "number"}},
+                    "not": {
+                        "anyOf": [
+                            {"required": ["winner_id"]},
+                            {"required": ["loser_id"]},
+                            {"required": ["tie"]},
+                        ]
+                    },
+                },
+                {
+                    "required": ["winner_id", "loser_id"],
+                    "properties": {"winner_id": {"type": "string"}, "loser_id": {"type": "string"}},
+                    "not": {"anyOf": [{"required": ["response_id"]}, {"required": ["score"]}]},
+                },
+            ],
+            "examples": [
+                {"response_id": "chatcmpl-cr0123", "score": 1.0},
+                {"winner_id": "duel-0123-a", "loser_id": "duel-0123-b"},
+            ],
+        },
+    )
     response_id: str | None = Field(default=None, min_length=1, max_length=128)
     score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     # null is not a form of feedback: the JSON schema's oneOf above says so, the validator below checks it

@@ -15,10 +15,17 @@ def build_server(config: ServeConfig):
     from caproute.serve.app import create_app
 
     app = create_app(config)
-    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                        access_log=config.log_level == "debug", lifespan="on",
-                        timeout_graceful_shutdown=config.drain_timeout_s, proxy_headers=False,
-                        server_header=False)
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        access_log=config.log_level == "debug",
+        lifespan="on",
+        timeout_graceful_shutdown=config.drain_timeout_s,
+        proxy_headers=False,
+        server_header=False,
+    )
     return uvicorn.Server(uv)
 
 

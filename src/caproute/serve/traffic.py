@@ -41,8 +41,11 @@ def sample_from_observations(obs: pd.DataFrame, models, *, source: str) -> Traff
         raise DataError("no observations in the traffic sample", source=source)
     missing_models = sorted(set(models) - set(obs["model"].astype(str).unique()))
     if missing_models:
-        raise DataError(f"the sample has no observations of the router's models {missing_models}",
-                        source=source, field="model")
+        raise DataError(
+            f"the sample has no observations of the router's models {missing_models}",
+            source=source,
+            field="model",
+        )
     obs = obs.assign(query_id=obs["query_id"].astype(str), model=obs["model"].astype(str))
     obs = obs[obs["model"].isin(models)]
     agg = obs.groupby(["query_id", "model"], sort=True)[["score", "cost"]].mean()
@@ -50,16 +53,21 @@ def sample_from_observations(obs: pd.DataFrame, models, *, source: str) -> Traff
     agg = agg.reindex(pd.MultiIndex.from_product([qids, models], names=["query_id", "model"]))
     if agg["score"].isna().any():
         q, m = agg.index[agg["score"].isna().to_numpy()][0]
-        raise DataError(f"query '{q}' has no observation of model '{m}' (every query needs every model)",
-                        source=source, field="model")
+        raise DataError(
+            f"query '{q}' has no observation of model '{m}' (every query needs every model)",
+            source=source,
+            field="model",
+        )
     _, texts = query_texts(obs, qids)
     n, m = len(qids), len(models)
-    return TrafficSample(texts, source, agg["score"].to_numpy().reshape(n, m),
-                         agg["cost"].to_numpy().reshape(n, m), qids)
+    return TrafficSample(
+        texts, source, agg["score"].to_numpy().reshape(n, m), agg["cost"].to_numpy().reshape(n, m), qids
+    )
 
 
-def read_requests(path: str | os.PathLike, *, conversation: str = "last_user",
-                  max_chars: int = 4000) -> TrafficSample:
+def read_requests(
+    path: str | os.PathLike, *, conversation: str = "last_user", max_chars: int = 4000
+) -> TrafficSample:
     """Texts of a JSONL request file; errors name the file, line and field."""
     p = Path(path)
     if not p.is_file():
@@ -78,14 +86,19 @@ def read_requests(path: str | os.PathLike, *, conversation: str = "last_user",
             if "messages" in obj:
                 msgs = obj["messages"]
                 if not isinstance(msgs, list) or not msgs or not all(isinstance(x, dict) for x in msgs):
-                    raise DataError("must be a non-empty list of message objects", source=str(p), row=i,
-                                    field="messages")
+                    raise DataError(
+                        "must be a non-empty list of message objects", source=str(p), row=i, field="messages"
+                    )
                 texts.append(routing_text(msgs, conversation, max_chars))
                 continue
             key = next((k for k in TEXT_KEYS if k in obj), None)
             if key is None or not isinstance(obj[key], str) or not obj[key].strip():
-                raise DataError(f"needs 'messages' or a non-empty string in one of {list(TEXT_KEYS)}",
-                                source=str(p), row=i, field=key or "messages")
+                raise DataError(
+                    f"needs 'messages' or a non-empty string in one of {list(TEXT_KEYS)}",
+                    source=str(p),
+                    row=i,
+                    field=key or "messages",
+                )
             texts.append(obj[key][-max_chars:])
     if not texts:
         raise DataError("the traffic sample is empty", source=str(p))

@@ -40,8 +40,16 @@ class _Conn:
 class _Body(httpx.AsyncByteStream):
     """The response body; returns the connection to the pool once read to the end."""
 
-    def __init__(self, transport: LeanTransport, key, conn: _Conn, length: int | None, chunked: bool,
-                 keep_alive: bool, timeout: float | None):
+    def __init__(
+        self,
+        transport: LeanTransport,
+        key,
+        conn: _Conn,
+        length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+        timeout: float | None,
+    ):
         self.t, self.key, self.conn, self.length, self.chunked = transport, key, conn, length, chunked
         self.keep_alive, self.timeout, self.done = keep_alive, timeout, False
 
@@ -118,7 +126,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while stack:
             conn = stack.pop()
-            if now - conn.last_used < self.expiry and not conn.writer.is_closing() and not conn.reader.at_eof():
+            if (
+                now - conn.last_used < self.expiry
+                and not conn.writer.is_closing()
+                and not conn.reader.at_eof()
+            ):
                 return conn
             conn.close()
         return None
@@ -159,7 +171,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             length = 0
         keep_alive = lower.get(b"connection", b"").lower() != b"close"
         stream = _Body(self, key, conn, length, chunked, keep_alive, timeouts.get("read"))
-        return httpx.Response(status, headers=headers, stream=stream, extensions={"http_version": b"HTTP/1.1"})
+        return httpx.Response(
+            status, headers=headers, stream=stream, extensions={"http_version": b"HTTP/1.1"}
+        )
 
     async def _head(self, conn: _Conn, timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,14 @@ from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, StoreOpt
 
 console = Console()
+
+
+def _first_sentence(doc: str) -> str:
+    import re
+
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    m = re.search(r"\.\s+(?=[A-Z])", text)
+    return text if m is None else text[:m.start() + 1]
 
 
 def _parse_params(items: list[str] | None) -> dict:
@@ -101,6 +110,5 @@ def routers_cmd() -> None:
     for name in sorted(REGISTRY):
         cls = REGISTRY[name]
         params = ", ".join(f"{k}={v!r}" for k, v in cls().get_params().items())
-        doc = (cls.__doc__ or __import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, params, doc)
+        table.add_row(name, params, _first_sentence(cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""))
     console.print(table)

@@ -55,5 +55,7 @@ def test_duel_builtin_end_to_end(tmp_path):
     for f in ("regret.png", "weak_regret.png", "table.md", "meta.json", "curves.npz"):
         assert (rep / f).stat().st_size > 0
     meta = json.loads((rep / "meta.json").read_text())
-    assert meta["n_offline"] + meta["n_online"] == meta["n_queries"] == 100
+    from caproute.data.source import read_source
+
+    assert meta["n_offline"] + meta["n_online"] == meta["n_queries"] == read_source("builtin")["query_id"].nunique()
     assert all(c.startswith("cluster-") for c in meta["categories"])       # k-means pseudo-categories

@@ -16,7 +16,14 @@ from caproute.bandits.environment import (
     environment_from_pairs,
     load_environment,
 )
-from caproute.bandits.experiment import DuelSpec, make_stream, run_duel, split_offline, stratified_subsample
+from caproute.bandits.experiment import (
+    DuelSpec,
+    linear_oracle_regret,
+    make_stream,
+    run_duel,
+    split_offline,
+    stratified_subsample,
+)
 from caproute.bandits.report import write_report
 from caproute.errors import ConfigError, DataError
 
@@ -118,8 +125,12 @@ def test_load_environment_errors():
 
 
 def test_builtin_environment():
+    from caproute.data.source import read_source
+
+    obs = read_source("builtin")
     env = load_environment(data="builtin")
-    assert env.n_queries == 100 and env.n_models == 3 and env.categories is None
+    assert env.n_queries == obs["query_id"].nunique() and env.n_models == obs["model"].nunique()
+    assert env.categories is None and np.isfinite(env.utilities).all()
 
 
 def test_splits_and_streams():
@@ -134,6 +145,18 @@ def test_splits_and_streams():
     s2, u2 = make_stream(7, 100, 3)
     assert (s1 == s2).all() and (u1 == u2).all() and s1.max() < 7
     assert not (make_stream(7, 100, 4)[0] == s1).all()
+
+
+def test_linear_oracle_regret_by_hand():
+    # 2 queries, 2 arms, d = 2: u = <theta*, x ⊙ a> with theta* = (1, -1) is exactly linear -> regret 0
+    X = np.array([[1.0, 0.0], [0.0, 1.0]])
+    arms = np.array([[1.0, 0.0], [0.0, 1.0]])
+    u = np.array([[1.0, 0.0], [0.0, -1.0]])
+    assert linear_oracle_regret(X, arms, 1.0, u, ridge=1e-9) == pytest.approx(0.0)
+    # features that cannot tell the arms apart (identical arms): the tie goes to arm 0
+    same = np.array([[1.0, 1.0], [1.0, 1.0]])
+    u2 = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert linear_oracle_regret(X, same, 1.0, u2) == pytest.approx(0.5)
 
 
 def synthetic_env(n=60, k=4, d=6, seed=0):

@@ -45,7 +45,7 @@ class DuelSpec:
     max_queries: int | None = 1500
     split_seed: int = 0
     knn_k: int = 16
-    dars_lambda: float = 0.05
+    dars_lambda: float | None = None     # None: the environment's lambda_c (same objective as r*)
     dars_beta: float = 0.2
     ccft: CCFTConfig = field(default_factory=CCFTConfig)
 
@@ -124,6 +124,23 @@ def simulate(policy, X: np.ndarray, env: DuelEnvironment, stream: np.ndarray, u0
         policy.update(x, i, j, y)
         first[t], second[t] = i, j
     return first, second
+
+
+def linear_oracle_regret(X: np.ndarray, arms: np.ndarray, scale: float, utilities: np.ndarray,
+                         ridge: float = 1e-2) -> float:
+    """Per-round regret of the best linear policy in the feature class, an in-sample ceiling.
+
+    theta = ridge least squares of the per-query centred utilities u(x, a) - mean_a u(x, a) on the
+    centred features phi(x, a) - mean_a phi(x, a) over the given queries; the policy plays
+    argmax_a <theta, phi(x, a)> (both arms). Fitted on the evaluation queries themselves, so no
+    policy in this feature class can be expected to do better.
+    """
+    F = scale * (X[:, None, :] * arms[None, :, :])                          # (n, K, d)
+    Fc = (F - F.mean(axis=1, keepdims=True)).reshape(-1, F.shape[2])
+    uc = (utilities - utilities.mean(axis=1, keepdims=True)).reshape(-1)
+    theta = np.linalg.solve(Fc.T @ Fc + ridge * np.eye(F.shape[2]), Fc.T @ uc)
+    pick = (F @ theta).argmax(axis=1)
+    return float((utilities.max(axis=1) - utilities[np.arange(len(utilities)), pick]).mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,14 +228,17 @@ def make_cells(spec: DuelSpec, knn_ok: bool) -> list[Cell]:
 def dars_knn_choices(env: DuelEnvironment, offline: np.ndarray, online: np.ndarray, emb: EmbeddingSet,
                      spec: DuelSpec) -> np.ndarray:
     """The DARS-supervised kNN router (caproute.routers 'knn', k = 16) trained on the offline
-    queries' DARS statistics; its choice per online query (a reference line: no online learning)."""
+    queries' DARS statistics (mu_q, mu_c, sigma_q); its choice per online query, routed by
+    U = mu_q - lambda mu_c - beta sigma_q with lambda = the environment's lambda_c (so it targets
+    the same cost trade-off as r*) and beta = 0.2 (a reference line: no online learning)."""
     from caproute.routers.knn import KNNRouter
     from caproute.supervise.supervision import Supervision
 
     sup = Supervision(env.query_ids[offline], env.models, env.perf[offline], env.cost[offline],
                       env.sigma_q[offline], kind="dars", beta=spec.dars_beta)
     router = KNNRouter(k=spec.knn_k).fit(emb.X[offline], sup)
-    return np.asarray(router.route(emb.X[online], lam=spec.dars_lambda, beta=spec.dars_beta), dtype=np.int64)
+    lam = env.meta.get("lambda_c", 1.0) if spec.dars_lambda is None else spec.dars_lambda
+    return np.asarray(router.route(emb.X[online], lam=lam, beta=spec.dars_beta), dtype=np.int64)
 
 
 @dataclass
@@ -300,7 +320,17 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
     cells = make_cells(spec, knn_ok)
     results = map_cells(run_cell, cells, shared=shared, jobs=jobs, engine=engine, ray_address=ray_address,
                         progress="duel" if progress else None)
-    meta = {"n_queries": int(env.n_queries), "n_offline": int(len(offline)), "n_online": int(len(online)),
+    u = online_env.utilities
+    reference = {"uniform": float((u.max(1) - u.mean(1)).mean()),
+                 "best_fixed": float((u.max(1) - u[:, u.mean(0).argmax()]).mean())}
+    if online_env.categories is not None:
+        cats = online_env.categories
+        reference["best_per_category"] = float(sum(
+            (u[cats == c].max(1) - u[cats == c][:, u[cats == c].mean(0).argmax()]).sum()
+            for c in set(cats.tolist())) / len(cats))
+    reference["linear_oracle"] = {k: linear_oracle_regret(v.X, v.arms, v.feature_scale, u)
+                                  for k, v in online_embs.items()}
+    meta = {"per_round_regret_reference": reference, "n_queries": int(env.n_queries), "n_offline": int(len(offline)), "n_online": int(len(online)),
             "models": list(env.models), "categories": embs[spec.embeddings[0]].categories,
             "feature_scale": {k: v.feature_scale for k, v in embs.items()},
             "env_meta": env.meta, "dars_knn": "ran" if knn_ok else

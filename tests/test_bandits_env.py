@@ -212,3 +212,19 @@ def test_shared_sources(shared_data, pandalm_file):
     pl = load_environment(data=pandalm_file, label="pandalm7b")
     assert pl.n_queries == 170 and pl.n_models == 5 and pl.meta["n_pairs"] == 999
     assert ((pl.labels != 0).sum(axis=(1, 2)) > 0).all()          # every instruction has a recorded pair
+
+
+def test_environment_from_a_duckdb_store(tmp_path):
+    from caproute.data.source import read_source
+    from caproute.data.store import ObservationStore
+
+    obs = read_source("builtin")
+    two = pd.concat([obs, obs.assign(dataset="copy")], ignore_index=True)
+    with ObservationStore(tmp_path / "obs.duckdb") as store:
+        store.upsert(two, source="test")
+    env = load_environment(store=tmp_path / "obs.duckdb")
+    assert sorted(set(env.categories)) == sorted(set(two["dataset"]))          # one category per dataset
+    assert env.n_queries == 2 * obs["query_id"].nunique()
+    one = load_environment(store=tmp_path / "obs.duckdb", dataset="copy")
+    direct = load_environment(data="builtin")
+    np.testing.assert_allclose(one.utilities, direct.utilities)

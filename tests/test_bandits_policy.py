@@ -247,3 +247,25 @@ def test_concurrent_updates_lose_nothing(sampler):
     assert policy.t_ == policy.history_.n == n_threads * per_thread
     assert sorted(policy.history_.x[:, 0].astype(int)) == sorted(1000 * k + n for k in range(n_threads)
                                                                    for n in range(per_thread))
+
+
+@pytest.mark.slow
+def test_embed_and_self_contained_save(tmp_path):
+    """The server helper: embed a query with the policy's encoder; save with a copy of the encoder."""
+    from caproute.bandits import embed_query, load_policy
+    from caproute.bandits.encoder import minilm_path
+
+    rng = np.random.default_rng(0)
+    arms = rng.normal(size=(3, 384))
+    policy = FGTSCDB(arms, ["a", "b", "c"], sampler="laplace", encoder=str(minilm_path()))
+    x = embed_query(policy, "How many eggs are in 6 dozen?")
+    assert x.shape == (384,) and np.linalg.norm(x) == pytest.approx(1.0)
+    assert policy.embed(["one", "two"]).shape == (2, 384)
+    i, j = policy.select(x)
+    policy.update(x, i, j, 1)
+    policy.save(tmp_path / "p", copy_encoder=True)
+    assert (tmp_path / "p" / "encoder" / "model.safetensors").exists()
+    restored = load_policy(tmp_path / "p")
+    assert restored.encoder == str(tmp_path / "p" / "encoder")
+    np.testing.assert_allclose(restored.embed("How many eggs are in 6 dozen?"), x, atol=1e-6)
+    assert restored.select_models(x) == policy.select_models(x)

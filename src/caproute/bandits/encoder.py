@@ -72,12 +72,37 @@ class TextEncoder:
             return self._model
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """(n, d) L2-normalised embeddings."""
+        """(n, d) L2-normalised embeddings; ``progress`` shows a rich progress bar."""
         texts = [str(t) for t in texts]
         model = self.model
         if not texts:
             return np.zeros((0, model.get_sentence_embedding_dimension()))
-        with self._lock:   # torch modules are not re-entrant across threads for eval + train
-            emb = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                               show_progress_bar=progress, convert_to_numpy=True)
-        return np.asarray(emb, dtype=np.float64)
+        chunks = [texts[i:i + 4 * self.batch_size] for i in range(0, len(texts), 4 * self.batch_size)]
+        out = []
+        with _bar(f"encoding {len(texts)} texts" if progress else None, len(texts)) as advance:
+            for chunk in chunks:
+                with self._lock:   # one torch forward at a time per model
+                    emb = model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                                       show_progress_bar=False, convert_to_numpy=True)
+                out.append(np.asarray(emb, dtype=np.float64))
+                advance(len(chunk))
+        return np.concatenate(out)
+
+
+class _bar:
+    def __init__(self, description: str | None, total: int):
+        self.description, self.total, self._p = description, total, None
+
+    def __enter__(self):
+        if self.description is None:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._p.start()
+        task = self._p.add_task(self.description, total=self.total)
+        return lambda n: self._p.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.stop()

@@ -17,30 +17,64 @@ def _sorted_keys(curves: dict) -> list:
     return sorted(curves, key=lambda k: (PLOT_ORDER.index(k[0]) if k[0] in PLOT_ORDER else 99, k[1]))
 
 
+HEADLINE = "ccft-excel-perf-cost"
+REFERENCES = ("best-fixed", "dars-knn", "uniform")
+POLICY_COLORS = {"fgts-cdb": "tab:blue", "maxinp": "tab:orange", "eps-greedy": "tab:green",
+                 "dars-knn": "tab:purple", "best-fixed": "tab:gray", "uniform": "tab:red"}
+
+
+def headline_embeddings(embeddings) -> str:
+    """The embeddings the policy comparison is drawn for: ccft-excel-perf-cost when run (the
+    paper's most effective variant and the CLI default), else the first one given."""
+    return HEADLINE if HEADLINE in embeddings else embeddings[0]
+
+
+def _band(ax, cum, label, color, style="-"):
+    t = np.arange(1, cum.shape[1] + 1)
+    mean, sd = cum.mean(axis=0), cum.std(axis=0)
+    ax.plot(t, mean, style, color=color, label=label, lw=1.5)
+    ax.fill_between(t, mean - sd, mean + sd, color=color, alpha=0.18, lw=0)
+
+
 def plot_regret(result: DuelResult, out: str | Path, kind: str = "average") -> Path:
-    """Cumulative regret per (policy, embeddings): mean line and a ± 1 std band over seeds."""
+    """Cumulative regret, mean line and ± 1 std band over seeds. Left: every policy on the headline
+    embeddings (and the references); right (when several embeddings ran): FGTS.CDB per embeddings."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = result.curves(kind)
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    cmap = plt.get_cmap("tab20")
-    for n, key in enumerate(_sorted_keys(curves)):
-        cum = curves[key]
-        t = np.arange(1, cum.shape[1] + 1)
-        mean, sd = cum.mean(axis=0), cum.std(axis=0)
-        label = key[0] if key[1] == "none" else f"{key[0]} [{key[1]}]"
-        style = "--" if key[0] in ("best-fixed", "dars-knn", "uniform") else "-"
-        ax.plot(t, mean, style, color=cmap(n % 20), label=label, lw=1.5)
-        ax.fill_between(t, mean - sd, mean + sd, color=cmap(n % 20), alpha=0.2, lw=0)
-    ax.set_xlabel("round t")
-    ax.set_ylabel(f"cumulative {'average' if kind == 'average' else 'weak'} regret")
+    embeddings = list(result.spec.embeddings)
+    head = headline_embeddings(embeddings)
+    head_enc = head.split("-")[0]
+    fgts = [k for k in curves if k[0] == "fgts-cdb"]
+    two = len(fgts) > 1
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(13 if two else 8, 5), dpi=120, squeeze=False)
+    ax = axes[0, 0]
+    for key in _sorted_keys(curves):
+        p, e = key
+        if e not in (head, "none", head_enc):
+            continue
+        label = p if e == "none" else f"{p} [{e}]"
+        _band(ax, curves[key], label, POLICY_COLORS.get(p, "black"), "--" if p in REFERENCES else "-")
+    ax.set_title(f"policies ({head})")
+    if two:
+        ax2 = axes[0, 1]
+        cmap = plt.get_cmap("tab10")
+        for n, key in enumerate(sorted(fgts, key=lambda k: embeddings.index(k[1]))):
+            _band(ax2, curves[key], f"fgts-cdb [{key[1]}]", cmap(n % 10))
+        for ref in ("best-fixed", "uniform"):
+            if (ref, "none") in curves:
+                _band(ax2, curves[(ref, "none")], ref, POLICY_COLORS[ref], "--")
+        ax2.set_title("FGTS.CDB by embeddings")
     seeds = next(iter(curves.values())).shape[0]
-    ax.set_title(f"{result.dataset}: {kind} regret, mean ± std over {seeds} seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    for a in axes[0]:
+        a.set_xlabel("round t")
+        a.set_ylabel(f"cumulative {'average' if kind == 'average' else 'weak'} regret")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{result.dataset}: {kind} regret, mean ± std over {seeds} seeds")
     fig.tight_layout()
     out = Path(out)
     with atomic_file(out) as tmp:

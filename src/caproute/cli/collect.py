@@ -55,6 +55,13 @@ def collect_cmd(
         bool,
         typer.Option("--similarity-check/--no-similarity-check", help="MiniLM similarity check of rewrites"),
     ] = True,
+    engine: Annotated[str, typer.Option("--engine", help="local | ray (queries sharded across Ray workers)")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster address (default: a local instance)")
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option("--shards", help="--engine ray: query shards (default: 2 x cluster CPUs)")
+    ] = None,
 ) -> None:
     """Collect K rewrites x R decodes per training query and the two test views, scored and costed.
 
@@ -63,7 +70,12 @@ def collect_cmd(
     from caproute.collect.config import load_pool_config
     from caproute.collect.queries import load_queries
     from caproute.collect.runner import CollectSpec, collect, write_reports
+    from caproute.errors import ConfigError
 
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray (got '{engine}')")
+    if engine == "local" and (ray_address is not None or shards is not None):
+        raise ConfigError("--ray-address and --shards need --engine ray")
     console = Console()
     cfg = load_pool_config(config)
     task_cfg = cfg.task(task)
@@ -110,16 +122,24 @@ def collect_cmd(
             f"already stored: {stats.skipped_existing}; to generate: {est.generations}", highlight=False
         )
 
-    stats, est = collect(
-        cfg,
-        q,
-        store,
-        spec,
-        dry_run=dry_run,
-        console=console,
-        progress_every_s=progress_every,
-        on_plan=show_plan,
-    )
+    if engine == "ray":
+        from caproute.collect.distributed import collect_distributed
+
+        stats, est = collect_distributed(
+            cfg, q, store, spec, shards=shards, ray_address=ray_address, dry_run=dry_run, console=console,
+            on_plan=show_plan,
+        )
+    else:
+        stats, est = collect(
+            cfg,
+            q,
+            store,
+            spec,
+            dry_run=dry_run,
+            console=console,
+            progress_every_s=progress_every,
+            on_plan=show_plan,
+        )
     if dry_run:
         return
     console.print(
@@ -128,6 +148,12 @@ def collect_cmd(
         + (f"; stopped: {stats.stopped}" if stats.stopped else ""),
         highlight=False,
     )
+    if engine == "ray":
+        console.print(
+            f"shards: {stats.shards_merged}/{stats.shards} merged, {stats.shards_failed} failed; "
+            f"{stats.recovered_rows} rows recovered from shard files of an earlier run",
+            highlight=False,
+        )
     out = report_dir or Path(str(store) + ".reports")
     rep = write_reports(store, spec.dataset, task_cfg, out / spec.dataset)
     v = rep["scoring_validity"]

@@ -28,6 +28,7 @@ def meta_cmd(
     runs: Annotated[int, typer.Option("--runs", help="Monte Carlo splits")] = 200,
     jobs: Annotated[int, typer.Option("--jobs", help="parallel processes (results do not depend on it)")] = 1,
     engine: Annotated[str, typer.Option("--engine", help="local | ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address")] = None,
     seed: Annotated[int, typer.Option("--seed", help="run r uses seed + r")] = 42,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="share of queries held out")] = 0.3,
     align: Annotated[str, typer.Option("--align", help="variance | magnitude | wasserstein | none")] = "variance",
@@ -73,7 +74,7 @@ def meta_cmd(
         c = g.counts()
         console.print(f"{name} / {j}: {c['items']} items, {c['queries']} queries; missing gold {c['gold_missing']}, "
                       f"missing preference {c['pref_missing']}")
-    results = run_meta_experiment(gains, config, name=name, jobs=jobs, engine=engine)
+    results = run_meta_experiment(gains, config, name=name, jobs=jobs, engine=engine, ray_address=ray_address)
     rows = results.rows()
     write_json(rows, json_out)
     files = write_report(results, report)

@@ -71,6 +71,7 @@ def test_run_meta_is_identical_for_any_jobs_and_reports(tmp_path):
     r0 = rows[0]
     assert {"method", "judge", "gold_n", "efficiency_gain", "efficiency_gain_std", "curve"} <= set(r0)
     assert len(r0["curve"]) == 61 and r0["efficiency_gain"] == pytest.approx(max(r0["curve"]))
+    assert len(r0["runs_at_peak"]) == 2 and np.mean(r0["runs_at_peak"]) == pytest.approx(r0["efficiency_gain"])
     # judge-free baselines ignore the preference labels entirely: same curve as in a run with other labels
     d = one.diagnostics[("toy", 12)]
     assert d["n_gold"] == 12 and d["pref_unlabelled"] >= 0 and "meta-r.overlap.n_clipped_low" in d

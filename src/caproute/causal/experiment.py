@@ -246,17 +246,23 @@ class MetaResults:
     counts: dict
 
     def rows(self) -> list[dict]:
-        """JSON rows {method, judge, gold_n, efficiency_gain (peak of the mean curve), ...}."""
+        """JSON rows {method, judge, gold_n, efficiency_gain (peak of the mean curve), ...}.
+
+        ``runs_at_peak`` holds each run's gain at the peak usage (run order = seed order, the same
+        for every method), so paired differences between methods can be computed from the rows.
+        """
         rows = []
         for (judge, gold_n, method), c in self.curves.items():
             s = summarize_curves(c, self.grid)
             nt = self.n_test[gold_n]
+            k = int(np.argmax(s["mean"]))
             rows.append({
                 "method": method, "judge": judge, "gold_n": gold_n, "efficiency_gain": s["peak"],
                 "efficiency_gain_std": s["peak_std"], "efficiency_gain_se": s["peak_std"] / np.sqrt(s["runs"]),
                 "peak_usage": s["peak_usage"], "efficiency_gain_per_query": s["peak"] / float(np.mean(nt)),
                 "runs": s["runs"], "n_test_mean": float(np.mean(nt)),
                 "curve": [float(v) for v in s["mean"]], "curve_se": [float(v) for v in s["se"]],
+                "runs_at_peak": [float(v) for v in c[:, k]],
             })
         return rows
 

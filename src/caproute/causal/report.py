@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.Pat
 
 
 def write_report(results: MetaResults, out_dir: str | os.PathLike) -> list[Path]:
-    """Write curves_<judge>_gold<N>.png, table.md and diagnostics.json into ``out_dir``."""
+    """Write curves_<judge>_gold<N>.png (judge name reduced to [A-Za-z0-9_.-]), table.md and
+    diagnostics.json into ``out_dir``."""
     from caproute.data.atomic import atomic_file, write_json
 
     out_dir = Path(out_dir)
@@ -75,7 +77,8 @@ def write_report(results: MetaResults, out_dir: str | os.PathLike) -> list[Path]
     rows = results.rows()
     files = []
     for judge, gold_n in sorted({(r["judge"], r["gold_n"]) for r in rows}):
-        files.append(plot_curves(results, judge, gold_n, out_dir / f"curves_{judge}_gold{gold_n}.png"))
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", judge).strip("_")
+        files.append(plot_curves(results, judge, gold_n, out_dir / f"curves_{safe}_gold{gold_n}.png"))
     cfg = results.config
     header = (f"# Meta-Router efficiency gain: {results.dataset}\n\n"
               f"{next(iter(results.curves.values())).shape[0]} Monte Carlo runs (seeds {cfg.seed} + run), "

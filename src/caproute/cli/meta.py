@@ -67,7 +67,7 @@ def meta_cmd(
     from caproute.causal.pandalm import is_pandalm
 
     if primary is not None:
-        name = dataset or "observations"
+        name = str(next(iter(gains.values())).meta.get("dataset", dataset or "observations"))
     else:
         name = "pandalm" if is_pandalm(data) else Path(str(data)).stem
     for j, g in gains.items():

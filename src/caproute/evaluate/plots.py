@@ -34,6 +34,18 @@ def _learned_first(names) -> list[str]:
     return learned or names
 
 
+def _colors(names) -> dict[str, tuple]:
+    """One colour per router (shared by its single-shot and DARS lines)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _legend_outside(ax) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -81,11 +93,12 @@ def plot_kxr(kxr: pd.DataFrame, single: pd.DataFrame, views: list[str], path: Pa
     protocols = sorted(map(tuple, protocols.to_numpy().tolist()), key=lambda p: (p[0] * p[1], p[0]))
     labels = [f"{k}x{r}" for k, r in protocols]
     for ax, view in zip(axes, views, strict=True):
+        colors = _colors(list(dict.fromkeys(kxr["router"])))
         for router in dict.fromkeys(kxr["router"]):
             d = kxr[(kxr["router"] == router) & (kxr["view"] == view)].set_index(["k", "r"])
             d = d.reindex(protocols)
             line = ax.errorbar(range(len(protocols)), d["utility_mean"], yerr=d["utility_std"], marker="o",
-                               capsize=3, label=router)
+                               capsize=3, label=router, color=colors[router])
             s = single[(single["router"] == router) & (single["view"] == view)]
             if len(s):
                 ax.axhline(float(s["utility_mean"].iloc[0]), ls=":", color=line[0].get_color(), lw=1)
@@ -102,15 +115,16 @@ def plot_pareto(pareto: pd.DataFrame, views: list[str], path: Path, title: str) 
     """Figure 4(b): mean normalised cost vs mean quality of the chosen models over the lambda grid;
     fixed models (squares; the best fixed model at lambda is filled) and the oracle as references."""
     plt = _plt()
-    fig, axes = _axes(plt, len(views), width=5.8)
+    fig, axes = _axes(plt, len(views), width=7.5, height=4.5)
     for ax, view in zip(axes, views, strict=True):
         d = pareto[pareto["view"] == view]
         routers = _learned_first(r for r in d["router"] if not r.startswith("fixed:") and r != "oracle")
+        colors = _colors(routers)
         for router in routers:
             for sup, ls in (("dars", "-"), ("single", "--")):
                 s = d[(d["router"] == router) & (d["supervision"] == sup)].sort_values("lam")
                 if len(s):
-                    ax.plot(s["cost"], s["quality"], ls, marker="o", ms=3,
+                    ax.plot(s["cost"], s["quality"], ls, marker="o", ms=3, color=colors[router],
                             label=f"{router} ({'DARS' if sup == 'dars' else 'single'})")
         fixed = d[d["router"].str.startswith("fixed:")].drop_duplicates("router")
         for _, row in fixed.iterrows():
@@ -126,7 +140,7 @@ def plot_pareto(pareto: pd.DataFrame, views: list[str], path: Path, title: str) 
         ax.set_ylabel("mean quality of the chosen model")
         note = " (no costs in data)" if float(d["cost"].abs().max()) == 0 else ""
         ax.set_title(f"{view} view, lambda sweep{note}")
-        ax.legend(fontsize=7)
+        _legend_outside(ax)
     fig.suptitle(title)
     _save(fig, path)
 
@@ -152,14 +166,16 @@ def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str],
     """Performance against strong-model calls (RouteLLM's curve behind APGR / CPT): DARS (solid)
     and the first single-shot training (dashed) per router."""
     plt = _plt()
-    fig, axes = _axes(plt, len(views))
+    fig, axes = _axes(plt, len(views), width=7.5, height=4.5)
     for ax, view in zip(axes, views, strict=True):
         d = curves[curves["view"] == view]
-        for router in _learned_first(d["router"]):
+        routers = _learned_first(d["router"])
+        colors = _colors(routers)
+        for router in routers:
             for sup, ls in (("dars", "-"), ("single", "--")):
                 s = d[(d["router"] == router) & (d["supervision"] == sup)]
                 if len(s):
-                    ax.plot(100 * s["calls"], s["perf"], ls, marker=".",
+                    ax.plot(100 * s["calls"], s["perf"], ls, marker=".", color=colors[router],
                             label=f"{router} ({'DARS' if sup == 'dars' else 'single'})")
         p = pair[pair["view"] == view]
         if len(p):
@@ -169,7 +185,7 @@ def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str],
                        label=f"weak: {p['weak_model'].iloc[0]}")
         ax.set_xlabel("strong model calls (%)")
         ax.set_ylabel("mean quality")
-        ax.set_title(f"{view} view")
-        ax.legend(fontsize=7)
+        ax.set_title(f"{view} view (dashed: first single-shot training)")
+        _legend_outside(ax)
     fig.suptitle(title)
     _save(fig, path)

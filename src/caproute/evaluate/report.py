@@ -241,7 +241,9 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
         ("table_router_variance", "Router variance under single-shot resampling (Figure 2(c))",
          "Spread of the test utility over the single-shot trainings of each router, against DARS.",
          variance_table(res)),
-        ("table_timing", "Timing", "CPU seconds inside the grid cells (all cells ran single-threaded).", timing_table(res)),
+        ("table_timing", "Timing", "Wall-clock seconds inside the grid cells, summed over the trainings (each cell "
+         f"runs single-threaded; {c.jobs} cells at a time); on a shared machine these include waiting for a core.",
+         timing_table(res)),
     ]
     return out
 

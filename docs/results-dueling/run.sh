@@ -22,3 +22,10 @@ caproute duel --data "$DATA/pandalm_pairwise_human_vs_llmjudge/pairs.parquet" --
 caproute duel --data "$DATA/routerdc_7llm_repeated/routerbench0shot_subset_long.parquet" \
   --policy fgts-cdb,best-fixed --embeddings ccft-excel-perf-cost,minilm --rounds 2000 --seeds 3 --sampler sgld \
   --cache "${CAPROUTE_CACHE:-$HOME/.cache/caproute}/duel" --json "$OUT/routerbench-sgld.json" --report "$OUT/routerbench-sgld"
+# eta = 1 ablation of FGTS.CDB (the spec says "try {0.25, 1}")
+caproute duel --data "$DATA/routerdc_7llm_repeated/routerbench0shot_subset_long.parquet" \
+  --policy fgts-cdb,best-fixed --embeddings $EMB --eta 1 $COMMON --json "$OUT/routerbench-eta1.json" --report "$OUT/routerbench-eta1"
+caproute duel --data "$DATA/routerdc_7llm_repeated" \
+  --policy fgts-cdb,best-fixed --embeddings $EMB --eta 1 $COMMON --json "$OUT/routerdc-eta1.json" --report "$OUT/routerdc-eta1"
+caproute duel --data "$DATA/pandalm_pairwise_human_vs_llmjudge/pairs.parquet" --label human \
+  --policy fgts-cdb,best-fixed --embeddings $EMB --eta 1 $COMMON --json "$OUT/pandalm-human-eta1.json" --report "$OUT/pandalm-human-eta1"

@@ -253,7 +253,7 @@ def test_concurrent_updates_lose_nothing(sampler):
 def test_embed_and_self_contained_save(tmp_path):
     """The server helper: embed a query with the policy's encoder; save with a copy of the encoder."""
     from caproute.bandits import embed_query, load_policy
-    from caproute.bandits.encoder import minilm_path
+    from caproute.features.minilm import minilm_path
 
     rng = np.random.default_rng(0)
     arms = rng.normal(size=(3, 384))

@@ -114,3 +114,13 @@ def test_routerdc_adapter_preserves_pass_rates(routerdc_dir):
     ref = raw.set_index(["qid", "model"])["score"]
     np.testing.assert_allclose(rate.loc[ref.index].to_numpy(), ref.to_numpy(), atol=1e-9)
     assert obs.groupby(["query_id", "model"]).size().eq(10).all()
+
+
+@pytest.mark.shared
+def test_routerbench_adapter_drops_unscored_rows_loudly(routerdc_dir):
+    from caproute.data.adapters import read_routerbench
+
+    with pytest.warns(UserWarning, match="dropped .* rows with no score"):
+        obs = read_routerbench(routerdc_dir / "routerbench0shot_subset_long.parquet")
+    assert obs["score"].notna().all() and obs["model"].nunique() == 11
+    assert obs["cost_known"].all() and (obs["cost"] > 0).any()

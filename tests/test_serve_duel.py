@@ -21,7 +21,7 @@ USER = [{"role": "user", "content": "Which is larger, 7 or 9?"}]
 
 @pytest.fixture(scope="module")
 def duel_server(tmp_path_factory):
-    from caproute.bandits.encoder import minilm_path
+    from caproute.features.minilm import minilm_path
     from caproute.bandits.fgts import FGTSCDB
 
     d = tmp_path_factory.mktemp("duel")

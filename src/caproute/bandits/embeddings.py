@@ -142,7 +142,7 @@ def build_embeddings(env, offline: np.ndarray, names: list[str], *, cfg: CCFTCon
                      progress: bool = False) -> dict[str, EmbeddingSet]:
     """Embedding sets for ``names`` over every query of ``env``; categories, Perf/Cost tables,
     category embeddings and the CCFT training set all come from the ``offline`` rows only."""
-    from caproute.bandits.encoder import minilm_path
+    from caproute.features.minilm import minilm_path
 
     cfg = cfg or CCFTConfig()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

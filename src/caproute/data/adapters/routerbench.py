@@ -2,11 +2,15 @@
 
 ``prompt`` is a stringified Python list in the release; its first element is the query text.
 Single-shot data: each pair becomes one decode-view observation (prompt_variant_id -1, decode 0).
+
+The release has rows with no score (14 arc-challenge prompts, no score for any model). They are
+dropped with a warning that gives the count, never silently; any other missing value is an error.
 """
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +39,12 @@ def read_routerbench(path: Path) -> pd.DataFrame:
     missing = need - set(df.columns)
     if missing:
         raise DataError(f"missing columns {sorted(missing)}", source=str(f))
+    unscored = df["score"].isna()
+    if unscored.any():
+        warnings.warn(f"{f}: dropped {int(unscored.sum())} rows with no score "
+                      f"({df.loc[unscored, 'sample_id'].nunique()} prompts; a gap in the release)",
+                      stacklevel=2)
+        df = df[~unscored].reset_index(drop=True)
     out = pd.DataFrame({
         "dataset": df["eval_name"], "split": df["split"], "query_id": df["sample_id"],
         "model": df["model"], "prompt_variant_id": -1, "decode_id": 0,

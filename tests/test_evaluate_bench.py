@@ -146,8 +146,12 @@ def test_pareto_and_two_model_tables(always_router):
 
 def test_default_pair_and_kxr_protocols():
     assert default_pair(prepare_experiment(toy_observations())) == (1, 0)
-    exp = load_experiment(data="builtin")
-    assert [exp.models[i] for i in default_pair(exp)] == ["large-c", "tiny-a"]
+    # three models: strong = best training quality; weak = the cheaper of the other two
+    obs = toy_observations()
+    extra = obs[obs["model"] == "a"].assign(model="c", cost=lambda d: d["cost"] * 0.5)
+    extra.loc[extra["split"] == "train", "score"] = 0.0
+    exp = prepare_experiment(pd.concat([obs, extra], ignore_index=True))
+    assert [exp.models[i] for i in default_pair(exp)] == ["b", "c"]
     proposed = ((1, 1), (1, 3), (3, 1), (2, 2), (3, 3), (5, 5))
     assert kxr_protocols(proposed, (1, 7)) == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 7)]
     assert kxr_protocols(proposed, (5, 5)) == [(1, 1), (1, 3), (3, 1), (2, 2), (3, 3), (5, 5)]
@@ -231,3 +235,25 @@ def test_demo_bench_end_to_end(monkeypatch, tmp_path):
     assert {"mlp", "knn", "embedllm", "avengerspro", "graphrouter", "mirt", "rmsoftmax"} <= routers
     assert (tmp_path / "bench" / "report.html").exists()
     assert "Full DARS" in (tmp_path / "bench" / "report.md").read_text()
+
+
+def test_fast_single_shot_supervision_equals_build_supervision():
+    from caproute.evaluate.grid import grid_data, single_shot_supervision
+
+    exp = load_experiment(data="builtin")
+    data = grid_data(exp, None, None, lam=0.05)
+    for seed in (0, 42, 43, 1234):
+        fast = single_shot_supervision(data, seed)
+        ref = build_supervision(exp.train_obs, variant="single", seed=seed, normalizer=exp.normalizer,
+                                models=exp.models)
+        assert fast.query_ids.tolist() == ref.query_ids.tolist() and fast.models == ref.models
+        np.testing.assert_array_equal(fast.mu_q, ref.mu_q)
+        np.testing.assert_array_equal(fast.mu_c, ref.mu_c)
+        np.testing.assert_array_equal(fast.sigma_q, ref.sigma_q)
+        np.testing.assert_array_equal(fast.n, ref.n)
+        assert (fast.kind, fast.beta) == (ref.kind, ref.beta)
+    # a pair without observations: no fast path (the general path raises the usual error)
+    obs = exp.train_obs
+    first = (obs["query_id"] == exp.train_query_ids[0]) & (obs["model"] == exp.models[0])
+    exp.train_obs = obs[~first]
+    assert single_shot_supervision(grid_data(exp, None, None, lam=0.05), 0) is None

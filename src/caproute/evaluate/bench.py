@@ -464,13 +464,14 @@ def _variance_table(main: pd.DataFrame) -> pd.DataFrame:
 
 
 def _timing(results: list[dict]) -> pd.DataFrame:
-    rows = [{"router": report_name(r["router"]), "study": r["study"], "fit_s": r["time_s"]["fit"],
-             "total_s": r["time_s"]["total"]} for r in results]
+    rows = [{"router": report_name(r["router"]), "study": r["study"], "supervision_s": r["time_s"].get("supervision", 0.0),
+             "fit_s": r["time_s"]["fit"], "total_s": r["time_s"]["total"]} for r in results]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     return (df.groupby(["router", "study"], sort=False)
-            .agg(trainings=("fit_s", "size"), fit_s=("fit_s", "sum"), cell_s=("total_s", "sum"),
+            .agg(trainings=("fit_s", "size"), supervision_s=("supervision_s", "sum"), fit_s=("fit_s", "sum"),
+                 cell_s=("total_s", "sum"),
                  median_cell_s=("total_s", "median")).reset_index())
 
 

@@ -184,8 +184,10 @@ def timing_table(res: BenchResult) -> pd.DataFrame:
     t = res.timing
     if t.empty:
         return t
+    sup = t["supervision_s"] if "supervision_s" in t.columns else pd.Series(np.nan, index=t.index)
     return pd.DataFrame({"Router": t["router"], "Study": t["study"], "trainings": t["trainings"],
-                         "fit s (sum)": t["fit_s"].map(lambda x: f"{x:.1f}"),
+                         "supervision s (sum)": sup.map(lambda x: f"{x:.1f}" if np.isfinite(x) else "-"),
+                         "router fit s (sum)": t["fit_s"].map(lambda x: f"{x:.1f}"),
                          "cell s (sum)": t["cell_s"].map(lambda x: f"{x:.1f}"),
                          "median cell s": t["median_cell_s"].map(lambda x: f"{x:.3f}")})
 

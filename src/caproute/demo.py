@@ -33,6 +33,8 @@ def run_demo(out: Path, console: Console | None = None, jobs: int | None = None)
     console.print(f"data: {builtin_path()}")
     obs = read_source(BUILTIN)
     store_path = out / "observations.duckdb"
+    for stale in (store_path, store_path.with_name(store_path.name + ".wal")):
+        stale.unlink(missing_ok=True)  # the demo rebuilds its store from the shipped data every run
     with ObservationStore(store_path) as store:
         store.upsert(obs, source="builtin", validate=False)
         console.print(f"store {store_path}: {store.count()} observations, datasets {store.datasets()}")

@@ -29,7 +29,8 @@ info["peak_mb"] = [int(l.split()[1]) for l in open("/proc/self/status") if l.sta
 print(json.dumps(info))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    last = [line for line in res.stdout.splitlines() if line.startswith("{")][-1]
+    return json.loads(last)
 
 
 def run(quick: bool = False) -> list[dict]:

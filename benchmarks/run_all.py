@@ -1,6 +1,7 @@
 """Run every benchmarks/bench_*.py and rewrite the results table in benchmarks/README.md.
 
 Usage: python benchmarks/run_all.py [--quick] [--only NAME,...]
+With --only, the named benchmarks' rows replace theirs in the last results and table.
 Each bench module exposes run(quick) -> list of rows {benchmark, figure, value, unit, goal,
 baseline?, ratio?, notes?}. The table records the date, the machine and the command.
 """
@@ -67,6 +68,13 @@ def main(argv: list[str]) -> int:
             print(json.dumps(r))
         rows.extend(got)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    previous = HERE / "results.json"
+    if only and previous.exists():
+        # refresh only the named benchmarks' rows; keep the others from the last full run
+        old = json.loads(previous.read_text())
+        kept = [r for r in old.get("rows", []) if r.get("benchmark") not in only]
+        rows = kept + rows
+        stamp = f"{old.get('date', '?')} (rows of {', '.join(sorted(only))} refreshed {stamp})"
     cmd = "make bench" + (" (quick)" if quick else "")
     lines = [BEGIN, "", f"Last run: {stamp} on {machine()}; command: `{cmd}`.", "",
              "| benchmark | figure | value | goal | baseline | ratio | notes |",
@@ -81,9 +89,7 @@ def main(argv: list[str]) -> int:
     lines += ["", END]
     readme = HERE / "README.md"
     text = readme.read_text() if readme.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
-    if only and BEGIN in text:
-        print("(--only: README table not rewritten; run without --only to refresh it)")
-    elif BEGIN in text and END in text:
+    if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         text = head + "\n".join(lines) + rest.split(END, 1)[1]
         readme.write_text(text)

@@ -52,6 +52,7 @@ def supervise_out_of_core(source: str | os.PathLike, out: str | os.PathLike, *,
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit}'").fetchall()
     con.execute("SET preserve_insertion_order = false").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()  # we draw our own (rich) bar
     if threads:
         con.execute(f"SET threads = {int(threads)}").fetchall()
     ranges = train_cost_ranges(con, relation)

@@ -21,8 +21,8 @@ USER = [{"role": "user", "content": "Which is larger, 7 or 9?"}]
 
 @pytest.fixture(scope="module")
 def duel_server(tmp_path_factory):
-    from caproute.features.minilm import minilm_path
     from caproute.bandits.fgts import FGTSCDB
+    from caproute.features.minilm import minilm_path
 
     d = tmp_path_factory.mktemp("duel")
     router = train_router(d / "router")

@@ -17,7 +17,7 @@ console = Console()
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo-output"),
 ) -> None:
-    """Import the builtin observations, supervise, diagnose (offline)."""
+    """Import the builtin observations, supervise, diagnose, and benchmark single-shot vs DARS (offline)."""
     from caproute.demo import run_demo
 
     run_demo(out, console=console)

@@ -221,6 +221,13 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: SIM115
 
 
+def start_proxy(router: Path, pool: Path, port: int, feedback_db: Path, log: Path) -> subprocess.Popen:
+    """`caproute serve` with one kNN router on loopback (no keys), logging warnings only."""
+    cmd = [sys.executable, "-m", "caproute", "serve", "--router", f"dars-knn={router}", "--pool", str(pool),
+           "--insecure-local", "--port", str(port), "--feedback-db", str(feedback_db), "--log-level", "warning"]
+    return start(cmd, log)
+
+
 def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
@@ -274,28 +281,7 @@ def run(quick: bool = False) -> list[dict]:
             [{"name": n, "base_url": f"http://127.0.0.1:{p}/v1", "model": n} for n, p in ports.items()],
         )
         proxy = free_port()
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "caproute",
-                    "serve",
-                    "--router",
-                    f"dars-knn={router}",
-                    "--pool",
-                    str(pool),
-                    "--insecure-local",
-                    "--port",
-                    str(proxy),
-                    "--feedback-db",
-                    str(tmp / "feedback.sqlite3"),
-                    "--log-level",
-                    "warning",
-                ],
-                tmp / "proxy.log",
-            )
-        )
+        procs.append(start_proxy(router, pool, proxy, tmp / "feedback.sqlite3", tmp / "proxy.log"))
         for name, p in ports.items():
             wait_http(p, "/v1/models", procs[ECHO_MODELS.index(name)])
         wait_http(proxy, "/healthz", procs[-1])
@@ -463,28 +449,7 @@ def slow_backend_rows(tmp: Path, router: Path, repeats: int, n_req: int, delay_s
         )
         pool = write_pool_yaml_shared(tmp / "slow-pool.yaml", port)
         proxy = free_port()
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "caproute",
-                    "serve",
-                    "--router",
-                    f"dars-knn={router}",
-                    "--pool",
-                    str(pool),
-                    "--insecure-local",
-                    "--port",
-                    str(proxy),
-                    "--feedback-db",
-                    str(tmp / "slow-feedback.sqlite3"),
-                    "--log-level",
-                    "warning",
-                ],
-                tmp / "slow-proxy.log",
-            )
-        )
+        procs.append(start_proxy(router, pool, proxy, tmp / "slow-feedback.sqlite3", tmp / "slow-proxy.log"))
         wait_http(port, "/v1/models", procs[0])
         wait_http(proxy, "/healthz", procs[1])
         body = json.dumps(BODY).encode()
@@ -566,28 +531,7 @@ def pool_rows(tmp: Path, router: Path) -> list[dict]:
     procs = []
     try:
         port = free_port()
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "caproute",
-                    "serve",
-                    "--router",
-                    f"dars-knn={r2}",
-                    "--pool",
-                    str(handle.config_path),
-                    "--insecure-local",
-                    "--port",
-                    str(port),
-                    "--feedback-db",
-                    str(tmp / "pool-feedback.sqlite3"),
-                    "--log-level",
-                    "warning",
-                ],
-                tmp / "pool-proxy.log",
-            )
-        )
+        procs.append(start_proxy(r2, handle.config_path, port, tmp / "pool-feedback.sqlite3", tmp / "pool-proxy.log"))
         wait_http(port, "/healthz", procs[0])
         msg = {
             "messages": [{"role": "user", "content": "Say OK."}],

@@ -221,10 +221,13 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: SIM115
 
 
-def start_proxy(router: Path, pool: Path, port: int, feedback_db: Path, log: Path) -> subprocess.Popen:
+def start_proxy(
+    router: Path, pool: Path, port: int, feedback_db: Path, log: Path, workers: int = 1
+) -> subprocess.Popen:
     """`caproute serve` with one kNN router on loopback (no keys), logging warnings only."""
     cmd = [sys.executable, "-m", "caproute", "serve", "--router", f"dars-knn={router}", "--pool", str(pool),
-           "--insecure-local", "--port", str(port), "--feedback-db", str(feedback_db), "--log-level", "warning"]
+           "--insecure-local", "--port", str(port), "--feedback-db", str(feedback_db), "--log-level", "warning",
+           "--workers", str(workers)]
     return start(cmd, log)
 
 
@@ -278,7 +281,10 @@ def run(quick: bool = False) -> list[dict]:
             )
         pool = write_pool_yaml(
             tmp / "pool.yaml",
-            [{"name": n, "base_url": f"http://127.0.0.1:{p}/v1", "model": n} for n, p in ports.items()],
+            [
+                {"name": n, "base_url": f"http://127.0.0.1:{p}/v1", "model": n, "max_concurrency": 1024}
+                for n, p in ports.items()
+            ],
         )
         proxy = free_port()
         procs.append(start_proxy(router, pool, proxy, tmp / "feedback.sqlite3", tmp / "proxy.log"))
@@ -416,6 +422,9 @@ def run(quick: bool = False) -> list[dict]:
                 "notes": f"TF-IDF kNN; {load_note()}",
             }
         )
+        stop(procs[-1:])
+        procs = procs[:-1]
+        rows += workers_rows(tmp, router, ports[chosen], chosen, quick)
         stop(procs)
         procs = []
         if not quick:
@@ -482,12 +491,154 @@ def slow_backend_rows(tmp: Path, router: Path, repeats: int, n_req: int, delay_s
         stop(procs)
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its child processes (the workers of ``caproute serve --workers``)."""
+    total = cpu_seconds(pid)
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    for k in kids:
+        try:
+            total += process_tree_cpu(int(k))
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+LITELLM = Path(__file__).resolve().parents[1] / ".venv-bench" / "bin" / "litellm"
+
+
+def start_litellm(echo_port: int, model: str, port: int, tmp: Path) -> subprocess.Popen | None:
+    """LiteLLM's proxy (from the benchmark-only venv `make bench` builds) in front of the echo backend."""
+    if not LITELLM.exists():
+        return None
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        f"  - model_name: {model}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{model}\n"
+        f"      api_base: http://127.0.0.1:{echo_port}/v1\n"
+        "      api_key: none\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+    )
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    return subprocess.Popen(
+        [str(LITELLM), "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+        stdout=open(tmp / "litellm.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def throughput(port: int, body: bytes, n: int, clients: int = CLIENTS) -> tuple[float, list[float]]:
+    t = time.perf_counter()
+    lat, _ = asyncio.run(closed_loop(port, "/v1/chat/completions", body, n, clients))
+    return n / (time.perf_counter() - t), lat
+
+
+def workers_rows(tmp: Path, router: Path, echo_port: int, chosen: str, quick: bool) -> list[dict]:
+    """Issue 15, item 5: `caproute serve --workers N` for N = 1..cores at 50 closed-loop clients,
+    the proxy's CPU time per request (all worker processes), added latency at 100 requests/s
+    paced, and LiteLLM's proxy in front of the same echo backend in the same run."""
+    med = statistics.median
+    repeats, n_req, seconds = (2, 400, 4.0) if quick else (3, 1500, 10.0)
+    body = json.dumps(BODY).encode()
+    direct = json.dumps({**BODY, "model": chosen}).encode()
+    max_workers = max(2, os.cpu_count() or 1)
+    rows, rates = [], {}
+    direct_rate = med([throughput(echo_port, direct, n_req)[0] for _ in range(repeats)])
+    d_paced = asyncio.run(open_loop(echo_port, "/v1/chat/completions", direct, 100, seconds, CLIENTS))
+    pool = tmp / "pool.yaml"
+    for n in range(1, max_workers + 1):
+        port = free_port()
+        proc = start_proxy(router, pool, port, tmp / f"workers{n}.sqlite3", tmp / f"workers{n}.log", workers=n)
+        try:
+            wait_http(port, "/healthz", proc)
+            time.sleep(1.0 if n > 1 else 0)  # every worker up, not only the first
+            throughput(port, body, 200)  # warm-up
+            got, cpu = [], []
+            for _ in range(repeats):
+                c0 = process_tree_cpu(proc.pid)
+                rate, _ = throughput(port, body, n_req)
+                cpu.append((process_tree_cpu(proc.pid) - c0) / n_req * 1e3)
+                got.append(rate)
+            rates[n] = med(got)
+            paced = asyncio.run(open_loop(port, "/v1/chat/completions", body, 100, seconds, CLIENTS))
+            rows.append(
+                {
+                    "benchmark": "serve",
+                    "figure": f"caproute serve --workers {n}: routed req/s, 50 closed-loop clients",
+                    "value": round(rates[n]),
+                    "unit": "req/s",
+                    "goal": "near-linear in workers where cores allow",
+                    "baseline": f"1 worker {rates[1]:.0f} req/s; direct echo {direct_rate:.0f} req/s",
+                    "ratio": round(rates[n] / rates[1], 2),
+                    "notes": f"{rates[n] / n:.0f} req/s per worker; proxy CPU {med(cpu):.3f} ms per request "
+                    f"(all workers, /proc); paced 100 req/s added p50/p99 "
+                    f"{pct(paced, 50) - pct(d_paced, 50):.2f} / {pct(paced, 99) - pct(d_paced, 99):.2f} ms; "
+                    f"{n_req} requests x {repeats} runs; {load_note()}",
+                }
+            )
+        finally:
+            stop([proc])
+    port = free_port()
+    lite = start_litellm(echo_port, chosen, port, tmp)
+    if lite is None:
+        rows.append(
+            {
+                "benchmark": "serve",
+                "figure": "LiteLLM proxy vs caproute, same echo backend, 50 clients",
+                "value": "skipped",
+                "unit": "",
+                "goal": ">= 10x LiteLLM's throughput",
+                "baseline": "",
+                "ratio": "",
+                "notes": f"{LITELLM} not found: `make bench` installs LiteLLM into .venv-bench",
+            }
+        )
+        return rows
+    try:
+        wait_http(port, "/health/liveliness", lite, timeout_s=180)
+        throughput(port, direct, 50)  # warm-up
+        lrate = med([throughput(port, direct, max(100, n_req // 5))[0] for _ in range(repeats)])
+        l_paced = asyncio.run(open_loop(port, "/v1/chat/completions", direct, 100, seconds, CLIENTS))
+    finally:
+        stop([lite])
+    best = max(rates.values())
+    rows.append(
+        {
+            "benchmark": "serve",
+            "figure": "LiteLLM proxy pass-through req/s, same echo backend, 50 closed-loop clients",
+            "value": round(lrate, 1),
+            "unit": "req/s",
+            "goal": "caproute >= 10x",
+            "baseline": f"caproute routed {rates[1]:.0f} req/s (1 worker), {best:.0f} (best)",
+            "ratio": round(rates[1] / lrate, 1),
+            "notes": f"ratio = caproute 1 worker / LiteLLM; LiteLLM paced 100 req/s added p50/p99 "
+            f"{pct(l_paced, 50) - pct(d_paced, 50):.1f} / {pct(l_paced, 99) - pct(d_paced, 99):.1f} ms "
+            f"({len(l_paced)} requests); LiteLLM {LITELLM_VERSION} in .venv-bench, 1 worker; {load_note()}",
+        }
+    )
+    return rows
+
+
+LITELLM_VERSION = "1.80.0"
+
+
 def write_pool_yaml_shared(path: Path, port: int) -> Path:
     """A pool whose six models are all served by one backend (it ignores the model name)."""
     from caproute.serve.testing import write_pool_yaml
 
     return write_pool_yaml(
-        path, [{"name": n, "base_url": f"http://127.0.0.1:{port}/v1", "model": n} for n in ECHO_MODELS]
+        path,
+        [
+            {"name": n, "base_url": f"http://127.0.0.1:{port}/v1", "model": n, "max_concurrency": 1024}
+            for n in ECHO_MODELS
+        ],
     )
 
 

@@ -59,3 +59,9 @@ def test_duel_builtin_end_to_end(tmp_path):
 
     assert meta["n_offline"] + meta["n_online"] == meta["n_queries"] == read_source("builtin")["query_id"].nunique()
     assert all(c.startswith("cluster-") for c in meta["categories"])       # k-means pseudo-categories
+    # every run reports how distinct the arms are; the per-model component makes them all distinct
+    for name in ("ccft-excel-perf-cost", "minilm"):
+        a = meta["arms"][name]
+        assert a["K"] == len(meta["models"]) and a["distinct"] == a["K"] and a["tied"] == []
+        assert 1 <= a["rank"] <= a["K"]
+        assert f"arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}" in res.stdout

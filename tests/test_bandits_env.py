@@ -18,7 +18,8 @@ from caproute.bandits.environment import (
 )
 from caproute.bandits.experiment import (
     DuelSpec,
-    linear_oracle_regret,
+    full_information_logistic,
+    greedy_regret,
     make_stream,
     run_duel,
     split_offline,
@@ -147,16 +148,44 @@ def test_splits_and_streams():
     assert not (make_stream(7, 100, 4)[0] == s1).all()
 
 
-def test_linear_oracle_regret_by_hand():
-    # 2 queries, 2 arms, d = 2: u = <theta*, x ⊙ a> with theta* = (1, -1) is exactly linear -> regret 0
-    X = np.array([[1.0, 0.0], [0.0, 1.0]])
-    arms = np.array([[1.0, 0.0], [0.0, 1.0]])
-    u = np.array([[1.0, 0.0], [0.0, -1.0]])
-    assert linear_oracle_regret(X, arms, 1.0, u, ridge=1e-9) == pytest.approx(0.0)
-    # features that cannot tell the arms apart (identical arms): the tie goes to arm 0
-    same = np.array([[1.0, 1.0], [1.0, 1.0]])
-    u2 = np.array([[0.0, 1.0], [1.0, 0.0]])
-    assert linear_oracle_regret(X, same, 1.0, u2) == pytest.approx(0.5)
+def test_full_information_logistic_recovers_a_linear_bt_model():
+    # u = <theta*, x ⊙ a>: the full-information BT fit must rank the arms like theta* on every query
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    arms = np.eye(3)
+    theta_star = np.array([2.0, -1.0, 0.5])
+    u = (X * theta_star) @ arms.T
+    theta = full_information_logistic(X, arms, 1.0, u, bt_scale=0.1, sigma0=100.0)
+    assert greedy_regret(theta, X, arms, 1.0, u) == pytest.approx(0.0)
+    assert float(theta @ theta_star) > 0
+    # identical arms cannot be told apart: greedy plays arm 0, the regret is the mean gap to the best
+    same = np.ones((2, 3))
+    u2 = np.column_stack([np.zeros(40), np.ones(40)])
+    t2 = full_information_logistic(X, same, 1.0, u2, bt_scale=0.1)
+    assert np.allclose(t2, 0.0) and greedy_regret(t2, X, same, 1.0, u2) == pytest.approx(1.0)
+
+
+def test_arm_residual_makes_tied_arms_distinct():
+    from caproute.bandits import ccft
+    from caproute.bandits.arms import add_residual, arm_summary, residual_directions
+
+    rng = np.random.default_rng(1)
+    n, k, m, d = 60, 6, 2, 8
+    E = rng.normal(size=(n, d))
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    cats = np.array(["a", "b"] * (n // 2))
+    perf = rng.random((n, k))
+    xi = ccft.category_embeddings(E, cats, ["a", "b"])
+    table = ccft.category_table(perf, cats, ["a", "b"])
+    W = ccft.category_weights(table, np.zeros((k, m)), "excel-mask", tau=1)
+    arms = ccft.model_embeddings(xi, W)
+    before = arm_summary(arms, [f"m{j}" for j in range(k)])
+    assert before["distinct"] <= 3 and before["rank"] <= m and before["tied"]   # top-1 in no category: tied
+    fixed = add_residual(arms, residual_directions(E, perf), 0.5)
+    after = arm_summary(fixed, [f"m{j}" for j in range(k)])
+    assert after["distinct"] == k and after["rank"] == k and after["tied"] == []
+    np.testing.assert_allclose(np.linalg.norm(fixed, axis=1), 1.0)
+    np.testing.assert_array_equal(add_residual(arms, residual_directions(E, perf), 0.0), arms)
 
 
 def synthetic_env(n=60, k=4, d=6, seed=0):
@@ -191,6 +220,12 @@ def test_grid_is_identical_for_any_jobs_and_report(tmp_path):
                          ("eps-greedy", "minilm"), ("maxinp", "minilm"), ("dars-knn", "minilm")}
     for r in rows.values():
         assert r["rounds"] == 60 and r["seeds"] == 2 and r["regret_mean"] >= r["weak_regret_mean"] >= 0
+        assert r["late_rounds"] == 12 and r["late_per_round_mean"] >= 0
+        # learners are also scored as single-model routers (their point estimate, played greedily)
+        assert ("greedy_late_mean" in r) == (r["policy"] in ("fgts-cdb", "eps-greedy", "maxinp"))
+    late = np.mean([c["average"][-12:].mean() for c in r1.cells if c["policy"] == "uniform"])
+    assert rows[("uniform", "none")]["late_per_round_mean"] == pytest.approx(float(late), rel=1e-5)
+    assert r1.meta["arms"]["minilm"]["K"] == 4 and "full_info_logistic" in r1.meta["per_round_regret_reference"]
     # best-fixed plays one arm: average regret == weak regret
     assert rows[("best-fixed", "none")]["regret_mean"] == pytest.approx(rows[("best-fixed", "none")]["weak_regret_mean"])
     # the cumulative curve of a cell is the running sum of its per-round regret

@@ -63,10 +63,10 @@ def test_table_round_trip(dars_dir, tmp_path, fmt):
 
 @pytest.mark.parametrize("bad, message, field", [
     (dict(score=1.5), "out of range", "score"),
-    (dict(score=float("inf")), "non-finite", "score"),
+    (dict(score=float("inf")), "not a finite number", "score"),
     (dict(score="abc"), "not a number", "score"),
-    (dict(cost=-0.1), "negative cost", "cost"),
-    (dict(observation_type="sideways"), "unknown observation_type", "observation_type"),
+    (dict(cost=-0.1), "out of range", "cost"),
+    (dict(split="test", observation_type="sideways"), "unknown observation_type", "observation_type"),
     (dict(split="dev"), "split must be", "split"),
     (dict(decode_id=1.5), "not an integer", "decode_id"),
 ])
@@ -103,7 +103,7 @@ def test_missing_column_empty_file_invalid_json(tmp_path):
 def test_conflicting_duplicate_key(tmp_path):
     lines = [dars_line(), dars_line(), dars_line(score=0.0)]
     root = write_dars(tmp_path / "d", {"gpqa/train_scored_generations.jsonl": lines})
-    with pytest.raises(DataError, match="conflicting duplicate key.*lines 1, 2, 3"):
+    with pytest.raises(DataError, match="conflicting duplicate key.*line 1; .*line 3 differ in 'score'"):
         read_observations(root)
     ok = write_dars(tmp_path / "e", {"gpqa/train_scored_generations.jsonl": [dars_line(), dars_line()]})
     assert len(read_observations(ok)) == 1   # identical duplicates collapse

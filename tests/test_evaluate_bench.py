@@ -77,14 +77,14 @@ def _toy_features(exp):
 def _toy_bench(router, **kw):
     exp = prepare_experiment(toy_observations())
     X_train, X_test = _toy_features(exp)
-    config = BenchConfig(routers=(router,), **{"single_shot_runs": 3, "studies": ("main",), **kw})
+    config = BenchConfig(routers=(router,), **{"single_shot_runs": 3, "studies": ("main", "pareto", "pair"), **kw})
     return exp, run_bench(exp, config, X_train=X_train, X_test=X_test, progress=False)
 
 
 def test_rows_by_hand(always_router):
     _, res = _toy_bench(always_router)
     rows = res.rows.set_index(["router", "supervision", "view"])
-    for sup, n in (("single", 3), ("dars", 1)):
+    for sup, n in (("single", 3), ("dars", 5)):   # DARS: --dars-runs 5 trainings (seeds 42..46)
         for view in ("rewrite", "decode"):
             r = rows.loc[(always_router, sup, view)]
             u, q = EXPECTED["always_b"][view]
@@ -109,7 +109,7 @@ def test_cells_get_seeded_single_shot_sets_and_aligned_features(always_router):
         assert f["mu_q"] == pytest.approx(expected.mu_q)
         assert f["beta"] == 0.0
     dars = [f for f in FITS if f["kind"] == "dars"]
-    assert len(dars) == 1 and dars[0]["seed"] == 42 and dars[0]["beta"] == 0.2
+    assert [f["seed"] for f in dars] == [42, 43, 44, 45, 46] and all(f["beta"] == 0.2 for f in dars)
     for f in FITS:   # feature row i belongs to supervision row i
         assert [exp.train_query_ids[int(x)] for x in f["x0"]] == f["query_ids"]
 
@@ -167,7 +167,8 @@ def test_build_cells_counts():
     assert ("kxr", "random") not in per.index           # baselines skip the studies by default
     assert ("ablation", "random") not in per.index
     config.runs_by_router = {"random": 2}
-    assert sum(c.router == "random" for c in build_cells(config, (3, 3))) == 3
+    # 2 single-shot sets + 5 DARS trainings (random takes a seed; knn does not: one DARS cell)
+    assert sum(c.router == "random" for c in build_cells(config, (3, 3))) == 2 + 5
     assert len({c for c in cells}) == len(cells)
 
 

@@ -187,3 +187,81 @@ def test_overlap_weighted_leaves_fix_the_r_learner_at_4_percent_gold():
         est = RLearner(rf(), rfc(), eff.set_params(n_estimators=40), effect_clip=None).fit(X, Y, T)
         errs[name] = rmse(est.effect(s["Xt"]), s["delta_test"])
     assert errs["ours"] < 0.35 < errs["code"]
+
+
+# ---------------------------------------------------------------------------------------------
+# low-variance effect models, their cross-fitted selection, shared nuisances (issue 14.4)
+def test_group_mean_effect_by_hand():
+    from caproute.causal.learners import GroupMeanEffect
+
+    # column 0 is discrete (a pair indicator), column 1 continuous; one k-means cluster -> groups = pairs
+    X = np.array([[1, 0.1], [1, 0.2], [-1, 0.3], [-1, 0.4]], dtype=float)
+    y = np.array([1.0, 3.0, 0.0, 0.0])
+    w = np.array([1.0, 1.0, 1.0, 3.0])
+    g = GroupMeanEffect(n_clusters=1, prior_weight=2.0).fit(X, y, sample_weight=w)
+    overall = 4.0 / 6.0
+    assert g.predict(X[:1])[0] == pytest.approx((4.0 + 2 * overall) / (2 + 2))
+    assert g.predict(X[2:3])[0] == pytest.approx((0.0 + 2 * overall) / (4 + 2))
+    assert g.predict(np.array([[0.0, 0.1]]))[0] == pytest.approx(overall)     # unseen group -> overall mean
+    const = GroupMeanEffect(n_clusters=1, use_discrete=False, prior_weight=2.0).fit(X, y, sample_weight=w)
+    assert np.allclose(const.predict(X), overall)
+
+
+def test_auto_effect_picks_low_variance_model_for_a_constant_bias_and_forest_for_a_step():
+    from caproute.causal.learners import EFFECT_MODELS
+
+    rng = np.random.default_rng(5)
+    n_gold, n_pref, d = 40, 800, 6
+    X = rng.uniform(-1, 1, (n_gold + n_pref, d))
+    psi = 0.5 * np.tanh(X[:, 0] + X[:, 2])
+    T = np.r_[np.ones(n_gold, int), np.zeros(n_pref, int)]
+    noise = rng.normal(0, 0.8, T.size)
+    # constant bias, much smaller than the noise: a low-variance model must win the selection
+    Y = np.where(T == 1, psi, psi - 0.1) + noise
+    est = RLearner(rf(), rfc(), "auto", effect_clip=None, effect_forest=rf(30)).fit(X, Y, T)
+    sel = est.effect_selection_
+    assert set(sel["cv_loss"]) == set(EFFECT_MODELS)
+    assert sel["chosen"] in ("constant", "group", "ridge")
+    assert sel["cv_loss"][sel["chosen"]] <= sel["cv_loss"]["forest"]
+    # large step bias in x1 with little noise: the constant model must lose the selection
+    Y2 = np.where(T == 1, psi, psi - 1.0 * (X[:, 1] > 0)) + rng.normal(0, 0.05, T.size)
+    est2 = RLearner(rf(), rfc(), "auto", effect_clip=None, effect_forest=rf(30)).fit(X, Y2, T)
+    assert est2.effect_selection_["chosen"] != "constant"
+    assert est2.effect_selection_["cv_loss"]["constant"] > min(est2.effect_selection_["cv_loss"].values())
+
+
+def test_effect_variants_share_nuisances_exactly():
+    s = pooled_sample(3, 40, 400)
+    data = GainData(s["Xg"], s["r"], s["Xp"], s["y"], s["psi_pref"])
+    cache: dict = {}
+    kw = dict(outcome_model=rf(), propensity_model=rfc(), effect_clip=None, effect_forest=rf(20))
+    a = fit_gain("meta-r:ridge", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
+    assert len(cache) == 1
+    b = fit_gain("meta-r:constant", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
+    assert len(cache) == 1                                   # reused, not recomputed
+    fresh = fit_gain("meta-r:constant", data, final_model=rf(), align="none", **kw)
+    np.testing.assert_allclose(b.predict(s["Xt"]), fresh.predict(s["Xt"]))
+    assert not np.allclose(a.predict(s["Xt"]), b.predict(s["Xt"]))
+    assert "effect" not in b.info                            # a fixed effect model: no selection record
+    auto = fit_gain("meta-r", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
+    assert sum(v for k, v in auto.info["effect"].items() if k.startswith("chose_")) == 1.0
+    with pytest.raises(ValueError, match="unknown method"):
+        fit_gain("meta-r:lasso", data)
+
+
+def test_query_bias_judge_is_a_seeded_step_in_the_topic_axis():
+    from caproute.causal.pandalm import query_bias_verdicts
+
+    rng = np.random.default_rng(0)
+    emb = np.r_[rng.normal(0, 0.1, (10, 4)) + [3, 0, 0, 0], rng.normal(0, 0.1, (10, 4)) - [3, 0, 0, 0]]
+    codes = np.repeat(np.arange(20), 10)
+    pref = rng.choice([-1.0, 0.0, 1.0], size=codes.size)
+    pref[5] = np.nan
+    out = query_bias_verdicts(pref, codes, emb, rate=0.5, seed=1)
+    np.testing.assert_array_equal(out, query_bias_verdicts(pref, codes, emb, rate=0.5, seed=1))
+    assert np.isnan(out[5])
+    changed = out != pref
+    side = np.sign(out[changed & np.isfinite(out)])
+    grp = codes[changed & np.isfinite(out)] < 10
+    assert len(set(side[grp])) == 1 and len(set(side[~grp])) == 1 and side[grp][0] == -side[~grp][0]
+    assert 0.2 < np.mean(out == query_bias_verdicts(pref, codes, emb, rate=0.0, seed=1)) < 0.95

@@ -196,3 +196,18 @@ def test_pool_down_stops_exactly_its_processes(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert stop_pool(tmp_path) == []
+
+
+def test_servers_do_not_interrupt_running_requests():
+    """``pool up`` turns llama-cpp-python's ``interrupt_requests`` off (a new request would otherwise
+    end the running stream early), and the installed server knows the setting."""
+    from pathlib import Path
+
+    from caproute.collect.pool import server_command
+
+    cmd = server_command(Path("m.gguf"), "m", 8090, None)
+    i = cmd.index("--interrupt_requests")
+    assert cmd[i + 1] == "False"
+    settings = pytest.importorskip("llama_cpp.server.settings")
+    assert "interrupt_requests" in settings.ServerSettings.model_fields
+    assert settings.ServerSettings(interrupt_requests=cmd[i + 1]).interrupt_requests is False

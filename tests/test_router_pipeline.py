@@ -108,10 +108,11 @@ def test_cli_train_route(tmp_path):
     out = tmp_path / "r"
     res = runner.invoke(app, ["train", "--data", "builtin", "--router", "knn", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["route", "--router", str(out), "--json", "--lambda", "0.1",
+    res = runner.invoke(app, ["route", "--router", str(out), "--format", "json", "--lambda", "0.1",
                               "What is 17 + 26?"])
     assert res.exit_code == 0, res.output
-    d = json.loads(res.output)
+    (d,) = json.loads(res.output)
+    assert d["query"] == "What is 17 + 26?"
     assert d["lambda"] == 0.1 and d["model"] in d["mu_q"] and set(d) >= {"mu_c", "sigma_q", "utility"}
     res = runner.invoke(app, ["route", "--router", str(out), "what is 2+2"])
     assert res.exit_code == 0 and "utility" in res.output

@@ -262,3 +262,36 @@ def test_fallback_when_a_backend_process_is_killed(server, key, pool):
     assert e.value.status_code == 502 and "connection" in e.value.message
     metrics = httpx.get(server.url + "/metrics", headers={"authorization": f"Bearer {key[1]}"}).text
     assert f'caproute_backend_errors_total{{model="{victim}",reason="connection"}}' in metrics
+
+
+def test_concurrent_streams_are_queued_not_interrupted(server, key):
+    """Issue 11, item 7: 12 concurrent streams through the proxy against llama.cpp servers that run
+    one request at a time. The proxy queues them per model (max_concurrency 1 in the pool YAML) and
+    the servers run with interrupt_requests off: every stream ends with a finish_reason, none with
+    an error event or a 502."""
+
+    async def main():
+        c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=key[1], max_retries=0, timeout=300)
+
+        async def one(i):
+            stream = await c.chat.completions.create(
+                model="caproute/dars-knn",
+                messages=[{"role": "user", "content": f"Count from {i} to {i + 5}."}],
+                max_tokens=8,
+                stream=True,
+            )
+            finish, text = None, ""
+            async for ch in stream:
+                for choice in ch.choices:
+                    text += choice.delta.content or ""
+                    finish = choice.finish_reason or finish
+            return finish, text
+
+        try:
+            return await asyncio.gather(*[one(i) for i in range(12)])
+        finally:
+            await c.close()
+
+    results = asyncio.run(main())
+    assert all(finish in ("stop", "length") for finish, _ in results), results
+    assert all(text for _, text in results)

@@ -25,3 +25,26 @@ class DataError(CaprouteError, ValueError):
 
 class ConfigError(CaprouteError, ValueError):
     """Bad configuration (pool YAML, router directory, policy file)."""
+
+
+class DataWarning(UserWarning):
+    """Input data that was usable after a documented repair (e.g. rows dropped); the message says
+    what was done. The CLI prints it as one line, ``warning: <message>``."""
+
+
+def show_warnings_on_one_line() -> None:
+    """Make Python print caproute's :class:`DataWarning` as one ``warning: ...`` line on stderr instead
+    of the default ``file:line: DataWarning: ...`` plus a source line (issue 16). Other warnings
+    keep Python's format. Called by the CLI only; libraries and tests see ordinary warnings."""
+    import sys
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from caproute.bandits import ccft
+from caproute.bandits.arms import DEFAULT_RESIDUAL, add_residual, arm_summary, residual_directions
 from caproute.bandits.features import auto_feature_scale
 from caproute.errors import ConfigError
 
@@ -56,6 +57,9 @@ class CCFTConfig:
     beta_mask: float = ccft.DEFAULT_BETA_MASK
     temperature: float = ccft.DEFAULT_TEMPERATURE
     seed: int = 0
+    #: weight gamma of the per-model component rho_k (:mod:`caproute.bandits.arms`; PROPOSED;
+    #: 0 = the paper's embeddings, which can tie models that are top-tau nowhere)
+    residual: float = DEFAULT_RESIDUAL
 
 
 @dataclass
@@ -69,6 +73,8 @@ class EmbeddingSet:
     encoder: str
     weights: np.ndarray
     categories: list = field(default_factory=list)
+    #: {K, distinct, rank, tied} of ``arms`` (:func:`caproute.bandits.arms.arm_summary`)
+    summary: dict = field(default_factory=dict)
 
 
 def encoder_fingerprint(path: str | os.PathLike) -> str:
@@ -164,6 +170,9 @@ def build_embeddings(env, offline: np.ndarray, names: list[str], *, cfg: CCFTCon
         encoded["ccft"] = (str(enc_dir), cached_encode(enc_dir, texts, cache_dir, progress=progress))
     perf = ccft.category_table(env.perf[offline], cats, order)
     cost = ccft.minmax_over_models(ccft.category_table(env.cost[offline], cats, order))
+    # per-query offline utility for the per-model component (same lambda as the perf-cost logit)
+    scores_off = np.asarray(env.perf[offline], dtype=np.float64) - cfg.lam * np.nan_to_num(
+        np.asarray(env.cost[offline], dtype=np.float64))
     out = {}
     for name, (enc, weighting) in parsed.items():
         path, E = encoded[enc]
@@ -171,5 +180,8 @@ def build_embeddings(env, offline: np.ndarray, names: list[str], *, cfg: CCFTCon
         W = ccft.category_weights(perf, cost, weighting, lam=cfg.lam, tau=cfg.tau, beta_mask=cfg.beta_mask,
                                   temperature=cfg.temperature)
         arms = ccft.model_embeddings(xi, W)
-        out[name] = EmbeddingSet(name, E, arms, auto_feature_scale(E[offline], arms), path, W, order)
+        if cfg.residual:
+            arms = add_residual(arms, residual_directions(E[offline], scores_off), cfg.residual)
+        out[name] = EmbeddingSet(name, E, arms, auto_feature_scale(E[offline], arms), path, W, order,
+                                 arm_summary(arms, env.models))
     return out

@@ -32,9 +32,12 @@ def load_sentence_model(path: str | os.PathLike, threads: int | None = None):
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from caproute.features.minilm import quiet_transformers
+
     if threads:
         torch.set_num_threads(int(threads))
-    return SentenceTransformer(str(path), device="cpu")
+    with quiet_transformers():  # no "LOAD REPORT" / "Loading weights" noise (issue 16)
+        return SentenceTransformer(str(path), device="cpu")
 
 
 DEFAULT_MAX_SEQ_LENGTH = 128   # PROPOSED: MiniLM's own limit is 256; 128 halves CPU time on long prompts

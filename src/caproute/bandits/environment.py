@@ -280,7 +280,7 @@ def load_environment(*, store: str | os.PathLike | None = None, data: str | os.P
         wanted = _wanted(available, dataset, str(data))
         obs = obs[obs["dataset"].isin(wanted)].reset_index(drop=True)
         src = str(data)
-    name = wanted[0] if len(wanted) == 1 else Path(src).stem if src != "builtin" else "builtin"
+    name = wanted[0] if len(wanted) == 1 else Path(src).stem if not src.startswith("builtin") else "builtin"
     env = environment_from_observations(obs, name=name, lambda_c=lambda_c, scale=scale)
     env.meta["source_path"] = src
     if store is None and unscored:
@@ -299,9 +299,9 @@ def _read_observations(data: str | os.PathLike) -> tuple[pd.DataFrame, int]:
 
     from caproute.data.adapters import read_routerbench
     from caproute.data.formats import detect_format
-    from caproute.data.source import BUILTIN, read_source
+    from caproute.data.source import is_builtin, read_source
 
-    if str(data) == BUILTIN or detect_format(data) != "routerbench" or Path(data).is_dir():
+    if is_builtin(data) or detect_format(data) != "routerbench" or Path(data).is_dir():
         return read_source(data), 0
     raw = pd.read_parquet(data)
     if "score" not in raw.columns or "sample_id" not in raw.columns or not raw["score"].isna().any():

@@ -27,6 +27,9 @@ from caproute.errors import ConfigError
 POLICY_NAMES = ("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn")
 #: policies that ignore the embeddings: run once, reported with embeddings "none"
 EMBEDDING_FREE = ("uniform", "best-fixed")
+#: online learners with a point estimate (predict_scores): also scored as single-model routers
+LEARNERS = ("fgts-cdb", "eps-greedy", "maxinp")
+LATE_FRACTION = 0.2   # "late" per-round regret: mean over the last 20 % of rounds
 BASE_SEED = 42   # seeds are 42 + run (algorithms.md §D)
 
 
@@ -112,34 +115,66 @@ def make_stream(n_online: int, rounds: int, seed: int) -> tuple[np.ndarray, np.n
     return rng.integers(0, n_online, size=rounds), rng.random(rounds)
 
 
-def simulate(policy, X: np.ndarray, env: DuelEnvironment, stream: np.ndarray, u01: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Play the stream: select, feedback, update. Returns the played arms (first, second), each (T,)."""
+def simulate(policy, X: np.ndarray, env: DuelEnvironment, stream: np.ndarray, u01: np.ndarray,
+             greedy: bool = False) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Play the stream: select, feedback, update. Returns the played arms (first, second), each (T,).
+
+    ``greedy``: also return the arm the policy's current point estimate (``predict_scores``: the
+    MAP / posterior mean) would route the query to, before the round's update, (T,) — the policy
+    used as a single-model router while it learns.
+    """
     first = np.empty(len(stream), dtype=np.int64)
     second = np.empty(len(stream), dtype=np.int64)
+    pick = np.empty(len(stream), dtype=np.int64) if greedy else None
     for t, q in enumerate(stream):
         x = X[q]
+        if pick is not None:
+            pick[t] = int(np.argmax(policy.predict_scores(x)))
         i, j = policy.select(x)
         y = env.feedback(int(q), i, j, float(u01[t]))
         policy.update(x, i, j, y)
         first[t], second[t] = i, j
-    return first, second
+    return (first, second) if pick is None else (first, second, pick)
 
 
-def linear_oracle_regret(X: np.ndarray, arms: np.ndarray, scale: float, utilities: np.ndarray,
-                         ridge: float = 1e-2) -> float:
-    """Per-round regret of the best linear policy in the feature class, an in-sample ceiling.
+def full_information_logistic(X: np.ndarray, arms: np.ndarray, scale: float, utilities: np.ndarray,
+                              bt_scale: float, sigma0: float = 1.0, max_iter: int = 500) -> np.ndarray:
+    """MAP theta of the Bradley-Terry likelihood with FULL information, (d,).
 
-    theta = ridge least squares of the per-query centred utilities u(x, a) - mean_a u(x, a) on the
-    centred features phi(x, a) - mean_a phi(x, a) over the given queries; the policy plays
-    argmax_a <theta, phi(x, a)> (both arms). Fitted on the evaluation queries themselves, so no
-    policy in this feature class can be expected to do better.
+    For every query i of ``X`` and every pair of arms k != l the expected duel outcome
+    p = sigmoid((u_ik - u_il) / bt_scale) (the environment's own link) is a soft label of
+    y <theta, phi(x_i, a_k) - phi(x_i, a_l)>; theta minimises the summed logistic cross-entropy
+    plus ||theta||^2 / (2 sigma0^2) (the FGTS.CDB prior, eta = 1), by L-BFGS. The same model class
+    and likelihood as the dueling learners, but fitted on every comparison of every query (the
+    learners see one noisy duel per round): a reference, not a bound.
     """
-    F = scale * (X[:, None, :] * arms[None, :, :])                          # (n, K, d)
-    Fc = (F - F.mean(axis=1, keepdims=True)).reshape(-1, F.shape[2])
-    uc = (utilities - utilities.mean(axis=1, keepdims=True)).reshape(-1)
-    theta = np.linalg.solve(Fc.T @ Fc + ridge * np.eye(F.shape[2]), Fc.T @ uc)
-    pick = (F @ theta).argmax(axis=1)
+    from scipy.optimize import minimize
+
+    from caproute.bandits.posterior import sigmoid
+
+    X = np.asarray(X, dtype=np.float64)
+    A = np.asarray(arms, dtype=np.float64)
+    U = np.asarray(utilities, dtype=np.float64)
+    P = sigmoid((U[:, :, None] - U[:, None, :]) / bt_scale)          # (n, K, K), P[i,k,l] = P(k beats l)
+    off = ~np.eye(A.shape[0], dtype=bool)[None, :, :]
+
+    def fun(theta):
+        S = scale * ((X * theta) @ A.T)                                # (n, K)
+        M = S[:, :, None] - S[:, None, :]                              # margins of (k, l)
+        # cross-entropy over ordered pairs / 2 = over unordered pairs
+        loss = 0.5 * float(np.where(off, P * np.logaddexp(0.0, -M) + (1 - P) * np.logaddexp(0.0, M), 0.0).sum())
+        G = np.where(off, sigmoid(M) - P, 0.0).sum(axis=2)            # d loss / d S, (n, K)
+        grad = scale * ((G.T @ X) * A).sum(axis=0)
+        return loss + theta @ theta / (2 * sigma0 ** 2), grad + theta / sigma0 ** 2
+
+    res = minimize(fun, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return res.x
+
+
+def greedy_regret(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, scale: float, utilities: np.ndarray
+                  ) -> float:
+    """Per-round regret of routing each query of X to argmax_a <theta, phi(x, a)> (a single model)."""
+    pick = (scale * ((X * theta) @ arms.T)).argmax(axis=1)
     return float((utilities.max(axis=1) - utilities[np.arange(len(utilities)), pick]).mean())
 
 
@@ -191,18 +226,29 @@ def _run_cell(cell: Cell, shared: dict) -> dict:
     stream, u01 = make_stream(env.n_queries, spec.rounds, cell.seed)
     u = env.utilities[stream]
     t0 = time.perf_counter()
+    out: dict = {}
     if cell.policy == "dars-knn":
         choice = shared["knn_choices"][cell.embeddings][stream]
         first = second = choice
     else:
         best_arm = int(np.argmax(u.sum(axis=0)))     # best fixed model in hindsight on this stream
         policy = make_policy(cell, spec, emb, best_arm, env.models)
-        first, second = simulate(policy, emb.X, env, stream, u01)
+        learns = cell.policy in LEARNERS
+        played = simulate(policy, emb.X, env, stream, u01, greedy=learns)
+        first, second = played[0], played[1]
+        if learns:
+            # the policy as a single-model router: while learning (round t's estimate) and at the end
+            rows = np.arange(len(stream))
+            out["greedy"] = (u.max(axis=1) - u[rows, played[2]]).astype(np.float32)
+            scores = np.stack([policy.predict_scores(x) for x in emb.X])
+            pool = env.utilities
+            out["final_router_regret"] = float(
+                (pool.max(axis=1) - pool[np.arange(len(pool)), scores.argmax(axis=1)]).mean())
     seconds = time.perf_counter() - t0
     return {"policy": cell.policy, "embeddings": cell.embeddings, "seed": cell.seed,
             "average": average_regret(u, first, second).astype(np.float32),
             "weak": weak_regret(u, first, second).astype(np.float32), "seconds": seconds,
-            "pairs": np.stack([first, second]).astype(np.int16)}
+            "pairs": np.stack([first, second]).astype(np.int16), **out}
 
 
 def make_cells(spec: DuelSpec, knn_ok: bool) -> list[Cell]:
@@ -265,19 +311,39 @@ class DuelResult:
         return cell["embeddings"]
 
     def rows(self) -> list[dict]:
+        """Summary per (policy, embeddings): cumulative average and weak regret at T, the per-round
+        regret over the last ``LATE_FRACTION`` of rounds, and for learners the per-round regret of
+        their point estimate used as a single-model router (``greedy_late``: while learning, last
+        20 % of rounds; ``final_router``: the end-of-run estimate on the whole online pool)."""
         avg, weak = self.curves("average"), self.curves("weak")
-        secs: dict = {}
+        by_key: dict = {}
         for c in self.cells:
-            secs.setdefault((c["policy"], self.label(c)), []).append(c["seconds"])
+            by_key.setdefault((c["policy"], self.label(c)), []).append(c)
         rows = []
         for key, cum in avg.items():
+            cells = by_key[key]
             final, wfinal = cum[:, -1], weak[key][:, -1]
-            rows.append({"dataset": self.dataset, "policy": key[0], "embeddings": key[1],
-                         "rounds": int(cum.shape[1]), "seeds": int(cum.shape[0]),
-                         "regret_mean": float(final.mean()), "regret_std": float(final.std(ddof=0)),
-                         "weak_regret_mean": float(wfinal.mean()), "weak_regret_std": float(wfinal.std(ddof=0)),
-                         "seconds_per_seed": float(np.mean(secs[key]))})
+            T = int(cum.shape[1])
+            late = max(1, int(round(LATE_FRACTION * T)))
+            late_pr = np.array([float(np.mean(c["average"][-late:])) for c in cells])
+            row = {"dataset": self.dataset, "policy": key[0], "embeddings": key[1],
+                   "rounds": T, "seeds": int(cum.shape[0]),
+                   "regret_mean": float(final.mean()), "regret_std": float(final.std(ddof=0)),
+                   "weak_regret_mean": float(wfinal.mean()), "weak_regret_std": float(wfinal.std(ddof=0)),
+                   "late_per_round_mean": float(late_pr.mean()), "late_per_round_std": float(late_pr.std(ddof=0)),
+                   "late_rounds": late,
+                   "seconds_per_seed": float(np.mean([c["seconds"] for c in cells]))}
+            if all("greedy" in c for c in cells):
+                g = np.array([float(np.mean(c["greedy"][-late:])) for c in cells])
+                f = np.array([c["final_router_regret"] for c in cells])
+                row.update(greedy_late_mean=float(g.mean()), greedy_late_std=float(g.std(ddof=0)),
+                           final_router_mean=float(f.mean()), final_router_std=float(f.std(ddof=0)))
+            rows.append(row)
         return sorted(rows, key=lambda r: r["regret_mean"])
+
+    def regret_at(self, policy: str, embeddings: str, t: int, kind: str = "average") -> np.ndarray:
+        """Cumulative regret after round t (1-based) per seed, (seeds,)."""
+        return self.curves(kind)[(policy, embeddings)][:, t - 1]
 
     def to_meta(self) -> dict:
         spec = asdict(self.spec)
@@ -314,8 +380,13 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
         for e in spec.embeddings:
             knn[e] = dars_knn_choices(env, offline, online, embs[e], spec)
     online_env = env.subset(online)
+    for v in embs.values():
+        if not v.summary:
+            from caproute.bandits.arms import arm_summary
+
+            v.summary = arm_summary(v.arms, env.models)
     online_embs = {k: EmbeddingSet(v.name, v.X[online], v.arms, v.feature_scale, v.encoder, v.weights,
-                                   v.categories) for k, v in embs.items()}
+                                   v.categories, v.summary) for k, v in embs.items()}
     shared = {"spec": spec, "env": online_env, "embeddings": online_embs, "knn_choices": knn}
     cells = make_cells(spec, knn_ok)
     results = map_cells(run_cell, cells, shared=shared, jobs=jobs, engine=engine, ray_address=ray_address,
@@ -328,11 +399,14 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
         reference["best_per_category"] = float(sum(
             (u[cats == c].max(1) - u[cats == c][:, u[cats == c].mean(0).argmax()]).sum()
             for c in set(cats.tolist())) / len(cats))
-    reference["linear_oracle"] = {k: linear_oracle_regret(v.X, v.arms, v.feature_scale, u)
-                                  for k, v in online_embs.items()}
+    # full-information logistic fit per embedding set, played greedily (a reference, not a bound)
+    reference["full_info_logistic"] = {
+        k: greedy_regret(full_information_logistic(v.X, v.arms, v.feature_scale, u, online_env.scale),
+                         v.X, v.arms, v.feature_scale, u) for k, v in online_embs.items()}
     meta = {"per_round_regret_reference": reference, "n_queries": int(env.n_queries), "n_offline": int(len(offline)), "n_online": int(len(online)),
             "models": list(env.models), "categories": embs[spec.embeddings[0]].categories,
             "feature_scale": {k: v.feature_scale for k, v in embs.items()},
+            "arms": {k: v.summary for k, v in embs.items()},
             "env_meta": env.meta, "dars_knn": "ran" if knn_ok else
             ("skipped: pairwise data has no scored observations" if "dars-knn" in spec.policies else "not asked")}
     return DuelResult(env.name, spec, results, meta)

@@ -7,7 +7,9 @@
 - ``save(dir)`` / ``DuelingPolicy.load(dir)``: no pickle. Arrays go to ``state.safetensors``,
   everything else (hyper-parameters, step counter, random-generator state) to ``config.json``
   with a format version and the SHA-256 of the array file, checked on load. A restored policy
-  continues exactly where the saved one stopped (same random stream).
+  continues exactly where the saved one stopped (same random stream). A save is one atomic
+  checkpoint (a crash at any instant leaves the previous or the new policy, never a mix);
+  ``checkpoint_`` holds JSON metadata a server stores with it (e.g. the last feedback applied).
 - Thread safety: ``select`` and ``update`` hold one re-entrant lock, so concurrent calls from
   server threads are serialised and no update is lost.
 - ``embed(texts)``: query embeddings with the policy's sentence encoder (``encoder`` = a
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import shutil
 import threading
 from abc import ABC, abstractmethod
@@ -34,6 +37,8 @@ from caproute.errors import ConfigError
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
+CONFIG_NEXT = "config.next.json"       # an interrupted save's pending pair (see DuelingPolicy.save)
+STATE_NEXT = "state.next.safetensors"
 ENCODER_DIR = "encoder"
 
 POLICIES: dict[str, type[DuelingPolicy]] = {}
@@ -109,6 +114,7 @@ class DuelingPolicy(ABC):
         self.t_ = 0
         self._lock = threading.RLock()
         self._encoder_model = None
+        self.checkpoint_: dict[str, Any] = {}
         self._reset_state()
         return self
 
@@ -197,8 +203,18 @@ class DuelingPolicy(ABC):
         return None
 
     def save(self, path: str | Path, *, copy_encoder: bool = False) -> Path:
-        """Write the policy to directory ``path``. ``copy_encoder``: also copy the encoder directory
-        into ``path/encoder`` so the saved policy is self-contained."""
+        """Write the policy to directory ``path`` as one atomic checkpoint.
+
+        ``copy_encoder``: also copy the encoder directory into ``path/encoder`` so the saved policy
+        is self-contained. An encoder inside ``path`` is stored relative to it (the directory can be
+        moved), any other encoder as an absolute path, so load -> save -> load round-trips.
+
+        Crash safety (a ``kill -9`` at any instant leaves a loadable policy): the arrays and the
+        config are first written whole to ``state.next.safetensors`` / ``config.next.json``, then
+        renamed over ``state.safetensors`` and ``config.json``, config last. :meth:`load` takes the
+        newest consistent pair (checked by the SHA-256 in the config), rolling forward over an
+        interrupted rename.
+        """
         from safetensors.numpy import save as save_bytes
 
         path = Path(path)
@@ -218,41 +234,40 @@ class DuelingPolicy(ABC):
                         shutil.rmtree(dest)
                     shutil.copytree(encoder, dest)
                 params["encoder"] = ENCODER_DIR
+            elif encoder is not None:
+                params["encoder"] = _encoder_ref(encoder, path)
             config = {"format_version": FORMAT_VERSION, "policy": self.name, "params": params,
                       "t": self.t_, "rng": self.rng_.bit_generator.state, "meta": meta,
+                      "checkpoint": dict(self.checkpoint_),
                       "state_sha256": hashlib.sha256(blob).hexdigest()}
-        with atomic_file(path / STATE_FILE) as tmp:
-            tmp.write_bytes(blob)
-        with atomic_file(path / CONFIG_FILE) as tmp:
-            tmp.write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+            text = json.dumps(config, indent=2, default=_json_default) + "\n"
+            # the lock also serialises concurrent saves, which share the .next file names
+            with atomic_file(path / STATE_NEXT) as tmp:
+                tmp.write_bytes(blob)
+            with atomic_file(path / CONFIG_NEXT) as tmp:
+                tmp.write_text(text)
+            os.replace(path / STATE_NEXT, path / STATE_FILE)
+            os.replace(path / CONFIG_NEXT, path / CONFIG_FILE)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> DuelingPolicy:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load as load_bytes
 
         path = Path(path)
-        cfg_file, state_file = path / CONFIG_FILE, path / STATE_FILE
-        if not cfg_file.exists() or not state_file.exists():
-            raise ConfigError(f"{path}: not a saved policy (needs {CONFIG_FILE} and {STATE_FILE})")
-        try:
-            config = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        config, blob, cfg_file = _read_checkpoint(path)
         version = config.get("format_version")
         if version != FORMAT_VERSION:
             raise ConfigError(f"{cfg_file}: format_version {version!r}, this caproute reads {FORMAT_VERSION}")
-        if hashlib.sha256(state_file.read_bytes()).hexdigest() != config.get("state_sha256"):
-            raise ConfigError(f"{state_file}: checksum mismatch (file changed or corrupt)")
         name = config.get("policy")
         klass = get_policy_class(name) if cls is DuelingPolicy else cls
         if klass.name != name:
             raise ConfigError(f"{cfg_file}: holds a '{name}' policy, not '{klass.name}'")
-        arrays = load_file(str(state_file))
+        arrays = load_bytes(blob)
         params = dict(config["params"])
         enc = params.get("encoder")
         if enc is not None and not Path(enc).is_absolute():
-            params["encoder"] = str(path / enc)
+            params["encoder"] = str((path / enc).resolve())
         for p in klass.array_params:
             params[p] = arrays.pop(p)
         try:
@@ -261,8 +276,50 @@ class DuelingPolicy(ABC):
             raise ConfigError(f"{cfg_file}: parameters do not fit {klass.__name__}: {e}") from None
         policy.t_ = int(config["t"])
         policy.rng_.bit_generator.state = config["rng"]
+        policy.checkpoint_ = dict(config.get("checkpoint") or {})
         policy._load_state(arrays, config.get("meta", {}))
         return policy
+
+
+def _encoder_ref(encoder: str | Path, saved_in: Path) -> str:
+    """The encoder path as stored in ``saved_in/config.json``: relative when inside it, else absolute."""
+    enc = Path(encoder).resolve()
+    try:
+        return enc.relative_to(saved_in.resolve()).as_posix()
+    except ValueError:
+        return str(enc)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, bytes, Path]:
+    """The newest consistent (config, state bytes) of a policy directory.
+
+    Candidates, newest first: the pending pair of an interrupted save (``config.next.json`` with
+    ``state.next.safetensors``, or with ``state.safetensors`` once that was renamed), then the
+    committed pair. A candidate counts only when the state's SHA-256 equals the config's.
+    """
+    cfg_file, state_file = path / CONFIG_FILE, path / STATE_FILE
+    pending = path / CONFIG_NEXT
+    if pending.exists():
+        try:
+            cfg = json.loads(pending.read_text())
+        except (OSError, json.JSONDecodeError):
+            cfg = None
+        if isinstance(cfg, dict):
+            for s in (path / STATE_NEXT, state_file):
+                if s.exists():
+                    blob = s.read_bytes()
+                    if hashlib.sha256(blob).hexdigest() == cfg.get("state_sha256"):
+                        return cfg, blob, pending
+    if not cfg_file.exists() or not state_file.exists():
+        raise ConfigError(f"{path}: not a saved policy (needs {CONFIG_FILE} and {STATE_FILE})")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    blob = state_file.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != config.get("state_sha256"):
+        raise ConfigError(f"{state_file}: checksum mismatch (file changed or corrupt)")
+    return config, blob, cfg_file
 
 
 def _json_default(o):

@@ -84,12 +84,20 @@ def plot_regret(result: DuelResult, out: str | Path, kind: str = "average") -> P
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| policy | embeddings | T | regret (mean ± std) | weak regret (mean ± std) | s / seed |",
-             "|---|---|---:|---:|---:|---:|"]
+    """Cumulative regret at T, weak regret, per-round regret over the last 20 % of rounds, and for
+    learners their point estimate as a single-model router (late rounds / end of run, per round)."""
+    lines = ["| policy | embeddings | T | regret (mean ± std) | weak regret (mean ± std) | per round, last 20 % "
+             "| greedy router, last 20 % | final router | s / seed |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def opt(r, key):
+        return f"{r[key + '_mean']:.3f} ± {r[key + '_std']:.3f}" if key + "_mean" in r else "–"
+
     for r in rows:
         lines.append(f"| {r['policy']} | {r['embeddings']} | {r['rounds']} | "
                      f"{r['regret_mean']:.1f} ± {r['regret_std']:.1f} | "
-                     f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f} | {r['seconds_per_seed']:.1f} |")
+                     f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f} | {opt(r, 'late_per_round')} | "
+                     f"{opt(r, 'greedy_late')} | {opt(r, 'final_router')} | {r['seconds_per_seed']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -48,8 +48,20 @@ def load_pairwise(data: str | os.PathLike | None = None, *, judges: list[str] | 
     if data is None:
         raise DataError("pass --data (PandaLM pairs or a gains file) or --store", source="arguments")
     if is_pandalm(data):
+        import dataclasses
+
+        from caproute.causal.pandalm import SYNTHETIC_JUDGES
+
         judges = list(judges) if judges else list(PANDALM_JUDGES)
-        return {j: read_pandalm(data, j) for j in judges}
+        out = {}
+        for j in judges:
+            if j in SYNTHETIC_JUDGES:     # verdicts transformed once the queries are embedded
+                g = read_pandalm(data, SYNTHETIC_JUDGES[j])
+                out[j] = dataclasses.replace(g, pref_source=j, meta={**g.meta, "synthetic": "query-bias",
+                                                                      "base_judge": SYNTHETIC_JUDGES[j]})
+            else:
+                out[j] = read_pandalm(data, j)
+        return out
     g = read_gains(data)
     if judges and list(judges) != [g.pref_source]:
         raise DataError(f"this gains file holds preferences of '{g.pref_source}', not {judges}", source=str(data))

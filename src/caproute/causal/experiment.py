@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from caproute.causal.features import Encoder, embed_unique, pca_reduce
-from caproute.causal.gain import METHODS, GainData, fit_gain
+from caproute.causal.gain import EFFECT_VARIANTS, METHODS, GainData, fit_gain, is_method
 from caproute.causal.labels import PairwiseGains
-from caproute.causal.learners import paper_code_settings
+from caproute.causal.learners import EFFECT_CHOICES, paper_code_settings
 from caproute.causal.metrics import USAGE_GRID, efficiency_gain, summarize_curves
 from caproute.errors import DataError
 
@@ -53,6 +53,7 @@ class MetaConfig:
     n_folds: int = 5
     overlap: str = "clip"
     trees: int | None = None
+    effect: str = "auto"
 
     def __post_init__(self):
         if not self.gold_ns or min(self.gold_ns) < 1:
@@ -61,9 +62,12 @@ class MetaConfig:
             raise DataError(f"runs must be >= 1, got {self.runs}", source="--runs")
         if not 0 < self.test_fraction < 1:
             raise DataError(f"test_fraction must be in (0, 1), got {self.test_fraction}", source="--test-fraction")
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if not is_method(m)]
         if unknown:
-            raise DataError(f"unknown methods {unknown} (choose from {METHODS})", source="--methods")
+            raise DataError(f"unknown methods {unknown} (choose from {METHODS} or {EFFECT_VARIANTS})",
+                            source="--methods")
+        if self.effect not in EFFECT_CHOICES:
+            raise DataError(f"effect must be one of {EFFECT_CHOICES}, got {self.effect!r}", source="--effect")
         if self.overlap not in OVERLAP_MODES:
             raise DataError(f"overlap must be one of {OVERLAP_MODES}", source="--overlap")
         if self.trees is not None and self.trees < 1:
@@ -89,7 +93,7 @@ class MetaConfig:
         out: dict = {"final_model": rf()}
         if learner is not None:
             effect = default_r_effect_model(seed) if learner == "r" else default_effect_model(seed)
-            out.update(outcome_model=rf(), effect_model=effect.set_params(n_estimators=self.trees),
+            out.update(outcome_model=rf(), effect_forest=effect.set_params(n_estimators=self.trees),
                        propensity_model=RandomForestClassifier(n_estimators=self.trees, max_depth=20,
                                                                max_features="sqrt", random_state=seed, n_jobs=1))
         return out
@@ -131,8 +135,16 @@ def prepare_dataset(gains: dict[str, PairwiseGains], *, name: str = "pairs",
     n_pairs = len(set(zip(items["model_1"], items["model_2"], strict=True)))
     pair = first.pair_indicator(models) if n_pairs > 1 else np.zeros((len(items), 0))
     counts = {judge: g.counts() for judge, g in gains.items()}
+    prefs = {}
+    for j, g in gains.items():
+        if g.meta.get("synthetic") == "query-bias":
+            from caproute.causal.pandalm import query_bias_verdicts
+
+            prefs[j] = query_bias_verdicts(g.pref, codes, emb_u[index])
+        else:
+            prefs[j] = g.pref
     return MetaDataset(name, items["item_id"].to_numpy(), codes, emb_u[index], pair, first.gold,
-                       {j: g.pref for j, g in gains.items()}, models, counts)
+                       prefs, models, counts)
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,15 +220,18 @@ def run_cell(cell: MetaCell, shared: tuple[MetaDataset, MetaConfig]) -> dict:
         data = GainData(X[gold_rows], ds.gold[gold_rows], X[pref_rows], pref[pref_rows], ds.gold[pref_rows])
         jd: dict = {"n_pref": int(pref_rows.size), "pref_unlabelled": int((~has_pref).sum())}
         curves = {}
+        nuisance_cache: dict = {}     # exact reuse of cross-fitted nuisances across effect models
         for method in cfg.methods:
             if method in JUDGE_FREE:
                 curves[method] = shared_fits[method]
                 continue
             kwargs = common
             if method.startswith("meta-"):
-                learner = method.removeprefix("meta-")
-                kwargs = dict(common, n_folds=cfg.n_folds, **cfg.estimators(cell.seed, learner))
+                learner = method.partition(":")[0].removeprefix("meta-")
+                kwargs = dict(common, n_folds=cfg.n_folds, effect_model=cfg.effect, nuisance_cache=nuisance_cache,
+                              **cfg.estimators(cell.seed, learner))
                 if cfg.overlap == "paper":
+                    kwargs["effect_model"] = "forest"     # the code's effect forest (R: replaced below)
                     paper = paper_code_settings(learner, cell.seed)
                     if cfg.trees is not None:
                         paper = {k: (v.set_params(n_estimators=cfg.trees) if hasattr(v, "set_params") else v)

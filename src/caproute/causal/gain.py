@@ -30,12 +30,26 @@ from caproute.causal.align import scale_factor
 from caproute.causal.learners import (
     DEFAULT_EFFECT_CLIP,
     DEFAULT_PROPENSITY_CLIP,
+    EFFECT_MODELS,
     LEARNERS,
     default_final_model,
 )
 from caproute.errors import DataError
 
 METHODS: tuple[str, ...] = ("meta-r", "meta-dr", "pooled", "gold-only", "pref-only", "mean-shift", "all-gold")
+#: meta-r / meta-dr with a fixed effect model, e.g. ``meta-r:ridge`` (``meta-r`` alone uses the
+#: configured effect model, by default ``auto``: chosen by cross-fitted loss on the gold rows)
+EFFECT_VARIANTS: tuple[str, ...] = tuple(f"{m}:{e}" for m in ("meta-r", "meta-dr") for e in EFFECT_MODELS)
+
+
+def is_method(name: str) -> bool:
+    return name in METHODS or name in EFFECT_VARIANTS
+
+
+def method_order(name: str) -> tuple[int, int]:
+    """Sort key: METHODS order, effect variants right after their learner."""
+    base, _, effect = name.partition(":")
+    return (METHODS.index(base) if base in METHODS else 99, EFFECT_MODELS.index(effect) + 1 if effect else 0)
 
 
 @dataclass
@@ -67,15 +81,20 @@ class MetaRouterGain:
 
     ``learner``: ``r`` or ``dr``. ``outcome_model`` / ``propensity_model`` / ``effect_model`` /
     ``final_model``: any scikit-learn estimators (None = the official code's random forests).
+    ``effect_model`` may also name one of ``forest | ridge | group | constant`` or ``auto`` (the
+    default: the one with the lowest cross-fitted loss on the gold rows, see
+    :func:`caproute.causal.learners.select_effect_model`; ``None`` = the code's forest).
+    ``effect_forest`` replaces the forest of the named set; ``nuisance_cache`` (a dict) shares
+    cross-fitted nuisances between estimators fitted on the same data.
     After ``fit``: ``scale_`` (c), ``learner_`` (with ``overlap_``), ``delta_pref_`` (the bias
     added to each preference label, aligned scale), ``final_model_``.
     """
 
     def __init__(self, learner: str = "r", *, align: str = "variance", gamma: float = 1.0,
-                 outcome_model=None, propensity_model=None, effect_model=None, final_model=None,
+                 outcome_model=None, propensity_model=None, effect_model="auto", final_model=None,
                  n_folds: int = 5, propensity_clip: tuple[float, float] = DEFAULT_PROPENSITY_CLIP,
                  min_overlap: float = 0.0, effect_clip: tuple[float, float] | None = DEFAULT_EFFECT_CLIP,
-                 random_state: int = 42):
+                 random_state: int = 42, effect_forest=None, nuisance_cache: dict | None = None):
         self.learner = learner
         self.align = align
         self.gamma = gamma
@@ -88,6 +107,8 @@ class MetaRouterGain:
         self.min_overlap = min_overlap
         self.effect_clip = effect_clip
         self.random_state = random_state
+        self.effect_forest = effect_forest
+        self.nuisance_cache = nuisance_cache
 
     def fit(self, X_gold, r_gold, X_pref, y_pref) -> MetaRouterGain:
         if self.learner not in LEARNERS:
@@ -102,7 +123,7 @@ class MetaRouterGain:
         learner = LEARNERS[self.learner](
             self.outcome_model, self.propensity_model, self.effect_model, n_folds=self.n_folds,
             propensity_clip=self.propensity_clip, min_overlap=self.min_overlap, effect_clip=self.effect_clip,
-            random_state=self.random_state)
+            random_state=self.random_state, effect_forest=self.effect_forest, nuisance_cache=self.nuisance_cache)
         learner.fit(X, np.r_[r, d.y_pref], T)
         delta = learner.effect(d.X_pref)
         weight = None if self.gamma == 1.0 else np.r_[np.full(r.size, float(self.gamma)), np.ones(delta.size)]
@@ -123,8 +144,13 @@ class MetaRouterGain:
 
     def info(self) -> dict:
         """Scale factor, overlap report and the mean bias correction, for reports."""
-        return {"scale": float(self.scale_), "overlap": self.learner_.overlap_.to_dict(),
-                "mean_delta": float(np.mean(self.delta_pref_))}
+        out = {"scale": float(self.scale_), "overlap": self.learner_.overlap_.to_dict(),
+               "mean_delta": float(np.mean(self.delta_pref_))}
+        sel = getattr(self.learner_, "effect_selection_", None)
+        if sel:
+            out["effect"] = {f"chose_{name}": float(name == sel["chosen"]) for name in EFFECT_MODELS}
+            out["effect"].update({f"cv_loss_{k}": float(v) for k, v in sel["cv_loss"].items()})
+        return out
 
 
 def _fit(model, X, y, sample_weight=None):
@@ -149,11 +175,14 @@ class FittedGain:
 def fit_gain(method: str, data: GainData, *, align: str = "variance", gamma: float = 1.0,
              final_model=None, random_state: int = 42, **learner_kwargs) -> FittedGain:
     """Fit one of :data:`METHODS` on a split. ``learner_kwargs`` go to :class:`MetaRouterGain`."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}' (choose from {METHODS})")
+    if not is_method(method):
+        raise ValueError(f"unknown method '{method}' (choose from {METHODS} or {EFFECT_VARIANTS})")
     final = final_model if final_model is not None else default_final_model(random_state)
-    if method in ("meta-r", "meta-dr"):
-        est = MetaRouterGain(method.removeprefix("meta-"), align=align, gamma=gamma, final_model=final,
+    if method.startswith("meta-"):
+        base, _, effect = method.partition(":")
+        if effect:
+            learner_kwargs = {**learner_kwargs, "effect_model": effect}
+        est = MetaRouterGain(base.removeprefix("meta-"), align=align, gamma=gamma, final_model=final,
                              random_state=random_state, **learner_kwargs)
         est.fit(data.X_gold, data.r_gold, data.X_pref, data.y_pref)
         return FittedGain(method, est, 1.0, est.info())

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.model_selection import StratifiedKFold
 
@@ -76,6 +76,113 @@ def default_r_effect_model(random_state: int = 42) -> RandomForestRegressor:
 def default_final_model(random_state: int = 42) -> RandomForestRegressor:
     """Final gain model psi of the official code: RF(100, depth 20, sqrt)."""
     return default_outcome_model(random_state)
+
+
+# ----------------------------------------------------------------------------------------------
+# low-variance effect models and their selection (issue 14.4; PROPOSED, not in the paper)
+EFFECT_MODELS = ("forest", "ridge", "group", "constant")
+"""Named effect models; ``auto`` picks one of them by cross-fitted loss on the gold rows."""
+EFFECT_CHOICES = (*EFFECT_MODELS, "auto")
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)   # PROPOSED grid (weighted GCV picks one per fit)
+GROUP_KMEANS = 4                                 # PROPOSED: k-means groups of the continuous features
+GROUP_PRIOR_WEIGHT = 5.0                         # PROPOSED: shrinkage, in units of one gold row's weight
+
+
+class GroupMeanEffect(RegressorMixin, BaseEstimator):
+    """Query-group indicators: one constant per group, shrunk towards the overall (weighted) mean.
+
+    Groups: the distinct values of the discrete feature columns (columns with at most 3 distinct
+    values, e.g. the signed model-pair indicator: one group per model pair) crossed with
+    ``n_clusters`` k-means clusters of the other columns (the query embedding); ``n_clusters = 1``
+    and no discrete columns give a single constant (the ``constant`` effect model).
+    tau_g = (Σ_g w y + prior_weight · tau_all) / (Σ_g w + prior_weight), tau_all = Σ w y / Σ w.
+    """
+
+    def __init__(self, n_clusters: int = GROUP_KMEANS, prior_weight: float = GROUP_PRIOR_WEIGHT,
+                 use_discrete: bool = True, random_state: int = 42):
+        self.n_clusters = n_clusters
+        self.prior_weight = prior_weight
+        self.use_discrete = use_discrete
+        self.random_state = random_state
+
+    def _keys(self, X: np.ndarray) -> list[tuple]:
+        parts = []
+        if self.discrete_cols_.size:
+            parts.append(np.round(X[:, self.discrete_cols_], 6))
+        if self.kmeans_ is not None:
+            parts.append(self.kmeans_.predict(X[:, self.continuous_cols_])[:, None].astype(float))
+        if not parts:
+            return [()] * X.shape[0]
+        return [tuple(r) for r in np.hstack(parts)]
+
+    def fit(self, X, y, sample_weight=None):
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float).ravel()
+        w = np.ones(y.size) if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
+        n_distinct = np.array([np.unique(X[:, j]).size for j in range(X.shape[1])]) if X.shape[1] else np.zeros(0)
+        discrete = (n_distinct <= 3) if self.use_discrete else np.zeros(X.shape[1], bool)
+        self.discrete_cols_ = np.flatnonzero(discrete)
+        self.continuous_cols_ = np.flatnonzero(~discrete)
+        self.kmeans_ = None
+        k = int(min(self.n_clusters, y.size))
+        if k > 1 and self.continuous_cols_.size:
+            from sklearn.cluster import KMeans
+
+            self.kmeans_ = KMeans(n_clusters=k, n_init=4, random_state=self.random_state).fit(
+                X[:, self.continuous_cols_])
+        self.global_ = float((w * y).sum() / w.sum()) if w.sum() > 0 else 0.0
+        sums: dict = {}
+        for key, wi, yi in zip(self._keys(X), w, y, strict=True):
+            a = sums.setdefault(key, [0.0, 0.0])
+            a[0] += wi * yi
+            a[1] += wi
+        pw = float(self.prior_weight)
+        self.values_ = {key: (sy + pw * self.global_) / (sw + pw) for key, (sy, sw) in sums.items()}
+        return self
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        return np.array([self.values_.get(key, self.global_) for key in self._keys(X)])
+
+
+def effect_candidates(learner: str, random_state: int = 42, forest=None) -> dict:
+    """The named effect models for ``learner`` ('r' or 'dr'): forest (the code's; for the R-learner
+    with overlap-weighted leaves), ridge (RidgeCV, weighted GCV over :data:`RIDGE_ALPHAS`), group
+    (:class:`GroupMeanEffect`) and constant (one weighted mean). ``forest`` replaces the forest."""
+    from sklearn.linear_model import RidgeCV
+
+    if forest is None:
+        forest = default_r_effect_model(random_state) if learner == "r" else default_effect_model(random_state)
+    return {"forest": forest, "ridge": RidgeCV(alphas=RIDGE_ALPHAS),
+            "group": GroupMeanEffect(random_state=random_state),
+            "constant": GroupMeanEffect(n_clusters=1, use_discrete=False, random_state=random_state)}
+
+
+def select_effect_model(candidates: dict, X: np.ndarray, z: np.ndarray, w: np.ndarray | None, T: np.ndarray,
+                        folds, mask: np.ndarray) -> tuple[str, dict[str, float]]:
+    """Pick the effect model with the lowest cross-fitted loss on the gold rows.
+
+    For each fold: fit every candidate on the other folds' usable rows (``mask``), predict the
+    fold's gold rows (T = 1), and add the (weighted) squared error of the pseudo-outcome z. The
+    R-learner's weights are (T - e)^2, so this is its R-loss restricted to gold rows; the
+    DR-learner's are 1. Ties go to the earlier (lower-variance last) candidate in dict order.
+    Returns (name, {name: mean loss per unit weight}).
+    """
+    weight = np.ones(z.size) if w is None else w
+    losses = {name: 0.0 for name in candidates}
+    total = 0.0
+    for train, test in folds:
+        tr = train[mask[train]]
+        te = test[(T[test] == 1) & mask[test]]
+        if te.size == 0 or tr.size == 0:
+            continue
+        total += float(weight[te].sum())
+        for name, model in candidates.items():
+            m = clone(model)
+            m = m.fit(X[tr], z[tr]) if w is None else m.fit(X[tr], z[tr], sample_weight=weight[tr])
+            losses[name] += float((weight[te] * (z[te] - m.predict(X[te])) ** 2).sum())
+    losses = {k: v / max(total, 1e-12) for k, v in losses.items()}
+    return min(losses, key=lambda k: losses[k]), losses
 
 
 @dataclass
@@ -183,24 +290,50 @@ class _MetaLearner:
 
     def __init__(self, outcome_model=None, propensity_model=None, effect_model=None, *, n_folds: int = 5,
                  propensity_clip: tuple[float, float] = DEFAULT_PROPENSITY_CLIP, min_overlap: float = 0.0,
-                 effect_clip: tuple[float, float] | None = DEFAULT_EFFECT_CLIP, random_state: int = 42):
+                 effect_clip: tuple[float, float] | None = DEFAULT_EFFECT_CLIP, random_state: int = 42,
+                 effect_forest=None, nuisance_cache: dict | None = None):
         self.outcome_model = outcome_model
         self.propensity_model = propensity_model
         self.effect_model = effect_model
+        self.effect_forest = effect_forest
+        self.nuisance_cache = nuisance_cache
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
         self.min_overlap = min_overlap
         self.effect_clip = effect_clip
         self.random_state = random_state
 
+    learner_key = ""
+
     def _default_effect(self, random_state: int):
         return default_effect_model(random_state)
 
     def _models(self):
         rs = self.random_state
+        effect = self.effect_model
+        if effect is None:
+            effect = self._default_effect(rs)
+        elif isinstance(effect, str):
+            if effect not in EFFECT_CHOICES:
+                raise ValueError(f"effect model must be an estimator or one of {EFFECT_CHOICES}, not {effect!r}")
+            if effect != "auto":
+                effect = effect_candidates(self.learner_key, rs, self.effect_forest)[effect]
         return (self.outcome_model if self.outcome_model is not None else default_outcome_model(rs),
                 self.propensity_model if self.propensity_model is not None else default_propensity_model(rs),
-                self.effect_model if self.effect_model is not None else self._default_effect(rs))
+                effect)
+
+    def _fit_effect(self, effect, X, z, w, T, folds, mask):
+        """Fit the effect model on the usable rows; ``effect == 'auto'`` first selects one of
+        :data:`EFFECT_MODELS` by :func:`select_effect_model` (recorded in ``effect_selection_``)."""
+        if isinstance(effect, str):      # auto
+            cands = effect_candidates(self.learner_key, self.random_state, self.effect_forest)
+            name, losses = select_effect_model(cands, X, z, w, T, folds, mask)
+            self.effect_selection_ = {"chosen": name, "cv_loss": losses}
+            effect = cands[name]
+        else:
+            self.effect_selection_ = None
+        model = clone(effect)
+        return model.fit(X[mask], z[mask]) if w is None else model.fit(X[mask], z[mask], sample_weight=w[mask])
 
     def _propensity(self, X, T, folds, prop_model) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.propensity_clip
@@ -208,6 +341,23 @@ class _MetaLearner:
             raise ValueError(f"propensity_clip must satisfy 0 < low <= high < 1, got {self.propensity_clip}")
         e_raw = crossfit_propensity(prop_model, X, T, folds)
         return e_raw, np.clip(e_raw, lo, hi)
+
+    def _cached(self, X, Y, T, compute):
+        """Cross-fitted nuisances, shared through ``nuisance_cache`` between learners fitted on the
+        same (X, Y, T) with the same nuisance models and folds (e.g. several effect models on one
+        split): exact reuse, keyed by the learner and a digest of the data."""
+        if self.nuisance_cache is None:
+            return compute()
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (X, Y, T):
+            h.update(np.ascontiguousarray(a).tobytes())
+        key = (type(self).__name__, self.n_folds, self.random_state, getattr(self, "joint_outcome", None),
+               tuple(self.propensity_clip), repr(self.outcome_model), repr(self.propensity_model), h.hexdigest())
+        if key not in self.nuisance_cache:
+            self.nuisance_cache[key] = compute()
+        return self.nuisance_cache[key]
 
     def effect(self, X) -> np.ndarray:
         """Estimated bias Delta(x) (n,), on the scale of the outcomes fitted, clipped to effect_clip."""
@@ -226,6 +376,7 @@ class RLearner(_MetaLearner):
     """
 
     rule = "|T - e| > min_overlap"
+    learner_key = "r"
 
     def _default_effect(self, random_state: int):
         return default_r_effect_model(random_state)
@@ -234,14 +385,18 @@ class RLearner(_MetaLearner):
         X, Y, T = _check_xyt(X, Y, T, self.n_folds)
         outcome, prop, effect = self._models()
         folds = _folds(T, self.n_folds, self.random_state)
-        m_hat = crossfit_outcome(outcome, X, Y, folds)
-        e_raw, e = self._propensity(X, T, folds, prop)
+
+        def nuisances():
+            m = crossfit_outcome(outcome, X, Y, folds)
+            return (m, *self._propensity(X, T, folds, prop))
+
+        m_hat, e_raw, e = self._cached(X, Y, T, nuisances)
         resid_t = T - e
         mask = np.abs(resid_t) > self.min_overlap
         if not mask.any():
             raise DataError("no row passes the overlap rule; lower min_overlap", source="R-learner")
         z = (Y - m_hat) / resid_t
-        self.effect_model_ = clone(effect).fit(X[mask], z[mask], sample_weight=resid_t[mask] ** 2)
+        self.effect_model_ = self._fit_effect(effect, X, z, resid_t ** 2, T, folds, mask)
         self.m_hat_, self.e_hat_ = m_hat, e
         self.overlap_ = _clip_report(e_raw, T, self.propensity_clip, self.min_overlap, self.rule, mask)
         return self
@@ -256,14 +411,15 @@ class DRLearner(_MetaLearner):
     """
 
     rule = "e(1 - e) > min_overlap"
+    learner_key = "dr"
 
     def __init__(self, outcome_model=None, propensity_model=None, effect_model=None, *, n_folds: int = 5,
                  propensity_clip: tuple[float, float] = DEFAULT_PROPENSITY_CLIP, min_overlap: float = 0.0,
                  effect_clip: tuple[float, float] | None = DEFAULT_EFFECT_CLIP, random_state: int = 42,
-                 joint_outcome: bool = True):
+                 joint_outcome: bool = True, effect_forest=None, nuisance_cache: dict | None = None):
         super().__init__(outcome_model, propensity_model, effect_model, n_folds=n_folds,
                          propensity_clip=propensity_clip, min_overlap=min_overlap, effect_clip=effect_clip,
-                         random_state=random_state)
+                         random_state=random_state, effect_forest=effect_forest, nuisance_cache=nuisance_cache)
         self.joint_outcome = joint_outcome
 
     def _outcomes(self, model, X, Y, T, folds) -> tuple[np.ndarray, np.ndarray]:
@@ -283,15 +439,18 @@ class DRLearner(_MetaLearner):
         X, Y, T = _check_xyt(X, Y, T, self.n_folds)
         outcome, prop, effect = self._models()
         folds = _folds(T, self.n_folds, self.random_state)
-        mu1, mu0 = self._outcomes(outcome, X, Y, T, folds)
-        e_raw, e = self._propensity(X, T, folds, prop)
+
+        def nuisances():
+            return (*self._outcomes(outcome, X, Y, T, folds), *self._propensity(X, T, folds, prop))
+
+        mu1, mu0, e_raw, e = self._cached(X, Y, T, nuisances)
         mu_t = np.where(T == 1, mu1, mu0)
         overlap = e * (1 - e)
         mask = overlap > self.min_overlap
         if not mask.any():
             raise DataError("no row passes the overlap rule; lower min_overlap", source="DR-learner")
         z = (T - e) / overlap * (Y - mu_t) + mu1 - mu0
-        self.effect_model_ = clone(effect).fit(X[mask], z[mask])
+        self.effect_model_ = self._fit_effect(effect, X, z, None, T, folds, mask)
         self.mu1_hat_, self.mu0_hat_, self.e_hat_ = mu1, mu0, e
         self.overlap_ = _clip_report(e_raw, T, self.propensity_clip, self.min_overlap, self.rule, mask)
         return self

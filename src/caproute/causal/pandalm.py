@@ -28,6 +28,12 @@ from caproute.errors import DataError
 PANDALM_JUDGES: dict[str, str] = {"gpt35": "gpt35_label", "pandalm7b": "pandalm7b_label"}
 """Judge name -> verdict column of pairs.parquet."""
 
+SYNTHETIC_JUDGES: dict[str, str] = {"pandalm7b-qbias": "pandalm7b", "gpt35-qbias": "gpt35"}
+"""Semi-synthetic judges (issue 14.4): name -> the real judge they are built from (see
+:func:`query_bias_verdicts`)."""
+QBIAS_RATE = 0.5      # PROPOSED: share of verdicts replaced by the query-dependent bias
+QBIAS_SEED = 0
+
 GOLD_MODES = ("majority", "mean")
 PANDALM_FILE = "pairs.parquet"
 _REQUIRED = ("idx", "instruction", "input", "model_1", "model_2", "human_1", "human_2", "human_3",
@@ -37,7 +43,11 @@ ATTRIBUTION = ("PandaLM human-annotated test set, github.com/WeOpenML/PandaLM "
 
 
 def resolve_pandalm_path(path: str | os.PathLike) -> Path:
-    """A directory holding pairs.parquet, or the file itself."""
+    """A directory holding pairs.parquet, the file itself, or ``builtin`` (the copy in the package)."""
+    if str(path) == "builtin":
+        from caproute.data.source import builtin_pandalm_path
+
+        return builtin_pandalm_path()
     p = Path(path)
     if p.is_dir():
         p = p / PANDALM_FILE
@@ -50,7 +60,7 @@ def is_pandalm(path: str | os.PathLike) -> bool:
     """True when ``path`` (file or folder) is a PandaLM pairs file (by its columns)."""
     import pyarrow.parquet as pq
 
-    p = Path(path)
+    p = resolve_pandalm_path(path) if str(path) == "builtin" else Path(path)
     p = p / PANDALM_FILE if p.is_dir() else p
     if not p.is_file() or p.suffix.lower() != ".parquet":
         return False
@@ -58,7 +68,7 @@ def is_pandalm(path: str | os.PathLike) -> bool:
         names = set(pq.read_schema(p).names)
     except Exception:  # noqa: BLE001 - not a readable Parquet file: not PandaLM
         return False
-    return {"human_majority", "response1", "response2"} <= names
+    return set(_REQUIRED) <= names  # the embedded copy has no response texts
 
 
 def read_pandalm(path: str | os.PathLike, judge: str = "gpt35", gold: str = "majority") -> PairwiseGains:
@@ -111,3 +121,24 @@ def _query_text(instruction: pd.Series, inp: pd.Series) -> list[str]:
         ins, x = str(ins).strip(), str(x).strip()
         out.append(f"{ins}\n\n{x}" if x else ins)
     return out
+
+
+def query_bias_verdicts(pref: np.ndarray, query_codes: np.ndarray, query_embeddings: np.ndarray,
+                        rate: float = QBIAS_RATE, seed: int = QBIAS_SEED) -> np.ndarray:
+    """A semi-synthetic judge with a strong query-dependent bias, built from a real judge's verdicts.
+
+    The instructions are split in two halves by their score on the first principal axis of the
+    instruction embeddings (above / below the median): a topic axis. With probability ``rate``
+    (independently per item, seeded) the judge's verdict is replaced by "model_1 is better" (+1)
+    on the first half and "model_2 is better" (-1) on the second; otherwise the real verdict is
+    kept. The bias Delta(q) = psi(q) - eta(q) is then about -rate · (±1 - eta_real(q)): large,
+    and a step function of the query. Missing verdicts stay missing. PROPOSED (not in the paper).
+    """
+    E = np.asarray(query_embeddings, dtype=np.float64)
+    C = E - E.mean(axis=0)
+    v = np.linalg.svd(C, full_matrices=False)[2][0]
+    score = C @ v
+    side = np.where(score > np.median(score), 1.0, -1.0)[np.asarray(query_codes)]
+    pref = np.asarray(pref, dtype=np.float64)
+    replace = np.random.default_rng(seed).random(pref.size) < rate
+    return np.where(replace & np.isfinite(pref), side, pref)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from caproute.causal.experiment import MetaResults
-from caproute.causal.gain import METHODS
+from caproute.causal.gain import method_order
 
 STYLE = {  # colour, line style (close to the paper's figure)
     "meta-r": ("#E74C3C", "-"), "meta-dr": ("#3498DB", "-"), "gold-only": ("#9B59B6", "--"),
@@ -22,8 +22,7 @@ def markdown_table(rows: list[dict]) -> str:
     """One line per (judge, gold_n, method): peak efficiency gain, its std/se across runs, usage."""
     lines = ["| judge | gold_n | method | efficiency gain (peak) | std | se | peak usage | per test query | runs |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    order = {m: i for i, m in enumerate(METHODS)}
-    for r in sorted(rows, key=lambda r: (r["judge"], r["gold_n"], order.get(r["method"], 99))):
+    for r in sorted(rows, key=lambda r: (r["judge"], r["gold_n"], method_order(r["method"]))):
         lines.append(f"| {r['judge']} | {r['gold_n']} | {r['method']} | {r['efficiency_gain']:.2f} | "
                      f"{r['efficiency_gain_std']:.2f} | {r['efficiency_gain_se']:.2f} | {r['peak_usage']:.2f} | "
                      f"{r['efficiency_gain_per_query']:.4f} | {r['runs']} |")
@@ -41,12 +40,16 @@ def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.Pat
 
     fig, ax = plt.subplots(figsize=(7, 5.5))
     grid = results.grid
-    for method in METHODS:
+    methods = sorted({m for (j, g, m) in results.curves if (j, g) == (judge, gold_n)}, key=method_order)
+    for method in methods:
         key = (judge, gold_n, method)
         if key not in results.curves:
             continue
         s = summarize_curves(results.curves[key], grid)
-        color, ls = STYLE.get(method, ("black", "-"))
+        color, ls = STYLE.get(method, STYLE.get(method.partition(":")[0], ("black", "-")))
+        if ":" in method:
+            ls = {"forest": "-.", "ridge": (0, (5, 1)), "group": ":", "constant": (0, (1, 3))}.get(
+                method.partition(":")[2], "-.")
         ax.plot(grid, s["mean"], color=color, linestyle=ls, linewidth=2, label=f"{method} ({s['peak']:.1f})")
         ax.fill_between(grid, s["mean"] - 1.96 * s["se"], s["mean"] + 1.96 * s["se"], color=color, alpha=0.12)
     ax.axhline(0, color="gray", linestyle=":", linewidth=1)
@@ -83,7 +86,7 @@ def write_report(results: MetaResults, out_dir: str | os.PathLike) -> list[Path]
     header = (f"# Meta-Router efficiency gain: {results.dataset}\n\n"
               f"{next(iter(results.curves.values())).shape[0]} Monte Carlo runs (seeds {cfg.seed} + run), "
               f"test fraction {cfg.test_fraction} of queries, alignment `{cfg.align}`, gamma {cfg.gamma}, "
-              f"PCA {cfg.pca_dim}, overlap `{cfg.overlap}`. Efficiency gain = sum of gold gains routed to the "
+              f"PCA {cfg.pca_dim}, overlap `{cfg.overlap}`, effect model `{cfg.effect}`. Efficiency gain = sum of gold gains routed to the "
               f"primary model minus random routing's, peak over usage 0.2-0.8 of the mean curve over runs.\n\n")
     with atomic_file(out_dir / "table.md") as tmp:
         tmp.write_text(header + markdown_table(rows))

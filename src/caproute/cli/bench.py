@@ -13,12 +13,14 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, LambdaOpt, StoreOpt
+from caproute.cli.params import comma_list, fraction, joined
 from caproute.errors import ConfigError
 
 console = Console()
 
 
-def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+def _floats(text: str | list[str] | None, what: str) -> tuple[float, ...] | None:
+    text = joined(text)
     if text is None:
         return None
     try:
@@ -30,7 +32,8 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return vals
 
 
-def _protocols(text: str | None) -> tuple[tuple[int, int], ...] | None:
+def _protocols(text: str | list[str] | None) -> tuple[tuple[int, int], ...] | None:
+    text = joined(text)
     if text is None:
         return None
     out = []
@@ -43,7 +46,8 @@ def _protocols(text: str | None) -> tuple[tuple[int, int], ...] | None:
     return tuple(out)
 
 
-def _counts(text: str | None) -> dict[str, int]:
+def _counts(text: str | list[str] | None) -> dict[str, int]:
+    text = joined(text)
     out: dict[str, int] = {}
     for part in (text or "").split(","):
         if not part.strip():
@@ -56,21 +60,40 @@ def _counts(text: str | None) -> dict[str, int]:
     return out
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
+def _names(text: str | list[str] | None) -> tuple[str, ...] | None:
+    text = joined(text)
     return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _router_params(items: list[str] | None) -> dict[str, dict]:
+    """``--param ROUTER.NAME=VALUE`` (repeatable) -> {router: {name: value}}; values are parsed
+    by the shared ``--param`` parser of ``caproute train``."""
+    from caproute.cli.routers import _parse_params
+
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, eq, _ = item.partition("=")
+        router, dot, name = key.strip().partition(".")
+        if not eq or not dot or not router or not name.strip():
+            raise ConfigError(f"--param '{item}': expected ROUTER.NAME=VALUE, e.g. mlp.max_iter=200")
+        out.setdefault(router, {}).update(_parse_params([item.partition(".")[2]]))
+    return out
 
 
 @app.command("bench")
 def bench_cmd(
     store: StoreOpt = None, data: DataOpt = None,
-    dataset: Annotated[str | None, typer.Option(
+    dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", help="dataset name, a comma-separated list or 'all' (several are pooled into one); "
-                          "may be omitted when the data holds one dataset")] = None,
-    routers: Annotated[str, typer.Option(
-        "--routers", help="'all', 'families' (the paper's seven) or comma-separated router names")] = "all",
+                          "may be omitted when the data holds one dataset", callback=comma_list)] = None,
+    routers: Annotated[list[str], typer.Option(
+        "--routers", help="'all', 'families' (the paper's seven) or comma-separated router names",
+        callback=comma_list)] = ("all",),
     single_shot_runs: Annotated[int, typer.Option("--single-shot-runs", help="single-shot training sets")] = 100,
-    router_runs: Annotated[str | None, typer.Option(
-        "--router-runs", help="per-router single-shot sets, e.g. mlp=20,rmsoftmax=20 (default: --single-shot-runs)")] = None,
+    dars_runs: Annotated[int, typer.Option(
+        "--dars-runs", help="DARS trainings per router (seeds seed + run; one for routers without a seed)")] = 5,
+    router_runs: Annotated[list[str] | None, typer.Option(
+        "--router-runs", help="per-router single-shot sets, e.g. mlp=20,rmsoftmax=20 (default: --single-shot-runs)", callback=comma_list)] = None,
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
     features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
     jobs: Annotated[int, typer.Option("--jobs", help="parallel worker processes (results do not depend on it)")] = 1,
@@ -79,21 +102,27 @@ def bench_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="report folder (markdown, CSV, PNG, HTML)")] = None,
     engine: Annotated[str, typer.Option("--engine", help="local | ray")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address")] = None,
-    studies: Annotated[str, typer.Option(
-        "--studies", help="comma-separated: main (always), ablation, kxr, beta")] = "main,ablation,kxr,beta",
-    study_routers: Annotated[str | None, typer.Option(
-        "--study-routers", help="routers of the ablation, K x R and beta studies (default: all non-baselines)")] = None,
-    kxr: Annotated[str | None, typer.Option(
-        "--kxr", help="K x R protocols, e.g. 1x1,1x3,3x1,2x2,3x3,5x5 (the default; clamped to the data)")] = None,
+    studies: Annotated[list[str], typer.Option(
+        "--studies", help="comma-separated: main (always), ablation, kxr, beta, pareto, pair",
+        callback=comma_list)] = ("main,ablation,kxr,beta,pareto,pair",),
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="router hyper-parameter ROUTER.NAME=VALUE (repeatable), e.g. mlp.max_iter=200")] = None,
+    predictions: Annotated[bool, typer.Option(
+        "--predictions/--no-predictions", help="per-query predictions (run 0) in the report folder")] = True,
+    study_routers: Annotated[list[str] | None, typer.Option(
+        "--study-routers", help="routers of the ablation, K x R and beta studies (default: all non-baselines)", callback=comma_list)] = None,
+    kxr: Annotated[list[str] | None, typer.Option(
+        "--kxr", help="K x R protocols, e.g. 1x1,1x3,3x1,2x2,3x3,5x5 (the default; clamped to the data)", callback=comma_list)] = None,
     kxr_subsamples: Annotated[int, typer.Option("--kxr-subsamples", help="random subsamples per protocol")] = 10,
-    betas: Annotated[str | None, typer.Option(
-        "--betas", help="beta grid (default 0,0.02,0.05,0.1,0.15,0.2,0.3,0.5)")] = None,
-    lambdas: Annotated[str | None, typer.Option(
-        "--lambdas", help="lambda grid of the Pareto sweep (default 0,0.01,0.02,0.05,0.1,0.2,0.5,1)")] = None,
-    pair: Annotated[str | None, typer.Option(
-        "--pair", help="STRONG,WEAK models for APGR/CPT (default: best by training quality, cheapest other)")] = None,
+    betas: Annotated[list[str] | None, typer.Option(
+        "--betas", help="beta grid (default 0,0.02,0.05,0.1,0.15,0.2,0.3,0.5)", callback=comma_list)] = None,
+    lambdas: Annotated[list[str] | None, typer.Option(
+        "--lambdas", help="lambda grid of the Pareto sweep (default 0,0.01,0.02,0.05,0.1,0.2,0.5,1)", callback=comma_list)] = None,
+    pair: Annotated[list[str] | None, typer.Option(
+        "--pair", help="STRONG,WEAK models for APGR/CPT (default: best by training quality, cheapest other)", callback=comma_list)] = None,
     test_fraction: Annotated[float | None, typer.Option(
-        "--test-fraction", help="re-split: fraction of each dataset's queries used for test")] = None,
+        "--test-fraction", help="re-split: fraction of each dataset's queries used for test",
+        callback=fraction("--test-fraction"))] = None,
     test_decodes: Annotated[int | None, typer.Option(
         "--test-decodes", help="re-split: observations per (query, model) pair held out for test")] = None,
     title: Annotated[str | None, typer.Option("--title", help="report title")] = None,
@@ -108,23 +137,24 @@ def bench_cmd(
         raise ConfigError(f"--engine must be local or ray (got '{engine}')")
     pair_names = _names(pair)
     if pair_names is not None and len(pair_names) != 2:
-        raise ConfigError(f"--pair needs two models STRONG,WEAK (got '{pair}')")
+        raise ConfigError(f"--pair needs two models STRONG,WEAK (got '{joined(pair)}')")
     config = BenchConfig(
-        routers=routers, single_shot_runs=single_shot_runs, runs_by_router=_counts(router_runs),
+        routers=joined(routers) or "all", single_shot_runs=single_shot_runs, runs_by_router=_counts(router_runs),
+        dars_runs=dars_runs, router_params=_router_params(param), predictions=predictions,
         lam=lam, beta=beta, seed=seed, features=features,
         studies=_names(studies) or ("main",), study_routers=_names(study_routers),
         kxr_protocols=_protocols(kxr) or DEFAULT_KXR, kxr_subsamples=kxr_subsamples,
         betas=_floats(betas, "--betas") or DEFAULT_BETAS, lambdas=_floats(lambdas, "--lambdas") or DEFAULT_LAMBDAS,
         pair=pair_names, jobs=jobs, engine=engine, ray_address=ray_address)
     config.validate()
-    exp = load_experiment(store=store, data=data, dataset=dataset, test_fraction=test_fraction,
+    exp = load_experiment(store=store, data=data, dataset=joined(dataset), test_fraction=test_fraction,
                           test_decodes=test_decodes, seed=seed)
     console.print(f"[bold]{exp.dataset}[/]: {exp.meta['n_train_queries']} train / {exp.meta['n_test_queries']} "
                   f"test queries, {len(exp.models)} models, views {', '.join(exp.views)}")
     res = run_bench(exp, config, cache=True)   # frozen encoders (MiniLM) reuse the on-disk feature cache
     t1 = console_table1(res)
     table = Table(title=f"{exp.dataset}: test utility, single-shot ({config.single_shot_runs} runs) vs DARS "
-                        f"(lambda={lam}, beta={beta})")
+                        f"({config.dars_runs} runs) (lambda={lam}, beta={beta})")
     for c in t1.columns:
         table.add_column(str(c), justify="left" if c == "Router" else "right", no_wrap=c == "Router")
     for row in t1.itertuples(index=False):
@@ -136,3 +166,7 @@ def bench_cmd(
     if report is not None:
         write_report(res, report, title=title)
         console.print(f"report: {report}/report.md, {report}/report.html")
+    sig = res.significance
+    if not sig.empty:
+        for r in sig[sig["view"] == res.views[-1]].itertuples(index=False):
+            console.print(f"  {r.router}: DARS - single-shot {r.diff:+.3f} ({r.test}, p = {r.p_value:.3g}): {r.verdict}")

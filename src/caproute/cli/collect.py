@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caproute.cli import app
+from caproute.cli.params import SEED_DEFAULT, comma_list, deprecated_alias, finite, fraction
 
 
 @app.command("collect")
@@ -22,7 +23,7 @@ def collect_cmd(
         str | None, typer.Option("--dataset", help="dataset name (default: the task name)")
     ] = None,
     models: Annotated[
-        str | None, typer.Option("--models", help="comma-separated subset of pool models")
+        list[str] | None, typer.Option("--models", help="comma-separated subset of pool models", callback=comma_list)
     ] = None,
     rewrites: Annotated[int, typer.Option("--rewrites", help="K rewrites per training query")] = 3,
     decodes: Annotated[int, typer.Option("--decodes", help="R decodes per rewrite")] = 3,
@@ -30,15 +31,22 @@ def collect_cmd(
     test_decodes: Annotated[int, typer.Option("--test-decodes", help="decode view size (test)")] = 3,
     split_test: Annotated[
         float | None,
-        typer.Option("--split-test", help="fraction of queries for test (when the file has no split column)"),
+        typer.Option("--test-fraction", help="fraction of queries for test (when the file has no split column)",
+                     callback=fraction("--test-fraction")),
+    ] = None,
+    split_test_old: Annotated[
+        float | None,
+        typer.Option("--split-test", hidden=True, help="deprecated: --test-fraction",
+                     callback=deprecated_alias("--split-test", "--test-fraction", fraction("--split-test"))),
     ] = None,
     budget_usd: Annotated[
-        float | None, typer.Option("--budget-usd", help="stop cleanly at this spend")
+        float | None, typer.Option("--budget-usd", help="stop cleanly at this spend",
+                                   callback=finite("--budget-usd", lo=0.0, lo_open=True))
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="print the plan and a cost estimate only")
+        bool, typer.Option("--dry-run/--no-dry-run", help="print the plan and a cost estimate only")
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="base seed of splits and generations")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="base seed of splits and generations")] = SEED_DEFAULT,
     report_dir: Annotated[
         Path | None,
         typer.Option(
@@ -62,6 +70,18 @@ def collect_cmd(
     shards: Annotated[
         int | None, typer.Option("--shards", help="--engine ray: query shards (default: 2 x cluster CPUs)")
     ] = None,
+    adaptive: Annotated[
+        bool, typer.Option("--adaptive/--no-adaptive",
+                           help="training split: sample each query until its DARS label is settled "
+                                "(docs/adaptive.md) instead of the full K x R grid")
+    ] = False,
+    budget_fraction: Annotated[
+        float | None, typer.Option("--budget-fraction",
+                                   help="--adaptive: at most this fraction of the full grid's training generations")
+    ] = None,
+    adaptive_rule: Annotated[
+        str, typer.Option("--adaptive-rule", help="--adaptive: pob (probability of best) | lucb")
+    ] = "pob",
 ) -> None:
     """Collect K rewrites x R decodes per training query and the two test views, scored and costed.
 
@@ -77,14 +97,27 @@ def collect_cmd(
     if engine == "local" and (ray_address is not None or shards is not None):
         raise ConfigError("--ray-address and --shards need --engine ray")
     console = Console()
+    if not console.is_terminal:  # a pipe or a log file: no 80-column limit that would cut model names
+        console = Console(width=max(console.width, 160))
     cfg = load_pool_config(config)
     task_cfg = cfg.task(task)
     names = (
-        tuple(m.strip() for m in models.split(",") if m.strip())
+        tuple(models)
         if models
         else tuple(m.name for m in cfg.models)
     )
+    if split_test_old is not None:   # deprecated spelling (warned by its callback)
+        split_test = split_test if split_test is not None else split_test_old
     q = load_queries(queries, split_test=split_test, seed=seed)
+    adaptive_cfg = None
+    if adaptive:
+        from caproute.supervise.adaptive import AdaptiveConfig
+
+        if engine == "ray":
+            raise ConfigError("--adaptive runs with --engine local only")
+        if adaptive_rule not in ("pob", "lucb"):
+            raise ConfigError(f"--adaptive-rule must be pob or lucb (got '{adaptive_rule}')")
+        adaptive_cfg = AdaptiveConfig(rule=adaptive_rule)
     spec = CollectSpec(
         dataset=dataset or task,
         task=task,
@@ -97,6 +130,8 @@ def collect_cmd(
         budget_usd=budget_usd,
         max_errors=max_errors,
         similarity_check=similarity_check,
+        adaptive=adaptive_cfg,
+        budget_fraction=budget_fraction,
     )
     n_train = int((q["split"] == "train").sum())
     console.print(
@@ -107,8 +142,11 @@ def collect_cmd(
 
     def show_plan(stats, est) -> None:
         t = Table(title="cost estimate of the missing work (upper bound: every answer at max_tokens)")
+        width = max([len("model")] + [len(str(r["model"])) for r in est.rows])
         for c in ("model", "generations", "input tokens (est.)", "output tokens (max)", "USD (upper bound)"):
-            t.add_column(c, justify="left" if c == "model" else "right")
+            # names are never cut: two models that differ only at the end must read differently
+            t.add_column(c, justify="left" if c == "model" else "right", no_wrap=c == "model",
+                         min_width=width if c == "model" else None)
         for r in est.rows:
             t.add_row(
                 r["model"],
@@ -119,7 +157,11 @@ def collect_cmd(
             )
         console.print(t)
         console.print(
-            f"already stored: {stats.skipped_existing}; to generate: {est.generations}", highlight=False
+            f"already stored: {stats.skipped_existing}; to generate: {est.generations}; upper-bound estimate "
+            f"${est.total_usd:.6f}"
+            + (f" (--budget-usd {budget_usd:g} is checked against the actual spend, from the usage each "
+               "answer reports)" if budget_usd is not None else ""),
+            highlight=False,
         )
 
     if engine == "ray":
@@ -143,11 +185,21 @@ def collect_cmd(
     if dry_run:
         return
     console.print(
-        f"done {stats.done}/{stats.total} in this run, spend ${stats.spend_usd:.6f}, errors {stats.errors}, "
+        f"done {stats.done}/{stats.total} in this run, spent ${stats.spend_usd:.6f} (actual; upper-bound "
+        f"estimate ${est.total_usd:.6f}), errors {stats.errors}, "
         f"rewrites model/template {stats.rewrites_model}/{stats.rewrites_template}"
         + (f"; stopped: {stats.stopped}" if stats.stopped else ""),
         highlight=False,
     )
+    if stats.adaptive is not None:
+        a = stats.adaptive
+        console.print(
+            f"adaptive: {a['generations']} of {a['full_grid_generations']} training generations of the full grid "
+            f"({a['saved_generations']} saved, {100 * a['saved_fraction']:.0f}%); queries settled "
+            f"{a['queries_settled']}, grid full {a['queries_grid_full']}, stopped by budget "
+            f"{a['queries_stopped_by_budget']}",
+            highlight=False,
+        )
     if engine == "ray":
         console.print(
             f"shards: {stats.shards_merged}/{stats.shards} merged, {stats.shards_failed} failed; "
@@ -156,6 +208,10 @@ def collect_cmd(
         )
     out = report_dir or Path(str(store) + ".reports")
     rep = write_reports(store, spec.dataset, task_cfg, out / spec.dataset)
+    if stats.adaptive is not None:
+        from caproute.data.atomic import write_json
+
+        write_json(stats.adaptive, out / spec.dataset / "adaptive.json")
     v = rep["scoring_validity"]
     console.print(
         f"scoring validity: parse rate {v['parse_rate']:.3f}, rescore agreement {v['rescore_agreement']:.3f}, "

@@ -1,4 +1,4 @@
-"""Shared CLI options and output helpers."""
+"""Shared CLI options (validated by :mod:`caproute.cli.params`) and output helpers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ from typing import Annotated
 
 import typer
 
+from caproute.cli.params import SEED_DEFAULT, choice, finite
+
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="DuckDB observation store")]
 DataOpt = Annotated[str | None, typer.Option(
     "--data", help="DARS directory, Parquet/JSONL/CSV file, RouterDC folder, or 'builtin'")]
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", help="dataset name (may be omitted when the data holds one dataset)")]
-LambdaOpt = Annotated[float, typer.Option("--lambda", help="cost weight lambda")]
-BetaOpt = Annotated[float, typer.Option("--beta", help="risk weight beta")]
-
+LambdaOpt = Annotated[float, typer.Option("--lambda", help="cost weight lambda (finite, >= 0)",
+                                          callback=finite("--lambda", lo=0.0))]
+BetaOpt = Annotated[float, typer.Option("--beta", help="risk weight beta (finite, >= 0)",
+                                        callback=finite("--beta", lo=0.0))]
+SeedOpt = Annotated[int, typer.Option("--seed", help="random seed")]
+SEED = SEED_DEFAULT
+SPLITS = ("train", "test", "all")
+SplitOpt = Annotated[str, typer.Option("--split", help="train | test | all",
+                                       callback=choice("--split", SPLITS))]

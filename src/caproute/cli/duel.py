@@ -1,4 +1,8 @@
-"""``caproute duel``: dueling-feedback routing experiments (FGTS.CDB vs baselines)."""
+"""``caproute duel``: dueling-feedback routing experiments (FGTS.CDB vs baselines), and
+``caproute duel init``: a policy ready for ``caproute serve --duel-policy DIR``.
+
+``caproute duel`` is a command group that runs the experiment when no subcommand is given, so
+``caproute duel --data ... --rounds ...`` works as before."""
 
 from __future__ import annotations
 
@@ -11,27 +15,36 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.common import DataOpt, StoreOpt
+from caproute.cli.params import SEED_DEFAULT, comma_list, joined, split_list
 
 console = Console()
 
+duel_app = typer.Typer(
+    invoke_without_command=True,
+    help="Dueling-feedback routing: the FGTS.CDB experiment (no subcommand), or `init` a servable policy.",
+)
+app.add_typer(duel_app, name="duel")
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+def _split(value: str | list[str] | None) -> tuple[str, ...]:
+    return tuple(split_list(value))
 
 
-@app.command("duel")
+@duel_app.callback()
 def duel_cmd(
+    ctx: typer.Context,
     store: StoreOpt = None,
     data: DataOpt = None,
-    dataset: Annotated[str | None, typer.Option(
+    dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", help="dataset name, comma-separated list, or 'all' (default: all; several "
-                          "datasets = one category each)")] = None,
-    policy: Annotated[str, typer.Option(
-        "--policy", help="comma-separated: fgts-cdb, uniform, best-fixed, eps-greedy, maxinp, dars-knn")
-    ] = "fgts-cdb,uniform,best-fixed,eps-greedy,maxinp,dars-knn",
-    embeddings: Annotated[str, typer.Option(
+                          "datasets = one category each)", callback=comma_list)] = None,
+    policy: Annotated[list[str], typer.Option(
+        "--policy", help="comma-separated: fgts-cdb, uniform, best-fixed, eps-greedy, maxinp, dars-knn",
+        callback=comma_list)
+    ] = ("fgts-cdb,uniform,best-fixed,eps-greedy,maxinp,dars-knn",),
+    embeddings: Annotated[list[str], typer.Option(
         "--embeddings", help="comma-separated: {ccft,minilm}-{perf,perf-cost,excel-perf-cost,excel-mask}, "
-                             "ccft, minilm")] = "ccft-excel-perf-cost,minilm",
+                             "ccft, minilm", callback=comma_list)] = ("ccft-excel-perf-cost,minilm",),
     rounds: Annotated[int, typer.Option("--rounds", help="rounds T per seed")] = 2000,
     seeds: Annotated[int, typer.Option("--seeds", help="number of seeds (streams 42 + s)")] = 5,
     jobs: Annotated[int, typer.Option("--jobs", help="parallel processes")] = 1,
@@ -53,31 +66,44 @@ def duel_cmd(
     per_category: Annotated[int, typer.Option("--ccft-per-category")] = 5,
     temperature: Annotated[float, typer.Option("--temperature", help="softmax temperature of the weightings")] = 1.0,
     tau: Annotated[int, typer.Option("--tau", help="top-tau of the Excel weightings")] = 3,
+    arm_residual: Annotated[float, typer.Option(
+        "--arm-residual", help="weight of the per-model component that makes arms distinct "
+                               "(0 = the paper's CCFT embeddings; see docs/bandits.md)")] = 0.5,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
 ) -> None:
-    """Contextual dueling bandit: all policies on the same query streams and seeds; regret curves."""
+    """Contextual dueling bandit: all policies on the same query streams and seeds; regret curves.
+
+    Subcommand `init` builds a policy for `caproute serve --duel-policy DIR` instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     from caproute.bandits.embeddings import CCFTConfig
     from caproute.bandits.environment import load_environment
     from caproute.bandits.experiment import DuelSpec, run_duel
     from caproute.bandits.report import write_report
     from caproute.data.atomic import write_json
 
-    env = load_environment(store=store, data=data, dataset=dataset, lambda_c=lambda_c, scale=scale, label=label)
+    env = load_environment(store=store, data=data, dataset=joined(dataset), lambda_c=lambda_c, scale=scale, label=label)
     spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),
                     sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, offline_fraction=offline_fraction,
                     max_queries=max_queries or None,
-                    ccft=CCFTConfig(per_category=per_category, epochs=epochs, temperature=temperature, tau=tau))
+                    ccft=CCFTConfig(per_category=per_category, epochs=epochs, temperature=temperature, tau=tau,
+                                    residual=arm_residual))
     spec.validate()
     console.print(f"{env.name}: {env.n_queries} queries x {env.n_models} models; "
                   f"{len(spec.policies)} policies, {len(spec.embeddings)} embeddings, {seeds} seeds x {rounds} rounds")
     result = run_duel(env, spec, jobs=jobs, engine=engine, ray_address=ray_address, cache_dir=cache)
     rows = result.rows()
+    for name, a in result.meta["arms"].items():
+        console.print(f"arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}"
+                      + (f"; tied: {a['tied']}" if a["tied"] else ""))
     table = Table(title=f"{result.dataset}: cumulative regret at T = {rounds} ({seeds} seeds)")
-    for col in ("policy", "embeddings", "regret", "weak regret"):
+    for col in ("policy", "embeddings", "regret", "weak regret", "per round, last 20%", "greedy router"):
         table.add_column(col, justify="left" if col in ("policy", "embeddings") else "right")
     for r in rows:
+        greedy = f"{r['greedy_late_mean']:.3f}" if "greedy_late_mean" in r else "-"
         table.add_row(r["policy"], r["embeddings"], f"{r['regret_mean']:.1f} ± {r['regret_std']:.1f}",
-                      f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f}")
+                      f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f}",
+                      f"{r['late_per_round_mean']:.3f}", greedy)
     console.print(table)
     if result.meta.get("dars_knn", "").startswith("skipped"):
         console.print(f"dars-knn {result.meta['dars_knn']}")
@@ -87,3 +113,41 @@ def duel_cmd(
     if report is not None:
         paths = write_report(result, report)
         console.print(f"report: {paths['regret']}, {paths['table']}")
+
+
+@duel_app.command("init")
+def duel_init_cmd(
+    out: Annotated[Path, typer.Option("--out", help="policy directory to create (for serve --duel-policy)")],
+    store: StoreOpt = None,
+    data: DataOpt = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="dataset name, comma-separated list, or 'all' (default: all)", callback=comma_list)] = None,
+    models: Annotated[list[str] | None, typer.Option(
+        "--models", help="comma-separated arms (default: every model of the data)", callback=comma_list)] = None,
+    embeddings: Annotated[str, typer.Option(
+        "--embeddings", help="{ccft,minilm}-{perf,perf-cost,excel-perf-cost,excel-mask}, ccft or minilm")
+    ] = "ccft-excel-perf-cost",
+    policy: Annotated[str, typer.Option("--policy", help="fgts-cdb | uniform | eps-greedy | maxinp")] = "fgts-cdb",
+    sampler: Annotated[str, typer.Option("--sampler", help="FGTS.CDB sampler: laplace | sgld")] = "laplace",
+    feel_good: Annotated[str, typer.Option("--feel-good", help="laplace: tilt | importance")] = "tilt",
+    eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta")] = 0.25,
+    horizon: Annotated[int, typer.Option("--horizon", help="expected rounds T (feel-good weight 1/sqrt(T))")] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = SEED_DEFAULT,
+    label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",
+    cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
+) -> None:
+    """Build a dueling policy (arms = CCFT model embeddings from the offline observations, the query
+    encoder, the arm list) ready for `caproute serve --duel-policy OUT`."""
+    from caproute.bandits.lifecycle import init_policy
+
+    names = list(_split(models)) if models else None
+    rep = init_policy(out, store=store, data=data, dataset=joined(dataset), models=names, embeddings=embeddings,
+                      policy=policy, sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon, seed=seed,
+                      label=label, cache_dir=cache, progress=console.is_terminal)
+    console.print(
+        f"{rep.policy} policy over {len(rep.models)} arms {rep.models} ({rep.embeddings} embeddings from "
+        f"{rep.n_queries} offline queries, {len(rep.categories)} categories, feature scale "
+        f"{rep.feature_scale:.4g}) -> {rep.out}",
+        highlight=False,
+    )
+    console.print(f"serve it: caproute serve --pool POOL.yaml --router ... --duel-policy {rep.out}", highlight=False)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.common import DatasetOpt, StoreOpt
+from caproute.cli.params import comma_list, fraction, int_list
 
 console = Console()
 
@@ -22,19 +23,27 @@ def meta_cmd(
     data: Annotated[str | None, typer.Option(
         "--data", help="PandaLM pairs.parquet (or its folder), a gains file, or observations with --primary")] = None,
     judge: Annotated[list[str] | None, typer.Option(
-        "--judge", help="preference source: gpt35 | pandalm7b (repeatable; default: both)")] = None,
-    gold_n: Annotated[list[int] | None, typer.Option(
-        "--gold-n", help="gold-labelled training items per run (repeatable)")] = None,
+        "--judge", help="preference source: gpt35 | pandalm7b, or the semi-synthetic pandalm7b-qbias | "
+                        "gpt35-qbias (strong query-dependent bias; comma list or repeated; default: gpt35, pandalm7b)",
+        callback=comma_list)] = None,
+    gold_n: Annotated[list[str] | None, typer.Option(
+        "--gold-n", help="gold-labelled training items per run (comma list or repeated, e.g. 15,50)",
+        callback=int_list("--gold-n"))] = None,
     runs: Annotated[int, typer.Option("--runs", help="Monte Carlo splits")] = 200,
     jobs: Annotated[int, typer.Option("--jobs", help="parallel processes (results do not depend on it)")] = 1,
     engine: Annotated[str, typer.Option("--engine", help="local | ray")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address")] = None,
     seed: Annotated[int, typer.Option("--seed", help="run r uses seed + r")] = 42,
-    test_fraction: Annotated[float, typer.Option("--test-fraction", help="share of queries held out")] = 0.3,
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="share of queries held out",
+                                                 callback=fraction("--test-fraction"))] = 0.3,
     align: Annotated[str, typer.Option("--align", help="variance | magnitude | wasserstein | none")] = "variance",
     gamma: Annotated[float, typer.Option("--gamma", help="weight of gold rows in the final regression")] = 1.0,
     overlap: Annotated[str, typer.Option("--overlap", help="clip (default) | paper (released code's masks)")] = "clip",
-    methods: Annotated[str | None, typer.Option("--methods", help="comma-separated subset of the methods")] = None,
+    methods: Annotated[list[str] | None, typer.Option(
+        "--methods", help="comma-separated subset of the methods", callback=comma_list)] = None,
+    effect: Annotated[str, typer.Option(
+        "--effect", help="effect model of meta-r / meta-dr: forest (the paper's) | ridge | group | constant | "
+                         "auto (default: lowest cross-fitted loss on the gold rows)")] = "auto",
     trees: Annotated[int | None, typer.Option(
         "--trees", help="trees per forest (default: the official code's 100 / 200)")] = None,
     store: StoreOpt = None, dataset: DatasetOpt = None,
@@ -57,10 +66,10 @@ def meta_cmd(
 
     if engine not in ("local", "ray"):
         raise DataError(f"engine must be local or ray, not {engine!r}", source="--engine")
-    method_list = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
+    method_list = tuple(methods) if methods else METHODS
     config = MetaConfig(gold_ns=tuple(gold_n) if gold_n else (50,), runs=runs, seed=seed,
                         test_fraction=test_fraction, methods=method_list, align=align, gamma=gamma, overlap=overlap,
-                        trees=trees)
+                        trees=trees, effect=effect)
     gains = load_pairwise(data, judges=judge, store=store, dataset=dataset, primary=primary,
                           alternative=alternative, judge_file=judge_file,
                           simulated=SimulatedJudge(sim_bias, sim_length_bias, sim_noise, seed))

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caproute.cli import app
+from caproute.cli.params import comma_list
 
 pool_app = typer.Typer(no_args_is_help=True, help="Start, show and stop the local llama.cpp model pool.")
 app.add_typer(pool_app, name="pool")
@@ -26,9 +27,10 @@ WorkdirOpt = Annotated[
 def up(
     config_out: Annotated[Path, typer.Option("--config-out", help="write the pool YAML here")],
     models: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            "--models", help="comma-separated: smollm2-135m,gemma3-270m,smollm2-135m-q2k (default: all)"
+            "--models", help="comma-separated: smollm2-135m,gemma3-270m,smollm2-135m-q2k (default: all)",
+            callback=comma_list,
         ),
     ] = None,
     port_base: Annotated[int, typer.Option("--port-base", help="first port (0 = pick free ports)")] = 8090,
@@ -44,7 +46,7 @@ def up(
     """Start one OpenAI-compatible llama.cpp server per model on 127.0.0.1 and write the pool YAML."""
     from caproute.collect.pool import start_pool
 
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    names = list(models) if models else None
     h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads, rewriter=rewriter)
     _print(h.workdir)
     Console().print(
@@ -59,11 +61,18 @@ def _print(workdir: Path | None) -> list[dict]:
     rows = pool_status(workdir)
     t = Table(title="local pool")
     for c in ("model", "base_url", "pid", "state", "weights"):
-        t.add_column(c)
+        # names and URLs are never cut (issue 16: the URL was truncated at 80 columns); the weights
+        # file name folds onto a second line when the terminal is narrow
+        full = max([len(c)] + [len(str(r.get(c if c != "model" else "name", ""))) for r in rows])
+        t.add_column(c, no_wrap=c != "weights", min_width=full if c in ("model", "base_url") else None,
+                     overflow="fold")
     for r in rows:
         state = "ready" if r["ready"] else ("starting" if r["alive"] else "stopped")
         t.add_row(r["name"], r["base_url"], str(r["pid"]), state, Path(r["gguf"]).name)
-    Console().print(t if rows else "no pool running")
+    console = Console()
+    if not console.is_terminal:  # piped or logged: print full rows instead of an 80-column table
+        console = Console(width=max(console.width, 160))
+    console.print(t if rows else "no pool running")
     return rows
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, StoreOpt
+from caproute.cli.params import SEED_DEFAULT, choice, deprecated, finite, parse_params
 
 console = Console()
 
@@ -26,19 +27,19 @@ def _first_sentence(doc: str) -> str:
     return text if m is None else text[:m.start() + 1]
 
 
-def _parse_params(items: list[str] | None) -> dict:
-    from caproute.errors import ConfigError
+def _parse_params(items: list[str] | None, defaults: dict | None = None) -> dict:
+    """``--param NAME=VALUE`` items (see :func:`caproute.cli.params.parse_params`)."""
+    return parse_params(items, defaults)
 
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--param '{item}': expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
+
+def _check_router_out(out: Path) -> None:
+    """Refuse --out before any training when it is not a new, empty or router directory
+    (the same rule :meth:`RoutingPipeline.save` applies when it writes)."""
+    from caproute.errors import ConfigError
+    from caproute.routers.pipeline import PIPELINE_FILE
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / PIPELINE_FILE).exists())):
+        raise ConfigError(f"{out}: exists and is not a caproute router directory; choose another --out")
 
 
 @app.command("train")
@@ -49,17 +50,20 @@ def train_cmd(
     supervision: Annotated[str, typer.Option("--supervision", help="dars | single (or an ablation variant)")] = "dars",
     features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
-    seed: Annotated[int, typer.Option("--seed", help="random seed (single-shot draw, router init)")] = 42,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (single-shot draw, router init)")] = SEED_DEFAULT,
     param: Annotated[list[str] | None, typer.Option("--param", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
 ) -> None:
     """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT."""
     from caproute.data.source import load_observations
+    from caproute.routers.base import get_router_class
     from caproute.routers.pipeline import train_pipeline
 
+    params = _parse_params(param, get_router_class(router)().get_params())
+    _check_router_out(out)
     obs, name = load_observations(store=store, data=data, dataset=dataset)
     with console.status(f"training {router} on {name} ({supervision}, {features})"):
         pipe = train_pipeline(obs, router=router, supervision=supervision, features=features, lam=lam,
-                              beta=beta, seed=seed, params=_parse_params(param), dataset=name, cache=True)
+                              beta=beta, seed=seed, params=params, dataset=name, cache=True)
         pipe.save(out)
     m = pipe.meta
     console.print(f"{router} ({supervision}, {features}) trained on {name}: {m['n_train_queries']} queries x "
@@ -70,16 +74,27 @@ def train_cmd(
 def route_cmd(
     query: Annotated[list[str], typer.Argument(help="query text (several: one decision each)")],
     router: Annotated[Path, typer.Option("--router", help="router directory written by `caproute train`")],
-    lam: Annotated[float | None, typer.Option("--lambda", help="cost weight (default: the training value)")] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="risk weight (default: the training value)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the decisions as JSON")] = False,
+    lam: Annotated[float | None, typer.Option(
+        "--lambda", help="cost weight (default: the training value)", callback=finite("--lambda", lo=0.0))] = None,
+    beta: Annotated[float | None, typer.Option(
+        "--beta", help="risk weight (default: the training value)", callback=finite("--beta", lo=0.0))] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="table | json (a JSON list on stdout, one object per query with its text)",
+        callback=choice("--format", ("table", "json")))] = "table",
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="deprecated: use --format json", hidden=True)] = False,
 ) -> None:
     """Route QUERY: the chosen model and every model's predicted mu_q, mu_c, sigma_q and utility."""
     from caproute.routers.pipeline import RoutingPipeline
 
     pipe = RoutingPipeline.load(router)
     decisions = pipe.decide(query, lam, beta)
-    if as_json:
+    if fmt == "json":
+        typer.echo(json.dumps([{"query": q, **d.to_dict()} for q, d in zip(query, decisions, strict=True)],
+                              indent=2))
+        return
+    if as_json:   # the old shape (one object for one query), kept for one release
+        deprecated("route --json", "route --format json")
         payload = [d.to_dict() for d in decisions]
         typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
         return

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from caproute.cli import app
 from caproute.cli.common import DataOpt, DatasetOpt, StoreOpt
+from caproute.cli.params import choice, comma_list, finite, path_list
 from caproute.errors import ConfigError
 
 console = Console()
@@ -42,7 +43,8 @@ def serve_cmd(
     router: Annotated[
         list[str] | None,
         typer.Option(
-            "--router", help="router directory, or NAME=DIR; repeat for several (served as caproute/NAME)"
+            "--router", help="router directory, or NAME=DIR; comma list or repeated for several "
+                             "(served as caproute/NAME)", callback=comma_list,
         ),
     ] = None,
     pool: Annotated[Path | None, typer.Option("--pool", help="pool YAML (models, endpoints, prices)")] = None,
@@ -50,17 +52,19 @@ def serve_cmd(
         Path | None, typer.Option("--config", help="serve YAML (see docs/serve.md); flags win")
     ] = None,
     policy: Annotated[
-        list[Path] | None, typer.Option("--policy", help="calibrated policy (caproute calibrate)")
+        list[Path] | None, typer.Option("--policy", help="calibrated policy (caproute calibrate)", callback=path_list)
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="bind address [127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option("--port", help="port [8000]")] = None,
     insecure_local: Annotated[
-        bool, typer.Option("--insecure-local", help="no API keys (loopback addresses only)")
+        bool, typer.Option("--insecure-local/--no-insecure-local", help="no API keys (loopback addresses only)")
     ] = False,
     keys_file: Annotated[Path | None, typer.Option("--keys-file", help="sha256 hashes of API keys")] = None,
     feedback_db: Annotated[Path | None, typer.Option("--feedback-db", help="SQLite feedback store")] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", help="default lambda [router's]")] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="default beta [router's]")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="default lambda [router's]",
+                                              callback=finite("--lambda", lo=0.0))] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="default beta [router's]",
+                                               callback=finite("--beta", lo=0.0))] = None,
     conversation: Annotated[
         str | None, typer.Option("--conversation", help="last_user | user_turns | history")
     ] = None,
@@ -68,11 +72,12 @@ def serve_cmd(
         int | None, typer.Option("--max-attempts", help="models tried per request")
     ] = None,
     cors_origin: Annotated[
-        list[str] | None, typer.Option("--cors-origin", help="allow this origin (CORS)")
+        list[str] | None, typer.Option("--cors-origin", help="allow this origin (CORS)", callback=comma_list)
     ] = None,
     model_map: Annotated[
         list[str] | None,
-        typer.Option("--model-map", help="ROUTER_MODEL=POOL_MODEL where the names differ (repeatable)"),
+        typer.Option("--model-map", help="ROUTER_MODEL=POOL_MODEL where the names differ (comma list or repeated)",
+                     callback=comma_list),
     ] = None,
     duel_policy: Annotated[
         Path | None,
@@ -85,10 +90,22 @@ def serve_cmd(
     log_level: Annotated[
         str | None, typer.Option("--log-level", help="debug | info | warning | error")
     ] = None,
+    log_store: Annotated[
+        Path | None,
+        typer.Option("--log-store", help="opt-in: log routed requests and answers (SQLite) for feedback export"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="server processes sharing the port [1]")
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option("--request-timeout", help="seconds per client request, fallbacks included"),
+    ] = None,
 ) -> None:
     """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
     from caproute.serve.config import load_serve_config
-    from caproute.serve.server import prepare_server
+    from caproute.serve.feedback import FeedbackStore
+    from caproute.serve.server import bind_socket, prepare_server, run_workers
 
     cfg = load_serve_config(
         config,
@@ -108,16 +125,32 @@ def serve_cmd(
         duel_policy=duel_policy,
         duel_state_out=duel_state_out,
         log_level=log_level,
+        log_store=log_store,
         model_map=_pairs(model_map, "--model-map") if model_map else None,
+        workers=workers,
+        request_timeout_s=request_timeout,
     )
-    server = prepare_server(cfg)
+    # everything that can fail is checked before the banner: the store, the port, then the app
+    FeedbackStore.check_path(cfg.feedback_db)
+    sock = bind_socket(cfg.host, cfg.port)
+    try:
+        server = prepare_server(cfg)  # loads and checks routers, pool, policies
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     console.print(
         f"caproute serve: routers {', '.join(f'caproute/{n}' for n in cfg.routers)} on "
-        f"http://{cfg.host}:{cfg.port}/v1"
+        f"http://{cfg.host}:{port}/v1"
+        + (f"  [{cfg.workers} workers]" if cfg.workers > 1 else "")
         + ("  [insecure-local: no API keys]" if cfg.insecure_local else ""),
         highlight=False,
     )
-    server.run()
+    if cfg.workers > 1:
+        del server  # each worker builds its own app from the same config
+        run_workers(cfg, sock)
+    else:
+        server.run(sockets=[sock])
 
 
 @app.command("serve-key")
@@ -125,11 +158,13 @@ def serve_key_cmd(
     keys_file: Annotated[Path, typer.Option("--keys-file", help="file of key hashes (appended to)")],
     label: Annotated[str, typer.Option("--label", help="a note stored next to the hash")] = "",
 ) -> None:
-    """Create an API key: prints it once and stores only its SHA-256 hash."""
+    """Create an API key: prints it once and stores only its SHA-256 hash.
+
+    The key alone goes to stdout (``KEY=$(caproute serve-key ...)`` captures it); the notice to stderr."""
     from caproute.serve.auth import append_key
 
     key = append_key(keys_file, label)
-    console.print(f"new API key (shown once, only its hash is stored in {keys_file}):")
+    Console(stderr=True).print(f"new API key (shown once, only its hash is stored in {keys_file}):")
     print(key)
 
 
@@ -137,28 +172,33 @@ def serve_key_cmd(
 def calibrate_cmd(
     router: Annotated[Path, typer.Option("--router", help="router directory (caproute train --out)")],
     out: Annotated[Path, typer.Option("--out", help="policy JSON to write")],
-    target_cost: Annotated[float | None, typer.Option("--target-cost", help="mean USD per query")] = None,
+    target_cost: Annotated[float | None, typer.Option("--target-cost", help="mean USD per query",
+                                                      callback=finite("--target-cost", lo=0.0))] = None,
     target_share: Annotated[
-        float | None, typer.Option("--target-share", help="at most this share of calls to --strong-model")
+        float | None, typer.Option("--target-share", help="at most this share of calls to --strong-model",
+                                   callback=finite("--target-share", lo=0.0, hi=1.0))
     ] = None,
     strong_model: Annotated[
         str | None, typer.Option("--strong-model", help="model of --target-share")
     ] = None,
     quality_floor: Annotated[
         float | None,
-        typer.Option("--quality-floor", help="at least this mean quality, as cheaply as possible"),
+        typer.Option("--quality-floor", help="at least this mean quality, as cheaply as possible",
+                     callback=finite("--quality-floor", lo=0.0, hi=1.0)),
     ] = None,
     store: StoreOpt = None,
     data: DataOpt = None,
     dataset: DatasetOpt = None,
-    split: Annotated[str | None, typer.Option("--split", help="split of --store/--data [all rows]")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="split of --store/--data [all rows]",
+                                              callback=choice("--split", ("train", "test")))] = None,
     sample: Annotated[
         Path | None,
         typer.Option(
             "--sample", help="JSONL of requests ({messages} or {input}); outcomes are then predicted"
         ),
     ] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="risk weight [router's]")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="risk weight [router's]",
+                                               callback=finite("--beta", lo=0.0))] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="router name in the policy [directory name]")
     ] = None,

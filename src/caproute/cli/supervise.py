@@ -10,40 +10,48 @@ from rich.console import Console
 from rich.table import Table
 
 from caproute.cli import app
-from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, StoreOpt
-from caproute.data.atomic import write_json
+from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, SplitOpt, StoreOpt
+from caproute.data.atomic import check_output_file, write_json
 
 console = Console()
 
 
 @app.command("supervise")
 def supervise_cmd(
-    out: Annotated[Path, typer.Option("--out", help="output Parquet (query_id, model, n, mu_q, mu_c, sigma_q, utility, ...)")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="output table, format from the suffix: .parquet, .csv or .jsonl "
+                      "(query_id, model, n, mu_q, mu_c, sigma_q, utility, ...)")],
     store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
     streaming: Annotated[bool, typer.Option(
-        "--streaming", help="out of core: stream a Parquet file/directory/glob given with --data through DuckDB")] = False,
+        "--streaming/--no-streaming", help="out of core: stream a Parquet file/directory/glob given with --data through DuckDB")] = False,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit for --streaming")] = "2GB",
     partitions: Annotated[int, typer.Option("--partitions", help="query hash partitions for --streaming")] = 8,
 ) -> None:
     """DARS capability statistics and utility per (query, model) of the training split."""
+    from caproute.data.atomic import table_format, write_table
+
     if streaming:
         from caproute.errors import DataError
         from caproute.supervise.outofcore import supervise_out_of_core
 
         if data is None:
             raise DataError("--streaming reads Parquet given with --data", source="arguments")
+        if table_format(out) != "parquet":
+            raise DataError("--streaming writes Parquet: use a .parquet suffix", source=f"--out {out}")
+        check_output_file(out, option="--out")
         info = supervise_out_of_core(data, out, lam=lam, beta=beta, partitions=partitions,
                                      memory_limit=memory_limit, dataset=dataset)
         console.print(f"{info['pairs']} pairs ({', '.join(info['datasets'])}) -> {out}")
         return
-    from caproute.data.atomic import write_parquet
     from caproute.data.source import load_observations
     from caproute.supervise.api import supervision_table
 
+    table_format(out)
+    check_output_file(out, option="--out")
     obs, name = load_observations(store=store, data=data, dataset=dataset)
     table = supervision_table(obs, lam, beta)
-    write_parquet(table, out)
+    write_table(table, out)
     console.print(f"{name}: {table['query_id'].nunique()} queries x {table['model'].nunique()} models "
                   f"-> {out}")
 
@@ -54,13 +62,18 @@ def diagnose_cmd(
     store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None, lam: LambdaOpt = 0.05,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the diagnostics as JSON")] = None,
     png: Annotated[Path | None, typer.Option("--png", help="Figure 2(a,b)-style plot (default: next to --json)")] = None,
-    split: Annotated[str, typer.Option("--split", help="train | test | all")] = "train",
+    split: SplitOpt = "train",
 ) -> None:
     """Outcome instability, winner-flip rate, single-vs-distribution disagreement, variance split."""
     from caproute.data.source import load_observations
     from caproute.supervise.api import diagnostics
     from caproute.supervise.diagnostics import plot_diagnostics
 
+    for opt, path in (("--json", json_out), ("--png", png)):
+        if path is not None:
+            check_output_file(path, option=opt)
+    if png is None and json_out is not None:
+        check_output_file(json_out.with_suffix(".png"), option="--png")
     obs, name = load_observations(store=store, data=data, dataset=dataset)
     diag, stats = diagnostics(obs, lam, None if split == "all" else split)
     table = Table(title=f"DARS diagnostics: {name} ({diag.n_queries} queries, {diag.n_models} models, "
@@ -75,6 +88,13 @@ def diagnose_cmd(
         write_json(diag.to_dict(), json_out)
         png = png or json_out.with_suffix(".png")
     if png is not None:
-        png.parent.mkdir(parents=True, exist_ok=True)
-        plot_diagnostics(stats, diag, png)
+        from caproute.data.atomic import atomic_file
+
+        with atomic_file(png) as tmp:
+            drawn = tmp.with_name(tmp.name + ".png")   # matplotlib picks the format from the suffix
+            try:
+                plot_diagnostics(stats, diag, drawn)
+                drawn.replace(tmp)
+            finally:
+                drawn.unlink(missing_ok=True)
         console.print(f"plot: {png}")

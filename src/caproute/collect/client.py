@@ -9,15 +9,24 @@ What it adds to the SDK (whose own retries are switched off so ours are the only
 - per-generation token usage and USD cost from the pool prices; when a server reports no usage the
   tokens are estimated (4 characters per token) and ``cost_known`` is False;
 - per-model concurrency (semaphore) and request-rate limits (minimum spacing of request starts).
+- a per-request deadline (connect, first byte, total: :class:`caproute.serve.transport.Deadline`)
+  enforced by the same ``httpx`` client construction the proxy uses (:func:`make_client`), so a
+  server that trickles bytes cannot hold a request past ``timeout_s``;
+- every answer validated before use (:func:`parse_completion`): a string or negative ``usage``, a
+  non-string ``content`` or an absurd token count is a :class:`MalformedResponse`, retried like a
+  5xx and then reported, never stored or charged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
+import math
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from caproute.collect.config import ModelEndpoint
 from caproute.errors import CaprouteError
@@ -26,8 +35,136 @@ CHARS_PER_TOKEN = 4.0
 """PROPOSED: token estimate used only when a server reports no usage (cost_known = False)."""
 
 
+MAX_TOKENS_PER_RESPONSE = 10_000_000
+"""PROPOSED: more prompt or completion tokens than this in one answer's usage is absurd (no chat
+model has a context near it); such an answer is a :class:`MalformedResponse`, never charged."""
+
+
 class GenerationError(CaprouteError):
     """A request failed after all retries (or with a non-retryable status)."""
+
+
+class MalformedResponse(GenerationError):
+    """A 200 answer whose body is not a usable chat completion (``field``: what is wrong where)."""
+
+    def __init__(self, field: str, problem: str, where: str = ""):
+        super().__init__(f"{where}malformed response: {field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+def _count(value: Any, field: str, *, limit: int = MAX_TOKENS_PER_RESPONSE) -> int:
+    """A token count: a non-negative integer (an integral float is accepted) up to ``limit``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedResponse(field, f"expected a non-negative integer, got {type(value).__name__} {value!r:.40}")
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise MalformedResponse(field, f"expected a non-negative integer, got {value!r}")
+    if value < 0:
+        raise MalformedResponse(field, f"negative token count {value!r}")
+    if value > limit:
+        raise MalformedResponse(field, f"{value:.3g} tokens exceeds the cap of {limit:,} (absurd usage)")
+    return int(value)
+
+
+def parse_usage(usage: Any) -> Usage | None:
+    """Validated token usage of one answer; ``None`` when the server reported none (or no counts).
+
+    Raises :class:`MalformedResponse` for a usage that is not an object, counts that are not
+    non-negative integers or exceed :data:`MAX_TOKENS_PER_RESPONSE`, or a ``prompt_tokens_details``
+    that is neither null nor an object with an integer ``cached_tokens`` <= ``prompt_tokens``.
+    """
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise MalformedResponse("usage", f"expected an object, got {type(usage).__name__} {usage!r:.40}")
+    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if pt is None or ct is None:
+        return None
+    pt, ct = _count(pt, "usage.prompt_tokens"), _count(ct, "usage.completion_tokens")
+    details = usage.get("prompt_tokens_details")
+    cached = 0
+    if details is not None:
+        if not isinstance(details, dict):
+            raise MalformedResponse(
+                "usage.prompt_tokens_details", f"expected an object, got {type(details).__name__}"
+            )
+        c = details.get("cached_tokens")
+        if c is not None:
+            cached = _count(c, "usage.prompt_tokens_details.cached_tokens")
+            if cached > pt:
+                raise MalformedResponse(
+                    "usage.prompt_tokens_details.cached_tokens", f"{cached} cached of {pt} prompt tokens"
+                )
+    return Usage(pt, ct, cached)
+
+
+def parse_content(value: Any, field: str) -> str | None:
+    """A message's ``content``: a string, null, or a list of text parts (joined)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(
+        isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in value
+    ):
+        return "".join(p.get("text", "") for p in value)
+    raise MalformedResponse(field, f"expected a string, got {type(value).__name__} {value!r:.40}")
+
+
+def parse_completion(data: Any) -> tuple[list[tuple[str, str | None]], Usage | None]:
+    """(text, finish_reason) per choice and the usage of a non-streaming chat completion body."""
+    if not isinstance(data, dict):
+        raise MalformedResponse("<body>", f"expected a JSON object, got {type(data).__name__}")
+    if "error" in data and not data.get("choices"):
+        raise MalformedResponse("error", f"error object in a 200 answer: {str(data['error'])[:200]}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponse("choices", "missing or empty")
+    out = []
+    for i, c in enumerate(choices):
+        if not isinstance(c, dict):
+            raise MalformedResponse(f"choices[{i}]", "expected an object")
+        msg = c.get("message")
+        if msg is not None and not isinstance(msg, dict):
+            raise MalformedResponse(f"choices[{i}].message", "expected an object")
+        text = parse_content((msg or {}).get("content"), f"choices[{i}].message.content")
+        fr = c.get("finish_reason")
+        if fr is not None and not isinstance(fr, str):
+            raise MalformedResponse(f"choices[{i}].finish_reason", f"expected a string, got {fr!r:.40}")
+        out.append((text or "", fr))
+    return out, parse_usage(data.get("usage"))
+
+
+async def check_reachable(endpoints, timeout_s: float = 3.0) -> None:
+    """Fail fast when endpoints cannot be reached at all (TCP connect to each base URL's host).
+
+    Raises :class:`CaprouteError` "no endpoint reachable (is the pool up?)" when none answers, and
+    names the unreachable ones when only some do. Cloud endpoints behind HTTPS are checked the same
+    way (a TCP connect, no request is sent).
+    """
+    import httpx
+
+    async def probe(ep) -> str | None:
+        url = httpx.URL(ep.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(url.host, port), timeout_s)
+        except (OSError, TimeoutError) as e:
+            return f"{ep.name} at {ep.base_url} ({type(e).__name__}: {getattr(e, 'strerror', None) or e})"
+        w.close()
+        return None
+
+    eps = list({ep.name: ep for ep in endpoints}.values())
+    bad = [b for b in await asyncio.gather(*(probe(ep) for ep in eps)) if b is not None]
+    if not bad:
+        return
+    if len(bad) == len(eps):
+        raise CaprouteError("no endpoint reachable (is the pool up?): " + "; ".join(bad))
+    raise CaprouteError("endpoint(s) not reachable (is the pool up?): " + "; ".join(bad))
 
 
 @dataclass(frozen=True)
@@ -49,6 +186,9 @@ class RetryPolicy:
     max_retries: int = 6
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
+    max_malformed_retries: int = 1
+    """PROPOSED: a malformed 200 is retried once at most (at the first backoff step): it is a
+    server bug more often than load, so the long backoff meant for 429/5xx would only waste time."""
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Full-jitter exponential backoff, at least ``retry_after`` seconds when the server asks."""
@@ -86,6 +226,8 @@ def parse_retry_after(headers) -> float | None:
 def _retryable(exc: BaseException) -> tuple[bool, float | None]:
     import openai
 
+    if isinstance(exc, MalformedResponse):  # like a 5xx: the next answer may be well-formed
+        return True, None
     if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):  # timeout subclasses it
         return True, None
     if isinstance(exc, openai.APIStatusError):
@@ -125,18 +267,29 @@ class ChatClient:
     def __init__(self, endpoint: ModelEndpoint, *, retry: RetryPolicy | None = None, seed: int = 0):
         from openai import AsyncOpenAI
 
+        from caproute.serve.transport import make_client
+
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
+        self._http = make_client(
+            lean=False, max_connections=max(8, endpoint.max_concurrency), default_deadline=endpoint_deadline(endpoint)
+        )
         self._sdk = AsyncOpenAI(
-            base_url=endpoint.base_url, api_key=endpoint.api_key(), timeout=endpoint.timeout_s, max_retries=0
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key(),
+            timeout=endpoint.timeout_s,
+            max_retries=0,
+            http_client=self._http,
         )
         self._sem = asyncio.Semaphore(endpoint.max_concurrency)
         self._limiter = _RateLimiter(endpoint.requests_per_minute)
         self._rng = random.Random(seed)
         self.retries_done = 0
+        self.malformed = 0  # answers rejected by parse_completion (each retried or reported)
 
     async def aclose(self) -> None:
         await self._sdk.close()
+        await self._http.aclose()
 
     async def _request(
         self,
@@ -164,37 +317,48 @@ class ChatClient:
             kwargs["seed"] = seed
         if self.endpoint.extra_body:
             kwargs["extra_body"] = dict(self.endpoint.extra_body)
-        attempt = 0
+        attempt = malformed_seen = 0
         while True:
             await self._limiter.wait()
             t0 = time.monotonic()
             try:
                 async with self._sem:
-                    resp = await self._sdk.chat.completions.create(**kwargs)
-                return resp, time.monotonic() - t0, attempt + 1
+                    raw = await self._sdk.chat.completions.with_raw_response.create(**kwargs)
+                    try:
+                        data = json.loads(raw.http_response.content)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        raise MalformedResponse("<body>", "not JSON") from None
+                    parsed = parse_completion(data)
+                return parsed, time.monotonic() - t0, attempt + 1
             except Exception as e:
+                bad = isinstance(e, MalformedResponse)
+                if bad:
+                    self.malformed += 1
+                    malformed_seen += 1
                 ok, retry_after = _retryable(e)
-                if not ok or attempt >= self.retry.max_retries:
-                    raise GenerationError(
-                        f"model '{self.endpoint.name}' at {self.endpoint.base_url}: "
-                        f"{type(e).__name__}: {e} (after {attempt + 1} attempt(s))"
-                    ) from e
+                limit = self.retry.max_malformed_retries if bad else self.retry.max_retries
+                if not ok or attempt >= self.retry.max_retries or (bad and malformed_seen > limit):
+                    where = f"model '{self.endpoint.name}' at {self.endpoint.base_url}: "
+                    tries = f" (after {attempt + 1} attempt(s))"
+                    if isinstance(e, MalformedResponse):
+                        raise MalformedResponse(e.field, e.problem + tries, where) from e
+                    detail = f"{type(e).__name__}: {e}"
+                    cause = str(e.__cause__ or "")
+                    if cause and cause not in detail:  # e.g. which deadline passed
+                        detail += f" ({cause})"
+                    raise GenerationError(f"{where}{detail}{tries}") from e
                 self.retries_done += 1
-                await asyncio.sleep(self.retry.delay(attempt, retry_after, self._rng))
+                await asyncio.sleep(self.retry.delay(0 if bad else attempt, retry_after, self._rng))
                 attempt += 1
 
     def _split_usage(
-        self, resp, messages: list[dict], latency: float, seed: int | None, attempts: int
+        self, parsed, messages: list[dict], latency: float, seed: int | None, attempts: int
     ) -> list[Generation]:
-        choices = list(resp.choices or [])
-        texts = [(c.message.content or "") if c.message is not None else "" for c in choices]
-        usage = getattr(resp, "usage", None)
-        known = usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None
+        choices, usage = parsed
+        texts = [t for t, _ in choices]
+        known = usage is not None
         if known:
-            in_tok = int(usage.prompt_tokens)
-            out_tok = int(usage.completion_tokens)
-            details = getattr(usage, "prompt_tokens_details", None)
-            cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+            in_tok, out_tok, cached = usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
         else:
             in_tok = _estimate_tokens("".join(str(m.get("content", "")) for m in messages))
             out_tok = sum(_estimate_tokens(t) for t in texts)
@@ -204,7 +368,7 @@ class ChatClient:
         # completion tokens in proportion to each choice's length.
         total_chars = sum(len(t) for t in texts) or 1
         out = []
-        for i, (c, t) in enumerate(zip(choices, texts, strict=True)):
+        for i, ((t, finish), _) in enumerate(zip(choices, texts, strict=True)):
             share = (len(t) / total_chars) if len(choices) > 1 else 1.0
             o = int(round(out_tok * share)) if len(choices) > 1 else out_tok
             inp = in_tok // k + (1 if i < in_tok % k else 0)
@@ -212,7 +376,7 @@ class ChatClient:
             out.append(
                 Generation(
                     text=t,
-                    finish_reason=c.finish_reason,
+                    finish_reason=finish,
                     input_tokens=inp,
                     output_tokens=o,
                     cached_input_tokens=cch,
@@ -260,3 +424,18 @@ class ChatClient:
                 raise GenerationError(f"model '{self.endpoint.name}': response with no choices")
             results.extend(got[: n - len(results)])
         return results
+
+
+def endpoint_deadline(ep: ModelEndpoint, default_connect_s: float = 5.0):
+    """The :class:`~caproute.serve.transport.Deadline` of one request to ``ep``: total
+    ``timeout_s``; connect ``connect_timeout_s`` (default 5 s) and first byte
+    ``first_byte_timeout_s`` (default: the total), both capped by the total."""
+    from caproute.serve.transport import Deadline
+
+    connect = ep.connect_timeout_s if ep.connect_timeout_s is not None else default_connect_s
+    first = ep.first_byte_timeout_s
+    return Deadline(
+        total_s=ep.timeout_s,
+        connect_s=min(connect, ep.timeout_s),
+        first_byte_s=None if first is None else min(first, ep.timeout_s),
+    )

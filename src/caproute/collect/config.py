@@ -54,7 +54,13 @@ class ModelEndpoint(_Strict):
     price_cached_input_per_1m: float | None = Field(default=None, ge=0)
     max_concurrency: int = Field(default=4, ge=1, le=1024)
     requests_per_minute: float | None = Field(default=None, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="total deadline of one request, body and stream included"
+    )
+    connect_timeout_s: float | None = Field(default=None, gt=0, description="connect deadline [min(5, timeout_s)]")
+    first_byte_timeout_s: float | None = Field(
+        default=None, gt=0, description="deadline for the response headers [timeout_s]"
+    )
     supports_seed: bool = True
     supports_n: bool = Field(default=False, description="ask for n choices per request (fan out if fewer)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields")

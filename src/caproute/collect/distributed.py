@@ -333,15 +333,9 @@ def _parse_fault(text: str | None) -> dict | None:
 
 def _init_ray(address: str | None) -> bool:
     """Connect to (or start on loopback) Ray; returns whether this call started it."""
-    import ray
+    from caproute.ray_connect import init_ray
 
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(log_to_driver=False, include_dashboard=False, _node_ip_address="127.0.0.1")
-    return True
+    return init_ray(address)
 
 
 def collect_distributed(

@@ -350,6 +350,10 @@ def server_command(
         str(n_threads),
         "--verbose",
         "False",
+        # llama-cpp-python's server otherwise ends a running generation (a stream stops with
+        # finish_reason null) whenever another request arrives; with it off, requests wait
+        "--interrupt_requests",
+        "False",
     ]
     if chat_format:
         cmd += ["--chat_format", chat_format]

@@ -2,6 +2,19 @@
 
 Columns: ``query_id`` (or ``id``), ``question``, ``answer``; optional ``context`` (passage) and
 ``split`` (``train``/``test``; otherwise assigned with ``--split-test``). JSONL, CSV or Parquet.
+
+Also read (detected from the fields):
+
+- OpenAI chat-format JSONL, one ``{"messages": [...]}`` per line (as exported by OpenAI, LiteLLM
+  or OpenRouter logs; other fields are ignored): the LAST user message is the question, the turns
+  before it are the context (``role: text`` lines), and an assistant reply after it, when the log
+  has one, is the reference answer (else the answer is empty: judge scorers need none). The query
+  id is ``chat-`` + the first 16 hex digits of SHA-256(context, question), so duplicate
+  conversations collapse to one query (first occurrence kept). A line without a user message is
+  a :class:`~caproute.errors.DataError` naming the file, line and field.
+- HumanEval (``task_id, prompt, test, entry_point``) and MBPP (``task_id, text, test_list``,
+  optional ``test_setup_code``) files: the answer becomes a code-exec task definition
+  (:mod:`caproute.collect.code_exec`).
 """
 
 from __future__ import annotations
@@ -60,20 +73,114 @@ def _read(path: Path) -> pd.DataFrame:
     raise DataError("unknown queries format (use .jsonl, .csv or .parquet)", source=str(path))
 
 
+def _message_text(content, source: str, line: int, where: str) -> str:
+    """Text of an OpenAI message ``content``: a string, or a list of parts (text parts joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                out.append(part["text"])
+        return "\n".join(out)
+    raise DataError(f"content must be a string or a list of parts, got {type(content).__name__}",
+                    source=source, row=line, field=where)
+
+
+def chat_query(messages, *, source: str = "<chat>", line: int | None = None) -> dict:
+    """One chat-format conversation as a query: ``{query_id, question, context, answer}`` (pure)."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError("'messages' must be a non-empty list of {role, content} objects",
+                        source=source, row=line, field="messages")
+    turns = []
+    for k, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise DataError("each message must be an object with a string 'role'", source=source, row=line,
+                            field=f"messages[{k}].role")
+        turns.append((m["role"], _message_text(m.get("content"), source, line, f"messages[{k}].content")))
+    users = [k for k, (role, text) in enumerate(turns) if role == "user" and text.strip()]
+    if not users:
+        raise DataError("no user message with text (the last user message is the query)",
+                        source=source, row=line, field="messages")
+    last = users[-1]
+    question = turns[last][1]
+    context = "\n".join(f"{role}: {text}" for role, text in turns[:last] if text.strip()) or None
+    reply = next((text for role, text in turns[last + 1:] if role == "assistant" and text.strip()), "")
+    qid = "chat-" + hashlib.sha256(f"{context or ''}\x1f{question}".encode()).hexdigest()[:16]
+    return {"query_id": qid, "question": question, "context": context, "answer": reply}
+
+
+def _read_chat(path: Path) -> pd.DataFrame | None:
+    """Chat-format JSONL as query rows (duplicates collapsed), or None when the file is not chat format."""
+    rows, first_line = [], None
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"not valid JSON: {e.msg}", source=str(path), row=i) from None
+            if first_line is None:
+                first_line = i
+                if not (isinstance(obj, dict) and "messages" in obj):
+                    return None
+            if not isinstance(obj, dict) or "messages" not in obj:
+                raise DataError("chat-format file: every line needs 'messages'", source=str(path), row=i,
+                                field="messages")
+            q = chat_query(obj["messages"], source=str(path), line=i)
+            if isinstance(obj.get("split"), str) and obj["split"].strip():
+                q["split"] = obj["split"].strip()
+            rows.append(q)
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    return df.drop_duplicates("query_id", keep="first").reset_index(drop=True)
+
+
+def _from_code_benchmark(df: pd.DataFrame) -> pd.DataFrame | None:
+    """HumanEval / MBPP rows as queries whose answer is a code-exec task definition; None otherwise."""
+    cols = set(df.columns)
+    if "question" in cols:
+        return None
+    if {"task_id", "prompt", "test", "entry_point"} <= cols:  # HumanEval
+        answers = [json.dumps({"tests": t, "entry_point": e, "prompt": pr})
+                   for t, e, pr in zip(df["test"], df["entry_point"], df["prompt"], strict=True)]
+        return pd.DataFrame({"query_id": df["task_id"].astype(str), "question": df["prompt"].astype(str),
+                             "answer": answers})
+    if {"task_id", "text", "test_list"} <= cols:  # MBPP
+        setup = df["test_setup_code"] if "test_setup_code" in cols else [""] * len(df)
+        tests = ["\n".join(list(t)) for t in df["test_list"]]
+        answers = [json.dumps({"tests": t, "setup": s} if s else {"tests": t}) for t, s in zip(tests, setup, strict=True)]
+        questions = [f"{text}\nYour code should pass these tests:\n{t}" for text, t in zip(df["text"], tests, strict=True)]
+        return pd.DataFrame({"query_id": df["task_id"].astype(str), "question": questions, "answer": answers})
+    return None
+
+
 def load_queries(path: str | os.PathLike, *, split_test: float | None = None, seed: int = 0) -> pd.DataFrame:
     """Validated queries with columns :data:`QUERY_COLUMNS` (errors name the file, line and field)."""
     p = Path(path)
     if not p.is_file():
         raise DataError("queries file not found", source=str(p))
-    df = _read(p)
+    chat = _read_chat(p) if p.suffix.lower() in (".jsonl", ".json", ".ndjson") else None
+    df = chat if chat is not None else _read(p)
     off = 1 if p.suffix.lower() == ".csv" else 0  # CSV: line 1 is the header
     if len(df) == 0:
         raise DataError("no queries (empty file)", source=str(p))
+    code = _from_code_benchmark(df)
+    if code is not None:
+        df = code
     if "query_id" not in df.columns and "id" in df.columns:
         df = df.rename(columns={"id": "query_id"})
     for col in ("query_id", "question", "answer"):
         if col not in df.columns:
             raise DataError("missing required column", source=str(p), field=col)
+        if col == "answer" and chat is not None:
+            continue  # chat logs: the reference answer is optional
         vals = df[col]
         bad = vals.isna() | (vals.astype(str).str.strip() == "")
         if bad.any():
@@ -87,10 +194,13 @@ def load_queries(path: str | os.PathLike, *, split_test: float | None = None, se
             "answer": df["answer"].astype(str),
         }
     )
-    out["context"] = (
-        df["context"].where(df["context"].notna() & (df["context"].astype(str) != ""), None)
+    # None (not NaN) where there is no context: a NaN would be rendered as the text "nan"
+    out["context"] = pd.Series(
+        [c if isinstance(c, str) and c != "" else None for c in df["context"]]
         if "context" in df.columns
-        else None
+        else [None] * len(df),
+        index=out.index,
+        dtype=object,
     )
     dup = out["query_id"].duplicated(keep="first")
     if dup.any():

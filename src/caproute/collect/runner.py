@@ -41,14 +41,16 @@ from caproute.collect.rewrite import (
     rewrite_messages,
     template_rewrites,
 )
-from caproute.collect.scorers import Scorer, get_scorer
+from caproute.collect.scorers import ContextScorer, Scorer, get_scorer
 from caproute.data import schema
 from caproute.data.store import ObservationStore
 from caproute.errors import CaprouteError, ConfigError
+from caproute.supervise.adaptive import AdaptiveConfig
 
 REWRITES_TABLE = "collect_rewrites"
 ATTEMPTS_TABLE = "collect_rewrite_attempts"
 QUERIES_TABLE = "collect_queries"
+DETAILS_TABLE = "collect_score_details"  # judge prompt/verdict/cost, code-exec outcome, per observation
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class CollectSpec:
     flush_interval_s: float = 2.0
     max_errors: int = 50
     similarity_check: bool = True
+    #: collect the training split adaptively (caproute.collect.adaptive); None = the full grid
+    adaptive: AdaptiveConfig | None = None
+    #: --adaptive: stop the training split at this fraction of the full grid's generations
+    budget_fraction: float | None = None
 
     def __post_init__(self):
         for name in ("rewrites", "decodes", "test_rewrites", "test_decodes"):
@@ -75,6 +81,10 @@ class CollectSpec:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
         if self.decodes == 0 and self.rewrites > 0:
             raise ConfigError("--decodes must be >= 1 when --rewrites > 0")
+        if self.budget_fraction is not None and not 0.0 < self.budget_fraction <= 1.0:
+            raise ConfigError(f"--budget-fraction must be in (0, 1] (got {self.budget_fraction})")
+        if self.budget_fraction is not None and self.adaptive is None:
+            raise ConfigError("--budget-fraction needs --adaptive")
 
 
 @dataclass(frozen=True)
@@ -102,9 +112,13 @@ def rewrites_needed(split: str, spec: CollectSpec) -> int:
     return spec.rewrites if split == "train" else spec.test_rewrites
 
 
-def iter_units(queries: pd.DataFrame, model: str, spec: CollectSpec, existing: set[tuple]) -> Iterator[Unit]:
-    """Missing work for ``model``, query by query, grouped into runs of consecutive decodes."""
+def iter_units(queries: pd.DataFrame, model: str, spec: CollectSpec, existing: set[tuple], *,
+               train: bool = True) -> Iterator[Unit]:
+    """Missing work for ``model``, query by query, grouped into runs of consecutive decodes
+    (``train=False``: the test split only, when the training split is collected adaptively)."""
     for qid, split in zip(queries["query_id"], queries["split"], strict=True):
+        if split == "train" and not train:
+            continue
         groups: dict[tuple[int, str], list[int]] = {}
         for k, r, ot in planned_keys(split, spec):
             if (split, qid, model, k, r, ot) not in existing:
@@ -137,6 +151,12 @@ def ensure_side_tables(con) -> None:
         dataset VARCHAR NOT NULL, query_id VARCHAR NOT NULL, variant_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
         text VARCHAR, flags VARCHAR, similarity DOUBLE, accepted BOOLEAN, source VARCHAR, cost DOUBLE,
         PRIMARY KEY (dataset, query_id, variant_id, attempt))""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {DETAILS_TABLE} (
+        dataset VARCHAR NOT NULL, split VARCHAR NOT NULL, query_id VARCHAR NOT NULL, model VARCHAR NOT NULL,
+        prompt_variant_id INTEGER NOT NULL, decode_id INTEGER NOT NULL, observation_type VARCHAR NOT NULL,
+        scorer VARCHAR NOT NULL, status VARCHAR NOT NULL, parsed BOOLEAN NOT NULL, score DOUBLE,
+        scoring_cost DOUBLE, detail VARCHAR,
+        PRIMARY KEY (dataset, split, query_id, model, prompt_variant_id, decode_id, observation_type))""")
 
 
 def save_queries(con, dataset: str, task: str, queries: pd.DataFrame) -> None:
@@ -310,7 +330,11 @@ class RunStats:
     done: int = 0
     skipped_existing: int = 0
     errors: int = 0
-    spend_usd: float = 0.0
+    score_failures: int = 0  # context scorers: results not parsed (observation not stored, counted)
+    spend_usd: float = 0.0  # actual cost of the answers received (usage x prices)
+    reserved_usd: float = 0.0  # expected cost of the requests in flight (budget accounting)
+    estimate_usd: float | None = None  # upper-bound estimate of the missing work (every answer at max_tokens)
+    budget_usd: float | None = None
     rewrite_calls: int = 0
     rewrites_template: int = 0
     rewrites_model: int = 0
@@ -318,6 +342,7 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     per_model: dict[str, int] = field(default_factory=dict)
     error_messages: list[str] = field(default_factory=list)
+    adaptive: dict | None = None  # collect --adaptive: generations used and saved vs the full grid
 
     @property
     def rate(self) -> float:
@@ -407,8 +432,12 @@ class _Writer:
     def __init__(self, store: ObservationStore, spec: CollectSpec, dataset: str):
         self.store, self.spec, self.dataset = store, spec, dataset
         self.buffer: list[dict] = []
+        self.details: list[dict] = []
         self.last = time.monotonic()
         self.written = 0
+
+    def add_detail(self, row: dict) -> None:
+        self.details.append(row)
 
     def add(self, row: dict) -> None:
         self.buffer.append(row)
@@ -419,6 +448,14 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
+        if self.details:  # before the observations: a crash in between only re-scores on resume
+            con = self.store.connection
+            con.register("_det", pd.DataFrame(self.details))
+            try:
+                con.execute(f"INSERT OR REPLACE INTO {DETAILS_TABLE} SELECT * FROM _det").fetchall()
+            finally:
+                con.unregister("_det")
+            self.details = []
         if self.buffer:
             df = pd.DataFrame(self.buffer)
             self.written += self.store.upsert(df, source=f"collect:{self.dataset}", on_conflict="ignore")
@@ -429,19 +466,45 @@ class _Writer:
 class _Progress:
     """Live rich progress on a terminal; otherwise (nohup, pipes) a log line every ``every_s`` seconds."""
 
+    # ETA from the rate of the last ETA_WINDOW_S seconds, shown once ETA_MIN_DONE generations are in:
+    # the first minute mixes rewriting (queued ahead of the decoders) and server warm-up, so a rate
+    # since the start overstates the remaining time several-fold (issue 16).
+    ETA_WINDOW_S = 120.0
+    ETA_MIN_DONE = 10
+
     def __init__(self, stats: RunStats, console, every_s: float = 30.0, enabled: bool = True):
         self.stats, self.console, self.every_s = stats, console, every_s
         self.enabled = enabled
         self._live = None
         self._last = 0.0
+        self._samples: list[tuple[float, int]] = []  # (monotonic time, done)
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the recent rate, or None while there is too little to measure it."""
+        s = self.stats
+        now = time.monotonic()
+        self._samples.append((now, s.done))
+        while len(self._samples) > 2 and now - self._samples[1][0] > self.ETA_WINDOW_S:
+            self._samples.pop(0)
+        t0, d0 = self._samples[0]
+        if s.done < self.ETA_MIN_DONE or s.done - d0 < 2 or now - t0 <= 0:
+            return None
+        return (s.total - s.done) / ((s.done - d0) / (now - t0))
+
+    def _info(self) -> str:
+        s = self.stats
+        eta = self.eta_s()
+        budget = f" of ${s.budget_usd:g}" if s.budget_usd else ""
+        return (
+            f"{s.rate:.2f}/s, spent ${s.spend_usd:.6f}{budget} (actual), errors {s.errors}, "
+            + ("eta: measuring" if eta is None else f"eta {eta / 60:.1f} min")
+        )
 
     def _line(self) -> str:
         s = self.stats
-        eta = (s.total - s.done) / s.rate if s.rate > 0 else float("nan")
         return (
-            f"{s.done}/{s.total} generations, {s.rate:.2f}/s, spend ${s.spend_usd:.6f}, "
-            f"errors {s.errors}, rewrites model/template {s.rewrites_model}/{s.rewrites_template}, "
-            f"eta {eta / 60:.1f} min"
+            f"{s.done}/{s.total} generations, rewrites model/template {s.rewrites_model}/{s.rewrites_template}, "
+            + self._info()
         )
 
     def __enter__(self):
@@ -465,9 +528,7 @@ class _Progress:
             return
         s = self.stats
         if self._live is not None:
-            self._live.update(
-                self._task, completed=s.done, info=f"{s.rate:.2f}/s ${s.spend_usd:.6f} err {s.errors}"
-            )
+            self._live.update(self._task, completed=s.done, info=self._info())
         elif force or time.monotonic() - self._last > self.every_s:
             self._last = time.monotonic()
             self.console.print(self._line(), highlight=False)
@@ -481,7 +542,7 @@ class _Progress:
 async def _run(
     cfg: PoolConfig,
     task: TaskConfig,
-    scorer: Scorer,
+    scorer: Scorer | ContextScorer,
     queries: pd.DataFrame,
     spec: CollectSpec,
     store: ObservationStore,
@@ -507,11 +568,55 @@ async def _run(
     def charge(usd: float) -> None:
         stats.spend_usd += usd
         if spec.budget_usd is not None and stats.spend_usd >= spec.budget_usd and not stop.is_set():
-            stats.stopped = f"budget of ${spec.budget_usd} reached"
+            stats.stopped = f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f})"
             stop.set()
 
-    def would_exceed(upper_usd: float) -> bool:
-        return spec.budget_usd is not None and stats.spend_usd + upper_usd > spec.budget_usd
+    # Budget (issue 16): a request starts when the actual spend, plus what the requests in flight are
+    # expected to cost, plus its own expected cost stays within --budget-usd. "Expected" is the mean
+    # actual cost per generation seen so far for that endpoint; before the first answer it is the upper
+    # bound (prompt estimate + max_tokens), and a request that does not fit then waits for the ones in
+    # flight instead of stopping the run. The run stops when nothing is in flight and the next request's
+    # expected cost no longer fits, so it ends close to the budget on actual spend.
+    seen_cost: dict[str, list[float]] = {}  # endpoint -> [USD, generations]
+    budget_freed = asyncio.Condition()
+
+    def expected_usd(endpoint: str, upper_per_gen: float, n: int) -> float:
+        s = seen_cost.get(endpoint)
+        return (s[0] / s[1] if s and s[1] else upper_per_gen) * n
+
+    def observe_cost(endpoint: str, usd: float, n: int) -> None:
+        s = seen_cost.setdefault(endpoint, [0.0, 0])
+        s[0] += usd
+        s[1] += n
+
+    async def admit(endpoint: str, upper_per_gen: float, n: int) -> float:
+        """Reserve the expected cost of ``n`` generations, waiting for requests in flight while it
+        does not fit; raises _Stop (budget reached) when it cannot fit."""
+        async with budget_freed:
+            while True:
+                exp = expected_usd(endpoint, upper_per_gen, n)
+                if spec.budget_usd is None or stats.spend_usd + stats.reserved_usd + exp <= spec.budget_usd:
+                    stats.reserved_usd += exp
+                    return exp
+                if stats.reserved_usd <= 1e-15 or stop.is_set():
+                    stats.stopped = stats.stopped or (
+                        f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f}; the next "
+                        f"request would cost about ${exp:.6f})")
+                    stop.set()
+                    raise _Stop
+                await budget_freed.wait()
+
+    async def release(reserved: float) -> None:
+        async with budget_freed:
+            stats.reserved_usd = max(0.0, stats.reserved_usd - reserved)
+            budget_freed.notify_all()
+
+    # context scorers (judge, code-exec) run async; judge calls are cached in this store and charged
+    bound = (
+        scorer.bind(cfg, con=con, charge=charge, seed=stable_int("judge", spec.seed))
+        if isinstance(scorer, ContextScorer)
+        else None
+    )
 
     async def get_rewrites(qid: str, need: int) -> list[str]:
         have = rewrites.get(qid, [])
@@ -527,28 +632,28 @@ async def _run(
         try:
             q = qmap[qid]
             rw = cfg.rewriter
-            upper = (
+            upper_per_rewrite = (
                 cfg.rewriter_endpoint().cost_usd(
                     _tokens_of(rewrite_messages(q.question, task.kind)), rw.max_tokens
                 )
-                * (need - len(have))
                 * rw.max_attempts
             )
-            if would_exceed(upper):
-                stats.stopped = stats.stopped or f"budget of ${spec.budget_usd} reached"
-                stop.set()
-                raise _Stop
-            res = await make_rewrites(
-                q.question,
-                need - len(have),
-                client=clients[rw.model],
-                cfg=cfg,
-                kind=task.kind,
-                seed=stable_int("rewrite", spec.seed, spec.dataset, qid),
-                embedder=embedder,
-                start=len(have),
-                accepted_before=have,
-            )
+            reserved = await admit("rewriter", upper_per_rewrite, need - len(have))
+            try:
+                res = await make_rewrites(
+                    q.question,
+                    need - len(have),
+                    client=clients[rw.model],
+                    cfg=cfg,
+                    kind=task.kind,
+                    seed=stable_int("rewrite", spec.seed, spec.dataset, qid),
+                    embedder=embedder,
+                    start=len(have),
+                    accepted_before=have,
+                )
+                observe_cost("rewriter", res.cost, need - len(have))
+            finally:
+                await release(reserved)
             save_rewrites(con, spec.dataset, qid, res, start=len(have))
             rewrites[qid] = have + res.texts
             stats.rewrite_calls += sum(1 for a in res.attempts if a.source == "model")
@@ -560,29 +665,62 @@ async def _run(
             del pending[qid]
             fut.set_result(None)
 
-    async def do_unit(u: Unit) -> None:
+    async def do_unit(u: Unit) -> list[tuple[float, float]] | None:
+        """Generate, score and store one unit; returns the stored (score, cost) pairs, or None
+        when the budget stops the run."""
         q = qmap[u.query_id]
         text = q.question
         if u.variant_id >= 0:
             text = (await get_rewrites(u.query_id, rewrites_needed(u.split, spec)))[u.variant_id]
         messages = task.messages(text, q.context)
         ep = cfg.model(u.model)
-        if would_exceed(ep.cost_usd(_tokens_of(messages), task.max_tokens) * len(u.decode_ids)):
-            stats.stopped = stats.stopped or f"budget of ${spec.budget_usd} reached"
-            stop.set()
-            return
+        try:
+            reserved = await admit(u.model, ep.cost_usd(_tokens_of(messages), task.max_tokens),
+                                   len(u.decode_ids))
+        except _Stop:
+            return None
+        stored: list[tuple[float, float]] = []
         seed = generation_seed(spec, u.query_id, u.model, u.variant_id) + u.decode_ids[0]
-        gens = await clients[u.model].generate(
-            messages,
-            n=len(u.decode_ids),
-            max_tokens=task.max_tokens,
-            temperature=task.temperature,
-            top_p=task.top_p,
-            seed=seed,
-            stop=task.stop,
-        )
+        try:
+            gens = await clients[u.model].generate(
+                messages,
+                n=len(u.decode_ids),
+                max_tokens=task.max_tokens,
+                temperature=task.temperature,
+                top_p=task.top_p,
+                seed=seed,
+                stop=task.stop,
+            )
+            observe_cost(u.model, sum(g.cost for g in gens), len(gens))
+        finally:
+            await release(reserved)
         for r, g in zip(u.decode_ids, gens, strict=True):
-            res = scorer(g.text, q.answer)
+            if bound is None:
+                res = scorer(g.text, q.answer)
+            else:
+                res = await bound.score(text, q.context, g.text, q.answer)
+                writer.add_detail(
+                    {
+                        "dataset": spec.dataset,
+                        "split": u.split,
+                        "query_id": u.query_id,
+                        "model": u.model,
+                        "prompt_variant_id": u.variant_id,
+                        "decode_id": r,
+                        "observation_type": u.observation_type,
+                        "scorer": scorer.name,
+                        "status": res.status,
+                        "parsed": bool(res.parsed),
+                        "score": res.score if res.parsed else None,
+                        "scoring_cost": float((res.detail or {}).get("judge_cost_usd", 0.0)),
+                        "detail": json.dumps(res.detail, default=str),
+                    }
+                )
+                if not res.parsed and scorer.skip_unparsed:
+                    # never a silent 0: not stored, counted (scoring validity report), retried on rerun
+                    stats.score_failures += 1
+                    charge(g.cost)
+                    continue
             writer.add(
                 {
                     "dataset": spec.dataset,
@@ -606,8 +744,10 @@ async def _run(
             )
             stats.done += 1
             stats.per_model[u.model] = stats.per_model.get(u.model, 0) + 1
+            stored.append((float(res.score), float(g.cost)))
             charge(g.cost)
         progress.update()
+        return stored
 
     async def worker(it: Iterator[Unit]) -> None:
         for u in it:
@@ -647,21 +787,69 @@ async def _run(
                     stop.set()
                     return
 
+    async def adaptive_sample(qid: str, model: str, rewrite: int, decode: int):
+        try:
+            return await do_unit(Unit("train", qid, model, rewrite, (decode,), schema.PROMPT_VARIATION))
+        except _Stop:
+            return None
+        except GenerationError as e:
+            stats.errors += 1
+            if len(stats.error_messages) < 20:
+                stats.error_messages.append(str(e))
+            progress.console.print(f"[red]error[/] {e}", highlight=False)
+            if stats.errors >= spec.max_errors:
+                stats.stopped = f"{stats.errors} errors (--max-errors)"
+                stop.set()
+                return None
+            return []
+
     try:
         tasks = [asyncio.create_task(prefetch_rewrites())] if cfg.rewriter is not None else []
         for n in names:
-            it = iter_units(queries, n, spec, existing)
+            it = iter_units(queries, n, spec, existing, train=spec.adaptive is None)
             tasks += [asyncio.create_task(worker(it)) for _ in range(cfg.model(n).max_concurrency)]
+        if spec.adaptive is not None:
+            tasks.append(asyncio.create_task(_run_adaptive(cfg, task, queries, spec, store, stats,
+                                                           adaptive_sample, stop)))
         await asyncio.gather(*tasks)
     finally:
         writer.flush()
         for c in clients.values():
             await c.aclose()
+        if bound is not None:
+            await bound.aclose()
         progress.update(force=True)
 
 
 class _Stop(Exception):
     pass
+
+
+async def _run_adaptive(cfg: PoolConfig, task: TaskConfig, queries: pd.DataFrame, spec: CollectSpec,
+                        store: ObservationStore, stats: RunStats, sample, stop: asyncio.Event) -> None:
+    """The training split, collected adaptively (see :mod:`caproute.collect.adaptive`)."""
+    import numpy as np
+
+    from caproute.collect.adaptive import AdaptivePlanner, AdaptiveProgress, run_adaptive
+
+    train_ids = [str(q) for q, s in zip(queries["query_id"], queries["split"], strict=True) if s == "train"]
+    full = len(train_ids) * len(spec.models) * max(spec.rewrites, 1) * spec.decodes
+    budget = None if spec.budget_fraction is None else int(spec.budget_fraction * full)
+    # price of one generation per model (a typical prompt, max_tokens): for the cost-aware choice
+    prompt = _tokens_of(task.messages("x" * 200, None))
+    prices = np.array([cfg.model(m).cost_usd(prompt, task.max_tokens) for m in spec.models])
+    planner = AdaptivePlanner(spec.models, spec.rewrites, spec.decodes, spec.adaptive, prices,
+                              seed=spec.seed, dataset=spec.dataset, budget_generations=budget)
+    planner.load(store.read(dataset=spec.dataset, split="train"))
+    prog = AdaptiveProgress(full_grid=full)
+    concurrency = sum(cfg.model(m).max_concurrency for m in spec.models)
+    try:
+        await run_adaptive(planner, train_ids, sample, concurrency=concurrency, stop=stop, progress=prog)
+    finally:
+        prog.per_query = {q: int(st.n.sum()) for q, st in planner.state.items()}
+        stats.adaptive = prog.to_dict()
+        if prog.stopped_budget and not stats.stopped:
+            stats.stopped = f"adaptive budget of {spec.budget_fraction:g} x the full grid reached"
 
 
 def collect(
@@ -688,6 +876,7 @@ def collect(
     for m in spec.models:
         cfg.model(m)
     scorer = get_scorer(task.scorer, **task.scorer_args)
+    check_gold(scorer, queries)
     with ObservationStore(store_path) as store:
         ensure_side_tables(store.connection)
         keys = store.existing_keys(dataset=spec.dataset)
@@ -703,13 +892,27 @@ def collect(
             )
         )
         est = estimate_cost(cfg, task, queries, spec, existing, load_rewrites(store.connection, spec.dataset))
-        stats = RunStats(total=est.generations)
+        stats = RunStats(total=est.generations, estimate_usd=est.total_usd, budget_usd=spec.budget_usd)
         planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
         stats.skipped_existing = planned - est.generations
         if on_plan is not None:
             on_plan(stats, est)
         if dry_run or est.generations == 0:
             return stats, est
+        # fail fast, before anything is written, when the pool is down (a TCP connect per endpoint)
+        from caproute.collect.client import check_reachable
+
+        asyncio.run(
+            check_reachable(
+                [cfg.model(m) for m in spec.models]
+                + (
+                    [cfg.rewriter_endpoint()]
+                    if cfg.rewriter is not None
+                    and any(rewrites_needed(sp, spec) > 0 for sp in set(queries["split"]))
+                    else []
+                )
+            )
+        )
         save_queries(store.connection, spec.dataset, spec.task, queries)
         stats.started = time.monotonic()
         with _Progress(stats, console, every_s=progress_every_s, enabled=progress) as prog:
@@ -720,7 +923,65 @@ def collect(
     return stats, est
 
 
+def check_gold(scorer, queries: pd.DataFrame) -> None:
+    """Fail before any request when a query's answer column cannot serve the scorer."""
+    from caproute.errors import DataError
+
+    if getattr(scorer, "name", None) == "code-exec":
+        from caproute.collect.code_exec import CodeTask
+
+        for qid, gold in zip(queries["query_id"], queries["answer"], strict=True):
+            try:
+                CodeTask.parse(gold)
+            except ValueError as e:
+                raise DataError(f"query '{qid}': {e}", source="queries", field="answer") from None
+
+
 # -- reports ----------------------------------------------------------------------------------------
+def context_validity_report(obs: pd.DataFrame, details: pd.DataFrame, scorer_name: str) -> dict:
+    """Scoring validity of a context scorer (judge, code-exec) from ``collect_score_details``.
+
+    Counts every scored generation, stored or not: ``unparsed`` ones (e.g. a judge reply with no
+    score) were not stored as observations and are listed by status, never scored 0.
+    """
+    import numpy as np
+
+    scores = obs["score"].to_numpy(dtype=float)
+    key = list(schema.KEY_COLUMNS)
+    merged = obs[key + ["score"]].merge(details[key + ["score", "parsed"]], on=key, how="left",
+                                         suffixes=("", "_detail"))
+    has = merged["parsed"].notna().to_numpy()
+    agree = np.isclose(merged["score"].to_numpy(float)[has], merged["score_detail"].to_numpy(float)[has], atol=1e-9)
+    stored = set(map(tuple, obs[key].astype(str).to_numpy().tolist()))
+    det_keys = [tuple(r) for r in details[key].astype(str).to_numpy().tolist()]
+    unstored = np.array([k not in stored for k in det_keys], dtype=bool)
+    per_model = {}
+    for m, idx in details.groupby("model").indices.items():
+        d = details.iloc[idx]
+        per_model[str(m)] = {
+            "scored": int(len(d)),
+            "parse_rate": float(d["parsed"].astype(bool).mean()),
+            "mean_score": float(d["score"].astype(float).mean()) if d["parsed"].any() else float("nan"),
+        }
+    status_counts = {str(k): int(v) for k, v in details["status"].value_counts().items()} if len(details) else {}
+    return {
+        "scorer": scorer_name,
+        "n_observations": int(len(obs)),
+        "n_scored": int(len(details)),
+        "parse_rate": float(details["parsed"].astype(bool).mean()) if len(details) else float("nan"),
+        "unparsed_not_stored": int((unstored & ~details["parsed"].astype(bool).to_numpy()).sum()) if len(details) else 0,
+        "status_counts": status_counts,
+        "scoring_cost_usd": float(details["scoring_cost"].fillna(0).sum()) if len(details) else 0.0,
+        "non_finite_scores": int((~np.isfinite(scores)).sum()),
+        "out_of_range_scores": int(((scores < 0) | (scores > 1)).sum()),
+        "rescore_agreement": float(agree.mean()) if agree.size else float("nan"),
+        "observations_without_detail": int((~has).sum()),
+        "duplicate_keys": int(obs.duplicated(key).sum()),
+        "cost_unknown": int((~obs["cost_known"].fillna(False).astype(bool)).sum()) if "cost_known" in obs else 0,
+        "per_model": per_model,
+    }
+
+
 def scoring_validity_report(obs: pd.DataFrame, gold: pd.DataFrame, scorer: Scorer) -> dict:
     """App. D.2 checks: parse rate, finite and in-range scores, rescore agreement, duplicate keys.
 
@@ -810,7 +1071,16 @@ def write_reports(
             f"SELECT query_id, answer FROM {QUERIES_TABLE} WHERE dataset = ?", [dataset]
         ).df()
         review = rewrite_review(store.connection, dataset)
-    validity = scoring_validity_report(obs, gold, get_scorer(task.scorer, **task.scorer_args))
+        scorer = get_scorer(task.scorer, **task.scorer_args)
+        details = (
+            store.connection.execute(f"SELECT * FROM {DETAILS_TABLE} WHERE dataset = ?", [dataset]).df()
+            if isinstance(scorer, ContextScorer)
+            else None
+        )
+    if details is not None:
+        validity = context_validity_report(obs, details, scorer.name)
+    else:
+        validity = scoring_validity_report(obs, gold, scorer)
     write_json(validity, out / "scoring_validity.json")
     write_json(review, out / "rewrite_review.json")
     return {

@@ -13,6 +13,11 @@ failure and scores 0. Built-in scorers (pure functions ``(answer, gold, **args) 
 
 User scorers register a function of the same signature under the entry-point group
 ``caproute.scorers`` (``[project.entry-points."caproute.scorers"] my_scorer = "pkg.mod:func"``).
+
+Context scorers (:class:`ContextScorer`) need more than the answer and gold and run async in a
+collection: ``judge`` and ``judge-pairwise`` (an LLM judge from the pool config, see
+:mod:`caproute.collect.judge`) and ``code-exec`` (tests in a limited subprocess, see
+:mod:`caproute.collect.code_exec`). ``caproute scorers`` lists them all.
 """
 
 from __future__ import annotations
@@ -191,6 +196,8 @@ class ScoreResult:
     score: float
     parsed: bool
     answer: str | None
+    status: str = "ok"
+    detail: dict | None = None  # stored with the observation (table collect_score_details)
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,149 @@ class Scorer:
         return ScoreResult(s, True, answer)
 
 
+class ContextScorer:
+    """A scorer that needs more than ``(answer, gold)``: the question the model was asked, a pool
+    endpoint (``judge``), or a sandbox (``code-exec``). Validated at config time; :meth:`bind`
+    gives the async scorer a collection run calls as ``await bound.score(question, context,
+    response_text, gold)``.
+
+    ``skip_unparsed``: an observation whose result is not parsed is not stored (it is counted in
+    the scoring validity report), instead of scoring 0.
+    """
+
+    name: str = ""
+    description: str = ""
+    skip_unparsed: bool = False
+
+    def __init__(self, **args):
+        self.args = dict(args)
+
+    def bind(self, cfg, *, con=None, charge=None, seed: int = 0):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class JudgeScorer(ContextScorer):
+    name = "judge"
+    description = ("LLM judge, pointwise: a pool model grades the answer against the built-in rubric (+ "
+                   "rubric_file) on 1-10, score (N-1)/9; args judge=MODEL (optional: rubric_file, "
+                   "max_tokens, temperature, max_attempts, scale); no gold needed")
+    skip_unparsed = True
+
+    def __init__(self, **args):
+        from caproute.collect.judge import JudgeSettings
+
+        super().__init__(**args)
+        self.settings = JudgeSettings.from_args(self.name, args)
+
+    def bind(self, cfg, *, con=None, charge=None, seed: int = 0):
+        return _BoundJudge(self, self.settings.make_judge(cfg, con=con, charge=charge, seed=seed))
+
+
+class JudgePairwiseScorer(ContextScorer):
+    name = "judge-pairwise"
+    description = ("LLM judge, pairwise vs the reference answer (the gold/answer column, e.g. the logged "
+                   "assistant reply): both orders, win 1 / tie 0.5 / loss 0; args as judge")
+    skip_unparsed = True
+
+    def __init__(self, **args):
+        from caproute.collect.judge import JudgeSettings
+
+        super().__init__(**args)
+        self.settings = JudgeSettings.from_args(self.name, args)
+
+    def bind(self, cfg, *, con=None, charge=None, seed: int = 0):
+        return _BoundJudge(self, self.settings.make_judge(cfg, con=con, charge=charge, seed=seed))
+
+
+class _BoundJudge:
+    def __init__(self, scorer: ContextScorer, judge):
+        self.scorer, self.judge = scorer, judge
+
+    async def score(self, question: str, context: str | None, response_text: str | None, gold: str) -> ScoreResult:
+        answer = response_text or ""
+        if self.scorer.name == "judge":
+            j = await self.judge.grade(question, answer, context)
+        else:
+            if not str(gold or "").strip():
+                return ScoreResult(0.0, False, None, "no_reference", {"judge_model": self.judge.model})
+            j = await self.judge.compare(question, answer, str(gold), context)
+        if j.score is None:
+            return ScoreResult(0.0, False, None, j.status, j.detail())
+        return ScoreResult(float(j.score), True, answer, j.status, j.detail())
+
+    async def aclose(self) -> None:
+        await self.judge.aclose()
+
+
+class CodeExecScorer(ContextScorer):
+    name = "code-exec"
+    description = ("runs the Python in the answer against the task's tests (answer column: JSON task "
+                   "definition, HumanEval/MBPP style) in a subprocess with time, memory and no-network "
+                   "limits; pass@1 per decode; args timeout_s, memory_mb, max_parallel")
+
+    def __init__(self, **args):
+        from caproute.collect import code_exec
+
+        super().__init__(**args)
+        unknown = set(args) - {"timeout_s", "memory_mb", "max_parallel"}
+        if unknown:
+            raise ConfigError(f"scorer 'code-exec': unknown scorer_args {sorted(unknown)} "
+                              "(allowed: timeout_s, memory_mb, max_parallel)")
+        try:
+            self.timeout_s = float(args.get("timeout_s", code_exec.DEFAULT_TIMEOUT_S))
+            self.memory_mb = int(args.get("memory_mb", code_exec.DEFAULT_MEMORY_MB))
+            self.max_parallel = int(args.get("max_parallel", 1))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"scorer 'code-exec': bad scorer_args {args}: {e}") from None
+        if self.timeout_s <= 0 or self.memory_mb < 64 or self.max_parallel < 1:
+            raise ConfigError("scorer 'code-exec': timeout_s > 0, memory_mb >= 64, max_parallel >= 1")
+
+    def bind(self, cfg=None, *, con=None, charge=None, seed: int = 0):
+        return _BoundCode(self)
+
+    def run(self, response_text: str | None, gold: str):
+        from caproute.collect.code_exec import score_code
+
+        return score_code(response_text, gold, timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+
+
+class _BoundCode:
+    def __init__(self, scorer: CodeExecScorer):
+        import asyncio
+
+        self.scorer = scorer
+        self._sem = asyncio.Semaphore(scorer.max_parallel)
+
+    async def score(self, question: str, context: str | None, response_text: str | None, gold: str) -> ScoreResult:
+        import asyncio
+
+        async with self._sem:
+            try:
+                run = await asyncio.to_thread(self.scorer.run, response_text, gold)
+            except ValueError as e:  # a malformed task definition
+                raise ConfigError(f"code-exec: bad task definition in the answer column: {e}") from None
+        return ScoreResult(float(run.passed), run.status != "no_code", None, run.status, run.to_dict())
+
+    async def aclose(self) -> None:
+        return None
+
+
+CONTEXT_SCORERS: dict[str, type[ContextScorer]] = {
+    c.name: c for c in (JudgeScorer, JudgePairwiseScorer, CodeExecScorer)
+}
+
+
+def scorer_catalog() -> list[dict]:
+    """Every available scorer: name, kind (builtin | context | plugin) and a one-line description."""
+    rows = [{"name": n, "kind": "builtin", "description": (f.__doc__ or "").strip().splitlines()[0]}
+            for n, f in BUILTIN.items()]
+    rows += [{"name": n, "kind": "context", "description": c.description} for n, c in CONTEXT_SCORERS.items()]
+    for n, ep in sorted(_entry_points().items()):
+        if n not in BUILTIN and n not in CONTEXT_SCORERS:
+            rows.append({"name": n, "kind": "plugin", "description": f"entry point {ep.value}"})
+    return rows
+
+
 def _entry_points() -> dict:
     from importlib.metadata import entry_points
 
@@ -218,13 +368,16 @@ def _entry_points() -> dict:
 
 
 def available_scorers() -> list[str]:
-    return sorted(set(BUILTIN) | set(_entry_points()))
+    return sorted(set(BUILTIN) | set(CONTEXT_SCORERS) | set(_entry_points()))
 
 
-def get_scorer(name: str, **args) -> Scorer:
-    """A built-in scorer or one registered under the ``caproute.scorers`` entry-point group."""
+def get_scorer(name: str, **args) -> Scorer | ContextScorer:
+    """A built-in scorer, a context scorer (``judge``, ``judge-pairwise``, ``code-exec``: a
+    :class:`ContextScorer`), or one registered under the ``caproute.scorers`` entry-point group."""
     import inspect
 
+    if name in CONTEXT_SCORERS:
+        return CONTEXT_SCORERS[name](**args)
     if name in BUILTIN:
         fn = BUILTIN[name]
     else:

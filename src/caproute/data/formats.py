@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pandas as pd
 
 from caproute.data import schema
 from caproute.data.atomic import atomic_file
-from caproute.data.validate import canonicalize
+from caproute.data.validate import JSONConstant, canonicalize, collapse_duplicates
 from caproute.errors import DataError
 
 FORMATS = ("dars", "parquet", "jsonl", "csv", "routerdc", "routerbench")
@@ -56,52 +55,138 @@ def detect_format(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------------------------------
 # readers
-def _read_jsonl_records(path: Path) -> tuple[list[dict], np.ndarray]:
-    records, lines = [], []
-    opener = open
-    if path.name.endswith(".gz"):
-        import gzip
+def _open_binary(path: Path):
+    if path.is_dir():
+        raise DataError("is a directory, not a file", source=str(path))
+    try:
+        if path.name.endswith(".gz"):
+            import gzip
 
-        opener = gzip.open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+            return gzip.open(path, "rb")
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"cannot open: {e.strerror or e}", source=str(path)) from None
+
+
+def _field_with(rec: object, needle: str) -> str | None:
+    if isinstance(rec, dict):
+        for k, v in rec.items():
+            if isinstance(v, str) and needle in v:
+                return str(k)
+    return None
+
+
+def _read_jsonl_records(path: Path) -> tuple[list[dict], np.ndarray]:
+    """JSON objects of a JSONL file with their line numbers; bad bytes, bad JSON, NaN/Infinity
+    and lone surrogates are named by file, line and (where it can be told) field."""
+    records, lines = [], []
+    with _open_binary(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                fixed = raw.decode("utf-8", errors="replace")
+                try:
+                    field = _field_with(json.loads(fixed), "\ufffd")
+                except ValueError:
+                    field = None
+                raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                                source=str(path), row=lineno, field=field) from None
             if not line.strip():
                 continue
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, parse_constant=JSONConstant)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", source=str(path),
                                 row=lineno) from None
+            except RecursionError:
+                raise DataError("invalid JSON (nested too deeply)", source=str(path), row=lineno) from None
             if not isinstance(rec, dict):
                 raise DataError("a line must hold one JSON object", source=str(path), row=lineno)
+            if "\\u" in line:
+                # escapes can encode lone surrogates, which no store or file format can hold
+                for k, v in rec.items():
+                    if isinstance(v, str) and not v.isascii():
+                        try:
+                            v.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raise DataError("invalid text (a lone surrogate: not encodable as UTF-8)",
+                                            source=str(path), row=lineno, field=str(k)) from None
             records.append(rec)
             lines.append(lineno)
     return records, np.asarray(lines, dtype=np.int64)
 
 
-def read_jsonl(path: str | os.PathLike, *, defaults: dict | None = None) -> pd.DataFrame:
+def read_jsonl(path: str | os.PathLike, *, defaults: dict | None = None, dedupe: bool = True) -> pd.DataFrame:
     p = Path(path)
     records, lines = _read_jsonl_records(p)
     if not records:
         raise DataError("no observations (empty file)", source=str(p))
-    return canonicalize(pd.DataFrame.from_records(records), source=str(p), row_numbers=lines,
-                        defaults=defaults)
+    try:
+        frame = pd.DataFrame.from_records(records)
+    except UnicodeEncodeError:   # a surrogate in a nested value; the check above names top-level ones
+        raise DataError("invalid text (a lone surrogate)", source=str(p)) from None
+    return canonicalize(frame, source=str(p), row_numbers=lines, defaults=defaults, dedupe=dedupe)
+
+
+def _check_csv_encoding(path: Path) -> None:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        start = data.rfind(b"\n", 0, e.start) + 1
+        end = data.find(b"\n", e.start)
+        line = data[start:end if end >= 0 else len(data)].decode("utf-8", errors="replace")
+        header = data[:data.find(b"\n")].decode("utf-8", errors="replace")
+        field = None
+        try:
+            import csv
+
+            names = next(csv.reader([header]))
+            cells = next(csv.reader([line]))
+            field = next((names[i] for i, c in enumerate(cells) if "\ufffd" in c and i < len(names)), None)
+        except (StopIteration, csv.Error):
+            pass
+        raise DataError(f"not valid UTF-8 (byte 0x{data[e.start]:02x})", source=str(path), row=lineno,
+                        field=field) from None
 
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     p = Path(path)
+    if p.is_dir():
+        raise DataError("is a directory, not a CSV file", source=str(p))
+    if _looks_like_parquet(p):
+        raise DataError("is a Parquet file, not CSV (use --format parquet)", source=str(p))
+    _check_csv_encoding(p)
     try:
-        df = pd.read_csv(p, keep_default_na=True, dtype={"query_id": str, "model": str})
+        # Only an empty cell is missing: "NA", "null" or "None" are kept as text (a model or id may be
+        # called that); numbers are parsed by the validation layer.
+        df = pd.read_csv(p, keep_default_na=False, na_values=[""], dtype=str)
     except pd.errors.EmptyDataError:
         raise DataError("no observations (empty file)", source=str(p)) from None
-    except pd.errors.ParserError as e:
+    except (pd.errors.ParserError, ValueError) as e:
         raise DataError(f"malformed CSV: {e}", source=str(p)) from None
     # line 1 is the header
     return canonicalize(df, source=str(p), row_numbers=np.arange(2, len(df) + 2))
 
 
+def _looks_like_parquet(p: Path) -> bool:
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
     p = Path(path)
+    if p.is_dir():
+        raise DataError("is a directory, not a Parquet file", source=str(p))
+    if p.exists() and not _looks_like_parquet(p):
+        raise DataError("is not a Parquet file (no PAR1 header); pass the right --format", source=str(p))
     try:
         df = pd.read_parquet(p)
     except Exception as e:  # pyarrow raises several types for corrupt files
@@ -110,19 +195,33 @@ def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_dars_dir(root: str | os.PathLike) -> pd.DataFrame:
-    """Read ``<root>/<dataset>/{train,test}_scored_generations.jsonl`` (or a single dataset folder)."""
+    """Read ``<root>/<dataset>/{train,test}_scored_generations.jsonl`` (or a single dataset folder).
+
+    A key that appears in several files must carry the same values everywhere (then it is kept
+    once); different values are a :class:`DataError` naming both files and lines.
+    """
     root = Path(root)
+    if not root.is_dir():
+        raise DataError("is not a directory (a DARS export is <root>/<dataset>/*.jsonl)", source=str(root))
     folders = [root] if any((root / f).exists() for f in DARS_FILES.values()) else sorted(
         p for p in root.iterdir() if p.is_dir())
-    frames = []
+    frames, sources, rows = [], [], []
     for folder in folders:
         for split, fname in DARS_FILES.items():
             f = folder / fname
             if f.exists():
-                frames.append(read_jsonl(f, defaults={"dataset": folder.name, "split": split}))
+                records, lines = _read_jsonl_records(f)
+                if not records:
+                    continue
+                frame = canonicalize(pd.DataFrame.from_records(records), source=str(f), row_numbers=lines,
+                                     defaults={"dataset": folder.name, "split": split}, dedupe=False)
+                frames.append(frame)
+                sources.append(np.full(len(frame), str(f), dtype=object))
+                rows.append(lines)
     if not frames:
-        raise DataError("no <dataset>/{train,test}_scored_generations.jsonl files", source=str(root))
-    return pd.concat(frames, ignore_index=True)
+        raise DataError("no <dataset>/{train,test}_scored_generations.jsonl files with rows", source=str(root))
+    df = pd.concat(frames, ignore_index=True)
+    return collapse_duplicates(df, sources=np.concatenate(sources), rows=np.concatenate(rows))
 
 
 def read_observations(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
@@ -142,19 +241,28 @@ def read_observations(path: str | os.PathLike, fmt: str | None = None) -> pd.Dat
 
 # --------------------------------------------------------------------------------------------
 # writers (atomic)
-def _atomic_target(out: Path):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    return tmp
+DARS_KIND = "dars-export"
+"""Marker kind of a DARS directory written by caproute (see :func:`caproute.data.atomic.atomic_dir`)."""
+
+
+def _dars_folder(dataset: str) -> str:
+    """A safe folder name for a dataset (rows keep the exact name in their ``dataset`` field)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset)
+    return "_" + name if name in (".", "..") or name.startswith(".") else name
 
 
 def _to_dars_records(df: pd.DataFrame) -> list[dict]:
+    """Reference-format records. ``input_question`` is written only where a rewrite text exists,
+    so the original-query rows read back with no rewrite (lossless round trip); a row with a
+    rewrite but no question text keeps it in ``rewrite_text`` (a question field would take it)."""
+    has_q = df["question"].notna()
+    rw = df["rewrite_text"]
     rec = pd.DataFrame({
         "dataset": df["dataset"], "split": df["split"], "query_id": df["query_id"],
         "model": df["model"], "score": df["score"], "cost": df["cost"],
         "prompt_variant_id": df["prompt_variant_id"], "decode_id": df["decode_id"],
         "observation_type": df["observation_type"], "original_question": df["question"],
-        "input_question": df["rewrite_text"].where(df["rewrite_text"].notna(), df["question"]),
+        "input_question": rw.where(has_q, None), "rewrite_text": rw.where(~has_q, None),
         "context": df["context"], "output_text": df["response_text"],
         "prompt_tokens": df["input_tokens"], "completion_tokens": df["output_tokens"],
         "latency_s": df["latency_s"], "cost_known": df["cost_known"],
@@ -164,7 +272,7 @@ def _to_dars_records(df: pd.DataFrame) -> list[dict]:
 
 
 def _isnull(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+    return v is None or v is pd.NA or (isinstance(v, float | np.floating) and np.isnan(v))
 
 
 def _jsonable(v):
@@ -180,26 +288,43 @@ def _jsonable(v):
 def _write_jsonl(records: list[dict], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def check_export_target(out: str | os.PathLike, fmt: str, *, store: str | os.PathLike | None = None) -> Path:
+    """Refuse targets an export must never replace: the store itself, the current directory,
+    a directory holding the store, or a non-empty directory caproute did not write."""
+    from caproute.data.atomic import check_output_dir, check_output_file
+
+    out = Path(out)
+    if store is not None:
+        st = Path(store).resolve()
+        if out.resolve() == st or (out.exists() and st.exists() and os.path.samefile(out, st)):
+            raise DataError("is the store being exported; refusing to overwrite it", source=str(out))
+        if out.is_dir() and st.is_relative_to(out.resolve()):
+            raise DataError("holds the store being exported; refusing to replace it", source=str(out))
+    if fmt == "dars":
+        return check_output_dir(out, DARS_KIND)
+    return check_output_file(out)
 
 
 def write_observations(df: pd.DataFrame, out: str | os.PathLike, fmt: str) -> Path:
-    """Write canonical observations to ``out`` in ``fmt`` (dars | parquet | jsonl | csv), atomically."""
+    """Write canonical observations to ``out`` in ``fmt`` (dars | parquet | jsonl | csv), atomically.
+
+    A DARS export replaces ``out`` only if it is empty or an earlier DARS export (see
+    :func:`caproute.data.atomic.atomic_dir`); a file format never replaces a directory or a store.
+    """
+    from caproute.data.atomic import atomic_dir, table_format
+
     out = Path(out)
     df = df[list(schema.COLUMN_NAMES)]
     if fmt == "dars":
-        tmp = _atomic_target(out)
-        try:
-            for (dataset, split), part in df.groupby(["dataset", "split"], sort=True):
-                folder = tmp / str(dataset)
-                folder.mkdir(exist_ok=True)
-                _write_jsonl(_to_dars_records(part), folder / DARS_FILES[str(split)])
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        check_export_target(out, fmt)
+        folders = df["dataset"].astype(str).map(_dars_folder)
+        with atomic_dir(out, DARS_KIND) as tmp:
+            for (folder, split), part in df.groupby([folders, df["split"]], sort=True):
+                (tmp / str(folder)).mkdir(exist_ok=True)
+                _write_jsonl(_to_dars_records(part), tmp / str(folder) / DARS_FILES[str(split)])
         return out
     writers = {
         "parquet": lambda d, p: d.to_parquet(p, index=False, compression="zstd"),
@@ -209,6 +334,8 @@ def write_observations(df: pd.DataFrame, out: str | os.PathLike, fmt: str) -> Pa
     }
     if fmt not in writers:
         raise DataError(f"cannot write format '{fmt}' (choose dars, parquet, jsonl, csv)", source=str(out))
+    table_format(out, fmt, option="OUT")
+    check_export_target(out, fmt)
     with atomic_file(out) as tmp:
         writers[fmt](df, tmp)
     return out

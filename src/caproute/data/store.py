@@ -39,12 +39,41 @@ class ObservationStore:
         import duckdb
 
         self.path = Path(path)
+        where = str(self.path)
+        if self.path.is_dir():
+            raise DataError("is a directory, not a DuckDB store file", source=where)
         if read_only and not self.path.exists():
-            raise DataError("store does not exist", source=str(self.path))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            self._con.execute(_ddl()).fetchall()
+            raise DataError("store does not exist", source=where)
+        if self.path.exists() and self.path.stat().st_size > 0 and not _is_duckdb(self.path):
+            raise DataError("is not a DuckDB database (corrupt, or another kind of file)", source=where)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as e:
+            raise DataError(_open_error(e), source=where) from None
+        except OSError as e:
+            raise DataError(f"cannot open the store: {e.strerror or e}", source=where) from None
+        try:
+            if not read_only:
+                self._con.execute(_ddl()).fetchall()
+            self._check_table()
+        except duckdb.Error as e:
+            self._con.close()
+            raise DataError(f"not a usable observation store: {_first_line(e)}", source=where) from None
+        except BaseException:
+            self._con.close()
+            raise
+
+    def _check_table(self) -> None:
+        cols = [r[0] for r in self._con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position", [TABLE]).fetchall()]
+        if not cols:
+            raise DataError(f"holds no '{TABLE}' table (not a caproute store)", source=str(self.path))
+        missing = [c for c in schema.COLUMN_NAMES if c not in cols]
+        if missing:
+            raise DataError(f"table '{TABLE}' lacks columns {missing} (not a caproute store)",
+                            source=str(self.path))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -137,6 +166,29 @@ class ObservationStore:
         order = ", ".join(schema.KEY_COLUMNS)
         return self._con.execute(
             f"SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY {order}", params).df()
+
+
+def _is_duckdb(path: Path) -> bool:
+    from caproute.data.atomic import is_duckdb_file
+
+    return is_duckdb_file(path)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _open_error(e: BaseException) -> str:
+    """A one-line reason for a DuckDB connect failure (lock held by another process, corruption)."""
+    text = str(e)
+    if "lock" in text.lower():
+        import re
+
+        m = re.search(r"PID (\d+)", text)
+        who = f" (process {m.group(1)})" if m else ""
+        return (f"the store is locked by another process{who}; wait for it to finish "
+                "(DuckDB allows one writer at a time)")
+    return f"cannot open the store: {_first_line(e)}"
 
 
 def _where(filters: dict) -> tuple[str, list]:

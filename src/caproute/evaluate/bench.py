@@ -27,7 +27,7 @@ import pandas as pd
 
 from caproute.errors import ConfigError
 from caproute.evaluate import metrics as M
-from caproute.evaluate.grid import Cell, GridData, grid_data, run_cell
+from caproute.evaluate.grid import Cell, GridData, grid_data
 from caproute.evaluate.protocol import Experiment
 
 # PROPOSED grids of spec §A.9 (the paper does not give them)
@@ -39,7 +39,15 @@ ABLATION_ORDER: tuple[str, ...] = ("single", *ABLATION_VARIANTS, "dars")
 ABLATION_LABELS = {"single": "single-shot", "input_only": "Input-only", "output_only": "Output-only",
                    "no_risk": "w/o Risk", "rewrite_risk": "w/ Rew. Risk", "decode_risk": "w/ Dec. Risk",
                    "dars": "Full DARS"}
-STUDIES: tuple[str, ...] = ("main", "ablation", "kxr", "beta")
+#: the studies ``--studies`` picks from: main (always), the ablation (§A.8), K x R (Figure 4(a)), beta
+#: (Figure 4(c)), the Pareto sweep over lambda (Figure 4(b)) and the two-model metrics (APGR / CPT)
+STUDIES: tuple[str, ...] = ("main", "ablation", "kxr", "beta", "pareto", "pair")
+#: DARS trainings per router (seeds seed + run; one for a router that takes no seed: its training
+#: is deterministic). The paper trains once (seed 42); one seed cannot carry a single-shot-vs-DARS
+#: comparison for routers whose training moves with the seed (our choice, issue 14).
+DEFAULT_DARS_RUNS = 5
+#: significance level of the single-shot vs DARS statement per router (our choice)
+ALPHA = 0.05
 REFERENCE_NAMES = ("best_fixed", "oracle")
 REPORT_NAMES = {"best_fixed": "best_fixed_train"}
 #: registered routers that ignore the query; K x R and beta studies skip them by default
@@ -97,6 +105,7 @@ class BenchConfig:
     routers: tuple[str, ...] = ("knn",)
     single_shot_runs: int = 100
     runs_by_router: dict[str, int] = field(default_factory=dict)   # per-router override of the above
+    dars_runs: int = DEFAULT_DARS_RUNS
     lam: float = 0.05
     beta: float = 0.2
     seed: int = 42
@@ -110,6 +119,7 @@ class BenchConfig:
     pair: tuple[str, str] | None = None
     n_thresholds: int = 10
     router_params: dict[str, dict] = field(default_factory=dict)
+    predictions: bool = True     # per-query predictions of run 0 (single-shot and DARS) in the result
     jobs: int = 1
     engine: str = "local"
     ray_address: str | None = None
@@ -117,6 +127,8 @@ class BenchConfig:
     def validate(self) -> None:
         if self.single_shot_runs < 1 or any(int(n) < 1 for n in self.runs_by_router.values()):
             raise ConfigError("--single-shot-runs must be >= 1")
+        if self.dars_runs < 1:
+            raise ConfigError("--dars-runs must be >= 1")
         if self.lam < 0 or self.beta < 0 or any(b < 0 for b in self.betas) or any(x < 0 for x in self.lambdas):
             raise ConfigError("lambda and beta values must be >= 0")
         unknown = set(self.studies) - set(STUDIES)
@@ -156,6 +168,8 @@ class BenchResult:
     variance: pd.DataFrame
     timing: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    significance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def json_rows(self) -> list[dict]:
         """The ``--json`` output: one dict per row, NaN as null."""
@@ -171,12 +185,31 @@ def featurize(exp: Experiment, features: str = "tfidf", cache=None):
 
     TF-IDF stays sparse here (a compact payload for worker processes); routers densify it.
     """
+    X_train, X_test, enc = _featurize(exp, features, cache)
+    return X_train, X_test, enc.encoder_id
+
+
+def _featurize(exp: Experiment, features: str, cache=None):
     from caproute.features import encode, get_encoder
 
     enc = get_encoder(features).fit(exp.train_texts)
     if hasattr(enc, "transform_sparse"):
-        return enc.transform_sparse(exp.train_texts), enc.transform_sparse(exp.test_texts), enc.encoder_id
-    return encode(enc, exp.train_texts, cache), encode(enc, exp.test_texts, cache), enc.encoder_id
+        return enc.transform_sparse(exp.train_texts), enc.transform_sparse(exp.test_texts), enc
+    return encode(enc, exp.train_texts, cache), encode(enc, exp.test_texts, cache), enc
+
+
+def fit_inputs(config: BenchConfig, encoder, models) -> dict[str, dict]:
+    """Per router, the extra ``fit`` inputs that ``caproute train`` gives it, computed with the
+    bench's encoder (``router.encoder_inputs``: GraphRouter's model-description features)."""
+    from caproute.routers.pipeline import make_router
+
+    out = {}
+    for name in dict.fromkeys((*config.routers, *(config.study_routers or ()))):
+        router = make_router(name, lam=config.lam, seed=config.seed, params=config.router_params.get(name))
+        kw = router.encoder_inputs(encoder, tuple(models)) if encoder is not None else {}
+        if kw:
+            out[name] = kw
+    return out
 
 
 def default_pair(exp: Experiment) -> tuple[int, int]:
@@ -216,6 +249,15 @@ def study_routers_of(config: BenchConfig) -> tuple[str, ...]:
     return learned or tuple(config.routers)
 
 
+def dars_runs_of(config: BenchConfig, router: str) -> int:
+    """DARS trainings of ``router``: ``config.dars_runs``, or 1 when the router takes no seed."""
+    from caproute.evaluate.grid import router_seed
+
+    p = tuple(sorted(config.router_params.get(router, {}).items()))
+    seeded = router_seed(Cell("main", router, "dars", 0, 0, 0.0, params=p)) is not None
+    return int(config.dars_runs) if seeded and "seed" not in dict(p) else 1
+
+
 def build_cells(config: BenchConfig, grid_shape: tuple[int, int]) -> list[Cell]:
     cells: list[Cell] = []
     s = config.seed
@@ -227,7 +269,8 @@ def build_cells(config: BenchConfig, grid_shape: tuple[int, int]) -> list[Cell]:
         p = params(router)
         for run in range(int(config.runs_by_router.get(router, config.single_shot_runs))):
             cells.append(Cell("main", router, "single", run, s + run, config.beta, params=p))
-        cells.append(Cell("main", router, "dars", 0, s, config.beta, params=p))
+        for run in range(dars_runs_of(config, router)):
+            cells.append(Cell("main", router, "dars", run, s + run, config.beta, params=p))
     for router in study_routers_of(config):
         p = params(router)
         if "ablation" in config.studies:
@@ -246,11 +289,23 @@ def build_cells(config: BenchConfig, grid_shape: tuple[int, int]) -> list[Cell]:
 
 def run_grid(data: GridData, cells: list[Cell], *, jobs: int = 1, engine: str = "local",
              ray_address: str | None = None, progress: str | None = "bench grid") -> list[dict]:
-    """Run the cells through :func:`~caproute.evaluate.engine.map_cells` (results in cell order)."""
-    from caproute.evaluate.engine import map_cells
+    """Run the cells through :func:`~caproute.evaluate.engine.map_cells` (results in cell order).
 
-    return map_cells(run_cell, cells, shared=data, jobs=jobs, engine=engine, ray_address=ray_address,
-                     progress=progress)
+    Cells that would train the very same router (:func:`~caproute.evaluate.grid.plan_groups`)
+    share one fit; the numbers are those of training each cell on its own."""
+    from caproute.evaluate.engine import map_cells
+    from caproute.evaluate.grid import plan_groups, run_group
+
+    groups = plan_groups(cells, data)
+    if progress is not None:
+        progress = progress.replace(f"{len(cells)} trainings", f"{len(groups)} trainings ({len(cells)} cells)")
+    got = map_cells(run_group, groups, shared=data, jobs=jobs, engine=engine, ray_address=ray_address,
+                    progress=progress)
+    results: list = [None] * len(cells)
+    for g, res in zip(groups, got, strict=True):
+        for i, r in zip(g.index, res, strict=True):
+            results[i] = r
+    return results
 
 
 def run_bench(exp: Experiment, config: BenchConfig, *, X_train=None, X_test=None,
@@ -267,10 +322,15 @@ def run_bench(exp: Experiment, config: BenchConfig, *, X_train=None, X_test=None
     unknown = sorted(set(config.runs_by_router) - set(config.routers))
     if unknown:
         raise ConfigError(f"run counts given for routers not in the bench: {unknown}")
+    stray = sorted(set(config.router_params) - set(config.routers) - set(config.study_routers or ()))
+    if stray:
+        raise ConfigError(f"--param given for routers not in the bench: {stray}")
     t0 = time.perf_counter()
-    encoder_id = "precomputed"
+    encoder_id, encoder = "precomputed", None
     if X_train is None or X_test is None:
-        X_train, X_test, encoder_id = featurize(exp, config.features, cache)
+        X_train, X_test, encoder = _featurize(exp, config.features, cache)
+        encoder_id = encoder.encoder_id
+    fit_kw = fit_inputs(config, encoder, exp.models)
     t_feat = time.perf_counter() - t0
     if config.pair is not None:
         missing = [m for m in config.pair if m not in exp.models]
@@ -279,16 +339,20 @@ def run_bench(exp: Experiment, config: BenchConfig, *, X_train=None, X_test=None
         pair = (exp.models.index(config.pair[0]), exp.models.index(config.pair[1]))
     else:
         pair = default_pair(exp)
-    data = grid_data(exp, X_train, X_test, lam=config.lam, lambdas=config.lambdas, pair=pair,
-                     n_thresholds=config.n_thresholds)
+    data = grid_data(exp, X_train, X_test, lam=config.lam,
+                     lambdas=config.lambdas if "pareto" in config.studies else (),
+                     pair=pair if "pair" in config.studies else None, n_thresholds=config.n_thresholds,
+                     fit_kw=fit_kw, keep_predictions=config.predictions)
     shape = exp.grid_shape()
     cells = build_cells(config, shape)
     t1 = time.perf_counter()
     results = run_grid(data, cells, jobs=config.jobs, engine=config.engine, ray_address=config.ray_address,
                        progress=f"bench {exp.dataset}: {len(cells)} trainings" if progress else None)
     t_grid = time.perf_counter() - t1
+    n_fits = sum(1 for r in results if not r["time_s"].get("reused"))
     meta = {**exp.meta, "encoder": encoder_id, "grid_shape": list(shape),
-            "pair": [exp.models[pair[0]], exp.models[pair[1]]], "n_cells": len(cells),
+            "pair": [exp.models[pair[0]], exp.models[pair[1]]], "n_cells": len(cells), "n_trainings": n_fits,
+            "fit_inputs": {k: sorted(v) for k, v in fit_kw.items()},
             "seconds": {"features": t_feat, "grid": t_grid, "total": time.perf_counter() - t0}}
     return aggregate(exp, config, cells, results, meta)
 
@@ -299,17 +363,22 @@ def run_bench(exp: Experiment, config: BenchConfig, *, X_train=None, X_test=None
 
 def reference_rows(exp: Experiment, lam: float) -> pd.DataFrame:
     """best_fixed and oracle per view (utility and the quality of the same choice)."""
+    from caproute.evaluate.grid import chosen_instability
+
     rows = []
     for name, v in exp.views.items():
         u = v.utility(lam)
         i, value = M.best_fixed(u)
+        fixed = np.full(len(v.rows), i, dtype=np.intp)
         rows.append({"router": "best_fixed", "supervision": None, "view": name, "utility_mean": value,
                      "utility_std": 0.0, "quality_mean": float(v.q[:, i].mean()), "quality_std": 0.0,
-                     "cost_mean": float(v.c[:, i].mean()), "n_runs": 1, "model": exp.models[i]})
+                     "cost_mean": float(v.c[:, i].mean()), "instability_mean": chosen_instability(v.s, fixed),
+                     "n_runs": 1, "model": exp.models[i]})
         choice = M.oracle_choice(u, v.c)
         rows.append({"router": "oracle", "supervision": None, "view": name, "utility_mean": M.oracle_value(u),
                      "utility_std": 0.0, "quality_mean": M.view_quality(v.q, choice), "quality_std": 0.0,
-                     "cost_mean": M.routed_mean(v.c, choice), "n_runs": 1, "model": None})
+                     "cost_mean": M.routed_mean(v.c, choice), "instability_mean": chosen_instability(v.s, choice),
+                     "n_runs": 1, "model": None})
     return pd.DataFrame(rows)
 
 
@@ -332,6 +401,8 @@ def _summary(df: pd.DataFrame, keys: list[str], value: str = "utility") -> pd.Da
         row.update({f"{value}_mean": mean, f"{value}_std": std, "quality_mean": float(g["quality"].mean()),
                     "quality_std": M.mean_std(g["quality"])[1], "cost_mean": float(g["cost"].mean()),
                     "n_runs": n})
+        if "instability" in g.columns:
+            row["instability_mean"] = float(g["instability"].mean())
         out.append(row)
     return pd.DataFrame(out)
 
@@ -344,8 +415,13 @@ def aggregate(exp: Experiment, config: BenchConfig, cells: list[Cell], results: 
     rows = _summary(main, ["router", "supervision", "view"])
     reference = reference_rows(exp, config.lam)
     rows = pd.concat([rows, reference], ignore_index=True)
+    if "instability_mean" not in rows.columns:
+        rows["instability_mean"] = np.nan
+    # the reference scripts' name for the decode view's value (mean over queries of the std of the
+    # chosen model's decode observations)
+    rows["chosen_decoding_instability_mean"] = rows["instability_mean"].where(rows["view"] == "decode")
     rows = rows[["router", "supervision", "view", "utility_mean", "utility_std", "quality_mean", "quality_std",
-                 "cost_mean", "n_runs", "model"]]
+                 "cost_mean", "n_runs", "model", "instability_mean", "chosen_decoding_instability_mean"]]
 
     # ablation: single and dars come from the main study
     study = {report_name(r) for r in study_routers_of(config)}
@@ -366,7 +442,8 @@ def aggregate(exp: Experiment, config: BenchConfig, cells: list[Cell], results: 
 
     beta = pd.DataFrame()
     if "beta" in config.studies:
-        b = runs[((runs["study"] == "beta") | ((runs["study"] == "main") & (runs["supervision"] == "dars")))
+        b = runs[((runs["study"] == "beta") | ((runs["study"] == "main") & (runs["supervision"] == "dars")
+                                                & (runs["run"] == 0)))   # the other beta cells use seed + 0
                  & runs["router"].isin(study)]
         beta = b[["router", "beta", "view", "utility", "quality", "cost"]].sort_values(
             ["router", "view", "beta"], kind="stable").reset_index(drop=True)
@@ -375,9 +452,90 @@ def aggregate(exp: Experiment, config: BenchConfig, cells: list[Cell], results: 
     pair, curves = _pair_tables(exp, results, meta["pair"])
     variance = _variance_table(main)
     timing = _timing(results)
+    significance = significance_table(main)
+    predictions = _predictions_table(exp, results)
     return BenchResult(dataset=exp.dataset, models=exp.models, views=views, config=config, rows=rows,
                        runs=runs, reference=reference, ablation=ablation, kxr=kxr, beta=beta, pareto=pareto,
-                       pair=pair, pair_curves=curves, variance=variance, timing=timing, meta=meta)
+                       pair=pair, pair_curves=curves, variance=variance, timing=timing, meta=meta,
+                       significance=significance, predictions=predictions)
+
+
+def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
+    """Is the DARS mean different from the single-shot mean? Two-sided Welch t-test (unequal
+    variances) when both have >= 2 runs; a one-sample t-test of the runs against the other side's
+    single value when one side has one run (a router without a seed trains deterministically);
+    no test with one run each. Two constant samples: p = 0 if their values differ, else 1."""
+    from scipy import stats
+
+    single, dars = np.asarray(single, float), np.asarray(dars, float)
+    ns, nd = single.size, dars.size
+    diff = float(dars.mean() - single.mean())
+    sd_s = float(single.std(ddof=1)) if ns > 1 else 0.0
+    sd_d = float(dars.std(ddof=1)) if nd > 1 else 0.0
+    tiny = 1e-12 * max(1.0, float(np.abs(np.r_[single, dars]).max()))
+    sd_s, sd_d = (0.0 if sd_s <= tiny else sd_s), (0.0 if sd_d <= tiny else sd_d)
+    if abs(diff) <= tiny:
+        diff = 0.0
+    if ns >= 2 and nd >= 2:
+        test = "Welch t"
+        if sd_s == 0 and sd_d == 0:
+            t, p = (np.inf * np.sign(diff) if diff else 0.0), (0.0 if diff else 1.0)
+        else:
+            r = stats.ttest_ind(dars, single, equal_var=False)
+            t, p = float(r.statistic), float(r.pvalue)
+    elif ns >= 2 or nd >= 2:
+        test = "one-sample t"
+        sample, value, sign = (single, float(dars[0]), -1.0) if ns >= 2 else (dars, float(single[0]), 1.0)
+        if (sd_s if ns >= 2 else sd_d) == 0:
+            t, p = (np.inf * np.sign(diff) if diff else 0.0), (0.0 if diff else 1.0)
+        else:
+            r = stats.ttest_1samp(sample, value)
+            t, p = sign * float(r.statistic), float(r.pvalue)
+    else:
+        test, t, p = "none (one run each)", float("nan"), float("nan")
+    if not np.isfinite(p):
+        verdict = "not tested"
+    elif p < alpha:
+        verdict = f"DARS {'higher' if diff > 0 else 'lower'} (p < {alpha:g})"
+    else:
+        verdict = f"no significant difference (p >= {alpha:g})"
+    return {"single_mean": float(single.mean()), "single_std": sd_s, "n_single": ns, "dars_mean": float(dars.mean()),
+            "dars_std": sd_d, "n_dars": nd, "diff": diff, "test": test, "statistic": t, "p_value": p,
+            "verdict": verdict}
+
+
+def significance_table(main: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per router and view: single-shot vs DARS test utility over their runs (:func:`compare_runs`)."""
+    out = []
+    for (router, view), g in main.groupby(["router", "view"], sort=False):
+        single = g.loc[g["supervision"] == "single", "utility"].to_numpy(float)
+        dars = g.loc[g["supervision"] == "dars", "utility"].to_numpy(float)
+        if single.size == 0 or dars.size == 0:
+            continue
+        out.append({"router": router, "view": view, **compare_runs(single, dars, alpha)})
+    return pd.DataFrame(out)
+
+
+def _predictions_table(exp: Experiment, results: list[dict]) -> pd.DataFrame:
+    """Per-query predictions of run 0 of each main-study supervision: one row per (router,
+    supervision, test query, model) with mu_q, mu_c, sigma_q (for a policy router mu_q holds the
+    policy probability) and whether the model was chosen."""
+    parts = []
+    models = np.asarray(exp.models, dtype=object)
+    qids = np.asarray(exp.test_query_ids, dtype=object)
+    for res in results:
+        p = res.get("predictions")
+        if p is None:
+            continue
+        n, m = p["mu_q"].shape
+        chosen = np.zeros((n, m), dtype=bool)
+        chosen[np.arange(n), p["choice"]] = True
+        parts.append(pd.DataFrame({
+            "router": report_name(res["router"]), "supervision": res["supervision"], "run": res["run"],
+            "query_id": np.repeat(qids, m), "model": np.tile(models, n), "chosen": chosen.ravel(),
+            "mu_q": p["mu_q"].ravel(), "mu_c": p["mu_c"].ravel(), "sigma_q": p["sigma_q"].ravel(),
+            "kind": p["kind"]}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _pareto_table(exp: Experiment, results: list[dict], config: BenchConfig) -> pd.DataFrame:
@@ -456,22 +614,24 @@ def _variance_table(main: pd.DataFrame) -> pd.DataFrame:
         if single.size == 0 or dars.size == 0:
             continue
         mean, std, n = M.mean_std(single)
+        d_mean, d_std, d_n = M.mean_std(dars)
         out.append({"router": router, "view": view, "single_mean": mean, "single_std": std,
                     "single_min": float(single.min()), "single_max": float(single.max()),
-                    "single_range": float(single.max() - single.min()), "dars": float(dars[0]),
-                    "share_single_below_dars": float(np.mean(single < dars[0])), "n_runs": n})
+                    "single_range": float(single.max() - single.min()), "dars": d_mean, "dars_std": d_std,
+                    "n_dars": d_n, "share_single_below_dars": float(np.mean(single < d_mean)), "n_runs": n})
     return pd.DataFrame(out)
 
 
 def _timing(results: list[dict]) -> pd.DataFrame:
     rows = [{"router": report_name(r["router"]), "study": r["study"], "supervision_s": r["time_s"].get("supervision", 0.0),
-             "fit_s": r["time_s"]["fit"], "total_s": r["time_s"]["total"]} for r in results]
+             "fit_s": r["time_s"]["fit"], "total_s": r["time_s"]["total"],
+             "fitted": not r["time_s"].get("reused", False)} for r in results]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     return (df.groupby(["router", "study"], sort=False)
-            .agg(trainings=("fit_s", "size"), supervision_s=("supervision_s", "sum"), fit_s=("fit_s", "sum"),
-                 cell_s=("total_s", "sum"),
+            .agg(cells=("fit_s", "size"), trainings=("fitted", "sum"), supervision_s=("supervision_s", "sum"),
+                 fit_s=("fit_s", "sum"), cell_s=("total_s", "sum"),
                  median_cell_s=("total_s", "median")).reset_index())
 
 

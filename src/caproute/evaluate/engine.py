@@ -63,12 +63,9 @@ def map_cells(fn: Callable[[Any, Any], Any], cells: Sequence[Any], *, shared: An
 def _map_ray(fn, cells, shared, address, progress, max_retries):
     import ray
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        else:  # a local instance on loopback only
-            ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
-                     _node_ip_address="127.0.0.1")
+    from caproute.ray_connect import init_ray
+
+    init_ray(address)  # the cluster at `address`, or a local instance on loopback only
     shared_ref = ray.put(shared)
     remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(_ray_cell)
     refs = [remote.remote(fn, cell, shared_ref) for cell in cells]

@@ -56,6 +56,7 @@ class ViewArrays:
     rows: np.ndarray
     q: np.ndarray
     c: np.ndarray
+    s: np.ndarray | None = None   # sample std of quality over the view's observations per (query, model)
 
 
 @dataclass
@@ -74,15 +75,22 @@ class GridData:
     pair: tuple[int, int] | None = None
     n_thresholds: int = 10
     extra: dict = field(default_factory=dict)
+    #: router name -> extra keyword arguments of ``fit`` (GraphRouter's ``model_features``)
+    fit_kw: dict = field(default_factory=dict)
+    #: precomputed supervisions by content hash (see :func:`plan_groups`)
+    supervisions: dict = field(default_factory=dict)
+    #: main-study cells of run 0 return per-query predictions (chosen model, mu_q, mu_c, sigma_q)
+    keep_predictions: bool = False
 
 
-def grid_data(exp, X_train, X_test, *, lam: float, lambdas=(), pair=None, n_thresholds: int = 10) -> GridData:
+def grid_data(exp, X_train, X_test, *, lam: float, lambdas=(), pair=None, n_thresholds: int = 10,
+              fit_kw: dict | None = None, keep_predictions: bool = False) -> GridData:
     """Build the shared inputs from an :class:`~caproute.evaluate.protocol.Experiment`."""
-    views = {name: ViewArrays(v.rows, v.q, v.c) for name, v in exp.views.items()}
+    views = {name: ViewArrays(v.rows, v.q, v.c, getattr(v, "s", None)) for name, v in exp.views.items()}
     return GridData(X_train=X_train, X_test=X_test, train_obs=exp.train_obs[TRAIN_COLUMNS].copy(),
                     train_query_ids=exp.train_query_ids, normalizer=exp.normalizer, models=exp.models,
                     views=views, lam=float(lam), lambdas=tuple(float(x) for x in lambdas), pair=pair,
-                    n_thresholds=n_thresholds)
+                    n_thresholds=n_thresholds, fit_kw=dict(fit_kw or {}), keep_predictions=keep_predictions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,14 +145,13 @@ def single_shot_supervision(data: GridData, seed: int):
     return sup
 
 
-def make_router(cell: Cell):
-    from caproute.routers.base import get_router_class
+def make_router(cell: Cell, lam: float = 0.05):
+    """The cell's router, built by the one router factory that ``caproute train`` uses
+    (:func:`caproute.routers.pipeline.make_router`): seed, MF's ``lam`` and RM-Softmax's
+    ``lambda_max`` follow the bench's lambda unless the cell's params set them."""
+    from caproute.routers.pipeline import make_router as factory
 
-    klass = get_router_class(cell.router)
-    params = dict(cell.params)
-    if "seed" in inspect.signature(klass.__init__).parameters:
-        params.setdefault("seed", cell.seed)
-    return klass(**params)
+    return factory(cell.router, lam=lam, seed=cell.seed, params=dict(cell.params))
 
 
 def _overrides_route(router) -> bool:
@@ -159,26 +166,146 @@ def _choose(router, X, pred, lam: float, beta: float) -> np.ndarray:
     return hard_labels(pred.utility(lam, beta), pred.mu_c)
 
 
+# --------------------------------------------------------------------------------------------
+# fit groups: cells that would train the very same router share one fit
+
+
+@dataclass(frozen=True)
+class FitGroup:
+    """Cells whose trainings are identical (same router, parameters, router seed and supervision
+    arrays, and the same beta where the router's training reads beta): one fit serves them all,
+    each cell is then routed with its own beta. ``sup_key``: key of the precomputed supervision in
+    ``GridData.supervisions`` (None: the cells' own, e.g. a single-shot draw made in the worker)."""
+
+    cells: tuple[Cell, ...]
+    sup_key: Any = None
+    index: tuple[int, ...] = ()   # positions of the cells in the planned list
+
+
+def _router_class(name: str):
+    from caproute.routers.base import get_router_class
+
+    return get_router_class(name)
+
+
+def router_seed(cell: Cell) -> int | None:
+    """The seed the cell's router is built with (None: the router takes no seed)."""
+    params = dict(cell.params)
+    if "seed" in params:
+        return int(params["seed"])
+    klass = _router_class(cell.router)
+    return cell.seed if "seed" in inspect.signature(klass.__init__).parameters else None
+
+
+def _supervision_spec(cell: Cell) -> tuple:
+    """What determines the cell's supervision arrays (not beta: beta only sets ``sup.beta``)."""
+    if cell.study == "kxr":
+        return ("kxr", cell.k, cell.r, cell.seed)
+    variant = "dars" if cell.supervision == "no_risk" else cell.supervision
+    return (variant,)
+
+
+def plan_groups(cells: list[Cell], data: GridData) -> list[FitGroup]:
+    """Group the cells by identical training. Supervisions other than single-shot draws are
+    built here once (in the calling process) and stored in ``data.supervisions`` under a hash of
+    their arrays, so that e.g. the w/o-Risk ablation, the beta study and the full K x R protocol
+    reuse the main DARS fit, and every router reuses the same K x R subsamples."""
+    import hashlib
+
+    built: dict[tuple, str] = {}
+    groups: dict[tuple, list[int]] = {}
+    keys: dict[tuple, str | None] = {}
+    for i, cell in enumerate(cells):
+        klass = _router_class(cell.router)
+        if cell.study != "kxr" and cell.supervision == "single":
+            skey, content = None, ("single", cell.seed)
+        else:
+            spec = _supervision_spec(cell)
+            if spec not in built:
+                sup = supervision_for(cell, data)
+                h = hashlib.sha256()
+                for a in (sup.query_ids.astype(str), sup.mu_q, sup.mu_c, sup.sigma_q):
+                    h.update(np.ascontiguousarray(a).tobytes())
+                h.update(repr(tuple(sup.models)).encode())
+                digest = h.hexdigest()
+                data.supervisions.setdefault(digest, sup)
+                built[spec] = digest
+            skey = content = built[spec]
+        beta_key = _train_beta(cell) if klass.beta_in_training else None
+        gk = (cell.router, repr(cell.params), content, router_seed(cell), beta_key)
+        groups.setdefault(gk, []).append(i)
+        keys[gk] = skey
+    return [FitGroup(tuple(cells[i] for i in v), keys[k], tuple(v)) for k, v in groups.items()]
+
+
+def _train_beta(cell: Cell) -> float:
+    """The beta the cell's supervision carries (``Supervision.beta``)."""
+    return 0.0 if cell.supervision in ("single", "no_risk") else float(cell.beta)
+
+
+def _supervision_of(group: FitGroup, cell: Cell, data: GridData):
+    import copy
+
+    if group.sup_key is None:
+        return supervision_for(cell, data)
+    sup = copy.copy(data.supervisions[group.sup_key])
+    sup.beta = _train_beta(cell)
+    sup.kind = "dars" if cell.study == "kxr" else cell.supervision
+    return sup
+
+
 def run_cell(cell: Cell, data: GridData) -> dict[str, Any]:
     """Train the cell's router and score it; returns plain numbers (see module docstring)."""
+    return run_group(FitGroup((cell,)), data)[0]
+
+
+def run_group(group: FitGroup, data: GridData) -> list[dict[str, Any]]:
+    """Fit the group's router once and score every cell of the group (results in group order)."""
     with _single_threaded():
-        return _run_cell(cell, data)
+        return _run_group(group, data)
 
 
-def _run_cell(cell: Cell, data: GridData) -> dict[str, Any]:
+def train_router(cell: Cell, data: GridData, sup=None):
+    """(fitted router, supervision, supervision seconds, fit seconds) of one cell: the router from
+    the shared factory, fitted on the cell's supervision with the feature rows aligned to it and
+    the router's extra fit inputs (GraphRouter's model-description features) from ``data.fit_kw``."""
     t0 = time.perf_counter()
-    sup = supervision_for(cell, data)
+    sup = supervision_for(cell, data) if sup is None else sup
     t_sup = time.perf_counter() - t0
     idx = pd.Index(data.train_query_ids).get_indexer(sup.query_ids.astype(str))
     if (idx < 0).any():
         raise RuntimeError("supervision has queries without features")
     X_train = data.X_train if np.array_equal(idx, np.arange(len(data.train_query_ids))) else data.X_train[idx]
-    route_beta = float(sup.beta or 0.0)
-    router = make_router(cell)
-    router.fit(X_train, sup)
-    t_fit = time.perf_counter() - t0
+    router = make_router(cell, data.lam)
+    router.fit(X_train, sup, **data.fit_kw.get(cell.router, {}))
+    return router, sup, t_sup, time.perf_counter() - t0 - t_sup
+
+
+def _run_group(group: FitGroup, data: GridData) -> list[dict[str, Any]]:
+    t0 = time.perf_counter()
+    first = group.cells[0]
+    t_s = time.perf_counter()
+    sup = _supervision_of(group, first, data)
+    t_sup = time.perf_counter() - t_s
+    router, sup, _, t_fit = train_router(first, data, sup)
     lam = data.lam
     pred = router.predict_stats(data.X_test, lam=lam)
+    outs = []
+    for i, cell in enumerate(group.cells):
+        t1 = time.perf_counter()
+        route_beta = _train_beta(cell) if group.sup_key is not None else float(sup.beta or 0.0)
+        out = _score(cell, router, pred, data, route_beta)
+        spent = time.perf_counter() - t1
+        if i == 0:
+            out["time_s"] = {"supervision": t_sup, "fit": t_fit, "total": time.perf_counter() - t0, "reused": False}
+        else:
+            out["time_s"] = {"supervision": 0.0, "fit": 0.0, "total": spent, "reused": True}
+        outs.append(out)
+    return outs
+
+
+def _score(cell: Cell, router, pred, data: GridData, route_beta: float) -> dict[str, Any]:
+    lam = data.lam
     choice = _choose(router, data.X_test, pred, lam, route_beta)
     out: dict[str, Any] = {**cell.key(), "route_beta": route_beta, "views": {},
                            "shares": M.choice_shares(choice, len(data.models)).tolist()}
@@ -186,22 +313,39 @@ def _run_cell(cell: Cell, data: GridData) -> dict[str, Any]:
         ch = choice[v.rows]
         out["views"][name] = {"utility": M.view_utility(v.q, v.c, ch, lam),
                               "quality": M.view_quality(v.q, ch),
-                              "cost": M.routed_mean(v.c, ch)}
+                              "cost": M.routed_mean(v.c, ch),
+                              "instability": chosen_instability(v.s, ch)}
     if cell.study == "main":
-        out["pareto"] = _pareto(router, pred, data, route_beta)
+        if data.lambdas:
+            out["pareto"] = _pareto(router, pred, data, route_beta, choice)
         if data.pair is not None:
             out["pair"] = _pair_metrics(pred, data, route_beta)
-    out["time_s"] = {"supervision": t_sup, "fit": t_fit - t_sup, "total": time.perf_counter() - t0}
+        if data.keep_predictions and cell.run == 0:
+            out["predictions"] = {"choice": choice.astype(np.int32), "kind": pred.kind,
+                                  "mu_q": pred.mu_q.astype(np.float32), "mu_c": pred.mu_c.astype(np.float32),
+                                  "sigma_q": pred.sigma_q.astype(np.float32)}
     return out
 
 
-def _pareto(router, pred, data: GridData, beta: float) -> list[dict[str, float]]:
+def chosen_instability(s: np.ndarray | None, choice: np.ndarray) -> float:
+    """Mean over the view's queries of the chosen model's sample std of quality over the view's
+    observations (the reference's ``chosen_decoding_instability_mean`` for the decode view)."""
+    if s is None or len(choice) == 0:
+        return float("nan")
+    return float(np.mean(s[np.arange(len(choice)), choice]))
+
+
+def _pareto(router, pred, data: GridData, beta: float, fixed: np.ndarray | None = None) -> list[dict[str, float]]:
     """Operating point (cost, quality, utility) per lambda and view; one fitted router serves all
-    lambdas (a lambda-aware router is asked again for each lambda)."""
+    lambdas (a lambda-aware router is asked again for each lambda; a router whose routing ignores
+    lambda (``fixed_route``) reuses ``fixed``, its routing at the bench's lambda)."""
     rows = []
     for lam in data.lambdas:
-        p = router.predict_stats(data.X_test, lam=lam) if router.lambda_aware else pred
-        choice = _choose(router, data.X_test, p, lam, beta)
+        if router.fixed_route and fixed is not None:
+            choice = fixed
+        else:
+            p = router.predict_stats(data.X_test, lam=lam) if router.lambda_aware else pred
+            choice = _choose(router, data.X_test, p, lam, beta)
         for name, v in data.views.items():
             ch = choice[v.rows]
             cost, quality = M.operating_point(v.q, v.c, ch)

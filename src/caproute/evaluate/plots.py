@@ -1,13 +1,46 @@
 """Figures of the bench report (matplotlib, Agg backend): Figure 2(c) router variance,
 Figure 4(a) K x R sample efficiency, 4(b) cost-quality frontier over lambda, 4(c) beta
-sensitivity, and the two-model strong-call curves behind APGR / CPT."""
+sensitivity, and the two-model strong-call curves behind APGR / CPT.
+
+Layout rules, so the figures read on a laptop screen (issue 16):
+- every figure is at most ``MAX_WIDTH_IN`` inches wide (about 1150 px at ``DPI``), so the HTML
+  report shows it at full size on a 1366 px screen;
+- a router has the same colour in every figure (:func:`router_color`);
+- legends sit outside the axes (above or beside the panels), never over data;
+- figures with one line per router and supervision (Pareto frontier, two-model curves) are small
+  multiples: one panel per router, panels of a view share their axes.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+DPI = 110
+MAX_WIDTH_IN = 10.5
+
+# Fixed colours for the registered routers (tab10 order), baselines in greys; any other name gets a
+# colour from tab20's light half chosen by a stable hash of the name.
+ROUTER_COLORS = {
+    "knn": "#1f77b4", "mlp": "#ff7f0e", "embedllm": "#2ca02c", "avengerspro": "#d62728",
+    "graphrouter": "#9467bd", "mirt": "#8c564b", "rmsoftmax": "#e377c2", "mf": "#17becf",
+    "metarouter": "#bcbd22", "best_fixed_train": "#7f7f7f", "best_fixed": "#7f7f7f",
+    "random": "#b0b0b0", "cheapest": "#4d4d4d",
+}
+_EXTRA = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
+          "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+FIXED_MARKERS = ("s", "^", "D", "v", "P", "X", "h", "<", ">", "p")
+
+
+def router_color(name: str) -> str:
+    """The colour of a router in every figure (fixed for known routers, hashed for others)."""
+    if name in ROUTER_COLORS:
+        return ROUTER_COLORS[name]
+    h = int(hashlib.sha256(name.encode()).hexdigest(), 16)
+    return _EXTRA[h % len(_EXTRA)]
 
 
 def _plt():
@@ -17,11 +50,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _axes(plt, n: int, width: float = 5.2, height: float = 4.0):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, list(axes[0])
 
 
 BASELINE_NAMES = ("best_fixed_train", "random", "cheapest")
@@ -34,158 +62,239 @@ def _learned_first(names) -> list[str]:
     return learned or names
 
 
-def _colors(names) -> dict[str, tuple]:
-    """One colour per router (shared by its single-shot and DARS lines)."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
-
-
-def _legend_outside(ax) -> None:
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def _save(fig, path: Path, top: float | None = None) -> None:
+    """Lay out (leaving ``top`` of the height for a figure legend) and write the PNG."""
+    if top is None:
+        fig.tight_layout()
+    else:
+        fig.tight_layout(rect=(0, 0, 1, top))
+    fig.savefig(path, dpi=DPI)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
 
 
+def _top_legend(fig, handles, labels, height_in: float, ncol: int | None = None) -> float:
+    """A legend above all panels; returns the top of the panel area (figure fraction)."""
+    ncol = ncol or min(len(labels), 4)
+    rows = -(-len(labels) // max(ncol, 1))
+    fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    return max(0.5, 1.0 - (0.32 + 0.2 * rows) / height_in)
+
+
+def _dedupe(axes) -> tuple[list, list[str]]:
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels and not lab.startswith("_"):
+                handles.append(h)
+                labels.append(lab)
+    return handles, labels
+
+
 def plot_router_variance(runs: pd.DataFrame, reference: pd.DataFrame, views: list[str], path: Path,
                          title: str) -> None:
-    """Figure 2(c): test utility of each single-shot training (box + points) against DARS (red)."""
+    """Figure 2(c): test utility of each single-shot training (box + points, the router's colour)
+    against DARS (black diamond); one row of panels per view."""
     plt = _plt()
     main = runs[runs["study"] == "main"]
     routers = list(dict.fromkeys(main["router"]))
-    fig, axes = _axes(plt, len(views), width=max(4.5, 1.1 * len(routers) + 1.5))
+    width = min(MAX_WIDTH_IN, max(5.0, 0.6 * len(routers) + 2.0))
+    height = 2.9 * len(views) + 0.9
+    fig, axes = plt.subplots(len(views), 1, figsize=(width, height), squeeze=False)
+    axes = list(axes[:, 0])
     rng = np.random.default_rng(0)   # jitter only
     for ax, view in zip(axes, views, strict=True):
         data = [main[(main["router"] == r) & (main["supervision"] == "single") & (main["view"] == view)]
                 ["utility"].to_numpy() for r in routers]
-        ax.boxplot(data, showfliers=False, widths=0.5)
+        bp = ax.boxplot(data, showfliers=False, widths=0.55, patch_artist=True)
+        for patch, r in zip(bp["boxes"], routers, strict=True):
+            patch.set(facecolor=router_color(r), alpha=0.25, edgecolor=router_color(r))
         for i, d in enumerate(data, start=1):
-            ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=6, alpha=0.4, color="#4C72B0")
+            ax.scatter(i + rng.uniform(-0.13, 0.13, d.size), d, s=7, alpha=0.55,
+                       color=router_color(routers[i - 1]), label="single-shot training" if i == 1 else None)
             dars = main[(main["router"] == routers[i - 1]) & (main["supervision"] == "dars") &
                         (main["view"] == view)]["utility"]
             if len(dars):
-                ax.scatter([i], [float(dars.iloc[0])], marker="D", s=40, color="#C44E52",
-                           label="DARS" if i == 1 else None, zorder=3)
+                ax.scatter([i], [float(dars.iloc[0])], marker="D", s=36, color="black", label="DARS",
+                           zorder=3)
         bf = reference[(reference["router"] == "best_fixed") & (reference["view"] == view)]
         if len(bf):
-            ax.axhline(float(bf["utility_mean"].iloc[0]), ls="--", color="grey", lw=1, label="best fixed")
-        ax.set_xticks(range(1, len(routers) + 1), routers, rotation=30, ha="right")
+            ax.axhline(float(bf["utility_mean"].iloc[0]), ls="--", color="grey", lw=1,
+                       label="best fixed model")
+        ax.set_xticks(range(1, len(routers) + 1), routers, rotation=30 if len(routers) > 6 else 0,
+                      ha="right" if len(routers) > 6 else "center", fontsize=8)
         ax.set_ylabel(f"U_{view[:3]} (test)")
-        ax.set_title(f"{view} view: single-shot spread vs DARS")
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    _save(fig, path)
+        ax.set_title(f"{view} view", fontsize=10)
+    fig.suptitle(title, y=0.995, fontsize=10)
+    h, lab = _dedupe(axes)
+    top = _top_legend(fig, h, lab, height, ncol=3)
+    _save(fig, path, top=top - 0.03)
 
 
 def plot_kxr(kxr: pd.DataFrame, single: pd.DataFrame, views: list[str], path: Path, title: str) -> None:
     """Figure 4(a): DARS test utility when the training grid is subsampled to K rewrites x R
     decodes (mean +- std over subsamples); dotted: the router's single-shot mean."""
     plt = _plt()
-    fig, axes = _axes(plt, len(views))
-    protocols = kxr[["k", "r"]].drop_duplicates().sort_values(["k", "r"], key=None)
+    width = min(MAX_WIDTH_IN, 4.8 * len(views))
+    routers = list(dict.fromkeys(kxr["router"]))
+    height = 3.6 + 0.25 * (len(routers) // 4 + 1)
+    fig, axes = plt.subplots(1, len(views), figsize=(width, height), squeeze=False)
+    axes = list(axes[0])
+    protocols = kxr[["k", "r"]].drop_duplicates()
     protocols = sorted(map(tuple, protocols.to_numpy().tolist()), key=lambda p: (p[0] * p[1], p[0]))
     labels = [f"{k}x{r}" for k, r in protocols]
     for ax, view in zip(axes, views, strict=True):
-        colors = _colors(list(dict.fromkeys(kxr["router"])))
-        for router in dict.fromkeys(kxr["router"]):
+        for router in routers:
             d = kxr[(kxr["router"] == router) & (kxr["view"] == view)].set_index(["k", "r"])
             d = d.reindex(protocols)
-            line = ax.errorbar(range(len(protocols)), d["utility_mean"], yerr=d["utility_std"], marker="o",
-                               capsize=3, label=router, color=colors[router])
+            ax.errorbar(range(len(protocols)), d["utility_mean"], yerr=d["utility_std"], marker="o", ms=4,
+                        capsize=3, label=router, color=router_color(router))
             s = single[(single["router"] == router) & (single["view"] == view)]
             if len(s):
-                ax.axhline(float(s["utility_mean"].iloc[0]), ls=":", color=line[0].get_color(), lw=1)
+                ax.axhline(float(s["utility_mean"].iloc[0]), ls=":", color=router_color(router), lw=1)
         ax.set_xticks(range(len(protocols)), labels)
-        ax.set_xlabel("training protocol K rewrites x R decodes")
+        ax.set_xlabel("training protocol: K rewrites x R decodes")
         ax.set_ylabel(f"U_{view[:3]} (test)")
-        ax.set_title(f"{view} view (dotted: single-shot mean)")
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    _save(fig, path)
+        ax.set_title(f"{view} view (dotted: single-shot mean)", fontsize=10)
+    fig.suptitle(title, y=0.995, fontsize=10)
+    h, lab = _dedupe(axes)
+    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 6))
+    _save(fig, path, top=top - 0.03)
+
+
+def _panel_grid(plt, n_routers: int, n_views: int, panel_w: float = 2.6, panel_h: float = 2.3,
+                legend_h: float = 0.9):
+    """Small multiples: rows of up to 4 router panels, one block of rows per view."""
+    ncols = max(1, min(4, n_routers))
+    rows_per_view = -(-n_routers // ncols)
+    width = min(MAX_WIDTH_IN, ncols * panel_w + 0.6)
+    height = rows_per_view * n_views * panel_h + legend_h
+    fig, axes = plt.subplots(rows_per_view * n_views, ncols, figsize=(width, height), squeeze=False)
+    return fig, axes, ncols, rows_per_view, height
+
+
+def _view_panels(axes, v: int, ncols: int, rows_per_view: int, n: int) -> list:
+    """The first ``n`` panels of view block ``v`` (unused ones are hidden), axes shared in the block."""
+    block = [axes[v * rows_per_view + i // ncols, i % ncols] for i in range(rows_per_view * ncols)]
+    for ax in block[n:]:
+        ax.set_visible(False)
+    used = block[:n]
+    for ax in used[1:]:
+        ax.sharex(used[0])
+        ax.sharey(used[0])
+    return used
 
 
 def plot_pareto(pareto: pd.DataFrame, views: list[str], path: Path, title: str) -> None:
-    """Figure 4(b): mean normalised cost vs mean quality of the chosen models over the lambda grid;
-    fixed models (squares; the best fixed model at lambda is filled) and the oracle as references."""
+    """Figure 4(b) as small multiples: per router, mean normalised cost vs mean quality of the
+    chosen models over the lambda grid (DARS solid, single-shot dashed, the router's colour), with
+    the fixed models (black markers; the best fixed model at lambda filled) and the oracle (grey)."""
     plt = _plt()
-    fig, axes = _axes(plt, len(views), width=7.5, height=4.5)
-    for ax, view in zip(axes, views, strict=True):
+    per_view = {v: _learned_first(r for r in pareto[pareto["view"] == v]["router"]
+                                  if not r.startswith("fixed:") and r != "oracle") for v in views}
+    n = max((len(r) for r in per_view.values()), default=1) or 1
+    fig, axes, ncols, rpv, height = _panel_grid(plt, n, len(views))
+    all_fixed = list(dict.fromkeys(r for r in pareto["router"] if r.startswith("fixed:")))
+    marker = {f: FIXED_MARKERS[i % len(FIXED_MARKERS)] for i, f in enumerate(all_fixed)}
+    for v, view in enumerate(views):
         d = pareto[pareto["view"] == view]
-        routers = _learned_first(r for r in d["router"] if not r.startswith("fixed:") and r != "oracle")
-        colors = _colors(routers)
-        for router in routers:
+        routers = per_view[view]
+        panels = _view_panels(axes, v, ncols, rpv, len(routers))
+        fixed = d[d["router"].str.startswith("fixed:")].drop_duplicates("router")
+        o = d[d["router"] == "oracle"].sort_values("lam")
+        for ax, router in zip(panels, routers, strict=True):
+            if len(o):
+                ax.plot(o["cost"], o["quality"], color="grey", lw=1, marker="x", ms=3, label="oracle")
+            for _, row in fixed.iterrows():
+                best = bool(d[d["router"] == row["router"]]["best_fixed"].any())
+                ax.scatter([row["cost"]], [row["quality"]], marker=marker[row["router"]], s=30, color="black",
+                           facecolors="black" if best else "none", zorder=3,
+                           label=f"fixed: {row['router'][6:]}")
             for sup, ls in (("dars", "-"), ("single", "--")):
                 s = d[(d["router"] == router) & (d["supervision"] == sup)].sort_values("lam")
                 if len(s):
-                    ax.plot(s["cost"], s["quality"], ls, marker="o", ms=3, color=colors[router],
-                            label=f"{router} ({'DARS' if sup == 'dars' else 'single'})")
-        fixed = d[d["router"].str.startswith("fixed:")].drop_duplicates("router")
-        for _, row in fixed.iterrows():
-            best = bool(d[(d["router"] == row["router"])]["best_fixed"].any())
-            ax.scatter([row["cost"]], [row["quality"]], marker="s", s=45, color="black",
-                       facecolors="black" if best else "none", zorder=3)
-            ax.annotate(row["router"][6:], (row["cost"], row["quality"]), fontsize=7, xytext=(4, -10),
-                        textcoords="offset points")
-        o = d[d["router"] == "oracle"].sort_values("lam")
-        if len(o):
-            ax.plot(o["cost"], o["quality"], color="grey", lw=1, marker="x", label="oracle")
-        ax.set_xlabel("mean normalised cost of the chosen model")
-        ax.set_ylabel("mean quality of the chosen model")
-        note = " (no costs in data)" if float(d["cost"].abs().max()) == 0 else ""
-        ax.set_title(f"{view} view, lambda sweep{note}")
-        _legend_outside(ax)
-    fig.suptitle(title)
-    _save(fig, path)
+                    ax.plot(s["cost"], s["quality"], ls, marker="o", ms=2.5, lw=1.3, color=router_color(router),
+                            label="DARS" if sup == "dars" else "single-shot (first training)")
+            ax.set_title(f"{router} ({view})", fontsize=9, color=router_color(router))
+            ax.tick_params(labelsize=7)
+        for i, ax in enumerate(panels):
+            if i % ncols == 0:
+                ax.set_ylabel("mean quality", fontsize=8)
+            if i >= len(panels) - ncols:
+                ax.set_xlabel("mean normalised cost", fontsize=8)
+        if len(d) and float(d["cost"].abs().max()) == 0:
+            panels[0].annotate("no costs in data", (0.02, 0.02), xycoords="axes fraction", fontsize=7)
+    fig.suptitle(f"{title}: cost-quality over the lambda sweep", y=0.995, fontsize=10)
+    h, lab = _dedupe([a for a in axes.ravel() if a.get_visible()])
+    # the line style, not the router colour, tells DARS from single-shot: show them in black
+    import matplotlib.lines as mlines
+
+    h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--", marker="o", ms=3)
+         if lab_ in ("DARS", "single-shot (first training)") else hh for hh, lab_ in zip(h, lab, strict=True)]
+    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 4))
+    _save(fig, path, top=top - 0.02)
 
 
 def plot_beta(beta: pd.DataFrame, views: list[str], path: Path, title: str) -> None:
     """Figure 4(c): DARS test utility against the risk weight beta (trained and routed with beta)."""
     plt = _plt()
-    fig, axes = _axes(plt, len(views))
+    routers = list(dict.fromkeys(beta["router"]))
+    width = min(MAX_WIDTH_IN, 4.8 * len(views))
+    height = 3.6 + 0.25 * (len(routers) // 4 + 1)
+    fig, axes = plt.subplots(1, len(views), figsize=(width, height), squeeze=False)
+    axes = list(axes[0])
     for ax, view in zip(axes, views, strict=True):
-        for router in dict.fromkeys(beta["router"]):
+        for router in routers:
             d = beta[(beta["router"] == router) & (beta["view"] == view)].sort_values("beta")
-            ax.plot(d["beta"], d["utility"], marker="o", label=router)
+            ax.plot(d["beta"], d["utility"], marker="o", ms=4, label=router, color=router_color(router))
         ax.set_xlabel("beta")
         ax.set_ylabel(f"U_{view[:3]} (test)")
-        ax.set_title(f"{view} view")
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    _save(fig, path)
+        ax.set_title(f"{view} view", fontsize=10)
+    fig.suptitle(title, y=0.995, fontsize=10)
+    h, lab = _dedupe(axes)
+    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 6))
+    _save(fig, path, top=top - 0.03)
 
 
 def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str], path: Path,
                      title: str) -> None:
-    """Performance against strong-model calls (RouteLLM's curve behind APGR / CPT): DARS (solid)
-    and the first single-shot training (dashed) per router."""
+    """Performance against strong-model calls (RouteLLM's curve behind APGR / CPT) as small
+    multiples: per router, DARS (solid) and the first single-shot training (dashed), with the
+    strong and weak models' quality as references."""
     plt = _plt()
-    fig, axes = _axes(plt, len(views), width=7.5, height=4.5)
-    for ax, view in zip(axes, views, strict=True):
+    per_view = {v: _learned_first(curves[curves["view"] == v]["router"]) for v in views}
+    n = max((len(r) for r in per_view.values()), default=1) or 1
+    fig, axes, ncols, rpv, height = _panel_grid(plt, n, len(views))
+    import matplotlib.lines as mlines
+
+    for v, view in enumerate(views):
         d = curves[curves["view"] == view]
-        routers = _learned_first(d["router"])
-        colors = _colors(routers)
-        for router in routers:
+        routers = per_view[view]
+        panels = _view_panels(axes, v, ncols, rpv, len(routers))
+        p = pair[pair["view"] == view]
+        for ax, router in zip(panels, routers, strict=True):
+            if len(p):
+                ax.axhline(float(p["strong"].iloc[0]), color="red", ls=":", lw=1,
+                           label=f"strong: {p['strong_model'].iloc[0]}")
+                ax.axhline(float(p["weak"].iloc[0]), color="grey", ls=":", lw=1,
+                           label=f"weak: {p['weak_model'].iloc[0]}")
             for sup, ls in (("dars", "-"), ("single", "--")):
                 s = d[(d["router"] == router) & (d["supervision"] == sup)]
                 if len(s):
-                    ax.plot(100 * s["calls"], s["perf"], ls, marker=".", color=colors[router],
-                            label=f"{router} ({'DARS' if sup == 'dars' else 'single'})")
-        p = pair[pair["view"] == view]
-        if len(p):
-            ax.axhline(float(p["strong"].iloc[0]), color="red", ls=":", lw=1,
-                       label=f"strong: {p['strong_model'].iloc[0]}")
-            ax.axhline(float(p["weak"].iloc[0]), color="grey", ls=":", lw=1,
-                       label=f"weak: {p['weak_model'].iloc[0]}")
-        ax.set_xlabel("strong model calls (%)")
-        ax.set_ylabel("mean quality")
-        ax.set_title(f"{view} view (dashed: first single-shot training)")
-        _legend_outside(ax)
-    fig.suptitle(title)
-    _save(fig, path)
+                    ax.plot(100 * s["calls"], s["perf"], ls, lw=1.3, color=router_color(router),
+                            label="DARS" if sup == "dars" else "single-shot (first training)")
+            ax.set_title(f"{router} ({view})", fontsize=9, color=router_color(router))
+            ax.tick_params(labelsize=7)
+        for i, ax in enumerate(panels):
+            if i % ncols == 0:
+                ax.set_ylabel("mean quality", fontsize=8)
+            if i >= len(panels) - ncols:
+                ax.set_xlabel("strong model calls (%)", fontsize=8)
+    fig.suptitle(f"{title}: two-model pool", y=0.995, fontsize=10)
+    h, lab = _dedupe([a for a in axes.ravel() if a.get_visible()])
+    h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--")
+         if lab_ in ("DARS", "single-shot (first training)") else hh for hh, lab_ in zip(h, lab, strict=True)]
+    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 4))
+    _save(fig, path, top=top - 0.02)

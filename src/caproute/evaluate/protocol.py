@@ -44,6 +44,8 @@ class ViewMatrix:
     c: np.ndarray
     n_obs: np.ndarray
     dropped: int = 0
+    #: sample std (ddof = 1; 0 for a single observation) of quality over the view's observations
+    s: np.ndarray | None = None
 
     def utility(self, lam: float) -> np.ndarray:
         """Mean per-observation utility u = q - lam * c per (query, model): (n_view, m)."""
@@ -102,8 +104,9 @@ def view_matrices(test_obs: pd.DataFrame, models: tuple[str, ...], cost_norm: np
         if part.empty:
             continue
         g = part.groupby(["query_id", "model"], sort=True).agg(q=("score", "mean"), c=("_c", "mean"),
-                                                                 n=("score", "size"))
+                                                                 n=("score", "size"), s=("score", "std"))
         qm = g["q"].unstack("model").reindex(columns=list(models))
+        sm = g["s"].fillna(0.0).unstack("model").reindex(columns=list(models))
         cm = g["c"].unstack("model").reindex(columns=list(models))
         nm = g["n"].unstack("model").reindex(columns=list(models))
         complete = qm.notna().all(axis=1).to_numpy()
@@ -114,12 +117,35 @@ def view_matrices(test_obs: pd.DataFrame, models: tuple[str, ...], cost_norm: np
         out[name] = ViewMatrix(
             name=name, query_ids=ids, rows=pos.get_indexer(ids).astype(np.intp),
             q=qm.to_numpy(float)[complete], c=cm.to_numpy(float)[complete],
-            n_obs=nm.to_numpy(float)[complete].astype(np.int64), dropped=int((~complete).sum()))
+            n_obs=nm.to_numpy(float)[complete].astype(np.int64), dropped=int((~complete).sum()),
+            s=sm.to_numpy(float)[complete])
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # data preparation
+
+#: the canonical order of observation rows: results must not depend on the order of a file's rows
+#: (the single-shot draw picks a row within its pair by position; score and cost break exact ties)
+CANONICAL_ORDER = ["dataset", "query_id", "model", "observation_type", "prompt_variant_id", "decode_id",
+                   "score", "cost"]
+
+
+def canonical_rows(obs: pd.DataFrame) -> pd.DataFrame:
+    """``obs`` sorted by :data:`CANONICAL_ORDER` (ids compared as strings), index reset. Training
+    code (``caproute bench`` and ``caproute train``) sorts its rows with this before anything else,
+    so the same observations in any file order give the same supervision draws and features."""
+    cols = []
+    for c in CANONICAL_ORDER:
+        if c not in obs.columns:
+            continue
+        if c in ("dataset", "query_id", "model", "observation_type"):
+            cols.append(pd.factorize(obs[c].astype(str), sort=True)[0])
+        else:
+            cols.append(pd.to_numeric(obs[c], errors="coerce").to_numpy(np.float64))
+    order = np.lexsort(cols[::-1]) if cols else np.arange(len(obs))
+    return obs.iloc[order].reset_index(drop=True)
+
 
 
 def resplit_decodes(obs: pd.DataFrame, *, test_fraction: float = 0.5, test_decodes: int = 3,
@@ -218,7 +244,7 @@ def prepare_experiment(obs: pd.DataFrame, *, normalizer: CostNormalizer | None =
         raise DataError(f"evaluate one dataset at a time (got {names}); pass --dataset",
                         source="observations", field="dataset")
     obs = obs.assign(query_id=obs["query_id"].astype(str))
-    train = obs[obs["split"] == "train"].reset_index(drop=True)
+    train = canonical_rows(obs[obs["split"] == "train"])
     test = obs[obs["split"] == "test"].reset_index(drop=True)
     if train.empty:
         raise DataError(f"dataset '{names[0]}' has no training rows", source="observations", field="split")

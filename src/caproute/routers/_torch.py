@@ -56,6 +56,15 @@ class SparseBatch:
     def __init__(self, csr):
         self.csr = csr
         self.shape = csr.shape
+        self._t = None
+
+    @property
+    def t(self):
+        """The transpose as CSR, built once per batch: ``t @ g`` sums in the same order as
+        ``csr.T @ g`` (a CSC product), bit for bit, and is several times faster."""
+        if self._t is None:
+            self._t = self.csr.T.tocsr()
+        return self._t
 
 
 class Inputs:
@@ -78,13 +87,14 @@ class Inputs:
 
             self._csr = sp.csr_matrix(X)
             self._dense = None
+            self._all = SparseBatch(self._csr)     # one object: its transpose is built once per fit
         else:
             self._dense = torch.from_numpy(np.ascontiguousarray(X))
 
     def rows(self, idx=None):
         if not self.sparse:
             return self._dense if idx is None else self._dense[idx]
-        return SparseBatch(self._csr if idx is None else self._csr[np.asarray(idx)])
+        return self._all if idx is None else SparseBatch(self._csr[np.asarray(idx)])
 
 
 def _spmm_function():
@@ -95,13 +105,13 @@ def _spmm_function():
         (several times faster than torch's CSR backward on CPU)."""
 
         @staticmethod
-        def forward(ctx, weight, csr):
-            ctx.csr = csr
-            return torch.from_numpy(np.asarray(csr @ weight.detach().numpy(), dtype=np.float32))
+        def forward(ctx, weight, batch):
+            ctx.batch = batch
+            return torch.from_numpy(np.asarray(batch.csr @ weight.detach().numpy(), dtype=np.float32))
 
         @staticmethod
         def backward(ctx, grad):
-            g = np.asarray(ctx.csr.T @ grad.detach().numpy(), dtype=np.float32)
+            g = np.asarray(ctx.batch.t @ grad.detach().numpy(), dtype=np.float32)
             return torch.from_numpy(g), None
 
     return SpMM
@@ -116,7 +126,7 @@ def input_matmul(x, weight):
     if isinstance(x, SparseBatch):
         if _SPMM is None:
             _SPMM = _spmm_function()
-        return _SPMM.apply(weight, x.csr)
+        return _SPMM.apply(weight, x)
     return x @ weight
 
 

@@ -75,6 +75,13 @@ class Router(ABC):
     #: True when predict_stats / route accept a scipy sparse X as well (kNN): the pipeline then
     #: passes TF-IDF rows without densifying them.
     accepts_sparse: ClassVar[bool] = False
+    #: False when ``fit`` never reads ``supervision.beta`` (beta then enters only at routing time):
+    #: one fitted router then serves every beta, and the bench reuses it for its beta study and the
+    #: w/o-Risk ablation instead of training again. True (the safe default) when beta shapes training.
+    beta_in_training: ClassVar[bool] = True
+    #: True when ``route`` ignores lambda and beta (random, cheapest): one routing serves a whole
+    #: lambda sweep.
+    fixed_route: ClassVar[bool] = False
 
     # -- hyper-parameters (sklearn contract) ------------------------------------------------------
     @classmethod

@@ -28,6 +28,8 @@ def oracle_choices(u_true: np.ndarray, cost: np.ndarray | None = None) -> np.nda
 class _MeanRouter(Router):
     """Predicts the training mean of mu_q, mu_c, sigma_q per model for every query."""
 
+    beta_in_training = False
+
     def fit(self, X, supervision):
         self._validate_fit(X, supervision)
         self.means_ = np.stack([t.astype(np.float64).mean(axis=0) for t in clipped_targets(supervision)])
@@ -61,6 +63,7 @@ class CheapestRouter(_MeanRouter):
     """Always the model with the lowest mean normalised training cost."""
 
     name = "cheapest"
+    fixed_route = True
 
     def __init__(self):
         pass
@@ -75,6 +78,7 @@ class RandomRouter(_MeanRouter):
     """A model uniformly at random, seeded per (seed, query features)."""
 
     name = "random"
+    fixed_route = True
 
     def __init__(self, seed: int = 42):
         self.seed = seed

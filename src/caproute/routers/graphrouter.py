@@ -36,6 +36,7 @@ def description_from_name(model: str) -> str:
 @register
 class GraphRouter(TorchRouterMixin, Router):
     name = "graphrouter"
+    beta_in_training = False
 
     def __init__(self, node_dim: int = 128, hidden: tuple[int, ...] = (256, 128), epochs: int = 50,
                  batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,

@@ -87,6 +87,7 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
 @register
 class KNNRouter(Router):
     name = "knn"
+    beta_in_training = False
     accepts_sparse = True
 
     def __init__(self, k: int = 16, eps: float = 1e-8):

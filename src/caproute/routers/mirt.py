@@ -23,6 +23,7 @@ HEADS = ("score", "cost", "std")
 @register
 class MIRTRouter(TorchRouterMixin, Router):
     name = "mirt"
+    beta_in_training = False
 
     def __init__(self, latent_dim: int = 16, hidden: int = 128, epochs: int = 30, batch_size: int = 256,
                  lr: float = 1e-3, weight_decay: float = 0.0, cost_loss_weight: float = 1.0,

@@ -77,6 +77,7 @@ def _build_regressor(d_in: int, hidden: list[int], d_out: int, gen):
 @register
 class MLPRouter(TorchRouterMixin, Router):
     name = "mlp"
+    beta_in_training = False
 
     def __init__(self, hidden: tuple[int, ...] = (128, 64), alpha: float = 1e-4, lr: float = 1e-3,
                  max_iter: int = 800, batch_size: int = 200, tol: float = 1e-4, n_iter_no_change: int = 10,

@@ -186,6 +186,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     """
     from caproute import __version__
     from caproute.data.store import resolve_dataset
+    from caproute.evaluate.protocol import canonical_rows
     from caproute.features.text import query_texts
     from caproute.supervise.ablations import build_supervision
     from caproute.supervise.api import training_rows
@@ -200,7 +201,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
         raise DataError("no observations to train on", source="observations")
     name = resolve_dataset(sorted(obs["dataset"].astype(str).unique()), dataset, source="observations")
     obs = obs[obs["dataset"].astype(str) == name]
-    train = training_rows(obs)
+    train = canonical_rows(training_rows(obs))    # results do not depend on the file's row order
     normalizer = CostNormalizer().fit(train)
     sup = build_supervision(train, variant=supervision, beta=beta, normalizer=normalizer, seed=seed)
     query_ids, texts = query_texts(train, sup.query_ids)
@@ -223,8 +224,9 @@ def make_router(name: str, *, lam: float = 0.05, seed: int = 42, params: dict | 
 
     Fills in what the family needs unless ``params`` sets it: ``seed``; RM-Softmax's
     ``lambda_max = max(0.10, lam)`` (the reference's lambda' grid); MF's ``lam`` (it bakes lambda
-    into its pairwise preferences). Evaluation code should build routers with this too, then fit
-    with ``router.fit(X, sup, **router.encoder_inputs(encoder, sup.models))``.
+    into its pairwise preferences). This is the one construction path: ``caproute train`` and every
+    ``caproute bench`` cell (:func:`caproute.evaluate.grid.make_router`) build routers with it, then
+    fit with ``router.fit(X, sup, **router.encoder_inputs(encoder, sup.models))``.
     """
     klass = get_router_class(name)
     params = dict(params or {})

@@ -21,8 +21,10 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,12 +33,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caproute.errors import ConfigError
 from caproute.serve.auth import KeyRing, bearer
-from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart
+from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart, chunk_problem
 from caproute.serve.calibrate import Policy, load_policy
 from caproute.serve.config import BudgetSpec, ServeConfig
 from caproute.serve.conversation import StickyMap, message_text, routing_text
 from caproute.serve.errors import ApiError, error_body, validation_message
 from caproute.serve.feedback import Feedback, FeedbackStore, InvalidFeedback, UnknownResponse
+from caproute.serve.log_store import RequestLog, delta_text, log_answer
 from caproute.serve.metrics import ServeMetrics
 from caproute.serve.naming import DUEL, Target, parse_model, router_model_id
 from caproute.serve.routing import RouterHandle, fallback_order
@@ -150,8 +153,11 @@ class ServeState:
             )
         self.metrics = ServeMetrics()
         self.sticky = StickyMap(config.sticky_max_entries, config.sticky_ttl_s)
-        self.backends = Backends(self.pool, lean_transport=config.lean_transport)
-        self.store = FeedbackStore(config.feedback_db)
+        self.backends = Backends(
+            self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers
+        )
+        self.store = FeedbackStore(config.feedback_db, max_pending=config.max_pending_registrations)
+        self.request_log = RequestLog(config.log_store) if config.log_store is not None else None
         self.duel = self._load_duel() if config.duel_policy is not None else None
         self.draining = False
         self.started = time.time()
@@ -159,7 +165,10 @@ class ServeState:
     def _load_duel(self) -> Duel:
         from caproute.bandits.policy import DuelingPolicy
 
-        policy = DuelingPolicy.load(self.config.duel_policy)
+        out = self.config.duel_state_out
+        # a restart continues from the online checkpoint when there is one
+        src = out if out is not None and (Path(out) / "config.json").exists() else self.config.duel_policy
+        policy = DuelingPolicy.load(src)
         names = {m: self.config.model_map.get(m, m) for m in policy.models_}
         missing = sorted(p for p in names.values() if p not in self.pool_names)
         if missing:
@@ -172,16 +181,24 @@ class ServeState:
     async def start(self) -> None:
         await self.backends.start()
         await asyncio.to_thread(self.store.start)
+        if self.request_log is not None:
+            await asyncio.to_thread(self.request_log.start)
+        self.metrics.bind(self.backends, self.store)
         if self.duel is not None:
             self.duel.save_lock = asyncio.Lock()
             # load the sentence encoder now, not in the first duel request (seconds on a CPU)
             await asyncio.to_thread(self.duel.policy.embed, "warm-up")
+            from caproute.serve.duel_state import attach
+
+            await attach(self.duel, self.store)  # re-applies feedback acknowledged after the checkpoint
 
     async def stop(self) -> None:
         if self.duel is not None and self.duel.updates:
             await asyncio.to_thread(self.duel.policy.save, self.duel.state_out)
         await self.backends.aclose()
         await asyncio.to_thread(self.store.close)
+        if self.request_log is not None:
+            await asyncio.to_thread(self.request_log.close)
 
     # -- parameters -------------------------------------------------------------------------------
     def params(self, handle: RouterHandle, target: Target, opts: CaprouteOptions | None) -> Params:
@@ -483,7 +500,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         else:
             fb = Feedback("pairwise", body.winner_id, body.loser_id, tie=body.tie, comment=body.comment)
         try:
-            stored = await asyncio.wrap_future(state.store.add(fb))
+            stored = await _add_feedback(state, fb)
         except UnknownResponse as e:
             param = {
                 "response_id": "response_id" if fb.kind == "scalar" else "winner_id",
@@ -530,7 +547,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         if target.kind == "duel":
             return await chat_duel(state, raw, body)
         t_in = request.scope["state"].get("t0", time.perf_counter())
-        return await chat_routed(state, target, raw, body, opts, conv, t_in)
+        return await chat_routed(state, target, raw, body, opts, conv, t_in, request=request)
 
     return app
 
@@ -567,9 +584,15 @@ async def chat_routed(
     opts: CaprouteOptions | None,
     conv: str | None,
     t_in: float,
+    request: Request | None = None,
 ) -> Response:
     cfg, m = state.config, state.metrics
     t0 = time.perf_counter()
+    _admit(state)
+    # the whole request's deadline (all attempts), counted from when the proxy received it
+    not_after = (
+        time.monotonic() + cfg.request_timeout_s - (t0 - t_in) if cfg.request_timeout_s is not None else None
+    )
     handle = params = decision = None
     sticky = False
     if target.kind == "direct":
@@ -600,11 +623,16 @@ async def chat_routed(
         "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3),
     }
     if body.stream:
-        return await _stream(state, handle, params, order, raw, rid, meta, conv, t_in)
+        return await _stream(state, handle, params, order, raw, rid, meta, conv, t_in, not_after)
     attempts = []
     for name in order:
+        if not_after is not None and time.monotonic() >= not_after:
+            break  # the request's deadline passed: answer now (504 if every attempt timed out)
         try:
-            data, elapsed = await state.backends.complete(name, raw)
+            data, elapsed = await _unless_client_leaves(request, state.backends.complete(name, raw, not_after))
+        except _ClientLeft:
+            log.info("client left during the call to %s: backend request cancelled", name)
+            return Response(status_code=499)
         except BackendFailure as e:
             attempts.append({"model": name, "reason": e.reason, "detail": e.detail})
             m.backend_errors.labels(name, e.reason).inc()
@@ -639,6 +667,8 @@ async def chat_routed(
             "spend_estimated": estimated,
         }
         _register(state, rid, "chat" if handle else "direct", handle, params, name, conv, decision)
+        log_answer(state, response_id=rid, kind="chat" if handle else "direct", router=handle.name if handle else None,
+                   model=name, raw=raw, data=data, spend=spend, estimated=estimated)
         headers = _headers(name, rid, meta)
         headers["server-timing"] = _server_timing(t_in, meta["routing_overhead_ms"], elapsed)
         return _json(data, headers=headers)
@@ -653,6 +683,79 @@ def _server_timing(t_in: float, route_ms: float, backend_s: float) -> str:
         f"route;dur={route_ms:.3f}, backend;dur={backend_ms:.3f}, proxy;dur={total_ms - backend_ms:.3f}, "
         f"total;dur={total_ms:.3f}"
     )
+
+
+async def _add_feedback(state: ServeState, fb: Feedback):
+    """Store feedback. With several workers, the response may have been answered by another
+    process whose registration is still queued there: an unknown id is looked up again for up
+    to 2 s (PROPOSED) before it is a 404."""
+    end = time.monotonic() + (2.0 if state.config.workers > 1 else 0.0)
+    while True:
+        try:
+            return await asyncio.wrap_future(state.store.add(fb))
+        except UnknownResponse:
+            if time.monotonic() >= end:
+                raise
+            await asyncio.sleep(0.05)
+
+
+class _ClientLeft(Exception):
+    pass
+
+
+async def _unless_client_leaves(request: Request | None, coro):
+    """Await ``coro``; if the client disconnects first, cancel it (which closes the backend
+    connection) and raise :class:`_ClientLeft`."""
+    if request is None:
+        return await coro
+    work = asyncio.ensure_future(coro)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    try:
+        await work
+    except (asyncio.CancelledError, Exception):
+        pass
+    raise _ClientLeft
+
+
+def _usage_ok(state: ServeState, name: str, usage) -> bool:
+    """False (and counted as a bad_response of ``name``) when a stream's usage is malformed."""
+    from caproute.collect.client import MalformedResponse, parse_usage
+
+    try:
+        parse_usage(usage)
+        return True
+    except MalformedResponse as e:
+        state.metrics.backend_errors.labels(name, "bad_response").inc()
+        log.warning("backend %s: malformed usage in a stream (%s: %s); tokens estimated", name, e.field, e.problem)
+        return False
+
+
+def _admit(state: ServeState) -> None:
+    """503 while the feedback store's registration backlog is full (never answer unregistered)."""
+    if state.store.full:
+        state.metrics.overloaded.inc()
+        raise ApiError(
+            503,
+            f"overloaded: {state.store.pending} served responses are waiting to be stored; retry shortly",
+            type="server_error",
+            code="overloaded",
+            headers={"retry-after": "1"},
+        )
 
 
 def _all_failed(order: list[str], attempts: list[dict]) -> ApiError:
@@ -678,13 +781,21 @@ def _spend(
     state: ServeState, name: str, raw: dict, usage: dict, completion_chunks: int | None
 ) -> tuple[float, bool]:
     """USD of one answer from its usage, or estimated (prompt chars / 4, one token per chunk)."""
+    from caproute.collect.client import MalformedResponse, parse_usage
+
     ep = state.backends.endpoints[name]
-    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    estimated = not isinstance(pt, int) or not isinstance(ct, int)
+    try:
+        u = parse_usage(usage or None)
+    except MalformedResponse as e:  # only streams get here: complete() validated its usage
+        state.metrics.backend_errors.labels(name, "bad_response").inc()
+        log.warning("backend %s: ignoring malformed usage (%s: %s); tokens estimated", name, e.field, e.problem)
+        u = None
+    estimated = u is None
     if estimated:
         chars = sum(len(message_text(msg.get("content"))) for msg in raw.get("messages", []))
-        pt, ct = max(1, chars // CHARS_PER_TOKEN), int(completion_chunks or 0)
-    cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0) if not estimated else 0
+        pt, ct, cached = max(1, chars // CHARS_PER_TOKEN), int(completion_chunks or 0), 0
+    else:
+        pt, ct, cached = u.prompt_tokens, u.completion_tokens, u.cached_tokens
     state.metrics.tokens.labels(name, "prompt").inc(pt)
     state.metrics.tokens.labels(name, "completion").inc(ct)
     spend = ep.cost_usd(pt, ct, cached if isinstance(cached, int) else 0)
@@ -762,13 +873,17 @@ def _register(
     )
 
 
-async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv, t0) -> Response:
+async def _stream(
+    state: ServeState, handle, params, order, raw, rid, meta, conv, t0, not_after=None
+) -> Response:
     m = state.metrics
     attempts: list[dict] = []
     start: StreamStart | None = None
     for name in order:
+        if not_after is not None and time.monotonic() >= not_after:
+            break
         try:
-            start = await state.backends.open_stream(name, raw)
+            start = await state.backends.open_stream(name, raw, not_after)
             break
         except BackendFailure as e:
             attempts.append({"model": name, "reason": e.reason, "detail": e.detail})
@@ -795,6 +910,7 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
 
     async def body():
         n_chunks, usage, completed = 0, {}, False
+        parts: list[str] = []  # the answer text, for the request log
         try:
             first = True
             for chunk in start.head:
@@ -805,11 +921,17 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
                 if chunk is None:
                     completed = True
                     break
-                if "error" in chunk and "choices" not in chunk:
-                    raise BackendFailure(name, "stream_error", str(chunk["error"])[:200])
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
+                problem = chunk_problem(chunk)
+                if problem is not None:
+                    raise BackendFailure(name, *problem)
+                if chunk.get("usage") is not None:
+                    if _usage_ok(state, name, chunk["usage"]):
+                        usage = chunk["usage"]
+                    else:
+                        del chunk["usage"]  # not forwarded; the tokens are estimated
                 n_chunks += 1
+                if state.request_log is not None:
+                    parts.append(delta_text(chunk))
                 yield encode(chunk, False)
             if not completed:
                 raise BackendFailure(name, "stream_cut", "the backend closed the stream without [DONE]")
@@ -825,12 +947,23 @@ async def _stream(state: ServeState, handle, params, order, raw, rid, meta, conv
             )
             yield b"data: " + json.dumps(err).encode() + b"\n\n"
         finally:
-            await start.response.aclose()
-            spend, _ = _spend(state, name, raw, usage, n_chunks)
-            _account(state, handle, params, name, spend, meta["decision"], attempts, conv)
+            # registered first: the client has the id since the first chunk, whatever happens next
             _register(
                 state, rid, "chat" if handle else "direct", handle, params, name, conv, meta["decision"]
             )
+            # the client may have left (the body task is being cancelled): close the backend
+            # connection and free the model's slot regardless
+            with anyio.CancelScope(shield=True):
+                await start.aclose()
+            try:
+                spend, est = _spend(state, name, raw, usage, n_chunks)
+                _account(state, handle, params, name, spend, meta["decision"], attempts, conv)
+                log_answer(state, response_id=rid, kind="chat" if handle else "direct",
+                           router=handle.name if handle else None, model=name, raw=raw,
+                           text="".join(delta_text(c) for c in start.head) + "".join(parts), usage=usage,
+                           spend=spend, estimated=est)
+            except Exception:
+                log.exception("accounting of stream %s from %s failed", rid, name)
 
     headers = _headers(name, rid, meta)
     headers["cache-control"] = "no-cache"
@@ -902,6 +1035,7 @@ async def chat_duel(state: ServeState, raw: dict, body: ChatCompletionRequest) -
                 "decision": {"arm": arms[k], "selected": [arms[i], arms[j]], "spend_usd": spend},
             }
         )
+        log_answer(state, response_id=rid, kind="duel", router=None, model=name, raw=raw, data=data, spend=spend)
     out = {
         "id": did,
         "object": "chat.completion",
@@ -942,16 +1076,10 @@ async def duel_update(state: ServeState, stored) -> bool:
     a, b = rows
     if a["kind"] != "duel" or b["kind"] != "duel" or a["duel_id"] != b["duel_id"] or a["duel_id"] is None:
         return False
-    did = a["duel_id"]
-    x = duel.embeddings.get(did)
-    if x is None:  # after a restart: embed the stored routing text again
-        x = await asyncio.to_thread(duel.policy.embed, a["routing_text"] or "")
-    winner, loser = int(a["duel_arm"]), int(b["duel_arm"])
-    # update(x, i, j, y): y = +1 when arm i's answer was preferred
-    await asyncio.to_thread(duel.policy.update, x, winner, loser, 1)
-    duel.updates += 1
-    async with duel.save_lock:
-        await asyncio.to_thread(duel.policy.save, duel.state_out)
+    from caproute.serve.duel_state import catch_up
+
+    # applies this feedback (and any before it, in log order) and saves one atomic checkpoint
+    await catch_up(duel, state.store)
     return True
 
 

@@ -2,11 +2,16 @@
 
 Failure classes decide what the proxy does next:
 
-- :class:`BackendFailure` (retryable): timeout, refused/broken connection, HTTP 5xx or 429, a body
-  that is not a chat completion, or an answer with no content at all. The router falls back to the
-  next model by predicted utility.
+- :class:`BackendFailure` (retryable): a deadline passed (connect, first byte or total, see
+  :class:`~caproute.serve.transport.Deadline`), refused/broken connection, HTTP 5xx or 429, a
+  200 whose body is not a valid chat completion (not JSON, an error object, content that is not a
+  string, usage that is a string, negative or absurd: ``bad_response``), or an answer with no
+  content at all. The router falls back to the next model by predicted utility.
 - :class:`BackendRejected` (not retried): any other 4xx, e.g. a prompt too long for the model; the
   client gets the backend's status and message in OpenAI's error shape.
+
+Each pool model admits at most its ``max_concurrency`` requests at once (streams hold their slot
+until they end); the others wait in a FIFO queue, inside their request's deadline.
 
 Backend API keys are read from the environment variables named in the pool YAML when the app
 starts, kept in request headers only, and never logged or echoed in errors.
@@ -14,11 +19,12 @@ starts, kept in request headers only, and never logged or echoed in errors.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -46,13 +52,27 @@ class BackendRejected(Exception):
 
 @dataclass
 class StreamStart:
-    """An open stream whose first content chunk has arrived (the point of no fallback)."""
+    """An open stream whose first content chunk has arrived (the point of no fallback).
+
+    ``aclose()`` closes the backend connection (if the stream did not end) and frees the model's
+    concurrency slot; call it exactly when the client's stream ends, however it ends."""
 
     model: str
     response: httpx.Response
     chunks: AsyncIterator[dict | None]  # the rest of the stream (see :func:`sse_chunks`)
     head: list[dict]  # parsed chunks up to and including the first one with content
     first_byte_s: float
+    release: Callable[[], None] = field(default=lambda: None, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await _close(self.response)
+        finally:
+            self.release()
 
 
 def _error_message(resp_text: str) -> str:
@@ -91,11 +111,19 @@ class Backends:
         max_connections: int = 512,
         connect_timeout_s: float = 5.0,
         lean_transport: bool = True,
+        concurrency_divisor: int = 1,
     ):
         self.pool, self.lean = pool, lean_transport
         self.endpoints: dict[str, ModelEndpoint] = {m.name: m for m in pool.models}
         self._headers: dict[str, dict[str, str]] = {}
         self._max_connections, self._connect_timeout = max_connections, connect_timeout_s
+        # with several worker processes each admits its share of max_concurrency (at least 1)
+        self.limits = {
+            n: max(1, -(-ep.max_concurrency // max(1, concurrency_divisor))) for n, ep in self.endpoints.items()
+        }
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self.waiting: dict[str, int] = dict.fromkeys(self.endpoints, 0)
+        self.active: dict[str, int] = dict.fromkeys(self.endpoints, 0)
         self.client: httpx.AsyncClient | None = None
 
     @property
@@ -103,82 +131,125 @@ class Backends:
         return tuple(self.endpoints)
 
     async def start(self) -> None:
+        from caproute.serve.transport import make_client
+
         for name, ep in self.endpoints.items():
             headers = {"content-type": "application/json"}
             if ep.api_key_env:
                 headers["authorization"] = f"Bearer {ep.api_key()}"  # ConfigError names the variable only
             self._headers[name] = headers
-        # keep-alive expiry below the usual 5 s server idle timeout (uvicorn, llama.cpp), so a pooled
-        # connection is not reused just as the server closes it
-        limits = httpx.Limits(
-            max_connections=self._max_connections,
-            max_keepalive_connections=self._max_connections,
-            keepalive_expiry=3.0,
-        )
-        mounts = {"https://": httpx.AsyncHTTPTransport(limits=limits)}
-        if self.lean:  # plain-HTTP backends (local servers) through the lean transport, see transport.py
-            from caproute.serve.transport import LeanTransport
-
-            mounts["http://"] = LeanTransport(max_idle_per_host=self._max_connections, keepalive_expiry=3.0)
-        else:
-            mounts["http://"] = httpx.AsyncHTTPTransport(limits=limits)
-        self.client = httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False)
+        self._slots = {n: asyncio.Semaphore(k) for n, k in self.limits.items()}
+        self.client = make_client(lean=self.lean, max_connections=self._max_connections)
 
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
 
-    def _timeout(self, ep: ModelEndpoint) -> httpx.Timeout:
-        return httpx.Timeout(ep.timeout_s, connect=min(self._connect_timeout, ep.timeout_s))
+    def deadline(self, name: str, not_after: float | None = None):
+        """The :class:`~caproute.serve.transport.Deadline` of one attempt on ``name``: the
+        endpoint's (total ``timeout_s``, connect, first byte), ending no later than ``not_after``."""
+        from caproute.collect.client import endpoint_deadline
+
+        return endpoint_deadline(self.endpoints[name], self._connect_timeout).bound(not_after)
 
     def payload(self, name: str, body: dict[str, Any]) -> bytes:
         ep = self.endpoints[name]
         out = {**ep.extra_body, **body, "model": ep.model}
         return json.dumps(out).encode()
 
-    def _request(self, name: str, body: dict[str, Any]) -> httpx.Request:
+    def _request(self, name: str, body: dict[str, Any], not_after: float | None) -> httpx.Request:
+        from caproute.serve.transport import DEADLINE_EXTENSION
+
         ep = self.endpoints[name]
         return self.client.build_request(
             "POST",
             f"{ep.base_url}/chat/completions",
             content=self.payload(name, body),
             headers=self._headers[name],
-            timeout=self._timeout(ep),
+            extensions={DEADLINE_EXTENSION: self.deadline(name, not_after)},
         )
 
-    async def complete(self, name: str, body: dict[str, Any]) -> tuple[dict, float]:
-        """Non-streaming chat completion: (parsed body, seconds)."""
+    async def _acquire(self, name: str, not_after: float | None) -> Callable[[], None]:
+        """Wait for a free slot of ``name`` (FIFO) until ``not_after``; returns its release."""
+        sem = self._slots[name]
+        self.waiting[name] += 1
+        try:
+            if not_after is None:
+                await sem.acquire()
+            else:
+                left = min(not_after - time.monotonic(), self.endpoints[name].timeout_s)
+                try:
+                    async with asyncio.timeout(max(left, 0.0)):
+                        await sem.acquire()
+                except TimeoutError:
+                    raise BackendFailure(
+                        name,
+                        "timeout",
+                        f"queued {left:.3g} s behind {self.limits[name]} running request(s) "
+                        "(max_concurrency) without a free slot",
+                    ) from None
+        finally:
+            self.waiting[name] -= 1
+        self.active[name] += 1
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.active[name] -= 1
+                sem.release()
+
+        return release
+
+    async def complete(
+        self, name: str, body: dict[str, Any], not_after: float | None = None
+    ) -> tuple[dict, float]:
+        """Non-streaming chat completion: (parsed and validated body, seconds)."""
+        from caproute.collect.client import MalformedResponse, parse_completion
+
+        release = await self._acquire(name, not_after)
         t0 = time.perf_counter()
         try:
-            resp = await self.client.send(self._request(name, body))
-        except httpx.TimeoutException as e:
-            raise BackendFailure(name, "timeout", type(e).__name__) from None
-        except httpx.HTTPError as e:
-            raise BackendFailure(name, "connection", f"{type(e).__name__}: {str(e)[:200]}") from None
+            try:
+                resp = await self.client.send(self._request(name, body, not_after))
+            except httpx.TimeoutException as e:
+                raise BackendFailure(name, "timeout", str(e) or type(e).__name__) from None
+            except httpx.HTTPError as e:
+                raise BackendFailure(name, "connection", f"{type(e).__name__}: {str(e)[:200]}") from None
+        finally:
+            release()
         elapsed = time.perf_counter() - t0
         _check_status(name, resp.status_code, resp.text)
         try:
             data = resp.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BackendFailure(name, "bad_response", "body is not JSON") from None
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list) or not choices:
-            raise BackendFailure(name, "bad_response", "no choices in the answer")
-        if not any(has_content(c.get("message")) for c in choices if isinstance(c, dict)):
+        try:
+            choices, _ = parse_completion(data)
+        except MalformedResponse as e:
+            raise BackendFailure(name, "bad_response", f"{e.field}: {e.problem}") from None
+        if not any(t for t, _ in choices) and not any(
+            has_content(c.get("message")) for c in data["choices"]
+        ):
             raise BackendFailure(name, "empty", "the model returned no content")
         return data, elapsed
 
-    async def open_stream(self, name: str, body: dict[str, Any]) -> StreamStart:
+    async def open_stream(
+        self, name: str, body: dict[str, Any], not_after: float | None = None
+    ) -> StreamStart:
         """Open a streaming completion and read up to the first chunk with content.
 
-        Until then any failure (including a stream that ends empty) is retryable; the caller
-        commits to this model only once this returns.
+        Until then any failure (including a stream that ends empty, or one that only sends
+        ``: ping`` comments until its deadline) is retryable; the caller commits to this model
+        only once this returns, and must ``aclose()`` the returned stream.
         """
+        release = await self._acquire(name, not_after)
         t0 = time.perf_counter()
         resp = None
         try:
-            resp = await self.client.send(self._request(name, body), stream=True)
+            resp = await self.client.send(self._request(name, body, not_after), stream=True)
             if resp.status_code >= 400:
                 text = (await resp.aread()).decode(errors="replace")
                 await resp.aclose()
@@ -188,24 +259,50 @@ class Backends:
             async for chunk in chunks:
                 if chunk is None:  # [DONE] before any content
                     break
-                if "error" in chunk and "choices" not in chunk:
-                    raise BackendFailure(name, "stream_error", str(chunk["error"])[:200])
+                problem = chunk_problem(chunk)
+                if problem is not None:
+                    raise BackendFailure(name, problem[0], problem[1])
                 head.append(chunk)
                 if any(
                     has_content(c.get("delta")) for c in chunk.get("choices") or [] if isinstance(c, dict)
                 ):
-                    return StreamStart(name, resp, chunks, head, time.perf_counter() - t0)
+                    return StreamStart(name, resp, chunks, head, time.perf_counter() - t0, release)
             await resp.aclose()
             raise BackendFailure(name, "empty", "the stream ended without content")
         except httpx.TimeoutException as e:
             await _close(resp)
-            raise BackendFailure(name, "timeout", type(e).__name__) from None
+            release()
+            raise BackendFailure(name, "timeout", str(e) or type(e).__name__) from None
         except httpx.HTTPError as e:
             await _close(resp)
+            release()
             raise BackendFailure(name, "connection", f"{type(e).__name__}: {str(e)[:200]}") from None
         except BaseException:
             await _close(resp)
+            release()
             raise
+
+
+def chunk_problem(chunk: dict) -> tuple[str, str] | None:
+    """(reason, detail) when a stream chunk cannot be forwarded: an error event, choices that are
+    not a list of objects, or delta content that is not a string. ``None`` when it is fine."""
+    if "error" in chunk and "choices" not in chunk:
+        return "stream_error", str(chunk["error"])[:200]
+    choices = chunk.get("choices")
+    if choices is None:
+        return None
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        return "bad_response", "choices: expected a list of objects"
+    for i, c in enumerate(choices):
+        delta = c.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return "bad_response", f"choices[{i}].delta: expected an object"
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            return "bad_response", f"choices[{i}].delta.content: expected a string, got {type(content).__name__}"
+    return None
 
 
 async def _close(resp: httpx.Response | None) -> None:

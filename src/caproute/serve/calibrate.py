@@ -12,9 +12,17 @@ lambda = (dq - beta ds) / dc (breakpoints). :func:`lambda_grid` evaluates one la
 interval between consecutive breakpoints (subsampled by quantiles above ``max_points``), so the
 sweep sees every distinct routing of the sample. Targets (``kind``):
 
-- ``cost``: mean USD per query <= value; among feasible lambdas the highest mean quality.
-- ``share``: share of calls to ``model`` <= value; among feasible lambdas the highest quality.
+- ``cost``: mean USD per query <= value; the smallest feasible lambda (the least cost penalty
+  that meets the budget, so a target that lambda = 0 already meets gives lambda = 0).
+- ``share``: share of calls to ``model`` <= value; the smallest feasible lambda.
 - ``quality``: mean quality >= value; among feasible lambdas the lowest mean cost.
+
+Why the smallest lambda and not the feasible lambda with the highest *observed* quality: as lambda
+grows, every query's choice moves to a model with lower predicted cost and lower predicted
+(risk-adjusted) quality, so the smallest feasible lambda is the routing the router itself rates best
+within the budget. Picking the lambda whose observed quality on the sample happens to be highest
+selects on the sample's noise (on the builtin set it picked lambda = 4.16 for a cost target that
+lambda = 0 met) and is not what a budget asks for.
 
 With two models a lambda *is* RouteLLM's threshold: the strong model is called when its
 predicted gain per unit of cost, (dq - beta ds) / dc, exceeds lambda.
@@ -148,7 +156,7 @@ def fit_lambda(
     eps = 1e-12
     if target.kind == "cost":
         feasible = sw.mean_cost <= target.value + eps
-        order = np.lexsort((sw.lambdas, sw.mean_cost, -sw.mean_quality))
+        order = np.argsort(sw.lambdas, kind="stable")
         fail = (
             f"mean cost per query {target.value:.6g} USD is below the cheapest routing on this sample "
             f"({sw.mean_cost.min():.6g} USD at lambda={sw.lambdas[np.argmin(sw.mean_cost)]:.6g})"
@@ -160,7 +168,7 @@ def fit_lambda(
             )
         s = sw.share[:, models.index(target.model)]
         feasible = s <= target.value + eps
-        order = np.lexsort((sw.lambdas, sw.mean_cost, -sw.mean_quality))
+        order = np.argsort(sw.lambdas, kind="stable")
         fail = (
             f"share {target.value:.3g} of '{target.model}' is below the smallest reachable on this sample "
             f"({s.min():.3g})"

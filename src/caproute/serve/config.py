@@ -19,6 +19,9 @@
     feedback_db: caproute-feedback.sqlite3
     keys_file: keys.txt                    # sha256 hashes of API keys (caproute serve-key)
     cors_origins: []                       # CORS is off unless origins are listed
+    request_timeout_s: 30                  # one client request, all fallbacks included (null: per attempt only)
+    max_pending_registrations: 100000      # registrations not yet stored before new requests get 503
+    workers: 1                             # processes sharing the port (caproute serve --workers)
 """
 
 from __future__ import annotations
@@ -78,12 +81,27 @@ class ServeConfig(BaseModel):
     drain_timeout_s: float = Field(default=30.0, gt=0)
     duel_policy: Path | None = Field(default=None, description="saved dueling-bandit state (caproute duel)")
     duel_state_out: Path | None = Field(default=None, description="where the online policy is saved")
+    log_store: Path | None = Field(
+        default=None, description="opt-in SQLite log of routed requests and answers (feedback export)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     blas_threads: int | None = Field(
         default=1,
         ge=1,
         description="BLAS threads of the server process (caproute serve only; null: leave as is)",
     )
+    request_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="deadline of one client request across all its attempts (fallbacks included); "
+        "null: each attempt is bounded by its model's timeout_s only",
+    )
+    max_pending_registrations: int = Field(
+        default=100_000,
+        ge=1,
+        description="served responses waiting to be stored before new requests get 503",
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="server processes sharing the port")
     lean_transport: bool = Field(
         default=True,
         description="http:// backends through caproute's lean httpx "
@@ -99,6 +117,10 @@ class ServeConfig(BaseModel):
         bad = [n for n in self.routers if not n or "/" in n or "@" in n or ":" in n]
         if bad:
             raise ValueError(f"router names must be non-empty and free of '/', '@', ':' (got {bad})")
+        if self.workers > 1 and self.duel_policy is not None:
+            raise ValueError(
+                "the duel mode learns online in one process: it cannot run with workers > 1"
+            )
         if self.insecure_local and not is_loopback(self.host):
             raise ValueError(
                 f"--insecure-local serves without API keys, so it only binds to loopback; "
@@ -117,7 +139,7 @@ def is_loopback(host: str) -> bool:
 
 
 FLAGS = {"routers": "--router DIR", "pool": "--pool POOL.yaml"}
-PATH_FIELDS = ("pool", "feedback_db", "keys_file", "duel_policy", "duel_state_out")
+PATH_FIELDS = ("pool", "feedback_db", "keys_file", "duel_policy", "duel_state_out", "log_store")
 
 
 def parse_serve_config(data: dict[str, Any], *, source: str = "<serve config>") -> ServeConfig:

@@ -11,6 +11,14 @@ requests cost one fsync, not one each:
 
 The queue is FIFO and a client learns a response id only after it was queued, so feedback can
 never overtake the registration of the response it refers to.
+
+Registrations are never dropped while the process lives: when a commit fails (the database is
+locked by another process, the disk is full), the registrations of that transaction are kept and
+retried first, with backoff (50 ms doubling to 1 s), until they are stored; feedback in a failed
+transaction is answered with an error (``/v1/feedback`` says 503, retry). The queue of
+registrations not yet stored is bounded (``max_pending``): while it is full, :attr:`full` is true
+and the proxy refuses new requests with 503 instead of answering requests it could not register.
+``pending`` and ``commit_retries`` are exported in ``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -28,7 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caproute.errors import ConfigError
+
 log = logging.getLogger("caproute.serve")
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -111,14 +124,58 @@ class StoredFeedback:
 class FeedbackStore:
     """Thread-safe; ``start()`` opens the file and the writer thread, ``close()`` flushes and stops."""
 
-    def __init__(self, path: str | Path, max_batch: int = 512):
+    def __init__(
+        self,
+        path: str | Path,
+        max_batch: int = 512,
+        *,
+        max_pending: int = 100_000,
+        busy_timeout_s: float = 2.0,
+        close_timeout_s: float = 30.0,
+    ):
         self.path = Path(path)
         self.max_batch = max_batch
+        self.max_pending, self.busy_timeout_s, self.close_timeout_s = max_pending, busy_timeout_s, close_timeout_s
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
         self.commits = 0
+        self.pending = 0  # registrations queued or being retried, not yet committed
+        self.commit_retries = 0
+        self.lost = 0  # registrations given up at close (after close_timeout_s of retrying)
+
+    @property
+    def full(self) -> bool:
+        """True while ``max_pending`` registrations wait to be stored (admit no new requests)."""
+        return self.pending >= self.max_pending
+
+    @staticmethod
+    def check_path(path: str | os.PathLike) -> Path:
+        """Raise :class:`ConfigError` unless ``path`` can hold a feedback store: not a directory,
+        not an existing non-SQLite file, and a store of this schema version if it is one."""
+        p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{p}: the feedback store is a directory; give a file path (--feedback-db)")
+        if p.exists() and p.stat().st_size > 0:
+            try:
+                with open(p, "rb") as f:
+                    head = f.read(len(SQLITE_MAGIC))
+            except OSError as e:
+                raise ConfigError(f"{p}: cannot read the feedback store: {e.strerror or e}") from None
+            if head != SQLITE_MAGIC:
+                raise ConfigError(f"{p}: not an SQLite database (a feedback store is one); give another path")
+        if not p.parent.exists():
+            return p
+        try:
+            con = FeedbackStore(p)._connect()
+        except ConfigError:
+            raise
+        except (sqlite3.Error, OSError) as e:
+            raise ConfigError(f"{p}: cannot open the feedback store: {e}") from None
+        con.close()
+        return p
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> FeedbackStore:
@@ -127,7 +184,10 @@ class FeedbackStore:
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
-            raise self._error
+            e = self._error
+            if isinstance(e, ConfigError):
+                raise e
+            raise ConfigError(f"{self.path}: cannot open the feedback store: {e}") from e
         return self
 
     def close(self) -> None:
@@ -148,7 +208,9 @@ class FeedbackStore:
         row = {k: record.get(k) for k in RESPONSE_FIELDS}
         row["created"] = row["created"] or time.time()
         if isinstance(row["decision"], dict | list):
-            row["decision"] = json.dumps(row["decision"])
+            row["decision"] = json.dumps(row["decision"], default=str)
+        with self._lock:
+            self.pending += 1
         self._put(("register", row, None))
 
     def add(self, feedback: Feedback) -> Future:
@@ -171,7 +233,9 @@ class FeedbackStore:
 
     # -- writer thread --------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        con = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=True, timeout=self.busy_timeout_s
+        )
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         con.execute("PRAGMA foreign_keys=ON")
@@ -180,7 +244,7 @@ class FeedbackStore:
         if row is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(
+            raise ConfigError(
                 f"{self.path}: feedback schema version {row[0]}, this caproute writes {SCHEMA_VERSION}"
             )
         con.row_factory = sqlite3.Row
@@ -194,9 +258,12 @@ class FeedbackStore:
             self._ready.set()
             return
         self._ready.set()
-        stop = False
-        while not stop:
-            jobs = [self._q.get()]
+        stop, carry, delay, stop_at = False, [], 0.05, None
+        while not stop or carry:
+            if carry:  # registrations of a failed commit go first, then whatever is new
+                jobs, carry = carry, []
+            else:
+                jobs = [self._q.get()]
             while len(jobs) < self.max_batch:
                 try:
                     jobs.append(self._q.get_nowait())
@@ -204,23 +271,42 @@ class FeedbackStore:
                     break
             if None in jobs:
                 stop = True
+                stop_at = time.monotonic() + self.close_timeout_s
                 jobs = [j for j in jobs if j is not None]
-            if jobs:
-                self._batch(con, jobs)
+            if not jobs:
+                continue
+            carry = self._batch(con, jobs)
+            if not carry:
+                delay = 0.05
+                continue
+            self.commit_retries += 1
+            if stop and time.monotonic() > stop_at:
+                self.lost += len(carry)
+                log.error(
+                    "feedback store: closing with %d registrations not stored after retrying for %.0f s",
+                    len(carry),
+                    self.close_timeout_s,
+                )
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
         con.close()
 
-    def _batch(self, con: sqlite3.Connection, jobs: list) -> None:
+    def _batch(self, con: sqlite3.Connection, jobs: list) -> list:
+        """Commit ``jobs`` in one transaction; returns the registrations to retry (empty: stored)."""
         results: list[tuple[Future, Any, bool]] = []
         insert = (
             f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
             f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})"
         )
         rows: list[tuple] = []
+        n_reg = 0
         try:
             con.execute("BEGIN IMMEDIATE")
             for kind, payload, fut in jobs:
                 if kind == "register":
                     rows.append(tuple(payload[k] for k in RESPONSE_FIELDS))
+                    n_reg += 1
                     continue
                 if rows:  # keep queue order: registrations before the feedback that follows them
                     con.executemany(insert, rows)
@@ -238,18 +324,27 @@ class FeedbackStore:
             con.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as e:
-            log.error("feedback store: commit failed (%d jobs lost): %s", len(jobs), e)
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
+            retry = [j for j in jobs if j[0] == "register"]
+            log.warning(
+                "feedback store: commit failed (%s); %d registrations kept and retried, %d other jobs failed",
+                e,
+                len(retry),
+                len(jobs) - len(retry),
+            )
             for _kind, _, fut in jobs:
                 if fut is not None and not fut.done():
                     fut.set_exception(e)
-            return
+            return retry
+        with self._lock:
+            self.pending -= n_reg
         for fut, value, ok in results:
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+        return []
 
     @staticmethod
     def _insert_feedback(con: sqlite3.Connection, fb: Feedback) -> StoredFeedback:

@@ -78,8 +78,40 @@ class ServeMetrics:
             ["router"],
             registry=r,
         )
+        self.backend_waiting = Gauge(
+            "caproute_backend_queue_depth",
+            "requests waiting for a free slot of a pool model (max_concurrency)",
+            ["model"],
+            registry=r,
+        )
+        self.backend_active = Gauge(
+            "caproute_backend_active", "requests running on a pool model", ["model"], registry=r
+        )
+        self.feedback_pending = Gauge(
+            "caproute_feedback_queue_depth",
+            "served responses whose registration is queued or being retried, not yet stored",
+            registry=r,
+        )
+        self.feedback_retries = Gauge(
+            "caproute_feedback_commit_retries",
+            "failed feedback-store commits whose registrations were retried (since start)",
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "caproute_overload_rejections",
+            "requests refused with 503 because the registration queue was full",
+            registry=r,
+        )
         self._counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
+
+    def bind(self, backends, store) -> None:
+        """Export the backends' queues and the feedback store's backlog (read at scrape time)."""
+        for name in backends.names:
+            self.backend_waiting.labels(name).set_function(lambda n=name: backends.waiting[n])
+            self.backend_active.labels(name).set_function(lambda n=name: backends.active[n])
+        self.feedback_pending.set_function(lambda: store.pending)
+        self.feedback_retries.set_function(lambda: store.commit_retries)
 
     def routed_to(self, router: str, model: str, models: tuple[str, ...]) -> None:
         self.routed.labels(router, model).inc()

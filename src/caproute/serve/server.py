@@ -1,11 +1,26 @@
 """Run the proxy under uvicorn. SIGTERM / Ctrl-C stop accepting connections, let in-flight requests
-and streams finish (up to ``drain_timeout_s``), then close the backends and the feedback store."""
+and streams finish (up to ``drain_timeout_s``), then close the backends and the feedback store.
+
+``bind_socket`` binds the listening socket before anything is printed (a port in use is a named
+error, not a uvicorn traceback after the banner). With ``workers > 1`` that one socket is shared by
+N worker processes (uvicorn's process supervisor; the kernel spreads connections over them). Every
+worker builds its app from the same :class:`ServeConfig` (passed in the environment as JSON) and so
+loads the same routers and policy files; all write the one SQLite feedback store (WAL; each
+worker's writer thread commits its own groups, and retries while another holds the write lock).
+SIGHUP restarts the workers (policy files are then read again, by every worker).
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
 
+from caproute.errors import ConfigError
 from caproute.serve.config import ServeConfig
+
+CONFIG_ENV = "CAPROUTE_SERVE_CONFIG_JSON"
 
 
 def build_server(config: ServeConfig):
@@ -44,16 +59,75 @@ def limit_blas_threads(n: int | None) -> None:
 
 def prepare_server(config: ServeConfig):
     """Logging, the BLAS cap and the uvicorn server for ``config`` (raises on a bad config)."""
+    _setup_logging(config)
+    limit_blas_threads(config.blas_threads)
+    return build_server(config)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket for ``host:port``; :class:`ConfigError` when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"--port {port}: address {host}:{port} is already in use (another server listens there); "
+                "pick another --port"
+            ) from None
+        raise ConfigError(f"--host {host} --port {port}: cannot bind: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def worker_app():
+    """uvicorn app factory of one worker process: the config comes from :data:`CONFIG_ENV`."""
+    from caproute.serve.app import create_app
+
+    config = ServeConfig.model_validate_json(os.environ[CONFIG_ENV])
+    _setup_logging(config)
+    limit_blas_threads(config.blas_threads)
+    return create_app(config)
+
+
+def _setup_logging(config: ServeConfig) -> None:
     log = logging.getLogger("caproute")
     if not log.handlers:
         h = logging.StreamHandler()
         h.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
         log.addHandler(h)
     log.setLevel(config.log_level.upper())
-    limit_blas_threads(config.blas_threads)
-    return build_server(config)
+
+
+def run_workers(config: ServeConfig, sock: socket.socket) -> None:
+    """Serve with ``config.workers`` processes on ``sock`` until interrupted (blocking)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[CONFIG_ENV] = config.model_dump_json(by_alias=True)
+    uv = uvicorn.Config(
+        "caproute.serve.server:worker_app",
+        factory=True,
+        host=config.host,
+        port=sock.getsockname()[1],
+        workers=config.workers,
+        log_level=config.log_level,
+        access_log=config.log_level == "debug",
+        lifespan="on",
+        timeout_graceful_shutdown=config.drain_timeout_s,
+        proxy_headers=False,
+        server_header=False,
+    )
+    Multiprocess(uv, sockets=[sock]).run()  # each worker process runs its own uvicorn.Server
 
 
 def run_server(config: ServeConfig) -> None:
     """Serve until interrupted (blocking)."""
-    prepare_server(config).run()
+    sock = bind_socket(config.host, config.port)
+    if config.workers > 1:
+        run_workers(config, sock)
+    else:
+        prepare_server(config).run(sockets=[sock])

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 
@@ -202,3 +203,167 @@ class LeanTransport(httpx.AsyncBaseTransport):
             for conn in stack:
                 conn.close()
         self._idle.clear()
+
+
+# -- per-request deadlines (shared by the proxy and the collector) ------------------------------------
+
+DEADLINE_EXTENSION = "caproute.deadline"
+"""``httpx`` request extension carrying a :class:`Deadline` for one request (overrides the default)."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The time one HTTP request may take, end to end.
+
+    - ``connect_s``: to open the TCP connection (capped by the others);
+    - ``first_byte_s``: from sending the request to the response's status line and headers;
+    - ``total_s``: from sending the request to the last byte of the body, streams included. A
+      server that trickles bytes or sends only SSE ``: ping`` comments hits this deadline; read
+      timeouts between bytes never reset it.
+    - ``not_after``: an absolute ``time.monotonic()`` bound on top (the proxy's whole-request
+      deadline, shared by the fallback attempts).
+
+    ``None`` for ``connect_s`` / ``first_byte_s`` means "bounded by ``total_s`` only".
+    """
+
+    total_s: float
+    connect_s: float | None = None
+    first_byte_s: float | None = None
+    not_after: float | None = None
+
+    def bound(self, not_after: float | None) -> Deadline:
+        """This deadline, also ending at ``not_after`` (monotonic) if that is sooner."""
+        if not_after is None:
+            return self
+        end = not_after if self.not_after is None else min(self.not_after, not_after)
+        return Deadline(self.total_s, self.connect_s, self.first_byte_s, end)
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The request ran past one of its :class:`Deadline` bounds (``phase``: connect, first_byte, total)."""
+
+    def __init__(self, message: str, *, phase: str, request: httpx.Request | None = None):
+        super().__init__(message, request=request)
+        self.phase = phase
+
+
+class DeadlineTransport(httpx.AsyncBaseTransport):
+    """Wraps any async transport and enforces a :class:`Deadline` per request.
+
+    The deadline is the request's ``caproute.deadline`` extension, else ``default``. The body stream
+    is wrapped so that every read waits at most until the total deadline; when it passes, the
+    inner stream is closed (its connection is dropped, never returned to a pool) and
+    :class:`DeadlineExceeded` (an ``httpx.TimeoutException``) is raised. Closing the response early
+    (a client that left) closes the backend connection the same way.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, default: Deadline | None = None):
+        self.inner, self.default = inner, default
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        d = request.extensions.get(DEADLINE_EXTENSION) or self.default
+        if d is None:
+            return await self.inner.handle_async_request(request)
+        now = time.monotonic()
+        end = now + d.total_s
+        if d.not_after is not None:
+            end = min(end, d.not_after)
+        head_end = min(end, now + d.first_byte_s) if d.first_byte_s is not None else end
+        if head_end <= now:
+            raise DeadlineExceeded("no time left for this request", phase="total", request=request)
+        left = head_end - now
+        connect = left if d.connect_s is None else min(d.connect_s, left)
+        # the inner transport's own timeouts: connect as given, reads bounded by what is left
+        request.extensions = {
+            **request.extensions,
+            "timeout": {"connect": connect, "read": left, "write": left, "pool": left},
+        }
+        phase = "first_byte" if head_end < end else "total"
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(left):
+                resp = await self.inner.handle_async_request(request)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no response headers within {left:.3g} s ({phase.replace('_', ' ')} deadline)",
+                phase=phase,
+                request=request,
+            ) from None
+        except httpx.ConnectTimeout:
+            raise DeadlineExceeded(
+                f"connect not done within {connect:.3g} s (connect deadline)", phase="connect", request=request
+            ) from None
+        except httpx.TimeoutException:
+            raise DeadlineExceeded(
+                f"no response headers within {left:.3g} s ({phase.replace('_', ' ')} deadline)",
+                phase=phase,
+                request=request,
+            ) from None
+        return httpx.Response(
+            resp.status_code,
+            headers=resp.headers,
+            stream=_DeadlineBody(resp.stream, loop.time() + (end - time.monotonic()), end - now, request),
+            extensions=resp.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _DeadlineBody(httpx.AsyncByteStream):
+    def __init__(self, inner, loop_end: float, total_s: float, request: httpx.Request):
+        self.inner, self.loop_end, self.total_s, self.request = inner, loop_end, total_s, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        it = self.inner.__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout_at(self.loop_end):
+                    chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except (TimeoutError, httpx.TimeoutException):
+                await self.aclose()
+                raise DeadlineExceeded(
+                    f"response not complete within {self.total_s:.3g} s (total deadline)",
+                    phase="total",
+                    request=self.request,
+                ) from None
+            yield chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+def make_client(
+    *,
+    lean: bool = True,
+    max_connections: int = 512,
+    default_deadline: Deadline | None = None,
+    keepalive_expiry: float = 3.0,
+) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` construction of caproute (the proxy's backends and the
+    collector's ``openai`` client): plain-HTTP backends through :class:`LeanTransport` (or httpx's
+    transport), ``https://`` through httpx's, every request under a :class:`DeadlineTransport`.
+
+    keep-alive expiry sits below the usual 5 s server idle timeout (uvicorn, llama.cpp), so a pooled
+    connection is not reused just as the server closes it.
+    """
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+    )
+    plain = (
+        LeanTransport(max_idle_per_host=max_connections, keepalive_expiry=keepalive_expiry)
+        if lean
+        else httpx.AsyncHTTPTransport(limits=limits)
+    )
+    mounts = {
+        "http://": DeadlineTransport(plain, default_deadline),
+        "https://": DeadlineTransport(httpx.AsyncHTTPTransport(limits=limits), default_deadline),
+    }
+    return httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False)

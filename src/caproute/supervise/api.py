@@ -34,7 +34,10 @@ def diagnostics(obs: pd.DataFrame, lam: float = DEFAULT_LAMBDA, split: str | Non
     """Diagnostics of one dataset (costs normalised on its training rows) and its pair statistics."""
     rows = obs if split is None else obs[obs["split"] == split]
     if rows.empty:
-        rows = obs
+        from caproute.errors import DataError
+
+        raise DataError(f"no observations in split '{split}'" if split is not None else "no observations",
+                        source="observations", field="split")
     normalizer = CostNormalizer().fit(training_rows(obs))
     cost = normalizer.transform(rows)
     return diagnose(rows, cost, lam), capability_stats(rows, cost)

@@ -140,8 +140,16 @@ def plot_diagnostics(stats: pd.DataFrame, diag: Diagnostics, path) -> None:
     ax.set_ylabel("fraction of queries")
     ax.set_title(f"(b) winner-flip rate = {diag.winner_flip_rate:.3f}")
     ax = axes[2]
-    ax.bar(["input (rewrites)", "output (decodes)"], [diag.input_variance, diag.output_variance],
-           color=["#55A868", "#C44E52"])
+    # without rewrites (one prompt per query) the input variance is not measured, not zero: say n/a
+    no_rewrites = "n_rewrites" in stats.columns and len(stats) > 0 and int(stats["n_rewrites"].max()) <= 1
+    vals = [float("nan") if no_rewrites else diag.input_variance, diag.output_variance]
+    bars = ax.bar(["input (rewrites)", "output (decodes)"], np.nan_to_num(vals), color=["#55A868", "#C44E52"])
+    top = max(np.nanmax(vals) if np.isfinite(vals).any() else 0.0, 1e-12)
+    ax.set_ylim(0, top * 1.25)
+    for b, v in zip(bars, vals, strict=True):
+        label = "n/a: no rewrites in the data" if not np.isfinite(v) else f"{v:.4f}"
+        ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("mean variance per pair")
     ax.set_title(f"variance split, disagreement = {diag.single_vs_da_disagreement:.3f}")
     fig.suptitle(f"{diag.dataset}: {diag.n_queries} queries x {diag.n_models} models, lambda = {diag.lam}")

@@ -115,6 +115,63 @@ def stats_from_rewrite_columns(n_k: np.ndarray, s_k: np.ndarray, total_sq: np.nd
             "var_output": var_output, "n_sub": n_sub, "sd_between": sd_between, "sd_within": sd_within}
 
 
+#: Up to this many columns, numpy's row sum of an (n, K) matrix adds the columns left to right;
+#: from 8 on it switches to pairwise summation with 8 accumulators (numpy's ``pairwise_sum``).
+_SEQUENTIAL_ROWSUM = 8
+
+
+def _rowsum(cols: list[np.ndarray]) -> np.ndarray:
+    """``np.column_stack(cols).sum(axis=1)`` with the same rounding, without the matrix for K < 8."""
+    if len(cols) >= _SEQUENTIAL_ROWSUM:
+        return np.column_stack(cols).sum(axis=1)
+    out = cols[0] + 0.0          # numpy starts each row's sum at 0.0 (turns -0.0 into 0.0, like it)
+    for c in cols[1:]:
+        out += c
+    return out
+
+
+def stats_from_rewrite_sums(n_k: list[np.ndarray], s_k: list[np.ndarray], total_sq: np.ndarray,
+                            q_k: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """:func:`stats_from_rewrite_columns` for the rewrite sums given as K separate columns
+    (what a column-oriented result, e.g. Arrow from DuckDB, holds), computed column by column.
+
+    Same formulas, same operation order and so the same floating-point results as the matrix
+    form (tests/test_supervise_sums.py checks bit-for-bit agreement); it only skips building
+    (n_pairs, K) matrices and their temporaries, which dominated the SQL path's numpy time.
+    """
+    n_k = [np.asarray(a, dtype=np.float64) for a in n_k]
+    s_k = [np.asarray(a, dtype=np.float64) for a in s_k]
+    if len(n_k) != len(s_k) or not n_k or (q_k is not None and len(q_k) != len(n_k)):
+        raise ValueError("n_k, s_k (and q_k) need the same, non-zero number of columns")
+    if len(n_k) >= _SEQUENTIAL_ROWSUM:   # pairwise row sums: the matrix form is exact by definition
+        q_mat = None if q_k is None else np.column_stack(q_k)
+        return stats_from_rewrite_columns(np.column_stack(n_k), np.column_stack(s_k), total_sq, q_mat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = _rowsum(n_k)
+        mu = _rowsum(s_k) / n
+        has = [a > 0 for a in n_k]
+        safe_n = [np.where(h, a, 1.0) for h, a in zip(has, n_k, strict=True)]
+        m_k = [np.where(h, s / sn, 0.0) for h, s, sn in zip(has, s_k, safe_n, strict=True)]
+        sq_k = [m * m for m in m_k]
+        between_ss = _rowsum([a * m * m for a, m in zip(n_k, m_k, strict=True)])
+        var_input = np.maximum(between_ss / n - mu * mu, 0.0)
+        var_output = np.maximum(np.asarray(total_sq, dtype=np.float64) - between_ss, 0.0) / n
+        n_sub = _rowsum([h.astype(np.float64) for h in has])
+        u1, u2 = _rowsum(m_k), _rowsum(sq_k)
+        ss_sub = np.maximum(u2 - u1 * u1 / n_sub, 0.0)
+        sd_between = np.where(n_sub > 1, np.sqrt(ss_sub / np.maximum(n_sub - 1, 1)), 0.0)
+        if q_k is None:
+            sd_within = np.full(n.shape, np.nan)
+        else:
+            sd = []
+            for h, a, sn, q, sq in zip(has, n_k, safe_n, q_k, sq_k, strict=True):
+                v = np.where(h, np.maximum(np.asarray(q, np.float64) / sn - sq, 0.0), 0.0)
+                sd.append(np.where(a > 1, np.sqrt(v * a / np.maximum(a - 1, 1)), 0.0))
+            sd_within = _rowsum(sd) / n_sub
+    return {"n": n, "mean": mu, "m2": (var_input + var_output) * n, "var_input": var_input,
+            "var_output": var_output, "n_sub": n_sub, "sd_between": sd_between, "sd_within": sd_within}
+
+
 def sample_std(m2: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Sample standard deviation (ddof = 1) from M2 and counts; 0 where n <= 1 (pandas NaN -> 0)."""
     m2 = np.asarray(m2, dtype=np.float64)

@@ -19,8 +19,10 @@ from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA, utility
 
 
 def parquet_relation(path: str | os.PathLike) -> str:
-    """A DuckDB relation over a Parquet file, a directory of Parquet files, or a glob."""
-    p = str(path)
+    """A DuckDB relation over a Parquet file, a directory of Parquet files, a glob, or ``builtin``."""
+    from caproute.data.source import builtin_path, is_builtin
+
+    p = str(builtin_path(path)) if is_builtin(path) else str(path)
     if os.path.isdir(p):
         p = os.path.join(p, "**", "*.parquet")
     elif "*" not in p and not os.path.exists(p):

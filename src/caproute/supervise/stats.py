@@ -19,7 +19,7 @@ from caproute.supervise.moments import (
     combine_moments,
     grouped_moments,
     sample_std,
-    stats_from_rewrite_columns,
+    stats_from_rewrite_sums,
 )
 from caproute.supervise.normalize import min_max
 
@@ -76,13 +76,25 @@ def capability_stats(obs: pd.DataFrame, cost_norm: np.ndarray | str = "cost_norm
 MAX_SQL_REWRITES = 64
 
 
+def _sql_string(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _arrow(con, query: str):
+    """The result of ``query`` as a pyarrow Table (DuckDB's relation API: no extra copy)."""
+    rel = con.sql(query)
+    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+    return table.read_all() if hasattr(table, "read_all") else table
+
+
 def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, float]], *,
                          decode_risk: bool = False, where: str | None = None) -> pd.DataFrame:
     """The same statistics for a DuckDB relation (a table name or ``read_parquet('...')``).
 
     DuckDB streams the rows (out of core) in ONE group-by over pairs, with per-rewrite count,
-    sum and sum of squares as filtered aggregates (one column each per prompt_variant_id);
-    :func:`caproute.supervise.moments.stats_from_rewrite_columns` turns them into the statistics.
+    sum and sum of squares as filtered aggregates (one column each per prompt_variant_id), and
+    returns them as Arrow columns; :func:`caproute.supervise.moments.stats_from_rewrite_sums`
+    turns them into the statistics.
     Normalised cost is linear in raw cost, so mu_c is normalised after averaging.
     ``cost_range``: {dataset: (min, max)} from a :class:`CostNormalizer` fitted on training rows.
     ``decode_risk``: also compute sigma_decode (needs per-rewrite sums of squares, one more
@@ -106,30 +118,33 @@ def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, 
     aggs = []
     for i, v in enumerate(variants):
         f = f"FILTER (WHERE prompt_variant_id = {v})"
-        aggs.append(f"count(*) {f}::DOUBLE AS n_{i}, coalesce(sum(score) {f}, 0) AS s_{i}")
+        aggs.append(f"count(*) {f}::DOUBLE AS n_{i}, coalesce(sum(score) {f}, 0)::DOUBLE AS s_{i}")
         if decode_risk:
-            aggs.append(f"coalesce(sum(score * score) {f}, 0) AS q_{i}")
-    # One dataset (the common case): group by (query_id, model) only, which is cheaper.
-    keys = "query_id, model" if len(datasets) == 1 else "dataset, query_id, model"
-    arrays = con.execute(f"""
-        SELECT {keys}, sum(cost) AS s_c, sum(score * score) AS s_q, {", ".join(aggs)}
-        FROM {relation}{cond} GROUP BY {keys}
-    """).fetchnumpy()
-    n_rows = len(arrays["query_id"])
+            aggs.append(f"coalesce(sum(score * score) {f}, 0)::DOUBLE AS q_{i}")
     if len(datasets) == 1:
-        dataset_col = np.full(n_rows, datasets[0], dtype=object)
+        # One dataset (the common case): group by (query_id, model) only, which is cheaper; the
+        # dataset column is a constant of the result.
+        keys, select = "query_id, model", f"{_sql_string(datasets[0])} AS dataset, query_id, model"
+    else:
+        keys = select = "dataset, query_id, model"
+    table = _arrow(con, f"""
+        SELECT {select}, sum(cost)::DOUBLE AS s_c, sum(score * score)::DOUBLE AS s_q, {", ".join(aggs)}
+        FROM {relation}{cond} GROUP BY {keys}
+    """)
+    # Arrow, not fetchnumpy/df: the key strings go into pandas' string columns without one Python
+    # object per value (fetching them was most of this function's time at 10M rows).
+    sums = table.select(["dataset", "query_id", "model"]).to_pandas()
+    if len(datasets) == 1:
         lo, hi = cost_range[datasets[0]]
     else:
-        dataset_col = np.asarray(arrays["dataset"], dtype=object)
-        ds = pd.Series(dataset_col)
-        lo = ds.map({d: r[0] for d, r in cost_range.items()}).to_numpy(float)
-        hi = ds.map({d: r[1] for d, r in cost_range.items()}).to_numpy(float)
-    sums = pd.DataFrame({"dataset": dataset_col, "query_id": np.asarray(arrays["query_id"], dtype=object),
-                         "model": np.asarray(arrays["model"], dtype=object)})
+        lo = sums["dataset"].map({d: r[0] for d, r in cost_range.items()}).to_numpy(float)
+        hi = sums["dataset"].map({d: r[1] for d, r in cost_range.items()}).to_numpy(float)
+
+    def col(name: str) -> np.ndarray:   # sums are cast to DOUBLE in SQL (a DECIMAL score sums exactly)
+        return np.asarray(table.column(name).combine_chunks().to_numpy(zero_copy_only=False), np.float64)
+
     k = range(len(variants))
-    n_k = np.column_stack([np.asarray(arrays[f"n_{i}"], float) for i in k])
-    s_k = np.column_stack([np.asarray(arrays[f"s_{i}"], float) for i in k])
-    q_k = np.column_stack([np.asarray(arrays[f"q_{i}"], float) for i in k]) if decode_risk else None
-    q = stats_from_rewrite_columns(n_k, s_k, np.asarray(arrays["s_q"], float), q_k)
-    mu_c = min_max(np.asarray(arrays["s_c"], float) / q["n"], lo, hi)
+    q = stats_from_rewrite_sums([col(f"n_{i}") for i in k], [col(f"s_{i}") for i in k], col("s_q"),
+                                [col(f"q_{i}") for i in k] if decode_risk else None)
+    mu_c = min_max(col("s_c") / q["n"], lo, hi)
     return _finish(sums, q, {"mean": mu_c})

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from caproute.data.adapters.common import read_parquet_table
 from caproute.data.validate import canonicalize
-from caproute.errors import DataError
+from caproute.errors import DataError, DataWarning
 
 
 def _first_prompt(text: str) -> str:
@@ -34,7 +35,7 @@ def read_routerbench(path: Path) -> pd.DataFrame:
     f = path / "routerbench0shot_subset_long.parquet" if path.is_dir() else path
     if not f.exists():
         raise DataError("RouterBench parquet not found", source=str(f))
-    df = pd.read_parquet(f)
+    df = read_parquet_table(f, "RouterBench")
     need = {"sample_id", "eval_name", "split", "prompt", "model", "score", "total_cost"}
     missing = need - set(df.columns)
     if missing:
@@ -43,7 +44,7 @@ def read_routerbench(path: Path) -> pd.DataFrame:
     if unscored.any():
         warnings.warn(f"{f}: dropped {int(unscored.sum())} rows with no score "
                       f"({df.loc[unscored, 'sample_id'].nunique()} prompts; a gap in the release)",
-                      stacklevel=2)
+                      DataWarning, stacklevel=2)
         df = df[~unscored].reset_index(drop=True)
     out = pd.DataFrame({
         "dataset": df["eval_name"], "split": df["split"], "query_id": df["sample_id"],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from caproute.data.adapters.common import read_parquet_table
 from caproute.data.validate import canonicalize
 from caproute.errors import DataError
 
@@ -49,7 +50,7 @@ def read_routerdc(path: Path, *, seed: int = 0) -> pd.DataFrame:
     f = path / "scores_long.parquet" if path.is_dir() else path
     if not f.exists():
         raise DataError("RouterDC scores_long.parquet not found", source=str(f))
-    df = pd.read_parquet(f)
+    df = read_parquet_table(f, "RouterDC")
     need = {"task", "split", "qid", "question", "model", "score_type", "n_samples", "k_correct"}
     missing = need - set(df.columns)
     if missing:

@@ -1,0 +1,370 @@
+"""Regenerate docs/results-dueling.md: FGTS.CDB with CCFT embeddings against the baselines.
+
+    OMP_NUM_THREADS=1 python scripts/results_dueling.py [--jobs 2] [--seeds 5] [--reuse]
+
+Studies (every one with the Laplace sampler and the tilted feel-good term, the fast path; the
+paper's SGLD sampler is not run here, for CPU time):
+
+1. tuning: eta in {0.25, 1, 4} x mu in {0, 1/sqrt(T)} for FGTS.CDB on RouterBench (subset, 11
+   models), RouterDC (7 models, decodes) and ``--data builtin`` (whatever set it resolves to),
+   embeddings ccft-excel-perf-cost and minilm-excel-perf-cost; the default (eta, mu) is the pair
+   with the lowest mean of (cumulative regret / uniform's) over the three data sets and both
+   embeddings;
+2. main: every policy on RouterBench, RouterDC, PandaLM (human labels) and builtin with the chosen
+   (eta, mu); FGTS.CDB on CCFT and untuned MiniLM under each of the four weightings (the paper's
+   CCFT-vs-untuned claim, paired over seeds);
+3. tied arms: the paper's embeddings (``arm_residual = 0``) against the per-model component.
+
+Each run is saved under docs/results-dueling/<run>/ (regret.png, table.md, rows.json, meta.json,
+seeds.json); ``--reuse`` re-renders the page from those files. Data stay in ../shared/data
+(RouterBench/RouterDC may not be redistributed): only aggregates are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CAPROUTE_SHARED_DATA", REPO.parent / "shared" / "data"))
+OUT = REPO / "docs" / "results-dueling"
+PAGE = REPO / "docs" / "results-dueling.md"
+SOURCES = {
+    "routerbench": {"data": DATA / "routerdc_7llm_repeated" / "routerbench0shot_subset_long.parquet", "rounds": 5000},
+    "routerdc": {"data": DATA / "routerdc_7llm_repeated", "rounds": 5000},
+    "pandalm-human": {"data": DATA / "pandalm_pairwise_human_vs_llmjudge" / "pairs.parquet", "rounds": 5000,
+                      "label": "human"},
+    "builtin": {"data": "builtin", "rounds": 2000},
+}
+TUNE_SOURCES = ("routerbench", "routerdc", "builtin")
+ETAS = (0.25, 1.0, 4.0)
+MUS = ("0", "1/sqrt(T)")
+WEIGHTINGS = ("perf", "perf-cost", "excel-perf-cost", "excel-mask")
+HEAD = "ccft-excel-perf-cost"
+UNTUNED = "minilm-excel-perf-cost"
+GOAL_T = 1500
+
+
+def mu_value(mu: str, rounds: int) -> float:
+    return 0.0 if mu == "0" else 1.0 / np.sqrt(rounds)
+
+
+def seed_summary(result) -> dict:
+    """Per (policy, embeddings label) and seed: cumulative regret at T and at GOAL_T, late per-round
+    regret, and for learners the greedy (single-model router) late regret and final router regret."""
+    from caproute.bandits.experiment import LATE_FRACTION
+
+    out: dict = {}
+    for c in result.cells:
+        key = f"{c['policy']}|{result.label(c)}"
+        avg = c["average"].astype(np.float64)
+        late = max(1, int(round(LATE_FRACTION * avg.size)))
+        d = out.setdefault(key, {"final": [], "at_goal": [], "late": [], "greedy_late": [], "final_router": []})
+        d["final"].append(float(avg.sum()))
+        d["at_goal"].append(float(avg[:GOAL_T].sum()))
+        d["late"].append(float(avg[-late:].mean()))
+        if "greedy" in c:
+            d["greedy_late"].append(float(c["greedy"][-late:].astype(np.float64).mean()))
+            d["final_router"].append(float(c["final_router_regret"]))
+    return out
+
+
+def run_one(name: str, source: str, *, policies, embeddings, eta: float, mu: float | None, seeds: int, jobs: int,
+            residual: float | None = None) -> dict:
+    from caproute.bandits.embeddings import CCFTConfig
+    from caproute.bandits.environment import load_environment
+    from caproute.bandits.experiment import DuelSpec, run_duel
+    from caproute.bandits.report import write_report
+    from caproute.data.atomic import write_json
+
+    src = SOURCES[source]
+    env = load_environment(data=src["data"], label=src.get("label", "human"))
+    ccft = CCFTConfig() if residual is None else CCFTConfig(residual=residual)
+    spec = DuelSpec(rounds=src["rounds"], seeds=seeds, policies=tuple(policies), embeddings=tuple(embeddings),
+                    sampler="laplace", feel_good="tilt", eta=eta, mu=mu, ccft=ccft)
+    t0 = time.time()
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {env.name}, {len(policies)} policies x {len(embeddings)} "
+          f"embeddings x {seeds} seeds", flush=True)
+    result = run_duel(env, spec, jobs=jobs, progress=False)
+    out_dir = OUT / name
+    write_report(result, out_dir)
+    summary = {"name": name, "source": source, "dataset": result.dataset, "env": env.name, "eta": eta, "mu": mu,
+               "residual": spec.ccft.residual, "rounds": spec.rounds, "seeds": seeds, "wall_seconds": time.time() - t0,
+               "rows": result.rows(), "per_seed": seed_summary(result),
+               "reference": result.meta["per_round_regret_reference"], "arms": result.meta["arms"],
+               "n_online": result.meta["n_online"], "n_offline": result.meta["n_offline"],
+               "models": result.meta["models"], "categories": result.meta["categories"]}
+    write_json(summary, out_dir / "seeds.json")
+    return summary
+
+
+def plan(seeds: int, eta: float | None = None, mu: str | None = None):
+    """(name, source, kwargs) of every run; the main runs need the tuned (eta, mu)."""
+    runs = []
+    for s in TUNE_SOURCES:
+        for e in ETAS:
+            for m in MUS:
+                tag = f"tune-{s}-eta{e:g}-mu{'0' if m == '0' else 'sqrtT'}"
+                runs.append((tag, s, {"policies": ("fgts-cdb", "uniform", "best-fixed"),
+                                      "embeddings": (HEAD, UNTUNED), "eta": e, "mu_name": m}))
+    if eta is None:
+        return runs
+    every = tuple(f"{enc}-{w}" for w in WEIGHTINGS for enc in ("ccft", "minilm"))
+    for s in ("routerbench", "routerdc", "pandalm-human", "builtin"):
+        runs.append((f"main-{s}", s, {"policies": ("fgts-cdb",), "embeddings": every, "eta": eta, "mu_name": mu}))
+        runs.append((f"base-{s}", s, {"policies": ("uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn"),
+                                      "embeddings": (HEAD, UNTUNED), "eta": eta, "mu_name": mu}))
+    for s in ("routerbench", "routerdc"):
+        runs.append((f"tied-{s}", s, {"policies": ("fgts-cdb",), "embeddings": (HEAD, "ccft-excel-mask", UNTUNED),
+                                      "eta": eta, "mu_name": mu, "residual": 0.0}))
+    return runs
+
+
+def choose_default(results: dict) -> tuple[float, str, dict]:
+    """(eta, mu name) minimising the mean over data sets and the two embeddings of regret / uniform's."""
+    score: dict = {}
+    for e in ETAS:
+        for m in MUS:
+            ratios = []
+            for s in TUNE_SOURCES:
+                r = results.get(f"tune-{s}-eta{e:g}-mu{'0' if m == '0' else 'sqrtT'}")
+                if r is None:
+                    continue
+                uni = np.mean(r["per_seed"]["uniform|none"]["final"])
+                ratios += [np.mean(r["per_seed"][f"fgts-cdb|{emb}"]["final"]) / uni for emb in (HEAD, UNTUNED)]
+            if ratios:
+                score[(e, m)] = float(np.mean(ratios))
+    best = min(score, key=lambda k: score[k])
+    return best[0], best[1], {f"eta={k[0]:g}, mu={k[1]}": v for k, v in score.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+def ms(vals, nd=1) -> str:
+    v = np.asarray(vals, dtype=float)
+    return f"{v.mean():.{nd}f} ± {v.std(ddof=0):.{nd}f}"
+
+
+def paired(a, b) -> dict:
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return {"mean": float(d.mean()), "se": se, "t": float(d.mean() / se) if se > 0 else float("nan"),
+            "ahead": int((d < 0).sum()), "n": int(d.size)}
+
+
+def arms_txt(r: dict) -> str:
+    return "; ".join(f"{k}: {a['distinct']}/{a['K']} distinct, rank {a['rank']}" for k, a in r["arms"].items())
+
+
+def tuning_table(results: dict, scores: dict) -> str:
+    lines = ["| data | η | μ | FGTS.CDB ccft: regret at T | per round, last 20 % | greedy MAP router, last 20 % "
+             "| FGTS.CDB minilm: regret at T | per round, last 20 % | uniform | best fixed (per round, last 20 %) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in TUNE_SOURCES:
+        for e in ETAS:
+            for m in MUS:
+                r = results.get(f"tune-{s}-eta{e:g}-mu{'0' if m == '0' else 'sqrtT'}")
+                if r is None:
+                    continue
+                p = r["per_seed"]
+                h, u = p[f"fgts-cdb|{HEAD}"], p[f"fgts-cdb|{UNTUNED}"]
+                lines.append(f"| {s} (T = {r['rounds']}) | {e:g} | {m} | {ms(h['final'])} | {ms(h['late'], 3)} | "
+                             f"{ms(h['greedy_late'], 3)} | {ms(u['final'])} | {ms(u['late'], 3)} | "
+                             f"{ms(p['uniform|none']['final'])} | {ms(p['best-fixed|none']['late'], 3)} |")
+    lines += ["", "Score (mean over the three data sets and both embeddings of FGTS.CDB's regret / uniform's, "
+              "lower is better): " + "; ".join(f"{k}: {v:.3f}" for k, v in sorted(scores.items(), key=lambda kv: kv[1]))]
+    return "\n".join(lines) + "\n"
+
+
+def main_table(main: dict, base: dict) -> str:
+    lines = ["| policy | embeddings | regret at T | weak regret | per round, last 20 % | greedy router, last 20 % "
+             "| final router (online pool) |", "|---|---|---:|---:|---:|---:|---:|"]
+    rows = sorted(main["rows"] + base["rows"], key=lambda r: r["regret_mean"])
+    seen = set()
+    for r in rows:
+        key = (r["policy"], r["embeddings"])
+        if key in seen:
+            continue
+        seen.add(key)
+
+        def opt(k, nd=3):
+            return f"{r[k + '_mean']:.{nd}f} ± {r[k + '_std']:.{nd}f}" if k + "_mean" in r else "–"
+        lines.append(f"| {r['policy']} | {r['embeddings']} | {r['regret_mean']:.1f} ± {r['regret_std']:.1f} | "
+                     f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f} | {opt('late_per_round')} | "
+                     f"{opt('greedy_late')} | {opt('final_router')} |")
+    ref = main["reference"]
+    fi = ref.get("full_info_logistic", {})
+    lines += ["", "Per-round references on the online pool: uniform pair {:.3f}, best fixed model {:.3f}{}; "
+              "full-information logistic fit played greedily (in-sample; a reference, not a bound): {}.".format(
+                  ref["uniform"], ref["best_fixed"],
+                  f", best model per category {ref['best_per_category']:.3f}" if "best_per_category" in ref else "",
+                  ", ".join(f"{k} {v:.3f}" for k, v in sorted(fi.items())))]
+    return "\n".join(lines) + "\n"
+
+
+def ccft_claim(results: dict) -> tuple[str, list]:
+    lines = ["| data | weighting | FGTS.CDB ccft | FGTS.CDB minilm (untuned) | ccft − minilm (paired, mean ± se) | seeds ccft better |",
+             "|---|---|---:|---:|---:|---:|"]
+    diffs = []
+    for s in ("routerbench", "routerdc", "pandalm-human", "builtin"):
+        r = results.get(f"main-{s}")
+        if r is None:
+            continue
+        for w in WEIGHTINGS:
+            a, b = r["per_seed"].get(f"fgts-cdb|ccft-{w}"), r["per_seed"].get(f"fgts-cdb|minilm-{w}")
+            if a is None or b is None:
+                continue
+            p = paired(a["final"], b["final"])
+            diffs.append((s, w, p))
+            lines.append(f"| {s} | {w} | {ms(a['final'])} | {ms(b['final'])} | {p['mean']:+.1f} ± {p['se']:.1f} | "
+                         f"{p['ahead']}/{p['n']} |")
+    return "\n".join(lines) + "\n", diffs
+
+
+def render(results: dict, eta: float, mu: str, scores: dict, machine: str) -> str:
+    from caproute.bandits.experiment import DuelSpec
+
+    default = DuelSpec()
+    default_mu = "1/sqrt(T)" if default.mu is None else f"{default.mu:g}"
+    parts = [f"""# Results: dueling-feedback routing (FGTS.CDB with CCFT embeddings)
+
+Generated by `python scripts/results_dueling.py` ({machine}; the 2 cores were shared with other jobs).
+Method and every PROPOSED choice: [bandits.md](bandits.md). Regret is the paper's **average
+regret** r*(x, a*) − (r*(x, a1) + r*(x, a2))/2 summed over rounds (lower is better), mean ± std
+over seeds (same query streams and feedback randomness for every policy); "per round, last 20 %"
+is the mean per-round regret over the last 20 % of rounds; "greedy router" is the learner's point
+estimate (FGTS.CDB: the Laplace MAP) used as a single-model router on each round's query before
+that round's update, and "final router" the end-of-run estimate routing every online query. Sampler:
+Laplace with the tilted feel-good term (the fast path) in every run; the paper's SGLD sampler is
+not part of this page (CPU time). 1,500 queries max per data set (stratified), 20 % of each
+category offline (CCFT with 5 queries per category, category embeddings, Perf/Cost tables, the
+DARS kNN's training set), the rest online. `--data builtin` resolved to
+`{results.get('tune-builtin-eta1-mu0', results.get('main-builtin', {})).get('env', '?')}` when this ran.
+
+## 1. Tuning η and μ
+
+FGTS.CDB, 5 seeds, embeddings {HEAD} and {UNTUNED}:
+
+{tuning_table(results, scores)}
+**Chosen: η = {eta:g}, μ = {mu}.** The code's defaults (`DuelSpec`, `caproute duel`): η = {default.eta:g},
+μ = {default_mu}{'' if (default.eta == eta and default_mu == mu) else ' — NOTE: they differ from this study’s pick'}.
+"""]
+    parts.append("\n## 2. Policies and embeddings with the chosen η, μ\n")
+    for s in ("routerbench", "routerdc", "pandalm-human", "builtin"):
+        m, b = results.get(f"main-{s}"), results.get(f"base-{s}")
+        if m is None or b is None:
+            continue
+        parts.append(f"""
+### {s} ({m['dataset']}: {len(m['models'])} models, {m['n_offline']} offline / {m['n_online']} online queries, T = {m['rounds']}, {m['seeds']} seeds)
+
+![{s}](results-dueling/main-{s}/regret.png)
+
+Arms: {arms_txt(m)}.
+
+{main_table(m, b)}""")
+    table, diffs = ccft_claim(results)
+    n_better = sum(1 for _, _, p in diffs if p["mean"] < 0 and p["t"] <= -2)
+    n_worse = sum(1 for _, _, p in diffs if p["mean"] > 0 and p["t"] >= 2)
+    parts.append(f"""
+## 3. Do CCFT embeddings beat untuned ones? (the paper's qualitative claim)
+
+FGTS.CDB with the same weighting on CCFT-fine-tuned MiniLM and on untuned MiniLM, paired over
+seeds (negative = CCFT better):
+
+{table}
+Answer: CCFT is significantly better (|t| ≥ 2) in {n_better} of {len(diffs)} (data set, weighting)
+pairs, significantly worse in {n_worse}, and within noise in {len(diffs) - n_better - n_worse}.
+""")
+    tied = [results.get(f"tied-{s}") for s in ("routerbench", "routerdc")]
+    if all(tied):
+        lines = ["| data | embeddings | arms distinct / K, rank: paper (γ = 0) | with the per-model component | "
+                 "FGTS.CDB regret, γ = 0 | with the component | per round last 20 %, γ = 0 | with the component |",
+                 "|---|---|---|---|---:|---:|---:|---:|"]
+        for s, t in zip(("routerbench", "routerdc"), tied, strict=True):
+            m = results[f"main-{s}"]
+            for emb in (HEAD, "ccft-excel-mask", UNTUNED):
+                a0, a1 = t["arms"][emb], m["arms"][emb]
+                p0, p1 = t["per_seed"][f"fgts-cdb|{emb}"], m["per_seed"][f"fgts-cdb|{emb}"]
+                lines.append(f"| {s} | {emb} | {a0['distinct']}/{a0['K']}, {a0['rank']} | {a1['distinct']}/{a1['K']}, "
+                             f"{a1['rank']} | {ms(p0['final'])} | {ms(p1['final'])} | {ms(p0['late'], 3)} | "
+                             f"{ms(p1['late'], 3)} |")
+        parts.append("\n## 4. Tied arms: the paper's embeddings vs the per-model component\n\n"
+                     f"γ = {results['main-routerbench']['residual']:g} (`--arm-residual`); see bandits.md, "
+                     "\"Tied arms\".\n\n" + "\n".join(lines) + "\n")
+    parts.append(goals(results))
+    return "".join(parts)
+
+
+def goals(results: dict) -> str:
+    out = ["\n## 5. Goals (issue 14.3)\n"]
+    dc = results.get("main-routerdc"), results.get("base-routerdc")
+    if all(dc):
+        f = np.mean(dc[0]["per_seed"][f"fgts-cdb|{HEAD}"]["at_goal"])
+        u = np.mean(dc[1]["per_seed"]["uniform|none"]["at_goal"])
+        best = min((np.mean(v["at_goal"]) / u, k) for k, v in dc[0]["per_seed"].items() if k.startswith("fgts-cdb|"))
+        out.append(f"- RouterDC, FGTS.CDB ({HEAD}) cumulative regret at T = {GOAL_T} / uniform's: "
+                   f"{f / u:.3f} (goal ≤ 0.5): **{'met' if f / u <= 0.5 else 'not met'}**"
+                   + ("" if f / u <= 0.5 else f", distance {f / u - 0.5:+.3f}")
+                   + f". Best embeddings: {best[1].split('|')[1]} at {best[0]:.3f}.")
+    rb = results.get("main-routerbench"), results.get("base-routerbench")
+    if all(rb):
+        late = rb[0]["per_seed"][f"fgts-cdb|{HEAD}"]["late"]
+        bf = rb[1]["per_seed"]["best-fixed|none"]["late"]
+        p = paired(late, bf)
+        met = p["mean"] < 0
+        best = min((np.mean(v["late"]), k) for k, v in rb[0]["per_seed"].items() if k.startswith("fgts-cdb|"))
+        out.append(f"- RouterBench subset, T = {rb[0]['rounds']}: FGTS.CDB ({HEAD}) per-round regret over the last "
+                   f"20 % {np.mean(late):.3f} vs the best fixed model's {np.mean(bf):.3f} (paired difference "
+                   f"{p['mean']:+.3f} ± {p['se']:.3f}): **{'met' if met else 'not met'}**"
+                   + ("" if met else f", distance {p['mean']:+.3f} per round")
+                   + f". Best embeddings: {best[1].split('|')[1]} at {best[0]:.3f}.")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--reuse", action="store_true", help="re-render from docs/results-dueling/*/seeds.json")
+    ap.add_argument("--only", default="", help="comma-separated run names to (re)run, the rest reused")
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from caproute.data.atomic import atomic_file
+
+    only = {s for s in a.only.split(",") if s}
+    results: dict = {}
+
+    def load_or_run(name, source, kw):
+        f = OUT / name / "seeds.json"
+        if a.reuse or (only and name not in only):
+            if f.exists():
+                results[name] = json.loads(f.read_text())
+            return
+        mu = mu_value(kw["mu_name"], SOURCES[source]["rounds"])
+        results[name] = run_one(name, source, policies=kw["policies"], embeddings=kw["embeddings"], eta=kw["eta"],
+                                mu=mu, seeds=a.seeds, jobs=a.jobs, residual=kw.get("residual"))
+
+    if not a.reuse and not Path(SOURCES["routerbench"]["data"]).exists():
+        sys.exit(f"{DATA} not found (../shared/data is needed)")
+    for name, source, kw in plan(a.seeds):
+        load_or_run(name, source, kw)
+    eta, mu, scores = choose_default(results)
+    print(f"tuning: eta = {eta:g}, mu = {mu}; scores {scores}", flush=True)
+    for name, source, kw in plan(a.seeds, eta, mu)[len(plan(a.seeds)):]:
+        load_or_run(name, source, kw)
+    machine = f"{platform.node()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d', time.gmtime())}"
+    with atomic_file(PAGE) as tmp:
+        tmp.write_text(render(results, eta, mu, scores, machine))
+    print(f"wrote {PAGE}")
+
+
+if __name__ == "__main__":
+    main()

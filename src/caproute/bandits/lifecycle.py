@@ -1,0 +1,99 @@
+"""Build a dueling policy ready to serve (``caproute duel init``), from offline observations.
+
+The arms come from the data: CCFT model embeddings (algorithms.md §B.3) computed on ALL the
+offline queries of the store or data set (every query is offline here: there is no simulated
+online stream), the query encoder is the CCFT fine-tuned MiniLM (or the untuned MiniLM for
+``minilm-*`` embeddings), and the feature scale s_phi is the PROPOSED auto scale of
+:func:`caproute.bandits.features.auto_feature_scale` on those queries. The policy is FGTS.CDB
+with the fast Laplace + tilt sampler by default (docs/bandits.md). Its directory holds
+``config.json``, ``state.safetensors``, ``encoder/`` (copied, so the directory is self-contained
+and can be moved) and ``init.json`` (where the arms came from).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from caproute.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class InitReport:
+    out: str
+    policy: str
+    models: list[str]
+    embeddings: str
+    encoder: str
+    feature_scale: float
+    n_queries: int
+    categories: list[str]
+    source: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def restrict_models(env, models: list[str] | None):
+    """The environment with only ``models`` (in that order); errors list the available ones."""
+    if not models:
+        return env
+    unknown = [m for m in models if m not in env.models]
+    if unknown:
+        raise DataError(f"models {unknown} are not in the data (models: {', '.join(env.models)})",
+                        source=env.meta.get("source_path", env.name), field="models")
+    idx = [env.models.index(m) for m in models]
+    from caproute.bandits.environment import DuelEnvironment
+
+    return DuelEnvironment(env.name, env.query_ids, env.texts, tuple(models), env.utilities[:, idx],
+                           env.perf[:, idx], env.cost[:, idx], env.sigma_q[:, idx], env.categories, env.scale,
+                           None if env.labels is None else env.labels[:, idx][:, :, idx], dict(env.meta))
+
+
+def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = None,
+                data: str | os.PathLike | None = None, dataset: str | None = None,
+                models: list[str] | None = None, embeddings: str = "ccft-excel-perf-cost",
+                policy: str = "fgts-cdb", sampler: str = "laplace", feel_good: str = "tilt",
+                eta: float = 0.25, horizon: int = 5000, seed: int = 0, label: str = "human",
+                cache_dir: str | os.PathLike | None = None, copy_encoder: bool = True,
+                progress: bool = False) -> InitReport:
+    """Create a servable dueling policy in ``out`` from ``store`` or ``data`` observations."""
+    from caproute.bandits.embeddings import CCFTConfig, build_embeddings, parse_embeddings
+    from caproute.bandits.environment import load_environment
+    from caproute.bandits.policy import get_policy_class
+    from caproute.data.atomic import write_json
+
+    parse_embeddings(embeddings)
+    klass = get_policy_class(policy)
+    env = restrict_models(load_environment(store=store, data=data, dataset=dataset, label=label), models)
+    if env.n_models < 2:
+        raise DataError(f"a duel needs at least 2 models, the data has {list(env.models)}",
+                        source=str(store or data), field="models")
+    if env.n_queries < 4:
+        raise DataError(f"{env.n_queries} queries with every model observed; the model embeddings need at least 4",
+                        source=str(store or data))
+    offline = np.arange(env.n_queries)
+    emb = build_embeddings(env, offline, [embeddings], cfg=CCFTConfig(seed=seed), cache_dir=cache_dir,
+                           progress=progress)[embeddings]
+    params = {"seed": seed, "encoder": emb.encoder}
+    if policy == "fgts-cdb":
+        params.update(sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon,
+                      feature_scale=emb.feature_scale)
+    elif "feature_scale" in klass._param_names():
+        params["feature_scale"] = emb.feature_scale
+    try:
+        pol = klass(emb.arms, list(env.models), **params)
+    except TypeError as e:
+        raise ConfigError(f"policy '{policy}' cannot be built for serving: {e}") from None
+    out = Path(out)
+    if (out / "config.json").exists():
+        raise ConfigError(f"{out}: a policy exists there already; choose another --out or remove it")
+    pol.save(out, copy_encoder=copy_encoder)
+    encoder = str(out / "encoder") if copy_encoder else emb.encoder
+    report = InitReport(str(out), policy, list(env.models), embeddings, encoder, float(emb.feature_scale),
+                        int(env.n_queries), [str(c) for c in emb.categories], str(store or data))
+    write_json(report.to_dict(), out / "init.json")
+    return report

@@ -1,0 +1,47 @@
+"""``caproute feedback export``: served feedback -> observations and preference rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from caproute.cli import app
+
+console = Console()
+
+feedback_app = typer.Typer(no_args_is_help=True, help="Production feedback back into supervision.")
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export_cmd(
+    feedback_db: Annotated[Path, typer.Option("--feedback-db", help="the server's SQLite feedback store")],
+    log_store: Annotated[Path | None, typer.Option(
+        "--log-store", help="the server's request log (caproute serve --log-store)")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="upsert scalar feedback as observations into this DuckDB store")] = None,
+    observations: Annotated[Path | None, typer.Option(
+        "--observations", help="write scalar feedback as canonical observations (Parquet)")] = None,
+    pairs: Annotated[Path | None, typer.Option(
+        "--pairs", help="write pairwise feedback as preference rows (pairs parquet for caproute duel)")] = None,
+    judge_file: Annotated[Path | None, typer.Option(
+        "--judge-file", help="write query_id,label for caproute meta (needs --primary, --alternative)")] = None,
+    primary: Annotated[str | None, typer.Option("--primary")] = None,
+    alternative: Annotated[str | None, typer.Option("--alternative")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="dataset name of the exported observations")] = "feedback",
+) -> None:
+    """Scalar feedback -> observations (supervise/train); pairwise -> preference rows (duel/meta)."""
+    from caproute.serve.feedback_export import export_feedback
+
+    rep = export_feedback(feedback_db, log_store=log_store, dataset=dataset, store=store, observations=observations,
+                          pairs=pairs, judge_file=judge_file, primary=primary, alternative=alternative)
+    console.print(
+        f"feedback: {rep.scalar_feedback} scalar, {rep.pairwise_feedback} pairwise -> {rep.observations} "
+        f"observations ({rep.observations_written} written to the store), {rep.pairs} preference rows, "
+        f"{rep.judge_rows} judge rows; skipped: {rep.skipped_not_logged} not logged, {rep.skipped_same_model} "
+        f"same model" + (f"; outputs: {', '.join(rep.outputs.values())}" if rep.outputs else ""),
+        highlight=False,
+    )

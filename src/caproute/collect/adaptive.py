@@ -1,0 +1,186 @@
+"""Live adaptive collection (``caproute collect --adaptive``).
+
+The training split is collected query by query instead of as a full K x R grid per model: each
+step asks the allocation rule (:func:`caproute.supervise.adaptive.decide`) which model to sample
+next for the query, puts that sample on the model's least-covered rewrite
+(:func:`~caproute.supervise.adaptive.next_rewrite`) at its next decode index, and stops the query
+when its label is settled or its grid is full. The test split is always collected in full (the
+evaluation views need every model).
+
+Resumable after kill -9 like the grid collection: a query's state is rebuilt from the observations
+already in the store, every decision is a deterministic function of that state (the Monte Carlo
+draws are seeded by the query and its sample count), and a sample always goes to a key that is
+not yet stored, so a rerun continues where the killed run stopped, without duplicates.
+
+The cost term of U needs normalised costs; during collection the min-max range is the range of
+raw costs seen so far in this dataset (linear, so a mean of normalised costs is the normalised
+mean). This is our choice: the final supervision renormalises on the finished training rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from caproute.collect.queries import stable_int
+from caproute.supervise.adaptive import AdaptiveConfig, decide, next_rewrite
+
+
+@dataclass
+class PairSums:
+    """Running sums of one query's training observations, per model and rewrite slot."""
+
+    n: np.ndarray
+    s: np.ndarray
+    ss: np.ndarray
+    raw_cost: np.ndarray
+    slots: np.ndarray          # (M, K) decode indices used per rewrite (stored or attempted)
+
+    @classmethod
+    def empty(cls, m: int, k: int) -> PairSums:
+        z = np.zeros(m)
+        return cls(z.copy(), z.copy(), z.copy(), z.copy(), np.zeros((m, k), np.int64))
+
+    def add(self, model: int, score: float, cost: float) -> None:
+        self.n[model] += 1
+        self.s[model] += score
+        self.ss[model] += score * score
+        self.raw_cost[model] += cost
+
+
+@dataclass
+class AdaptiveProgress:
+    """What the adaptive part of a collection did (for the run summary and report)."""
+
+    full_grid: int
+    generations: int = 0
+    settled: int = 0
+    exhausted: int = 0
+    stopped_budget: int = 0
+    per_query: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        saved = self.full_grid - sum(self.per_query.values())
+        return {"full_grid_generations": self.full_grid, "generations": int(sum(self.per_query.values())),
+                "generations_this_run": self.generations, "saved_generations": int(saved),
+                "saved_fraction": saved / self.full_grid if self.full_grid else 0.0,
+                "queries_settled": self.settled, "queries_grid_full": self.exhausted,
+                "queries_stopped_by_budget": self.stopped_budget}
+
+
+class AdaptivePlanner:
+    """Decides the next training sample of each query during a live collection."""
+
+    def __init__(self, models: tuple[str, ...], rewrites: int, decodes: int, config: AdaptiveConfig,
+                 prices: np.ndarray, *, seed: int, dataset: str, budget_generations: int | None = None):
+        self.models, self.k, self.r = tuple(models), max(rewrites, 1), decodes
+        self.config, self.prices = config, np.asarray(prices, float)
+        self.seed, self.dataset = seed, dataset
+        self.budget = budget_generations
+        self.state: dict[str, PairSums] = {}
+        self.lo, self.hi = np.inf, -np.inf
+        self.spent = 0
+
+    def load(self, train_obs: pd.DataFrame) -> None:
+        """Rebuild state from stored training observations (resume)."""
+        midx = {m: i for i, m in enumerate(self.models)}
+        for row in train_obs.itertuples(index=False):
+            mi = midx.get(str(row.model))
+            if mi is None:
+                continue
+            st = self.state.setdefault(str(row.query_id), PairSums.empty(len(self.models), self.k))
+            st.add(mi, float(row.score), float(row.cost))
+            v = max(int(row.prompt_variant_id), 0)
+            if v < self.k:
+                st.slots[mi, v] = max(st.slots[mi, v], int(row.decode_id) + 1)
+            self._see_cost(float(row.cost))
+            self.spent += 1
+
+    def _see_cost(self, cost: float) -> None:
+        self.lo, self.hi = min(self.lo, cost), max(self.hi, cost)
+
+    def _norm_cost_sums(self, st: PairSums) -> np.ndarray:
+        if not np.isfinite(self.lo) or self.hi <= self.lo:
+            return np.zeros_like(st.raw_cost)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(st.n > 0, st.raw_cost / np.maximum(st.n, 1), self.lo)
+        return st.n * (mean - self.lo) / (self.hi - self.lo)
+
+    def next(self, query_id: str) -> tuple[int, int, int] | None:
+        """(model index, rewrite slot, decode index) of the next sample, or None when done."""
+        st = self.state.setdefault(query_id, PairSums.empty(len(self.models), self.k))
+        capacity = (self.r * self.k - st.slots.sum(axis=1)).astype(float)
+        rng = np.random.default_rng(stable_int("adaptive", self.seed, self.dataset, query_id,
+                                               int(st.slots.sum()), bits=31))
+        d = decide(st.n[None], st.s[None], st.ss[None], self._norm_cost_sums(st)[None], self.prices,
+                   self.config, rng, capacity=capacity[None])
+        m = int(d.model[0])
+        if m < 0:
+            return None
+        open_slots = np.where(st.slots[m] < self.r, st.slots[m], np.iinfo(np.int64).max)
+        k = next_rewrite(open_slots)
+        return m, k, int(st.slots[m, k])
+
+    def record(self, query_id: str, model: int, rewrite: int, results: list[tuple[float, float]]) -> None:
+        """A sample was attempted at ``rewrite``'s next decode; ``results`` its (score, cost) if stored."""
+        st = self.state[query_id]
+        st.slots[model, rewrite] += 1
+        for score, cost in results:
+            st.add(model, score, cost)
+            self._see_cost(cost)
+
+    def settled(self, query_id: str) -> bool:
+        st = self.state.get(query_id)
+        if st is None:
+            return False
+        return bool((st.slots.sum(axis=1) < self.r * self.k).any())
+
+
+SampleFn = Callable[[str, str, int, int], Awaitable[list[tuple[float, float]] | None]]
+
+
+async def run_adaptive(planner: AdaptivePlanner, query_ids: list[str], sample: SampleFn, *,
+                       concurrency: int, stop: asyncio.Event, progress: AdaptiveProgress) -> None:
+    """Collect the training split adaptively: ``concurrency`` queries in flight, one sample at a
+    time per query. ``sample(query_id, model, rewrite, decode)`` generates, scores and stores one
+    observation and returns its (score, cost) (empty when it was not stored, None to stop)."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for q in query_ids:
+        queue.put_nowait(q)
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                qid = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            while not stop.is_set():
+                if planner.budget is not None and planner.spent >= planner.budget:
+                    # the training budget is spent: this query and the rest stop here (the test
+                    # split, collected by the grid workers, goes on)
+                    progress.stopped_budget += 1 + queue.qsize()
+                    while not queue.empty():
+                        queue.get_nowait()
+                    break
+                step = planner.next(qid)
+                if step is None:
+                    if planner.settled(qid):
+                        progress.settled += 1
+                    else:
+                        progress.exhausted += 1
+                    break
+                m, k, r = step
+                planner.spent += 1
+                res = await sample(qid, planner.models[m], k, r)
+                if res is None:
+                    return
+                planner.record(qid, m, k, res)
+                progress.generations += len(res)
+            st = planner.state.get(qid)
+            progress.per_query[qid] = int(st.n.sum()) if st is not None else 0
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))

@@ -1,0 +1,213 @@
+"""Production feedback back into supervision (``caproute feedback export``).
+
+Inputs: the server's feedback store (``--feedback-db``, SQLite) and, for the text of what was
+asked and answered, its opt-in request log (``--log-store``). Duel answers carry their routing
+text in the feedback store, so duel feedback exports without a log.
+
+- Scalar feedback -> observations in the canonical schema: one row per feedback, dataset
+  ``--dataset`` (default ``feedback``), split ``train``, ``prompt_variant_id = -1``,
+  ``observation_type = decoding_variation`` and ``decode_id`` = the rank of the feedback among
+  those on the same (query, model) in store order, so repeated ratings of a query's answers
+  become DARS's repeated observations (mean, spread) and a re-export adds only new rows. The
+  query id is the one ``caproute collect --queries`` gives the same conversation in chat format
+  (``chat-`` + SHA-256 of context and last user message), so logged traffic and collected
+  observations line up. ``cost`` is the served answer's cost (``cost_known`` false when the
+  proxy estimated it).
+- Pairwise feedback -> preference rows in the PandaLM-style pairs format that ``caproute duel``
+  and ``caproute duel init`` read (``instruction, input, model_1, model_2, human_majority`` with
+  1 = model_1's answer preferred, 0 = tie; here model_1 is the winner), plus, with
+  ``primary``/``alternative``, a judge file (``query_id, label``: 1 = primary better,
+  2 = alternative better, 0 = tie; several comparisons of a query are summed to their sign) for
+  ``caproute meta --judge-file`` as the biased preference source. Comparisons of a model with
+  itself carry no preference between models and are skipped (counted).
+
+Feedback whose response was not logged (no ``--log-store`` at serve time) is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from caproute.errors import DataError
+
+DEFAULT_DATASET = "feedback"
+
+
+@dataclass
+class ExportReport:
+    scalar_feedback: int = 0
+    pairwise_feedback: int = 0
+    observations: int = 0
+    observations_written: int = 0
+    pairs: int = 0
+    judge_rows: int = 0
+    skipped_not_logged: int = 0
+    skipped_same_model: int = 0
+    skipped_other_models: int = 0
+    outputs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_feedback(feedback_db: str | os.PathLike) -> pd.DataFrame:
+    """Every feedback row with its response(s), in store order (read-only)."""
+    p = Path(feedback_db)
+    if not p.is_file():
+        raise DataError("feedback store not found", source=str(p))
+    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        return pd.read_sql_query(
+            """SELECT f.rowid AS seq, f.feedback_id, f.kind, f.response_id, f.other_response_id, f.score, f.tie,
+                      a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text, a.decision AS a_decision,
+                      b.model AS b_model, b.routing_text AS b_text
+               FROM feedback f JOIN responses a ON a.response_id = f.response_id
+               LEFT JOIN responses b ON b.response_id = f.other_response_id ORDER BY f.rowid""",
+            con,
+        )
+    except Exception as e:  # noqa: BLE001 - a file that is not a feedback store
+        raise DataError(f"not a caproute feedback store ({e})", source=str(p)) from None
+    finally:
+        con.close()
+
+
+def _conversation(messages_json: str | None, fallback_text: str | None) -> dict | None:
+    """{query_id, question, context} of a logged request (chat format), or of a duel's routing text."""
+    from caproute.collect.queries import chat_query
+
+    if messages_json:
+        try:
+            q = chat_query(json.loads(messages_json))
+            return {"query_id": q["query_id"], "question": q["question"], "context": q["context"]}
+        except (DataError, json.JSONDecodeError):
+            pass
+    if fallback_text:
+        return chat_query([{"role": "user", "content": fallback_text}])
+    return None
+
+
+def feedback_observations(fb: pd.DataFrame, requests: pd.DataFrame | None, dataset: str = DEFAULT_DATASET
+                          ) -> tuple[pd.DataFrame, int]:
+    """Observations from the scalar feedback rows of ``fb`` (see the module docstring); returns
+    (observations, number skipped because the response was not logged)."""
+    log = requests.set_index("response_id") if requests is not None and len(requests) else None
+    rows, skipped = [], 0
+    for r in fb[fb["kind"] == "scalar"].itertuples(index=False):
+        lg = log.loc[r.response_id] if log is not None and r.response_id in log.index else None
+        conv = _conversation(None if lg is None else lg["messages"], r.a_text)
+        if conv is None:
+            skipped += 1
+            continue
+        cost, known = None, False
+        if lg is not None and lg["cost_usd"] is not None and not pd.isna(lg["cost_usd"]):
+            cost, known = float(lg["cost_usd"]), not bool(lg["cost_estimated"])
+        elif isinstance(r.a_decision, str):
+            spend = json.loads(r.a_decision).get("spend_usd") if r.a_decision.startswith("{") else None
+            cost = float(spend) if spend is not None else None
+        rows.append({
+            "dataset": dataset, "split": "train", "query_id": conv["query_id"], "model": r.a_model,
+            "prompt_variant_id": -1, "observation_type": "decoding_variation", "score": float(r.score),
+            "cost": 0.0 if cost is None else cost, "cost_known": known and cost is not None,
+            "question": conv["question"], "context": conv["context"],
+            "response_text": None if lg is None else lg["answer"],
+            "input_tokens": None if lg is None else _int(lg["prompt_tokens"]),
+            "output_tokens": None if lg is None else _int(lg["completion_tokens"]), "_seq": r.seq,
+        })
+    if not rows:
+        return pd.DataFrame(), skipped
+    obs = pd.DataFrame(rows).sort_values("_seq", kind="stable")
+    obs["decode_id"] = obs.groupby(["query_id", "model"]).cumcount()
+    return obs.drop(columns="_seq").reset_index(drop=True), skipped
+
+
+def _int(v):
+    return None if v is None or pd.isna(v) else int(v)
+
+
+def feedback_pairs(fb: pd.DataFrame, requests: pd.DataFrame | None) -> tuple[pd.DataFrame, int, int]:
+    """PandaLM-style preference rows from the pairwise feedback; returns (pairs, not logged, same model)."""
+    log = requests.set_index("response_id") if requests is not None and len(requests) else None
+    rows, not_logged, same = [], 0, 0
+    for r in fb[fb["kind"] == "pairwise"].itertuples(index=False):
+        lg = log.loc[r.response_id] if log is not None and r.response_id in log.index else None
+        conv = _conversation(None if lg is None else lg["messages"], r.a_text)
+        if conv is None:
+            not_logged += 1
+            continue
+        if r.a_model == r.b_model:
+            same += 1
+            continue
+        rows.append({"query_id": conv["query_id"], "instruction": conv["question"], "input": conv["context"] or "",
+                     "model_1": r.a_model, "model_2": r.b_model, "human_majority": 0 if r.tie else 1,
+                     "source": "feedback", "feedback_id": r.feedback_id})
+    cols = ["query_id", "instruction", "input", "model_1", "model_2", "human_majority", "source", "feedback_id"]
+    return pd.DataFrame(rows, columns=cols), not_logged, same
+
+
+def judge_file_rows(pairs: pd.DataFrame, primary: str, alternative: str) -> tuple[pd.DataFrame, int]:
+    """``query_id, label`` (1 primary better, 2 alternative better, 0 tie) from preference rows of the
+    two models; several comparisons of one query are summed to their sign. Returns (rows, other rows)."""
+    sel = ((pairs["model_1"] == primary) & (pairs["model_2"] == alternative)) | (
+        (pairs["model_1"] == alternative) & (pairs["model_2"] == primary))
+    sub = pairs[sel]
+    sign = np.where(sub["human_majority"].to_numpy() == 0, 0, np.where(sub["model_1"].to_numpy() == primary, 1, -1))
+    agg = pd.Series(sign, index=sub["query_id"].to_numpy()).groupby(level=0).sum()
+    label = np.where(agg.to_numpy() > 0, 1, np.where(agg.to_numpy() < 0, 2, 0))
+    return pd.DataFrame({"query_id": agg.index.astype(str), "label": label}), int((~sel).sum())
+
+
+def export_feedback(feedback_db: str | os.PathLike, *, log_store: str | os.PathLike | None = None,
+                    dataset: str = DEFAULT_DATASET, store: str | os.PathLike | None = None,
+                    observations: str | os.PathLike | None = None, pairs: str | os.PathLike | None = None,
+                    judge_file: str | os.PathLike | None = None, primary: str | None = None,
+                    alternative: str | None = None) -> ExportReport:
+    """Write the exports asked for (each atomically; the store in one transaction)."""
+    from caproute.data.atomic import atomic_file, write_parquet
+    from caproute.serve.log_store import read_requests
+
+    if judge_file is not None and (primary is None or alternative is None):
+        raise DataError("--judge-file needs --primary and --alternative", source="arguments")
+    if not any(x is not None for x in (store, observations, pairs, judge_file)):
+        raise DataError("nothing to export: pass --store, --observations, --pairs and/or --judge-file",
+                        source="arguments")
+    fb = read_feedback(feedback_db)
+    requests = read_requests(log_store) if log_store is not None else None
+    rep = ExportReport(scalar_feedback=int((fb["kind"] == "scalar").sum()),
+                       pairwise_feedback=int((fb["kind"] == "pairwise").sum()))
+    if store is not None or observations is not None:
+        obs, skipped = feedback_observations(fb, requests, dataset)
+        rep.observations, rep.skipped_not_logged = len(obs), skipped
+        if len(obs):
+            from caproute.data.validate import canonicalize
+
+            canon = canonicalize(obs, source=str(feedback_db))
+            if observations is not None:
+                write_parquet(canon, observations)
+                rep.outputs["observations"] = str(observations)
+            if store is not None:
+                from caproute.data.store import ObservationStore
+
+                with ObservationStore(store) as s:
+                    rep.observations_written = s.upsert(canon, source=f"feedback:{feedback_db}", on_conflict="update")
+                rep.outputs["store"] = str(store)
+    if pairs is not None or judge_file is not None:
+        pr, not_logged, same = feedback_pairs(fb, requests)
+        rep.pairs, rep.skipped_same_model = len(pr), same
+        rep.skipped_not_logged += not_logged
+        if pairs is not None:
+            write_parquet(pr, pairs)
+            rep.outputs["pairs"] = str(pairs)
+        if judge_file is not None:
+            jf, other = judge_file_rows(pr, primary, alternative)
+            rep.judge_rows, rep.skipped_other_models = len(jf), other
+            with atomic_file(judge_file) as tmp:
+                jf.to_csv(tmp, index=False)
+            rep.outputs["judge_file"] = str(judge_file)
+    return rep

@@ -1,0 +1,185 @@
+"""Opt-in log of routed requests and their answers (``caproute serve --log-store LOG.sqlite3``).
+
+Feedback refers to response ids; to turn it into training data we need what was asked and what
+was answered. With ``--log-store`` the proxy records, per answered response id, the request's
+messages, the routing text, the answer text, the model, usage and cost. Nothing is logged
+without the flag (prompts may hold personal data: the log is the operator's choice).
+
+Storage: one SQLite file (WAL). A writer thread drains a queue and commits in groups, so the
+request path only enqueues (it never waits for the disk). ``synchronous=NORMAL``: a crash may
+lose the last moments of the log (never corrupt it); feedback itself is in the fsync'd feedback
+store. The file can be read while the server runs (``caproute feedback export``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("caproute.serve")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    response_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    kind TEXT NOT NULL,              -- chat | direct | duel
+    router TEXT,
+    model TEXT,
+    messages TEXT NOT NULL,          -- JSON list of the request's messages
+    answer TEXT,
+    finish_reason TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cost_usd REAL,
+    cost_estimated INTEGER
+);
+"""
+FIELDS = ("response_id", "created", "kind", "router", "model", "messages", "answer", "finish_reason",
+          "prompt_tokens", "completion_tokens", "cost_usd", "cost_estimated")
+
+
+class RequestLog:
+    """Thread-safe, non-blocking request/answer log. ``start()`` then ``record(...)``; ``close()`` flushes."""
+
+    def __init__(self, path: str | Path, max_batch: int = 512):
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self._q: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.written = 0
+
+    def start(self) -> RequestLog:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="caproute-request-log", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        self._thread = None
+
+    def record(self, *, response_id: str, kind: str, model: str | None, messages: list, answer: str | None,
+               router: str | None = None, finish_reason: str | None = None, usage: dict | None = None,
+               cost_usd: float | None = None, cost_estimated: bool = False) -> None:
+        """Queue one answered request (not awaited)."""
+        usage = usage or {}
+        row = {"response_id": response_id, "created": time.time(), "kind": kind, "router": router, "model": model,
+               "messages": json.dumps(messages, default=str), "answer": answer, "finish_reason": finish_reason,
+               "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+               "cost_usd": cost_usd, "cost_estimated": int(bool(cost_estimated))}
+        if self._thread is not None:
+            self._q.put(tuple(row[k] for k in FIELDS))
+
+    def _run(self) -> None:
+        try:
+            con = sqlite3.connect(self.path, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.executescript(SCHEMA)
+        except BaseException as e:  # surfaced by start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        sql = f"INSERT OR REPLACE INTO requests ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
+        stop = False
+        while not stop:
+            rows = [self._q.get()]
+            while len(rows) < self.max_batch:
+                try:
+                    rows.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            if None in rows:
+                stop = True
+                rows = [r for r in rows if r is not None]
+            if not rows:
+                continue
+            try:
+                con.execute("BEGIN")
+                con.executemany(sql, rows)
+                con.execute("COMMIT")
+                self.written += len(rows)
+            except sqlite3.Error as e:
+                log.error("request log: %d rows not written: %s", len(rows), e)
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+        con.close()
+
+
+def answer_text(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(text, finish_reason) of the first choice of a chat completion body."""
+    choices = data.get("choices") or []
+    if not choices:
+        return None, None
+    c = choices[0]
+    msg = c.get("message") or {}
+    content = msg.get("content")
+    if isinstance(content, list):
+        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content, c.get("finish_reason")
+
+
+def read_requests(path: str | Path):
+    """The logged requests as a DataFrame (read-only; works while the server writes)."""
+    import pandas as pd
+
+    from caproute.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("request log not found", source=str(p))
+    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        return pd.read_sql_query("SELECT * FROM requests ORDER BY created", con)
+    except Exception as e:  # noqa: BLE001 - a file that is not a request log
+        raise DataError(f"not a caproute request log ({e})", source=str(p)) from None
+    finally:
+        con.close()
+
+
+def delta_text(chunk: dict[str, Any]) -> str:
+    """The content delta of a streamed chunk's first choice ('' when none)."""
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    delta = choices[0].get("delta") or {}
+    content = delta.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def log_answer(state, *, response_id: str, kind: str, router: str | None, model: str, raw: dict,
+               data: dict | None = None, text: str | None = None, usage: dict | None = None,
+               spend: float | None = None, estimated: bool = False) -> None:
+    """Record one answered request in the server's request log, when ``--log-store`` is on.
+
+    ``data``: a non-streamed completion body (its first choice is the answer), or ``text`` for a
+    stream. Never raises: the log must not fail a request.
+    """
+    rl = getattr(state, "request_log", None)
+    if rl is None:
+        return
+    try:
+        finish = None
+        if data is not None:
+            text, finish = answer_text(data)
+            usage = usage if usage is not None else data.get("usage")
+        rl.record(response_id=response_id, kind=kind, router=router, model=model,
+                  messages=list(raw.get("messages") or []), answer=text, finish_reason=finish, usage=usage,
+                  cost_usd=spend, cost_estimated=estimated)
+    except Exception:  # noqa: BLE001
+        log.exception("request log: could not record %s", response_id)

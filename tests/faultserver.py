@@ -1,0 +1,247 @@
+"""A misbehaving OpenAI-compatible backend for the fault-injection tests (pure ASGI, run under
+uvicorn on loopback with :class:`caproute.serve.testing.UvicornThread`).
+
+Each request's ``model`` field picks its behaviour through ``FaultServer.modes`` (model id -> mode;
+default ``ok``), so a test can turn one pool model bad while the others answer:
+
+==================  ===============================================================================
+``ok``              a valid answer (JSON, or SSE chunks ending with ``[DONE]``)
+``trickle``         a valid answer sent one byte every ``trickle_s`` (headers at once)
+``ping``            ``: ping`` SSE comments every ``trickle_s``, forever (OpenRouter while queued)
+``hang``            accepts the request and never sends a byte
+``slow_first``      waits ``slow_s`` before the headers, then answers ``ok``
+``500``             HTTP 500 with an error body
+``garbage``         HTTP 200, ``application/json``, a body that is not JSON
+``error200``        HTTP 200 whose body is an error object (no choices)
+``usage_string``    a 200 answer whose ``usage`` is a string
+``usage_negative``  ... whose ``completion_tokens`` is -5
+``usage_huge``      ... whose ``completion_tokens`` is 10**30
+``usage_details``   ... whose ``prompt_tokens_details`` is a list
+``content_int``     ... whose message ``content`` is an integer
+``truncated``       a stream that sends one content chunk and closes (no finish_reason, no [DONE])
+``stall``           a stream that sends one content chunk, then nothing until the client leaves
+``delay``           waits ``delay_s`` (a service time), then answers ``ok``
+==================  ===============================================================================
+
+``active`` counts requests whose handler still runs (a backend connection the proxy left open keeps
+it above zero until the client side closes), ``disconnects`` the ones that ended because the
+client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+ANSWER = "Four."
+MODES = (
+    "ok",
+    "trickle",
+    "ping",
+    "hang",
+    "slow_first",
+    "500",
+    "garbage",
+    "error200",
+    "usage_string",
+    "usage_negative",
+    "usage_huge",
+    "usage_details",
+    "content_int",
+    "truncated",
+    "stall",
+    "delay",
+)
+BAD_USAGE = {
+    "usage_string": "lots",
+    "usage_negative": {"prompt_tokens": 3, "completion_tokens": -5, "total_tokens": -2},
+    "usage_huge": {"prompt_tokens": 3, "completion_tokens": 10**30, "total_tokens": 10**30},
+    "usage_details": {"prompt_tokens": 3, "completion_tokens": 2, "prompt_tokens_details": [1, 2]},
+}
+
+
+class FaultServer:
+    def __init__(self, trickle_s: float = 0.3, slow_s: float = 3.0, delay_s: float = 0.2):
+        self.modes: dict[str, str] = {}
+        self.trickle_s, self.slow_s, self.delay_s = trickle_s, slow_s, delay_s
+        self.active = 0
+        self.active_by_model: dict[str, int] = {}
+        self.max_active_by_model: dict[str, int] = {}
+        self.disconnects = 0
+        self.requests: list[tuple[str, str, bool]] = []  # (model, mode, stream)
+        self._lock = threading.Lock()
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """True once no handler runs any more (every backend connection was closed)."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.active == 0:
+                return True
+            time.sleep(0.02)
+        return self.active == 0
+
+    # -- ASGI ---------------------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        try:
+            req = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            req = {}
+        model = str(req.get("model", ""))
+        mode = self.modes.get(model, "ok")
+        stream = bool(req.get("stream"))
+        with self._lock:
+            self.requests.append((model, mode, stream))
+            self.active += 1
+            k = self.active_by_model[model] = self.active_by_model.get(model, 0) + 1
+            self.max_active_by_model[model] = max(self.max_active_by_model.get(model, 0), k)
+        gone = asyncio.Event()
+
+        async def watch():
+            while True:
+                m = await receive()
+                if m["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self._answer(mode, model, stream, send, gone)
+        finally:
+            watcher.cancel()
+            with self._lock:
+                self.active -= 1
+                self.active_by_model[model] -= 1
+                if gone.is_set():
+                    self.disconnects += 1
+
+    async def _answer(self, mode, model, stream, send, gone: asyncio.Event):
+        if mode == "hang":
+            await gone.wait()
+            return
+        if mode == "delay":
+            await asyncio.sleep(self.delay_s)
+            mode = "ok"
+        if mode == "slow_first":
+            try:
+                await asyncio.wait_for(gone.wait(), self.slow_s)
+                return
+            except TimeoutError:
+                mode = "ok"
+        if mode == "500":
+            return await _send(send, 500, b'{"error":{"message":"injected 500","type":"server_error"}}')
+        if mode == "garbage":
+            return await _send(send, 200, b"<html>definitely not json")
+        if mode == "error200":
+            return await _send(send, 200, b'{"error":{"message":"injected error in a 200","code":500}}')
+        if mode == "ping":
+            await send(_start(200, b"text/event-stream"))
+            while not gone.is_set():
+                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                try:
+                    await asyncio.wait_for(gone.wait(), self.trickle_s)
+                except TimeoutError:
+                    pass
+            return
+        if stream:
+            chunks = _stream_chunks(model, truncated=mode in ("truncated", "stall"))
+            payload = b"".join(chunks)
+            if mode in ("truncated", "stall"):
+                await send(_start(200, b"text/event-stream"))
+                await send({"type": "http.response.body", "body": chunks[0], "more_body": True})
+                if mode == "stall":
+                    await gone.wait()
+                    return
+                await asyncio.sleep(0.05)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if mode in BAD_USAGE or mode == "content_int":
+                payload = b"".join(_stream_chunks(model, bad=mode))
+            if mode == "trickle":
+                return await self._trickle(send, payload, b"text/event-stream", gone)
+            await send(_start(200, b"text/event-stream"))
+            await send({"type": "http.response.body", "body": payload, "more_body": False})
+            return
+        out = _completion(model, bad=mode)
+        payload = json.dumps(out).encode()
+        if mode == "trickle":
+            return await self._trickle(send, payload, b"application/json", gone, length=True)
+        return await _send(send, 200, payload)
+
+    async def _trickle(self, send, payload: bytes, ctype: bytes, gone: asyncio.Event, length: bool = False):
+        start = _start(200, ctype)
+        if length:
+            start["headers"].append((b"content-length", str(len(payload)).encode()))
+        await send(start)
+        for i in range(len(payload)):
+            if gone.is_set():
+                return
+            await send({"type": "http.response.body", "body": payload[i : i + 1], "more_body": True})
+            try:
+                await asyncio.wait_for(gone.wait(), self.trickle_s)
+                return
+            except TimeoutError:
+                pass
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _start(status: int, ctype: bytes) -> dict:
+    return {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
+
+
+async def _send(send, status: int, body: bytes) -> None:
+    start = _start(status, b"application/json")
+    start["headers"].append((b"content-length", str(len(body)).encode()))
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+def _completion(model: str, bad: str = "ok") -> dict:
+    content = 4 if bad == "content_int" else ANSWER
+    usage = BAD_USAGE.get(bad, {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+    return {
+        "id": "fault-1",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+
+
+def _stream_chunks(model: str, truncated: bool = False, bad: str = "ok") -> list[bytes]:
+    def chunk(delta, finish=None, **extra):
+        c = {
+            "id": "fault-1",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+    if truncated:
+        return [chunk({"role": "assistant", "content": "Fo"})]
+    out = [chunk({"role": "assistant", "content": ANSWER[:2]}), chunk({"content": ANSWER[2:]})]
+    if bad == "content_int":
+        out.append(chunk({"content": 4}))
+    last_usage = BAD_USAGE.get(bad, {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+    out.append(chunk({}, "stop", usage=last_usage))
+    out.append(b"data: [DONE]\n\n")
+    return out

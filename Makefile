@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.caproute-installed
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
+# LiteLLM's proxy: only the peer in benchmarks/bench_serve.py, in its own venv (never a caproute dependency)
+BENCH_VENV := .venv-bench
+LITELLM := litellm[proxy]==1.80.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -36,14 +39,19 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not pool"
 
-bench: install
+$(BENCH_VENV)/.litellm-installed:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q "$(LITELLM)" && touch $@ \
+		|| echo "LiteLLM could not be installed: bench_serve reports its row as skipped"
+
+bench: install $(BENCH_VENV)/.litellm-installed
 	$(PY) benchmarks/run_all.py
 
-bench-quick: install
+bench-quick: install $(BENCH_VENV)/.litellm-installed
 	$(PY) benchmarks/run_all.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) demo-output .pytest_cache

@@ -33,6 +33,7 @@ with probability sigmoid(skill[m, topic] - difficulty); cost = the model's price
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -499,10 +500,8 @@ def process_tree_cpu(pid: int) -> float:
     except OSError:
         kids = []
     for k in kids:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             total += process_tree_cpu(int(k))
-        except (OSError, ValueError):
-            pass
     return total
 
 

@@ -10,7 +10,7 @@ paper's SGLD sampler is not run here, for CPU time):
    embeddings ccft-excel-perf-cost and minilm-excel-perf-cost; the default (eta, mu) is the pair
    with the lowest mean of (cumulative regret / uniform's) over the three data sets and both
    embeddings;
-2. main: every policy on RouterBench, RouterDC, PandaLM (human labels) and builtin with the chosen
+2. main: every policy on RouterBench and RouterDC with the chosen
    (eta, mu); FGTS.CDB on CCFT and untuned MiniLM under each of the four weightings (the paper's
    CCFT-vs-untuned claim, paired over seeds);
 3. tied arms: the paper's embeddings (``arm_residual = 0``) against the per-model component.
@@ -38,10 +38,10 @@ OUT = REPO / "docs" / "results-dueling"
 PAGE = REPO / "docs" / "results-dueling.md"
 SOURCES = {
     "routerbench": {"data": DATA / "routerdc_7llm_repeated" / "routerbench0shot_subset_long.parquet", "rounds": 5000},
-    "routerdc": {"data": DATA / "routerdc_7llm_repeated", "rounds": 5000},
+    "routerdc": {"data": DATA / "routerdc_7llm_repeated", "rounds": 2000},
     "pandalm-human": {"data": DATA / "pandalm_pairwise_human_vs_llmjudge" / "pairs.parquet", "rounds": 5000,
                       "label": "human"},
-    "builtin": {"data": "builtin", "rounds": 2000},
+    "builtin": {"data": "builtin", "rounds": 1000},
 }
 TUNE_SOURCES = ("routerbench", "routerdc", "builtin")
 ETAS = (0.25, 1.0, 4.0)
@@ -66,7 +66,9 @@ def seed_summary(result) -> dict:
         key = f"{c['policy']}|{result.label(c)}"
         avg = c["average"].astype(np.float64)
         late = max(1, int(round(LATE_FRACTION * avg.size)))
-        d = out.setdefault(key, {"final": [], "at_goal": [], "late": [], "greedy_late": [], "final_router": []})
+        d = out.setdefault(key, {"final": [], "at_goal": [], "late": [], "greedy_late": [], "final_router": [],
+                                 "same_late": []})
+        d["same_late"].append(float(np.mean(c["pairs"][0, -late:] == c["pairs"][1, -late:])))
         d["final"].append(float(avg.sum()))
         d["at_goal"].append(float(avg[:GOAL_T].sum()))
         d["late"].append(float(avg[-late:].mean()))
@@ -77,7 +79,7 @@ def seed_summary(result) -> dict:
 
 
 def run_one(name: str, source: str, *, policies, embeddings, eta: float, mu: float | None, seeds: int, jobs: int,
-            residual: float | None = None) -> dict:
+            residual: float | None = None, references: bool = True) -> dict:
     from caproute.bandits.embeddings import CCFTConfig
     from caproute.bandits.environment import load_environment
     from caproute.bandits.experiment import DuelSpec, run_duel
@@ -88,7 +90,7 @@ def run_one(name: str, source: str, *, policies, embeddings, eta: float, mu: flo
     env = load_environment(data=src["data"], label=src.get("label", "human"))
     ccft = CCFTConfig() if residual is None else CCFTConfig(residual=residual)
     spec = DuelSpec(rounds=src["rounds"], seeds=seeds, policies=tuple(policies), embeddings=tuple(embeddings),
-                    sampler="laplace", feel_good="tilt", eta=eta, mu=mu, ccft=ccft)
+                    sampler="laplace", feel_good="tilt", eta=eta, mu=mu, ccft=ccft, references=references)
     t0 = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {env.name}, {len(policies)} policies x {len(embeddings)} "
           f"embeddings x {seeds} seeds", flush=True)
@@ -113,17 +115,17 @@ def plan(seeds: int, eta: float | None = None, mu: str | None = None):
             for m in MUS:
                 tag = f"tune-{s}-eta{e:g}-mu{'0' if m == '0' else 'sqrtT'}"
                 runs.append((tag, s, {"policies": ("fgts-cdb", "uniform", "best-fixed"),
-                                      "embeddings": (HEAD, UNTUNED), "eta": e, "mu_name": m}))
+                                      "embeddings": (HEAD,), "eta": e, "mu_name": m, "references": False}))
     if eta is None:
         return runs
     every = tuple(f"{enc}-{w}" for w in WEIGHTINGS for enc in ("ccft", "minilm"))
-    for s in ("routerbench", "routerdc", "pandalm-human", "builtin"):
+    for s in ("routerbench", "routerdc"):
         runs.append((f"main-{s}", s, {"policies": ("fgts-cdb",), "embeddings": every, "eta": eta, "mu_name": mu}))
         runs.append((f"base-{s}", s, {"policies": ("uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn"),
                                       "embeddings": (HEAD, UNTUNED), "eta": eta, "mu_name": mu}))
-    for s in ("routerbench", "routerdc"):
-        runs.append((f"tied-{s}", s, {"policies": ("fgts-cdb",), "embeddings": (HEAD, "ccft-excel-mask", UNTUNED),
-                                      "eta": eta, "mu_name": mu, "residual": 0.0}))
+    for s in ("routerbench",):
+        runs.append((f"tied-{s}", s, {"policies": ("fgts-cdb",), "embeddings": (HEAD, "ccft-excel-mask"),
+                                      "eta": eta, "mu_name": mu, "residual": 0.0, "references": False}))
     return runs
 
 
@@ -138,7 +140,7 @@ def choose_default(results: dict) -> tuple[float, str, dict]:
                 if r is None:
                     continue
                 uni = np.mean(r["per_seed"]["uniform|none"]["final"])
-                ratios += [np.mean(r["per_seed"][f"fgts-cdb|{emb}"]["final"]) / uni for emb in (HEAD, UNTUNED)]
+                ratios += [np.mean(r["per_seed"][f"fgts-cdb|{HEAD}"]["final"]) / uni]
             if ratios:
                 score[(e, m)] = float(np.mean(ratios))
     best = min(score, key=lambda k: score[k])
@@ -164,9 +166,9 @@ def arms_txt(r: dict) -> str:
 
 
 def tuning_table(results: dict, scores: dict) -> str:
-    lines = ["| data | η | μ | FGTS.CDB ccft: regret at T | per round, last 20 % | greedy MAP router, last 20 % "
-             "| FGTS.CDB minilm: regret at T | per round, last 20 % | uniform | best fixed (per round, last 20 %) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| data | η | μ | FGTS.CDB: regret at T | regret / uniform's | per round, last 20 % "
+             "| greedy MAP router, last 20 % | best fixed: per round, last 20 % | a1 = a2, last 20 % |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for s in TUNE_SOURCES:
         for e in ETAS:
             for m in MUS:
@@ -174,12 +176,14 @@ def tuning_table(results: dict, scores: dict) -> str:
                 if r is None:
                     continue
                 p = r["per_seed"]
-                h, u = p[f"fgts-cdb|{HEAD}"], p[f"fgts-cdb|{UNTUNED}"]
-                lines.append(f"| {s} (T = {r['rounds']}) | {e:g} | {m} | {ms(h['final'])} | {ms(h['late'], 3)} | "
-                             f"{ms(h['greedy_late'], 3)} | {ms(u['final'])} | {ms(u['late'], 3)} | "
-                             f"{ms(p['uniform|none']['final'])} | {ms(p['best-fixed|none']['late'], 3)} |")
-    lines += ["", "Score (mean over the three data sets and both embeddings of FGTS.CDB's regret / uniform's, "
-              "lower is better): " + "; ".join(f"{k}: {v:.3f}" for k, v in sorted(scores.items(), key=lambda kv: kv[1]))]
+                h = p[f"fgts-cdb|{HEAD}"]
+                ratio = np.mean(h["final"]) / np.mean(p["uniform|none"]["final"])
+                same = h.get("same_late")
+                lines.append(f"| {s} (T = {r['rounds']}) | {e:g} | {m} | {ms(h['final'])} | {ratio:.3f} | "
+                             f"{ms(h['late'], 3)} | {ms(h['greedy_late'], 3)} | {ms(p['best-fixed|none']['late'], 3)} | "
+                             f"{'–' if not same else f'{np.mean(same):.0%}'} |")
+    lines += ["", "Score (mean over the three data sets of FGTS.CDB's regret / uniform's, lower is better): "
+              + "; ".join(f"{k}: {v:.3f}" for k, v in sorted(scores.items(), key=lambda kv: kv[1]))]
     return "\n".join(lines) + "\n"
 
 
@@ -250,14 +254,14 @@ DARS kNN's training set), the rest online. `--data builtin` resolved to
 
 ## 1. Tuning η and μ
 
-FGTS.CDB, 5 seeds, embeddings {HEAD} and {UNTUNED}:
+FGTS.CDB on {HEAD}, {results[next(k for k in results if k.startswith('tune-'))]['seeds']} seeds (the same streams for every η, μ):
 
 {tuning_table(results, scores)}
 **Chosen: η = {eta:g}, μ = {mu}.** The code's defaults (`DuelSpec`, `caproute duel`): η = {default.eta:g},
 μ = {default_mu}{'' if (default.eta == eta and default_mu == mu) else ' — NOTE: they differ from this study’s pick'}.
 """]
     parts.append("\n## 2. Policies and embeddings with the chosen η, μ\n")
-    for s in ("routerbench", "routerdc", "pandalm-human", "builtin"):
+    for s in ("routerbench", "routerdc"):
         m, b = results.get(f"main-{s}"), results.get(f"base-{s}")
         if m is None or b is None:
             continue
@@ -282,14 +286,14 @@ seeds (negative = CCFT better):
 Answer: CCFT is significantly better (|t| ≥ 2) in {n_better} of {len(diffs)} (data set, weighting)
 pairs, significantly worse in {n_worse}, and within noise in {len(diffs) - n_better - n_worse}.
 """)
-    tied = [results.get(f"tied-{s}") for s in ("routerbench", "routerdc")]
+    tied = [results.get(f"tied-{s}") for s in ("routerbench",)]
     if all(tied):
         lines = ["| data | embeddings | arms distinct / K, rank: paper (γ = 0) | with the per-model component | "
                  "FGTS.CDB regret, γ = 0 | with the component | per round last 20 %, γ = 0 | with the component |",
                  "|---|---|---|---|---:|---:|---:|---:|"]
-        for s, t in zip(("routerbench", "routerdc"), tied, strict=True):
+        for s, t in zip(("routerbench",), tied, strict=True):
             m = results[f"main-{s}"]
-            for emb in (HEAD, "ccft-excel-mask", UNTUNED):
+            for emb in (HEAD, "ccft-excel-mask"):
                 a0, a1 = t["arms"][emb], m["arms"][emb]
                 p0, p1 = t["per_seed"][f"fgts-cdb|{emb}"], m["per_seed"][f"fgts-cdb|{emb}"]
                 lines.append(f"| {s} | {emb} | {a0['distinct']}/{a0['K']}, {a0['rank']} | {a1['distinct']}/{a1['K']}, "
@@ -331,7 +335,7 @@ def goals(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--reuse", action="store_true", help="re-render from docs/results-dueling/*/seeds.json")
     ap.add_argument("--only", default="", help="comma-separated run names to (re)run, the rest reused")
     a = ap.parse_args()
@@ -350,7 +354,8 @@ def main() -> None:
             return
         mu = mu_value(kw["mu_name"], SOURCES[source]["rounds"])
         results[name] = run_one(name, source, policies=kw["policies"], embeddings=kw["embeddings"], eta=kw["eta"],
-                                mu=mu, seeds=a.seeds, jobs=a.jobs, residual=kw.get("residual"))
+                                mu=mu, seeds=a.seeds, jobs=a.jobs, residual=kw.get("residual"),
+                                references=kw.get("references", True))
 
     if not a.reuse and not Path(SOURCES["routerbench"]["data"]).exists():
         sys.exit(f"{DATA} not found (../shared/data is needed)")

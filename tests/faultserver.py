@@ -31,6 +31,7 @@ client went away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -153,10 +154,8 @@ class FaultServer:
             await send(_start(200, b"text/event-stream"))
             while not gone.is_set():
                 await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(gone.wait(), self.trickle_s)
-                except TimeoutError:
-                    pass
             return
         if stream:
             chunks = _stream_chunks(model, truncated=mode in ("truncated", "stall"))
@@ -219,7 +218,9 @@ def _completion(model: str, bad: str = "ok") -> dict:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
         "usage": usage,
     }
 

@@ -92,3 +92,67 @@ def test_scorer_registry_and_args():
         get_scorer("code-exec", timeout=2)
     with pytest.raises(ConfigError, match="memory_mb"):
         get_scorer("code-exec", memory_mb=1)
+
+
+def test_collection_with_code_exec_gives_pass_rates(tmp_path):
+    """A collection run against a real HTTP server whose 'models' write code: one correct, one
+    looping forever; the pass rate is the mean over decodes and the outcomes are stored."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from caproute.collect.config import parse_pool_config
+    from caproute.collect.queries import load_queries
+    from caproute.collect.runner import DETAILS_TABLE, CollectSpec, collect, write_reports
+    from caproute.data.store import ObservationStore
+    from caproute.errors import DataError
+
+    answers = {"good": "```python\ndef add(a, b):\n    return a + b\n```",
+               "loop": "```python\ndef add(a, b):\n    while True:\n        pass\n```"}
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": answers[body["model"]]}}],
+                                  "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    try:
+        cfg = parse_pool_config({
+            "models": [{"name": n, "base_url": url, "model": n, "api_key_env": "", "price_input_per_1m": 1,
+                        "price_output_per_1m": 1} for n in answers],
+            "tasks": {"code": {"prompt_template": "{question}", "scorer": "code-exec",
+                               "scorer_args": {"timeout_s": 1.5, "max_parallel": 2}, "max_tokens": 64}}})
+        qf = tmp_path / "he.jsonl"
+        qf.write_text(json.dumps({"task_id": "t/0", "prompt": "def add(a, b):\n", "entry_point": "add",
+                                  "test": "def check(c):\n    assert c(1, 2) == 3\n"}) + "\n")
+        q = load_queries(qf).assign(split="test")
+        spec = CollectSpec(dataset="code", task="code", models=tuple(answers), rewrites=0, decodes=0,
+                           test_rewrites=0, test_decodes=2, similarity_check=False)
+        stats, _ = collect(cfg, q, tmp_path / "obs.duckdb", spec, progress=False)
+        assert stats.done == 4 and stats.errors == 0
+        with ObservationStore(tmp_path / "obs.duckdb", read_only=True) as s:
+            obs = s.read(dataset="code")
+            det = s.connection.execute(f"SELECT model, status FROM {DETAILS_TABLE}").df()
+        assert obs.groupby("model")["score"].mean().to_dict() == {"good": 1.0, "loop": 0.0}
+        assert sorted(det.itertuples(index=False, name=None)) == [("good", "passed")] * 2 + [("loop", "timeout")] * 2
+        v = write_reports(tmp_path / "obs.duckdb", "code", cfg.task("code"), tmp_path / "rep")["scoring_validity"]
+        assert v["status_counts"] == {"passed": 2, "timeout": 2} and v["rescore_agreement"] == 1.0
+        # a malformed task definition is a named error before any request
+        bad = q.assign(answer=json.dumps({"entry_point": "add"}))
+        with pytest.raises(DataError, match="query 't/0'"):
+            collect(cfg, bad, tmp_path / "obs2.duckdb", spec, progress=False)
+    finally:
+        srv.shutdown()
+        srv.server_close()

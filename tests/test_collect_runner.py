@@ -103,7 +103,7 @@ def server():
     s.close()
 
 
-def pool_cfg(url: str, models=("a", "b")):
+def pool_cfg(url: str, models=("a", "b"), max_tokens: int = 5):
     def m(name):
         return {
             "name": name,
@@ -124,7 +124,7 @@ def pool_cfg(url: str, models=("a", "b")):
                 "t": {
                     "prompt_template": "Q: {question}",
                     "scorer": "numeric",
-                    "max_tokens": 5,
+                    "max_tokens": max_tokens,
                     "kind": "math",
                 }
             },
@@ -261,6 +261,24 @@ def test_budget_stops_cleanly(tmp_path, server):
     )
     assert stats.stopped and stats.stopped.startswith("budget")
     assert stats.spend_usd <= budget + 1e-12
+    n = len(stored(tmp_path / "s.duckdb"))
+    assert 0 < n == stats.done < est.generations
+
+
+def test_budget_is_checked_against_actual_spend(tmp_path, server):
+    """Answers of 5 tokens with max_tokens 500: the upper-bound estimate is far above what the
+    answers cost. The run must spend most of the budget (issue 16: it stopped at 20% because every
+    request reserved max_tokens), stop cleanly, and report estimate and actual spend apart."""
+    q = load_queries(queries_file(tmp_path, n_train=8, n_test=0))
+    cfg = pool_cfg(server.url, max_tokens=500)
+    full, est = collect(cfg, q, tmp_path / "full.duckdb", CollectSpec(**SPEC), dry_run=True, progress=False)
+    budget = 1.5e-3
+    stats, est = collect(cfg, q, tmp_path / "s.duckdb", CollectSpec(**(SPEC | {"budget_usd": budget})),
+                         progress=False)
+    assert est.total_usd > 10 * budget and stats.estimate_usd == est.total_usd   # the bound: not spent
+    assert stats.stopped and stats.stopped.startswith("budget") and "spent $" in stats.stopped
+    assert 0.9 * budget <= stats.spend_usd <= budget + 1e-12          # actual spend close to the budget
+    assert stats.reserved_usd == pytest.approx(0.0, abs=1e-15)
     n = len(stored(tmp_path / "s.duckdb"))
     assert 0 < n == stats.done < est.generations
 

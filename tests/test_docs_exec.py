@@ -13,7 +13,7 @@ authors in docs/docs-tests.md:
   checked. A command ending in `` &`` runs in the background until its expected output has
   appeared; it is stopped at the end of the file.
 - ```python: run with the venv's python; it must exit 0.
-- ```text (and yaml, toml, json, ini, html, markdown, diff): shown, not run: usage synopses,
+- ```text (and yaml, toml, json, jsonl, ini, html, markdown, diff, csv): shown, not run: usage synopses,
   output listings, diagrams, config samples.
 - a fence without a language is an error (say ```text for a synopsis).
 
@@ -41,8 +41,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAPROUTE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN_LANGS = {"bash", "sh", "shell", "console", "python"}
-SHOW_LANGS = {"text", "yaml", "toml", "json", "ini", "html", "markdown", "diff", "csv"}
+SHOW_LANGS = {"text", "yaml", "toml", "json", "jsonl", "ini", "html", "markdown", "diff", "csv"}
 PYTEST_MARKS = ("slow", "pool", "shared")
 DEFAULT_TIMEOUT = 300
 
@@ -273,7 +275,11 @@ class Session:
             # `make demo` in a doc: STAMP empty = the install step has nothing to do (the test uses
             # the repository's venv, linked in; it never reinstalls it)
             "MAKEFLAGS": "STAMP=", "PYTHONUNBUFFERED": "1",
+            # a `ray start` in a doc keeps its session files here, not in the machine-wide /tmp/ray
+            # (where any other `ray.init()` on the machine would find and join it); short: socket paths
+            "RAY_TMPDIR": tempfile.mkdtemp(prefix="dt-ray-", dir="/tmp"),
         })
+        self.groups: list[int] = []  # process groups of every command (daemons they left are stopped)
         self.env["COLUMNS"] = "120"  # as a terminal: rich wraps at 80 columns when output is not one
         self.background: list[subprocess.Popen] = []
         self.n = 0
@@ -288,10 +294,13 @@ class Session:
         self.n += 1
         log = self.state / f"out-{self.n}.log"
         with open(log, "wb") as fh:
+            p = subprocess.Popen(["bash", "-c", self._script(body)], stdout=fh, stderr=subprocess.STDOUT,
+                                 env=self.env, start_new_session=True)
+            self.groups.append(p.pid)
             try:
-                p = subprocess.run(["bash", "-c", self._script(body)], stdout=fh, stderr=subprocess.STDOUT,
-                                   env=self.env, timeout=timeout, start_new_session=True)
+                p.wait(timeout)
             except subprocess.TimeoutExpired:
+                _stop_group(p.pid)
                 pytest.fail(f"{label}: still running after {timeout} s:\n{body}\n--- output\n{_tail(log)}")
         if p.returncode != 0:
             pytest.fail(f"{label}: exit status {p.returncode}:\n{body}\n--- output\n{_tail(log)}")
@@ -322,16 +331,34 @@ class Session:
 
     def close(self) -> None:
         for p in self.background:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait(10)
+            self.groups.append(p.pid)
         if (self.pool_dir / "pool-state.json").exists():
             subprocess.run([str(REPO / ".venv" / "bin" / "caproute"), "pool", "down"], env=self.env,
                            capture_output=True, timeout=120)
+        for pgid in self.groups:  # servers in the background, daemons a command left (ray start)
+            _stop_group(pgid)
+        for p in self.background:
+            p.wait(10)
+        shutil.rmtree(self.env["RAY_TMPDIR"], ignore_errors=True)
+
+
+def _stop_group(pgid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM a process group this test started, SIGKILL what is left after ``grace_s``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.3)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _tail(log: Path, n: int = 60) -> str:

@@ -103,14 +103,21 @@ def test_an_interrupted_save_leaves_a_consistent_policy(tmp_path):
 # -- caproute duel init -------------------------------------------------------------------------------
 def caproute(*args, timeout=600, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "caproute", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "caproute", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, **kw)
 
 
 @pytest.mark.slow
 def test_duel_init_builds_a_servable_policy(tmp_path):
+    from caproute.data.source import load_observations
+
+    # 24 queries of the builtin data keep the CCFT fine-tuning and the encoding short
+    obs, _ = load_observations(data="builtin")
+    keep = sorted(obs["query_id"].unique())[:24]
+    small = tmp_path / "small.parquet"
+    obs[obs["query_id"].isin(keep)].to_parquet(small)
     out = tmp_path / "policy"
-    res = caproute("duel", "init", "--data", "builtin", "--embeddings", "ccft-excel-perf-cost",
+    res = caproute("duel", "init", "--data", small, "--embeddings", "ccft-excel-perf-cost",
                    "--models", "smollm2-135m,gemma3-270m", "--out", str(out), "--cache", str(tmp_path / "cache"))
     assert res.returncode == 0, res.stderr
     assert "2 arms" in res.stdout
@@ -118,15 +125,15 @@ def test_duel_init_builds_a_servable_policy(tmp_path):
     assert p.models_ == ("smollm2-135m", "gemma3-270m") and p.sampler == "laplace" and p.t_ == 0
     assert (out / "encoder" / "modules.json").exists() and p.feature_scale > 1  # self-contained, auto scale
     info = json.loads((out / "init.json").read_text())
-    assert info["n_queries"] > 100 and info["embeddings"] == "ccft-excel-perf-cost"
+    assert info["n_queries"] == 24 and info["embeddings"] == "ccft-excel-perf-cost"
     # moved elsewhere it still loads and embeds (the encoder path is relative)
     moved = tmp_path / "moved"
     shutil.move(str(out), moved)
     assert DuelingPolicy.load(moved).embed("How many legs do 3 spiders have?").shape == (p.dim,)
     # the old experiment command is unchanged, errors are named
-    bad = caproute("duel", "init", "--data", "builtin", "--models", "nope", "--out", str(tmp_path / "x"))
+    bad = caproute("duel", "init", "--data", small, "--models", "nope", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
-    again = caproute("duel", "init", "--data", "builtin", "--embeddings", "minilm", "--out", str(moved))
+    again = caproute("duel", "init", "--data", small, "--embeddings", "minilm", "--out", str(moved))
     assert again.returncode == 2 and "exists" in again.stderr
 
 

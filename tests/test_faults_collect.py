@@ -174,7 +174,9 @@ def queries(tmp_path, n=2):
     p = tmp_path / "q.jsonl"
     p.write_text(
         "".join(
-            json.dumps({"query_id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1), "split": "train"})
+            json.dumps(
+                {"query_id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1), "split": "train"}
+            )
             + "\n"
             for i in range(n)
         )

@@ -39,7 +39,9 @@ def env(tmp_path_factory):
     url = backend.base_url + "/v1"
 
     def pool(name, **kw):
-        return write_pool_yaml(d / name, [{"name": n, "base_url": url, "model": n, **kw} for n in TEST_MODELS])
+        return write_pool_yaml(
+            d / name, [{"name": n, "base_url": url, "model": n, **kw} for n in TEST_MODELS]
+        )
 
     env = {
         "dir": d,
@@ -193,7 +195,10 @@ def test_backend_connection_closed_when_the_client_leaves(env):
         first = first_choice(s)
         fault.modes[first] = "stall"
         body = {"model": ROUTER, "messages": USER, "stream": True}
-        with httpx.Client(timeout=10) as c, c.stream("POST", s.base_url + "/v1/chat/completions", json=body) as r:
+        with (
+            httpx.Client(timeout=10) as c,
+            c.stream("POST", s.base_url + "/v1/chat/completions", json=body) as r,
+        ):
             rid = r.headers["x-caproute-response-id"]
             next(r.iter_lines())
             assert fault.active == 1

@@ -329,3 +329,14 @@ def test_judge_pairwise_labels_for_meta_and_duel(server, tmp_path):
     calls = server.judge_calls()
     pairwise_labels(cfg, store, dataset="chat", primary="a", alternative="b", settings=settings)
     assert server.judge_calls() == calls  # cached
+
+
+def test_dry_run_prices_the_judge(server, tmp_path):
+    cfg = pool(server.url, "judge-pairwise", max_attempts=2, max_tokens=10)
+    q = chat_queries(tmp_path, 3).assign(split="test")
+    _, est = collect(cfg, q, tmp_path / "obs.duckdb", spec(models=("a", "b"), test_decodes=2), dry_run=True,
+                     progress=False)
+    judge = [r for r in est.rows if r["role"] == "judge"]
+    assert len(judge) == 1 and judge[0]["generations"] == 3 * 2 * 2 * 2 * 2  # obs x attempts x orders
+    assert judge[0]["output_tokens_max"] == judge[0]["generations"] * 10 and judge[0]["usd_upper_bound"] > 0
+    assert est.generations == 12 and server.judge_calls() == 0

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,6 +69,21 @@ def test_feedback_db_that_is_not_sqlite(env):
     assert f.read_text().startswith("these are my notes")  # untouched
 
 
+def test_feedback_db_of_another_application(env):
+    import sqlite3
+
+    f = env["dir"] / "other.db"
+    con = sqlite3.connect(f)
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.commit()
+    con.close()
+    out = run_fails(env, "--feedback-db", str(f), "--port", str(free_port()))
+    assert "other.db" in out and "not a caproute feedback store" in out
+    con = sqlite3.connect(f)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["invoices"]
+    con.close()
+
+
 def test_port_already_taken(env):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,10 +112,12 @@ def test_two_workers_share_the_port_and_the_feedback_store(env):
                     break
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, (env["dir"] / "workers.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                env["dir"] / "workers.log"
+            ).read_text()
             time.sleep(0.2)
-        kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-        workers = [k for k in kids if b"spawn_main" in open(f"/proc/{k}/cmdline", "rb").read()]
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
         assert len(workers) == 2  # (multiprocessing's resource tracker is a third child)
         ids = []
         for i in range(20):  # new connections: the kernel spreads them over both workers

@@ -51,6 +51,8 @@ class DuelSpec:
     dars_lambda: float | None = None     # None: the environment's lambda_c (same objective as r*)
     dars_beta: float = 0.2
     ccft: CCFTConfig = field(default_factory=CCFTConfig)
+    #: compute the full-information logistic reference per embedding set (off for tuning sweeps)
+    references: bool = True
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICY_NAMES]
@@ -400,9 +402,10 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
             (u[cats == c].max(1) - u[cats == c][:, u[cats == c].mean(0).argmax()]).sum()
             for c in set(cats.tolist())) / len(cats))
     # full-information logistic fit per embedding set, played greedily (a reference, not a bound)
-    reference["full_info_logistic"] = {
-        k: greedy_regret(full_information_logistic(v.X, v.arms, v.feature_scale, u, online_env.scale),
-                         v.X, v.arms, v.feature_scale, u) for k, v in online_embs.items()}
+    if spec.references:
+        reference["full_info_logistic"] = {
+            k: greedy_regret(full_information_logistic(v.X, v.arms, v.feature_scale, u, online_env.scale),
+                             v.X, v.arms, v.feature_scale, u) for k, v in online_embs.items()}
     meta = {"per_round_regret_reference": reference, "n_queries": int(env.n_queries), "n_offline": int(len(offline)), "n_online": int(len(online)),
             "models": list(env.models), "categories": embs[spec.embeddings[0]].categories,
             "feature_scale": {k: v.feature_scale for k, v in embs.items()},

@@ -72,12 +72,18 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     if env.n_models < 2:
         raise DataError(f"a duel needs at least 2 models, the data has {list(env.models)}",
                         source=str(store or data), field="models")
-    if env.n_queries < 4:
-        raise DataError(f"{env.n_queries} queries with every model observed; the model embeddings need at least 4",
+    if env.n_queries < 2:
+        raise DataError(f"{env.n_queries} queries with every model observed; the model embeddings need at least 2",
                         source=str(store or data))
     offline = np.arange(env.n_queries)
-    emb = build_embeddings(env, offline, [embeddings], cfg=CCFTConfig(seed=seed), cache_dir=cache_dir,
-                           progress=progress)[embeddings]
+    try:
+        emb = build_embeddings(env, offline, [embeddings], cfg=CCFTConfig(seed=seed), cache_dir=cache_dir,
+                               progress=progress)[embeddings]
+    except ValueError as e:  # e.g. CCFT needs two categories of at least two queries
+        if isinstance(e, DataError | ConfigError):
+            raise
+        raise DataError(f"cannot build '{embeddings}' model embeddings from {env.n_queries} queries: {e} "
+                        "(use --embeddings minilm-... for very small data)", source=str(store or data)) from None
     params = {"seed": seed, "encoder": emb.encoder}
     if policy == "fgts-cdb":
         params.update(sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon,

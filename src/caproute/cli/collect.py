@@ -80,7 +80,7 @@ def collect_cmd(
                                    help="--adaptive: at most this fraction of the full grid's training generations")
     ] = None,
     adaptive_rule: Annotated[
-        str, typer.Option("--adaptive-rule", help="--adaptive: pob (probability of best) | lucb")
+        str, typer.Option("--adaptive-rule", help="--adaptive: pob (probability of best) | lucb | uniform (a fixed grid, with --budget-fraction)")
     ] = "pob",
 ) -> None:
     """Collect K rewrites x R decodes per training query and the two test views, scored and costed.
@@ -115,8 +115,8 @@ def collect_cmd(
 
         if engine == "ray":
             raise ConfigError("--adaptive runs with --engine local only")
-        if adaptive_rule not in ("pob", "lucb"):
-            raise ConfigError(f"--adaptive-rule must be pob or lucb (got '{adaptive_rule}')")
+        if adaptive_rule not in ("pob", "lucb", "uniform"):
+            raise ConfigError(f"--adaptive-rule must be pob, lucb or uniform (got '{adaptive_rule}')")
         adaptive_cfg = AdaptiveConfig(rule=adaptive_rule)
     spec = CollectSpec(
         dataset=dataset or task,
@@ -219,5 +219,11 @@ def collect_cmd(
         f"duplicate keys {v['duplicate_keys']}; reports in {out / spec.dataset}/",
         highlight=False,
     )
+    if "unparsed_not_stored" in v:  # context scorers (judge, code-exec)
+        console.print(
+            f"{v['scorer']}: {v['n_scored']} scored, statuses {v['status_counts']}, "
+            f"{v['unparsed_not_stored']} unparsed (not stored), scoring cost ${v['scoring_cost_usd']:.6f}",
+            highlight=False,
+        )
     if stats.stopped and not stats.stopped.startswith(("budget", "interrupted")):
         raise typer.Exit(1)

@@ -62,7 +62,9 @@ class Usage:
 def _count(value: Any, field: str, *, limit: int = MAX_TOKENS_PER_RESPONSE) -> int:
     """A token count: a non-negative integer (an integral float is accepted) up to ``limit``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedResponse(field, f"expected a non-negative integer, got {type(value).__name__} {value!r:.40}")
+        raise MalformedResponse(
+            field, f"expected a non-negative integer, got {type(value).__name__} {value!r:.40}"
+        )
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
         raise MalformedResponse(field, f"expected a non-negative integer, got {value!r}")
     if value < 0:
@@ -272,7 +274,9 @@ class ChatClient:
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
         self._http = make_client(
-            lean=False, max_connections=max(8, endpoint.max_concurrency), default_deadline=endpoint_deadline(endpoint)
+            lean=False,
+            max_connections=max(8, endpoint.max_concurrency),
+            default_deadline=endpoint_deadline(endpoint),
         )
         self._sdk = AsyncOpenAI(
             base_url=endpoint.base_url,

@@ -425,7 +425,34 @@ def estimate_cost(
                 "usd_upper_bound": ep.cost_usd(inp, out),
             }
         )
+    judge_row = _judge_estimate(cfg, task, rows)
+    if judge_row is not None:
+        rows.append(judge_row)
     return CostEstimate(rows)
+
+
+def _judge_estimate(cfg: PoolConfig, task: TaskConfig, rows: list[dict]) -> dict | None:
+    """Upper bound of the judge's calls (every attempt, both orders for pairwise, no cache hit)."""
+    if task.scorer not in ("judge", "judge-pairwise"):
+        return None
+    scorer = get_scorer(task.scorer, **task.scorer_args)
+    st = scorer.settings
+    gens = [r for r in rows if r["role"] == "decode"]
+    n_gen = sum(r["generations"] for r in gens)
+    calls = n_gen * st.max_attempts * (2 if task.scorer == "judge-pairwise" else 1)
+    # judge prompt ~ rubric and examples (~450 tokens, measured on the built-in prompt) + the query + answer(s)
+    per_call = 450 + (sum(r["input_tokens_est"] for r in gens) / max(n_gen, 1)) + task.max_tokens * (
+        2 if task.scorer == "judge-pairwise" else 1
+    )
+    inp, out = int(calls * per_call), calls * st.max_tokens
+    return {
+        "model": f"{st.judge} (judge, at most)",
+        "role": "judge",
+        "generations": calls,
+        "input_tokens_est": inp,
+        "output_tokens_max": out,
+        "usd_upper_bound": st.endpoint(cfg).cost_usd(inp, out),
+    }
 
 
 class _Writer:
@@ -573,11 +600,15 @@ async def _run(
 
     # Budget (issue 16): a request starts when the actual spend, plus what the requests in flight are
     # expected to cost, plus its own expected cost stays within --budget-usd. "Expected" is the mean
-    # actual cost per generation seen so far for that endpoint; before the first answer it is the upper
-    # bound (prompt estimate + max_tokens), and a request that does not fit then waits for the ones in
-    # flight instead of stopping the run. The run stops when nothing is in flight and the next request's
-    # expected cost no longer fits, so it ends close to the budget on actual spend.
+    # actual cost per generation seen so far for that endpoint; before its first answer it is the upper
+    # bound (prompt estimate + max_tokens). A request that does not fit waits for the ones in flight
+    # instead of stopping the run; the first request to an endpoint whose cost is still unknown is
+    # sent while the actual spend is under the budget (one probe, so that an upper bound larger than
+    # the budget does not stop the run before anything is known). The run stops when nothing is in
+    # flight and the next request's expected cost no longer fits: it ends close to the budget on
+    # actual spend, and passes it by at most what the requests in flight cost above their expectation.
     seen_cost: dict[str, list[float]] = {}  # endpoint -> [USD, generations]
+    probing: set[str] = set()
     budget_freed = asyncio.Condition()
 
     def expected_usd(endpoint: str, upper_per_gen: float, n: int) -> float:
@@ -598,6 +629,11 @@ async def _run(
                 if spec.budget_usd is None or stats.spend_usd + stats.reserved_usd + exp <= spec.budget_usd:
                     stats.reserved_usd += exp
                     return exp
+                if (endpoint not in seen_cost and endpoint not in probing
+                        and stats.spend_usd < spec.budget_usd and not stop.is_set()):
+                    probing.add(endpoint)
+                    stats.reserved_usd += exp
+                    return exp
                 if stats.reserved_usd <= 1e-15 or stop.is_set():
                     stats.stopped = stats.stopped or (
                         f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f}; the next "
@@ -606,9 +642,10 @@ async def _run(
                     raise _Stop
                 await budget_freed.wait()
 
-    async def release(reserved: float) -> None:
+    async def release(reserved: float, endpoint: str) -> None:
         async with budget_freed:
             stats.reserved_usd = max(0.0, stats.reserved_usd - reserved)
+            probing.discard(endpoint)
             budget_freed.notify_all()
 
     # context scorers (judge, code-exec) run async; judge calls are cached in this store and charged
@@ -653,7 +690,7 @@ async def _run(
                 )
                 observe_cost("rewriter", res.cost, need - len(have))
             finally:
-                await release(reserved)
+                await release(reserved, "rewriter")
             save_rewrites(con, spec.dataset, qid, res, start=len(have))
             rewrites[qid] = have + res.texts
             stats.rewrite_calls += sum(1 for a in res.attempts if a.source == "model")
@@ -693,7 +730,7 @@ async def _run(
             )
             observe_cost(u.model, sum(g.cost for g in gens), len(gens))
         finally:
-            await release(reserved)
+            await release(reserved, u.model)
         for r, g in zip(u.decode_ids, gens, strict=True):
             if bound is None:
                 res = scorer(g.text, q.answer)

@@ -76,6 +76,9 @@ def _field_with(rec: object, needle: str) -> str | None:
     return None
 
 
+_JSON = json.JSONDecoder(parse_constant=JSONConstant)   # NaN / Infinity are named by the field check
+
+
 def _read_jsonl_records(path: Path) -> tuple[list[dict], np.ndarray]:
     """JSON objects of a JSONL file with their line numbers; bad bytes, bad JSON, NaN/Infinity
     and lone surrogates are named by file, line and (where it can be told) field."""
@@ -97,7 +100,7 @@ def _read_jsonl_records(path: Path) -> tuple[list[dict], np.ndarray]:
             if lineno == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             try:
-                rec = json.loads(line, parse_constant=JSONConstant)
+                rec = _JSON.decode(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", source=str(path),
                                 row=lineno) from None

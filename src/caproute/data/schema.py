@@ -6,7 +6,9 @@ o = (prompt_variant_id, decode_id) of model ``model`` on query ``query_id``:
 - ``prompt_variant_id``: rewrite index k = 0..K-1, or -1 for the original query.
 - ``decode_id``: stochastic decode index r = 0..R-1.
 - ``observation_type``: ``prompt_variation`` (a rewrite, the rewrite view at test time) or
-  ``decoding_variation`` (a decode of the original query, the decode view).
+  ``decoding_variation`` (a decode of the original query, the decode view). Test rows must carry
+  one of these; training rows may carry any value (kept as given) or none (then inferred from
+  ``prompt_variant_id``), as the DARS reference format allows.
 - ``score``: task quality in [0, 1]; ``cost``: raw cost of this one generation (USD, >= 0).
 """
 
@@ -45,7 +47,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("model", "VARCHAR", True, "model id"),
     Column("prompt_variant_id", "INTEGER", True, "rewrite index, -1 = original query"),
     Column("decode_id", "INTEGER", True, "decode index"),
-    Column("observation_type", "VARCHAR", True, "prompt_variation | decoding_variation"),
+    Column("observation_type", "VARCHAR", True, "prompt_variation | decoding_variation (any value on training rows)"),
     Column("score", "DOUBLE", True, "quality in [0, 1]"),
     Column("cost", "DOUBLE", True, "raw cost of the generation (USD), >= 0"),
     Column("question", "VARCHAR", False, "original query text"),

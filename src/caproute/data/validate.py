@@ -256,13 +256,14 @@ def canonicalize(df: pd.DataFrame, *, source: str, row_numbers: np.ndarray | Non
     _fail(~out["split"].isin(schema.SPLITS).to_numpy(), rows, source, "split",
           f"split must be one of {schema.SPLITS}", out["split"])
 
-    for name in ("prompt_variant_id", "decode_id"):
+    # optional in the reference format: absent (or null) means the original query / decode 0
+    for name, absent in (("prompt_variant_id", -1), ("decode_id", 0)):
         if name in df.columns:
             arr = number_values(df[name], rows, source, name, integer=True, lo=INT32_RANGE[0],
-                                hi=INT32_RANGE[1])
-            out[name] = arr.astype(np.int64)
+                                hi=INT32_RANGE[1], required=False)
+            out[name] = np.where(np.isnan(arr), absent, arr).astype(np.int64)
         else:
-            out[name] = -1 if name == "prompt_variant_id" else 0
+            out[name] = absent
 
     out["score"] = number_values(df["score"], rows, source, "score", lo=0.0, hi=1.0)
     out["cost"] = number_values(df["cost"], rows, source, "cost", lo=0.0)

@@ -75,12 +75,17 @@ def _save(fig, path: Path, top: float | None = None) -> None:
 
 
 def _top_legend(fig, handles, labels, height_in: float, ncol: int | None = None) -> float:
-    """A legend above all panels; returns the top of the panel area (figure fraction)."""
-    ncol = ncol or min(len(labels), 4)
-    rows = -(-len(labels) // max(ncol, 1))
+    """A legend between the title and the panels, as many columns as its longest label allows;
+    returns the top of the panel area (figure fraction)."""
+    width_in = fig.get_figwidth()
+    col_in = 0.075 * max((len(x) for x in labels), default=1) + 0.55   # fontsize 8: ~0.075 in a character
+    fit = max(1, int(width_in // col_in))
+    ncol = max(1, min(ncol or 6, fit, len(labels)))
+    rows = -(-len(labels) // ncol)
+    title_in, row_in = 0.34, 0.2
     fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
-    return max(0.5, 1.0 - (0.32 + 0.2 * rows) / height_in)
+               bbox_to_anchor=(0.5, 1.0 - title_in / height_in))
+    return max(0.3, 1.0 - (title_in + row_in * rows + 0.12) / height_in)
 
 
 def _dedupe(axes) -> tuple[list, list[str]]:
@@ -129,8 +134,13 @@ def plot_router_variance(runs: pd.DataFrame, reference: pd.DataFrame, views: lis
         ax.set_title(f"{view} view", fontsize=10)
     fig.suptitle(title, y=0.995, fontsize=10)
     h, lab = _dedupe(axes)
+    import matplotlib.lines as mlines
+
+    h = [mlines.Line2D([], [], ls="", marker="o", ms=4, color="grey") if x == "single-shot training" else hh
+         for hh, x in zip(h, lab, strict=True)]
+    lab = ["single-shot training (router's colour)" if x == "single-shot training" else x for x in lab]
     top = _top_legend(fig, h, lab, height, ncol=3)
-    _save(fig, path, top=top - 0.03)
+    _save(fig, path, top=top)
 
 
 def plot_kxr(kxr: pd.DataFrame, single: pd.DataFrame, views: list[str], path: Path, title: str) -> None:
@@ -139,7 +149,7 @@ def plot_kxr(kxr: pd.DataFrame, single: pd.DataFrame, views: list[str], path: Pa
     plt = _plt()
     width = min(MAX_WIDTH_IN, 4.8 * len(views))
     routers = list(dict.fromkeys(kxr["router"]))
-    height = 3.6 + 0.25 * (len(routers) // 4 + 1)
+    height = 3.9 + 0.2 * -(-len(routers) // 3)   # panels + a legend of up to 3 names a row
     fig, axes = plt.subplots(1, len(views), figsize=(width, height), squeeze=False)
     axes = list(axes[0])
     protocols = kxr[["k", "r"]].drop_duplicates()
@@ -160,12 +170,12 @@ def plot_kxr(kxr: pd.DataFrame, single: pd.DataFrame, views: list[str], path: Pa
         ax.set_title(f"{view} view (dotted: single-shot mean)", fontsize=10)
     fig.suptitle(title, y=0.995, fontsize=10)
     h, lab = _dedupe(axes)
-    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 6))
-    _save(fig, path, top=top - 0.03)
+    top = _top_legend(fig, h, lab, height, ncol=6)
+    _save(fig, path, top=top)
 
 
 def _panel_grid(plt, n_routers: int, n_views: int, panel_w: float = 2.6, panel_h: float = 2.3,
-                legend_h: float = 0.9):
+                legend_h: float = 1.4):
     """Small multiples: rows of up to 4 router panels, one block of rows per view."""
     ncols = max(1, min(4, n_routers))
     rows_per_view = -(-n_routers // ncols)
@@ -233,8 +243,8 @@ def plot_pareto(pareto: pd.DataFrame, views: list[str], path: Path, title: str) 
 
     h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--", marker="o", ms=3)
          if lab_ in ("DARS", "single-shot (first training)") else hh for hh, lab_ in zip(h, lab, strict=True)]
-    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 4))
-    _save(fig, path, top=top - 0.02)
+    top = _top_legend(fig, h, lab, height, ncol=4)
+    _save(fig, path, top=top)
 
 
 def plot_beta(beta: pd.DataFrame, views: list[str], path: Path, title: str) -> None:
@@ -242,7 +252,7 @@ def plot_beta(beta: pd.DataFrame, views: list[str], path: Path, title: str) -> N
     plt = _plt()
     routers = list(dict.fromkeys(beta["router"]))
     width = min(MAX_WIDTH_IN, 4.8 * len(views))
-    height = 3.6 + 0.25 * (len(routers) // 4 + 1)
+    height = 3.9 + 0.2 * -(-len(routers) // 3)   # panels + a legend of up to 3 names a row
     fig, axes = plt.subplots(1, len(views), figsize=(width, height), squeeze=False)
     axes = list(axes[0])
     for ax, view in zip(axes, views, strict=True):
@@ -254,8 +264,8 @@ def plot_beta(beta: pd.DataFrame, views: list[str], path: Path, title: str) -> N
         ax.set_title(f"{view} view", fontsize=10)
     fig.suptitle(title, y=0.995, fontsize=10)
     h, lab = _dedupe(axes)
-    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 6))
-    _save(fig, path, top=top - 0.03)
+    top = _top_legend(fig, h, lab, height, ncol=6)
+    _save(fig, path, top=top)
 
 
 def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str], path: Path,
@@ -296,5 +306,5 @@ def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str],
     h, lab = _dedupe([a for a in axes.ravel() if a.get_visible()])
     h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--")
          if lab_ in ("DARS", "single-shot (first training)") else hh for hh, lab_ in zip(h, lab, strict=True)]
-    top = _top_legend(fig, h, lab, height, ncol=min(len(lab), 4))
-    _save(fig, path, top=top - 0.02)
+    top = _top_legend(fig, h, lab, height, ncol=4)
+    _save(fig, path, top=top)

@@ -57,6 +57,7 @@ class SparseBatch:
         self.csr = csr
         self.shape = csr.shape
         self._t = None
+        self._torch = None
 
     @property
     def t(self):
@@ -65,6 +66,22 @@ class SparseBatch:
         if self._t is None:
             self._t = self.csr.T.tocsr()
         return self._t
+
+    def matmul(self, weight):
+        """``csr @ weight`` for a dense torch weight, as a torch tensor (torch's CSR kernel: the same
+        per-row summation order as scipy's, faster)."""
+        import torch
+
+        if self._torch is None:
+            import warnings
+
+            c = self.csr
+            with warnings.catch_warnings():    # "sparse CSR support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                self._torch = torch.sparse_csr_tensor(
+                    torch.from_numpy(c.indptr.astype(np.int64)), torch.from_numpy(c.indices.astype(np.int64)),
+                    torch.from_numpy(np.asarray(c.data, np.float32)), size=c.shape, check_invariants=False)
+        return self._torch @ weight
 
 
 class Inputs:
@@ -107,7 +124,7 @@ def _spmm_function():
         @staticmethod
         def forward(ctx, weight, batch):
             ctx.batch = batch
-            return torch.from_numpy(np.asarray(batch.csr @ weight.detach().numpy(), dtype=np.float32))
+            return batch.matmul(weight.detach())
 
         @staticmethod
         def backward(ctx, grad):

@@ -15,6 +15,7 @@ Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``POST /v1/route``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -424,6 +425,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def route(body: RouteRequest) -> Response:
         """The routing decision only: chosen model, per-model mu_q, mu_c, sigma_q, utility."""
         t0 = time.perf_counter()
+        _admit(state)
         target = state.parse_target(body.model)
         if target.kind != "router":
             raise ApiError(
@@ -725,10 +727,8 @@ async def _unless_client_leaves(request: Request | None, coro):
     if work.done():
         return work.result()
     work.cancel()
-    try:
-        await work
-    except (asyncio.CancelledError, Exception):
-        pass
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work  # the cancelled call closes its backend connection
     raise _ClientLeft
 
 

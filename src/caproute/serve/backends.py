@@ -119,7 +119,8 @@ class Backends:
         self._max_connections, self._connect_timeout = max_connections, connect_timeout_s
         # with several worker processes each admits its share of max_concurrency (at least 1)
         self.limits = {
-            n: max(1, -(-ep.max_concurrency // max(1, concurrency_divisor))) for n, ep in self.endpoints.items()
+            n: max(1, -(-ep.max_concurrency // max(1, concurrency_divisor)))
+            for n, ep in self.endpoints.items()
         }
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.waiting: dict[str, int] = dict.fromkeys(self.endpoints, 0)
@@ -230,9 +231,7 @@ class Backends:
             choices, _ = parse_completion(data)
         except MalformedResponse as e:
             raise BackendFailure(name, "bad_response", f"{e.field}: {e.problem}") from None
-        if not any(t for t, _ in choices) and not any(
-            has_content(c.get("message")) for c in data["choices"]
-        ):
+        if not any(t for t, _ in choices) and not any(has_content(c.get("message")) for c in data["choices"]):
             raise BackendFailure(name, "empty", "the model returned no content")
         return data, elapsed
 
@@ -301,7 +300,10 @@ def chunk_problem(chunk: dict) -> tuple[str, str] | None:
             return "bad_response", f"choices[{i}].delta: expected an object"
         content = delta.get("content")
         if content is not None and not isinstance(content, str):
-            return "bad_response", f"choices[{i}].delta.content: expected a string, got {type(content).__name__}"
+            return (
+                "bad_response",
+                f"choices[{i}].delta.content: expected a string, got {type(content).__name__}",
+            )
     return None
 
 

@@ -135,7 +135,11 @@ class FeedbackStore:
     ):
         self.path = Path(path)
         self.max_batch = max_batch
-        self.max_pending, self.busy_timeout_s, self.close_timeout_s = max_pending, busy_timeout_s, close_timeout_s
+        self.max_pending, self.busy_timeout_s, self.close_timeout_s = (
+            max_pending,
+            busy_timeout_s,
+            close_timeout_s,
+        )
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -239,6 +243,13 @@ class FeedbackStore:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         con.execute("PRAGMA foreign_keys=ON")
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "responses" not in tables:  # another application's database: leave it alone
+            con.close()
+            raise ConfigError(
+                f"{self.path}: an SQLite database of something else (tables {sorted(tables)[:5]}), "
+                "not a caproute feedback store; give another path"
+            )
         con.executescript(SCHEMA)
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:

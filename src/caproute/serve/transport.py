@@ -291,7 +291,9 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
             ) from None
         except httpx.ConnectTimeout:
             raise DeadlineExceeded(
-                f"connect not done within {connect:.3g} s (connect deadline)", phase="connect", request=request
+                f"connect not done within {connect:.3g} s (connect deadline)",
+                phase="connect",
+                request=request,
             ) from None
         except httpx.TimeoutException:
             raise DeadlineExceeded(

@@ -85,7 +85,7 @@ def main() -> None:
     views = {"rewrite": view_tables(test, "prompt_variation", te_q, models),
              "decode": view_tables(test, "decoding_variation", te_q, models)}
     out = {}
-    for view, (U, Q, S) in views.items():
+    for view, (U, _, _) in views.items():
         out[f"best_fixed/{view}"] = float(U.mean(axis=0).max())
         out[f"oracle/{view}"] = float(U.max(axis=1).mean())
     # hyper-parameters the bench gets through --param: knn.k=3, avengerspro.n_clusters=4, avengerspro.top_k=2
@@ -93,7 +93,7 @@ def main() -> None:
     for name, (pq, pc, ps) in preds.items():
         choice = np.argmax(pq - LAM * pc - BETA * ps, axis=1)
         r = np.arange(len(te_q))
-        for view, (U, Q, S) in views.items():
+        for view, (U, Q, _) in views.items():
             out[f"{name}/{view}/utility"] = float(U[r, choice].mean())
             out[f"{name}/{view}/quality"] = float(Q[r, choice].mean())
         out[f"{name}/chosen_decoding_instability_mean"] = float(views["decode"][2][r, choice].mean())

@@ -1,0 +1,166 @@
+"""``caproute collect --adaptive``: the live allocation loop, kill -9 + resume, budgets, and one run on
+the real local llama.cpp pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from test_collect_runner import Server, pool_cfg, queries_file, stored
+
+from caproute.collect.adaptive import AdaptivePlanner
+from caproute.collect.config import dump_pool_config
+from caproute.collect.queries import load_queries
+from caproute.collect.runner import CollectSpec, collect
+from caproute.errors import ConfigError
+from caproute.supervise.adaptive import AdaptiveConfig
+
+SPEC = dict(dataset="d", task="t", models=("a", "b"), rewrites=2, decodes=3, test_rewrites=2,
+            test_decodes=2, similarity_check=False)
+
+
+def _train_keys(df):
+    t = df[df["split"] == "train"]
+    return list(zip(t["query_id"], t["model"], t["prompt_variant_id"], t["decode_id"], strict=True))
+
+
+def test_planner_covers_rewrites_first_and_stops_at_the_grid():
+    p = AdaptivePlanner(("a", "b"), rewrites=2, decodes=2, config=AdaptiveConfig(rule="uniform"),
+                        prices=np.ones(2), seed=0, dataset="d")
+    seen = []
+    while (step := p.next("q")) is not None:
+        m, k, r = step
+        seen.append((m, k, r))
+        p.record("q", m, k, [(1.0, 0.1)])
+    assert len(seen) == len(set(seen)) == 8            # the whole 2 x 2 grid of both models, once
+    first_two_of_a = [s for s in seen if s[0] == 0][:2]
+    assert {k for _, k, _ in first_two_of_a} == {0, 1}  # both rewrites before a second decode
+
+
+def test_adaptive_collection_is_a_subset_of_the_grid_with_the_full_test_split(tmp_path):
+    srv = Server()
+    try:
+        q = load_queries(queries_file(tmp_path, n_train=4, n_test=2))
+        path = tmp_path / "s.duckdb"
+        stats, _ = collect(pool_cfg(srv.url), q, path, CollectSpec(**SPEC, adaptive=AdaptiveConfig()),
+                           progress=False)
+        df = stored(path)
+        keys = _train_keys(df)
+        assert len(keys) == len(set(keys))
+        grid = {(f"q{i}", m, k, r) for i in range(4) for m in "ab" for k in range(2) for r in range(3)}
+        assert set(keys) <= grid
+        test = df[df["split"] == "test"]
+        assert len(test) == 2 * 2 * (2 + 2)            # the test views are always complete
+        a = stats.adaptive
+        assert a["full_grid_generations"] == len(grid)
+        assert a["generations"] == len(keys)
+        assert a["saved_generations"] == len(grid) - len(keys)
+        assert a["queries_settled"] + a["queries_grid_full"] == 4
+        # a rerun finds every query settled or full: nothing new
+        again, _ = collect(pool_cfg(srv.url), q, path, CollectSpec(**SPEC, adaptive=AdaptiveConfig()),
+                           progress=False)
+        assert again.adaptive["generations_this_run"] == 0
+        assert sorted(_train_keys(stored(path))) == sorted(keys)
+    finally:
+        srv.close()
+
+
+def test_budget_fraction_caps_the_training_generations(tmp_path):
+    srv = Server()
+    try:
+        q = load_queries(queries_file(tmp_path, n_train=4, n_test=1))
+        path = tmp_path / "s.duckdb"
+        spec = CollectSpec(**SPEC, adaptive=AdaptiveConfig(rule="uniform"), budget_fraction=0.25)
+        stats, _ = collect(pool_cfg(srv.url), q, path, spec, progress=False)
+        grid = 4 * 2 * 2 * 3
+        assert len(_train_keys(stored(path))) <= int(0.25 * grid)
+        assert stats.adaptive["queries_stopped_by_budget"] >= 1
+        assert len(stored(path).query("split == 'test'")) == 2 * 4   # test split unaffected
+    finally:
+        srv.close()
+
+
+def test_budget_fraction_needs_adaptive_and_a_valid_range():
+    with pytest.raises(ConfigError):
+        CollectSpec(**SPEC, budget_fraction=0.5)
+    with pytest.raises(ConfigError):
+        CollectSpec(**SPEC, adaptive=AdaptiveConfig(), budget_fraction=1.5)
+
+
+def _cli_args(cfg_path, qpath, store, *extra):
+    return [sys.executable, "-m", "caproute", "collect", "--config", str(cfg_path), "--queries", str(qpath),
+            "--store", str(store), "--task", "t", "--dataset", "d", "--rewrites", "2", "--decodes", "3",
+            "--test-rewrites", "2", "--test-decodes", "2", "--models", "a,b", "--no-similarity-check",
+            "--adaptive", *extra]
+
+
+def test_kill_9_then_resume_continues_without_duplicates(tmp_path):
+    slow = Server(delay_s=0.05)
+    try:
+        qpath = queries_file(tmp_path, n_train=6, n_test=1)
+        cfg_path = tmp_path / "pool.yaml"
+        dump_pool_config(pool_cfg(slow.url), cfg_path)
+        store = tmp_path / "s.duckdb"
+        args = _cli_args(cfg_path, qpath, store, "--adaptive-rule", "uniform")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while slow.count(rewriter=False) < 15 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 15 <= slow.count(rewriter=False) < 6 * 2 * 6 + 2 * 4    # really mid-run
+        r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "adaptive:" in r.stdout and "saved" in r.stdout
+        keys = _train_keys(stored(store))
+        assert len(keys) == len(set(keys))
+        # the uniform rule never settles: after the resume every training pair holds its full grid
+        assert len(keys) == 6 * 2 * 2 * 3
+        report = json.loads((tmp_path / "s.duckdb.reports" / "d" / "adaptive.json").read_text())
+        assert report["generations"] == len(keys) and report["saved_generations"] == 0
+    finally:
+        slow.close()
+
+
+@pytest.mark.pool
+@pytest.mark.slow
+def test_adaptive_collection_on_the_real_local_pool(tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make install builds it)")
+    from caproute.collect.pool import start_pool
+
+    h = start_pool(["smollm2-135m", "smollm2-135m-q2k"], port_base=0, workdir=tmp_path / "pool",
+                   rewriter="smollm2-135m")
+    try:
+        rows = [{"query_id": f"q{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1),
+                 "split": "train" if i < 3 else "test"} for i in range(4)]
+        qpath = tmp_path / "q.jsonl"
+        qpath.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        store = tmp_path / "obs.duckdb"
+        args = [sys.executable, "-m", "caproute", "collect", "--config", str(h.config_path), "--queries",
+                str(qpath), "--store", str(store), "--task", "numeric", "--dataset", "adaptive-pool",
+                "--rewrites", "2", "--decodes", "2", "--test-rewrites", "1", "--test-decodes", "1",
+                "--adaptive", "--no-similarity-check"]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "adaptive:" in r.stdout
+        report = json.loads((tmp_path / "obs.duckdb.reports" / "adaptive-pool" / "adaptive.json").read_text())
+        assert report["full_grid_generations"] == 3 * 2 * 2 * 2
+        assert 3 * 2 <= report["generations"] <= report["full_grid_generations"]
+        from caproute.data.store import ObservationStore
+
+        with ObservationStore(store, read_only=True) as s:
+            df = s.read(dataset="adaptive-pool")
+        keys = _train_keys(df)
+        assert len(keys) == len(set(keys)) == report["generations"]
+        again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        with ObservationStore(store, read_only=True) as s:
+            assert len(s.read(dataset="adaptive-pool")) == len(df)   # resumed: nothing to add
+    finally:
+        h.stop()

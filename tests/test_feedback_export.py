@@ -1,0 +1,123 @@
+"""Production feedback back into supervision: the proxy's opt-in request log (real uvicorn servers,
+the openai client, streaming included) and ``caproute feedback export`` to observations, preference
+rows and a judge file that supervise/train, duel and meta read."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import openai
+import pandas as pd
+import pytest
+
+from caproute.serve.app import create_app
+from caproute.serve.config import ServeConfig
+from caproute.serve.echo import ANSWER, echo_app
+from caproute.serve.feedback_export import export_feedback
+from caproute.serve.testing import TEST_MODELS, UvicornThread, train_router, write_pool_yaml
+
+Q1 = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]
+Q2 = [{"role": "user", "content": "Name a colour."}]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fbexport")
+    backends = {n: UvicornThread(echo_app(n)).start() for n in TEST_MODELS}
+    pool = write_pool_yaml(d / "pool.yaml", [{"name": n, "base_url": b.base_url + "/v1", "model": n}
+                                             for n, b in backends.items()])
+    cfg = ServeConfig(routers={"r": train_router(d / "router")}, pool=pool, insecure_local=True,
+                      feedback_db=d / "fb.sqlite3", log_store=d / "requests.sqlite3")
+    with UvicornThread(create_app(cfg)) as srv:
+        c = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+
+        def fb(body):
+            r = httpx.post(srv.base_url + "/v1/feedback", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        ids = {}
+        for q, name in ((Q1, "q1"), (Q2, "q2")):
+            for m, score in ((TEST_MODELS[0], 0.9), (TEST_MODELS[1], 0.2)):
+                r = c.chat.completions.create(model=m, messages=q, max_tokens=4)
+                ids[(name, m)] = r.model_extra["caproute"]["response_id"]
+                fb({"response_id": ids[(name, m)], "score": score})
+        # the same answer rated twice: two observations of one (query, model)
+        fb({"response_id": ids[("q1", TEST_MODELS[0])], "score": 0.7})
+        fb({"winner_id": ids[("q1", TEST_MODELS[0])], "loser_id": ids[("q1", TEST_MODELS[1])]})
+        fb({"winner_id": ids[("q2", TEST_MODELS[1])], "loser_id": ids[("q2", TEST_MODELS[0])], "tie": True})
+        # a routed, streamed answer is logged too (text assembled from the chunks)
+        stream = c.chat.completions.create(model="caproute/r", messages=Q2, max_tokens=4, stream=True)
+        text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+        assert text == ANSWER
+        # an unlogged response: feedback from before the log existed is simulated by a route decision
+        route = httpx.post(srv.base_url + "/v1/route", json={"input": "hello"}).json()["decisions"][0]["id"]
+        fb({"response_id": route, "score": 0.5})
+    for b in backends.values():
+        b.stop()
+    return d
+
+
+def test_the_request_log_holds_messages_and_answers(served):
+    con = sqlite3.connect(served / "requests.sqlite3")
+    rows = con.execute("SELECT kind, model, messages, answer, cost_usd FROM requests ORDER BY created").fetchall()
+    assert len(rows) == 5
+    assert [r[0] for r in rows] == ["direct"] * 4 + ["chat"]
+    assert all(r[3] == ANSWER and r[4] > 0 for r in rows)
+    assert json.loads(rows[0][2]) == Q1
+
+
+def test_export_to_observations_pairs_and_judge_file(served, tmp_path):
+    from caproute.bandits.environment import environment_from_pairs
+    from caproute.causal.from_observations import read_judge_labels
+    from caproute.collect.queries import chat_query
+    from caproute.data.store import ObservationStore
+    from caproute.supervise.ablations import build_supervision
+
+    a, b = TEST_MODELS[0], TEST_MODELS[1]
+    rep = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb",
+                          pairs=tmp_path / "pairs.parquet", judge_file=tmp_path / "j.csv", primary=a, alternative=b)
+    assert rep.scalar_feedback == 6 and rep.pairwise_feedback == 2
+    assert rep.observations == 5 and rep.skipped_not_logged == 1  # the /v1/route decision has no text
+    with ObservationStore(tmp_path / "o.duckdb", read_only=True) as s:
+        obs = s.read(dataset="feedback")
+    assert len(obs) == 5 and set(obs["split"]) == {"train"}
+    q1 = chat_query(Q1)["query_id"]
+    rated_twice = obs[(obs["query_id"] == q1) & (obs["model"] == a)].sort_values("decode_id")
+    assert list(rated_twice["score"]) == [0.9, 0.7] and list(rated_twice["decode_id"]) == [0, 1]
+    assert obs["context"].dropna().tolist() == ["system: Be brief.", "system: Be brief.", "system: Be brief."]
+    assert (obs["response_text"] == ANSWER).all() and (obs["cost"] > 0).all()
+    sup = build_supervision(obs)  # supervise/train read it
+    assert sup.mu_q.shape == (2, 2)
+
+    pairs = pd.read_parquet(tmp_path / "pairs.parquet")
+    assert list(pairs["human_majority"]) == [1, 0] and pairs["model_1"].iloc[0] == a
+    env = environment_from_pairs(pairs)  # what caproute duel --data pairs.parquet builds
+    assert env.models == tuple(sorted((a, b)))
+    jl = read_judge_labels(tmp_path / "j.csv")
+    assert dict(zip(jl["query_id"], jl["gain"], strict=True)) == {q1: 1.0, chat_query(Q2)["query_id"]: 0.0}
+
+    # a re-export changes nothing (upsert on the same keys)
+    again = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb")
+    with ObservationStore(tmp_path / "o.duckdb", read_only=True) as s:
+        assert len(s.read(dataset="feedback")) == 5
+    assert again.observations == 5
+
+
+def test_export_errors_are_named(served, tmp_path):
+    from caproute.errors import DataError
+
+    with pytest.raises(DataError, match="nothing to export"):
+        export_feedback(served / "fb.sqlite3")
+    with pytest.raises(DataError, match="feedback store not found"):
+        export_feedback(tmp_path / "missing.sqlite3", store=tmp_path / "o.duckdb")
+    with pytest.raises(DataError, match="needs --primary"):
+        export_feedback(served / "fb.sqlite3", judge_file=tmp_path / "j.csv")
+    r = subprocess.run([sys.executable, "-m", "caproute", "feedback", "export", "--feedback-db",
+                        str(served / "requests.sqlite3"), "--store", str(tmp_path / "o.duckdb")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a caproute feedback store" in r.stderr and "Traceback" not in r.stderr

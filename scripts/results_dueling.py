@@ -357,7 +357,7 @@ def main() -> None:
                                 mu=mu, seeds=a.seeds, jobs=a.jobs, residual=kw.get("residual"),
                                 references=kw.get("references", True))
 
-    if not a.reuse and not Path(SOURCES["routerbench"]["data"]).exists():
+    if not a.reuse and not DATA.exists():
         sys.exit(f"{DATA} not found (../shared/data is needed)")
     for name, source, kw in plan(a.seeds):
         load_or_run(name, source, kw)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from caproute.evaluate.adaptive_study import bought_rows, replay, replay_data
-from caproute.supervise.adaptive import AdaptiveConfig, decide, next_model, next_rewrite, plugin_stats
 from caproute.supervise.ablations import build_supervision
+from caproute.supervise.adaptive import AdaptiveConfig, next_model, next_rewrite, plugin_stats
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.normalize import CostNormalizer
 from caproute.supervise.stats import capability_stats

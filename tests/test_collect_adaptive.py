@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from test_collect_runner import Server, pool_cfg, queries_file, stored
 
 from caproute.collect.adaptive import AdaptivePlanner
 from caproute.collect.config import dump_pool_config
@@ -20,6 +19,7 @@ from caproute.collect.queries import load_queries
 from caproute.collect.runner import CollectSpec, collect
 from caproute.errors import ConfigError
 from caproute.supervise.adaptive import AdaptiveConfig
+from test_collect_runner import Server, pool_cfg, queries_file, stored
 
 SPEC = dict(dataset="d", task="t", models=("a", "b"), rewrites=2, decodes=3, test_rewrites=2,
             test_decodes=2, similarity_check=False)

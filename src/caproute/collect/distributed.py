@@ -360,7 +360,8 @@ def collect_distributed(
     missing work). ``work_dir``: where shard files go (default ``<store>.shards/<dataset>/``; on a
     multi-node cluster a shared filesystem lets a retried shard resume on another node). The pool's
     ``max_concurrency`` applies per shard: up to ``running shards x max_concurrency`` requests reach
-    an endpoint at once. ``budget_usd`` is split evenly across shards, so the run never exceeds it.
+    an endpoint at once. ``budget_usd`` is split evenly across shards; each shard stops on its actual
+spend (see the runner), so the run ends close to the budget.
     """
     from rich.console import Console
 
@@ -386,7 +387,8 @@ def collect_distributed(
         keys = store.existing_keys(dataset=spec.dataset)
         existing = _key_set(keys)
         est = estimate_cost(cfg, tcfg, queries, spec, existing, load_rewrites(con, spec.dataset))
-        stats = DistributedStats(total=est.generations, recovered_rows=recovered)
+        stats = DistributedStats(total=est.generations, recovered_rows=recovered, estimate_usd=est.total_usd,
+                                 budget_usd=spec.budget_usd)
         planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
         stats.skipped_existing = planned - est.generations
         if on_plan is not None:

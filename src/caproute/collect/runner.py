@@ -786,6 +786,18 @@ async def _run(
         progress.update()
         return stored
 
+    def failed(e: GenerationError, what: str = "error") -> bool:
+        """Count a failed request; True when --max-errors says the run must stop."""
+        stats.errors += 1
+        if len(stats.error_messages) < 20:
+            stats.error_messages.append(str(e))
+        progress.console.print(f"[red]{what}[/] {e}", highlight=False)
+        if stats.errors >= spec.max_errors:
+            stats.stopped = f"{stats.errors} errors (--max-errors)"
+            stop.set()
+            return True
+        return False
+
     async def worker(it: Iterator[Unit]) -> None:
         for u in it:
             if stop.is_set():
@@ -795,13 +807,7 @@ async def _run(
             except _Stop:
                 return
             except GenerationError as e:
-                stats.errors += 1
-                if len(stats.error_messages) < 20:
-                    stats.error_messages.append(str(e))
-                progress.console.print(f"[red]error[/] {e}", highlight=False)
-                if stats.errors >= spec.max_errors:
-                    stats.stopped = f"{stats.errors} errors (--max-errors)"
-                    stop.set()
+                if failed(e):
                     return
 
     async def prefetch_rewrites() -> None:
@@ -817,11 +823,7 @@ async def _run(
             except _Stop:
                 return
             except GenerationError as e:
-                stats.errors += 1
-                progress.console.print(f"[red]rewrite error[/] {e}", highlight=False)
-                if stats.errors >= spec.max_errors:
-                    stats.stopped = f"{stats.errors} errors (--max-errors)"
-                    stop.set()
+                if failed(e, "rewrite error"):
                     return
 
     async def adaptive_sample(qid: str, model: str, rewrite: int, decode: int):
@@ -830,15 +832,7 @@ async def _run(
         except _Stop:
             return None
         except GenerationError as e:
-            stats.errors += 1
-            if len(stats.error_messages) < 20:
-                stats.error_messages.append(str(e))
-            progress.console.print(f"[red]error[/] {e}", highlight=False)
-            if stats.errors >= spec.max_errors:
-                stats.stopped = f"{stats.errors} errors (--max-errors)"
-                stop.set()
-                return None
-            return []
+            return None if failed(e) else []
 
     try:
         tasks = [asyncio.create_task(prefetch_rewrites())] if cfg.rewriter is not None else []

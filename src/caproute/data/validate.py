@@ -45,6 +45,8 @@ class JSONConstant:
 
 
 def _short(v) -> str:
+    if isinstance(v, np.generic):
+        v = v.item()
     r = repr(v)
     return r if len(r) <= 40 else r[:37] + "..."
 
@@ -355,12 +357,8 @@ def collapse_duplicates(df: pd.DataFrame, *, sources: np.ndarray, rows: np.ndarr
         where = "; ".join(f"{sources[idx[m]]} line {int(rows[idx[m]])}" for m in members[:_MAX_REPORTED])
         i0 = idx[members[0]]
         raise DataError(
-            f"conflicting duplicate key {dict(k)}: {where} differ in '{c}' "
+            f"conflicting duplicate key ({', '.join(f'{n}={k[n]}' for n in key)}): {where} differ in '{c}' "
             f"({_short(ref.loc[j, c])} vs {_short(mine.loc[j, c])})",
             source=str(sources[i0]), row=int(rows[i0]), field=c)
     return df[~df.duplicated(key, keep="first")].reset_index(drop=True)
 
-
-def drop_identical_duplicates(df: pd.DataFrame, *, rows: np.ndarray, source: str) -> pd.DataFrame:
-    """Backwards-compatible name of :func:`collapse_duplicates` for one source."""
-    return collapse_duplicates(df, sources=np.full(len(df), source, dtype=object), rows=rows)

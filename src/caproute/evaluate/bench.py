@@ -6,9 +6,12 @@ and aggregates the cells into a :class:`BenchResult` of DataFrames:
 
 - ``rows``: the JSON rows {router, supervision, view, utility_mean, utility_std, quality_mean,
   n_runs, ...}: single-shot (mean / sample std over ``single_shot_runs`` training sets, seeds
-  seed + run) and DARS (one training) per router and view, plus the reference rows ``best_fixed``
+  seed + run) and DARS (mean / sample std over ``dars_runs`` trainings, router seeds seed + run;
+  one for a router without a seed) per router and view, plus the reference rows ``best_fixed``
   (per view: the best model's mean test utility) and ``oracle`` (per view: mean of the per-query
-  best utility).
+  best utility); ``chosen_decoding_instability_mean`` as the reference scripts report it.
+- ``significance``: single-shot vs DARS per router and view (Welch t, see :func:`compare_runs`);
+  ``predictions``: per-query predictions of run 0 (chosen model, mu_q, mu_c, sigma_q per model).
 - ``ablation`` (§A.8), ``kxr`` (§A.9 / Figure 4(a)), ``beta`` (Figure 4(c)), ``pareto``
   (Figure 4(b): operating points over lambda with every fixed model and the oracle as reference),
   ``pair`` (RouteLLM's APGR / CPT / AUC on a two-model pool), ``variance`` (Figure 2(c)).

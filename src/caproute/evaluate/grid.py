@@ -5,6 +5,11 @@ K x R protocol); :class:`GridData` carries what every cell shares (features comp
 training rows, the test view matrices). :func:`run_cell` is a pure function of the two, so a grid
 gives the same numbers for any ``--jobs`` and either engine: BLAS and torch run single-threaded
 inside a cell (parallelism comes from running cells side by side), and seeds travel in the cell.
+
+Cells that would train the very same router (:func:`plan_groups`: same router, parameters, router
+seed and supervision arrays, and the same beta where training reads it) form a :class:`FitGroup`:
+one fit, one prediction, then each cell is routed with its own beta (:func:`run_group`). Routers
+are built by the one factory ``caproute train`` uses (:func:`caproute.routers.pipeline.make_router`).
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ import numpy as np
 
 DATASET = "tinypool-mix"
 SEED = 20261
-PER_FAMILY = 20
-COUNTS = {"capitals": 48, "sentiment": 36}
+PER_FAMILY = 16
+COUNTS = {"capitals": 40, "sentiment": 30}
 """Queries per family (others: PER_FAMILY). Our choice: the families that the base Gemma model wins get
 more queries, so that about half the queries favour a model other than the best one on average."""
-FAMILIES = ("capitals", "arithmetic", "sentiment", "first_letter", "number_words", "antonyms")
+FAMILIES = ("capitals", "sentiment", "arithmetic", "number_words", "first_letter", "antonyms")
 """The families of the collected set (the pilot measured the others too, see the datasheet)."""
 PILOT = {  # family: accuracy of (gemma3-270m, smollm2-135m, smollm2-135m-q2k), 16 items x 2 decodes
     "animal_sounds": (0.000, 0.125, 0.000), "animal_young": (0.062, 0.188, 0.094),
@@ -335,9 +335,9 @@ def _number_words(rng) -> list[tuple[str, str]]:
 def families(rng) -> dict[str, dict]:
     return {
         "capitals": {
-            "items": [(f"What is the capital of {c}?", a) for c, a in CAPITALS if c != "Italy"],
-            "fewshot": [("What is the capital of Italy?", "Rome"), ("What is the capital of Kenya?", "Nairobi"),
-                        ("What is the capital of Japan?", "Tokyo")],
+            "items": [(f"Which city is the capital of {c}?", a) for c, a in CAPITALS if c not in ("Italy", "Kenya", "Japan")],
+            "fewshot": [("Which city is the capital of Italy?", "Rome"), ("Which city is the capital of Kenya?", "Nairobi"),
+                        ("Which city is the capital of Japan?", "Tokyo")],
             "template": "Question: {question}", "kind": "short",
         },
         "languages": {
@@ -462,6 +462,12 @@ def make_queries(per_family: int = PER_FAMILY, test_fraction: float = TEST_FRACT
     return out
 
 
+REWRITER = {"min_similarity": 0.9, "max_attempts": 3}
+"""PROPOSED for this set (defaults 0.6 and 4): a first collection attempt showed that the 135M rewriter
+often changes the question (another country, "How many words are there in ..."), which scores
+every model 0 against the original gold and hid the differences between models in the training
+split; a stricter MiniLM similarity floor rejects more of those, and the template fallback fills
+the gap."""
 STOP = ["\n", "."]
 """Each worked example ends with a full stop and decoding stops at the first one: without it the
 base Gemma model writes the right word and then glues random tokens to it ("Beijingłę"), because it
@@ -489,6 +495,7 @@ def write_config(pool_yaml: str, out_yaml: str) -> None:
 
     data = yaml.safe_load(Path(pool_yaml).read_text())
     data["tasks"] = {**data.get("tasks", {}), **task_configs()}
+    data["rewriter"] = {**data["rewriter"], **REWRITER}
     cfg = parse_pool_config(data, source=pool_yaml)
     dump_pool_config(cfg, out_yaml, header=f"{pool_yaml} plus the {DATASET} family tasks "
                      "(scripts/collect_builtin_v2.py config)")
@@ -695,7 +702,9 @@ on average.
 ## Rewrites
 Written by a dedicated SmolLM2-135M-Instruct server (`smollm2-135m-rewriter`, temperature 0.9, top_p
 0.95, one line) with four worked examples, checked for completeness, duplicates, structure, numbers
-and MiniLM similarity (0.6-0.995), up to 4 attempts per rewrite. Accepted rewrites by source:
+and MiniLM similarity ({cfg['rewriter']['min_similarity']}-{cfg['rewriter']['max_similarity']}; the default
+floor is 0.6, see `REWRITER` in the script for why this set uses a stricter one), up to
+{cfg['rewriter']['max_attempts']} attempts per rewrite. Accepted rewrites by source:
 {", ".join(f"{k} {v}" for k, v in sorted(src.items()))}. Model attempts: {len(model_attempts)}, accepted
 {int(model_attempts["accepted"].sum())}. Rejection flags: {", ".join(f"{k} {v}" for k, v in sorted(flags.items()))}.
 A `template` rewrite is a deterministic paraphrase (docs/collect.md) used where the tiny rewriter failed

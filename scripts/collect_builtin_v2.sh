@@ -6,12 +6,12 @@ cd "${ROOT:-$(dirname "$0")/..}"
 PY=${PY:-.venv/bin/python}
 CAPROUTE=${CAPROUTE:-.venv/bin/caproute}
 WORK=${WORK:-.caproute/builtin-mix}
-FAMILIES=${FAMILIES:-capitals arithmetic sentiment first_letter number_words antonyms}
+FAMILIES=${FAMILIES:-capitals sentiment arithmetic number_words first_letter antonyms}
 mkdir -p "$WORK"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 # 1. queries: one JSONL file per task family, items written for this project (seed 20261)
-$PY scripts/collect_builtin_v2.py queries "$WORK/queries" --per-family "${PER_FAMILY:-20}" --test-fraction 0.4 \
+$PY scripts/collect_builtin_v2.py queries "$WORK/queries" --per-family "${PER_FAMILY:-16}" --test-fraction 0.4 \
   --families "${FAMILIES// /,}"
 
 # 2. the local pool (one thread per server): SmolLM2-135M-Instruct Q4_1, Gemma 3 270M Q4_K_M,

@@ -8,7 +8,7 @@ cd "${ROOT:-$(dirname "$0")/..}"
 PY=${PY:-.venv/bin/python}
 CAPROUTE=${CAPROUTE:-.venv/bin/caproute}
 WORK=${WORK:-.caproute/loop}
-PORT=${PORT:-8377}
+LOOP_PORT=${LOOP_PORT:-8377}  # not PORT: llama.cpp servers read $PORT from the environment
 rm -rf "$WORK"; mkdir -p "$WORK"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
 
@@ -23,15 +23,17 @@ cat > "$WORK/chat.jsonl" <<'JSONL'
 JSONL
 
 # 2. two pool models; the judge is the pool's SmolLM2
-$CAPROUTE pool up --models smollm2-135m,smollm2-135m-q2k --rewriter smollm2-135m --port-base 0 \
-  --workdir "$WORK/pool" --config-out "$WORK/pool.yaml" > /dev/null
+for try in 1 2 3; do  # a busy machine may need more than the 120 s start-up allowance
+  $CAPROUTE pool up --models smollm2-135m,smollm2-135m-q2k --rewriter smollm2-135m-q2k --port-base 0 \
+    --workdir "$WORK/pool" --config-out "$WORK/pool.yaml" > /dev/null && break
+done
 trap '$CAPROUTE pool down --workdir "$WORK/pool" > /dev/null; kill -9 ${SERVE:-0} 2>/dev/null || true' EXIT
 $PY - "$WORK/pool.yaml" <<'PYEOF'
 import sys, yaml
 p = sys.argv[1]; cfg = yaml.safe_load(open(p))
-cfg["rewriter"] = {"model": "smollm2-135m", "max_attempts": 1, "max_tokens": 40}
-cfg["tasks"] = {"chat": {"prompt_template": "{question}", "scorer": "judge", "max_tokens": 24,
-                         "scorer_args": {"judge": "smollm2-135m", "max_tokens": 24}}}
+cfg["rewriter"] = {"model": "smollm2-135m-q2k", "max_attempts": 1, "max_tokens": 32}
+cfg["tasks"] = {"chat": {"prompt_template": "{question}", "scorer": "judge", "max_tokens": 16,
+                         "scorer_args": {"judge": "smollm2-135m", "max_tokens": 12}}}
 yaml.safe_dump(cfg, open(p, "w"))
 PYEOF
 
@@ -44,15 +46,15 @@ echo '$ caproute duel init --store obs.duckdb --dataset chat --embeddings minilm
 $CAPROUTE duel init --store "$WORK/obs.duckdb" --dataset chat --embeddings minilm --out "$WORK/policy"
 
 serve() {
-  $CAPROUTE serve --router "chat-knn=$WORK/router" --pool "$WORK/pool.yaml" --insecure-local --port "$PORT" \
+  $CAPROUTE serve --router "chat-knn=$WORK/router" --pool "$WORK/pool.yaml" --insecure-local --port "$LOOP_PORT" \
     --feedback-db "$WORK/fb.sqlite3" --log-store "$WORK/requests.sqlite3" \
     --duel-policy "$WORK/policy" --duel-state-out "$WORK/policy-online" >> "$WORK/serve.log" 2>&1 &
   SERVE=$!
-  until curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null; do sleep 0.5; done
+  until curl -sf "http://127.0.0.1:$LOOP_PORT/healthz" > /dev/null; do sleep 0.5; done
 }
 echo '$ caproute serve --router chat-knn=router --pool pool.yaml --duel-policy policy --duel-state-out policy-online --log-store requests.sqlite3 ...'
 serve
-$PY - "$PORT" <<'PYEOF'
+$PY - "$LOOP_PORT" <<'PYEOF'
 import sys, httpx, openai
 c = openai.OpenAI(base_url=f"http://127.0.0.1:{sys.argv[1]}/v1", api_key="x", max_retries=0, timeout=120)
 fb = lambda body: c.post("/feedback", body=body, cast_to=httpx.Response).json()
@@ -74,7 +76,7 @@ echo '$ kill -9 <caproute serve>; caproute serve ... (same flags)'
 kill -9 $SERVE; wait $SERVE 2>/dev/null || true
 serve
 $PY -c "from caproute.bandits import load_policy; p = load_policy('$WORK/policy-online'); print('after restart: t =', p.t_)"
-$PY - "$PORT" <<'PYEOF'
+$PY - "$LOOP_PORT" <<'PYEOF'
 import sys, httpx, openai
 c = openai.OpenAI(base_url=f"http://127.0.0.1:{sys.argv[1]}/v1", api_key="x", max_retries=0, timeout=120)
 d = c.chat.completions.create(model="caproute/duel", messages=[{"role": "user", "content": "Write a haiku about rain."}], max_tokens=8)

@@ -205,6 +205,8 @@ CASES: list[Case] = [
      ["out.parquet", "writes a directory"]),
     ("export-unknown-dataset", lambda t, s: ["export", t / "o.jsonl", "--store", s, "--dataset", "nope"],
      ["obs.duckdb", "no dataset 'nope'"]),
+    ("export-under-a-file", lambda t, s: ["export", bad_jsonl(t, row()) / "x.csv", "--store", s],
+     ["bad.jsonl/x.csv", "cannot create its folder"]),
     ("export-to-directory-as-file", lambda t, s: ["export", _dir(t), "--store", s, "--format", "parquet"],
      ["somedir", "is a directory"]),
     # ---- supervise / diagnose
@@ -290,6 +292,12 @@ CASES: list[Case] = [
                                          "--store", s, "--task", "x", "--budget-usd", "nan"],
      ["--budget-usd", "finite"]),
     ("serve-lambda-inf", lambda t, s: ["serve", "--lambda", "inf"], ["--lambda", "finite"]),
+    ("duel-eta-nan", lambda t, s: ["duel", "--eta", "nan"], ["--eta", "finite"]),
+    ("meta-gamma-inf", lambda t, s: ["meta", "--json", t / "m.json", "--report", t / "rep", "--gamma", "inf"],
+     ["--gamma", "finite"]),
+    ("calibrate-tolerance-nan", lambda t, s: ["calibrate", "--router", t / "r", "--out", t / "p.json",
+                                              "--target-cost", "1", "--store", s, "--tolerance", "nan"],
+     ["--tolerance", "finite"]),
 ]
 
 

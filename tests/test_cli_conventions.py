@@ -59,6 +59,14 @@ def test_boolean_flags_have_a_negative_form():
                 assert p.secondary_opts, f"caproute {' '.join(path)} {p.opts[0]}: use --flag/--no-flag"
 
 
+def test_every_float_option_is_checked():
+    """nan/inf are refused by every float option (its own range check or the shared finite one)."""
+    for path, cmd in _commands():
+        for p in _options(cmd):
+            if getattr(p.type_descriptor, "annotation", None) is float:
+                assert p.callback is not None, f"caproute {' '.join(path)} {p.opts[0]} accepts nan"
+
+
 def test_json_options_take_a_path_and_fractions_are_named_test_fraction():
     for path, cmd in _commands():
         for p in _options(cmd):

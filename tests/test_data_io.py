@@ -147,3 +147,15 @@ def test_unknown_format_and_missing_path(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(DataError, match="--format"):
         detect_format(tmp_path / "x.txt")
+
+
+def test_optional_variant_and_decode_ids_default_per_row(tmp_path):
+    """prompt_variant_id / decode_id are optional in the reference format, per row too."""
+    f = tmp_path / "a.jsonl"
+    rows = [dict(dataset="d", split="train", query_id="q", model="m", score=1, cost=0, prompt_variant_id=2,
+                 decode_id=1),
+            dict(dataset="d", split="train", query_id="q", model="m", score=0, cost=0, prompt_variant_id=None)]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    df = read_observations(f).sort_values("prompt_variant_id")
+    assert df["prompt_variant_id"].tolist() == [-1, 2] and df["decode_id"].tolist() == [0, 1]
+    assert df["observation_type"].tolist() == ["decoding_variation", "prompt_variation"]

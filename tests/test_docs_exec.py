@@ -38,6 +38,7 @@ at the end if a block started a pool).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -280,7 +281,7 @@ class Session:
             "RAY_TMPDIR": tempfile.mkdtemp(prefix="dt-ray-", dir="/tmp"),
         })
         self.groups: list[int] = []  # process groups of every command (daemons they left are stopped)
-        self.env["COLUMNS"] = "120"  # as a terminal: rich wraps at 80 columns when output is not one
+        self.env["COLUMNS"] = "160"  # a wide terminal: rich wraps at 80 columns when output is not one
         self.background: list[subprocess.Popen] = []
         self.n = 0
 
@@ -309,10 +310,9 @@ class Session:
     def start_background(self, cmd: str, expected: list[str], timeout: int, label: str) -> None:
         self.n += 1
         log = self.state / f"out-{self.n}.log"
-        fh = open(log, "wb")
-        p = subprocess.Popen(["bash", "-c", self._script("exec " + cmd, strict=False)], stdout=fh,
-                             stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
-        fh.close()
+        with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
+            p = subprocess.Popen(["bash", "-c", self._script("exec " + cmd, strict=False)], stdout=fh,
+                                 stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.background.append(p)
         want = [x for x in expected if x.strip()]
         deadline = time.monotonic() + timeout
@@ -355,10 +355,8 @@ def _stop_group(pgid: int, grace_s: float = 20.0) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.3)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(log: Path, n: int = 60) -> str:

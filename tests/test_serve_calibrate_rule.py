@@ -31,7 +31,7 @@ def test_cost_target_met_at_zero_gives_zero():
 def test_cost_target_binding_gives_the_smallest_feasible_lambda():
     cost = np.tile([2e-6, 1e-6], (4, 1))  # now strong is dearer in observed USD too
     cal = fit_lambda(CalibrationTarget("cost", 1.5e-6), MODELS, MU_Q, MU_C, SIGMA, 0.0, cost, QUALITY)
-    assert cal.share["weak"] == 1.0 and 0.4 / 0.9 < cal.lam
+    assert cal.share["weak"] == 1.0 and cal.lam > 0.4 / 0.9
     feasible = cal.sweep.lambdas[cal.sweep.mean_cost <= 1.5e-6]
     assert cal.lam == feasible.min()
     with pytest.raises(CalibrationError, match="below the cheapest routing"):

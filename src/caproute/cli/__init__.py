@@ -46,9 +46,19 @@ from caproute.cli import serve as _serve  # noqa: E402,F401
 from caproute.cli import supervise as _supervise  # noqa: E402,F401
 
 
+def _finite_float(ctx, param, value):
+    from caproute.cli.params import check_float
+
+    values = value if isinstance(value, list | tuple) else [value]
+    for v in values:
+        check_float(v, param.opts[0])
+    return value
+
+
 def _tidy_help(command) -> None:
-    """The conventions of docs/cli.md in the help text: flags show no ``<bool>`` type, and
-    arguments read ``SRC`` / ``[QUERY]...`` in usage lines (not ``{src}``)."""
+    """Conventions of docs/cli.md applied to every command: flags show no ``<bool>`` type,
+    arguments read ``SRC`` / ``QUERY...`` in usage lines (not ``{src}``), and a float option
+    without its own check refuses nan/inf."""
     for p in command.params:
         if getattr(p, "param_type_name", "") == "argument":
             name = (p.metavar or p.name or "").upper()
@@ -57,6 +67,8 @@ def _tidy_help(command) -> None:
             p._usage_display_name = lambda usage=usage: usage
         elif getattr(p, "is_flag", False) and not getattr(p, "count", False):
             p.metavar = ""
+        elif p.callback is None and getattr(getattr(p, "type_descriptor", None), "annotation", None) is float:
+            p.callback = _finite_float   # every float option is finite (docs/cli.md); ranges per option
     make_help = command.get_help_option
 
     def get_help_option(ctx, make_help=make_help):
@@ -82,4 +94,13 @@ def main() -> None:
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:   # a path the user gave cannot be read or written (permissions, disk full)
+        if e.filename is None:
+            raise
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e.filename))}: {escape(e.strerror or str(e))}",
+                                   highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -11,7 +11,7 @@ from caproute.cli.params import SEED_DEFAULT, choice, finite
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="DuckDB observation store")]
 DataOpt = Annotated[str | None, typer.Option(
-    "--data", help="DARS directory, Parquet/JSONL/CSV file, RouterDC folder, or 'builtin'")]
+    "--data", help="DARS directory, Parquet/JSONL/CSV file, RouterDC folder, 'builtin' or 'builtin:NAME'")]
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", help="dataset name (may be omitted when the data holds one dataset)")]
 LambdaOpt = Annotated[float, typer.Option("--lambda", help="cost weight lambda (finite, >= 0)",

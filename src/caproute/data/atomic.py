@@ -65,11 +65,19 @@ def check_output_file(out: str | os.PathLike, *, option: str | None = None) -> P
     return out
 
 
+def make_parent(out: Path) -> None:
+    """Create the folder ``out`` goes in, or a named error (e.g. a file is in the way)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create its folder ({e.strerror or e})", source=str(out)) from None
+
+
 @contextmanager
 def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces ``out``, on error it is removed."""
     out = check_output_file(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
     try:
@@ -118,7 +126,7 @@ def atomic_dir(out: str | os.PathLike, kind: str, *, option: str | None = None) 
     """Yield a temporary directory; on success it replaces ``out`` (see :func:`check_output_dir`)
     with a marker listing its files; on error it is removed and ``out`` is untouched."""
     out = check_output_dir(out, kind, option=option)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp

@@ -468,8 +468,11 @@ def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
     variances) when both have >= 2 runs; a one-sample t-test of the runs against the other side's
     single value when one side has one run (a router without a seed trains deterministically);
     no test with one run each. Two constant samples: p = 0 if their values differ, else 1."""
+    import warnings
+
     from scipy import stats
 
+    warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
     single, dars = np.asarray(single, float), np.asarray(dars, float)
     ns, nd = single.size, dars.size
     diff = float(dars.mean() - single.mean())

@@ -8,6 +8,12 @@ P = sigmoid(theta(x) . a_m - b_m). Loss BCE(score logits, mu_q) + 1.0 MSE(P_cost
 flipped relative to IRT-Router (there the LLM is the examinee). Predictions in [0, 1].
 The three heads' first layers are stored as one D x 384 matrix (same function, same Adam
 updates, one sparse product instead of three).
+
+``min_steps`` (our option, default 0 = the reference): train at least that many optimizer steps,
+i.e. max(epochs, ceil(min_steps / batches per epoch)) epochs. 30 epochs of batches of 256 are only
+30 Adam steps on a 200-query training set; from its N(0, 0.02^2) discrimination the model then
+barely leaves its initial state and routes almost every query to one seed-dependent model (the
+bimodal results of issue 14). ``--param mirt.min_steps=1000`` trains it to convergence.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ class MIRTRouter(TorchRouterMixin, Router):
 
     def __init__(self, latent_dim: int = 16, hidden: int = 128, epochs: int = 30, batch_size: int = 256,
                  lr: float = 1e-3, weight_decay: float = 0.0, cost_loss_weight: float = 1.0,
-                 std_loss_weight: float = 0.5, seed: int = 42):
+                 std_loss_weight: float = 0.5, min_steps: int = 0, seed: int = 42):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.epochs = epochs
@@ -36,6 +42,7 @@ class MIRTRouter(TorchRouterMixin, Router):
         self.weight_decay = weight_decay
         self.cost_loss_weight = cost_loss_weight
         self.std_loss_weight = std_loss_weight
+        self.min_steps = min_steps
         self.seed = seed
 
     def _build(self, d_in: int, m: int, hidden: int, latent: int, gen):
@@ -76,7 +83,8 @@ class MIRTRouter(TorchRouterMixin, Router):
         inputs = Inputs(X, self.sparse_input_)
         opt = adam(self.net_.parameters(), self.lr, self.weight_decay)
         self.net_.train()
-        for _ in range(int(self.epochs)):
+        per_epoch = -(-inputs.n // max(1, min(int(self.batch_size), inputs.n)))
+        for _ in range(max(int(self.epochs), -(-int(self.min_steps) // per_epoch))):
             for idx in batches(inputs.n, self.batch_size, gen):
                 s, c, d = self.net_(inputs.rows(idx.numpy()))
                 loss = (F.binary_cross_entropy_with_logits(s, mu_q[idx])

@@ -15,7 +15,6 @@ Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``POST /v1/route``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -710,26 +709,26 @@ async def _unless_client_leaves(request: Request | None, coro):
     connection) and raise :class:`_ClientLeft`."""
     if request is None:
         return await coro
-    work = asyncio.ensure_future(coro)
+    current = asyncio.current_task()
+    left = False
 
     async def gone() -> None:
+        nonlocal left
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        left = True
+        current.cancel()  # the backend call is cancelled where it waits; that closes its connection
 
-    watch = asyncio.ensure_future(gone())
+    watch = asyncio.ensure_future(gone())  # one task per request; the call itself runs in this one
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        work.cancel()
+        return await coro
+    except asyncio.CancelledError:
+        if left:
+            current.uncancel()
+            raise _ClientLeft from None
         raise
     finally:
         watch.cancel()
-    if work.done():
-        return work.result()
-    work.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await work  # the cancelled call closes its backend connection
-    raise _ClientLeft
 
 
 def _usage_ok(state: ServeState, name: str, usage) -> bool:

@@ -103,6 +103,7 @@ class ServeMetrics:
             registry=r,
         )
         self._counts: dict[str, dict[str, int]] = {}
+        self._share_bound: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def bind(self, backends, store) -> None:
@@ -118,6 +119,14 @@ class ServeMetrics:
         with self._lock:
             c = self._counts.setdefault(router, dict.fromkeys(models, 0))
             c[model] = c.get(model, 0) + 1
+            if not self._share_bound.get(router):
+                # the share gauges are computed when scraped, not on every request
+                self._share_bound[router] = True
+                for m in models:
+                    self.share.labels(router, m).set_function(lambda r=router, m=m: self._share(r, m))
+
+    def _share(self, router: str, model: str) -> float:
+        with self._lock:
+            c = self._counts.get(router, {})
             total = sum(c.values())
-            for m, k in c.items():
-                self.share.labels(router, m).set(k / total)
+            return c.get(model, 0) / total if total else 0.0

@@ -273,10 +273,11 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
             raise DeadlineExceeded("no time left for this request", phase="total", request=request)
         left = head_end - now
         connect = left if d.connect_s is None else min(d.connect_s, left)
-        # the inner transport's own timeouts: connect as given, reads bounded by what is left
+        # the inner transport's own timeouts: connect as given; reads need none (this deadline
+        # bounds them, and a per-read timer would cost a task per read in Python 3.11)
         request.extensions = {
             **request.extensions,
-            "timeout": {"connect": connect, "read": left, "write": left, "pool": left},
+            "timeout": {"connect": connect, "read": None, "write": None, "pool": left},
         }
         phase = "first_byte" if head_end < end else "total"
         loop = asyncio.get_running_loop()

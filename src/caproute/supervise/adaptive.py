@@ -38,8 +38,9 @@ before decode-side repeats). With several ``lambdas`` each lambda has its own le
 query settles only when every one is settled; the next sample serves the least settled lambda.
 Defaults (delta = 0.2, epsilon = 0.01, min_per_model = 1, Beta(1, 1) prior, 256 draws) are our
 choices, not the paper's (the paper has no adaptive allocation): docs/adaptive.md gives the
-measurements behind them (delta 0.05 settles too few queries to free budget; a minimum of two
-per model spends 29% of a 7-decode grid before any adaptive choice).
+measurements behind them (under a global budget a strict delta such as 0.05 settles too few
+queries to free budget for the close ones; a minimum of two per model spends 29% of a 7-decode
+grid before any adaptive choice).
 """
 
 from __future__ import annotations

@@ -121,7 +121,16 @@ def diagnose(obs: pd.DataFrame, cost_norm: np.ndarray, lam: float = 0.05, eps: f
 
 def plot_diagnostics(stats: pd.DataFrame, diag: Diagnostics, path) -> None:
     """Figure 2(a,b)-style PNG: (a) per-pair quality spread, (b) distinct single-shot winners per
-    query, with the input/output variance split."""
+    query, with the input/output variance split (input variance "n/a" when the data has no rewrites)."""
+    import matplotlib.pyplot as plt
+
+    fig = diagnostics_figure(stats, diag)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def diagnostics_figure(stats: pd.DataFrame, diag: Diagnostics):
+    """The matplotlib figure of :func:`plot_diagnostics` (the caller saves and closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,5 +163,4 @@ def plot_diagnostics(stats: pd.DataFrame, diag: Diagnostics, path) -> None:
     ax.set_title(f"variance split, disagreement = {diag.single_vs_da_disagreement:.3f}")
     fig.suptitle(f"{diag.dataset}: {diag.n_queries} queries x {diag.n_models} models, lambda = {diag.lam}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -18,7 +18,6 @@ The full pipeline is scripts/collect_builtin_v2.sh.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -462,12 +461,28 @@ def make_queries(per_family: int = PER_FAMILY, test_fraction: float = TEST_FRACT
     return out
 
 
-REWRITER = {"min_similarity": 0.9, "max_attempts": 3}
+REWRITER = {"min_similarity": 0.9, "max_attempts": 2, "max_tokens": 48}
 """PROPOSED for this set (defaults 0.6 and 4): a first collection attempt showed that the 135M rewriter
 often changes the question (another country, "How many words are there in ..."), which scores
 every model 0 against the original gold and hid the differences between models in the training
 split; a stricter MiniLM similarity floor rejects more of those, and the template fallback fills
 the gap."""
+RUN_NOTES = """One resumable run of scripts/collect_builtin_v2.sh on 2026-11-26 on a 2-core machine shared with
+seven other engineers' jobs (load average 11-23): 04:39-@END@ UTC, @GENS@ generations plus @RW@ rewriter
+calls, 0.5-1.9 generations/s across the pool, 0 failed requests. The rewriter settings changed once
+during the run: capitals used 3 attempts of at most 96 tokens; from sentiment on, 2 attempts of at
+most 48 tokens (`REWRITER`), because the 0.9 similarity floor rejected nearly every model rewrite of a
+review and the rewriter held up the decoders. The change was made by interrupting the sentiment run
+after 114 observations and rerunning the script, which skipped everything stored.
+
+A first attempt (same pool, the wording "What is the capital of X?", the default similarity floor
+0.6) was discarded after its capitals family: the rewriter's meaning-changing rewrites ("What is the
+capital of Texas?" for Jamaica) and the template paraphrase "Can you work out the capital of X?",
+which the base Gemma model answers with "Yes" or "No", left Gemma at 0.27 accuracy on the training
+capitals against 0.81 on the test decode view, so the training split no longer showed which model
+wins. Hence "Which city is the capital of X?" (its template paraphrase is "Tell me which city is
+the capital of X?") and the 0.9 floor. The pilot measured the first wording."""
+"""What happened during the collection (measured; written into the datasheet)."""
 STOP = ["\n", "."]
 """Each worked example ends with a full stop and decoding stops at the first one: without it the
 base Gemma model writes the right word and then glues random tokens to it ("Beijingłę"), because it
@@ -580,10 +595,11 @@ def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
                           "input_variance": d.input_variance, "output_variance": d.output_variance}])
     validity = []
     if reports:
-        for p in sorted(Path(reports).glob(f"*/{DATASET}/scoring_validity.json"))[-1:]:
-            v = json.loads(p.read_text())  # every family's report covers the whole dataset; the last is complete
+        found = [json.loads(p.read_text()) for p in Path(reports).glob(f"*/{DATASET}/scoring_validity.json")]
+        # every family's run reports on the whole dataset so far: the largest report is the complete one
+        for v in sorted(found, key=lambda v: v["n_observations"])[-1:]:
             validity.append(
-                f"Scoring validity (App. D.2, `scoring_validity.json` of the last run): parse rate "
+                f"Scoring validity (App. D.2, `scoring_validity.json` of the last run, {v['n_observations']} rows): parse rate "
                 f"{v['parse_rate']:.3f}, non-finite scores {v['non_finite_scores']}, out of range "
                 f"{v['out_of_range_scores']}, rescore agreement {v['rescore_agreement']:.3f}, duplicate keys "
                 f"{v['duplicate_keys']}, rows without usage {v['cost_unknown']}.")
@@ -709,6 +725,9 @@ floor is 0.6, see `REWRITER` in the script for why this set uses a stricter one)
 {int(model_attempts["accepted"].sum())}. Rejection flags: {", ".join(f"{k} {v}" for k, v in sorted(flags.items()))}.
 A `template` rewrite is a deterministic paraphrase (docs/collect.md) used where the tiny rewriter failed
 every attempt.
+
+## The collection run
+{RUN_NOTES.replace("@GENS@", f"{len(obs):,}").replace("@RW@", f"{len(model_attempts):,}")}
 
 ## Known flaws
 - A 135M rewriter passes the checks with some rewrites that change the question (another country,

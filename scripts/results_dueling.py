@@ -200,7 +200,7 @@ def main_table(main: dict, base: dict) -> str:
             continue
         seen.add(key)
 
-        def opt(k, nd=3):
+        def opt(k, nd=3, r=r):
             return f"{r[k + '_mean']:.{nd}f} ± {r[k + '_std']:.{nd}f}" if k + "_mean" in r else "–"
         lines.append(f"| {r['policy']} | {r['embeddings']} | {r['regret_mean']:.1f} ± {r['regret_std']:.1f} | "
                      f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f} | {opt('late_per_round')} | "
@@ -262,7 +262,9 @@ FGTS.CDB on {HEAD}, {results[next(k for k in results if k.startswith('tune-'))][
 **Chosen: η = {eta:g}, μ = {mu}.** The code's defaults (`DuelSpec`, `caproute duel`): η = {default.eta:g},
 μ = {default_mu}{'' if (default.eta == eta and default_mu == mu) else ' — NOTE: they differ from this study’s pick'}.
 """]
-    parts.append("\n## 2. Policies and embeddings with the chosen η, μ\n")
+    used = {(r["eta"], r["mu"]) for k, r in results.items() if k.startswith(("main-", "base-", "tied-"))}
+    used_txt = ", ".join(f"η = {e:g}, μ = {m:g}" for e, m in sorted(used))
+    parts.append(f"\n## 2. Policies and embeddings (runs with {used_txt or 'none'})\n")
     for s in ("routerbench", "routerdc"):
         m, b = results.get(f"main-{s}"), results.get(f"base-{s}")
         if m is None or b is None:
@@ -341,6 +343,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="re-render from docs/results-dueling/*/seeds.json")
     ap.add_argument("--only", default="", help="comma-separated run names to (re)run, the rest reused")
     ap.add_argument("--resume", action="store_true", help="reuse runs whose seeds.json has the asked seeds")
+    ap.add_argument("--main-eta", type=float, default=None, help="eta of the main runs (default: the tuned one)")
+    ap.add_argument("--main-mu", choices=MUS, default=None, help="mu of the main runs (default: the tuned one)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -371,7 +375,9 @@ def main() -> None:
         load_or_run(name, source, kw)
     eta, mu, scores = choose_default(results)
     print(f"tuning: eta = {eta:g}, mu = {mu}; scores {scores}", flush=True)
-    for name, source, kw in plan(a.seeds, eta, mu)[len(plan(a.seeds)):]:
+    main_eta = eta if a.main_eta is None else a.main_eta
+    main_mu = mu if a.main_mu is None else a.main_mu
+    for name, source, kw in plan(a.seeds, main_eta, main_mu)[len(plan(a.seeds)):]:
         load_or_run(name, source, kw)
     machine = f"{platform.node()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d', time.gmtime())}"
     with atomic_file(PAGE) as tmp:

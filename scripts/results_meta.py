@@ -126,7 +126,7 @@ def render_crossover(cx: dict) -> tuple[str, dict]:
     for j in cfg["judges"]:
         facts[j] = {}
         for g in cfg["gold_ns"]:
-            def pr(m):
+            def pr(m, j=j, g=g):
                 return runs[f"{j}|{g}|{m}"]
             p_auto = paired(pr("meta-r"), pr("pooled"))
             fixed = {m: paired(pr(m), pr("pooled")) for m in cfg["methods"] if m.startswith("meta-r:")}
@@ -186,7 +186,7 @@ def render_small(rows: list[dict]) -> str:
              "|---|---:|---|---|---|"]
     for j in judges:
         for g in golds:
-            def rp(m):
+            def rp(m, j=j, g=g):
                 return by[(j, g, m)]["runs_at_peak"]
             lines.append(f"| {j} | {g} | {fmt_p(paired(rp('meta-r'), rp('pooled')))} | "
                          f"{fmt_p(paired(rp('meta-dr'), rp('pooled')))} | {fmt_p(paired(rp('meta-r'), rp('gold-only')))} |")

@@ -225,6 +225,12 @@ CASES: list[Case] = [
     ("supervise-bad-data", lambda t, s: ["supervise", "--data", bad_jsonl(t, row(decode_id=1, score=2)),
                                          "--out", t / "s.parquet"],
      ["bad.jsonl", "line 2", "field 'score'"]),
+    ("supervise-streaming-bad-parquet", lambda t, s: ["supervise", "--streaming", "--data", _parquet(t, score=(2, 7.5)),
+                                                     "--out", t / "s.parquet"],
+     ["obs.parquet", "line 3", "field 'score'", "out of range"]),
+    ("supervise-streaming-csv-out", lambda t, s: ["supervise", "--streaming", "--data", _parquet(t),
+                                                  "--out", t / "s.csv"],
+     ["s.csv", "writes Parquet"]),
     ("diagnose-split-validation", lambda t, s: ["diagnose", "--store", s, "--split", "validation"],
      ["--split", "'validation' is not one of"]),
     ("diagnose-split-empty", lambda t, s: ["diagnose", "--store", s, "--split", "test"],
@@ -301,9 +307,13 @@ CASES: list[Case] = [
 ]
 
 
-def _parquet(t: Path) -> Path:
+def _parquet(t: Path, score: tuple[int, float] | None = None) -> Path:
+    """The good rows as Parquet; ``score=(i, v)`` puts a bad score on row i (0-based)."""
     p = t / "obs.parquet"
-    pd.DataFrame(good_rows()).to_parquet(p)
+    df = pd.DataFrame(good_rows())
+    if score is not None:
+        df.loc[score[0], "score"] = score[1]
+    df.to_parquet(p)
     return p
 
 

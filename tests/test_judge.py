@@ -329,6 +329,23 @@ def test_judge_pairwise_labels_for_meta_and_duel(server, tmp_path):
     calls = server.judge_calls()
     pairwise_labels(cfg, store, dataset="chat", primary="a", alternative="b", settings=settings)
     assert server.judge_calls() == calls  # cached
+    # the command line: same labels, from the cache
+    import subprocess
+    import sys
+
+    from caproute.collect.config import dump_pool_config
+
+    yml = dump_pool_config(cfg, tmp_path / "pool.yaml")
+    r = subprocess.run([sys.executable, "-m", "caproute", "judge", "pairwise", "--config", str(yml), "--store",
+                        str(store), "--dataset", "chat", "--judge", "judge", "--primary", "a", "--alternative", "b",
+                        "--judge-file", str(tmp_path / "cli.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 queries judged" in r.stdout and "a 3, b 0, tie 0, unparseable 0" in r.stdout
+    assert server.judge_calls() == calls
+    bad = subprocess.run([sys.executable, "-m", "caproute", "judge", "pairwise", "--config", str(yml), "--store",
+                          str(store), "--dataset", "chat", "--judge", "nope", "--primary", "a", "--alternative", "b",
+                          "--judge-file", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "judge 'nope' is not a model of the pool config" in bad.stderr
 
 
 def test_dry_run_prices_the_judge(server, tmp_path):

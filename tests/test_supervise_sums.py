@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from caproute.supervise import moments
 from caproute.supervise.moments import stats_from_rewrite_columns, stats_from_rewrite_sums
 from caproute.supervise.normalize import CostNormalizer
 from caproute.supervise.stats import STAT_COLUMNS, capability_stats, capability_stats_sql
@@ -39,7 +40,9 @@ def _random_sums(rng, n: int, k: int):
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 7, 8, 9, 16])
-def test_column_kernel_equals_matrix_kernel_bit_for_bit(k):
+@pytest.mark.parametrize("block", [64, 8192])
+def test_column_kernel_equals_matrix_kernel_bit_for_bit(k, block, monkeypatch):
+    monkeypatch.setattr(moments, "BLOCK_ROWS", block)     # 64: blocks, including a partial last one
     rng = np.random.default_rng(100 + k)
     n_k, s_k, total_sq, q_k = _random_sums(rng, 400, k)
     ref = stats_from_rewrite_columns(n_k, s_k, total_sq, q_k)

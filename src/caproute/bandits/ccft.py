@@ -169,11 +169,15 @@ def ccft_batches(categories: np.ndarray, per_category: int, epochs: int, seed: i
     return np.array(sorted(chosen), dtype=np.int64), batches
 
 
+def _to_device(features: dict, device: str) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
+
+
 def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: np.ndarray,
                      out_dir: str | os.PathLike, *, per_category: int = DEFAULT_PER_CATEGORY,
                      epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, seed: int = 0,
                      threads: int | None = 1, max_seq_length: int = 128, freeze_embeddings: bool = True,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, device: str | None = None) -> Path:
     """Contrastively fine-tune the sentence encoder at ``base`` and save it (safetensors) to ``out_dir``.
 
     MultipleNegativesRankingLoss (scale 20, cosine) over same-category (anchor, positive) pairs of
@@ -181,6 +185,8 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
     ``freeze_embeddings`` (PROPOSED, default on): the token/position embedding table (half of
     MiniLM's weights) stays fixed; with a few dozen pairs it would barely move anyway, and
     freezing it halves the time of a step on CPU.
+    ``device``: ``auto`` | ``cpu`` | ``cuda`` (default ``$CAPROUTE_DEVICE``, else CPU; see
+    :mod:`caproute.device`); the saved model is the same format on any device.
     """
     import torch
 
@@ -189,11 +195,15 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
     except ImportError:  # pragma: no cover - older releases
         from sentence_transformers.losses import MultipleNegativesRankingLoss
     from caproute.bandits.encoder import load_sentence_model
+    from caproute.device import resolve_device
 
     if len(set(np.asarray(categories).tolist())) < 2:
         raise ValueError("CCFT needs at least two categories")
     torch.manual_seed(seed)
+    dev = resolve_device(device)
     model = load_sentence_model(base, threads)
+    if dev != "cpu":
+        model.to(dev)
     model.max_seq_length = max_seq_length
     _, batches = ccft_batches(categories, per_category, epochs, seed)
     if freeze_embeddings:
@@ -213,6 +223,8 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
         tokenize = getattr(model, "preprocess", None) or model.tokenize
         anchors = tokenize([texts[a] for a, _ in batch])
         positives = tokenize([texts[p] for _, p in batch])
+        if dev != "cpu":
+            anchors, positives = _to_device(anchors, dev), _to_device(positives, dev)
         loss = loss_fn([anchors, positives], labels=None)
         opt.zero_grad()
         loss.backward()

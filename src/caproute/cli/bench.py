@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caproute.cli import app
-from caproute.cli.common import BetaOpt, DataOpt, LambdaOpt, StoreOpt
+from caproute.cli.common import BetaOpt, DataOpt, DeviceOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import comma_list, fraction, joined
 from caproute.errors import ConfigError
 
@@ -126,8 +126,12 @@ def bench_cmd(
     test_decodes: Annotated[int | None, typer.Option(
         "--test-decodes", help="re-split: observations per (query, model) pair held out for test")] = None,
     title: Annotated[str | None, typer.Option("--title", help="report title")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train every router single-shot (N resampled sets) and with DARS; score on the test views."""
+    from caproute.device import set_default_device
+
+    set_default_device(device)   # before workers start: they inherit $CAPROUTE_DEVICE
     from caproute.data.atomic import write_json
     from caproute.evaluate.bench import DEFAULT_BETAS, DEFAULT_KXR, DEFAULT_LAMBDAS, BenchConfig, run_bench
     from caproute.evaluate.protocol import load_experiment

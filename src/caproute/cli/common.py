@@ -19,6 +19,9 @@ LambdaOpt = Annotated[float, typer.Option("--lambda", help="cost weight lambda (
 BetaOpt = Annotated[float, typer.Option("--beta", help="risk weight beta (finite, >= 0)",
                                         callback=finite("--beta", lo=0.0))]
 SeedOpt = Annotated[int, typer.Option("--seed", help="random seed")]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="torch device for router training, MiniLM encoding and CCFT fine-tuning: "
+                     "auto | cpu | cuda (default: $CAPROUTE_DEVICE, else cpu; auto = cuda when torch sees one)")]
 SEED = SEED_DEFAULT
 SPLITS = ("train", "test", "all")
 SplitOpt = Annotated[str, typer.Option("--split", help="train | test | all",

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caproute.cli import app
-from caproute.cli.common import DataOpt, StoreOpt
+from caproute.cli.common import DataOpt, DeviceOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, comma_list, joined, split_list
 
 console = Console()
@@ -70,10 +70,14 @@ def duel_cmd(
         "--arm-residual", help="weight of the per-model component that makes arms distinct "
                                "(0 = the paper's CCFT embeddings; see docs/bandits.md)")] = 0.5,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Contextual dueling bandit: all policies on the same query streams and seeds; regret curves.
 
     Subcommand `init` builds a policy for `caproute serve --duel-policy DIR` instead."""
+    from caproute.device import set_default_device
+
+    set_default_device(device)   # CCFT fine-tuning (also for `init`)
     if ctx.invoked_subcommand is not None:
         return
     from caproute.bandits.embeddings import CCFTConfig
@@ -95,7 +99,7 @@ def duel_cmd(
     rows = result.rows()
     for name, a in result.meta["arms"].items():
         console.print(f"arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}"
-                      + (f"; tied: {a['tied']}" if a["tied"] else ""))
+                      + (f"; tied: {a['tied']}" if a["tied"] else ""), markup=False, highlight=False)
     table = Table(title=f"{result.dataset}: cumulative regret at T = {rounds} ({seeds} seeds)")
     for col in ("policy", "embeddings", "regret", "weak regret", "per round, last 20%", "greedy router"):
         table.add_column(col, justify="left" if col in ("policy", "embeddings") else "right")

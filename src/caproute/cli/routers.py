@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from caproute.cli import app
-from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, StoreOpt
+from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, DeviceOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, choice, deprecated, finite, parse_params
 
 console = Console()
@@ -48,12 +48,17 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="router directory to write")],
     store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
     supervision: Annotated[str, typer.Option("--supervision", help="dars | single (or an ablation variant)")] = "dars",
-    features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
+    features: Annotated[str, typer.Option(
+        "--features", help="tfidf | minilm | minilm-onnx | minilm-int8 | model2vec")] = "tfidf",
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="random seed (single-shot draw, router init)")] = SEED_DEFAULT,
     param: Annotated[list[str] | None, typer.Option("--param", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT."""
+    from caproute.device import set_default_device
+
+    set_default_device(device)
     from caproute.data.source import load_observations
     from caproute.routers.base import get_router_class
     from caproute.routers.pipeline import train_pipeline

@@ -16,6 +16,22 @@ from caproute.data.atomic import check_output_file, write_json
 console = Console()
 
 
+def _validate_streamed(data: str) -> None:
+    """The validation layer's checks, run in DuckDB over the Parquet that --streaming reads."""
+    import os
+
+    from caproute.data.source import builtin_path, is_builtin
+    from caproute.data.validate import validate_parquet_sql
+    from caproute.errors import DataError
+
+    p = str(builtin_path(data)) if is_builtin(data) else str(data)
+    if os.path.isdir(p):
+        p = os.path.join(p, "**", "*.parquet")
+    elif "*" not in p and not os.path.exists(p):
+        raise DataError("no such file or directory", source=p)
+    validate_parquet_sql(p, source=str(data))
+
+
 @app.command("supervise")
 def supervise_cmd(
     out: Annotated[Path, typer.Option(
@@ -40,6 +56,7 @@ def supervise_cmd(
         if table_format(out) != "parquet":
             raise DataError("--streaming writes Parquet: use a .parquet suffix", source=f"--out {out}")
         check_output_file(out, option="--out")
+        _validate_streamed(data)
         info = supervise_out_of_core(data, out, lam=lam, beta=beta, partitions=partitions,
                                      memory_limit=memory_limit, dataset=dataset)
         console.print(f"{info['pairs']} pairs ({', '.join(info['datasets'])}) -> {out}")

@@ -362,3 +362,53 @@ def collapse_duplicates(df: pd.DataFrame, *, sources: np.ndarray, rows: np.ndarr
             source=str(sources[i0]), row=int(rows[i0]), field=c)
     return df[~df.duplicated(key, keep="first")].reset_index(drop=True)
 
+
+
+# --------------------------------------------------------------------------------------------
+# the same checks in SQL, for Parquet data streamed through DuckDB (``supervise --streaming``)
+_SQL_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("dataset", "dataset IS NOT NULL AND length(CAST(dataset AS VARCHAR)) > 0", "empty value"),
+    ("split", "split IN ('train', 'test')", f"split must be one of {schema.SPLITS}"),
+    ("query_id", "query_id IS NOT NULL AND length(CAST(query_id AS VARCHAR)) > 0", "empty value"),
+    ("model", "model IS NOT NULL AND length(CAST(model AS VARCHAR)) > 0", "empty value"),
+    ("score", "score IS NOT NULL AND isfinite(score) AND score BETWEEN 0 AND 1",
+     "missing, not finite, or out of range [0, 1]"),
+    ("cost", "cost IS NOT NULL AND isfinite(cost) AND cost >= 0", "missing, not finite, or negative"),
+    ("prompt_variant_id", f"prompt_variant_id IS NULL OR (prompt_variant_id = round(prompt_variant_id) AND "
+                          f"prompt_variant_id BETWEEN {INT32_RANGE[0]} AND {INT32_RANGE[1]})",
+     "not a 32-bit integer"),
+    ("decode_id", f"decode_id IS NULL OR (decode_id = round(decode_id) AND "
+                  f"decode_id BETWEEN {INT32_RANGE[0]} AND {INT32_RANGE[1]})", "not a 32-bit integer"),
+)
+
+
+def validate_parquet_sql(files: str, *, source: str) -> None:
+    """Check Parquet observations with DuckDB, without loading them: the rules of
+    :func:`canonicalize` for the fields supervision reads. ``files`` is a path or glob; the first
+    bad row is named by file, row (1-based) and field."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rel = ("read_parquet('" + files.replace("'", "''")
+               + "', union_by_name = true, filename = true, file_row_number = true)")
+        try:
+            cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()}
+        except duckdb.Error as e:
+            raise DataError(f"cannot read Parquet: {str(e).splitlines()[0]}", source=source) from None
+        for name in ("dataset", "split", "query_id", "model", "score", "cost"):
+            if name not in cols:
+                raise DataError("missing required column", source=source, field=name)
+        for field, ok, what in _SQL_CHECKS:
+            if field not in cols:
+                continue
+            try:
+                bad = con.execute(f"SELECT filename, file_row_number, CAST({field} AS VARCHAR) FROM {rel} "
+                                  f"WHERE NOT coalesce({ok}, false) LIMIT 1").fetchall()
+            except duckdb.Error:
+                raise DataError(f"wrong column type {cols[field]}", source=source, field=field) from None
+            if bad:
+                f, r, v = bad[0]
+                raise DataError(f"{what} (got {v!r})", source=f, row=int(r) + 1, field=field)
+    finally:
+        con.close()

@@ -472,7 +472,6 @@ def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
 
     from scipy import stats
 
-    warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
     single, dars = np.asarray(single, float), np.asarray(dars, float)
     ns, nd = single.size, dars.size
     diff = float(dars.mean() - single.mean())
@@ -487,7 +486,9 @@ def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
         if sd_s == 0 and sd_d == 0:
             t, p = (np.inf * np.sign(diff) if diff else 0.0), (0.0 if diff else 1.0)
         else:
-            r = stats.ttest_ind(dars, single, equal_var=False)
+            with warnings.catch_warnings():   # "precision loss" on nearly identical runs
+                warnings.simplefilter("ignore", RuntimeWarning)
+                r = stats.ttest_ind(dars, single, equal_var=False)
             t, p = float(r.statistic), float(r.pvalue)
     elif ns >= 2 or nd >= 2:
         test = "one-sample t"
@@ -495,7 +496,9 @@ def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
         if (sd_s if ns >= 2 else sd_d) == 0:
             t, p = (np.inf * np.sign(diff) if diff else 0.0), (0.0 if diff else 1.0)
         else:
-            r = stats.ttest_1samp(sample, value)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                r = stats.ttest_1samp(sample, value)
             t, p = sign * float(r.statistic), float(r.pvalue)
     else:
         test, t, p = "none (one run each)", float("nan"), float("nan")

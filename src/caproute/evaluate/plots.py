@@ -113,7 +113,8 @@ def plot_router_variance(runs: pd.DataFrame, reference: pd.DataFrame, views: lis
     for ax, view in zip(axes, views, strict=True):
         data = [main[(main["router"] == r) & (main["supervision"] == "single") & (main["view"] == view)]
                 ["utility"].to_numpy() for r in routers]
-        bp = ax.boxplot(data, showfliers=False, widths=0.55, patch_artist=True)
+        bp = ax.boxplot(data, showfliers=False, widths=0.55, patch_artist=True,
+                        medianprops={"color": "black", "lw": 1})
         for patch, r in zip(bp["boxes"], routers, strict=True):
             patch.set(facecolor=router_color(r), alpha=0.25, edgecolor=router_color(r))
         for i, d in enumerate(data, start=1):

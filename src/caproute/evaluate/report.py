@@ -263,8 +263,9 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
          f"observations; views: {views}. Single-shot: mean ± sample std over the single-shot training sets "
          f"(run r drawn with seed {c.seed} + r; {n} sets in this run, the command's default is "
          f"{_DEFAULT_RUNS}; per-router counts in the last column), routed with beta = 0; "
-         f"DARS: mean ± sample std over {getattr(c, 'dars_runs', 1)} trainings (router seeds {c.seed} + r; one "
-         f"training for a router without a seed), beta = {c.beta}. "
+         + (f"DARS: mean ± sample std over {c.dars_runs} trainings (router seeds {c.seed} + r; one training "
+            "for a router without a seed)" if getattr(c, "dars_runs", 1) > 1 else "DARS: one training")
+         + f", beta = {c.beta}. "
          "Best fixed: per view, the model with the best mean test utility; oracle: per query the best "
          "model of the view.", table1(res, "utility")),
         ("table_significance", "Single-shot vs DARS: significance",
@@ -484,6 +485,7 @@ def read_result(folder: str | os.PathLike) -> BenchResult:
     cfg["study_routers"] = tuple(cfg["study_routers"]) if cfg.get("study_routers") else None
     cfg["pair"] = tuple(cfg["pair"]) if cfg.get("pair") else None
     cfg["kxr_protocols"] = tuple(tuple(p) for p in cfg["kxr_protocols"])
+    cfg.setdefault("dars_runs", 1)      # reports written before --dars-runs trained DARS once
     config = BenchConfig(**cfg)
 
     def csv(name: str) -> pd.DataFrame:

@@ -16,6 +16,8 @@ from caproute.features.cache import FeatureCache, encode
 ENCODERS = {
     "tfidf": "caproute.features.tfidf:TfidfEncoder",
     "minilm": "caproute.features.minilm:MiniLMEncoder",
+    "minilm-onnx": "caproute.features.minilm:MiniLMOnnxEncoder",
+    "minilm-int8": "caproute.features.minilm:MiniLMInt8Encoder",
     "model2vec": "caproute.features.model2vec:Model2VecEncoder",
 }
 
@@ -28,7 +30,8 @@ def encoder_class(name: str) -> type[Encoder]:
 
 
 def get_encoder(name: str, **kw) -> Encoder:
-    """A new (unfitted) encoder by name: ``tfidf``, ``minilm`` or ``model2vec``."""
+    """A new (unfitted) encoder by name: ``tfidf``, ``minilm`` (``minilm-onnx`` / ``minilm-int8``:
+    the same model on ONNX Runtime, fp32 / int8) or ``model2vec``."""
     return encoder_class(name)(**kw)
 
 

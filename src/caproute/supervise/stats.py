@@ -37,18 +37,15 @@ def _pair_codes(obs: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
 
 def _finish(keys: pd.DataFrame, q: dict, c: dict) -> pd.DataFrame:
     n = q["n"]
-    out = keys.reset_index(drop=True).copy()
-    out["n"] = n.astype(np.int64)
-    out["n_rewrites"] = q["n_sub"].astype(np.int64)
-    out["mu_q"] = q["mean"]
-    out["mu_c"] = c["mean"]
-    out["sigma_q"] = sample_std(q["m2"], n)
-    out["var_total"] = q["m2"] / n
-    out["var_input"] = q["var_input"]
-    out["var_output"] = q["var_output"]
-    out["sigma_rewrite"] = q["sd_between"]
-    out["sigma_decode"] = q["sd_within"]
-    return out
+    cols = {name: keys[name].array for name in ("dataset", "query_id", "model")}
+    cols.update({
+        "n": n.astype(np.int64), "n_rewrites": q["n_sub"].astype(np.int64), "mu_q": q["mean"],
+        "mu_c": c["mean"], "sigma_q": sample_std(q["m2"], n), "var_total": q["m2"] / n,
+        "var_input": q["var_input"], "var_output": q["var_output"], "sigma_rewrite": q["sd_between"],
+        "sigma_decode": q["sd_within"],
+    })
+    # one constructor, no copies: every array here is freshly computed and owned by the frame
+    return pd.DataFrame(cols, copy=False)
 
 
 def capability_stats(obs: pd.DataFrame, cost_norm: np.ndarray | str = "cost_norm") -> pd.DataFrame:

@@ -192,3 +192,45 @@ def test_adaptive_beats_uniform_on_known_truth():
         agree[rule] = float(np.mean(vals))
     assert agree["pob"] > agree["uniform"]
     assert agree["pob"] >= 0.9
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_adaptive_study_command_writes_rows_report_and_plot(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from caproute.cli import app
+
+    out = tmp_path / "a.json"
+    res = CliRunner().invoke(app, ["adaptive-study", "--data", "builtin", "--budgets", "0.4,1.0",
+                                   "--policies", "uniform", "--policies", "pob", "--seeds", "1",
+                                   "--json", str(out), "--report", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(out.read_text())
+    keys = {"policy", "budget_fraction", "generations", "cost", "label_agreement", "router",
+            "utility_rewrite", "utility_decode"}
+    assert payload["rows"] and all(keys <= set(r) for r in payload["rows"])
+    assert {r["policy"] for r in payload["rows"]} == {"uniform", "pob"}
+    assert {r["policy"] for r in payload["references"]} == {"full_dars", "single_shot"}
+    full = next(r for r in payload["rows"] if r["policy"] == "uniform" and r["budget_fraction"] == 1.0)
+    assert full["label_agreement"] == 1.0 and full["generations"] == payload["config"]["full_grid_generations"]
+    for name in ("adaptive.md", "adaptive.csv", "adaptive.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--budgets", "0"], "--budgets"), (["--budgets", "1.5"], "--budgets"), (["--delta", "nan"], "--delta"),
+    (["--policies", "greedy"], "--policies"), (["--budget-unit", "usd"], "--budget-unit"),
+    (["--routers", "nope"], "nope"),
+])
+def test_adaptive_study_bad_arguments_are_named_errors(args, named):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "caproute", "adaptive-study", "--data", "builtin", *args],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and named in r.stdout + r.stderr

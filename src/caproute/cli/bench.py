@@ -66,18 +66,21 @@ def _names(text: str | list[str] | None) -> tuple[str, ...] | None:
 
 
 def _router_params(items: list[str] | None) -> dict[str, dict]:
-    """``--param ROUTER.NAME=VALUE`` (repeatable) -> {router: {name: value}}; values are parsed
-    by the shared ``--param`` parser of ``caproute train``."""
-    from caproute.cli.routers import _parse_params
+    """``--param ROUTER.NAME=VALUE`` (repeatable) -> {router: {name: value}}; names and values are
+    checked by the shared parser (:func:`caproute.cli.params.parse_params`) against the router's
+    defaults, as ``caproute train --param`` does."""
+    from caproute.cli.params import parse_params
+    from caproute.routers.pipeline import make_router
 
-    out: dict[str, dict] = {}
+    per: dict[str, list[str]] = {}
     for item in items or []:
         key, eq, _ = item.partition("=")
         router, dot, name = key.strip().partition(".")
         if not eq or not dot or not router or not name.strip():
             raise ConfigError(f"--param '{item}': expected ROUTER.NAME=VALUE, e.g. mlp.max_iter=200")
-        out.setdefault(router, {}).update(_parse_params([item.partition(".")[2]]))
-    return out
+        per.setdefault(router.strip(), []).append(item.partition(".")[2])
+    return {router: parse_params(vals, make_router(router).get_params(), option="--param",
+                                 owner=f"router '{router}'") for router, vals in per.items()}
 
 
 @app.command("bench")

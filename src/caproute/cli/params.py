@@ -122,6 +122,23 @@ def int_list(option: str) -> Callable[[list[str] | None], list[int] | None]:
     return callback
 
 
+def float_list(option: str, *, lo: float | None = None, hi: float | None = None,
+               lo_open: bool = False) -> Callable[[list[str] | None], list[float] | None]:
+    """Option callback: finite floats in [lo, hi] from comma lists / repeated flags (declare the
+    option as list[str])."""
+    def callback(values: list[str] | None) -> list[float] | None:
+        out = []
+        for item in split_list(values):
+            try:
+                x = float(item)
+            except ValueError:
+                raise typer.BadParameter(f"expected numbers (comma list), got '{item}'",
+                                         param_hint=f"'{option}'") from None
+            out.append(check_float(x, option, lo=lo, hi=hi, lo_open=lo_open))
+        return out or None
+    return callback
+
+
 def deprecated(old: str, new: str) -> None:
     """One line on stderr for an old spelling kept for one release."""
     print(f"warning: {old} is deprecated and will be removed in the next release; use {new}",

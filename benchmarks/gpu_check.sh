@@ -86,7 +86,7 @@ for fam in FAMILIES:
     agree = float(np.mean(choice["cpu"] == choice["cuda"]))
     ok &= agree >= MIN_DECISION_AGREEMENT
     print(f"{fam:12s} fit: cpu {times['cpu']:.2f} s, cuda {times['cuda']:.2f} s, speed-up "
-          f"{times['cpu'] / times['cuda']:.2f}x; decisions agree on {agree:.1%} of 2000 queries "
+          f"{times['cpu'] / times['cuda']:.2f}x; decisions agree on {agree:.1%} of {len(X_test)} queries "
           f"(need >= {MIN_DECISION_AGREEMENT:.0%})", flush=True)
 print(f"gpu_check: {'OK' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")
 sys.exit(0 if ok else 1)

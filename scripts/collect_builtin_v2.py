@@ -468,7 +468,7 @@ every model 0 against the original gold and hid the differences between models i
 split; a stricter MiniLM similarity floor rejects more of those, and the template fallback fills
 the gap."""
 RUN_NOTES = """One resumable run of scripts/collect_builtin_v2.sh on 2026-11-26 on a 2-core machine shared with
-seven other engineers' jobs (load average 11-23): 04:39-@END@ UTC, @GENS@ generations plus @RW@ rewriter
+seven other engineers' jobs (load average 11-23): 04:39-05:10 UTC (about 29 minutes of collecting, plus two restarts), @GENS@ generations plus @RW@ rewriter
 calls, 0.5-1.9 generations/s across the pool, 0 failed requests. The rewriter settings changed once
 during the run: capitals used 3 attempts of at most 96 tokens; from sentiment on, 2 attempts of at
 most 48 tokens (`REWRITER`), because the 0.9 similarity floor rejected nearly every model rewrite of a

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from caproute.cli import app  # noqa: E402
+from caproute.cli.params import SEED_DEFAULT  # noqa: E402  (the CLI's --seed default)
 from caproute.collect.config import dump_pool_config  # noqa: E402
 from caproute.collect.distributed import FAULT_ENV, shard_of, work_dir_for  # noqa: E402
 from caproute.collect.queries import load_queries  # noqa: E402
@@ -134,7 +135,7 @@ def test_killed_shard_worker_is_retried_without_loss_or_duplicates(
     assert len(flushed) >= 5
     reqs = [r for r in server.requests[start:] if r["messages"][0]["role"] != "system"]
     sent = pd.Series([(r["model"], int(r["seed"])) for r in reqs]).value_counts()
-    spec = CollectSpec(dataset="d", task="t", models=("a", "b"))
+    spec = CollectSpec(dataset="d", task="t", models=("a", "b"), seed=SEED_DEFAULT)
     for _, _, qid, model, k, r, _ in flushed:
         assert sent[(model, generation_seed(spec, qid, model, int(k)) + int(r))] == 1
 
@@ -148,7 +149,7 @@ def test_shard_file_left_by_a_killed_driver_is_merged_first(ray_local, files, lo
     wdir = work_dir_for(store, "d")
     left = wdir / "shard-0001-of-0005.duckdb"
     spec = CollectSpec(dataset="d", task="t", models=("a", "b"), rewrites=2, decodes=2, test_rewrites=2,
-                       test_decodes=2, similarity_check=False)
+                       test_decodes=2, similarity_check=False, seed=SEED_DEFAULT)  # as the CLI run below
     collect(pool_cfg(server.url), part, left, spec, progress=False)
     start = len(server.requests)
     out = run_cli(files, store, "--engine", "ray", "--shards", "2")

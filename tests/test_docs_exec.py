@@ -497,3 +497,20 @@ def test_parse_markers_and_console(tmp_path):
     md.write_text("<!-- doc-test: sloww -->\n```bash\nx\n```\n")
     with pytest.raises(DocFormatError, match="unknown doc-test marker token 'sloww'"):
         parse_blocks(md)
+
+
+def test_harness_runs_a_small_doc(tmp_path):
+    """The mechanism end to end on a small doc: files, exports carried over, replace, console output
+    compared by shape, a background command, python output; and a wrong output fails."""
+    md = tmp_path / "small.md"
+    md.write_text(
+        "<!-- doc-test: file=conf.yaml -->\n```yaml\nname: demo\n```\n"
+        "```bash\nexport GREETING=hello\ngrep -q 'name: demo' conf.yaml\n```\n"
+        "<!-- doc-test: timeout=60\nreplace: sleep 600 => sleep 0.1\n-->\n"
+        "```console\n$ echo \"$GREETING world 42\"\nhello world 7\n$ sleep 600; echo server up &\nserver up\n"
+        "$ printf 'a\\nb\\nc\\n'\na\n...\n```\n"
+        "```python\nimport os\nprint(os.environ['GREETING'], 3.5)\n```\n<!-- doc-test: output -->\n```text\nhello 1\n```\n")
+    _run_doc(md, tmp_path / "ok", with_marked=True)
+    md.write_text("```console\n$ echo one two\none three\n```\n")
+    with pytest.raises(pytest.fail.Exception, match="another shape"):
+        _run_doc(md, tmp_path / "bad", with_marked=True)

@@ -1,7 +1,10 @@
 """The grid's numbers do not move with performance work (issue 15): a small grid (every paper
 family + MF, 2 single-shot sets and DARS, sparse TF-IDF) run through today's ``run_grid`` gives the
 per-cell utilities, qualities, costs and choice shares stored in tests/data/grid_reference.json,
-which were computed with the code before the speed-ups (tests/data/make_grid_reference.py)."""
+which were computed with the code before the speed-ups (tests/data/make_grid_reference.py).
+The utilities follow from discrete routing choices, so they are exact; a different CPU (other
+SIMD kernels in torch / BLAS) could flip a near-tie, in which case regenerate the reference there
+with the pre-change code."""
 
 from __future__ import annotations
 

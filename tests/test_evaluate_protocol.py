@@ -153,7 +153,7 @@ def test_pool_normalises_costs_per_dataset_on_training_rows():
 
 def test_load_experiment_builtin_and_dataset_errors(tmp_path):
     exp = load_experiment(data="builtin")
-    assert exp.dataset == "tinypool-numeric" and set(exp.views) == {"rewrite", "decode"}
+    assert exp.dataset == "tinypool-mix" and set(exp.views) == {"rewrite", "decode"}
     assert exp.grid_shape() == (3, 3)
     with pytest.raises(DataError, match="no dataset 'nope'"):
         load_experiment(data="builtin", dataset="nope")

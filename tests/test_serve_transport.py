@@ -178,3 +178,56 @@ def test_request_dropped_on_a_reused_connection_is_sent_again_on_a_new_one():
 
     asyncio.run(main())
     assert seen == [b"a", b"dropped b", b"b"]
+
+
+def test_deadline_transport_total_and_first_byte_deadlines():
+    """A server that trickles its body one byte every 0.1 s never trips a per-read timeout; the
+    total deadline cuts it, on both inner transports, and the connection is closed (not pooled)."""
+    from caproute.serve.transport import Deadline, DeadlineExceeded, DeadlineTransport
+
+    closed = []
+
+    async def trickle(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+        try:
+            for _ in range(1000):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except ConnectionError:
+            pass
+        closed.append(True)
+
+    async def slow_head(reader, writer):
+        await _read_request(reader)
+        await asyncio.sleep(2.0)
+        writer.close()
+
+    async def main():
+        server, port = await _raw_server(trickle)
+        slow, slow_port = await _raw_server(slow_head)
+        try:
+            for inner in (LeanTransport(), httpx.AsyncHTTPTransport()):
+                t = DeadlineTransport(inner, Deadline(total_s=0.6))
+                async with httpx.AsyncClient(transport=t) as c:
+                    start = asyncio.get_running_loop().time()
+                    with pytest.raises(DeadlineExceeded) as e:
+                        await c.get(f"http://127.0.0.1:{port}/")
+                    took = asyncio.get_running_loop().time() - start
+                    assert e.value.phase == "total" and 0.5 <= took < 1.5
+            for _ in range(40):
+                if len(closed) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(closed) == 2  # the server saw both connections closed
+            t = DeadlineTransport(LeanTransport(), Deadline(total_s=30.0, first_byte_s=0.3))
+            async with httpx.AsyncClient(transport=t) as c:
+                with pytest.raises(DeadlineExceeded, match="first byte deadline") as e:
+                    await c.get(f"http://127.0.0.1:{slow_port}/")
+                assert e.value.phase == "first_byte"
+        finally:
+            server.close()
+            slow.close()
+
+    asyncio.run(main())

@@ -311,20 +311,22 @@ class Session:
         self.n += 1
         log = self.state / f"out-{self.n}.log"
         with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
-            p = subprocess.Popen(["bash", "-c", self._script("exec " + cmd, strict=False)], stdout=fh,
+            p = subprocess.Popen(["bash", "-c", self._script(cmd, strict=False)], stdout=fh,
                                  stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.background.append(p)
         want = [x for x in expected if x.strip()]
         deadline = time.monotonic() + timeout
         while True:
+            exited = p.poll() is not None  # read the output after this, so nothing printed is missed
             got = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
             if len(got) >= len(want):
                 why = output_mismatch(want, got[:len(want)])
                 if why:
                     pytest.fail(f"{label}: `{cmd}` printed something else:\n{why}\n--- output\n{_tail(log)}")
                 return
-            if p.poll() is not None:
-                pytest.fail(f"{label}: background `{cmd}` exited with {p.returncode}:\n{_tail(log)}")
+            if exited:
+                pytest.fail(f"{label}: background `{cmd}` exited with {p.returncode} before printing its "
+                            f"output:\n{_tail(log)}")
             if time.monotonic() > deadline:
                 pytest.fail(f"{label}: `{cmd}` did not print its expected output in {timeout} s:\n{_tail(log)}")
             time.sleep(0.3)

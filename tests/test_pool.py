@@ -211,3 +211,13 @@ def test_servers_do_not_interrupt_running_requests():
     settings = pytest.importorskip("llama_cpp.server.settings")
     assert "interrupt_requests" in settings.ServerSettings.model_fields
     assert settings.ServerSettings(interrupt_requests=cmd[i + 1]).interrupt_requests is False
+
+
+def test_server_environment_drops_llama_settings_variables():
+    """An exported PORT (or HOST, MODEL, N_CTX, any llama-cpp-python server setting) must not reach
+    the servers ``pool up`` starts: pydantic settings would read it over the flags we pass."""
+    from caproute.collect.pool import server_env
+
+    env = server_env({"PORT": "8080", "host": "0.0.0.0", "N_CTX": "4", "MODEL": "x", "PATH": "/bin",
+                      "HF_HUB_OFFLINE": "1"})
+    assert env == {"PATH": "/bin", "HF_HUB_OFFLINE": "1"}

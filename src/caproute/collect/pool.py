@@ -327,6 +327,23 @@ def _is_our_server(pid: int, gguf: str) -> bool:
     return True  # no /proc (macOS): trust the state file
 
 
+def server_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a llama.cpp server, without the variables its settings would read.
+
+    llama-cpp-python's server settings are pydantic settings: an exported ``PORT``, ``HOST``,
+    ``MODEL`` or ``N_CTX`` (any of its fields, case-insensitive) would override the flags
+    ``pool up`` passes, so a shell with ``PORT`` set could not start a pool.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+        names = {n.upper() for n in (*ServerSettings.model_fields, *ModelSettings.model_fields)}
+    except ImportError:  # the server cannot start anyway; keep the common ones out
+        names = {"HOST", "PORT", "MODEL", "MODEL_ALIAS", "N_CTX", "N_THREADS", "CHAT_FORMAT"}
+    return {k: v for k, v in environ.items() if k.upper() not in names}
+
+
 def server_command(
     gguf: Path, alias: str, port: int, chat_format: str | None, n_threads: int = 1, n_ctx: int = 2048
 ) -> list[str]:
@@ -532,6 +549,7 @@ def start_pool(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    env=server_env(),
                 )  # survives the CLI process; stopped by `pool down`
             m = PoolMember(name, spec.alias, port, proc.pid, str(gguf), str(log))
             members.append(m)

@@ -155,6 +155,27 @@ def summary_sentences(facts: dict) -> list[str]:
     return out
 
 
+def significance_sentences(facts: dict, runs: int) -> list[str]:
+    cells = [(j, g, f["auto"]) for j, by_g in facts.items() for g, f in by_g.items()]
+    sig = [c for c in cells if abs(c[2]["t"]) >= SIGNIFICANT_T]
+    need = [runs * (SIGNIFICANT_T / abs(p["t"])) ** 2 for _, _, p in cells
+            if abs(p["t"]) < SIGNIFICANT_T and abs(p["t"]) >= 0.5]
+    out = [f"- Significance (meta-r (auto) vs pooled): {len(sig)} of {len(cells)} (judge, gold n) cells are ordered "
+           f"at |t| ≥ {SIGNIFICANT_T:.0f} with {runs} runs."
+           + (f" For the others with |t| ≥ 0.5, the same effect would need about {min(need):.0f}–{max(need):.0f} runs; "
+              f"cells with |t| < 0.5 are ties at this precision." if need else "")]
+    for j, by_g in facts.items():
+        means = {}
+        for f in by_g.values():
+            for m, p in f["fixed"].items():
+                means.setdefault(m, []).append(p["mean"])
+        best = max(means, key=lambda m: np.mean(means[m]))
+        out.append(f"- {j}: over all gold n, the fixed effect model with the best mean difference to pooling is "
+                   f"{best} ({np.mean(means[best]):+.2f} on average; meta-r (auto): "
+                   f"{np.mean([f['auto']['mean'] for f in by_g.values()]):+.2f}).")
+    return out
+
+
 def choice_sentences(facts: dict) -> list[str]:
     out = []
     for j, by_g in facts.items():
@@ -252,7 +273,8 @@ mean difference (chosen after the fact, so an optimistic reference).
 {pd_['paired']}
 ### When the Meta-Router beats pooling
 
-""" + "\n".join(summary_sentences(pd_["facts"]) + choice_sentences(pd_["facts"])) + """
+""" + "\n".join(summary_sentences(pd_["facts"]) + significance_sentences(pd_["facts"], cfg["runs"])
+                + choice_sentences(pd_["facts"])) + """
 """]
     if small is not None:
         parts.append("""

@@ -399,7 +399,7 @@ def test_split_test_is_exact_and_deterministic(tmp_path):
     s1, s2 = assign_splits(ids, 0.3, seed=1), assign_splits(ids, 0.3, seed=1)
     assert (s1 == s2).all() and (s1 == "test").sum() == 15
     assert not (assign_splits(ids, 0.3, seed=2) == s1).all()
-    with pytest.raises(DataError, match="split-test"):
+    with pytest.raises(DataError, match="test-fraction"):
         assign_splits(ids, 1.5, seed=1)
 
 

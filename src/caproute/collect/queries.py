@@ -1,7 +1,7 @@
 """The queries file a collection runs on: one query per row with its gold answer.
 
 Columns: ``query_id`` (or ``id``), ``question``, ``answer``; optional ``context`` (passage) and
-``split`` (``train``/``test``; otherwise assigned with ``--split-test``). JSONL, CSV or Parquet.
+``split`` (``train``/``test``; otherwise assigned with ``--test-fraction``). JSONL, CSV or Parquet.
 
 Also read (detected from the fields):
 
@@ -41,7 +41,7 @@ def assign_splits(query_ids: pd.Series, fraction: float, seed: int) -> pd.Series
     """``test`` for a deterministic pseudo-random ``fraction`` of queries (exact count), else ``train``."""
     if not 0 < fraction < 1:
         raise DataError(
-            f"--split-test must be in (0, 1), got {fraction}", source="arguments", field="split_test"
+            f"--test-fraction must be in (0, 1), got {fraction}", source="arguments", field="test_fraction"
         )
     n_test = int(round(fraction * len(query_ids)))
     order = sorted(range(len(query_ids)), key=lambda i: stable_int("split", seed, query_ids.iloc[i]))
@@ -225,7 +225,7 @@ def load_queries(path: str | os.PathLike, *, split_test: float | None = None, se
             )
         if split_test is not None:
             raise DataError(
-                "the file has a split column; drop --split-test or the column", source=str(p), field="split"
+                "the file has a split column; drop --test-fraction or the column", source=str(p), field="split"
             )
         out["split"] = split.to_numpy()
     elif split_test is not None:

@@ -57,7 +57,8 @@ def _finite_float(ctx, param, value):
 
 def _tidy_help(command) -> None:
     """Conventions of docs/cli.md applied to every command: flags show no ``<bool>`` type,
-    arguments read ``SRC`` / ``QUERY...`` in usage lines (not ``{src}``), and a float option
+    arguments read ``SRC`` / ``QUERY...`` in usage lines (not ``{src}``), list options read
+    ``A,B,...`` (not ``<list[str]>``), and a float option
     without its own check refuses nan/inf."""
     for p in command.params:
         if getattr(p, "param_type_name", "") == "argument":
@@ -67,6 +68,8 @@ def _tidy_help(command) -> None:
             p._usage_display_name = lambda usage=usage: usage
         elif getattr(p, "is_flag", False) and not getattr(p, "count", False):
             p.metavar = ""
+        elif getattr(p, "multiple", False) and not p.metavar:
+            p.metavar = "A,B,..."   # list options: comma lists or repeated flags (not <list[str]>)
         elif p.callback is None and getattr(getattr(p, "type_descriptor", None), "annotation", None) is float:
             p.callback = _finite_float   # every float option is finite (docs/cli.md); ranges per option
     make_help = command.get_help_option

@@ -109,7 +109,7 @@ def bench_cmd(
         "--studies", help="comma-separated: main (always), ablation, kxr, beta, pareto, pair",
         callback=comma_list)] = ("main,ablation,kxr,beta,pareto,pair",),
     param: Annotated[list[str] | None, typer.Option(
-        "--param", help="router hyper-parameter ROUTER.NAME=VALUE (repeatable), e.g. mlp.max_iter=200")] = None,
+        "--param", metavar="ROUTER.NAME=VALUE", help="router hyper-parameter ROUTER.NAME=VALUE (repeatable), e.g. mlp.max_iter=200")] = None,
     predictions: Annotated[bool, typer.Option(
         "--predictions/--no-predictions", help="per-query predictions (run 0) in the report folder")] = True,
     study_routers: Annotated[list[str] | None, typer.Option(

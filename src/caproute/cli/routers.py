@@ -52,7 +52,7 @@ def train_cmd(
         "--features", help="tfidf | minilm | minilm-onnx | minilm-int8 | model2vec")] = "tfidf",
     lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="random seed (single-shot draw, router init)")] = SEED_DEFAULT,
-    param: Annotated[list[str] | None, typer.Option("--param", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", metavar="NAME=VALUE", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT."""

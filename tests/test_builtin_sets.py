@@ -131,7 +131,7 @@ def test_demo_summary_names_the_router_the_gain_and_the_cost():
     assert text.startswith("Routing pays here: the knn router trained with DARS beats always using the best single")
     assert "0.580 vs 0.500 (+0.080, +16%" in text and "1 of 2 learned routers" in text and "per 1,000 queries" in text
     learned, fixed = demo_tables(_rows(0.08), ["rewrite", "decode"])
-    assert list(learned["router"]) == ["knn", "mirt"] and "Δ decode" in learned.columns
+    assert list(learned["router"]) == ["knn", "mirt"] and "Δ dec" in learned.columns
     # baselines that learn nothing: one row each, after the references, no single-shot vs DARS pair
     assert list(fixed["router"]) == ["best fixed model (test)", "oracle", "random", "cheapest", "best_fixed_train"]
     assert not any(c.startswith(("single", "DARS", "Δ")) for c in fixed.columns)

@@ -383,8 +383,20 @@ def test_queries_errors_name_file_line_and_field(tmp_path):
     with pytest.raises(DataError, match="field 'answer': missing required column"):
         load_queries(p)
     p.write_text('{"query_id": "a", "question": "x?", "answer": "1"}\nnot json\n')
-    with pytest.raises(DataError, match="line 2: not valid JSON"):
+    with pytest.raises(DataError, match="line 2: invalid JSON"):
         load_queries(p)
+    # the data layer's readers: bad bytes, lone surrogates, NaN, wrong types -- named, never a traceback
+    for content, where in ((b'{"query_id": "a", "question": "x\xff", "answer": "1"}\n', "line 1, field 'question'"),
+                           (b'{"query_id": "a", "question": "\\ud800", "answer": "1"}\n', "line 1, field 'question'"),
+                           (b'{"query_id": "a", "question": "x", "answer": NaN}\n', "line 1, field 'answer'"),
+                           (b'{"query_id": "a", "question": ["x"], "answer": "1"}\n', "line 1, field 'question'")):
+        p.write_bytes(content)
+        with pytest.raises(DataError, match=where):
+            load_queries(p)
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_bytes(b"query_id,question,answer\na,x\xfe,1\n")
+    with pytest.raises(DataError, match="bad.csv, line 2, field 'question': not valid UTF-8"):
+        load_queries(bad_csv)
     p.write_text('{"query_id": "a", "question": "x?", "answer": "1", "split": "dev"}\n')
     with pytest.raises(DataError, match="line 1, field 'split'"):
         load_queries(p)

@@ -24,6 +24,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from caproute.errors import DataError
@@ -50,26 +51,27 @@ def assign_splits(query_ids: pd.Series, fraction: float, seed: int) -> pd.Series
     return split
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of a queries file and their line numbers, through the data layer's readers (bad bytes,
+    bad JSON, NaN/Infinity and lone surrogates are named by file, line and field)."""
+    from caproute.data.formats import check_csv_encoding, read_jsonl_records, read_parquet_frame
+
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pd.read_parquet(path)
+        df = read_parquet_frame(path)
+        return df, np.arange(1, len(df) + 1)
     if suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        check_csv_encoding(path)
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataError("no queries (empty file)", source=str(path)) from None
+        except (pd.errors.ParserError, ValueError) as e:
+            raise DataError(f"malformed CSV: {e}", source=str(path)) from None
+        return df, np.arange(2, len(df) + 2)   # line 1 is the header
     if suffix in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        with open(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"not valid JSON: {e.msg}", source=str(path), row=i) from None
-                if not isinstance(obj, dict):
-                    raise DataError("each line must be a JSON object", source=str(path), row=i)
-                rows.append(obj)
-        return pd.DataFrame(rows)
+        records, lines = read_jsonl_records(path)
+        return pd.DataFrame.from_records(records), lines
     raise DataError("unknown queries format (use .jsonl, .csv or .parquet)", source=str(path))
 
 
@@ -116,28 +118,21 @@ def chat_query(messages, *, source: str = "<chat>", line: int | None = None) -> 
 
 def _read_chat(path: Path) -> pd.DataFrame | None:
     """Chat-format JSONL as query rows (duplicates collapsed), or None when the file is not chat format."""
-    rows, first_line = [], None
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON: {e.msg}", source=str(path), row=i) from None
-            if first_line is None:
-                first_line = i
-                if not (isinstance(obj, dict) and "messages" in obj):
-                    return None
-            if not isinstance(obj, dict) or "messages" not in obj:
-                raise DataError("chat-format file: every line needs 'messages'", source=str(path), row=i,
-                                field="messages")
-            q = chat_query(obj["messages"], source=str(path), line=i)
-            if isinstance(obj.get("split"), str) and obj["split"].strip():
-                q["split"] = obj["split"].strip()
-            rows.append(q)
-    if not rows:
+    from caproute.data.formats import read_jsonl_records
+
+    records, lines = read_jsonl_records(path)
+    if not records or "messages" not in records[0]:
         return None
+    rows = []
+    for obj, i in zip(records, lines, strict=True):
+        if "messages" not in obj:
+            raise DataError("chat-format file: every line needs 'messages'", source=str(path), row=int(i),
+                            field="messages")
+        q = chat_query(obj["messages"], source=str(path), line=int(i))
+        if isinstance(obj.get("split"), str) and obj["split"].strip():
+            q["split"] = obj["split"].strip()
+        q["_line"] = int(i)
+        rows.append(q)
     df = pd.DataFrame(rows)
     return df.drop_duplicates("query_id", keep="first").reset_index(drop=True)
 
@@ -166,9 +161,13 @@ def load_queries(path: str | os.PathLike, *, split_test: float | None = None, se
     p = Path(path)
     if not p.is_file():
         raise DataError("queries file not found", source=str(p))
+    from caproute.data.validate import number_values, text_values
+
     chat = _read_chat(p) if p.suffix.lower() in (".jsonl", ".json", ".ndjson") else None
-    df = chat if chat is not None else _read(p)
-    off = 1 if p.suffix.lower() == ".csv" else 0  # CSV: line 1 is the header
+    if chat is not None:
+        df, lines = chat.drop(columns="_line"), chat["_line"].to_numpy()
+    else:
+        df, lines = _read(p)
     if len(df) == 0:
         raise DataError("no queries (empty file)", source=str(p))
     code = _from_code_benchmark(df)
@@ -176,39 +175,40 @@ def load_queries(path: str | os.PathLike, *, split_test: float | None = None, se
         df = code
     if "query_id" not in df.columns and "id" in df.columns:
         df = df.rename(columns={"id": "query_id"})
+    df = df.reset_index(drop=True)
     for col in ("query_id", "question", "answer"):
         if col not in df.columns:
             raise DataError("missing required column", source=str(p), field=col)
-        if col == "answer" and chat is not None:
-            continue  # chat logs: the reference answer is optional
-        vals = df[col]
-        bad = vals.isna() | (vals.astype(str).str.strip() == "")
-        if bad.any():
-            raise DataError(
-                "empty value", source=str(p), row=int(bad.to_numpy().argmax()) + 1 + off, field=col
-            )
-    out = pd.DataFrame(
-        {
-            "query_id": df["query_id"].astype(str),
-            "question": df["question"].astype(str),
-            "answer": df["answer"].astype(str),
-        }
-    )
+    # the shared validation layer: strings (ids may be integers), valid UTF-8, no empty keys
+    src = str(p)
+    qid = text_values(df["query_id"], lines, src, "query_id", key=True)
+    question = text_values(df["question"], lines, src, "question", key=True)
+    blank = question.astype(str).str.strip() == ""
+    if blank.any():
+        raise DataError("empty value", source=src, row=int(lines[int(blank.to_numpy().argmax())]), field="question")
+    answer_col = df["answer"]
+    numeric = answer_col.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+    if numeric.any():   # a JSON answer may be a number (7, 3.5): finite, kept as its text
+        nums = number_values(answer_col[numeric], lines[numeric.to_numpy()], src, "answer")
+        answer_col = answer_col.astype(object)
+        answer_col[numeric] = [format(float(x), "g") if float(x) != int(x) else str(int(x)) for x in nums]
+    answer = text_values(answer_col, lines, src, "answer", key=chat is None)
+    if chat is not None:
+        answer = answer.fillna("")  # chat logs: the reference answer is optional
+    context = (text_values(df["context"], lines, src, "context", key=False) if "context" in df.columns
+               else pd.Series([None] * len(df), dtype=object))
+    out = pd.DataFrame({"query_id": qid.astype(str), "question": question.astype(str),
+                        "answer": answer.astype(str)})
     # None (not NaN) where there is no context: a NaN would be rendered as the text "nan"
-    out["context"] = pd.Series(
-        [c if isinstance(c, str) and c != "" else None for c in df["context"]]
-        if "context" in df.columns
-        else [None] * len(df),
-        index=out.index,
-        dtype=object,
-    )
+    out["context"] = pd.Series([c if isinstance(c, str) and c != "" else None for c in context],
+                               index=out.index, dtype=object)
     dup = out["query_id"].duplicated(keep="first")
     if dup.any():
         i = int(dup.to_numpy().argmax())
         raise DataError(
             f"duplicate query_id '{out['query_id'].iloc[i]}'",
             source=str(p),
-            row=i + 1 + off,
+            row=int(lines[i]),
             field="query_id",
         )
     has_split = "split" in df.columns and (df["split"].astype(str).str.strip() != "").all()
@@ -220,7 +220,7 @@ def load_queries(path: str | os.PathLike, *, split_test: float | None = None, se
             raise DataError(
                 f"split must be train or test (got {split.iloc[i]!r})",
                 source=str(p),
-                row=i + 1 + off,
+                row=int(lines[i]),
                 field="split",
             )
         if split_test is not None:

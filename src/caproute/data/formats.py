@@ -184,17 +184,28 @@ def _looks_like_parquet(p: Path) -> bool:
         return False
 
 
-def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+def read_parquet_frame(path: str | os.PathLike) -> pd.DataFrame:
+    """A Parquet file as it is (no schema applied); a directory, a non-Parquet or a corrupt file is
+    a named error."""
     p = Path(path)
     if p.is_dir():
         raise DataError("is a directory, not a Parquet file", source=str(p))
     if p.exists() and not _looks_like_parquet(p):
         raise DataError("is not a Parquet file (no PAR1 header); pass the right --format", source=str(p))
     try:
-        df = pd.read_parquet(p)
+        return pd.read_parquet(p)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise DataError(f"cannot read Parquet: {e}", source=str(p)) from None
-    return canonicalize(df, source=f"{p} (row numbers are 1-based)")
+
+
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    p = Path(path)
+    return canonicalize(read_parquet_frame(p), source=f"{p} (row numbers are 1-based)")
+
+
+#: the raw readers of the validation layer, for files with another schema (queries, traffic samples)
+read_jsonl_records = _read_jsonl_records
+check_csv_encoding = _check_csv_encoding
 
 
 def read_dars_dir(root: str | os.PathLike) -> pd.DataFrame:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,34 +71,28 @@ def read_requests(
     p = Path(path)
     if not p.is_file():
         raise DataError("traffic sample not found", source=str(p))
+    from caproute.data.formats import read_jsonl_records
+
     texts = []
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg})", source=str(p), row=i) from None
-            if not isinstance(obj, dict):
-                raise DataError("expected a JSON object", source=str(p), row=i)
-            if "messages" in obj:
-                msgs = obj["messages"]
-                if not isinstance(msgs, list) or not msgs or not all(isinstance(x, dict) for x in msgs):
-                    raise DataError(
-                        "must be a non-empty list of message objects", source=str(p), row=i, field="messages"
-                    )
-                texts.append(routing_text(msgs, conversation, max_chars))
-                continue
-            key = next((k for k in TEXT_KEYS if k in obj), None)
-            if key is None or not isinstance(obj[key], str) or not obj[key].strip():
+    records, lines = read_jsonl_records(p)   # bytes, JSON, NaN and surrogates named by line and field
+    for obj, i in zip(records, lines.tolist(), strict=True):
+        if "messages" in obj:
+            msgs = obj["messages"]
+            if not isinstance(msgs, list) or not msgs or not all(isinstance(x, dict) for x in msgs):
                 raise DataError(
-                    f"needs 'messages' or a non-empty string in one of {list(TEXT_KEYS)}",
-                    source=str(p),
-                    row=i,
-                    field=key or "messages",
+                    "must be a non-empty list of message objects", source=str(p), row=i, field="messages"
                 )
-            texts.append(obj[key][-max_chars:])
+            texts.append(routing_text(msgs, conversation, max_chars))
+            continue
+        key = next((k for k in TEXT_KEYS if k in obj), None)
+        if key is None or not isinstance(obj[key], str) or not obj[key].strip():
+            raise DataError(
+                f"needs 'messages' or a non-empty string in one of {list(TEXT_KEYS)}",
+                source=str(p),
+                row=i,
+                field=key or "messages",
+            )
+        texts.append(obj[key][-max_chars:])
     if not texts:
         raise DataError("the traffic sample is empty", source=str(p))
     return TrafficSample(texts, str(p))

@@ -276,7 +276,7 @@ def datasheet(obs, rewrites, queries, attempts, pool_yaml, reports) -> str:
             f"temperature {t['temperature']}, top_p {t['top_p']}, stop {t['stop']!r}, scorer "
             f"`{t['scorer']}` {t['scorer_args']}."
         )
-    return f"""# DATASHEET: the builtin observation set (`--data builtin`)
+    return f"""# DATASHEET: `tinypool-numeric`, a builtin observation set (`--data builtin:tinypool-numeric`)
 
 Real observations of three small language models served locally by llama.cpp, collected with
 `caproute collect` following the DARS protocol. Files: `observations.parquet` (canonical observation

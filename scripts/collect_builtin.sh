@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The exact commands that produced src/caproute/assets/builtin/ (see its DATASHEET.md).
+# The exact commands that produced src/caproute/assets/tinypool-numeric/ (see its DATASHEET.md;
+# `--data builtin:tinypool-numeric`; the default builtin set is made by collect_builtin_v2.sh).
 # Resumable: rerun after any interruption; stored observations and rewrites are reused.
 set -euo pipefail
 cd "${ROOT:-$(dirname "$0")/..}"
@@ -21,5 +22,5 @@ $CAPROUTE collect --config "$WORK/pool.yaml" --queries "$WORK/queries.jsonl" --s
   --seed 0 --report-dir "$WORK/reports"
 
 # 4. package: compressed Parquet into the package, then stop the pool
-$PY scripts/collect_builtin.py package "$WORK/builtin.duckdb" src/caproute/assets/builtin "$WORK/pool.yaml" "$WORK/reports"
+$PY scripts/collect_builtin.py package "$WORK/builtin.duckdb" src/caproute/assets/tinypool-numeric "$WORK/pool.yaml" "$WORK/reports"
 $CAPROUTE pool down --workdir "$WORK/pool"

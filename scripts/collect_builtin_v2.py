@@ -467,9 +467,30 @@ often changes the question (another country, "How many words are there in ..."),
 every model 0 against the original gold and hid the differences between models in the training
 split; a stricter MiniLM similarity floor rejects more of those, and the template fallback fills
 the gap."""
+HEADLINE = """Measured 2026-11-26 with `caproute bench --data builtin --routers all --single-shot-runs 10
+--dars-runs 5 --studies main` (TF-IDF features, beta 0.2):
+
+| | rewrite view | decode view |
+|---|---|---|
+| best fixed model (smollm2-135m) | 0.488 | 0.533 |
+| oracle (best model per query) | 0.689 | 0.749 |
+| oracle minus best fixed | 0.201 | 0.216 |
+| rmsoftmax, DARS (mean of 5 trainings) | 0.560 | 0.689 |
+| avengerspro, DARS | 0.535 | 0.673 |
+| graphrouter, DARS | 0.530 | 0.613 |
+| knn, DARS | 0.521 | 0.625 |
+| embedllm, DARS | 0.522 | 0.625 |
+| mf, DARS | 0.520 | 0.624 |
+| mirt, DARS | 0.509 | 0.573 |
+| mlp, DARS | 0.503 | 0.609 |
+
+Seven of eight router families trained with DARS beat the best fixed model by at least 0.02 on both
+views (mlp: +0.016 on the rewrite view). DARS is not better than single-shot training for every
+router on a set this small (kNN: single-shot 0.535 / 0.640 over 10 training sets); `make demo`
+prints both."""
 RUN_NOTES = """One resumable run of scripts/collect_builtin_v2.sh on 2026-11-26 on a 2-core machine shared with
-seven other engineers' jobs (load average 11-23): 04:39-05:10 UTC (about 29 minutes of collecting, plus two restarts), @GENS@ generations plus @RW@ rewriter
-calls, 0.5-1.9 generations/s across the pool, 0 failed requests. The rewriter settings changed once
+seven other engineers' jobs (load average 11-23): 04:39-05:10 UTC (31 minutes
+including one interruption and resume), @GENS@ generations plus @RW@ rewriter calls, 0.5-1.9 generations/s across the pool, 0 failed requests. The rewriter settings changed once
 during the run: capitals used 3 attempts of at most 96 tokens; from sentiment on, 2 attempts of at
 most 48 tokens (`REWRITER`), because the 0.9 similarity floor rejected nearly every model rewrite of a
 review and the rewriter held up the decoders. The change was made by interrupting the sentiment run
@@ -481,7 +502,10 @@ capital of Texas?" for Jamaica) and the template paraphrase "Can you work out th
 which the base Gemma model answers with "Yes" or "No", left Gemma at 0.27 accuracy on the training
 capitals against 0.81 on the test decode view, so the training split no longer showed which model
 wins. Hence "Which city is the capital of X?" (its template paraphrase is "Tell me which city is
-the capital of X?") and the 0.9 floor. The pilot measured the first wording."""
+the capital of X?") and the 0.9 floor (a start with a 0.8 floor was stopped after a minute: most
+model rewrites above 0.8 still changed the question). The pilot measured the first wording.
+Rerunning scripts/collect_builtin_v2.sh from scratch uses the final rewriter settings for every
+family, so its capitals rewrites would differ from the shipped ones."""
 """What happened during the collection (measured; written into the datasheet)."""
 STOP = ["\n", "."]
 """Each worked example ends with a full stop and decoding stops at the first one: without it the
@@ -699,6 +723,9 @@ Share of training (query, model) pairs whose 9 observations are neither all wron
 DARS diagnostics on the training split (lambda 0.05):
 
 {_table(diag)}
+
+## Headline numbers (test split, lambda 0.05; pinned by tests/test_collect_builtin.py)
+{HEADLINE}
 
 ## How the families were chosen (pilot)
 Before the collection, a pilot ran 16 items of each candidate family (test decode view only, 2 decodes;

@@ -262,7 +262,11 @@ R-learner whose effect model is chosen per fit by cross-fitted loss on the gold 
 `forest` (the paper's, with overlap-weighted leaves), `ridge` (RidgeCV), `group` (one shrunk
 constant per model pair × 4 query clusters) and `constant`; `meta-r:NAME` fixes the effect model.
 
-Peak efficiency gain (se):
+Peak efficiency gain (se); curves per judge and gold n in [results-meta/crossover/](results-meta/crossover/)
+(mean curve with a 95 % band), e.g.:
+
+| ![](results-meta/crossover/curves_pandalm7b_gold15.png) | ![](results-meta/crossover/curves_pandalm7b-qbias_gold200.png) |
+|---|---|
 
 {table}
 Paired differences of the per-run mean efficiency gain over usage 0.2–0.8 (mean ± se over the

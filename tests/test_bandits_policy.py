@@ -269,3 +269,25 @@ def test_embed_and_self_contained_save(tmp_path):
     assert restored.encoder == str(tmp_path / "p" / "encoder")
     np.testing.assert_allclose(restored.embed("How many eggs are in 6 dozen?"), x, atol=1e-6)
     assert restored.select_models(x) == policy.select_models(x)
+
+
+def test_laplace_refit_matches_the_batch_map_when_the_history_doubles():
+    from caproute.bandits.fgts import FGTSCDB
+    from caproute.bandits.posterior import laplace_fit
+
+    rng = np.random.default_rng(0)
+    k, d = 4, 5
+    arms = rng.normal(size=(k, d))
+    theta_star = rng.normal(size=d)
+    pol = FGTSCDB(arms, sampler="laplace", feel_good="tilt", eta=4.0, mu=0.0, laplace_refit=True, seed=0)
+    online = FGTSCDB(arms, sampler="laplace", feel_good="tilt", eta=4.0, mu=0.0, seed=0)
+    for _ in range(64):
+        x = rng.normal(size=d)
+        i, j = rng.choice(k, size=2, replace=False)
+        y = 1 if float(theta_star @ (x * (arms[i] - arms[j]))) > 0 else -1
+        pol.update(x, int(i), int(j), y)
+        online.update(x, int(i), int(j), y)
+    h = pol.history_
+    batch, _ = laplace_fit(h.z, h.y, 4.0, 1.0)
+    np.testing.assert_allclose(pol.theta_map_, batch, atol=1e-6)
+    assert np.abs(online.theta_map_ - batch).max() > 1e-3      # the one-step online MAP had drifted

@@ -41,8 +41,10 @@ class DuelSpec:
     embeddings: tuple[str, ...] = ("ccft-excel-perf-cost", "minilm")
     sampler: str = "sgld"
     feel_good: str = "importance"
-    eta: float = 0.25
-    mu: float | None = None
+    # eta = 4, mu = 0: picked by the tuning study of docs/results-dueling.md (scripts/results_dueling.py;
+    # eta in {0.25, 1, 4} x mu in {0, 1/sqrt(T)}); the spec's values are eta = 0.25, mu = 1/sqrt(T)
+    eta: float = 4.0
+    mu: float | None = 0.0
     offline_fraction: float = 0.2
     min_offline: int = 5
     max_queries: int | None = 1500
@@ -53,6 +55,8 @@ class DuelSpec:
     ccft: CCFTConfig = field(default_factory=CCFTConfig)
     #: compute the full-information logistic reference per embedding set (off for tuning sweeps)
     references: bool = True
+    #: FGTS.CDB Laplace sampler: re-fit the MAP by batch Newton each time the history doubles
+    laplace_refit: bool = False
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICY_NAMES]
@@ -197,7 +201,7 @@ def make_policy(cell: Cell, spec: DuelSpec, emb: EmbeddingSet, best_arm: int, mo
     common = {"feature_scale": emb.feature_scale, "seed": seed}
     if cell.policy == "fgts-cdb":
         return FGTSCDB(emb.arms, models, eta=spec.eta, mu=spec.mu, horizon=spec.rounds,
-                       sampler=spec.sampler, feel_good=spec.feel_good, **common)
+                       sampler=spec.sampler, feel_good=spec.feel_good, laplace_refit=spec.laplace_refit, **common)
     if cell.policy == "uniform":
         return UniformPolicy(emb.arms, models, seed=seed)
     if cell.policy == "best-fixed":

@@ -35,6 +35,7 @@ from caproute.bandits.posterior import (
     feel_good_grad,
     gaussian_draws,
     importance_pick,
+    laplace_fit,
     laplace_update,
     potential_grad,
     sgld_chain,
@@ -64,13 +65,14 @@ class FGTSCDB(DuelingPolicy):
                  sampler: str = "sgld", n_sgld: int = 50, n_sgld_warm: int = 100, warm_rounds: int = 50,
                  batch_size: int = 64, step0: float = 1e-3, step_decay: float = 100.0,
                  inv_temp: float = 1.0, n_draws: int = 32, fg_batch: int = 32, chol_refresh: int = 10,
-                 feel_good: str = "importance",
+                 feel_good: str = "importance", laplace_refit: bool = False,
                  feature_scale: float = 1.0, seed: int = 0, encoder: str | None = None):
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got '{sampler}'")
         if feel_good not in FEEL_GOOD_MODES:
             raise ConfigError(f"feel_good must be one of {FEEL_GOOD_MODES}, got '{feel_good}'")
         self.feel_good = feel_good
+        self.laplace_refit = laplace_refit
         self.eta, self.mu, self.horizon, self.sigma0 = eta, mu, horizon, sigma0
         self.sampler, self.n_sgld, self.n_sgld_warm, self.warm_rounds = sampler, n_sgld, n_sgld_warm, warm_rounds
         self.batch_size, self.step0, self.step_decay, self.inv_temp = batch_size, step0, step_decay, inv_temp
@@ -174,6 +176,15 @@ class FGTSCDB(DuelingPolicy):
         self.history_.append(x, i, j, y, z)
         if self.sampler == "laplace" and i != j:       # z = 0 when i == j: no likelihood information
             self.theta_map_, self.cov_ = laplace_update(self.theta_map_, self.cov_, z, y, self.eta)
+            n = self.history_.n
+            if self.laplace_refit and n >= 64 and (n & (n - 1)) == 0:
+                # PROPOSED option: one online Newton step per comparison never revisits old points,
+                # so the MAP can drift from the batch MAP; re-fit it by batch Newton (warm start) each
+                # time the history doubles (64, 128, ...), O(n d^2) each, O(T d^2) in total
+                h = self.history_
+                self.theta_map_, self.cov_ = laplace_fit(h.z[:n], h.y[:n], self.eta, self.sigma0,
+                                                         theta0=self.theta_map_, n_iter=10)
+                self._chol = None           # refresh the Cholesky factor on the next draw
 
     def predict_scores(self, x: np.ndarray) -> np.ndarray:
         """Posterior-mean estimate of r(x, a) per arm, (K,): the Laplace mean, or the mean of the two

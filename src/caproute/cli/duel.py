@@ -55,8 +55,10 @@ def duel_cmd(
     sampler: Annotated[str, typer.Option("--sampler", help="FGTS.CDB posterior sampler: sgld | laplace")] = "sgld",
     feel_good: Annotated[str, typer.Option(
         "--feel-good", help="Laplace sampler's feel-good term: importance | tilt")] = "importance",
-    eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta")] = 0.25,
-    mu: Annotated[float | None, typer.Option("--mu", help="feel-good weight (default 1/sqrt(T))")] = None,
+    eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta (4: tuned, see "
+                                                     "docs/results-dueling.md; the spec's value is 0.25)")] = 4.0,
+    mu: Annotated[float | None, typer.Option("--mu", help="feel-good weight (0: tuned; the spec's "
+                                                          "PROPOSED value is 1/sqrt(T), pass it explicitly)")] = 0.0,
     lambda_c: Annotated[float, typer.Option("--lambda-c", help="cost weight in r* = score - lambda_c cost")] = 1.0,
     scale: Annotated[float, typer.Option("--scale", help="Bradley-Terry scale s")] = 0.1,
     label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",

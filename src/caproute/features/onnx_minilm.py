@@ -104,7 +104,10 @@ def _export_fp32(out: Path) -> None:
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-    module = SentenceEmbedding(AutoModel.from_pretrained(str(_model_dir())).eval()).eval()
+    from caproute.features.minilm import quiet_transformers
+
+    with quiet_transformers():
+        module = SentenceEmbedding(AutoModel.from_pretrained(str(_model_dir())).eval()).eval()
     ids = torch.ones(2, 12, dtype=torch.long)
     names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["sentence_embedding"]}
     tmp = _atomic_target(out)
@@ -207,6 +210,7 @@ class OnnxMiniLM:
         self._lock = threading.Lock()
 
     def _one(self, text: str) -> np.ndarray:
+        """(1, 384) embedding of one text through the preallocated, session-bound buffers."""
         ids = self.tokenizer.encode(text).ids
         n = len(ids)
         with self._lock:
@@ -216,14 +220,13 @@ class OnnxMiniLM:
                 b.bind_input(name, "cpu", 0, np.int64, (1, n), buf.ctypes.data)
             b.bind_output("sentence_embedding", "cpu", 0, np.float32, (1, DIM), self._out.ctypes.data)
             self.session.run_with_iobinding(b)
-            return self._out[0].copy()
+            return self._out.copy()      # the caller's array: the only allocation of the call
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = [str(t) for t in texts]
-        out = np.empty((len(texts), DIM), dtype=np.float32)
         if len(texts) == 1:
-            out[0] = self._one(texts[0])
-            return out
+            return self._one(texts[0])
+        out = np.empty((len(texts), DIM), dtype=np.float32)
         encs = self.tokenizer.encode_batch(texts)
         order = np.argsort([len(e.ids) for e in encs], kind="stable")
         for lo in range(0, len(texts), self.batch_size):

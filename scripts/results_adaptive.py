@@ -105,7 +105,7 @@ def main() -> None:
             continue
         if not args.no_run:
             print("$", shown(cmds[name]), flush=True)
-            subprocess.run(cmds[name], check=True, cwd=REPO)
+            subprocess.run([sys.executable, "-m", *cmds[name]], check=True, cwd=REPO)
     done = {n: json.loads((OUT / n / "study.json").read_text()) for n in cmds if (OUT / n / "study.json").exists()}
     text = PAGE.read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"

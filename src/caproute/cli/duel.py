@@ -52,9 +52,10 @@ def duel_cmd(
     ray_address: Annotated[str | None, typer.Option("--ray-address")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result rows as JSON")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="directory for PNG curves, table, metadata")] = None,
-    sampler: Annotated[str, typer.Option("--sampler", help="FGTS.CDB posterior sampler: sgld | laplace")] = "sgld",
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="FGTS.CDB posterior sampler: laplace (fast; what the studies ran) | sgld")] = "laplace",
     feel_good: Annotated[str, typer.Option(
-        "--feel-good", help="Laplace sampler's feel-good term: importance | tilt")] = "importance",
+        "--feel-good", help="Laplace sampler's feel-good term: tilt | importance")] = "tilt",
     eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta (4: tuned, see "
                                                      "docs/results-dueling.md; the spec's value is 0.25)")] = 4.0,
     mu: Annotated[float | None, typer.Option("--mu", help="feel-good weight (0: tuned; the spec's "

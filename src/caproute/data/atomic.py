@@ -122,16 +122,15 @@ def check_output_dir(out: str | os.PathLike, kind: str, *, option: str | None = 
 
 
 @contextmanager
-def atomic_dir(out: str | os.PathLike, kind: str, *, option: str | None = None) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``out`` (see :func:`check_output_dir`)
-    with a marker listing its files; on error it is removed and ``out`` is untouched."""
-    out = check_output_dir(out, kind, option=option)
+def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``out`` (files get the user's
+    umask; an old ``out`` is renamed aside first and removed only after the new one is in place),
+    on error it is removed and ``out`` is untouched. Callers check ownership of ``out`` first."""
+    out = Path(out)
     make_parent(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
-        files = sorted(_listing(tmp))
-        (tmp / MARKER_FILE).write_text(json.dumps({"kind": kind, "files": files}, indent=1) + "\n")
         for p in [tmp, *tmp.rglob("*")]:
             apply_umask(p, directory=p.is_dir())
         old = None
@@ -144,6 +143,17 @@ def atomic_dir(out: str | os.PathLike, kind: str, *, option: str | None = None) 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_dir(out: str | os.PathLike, kind: str, *, option: str | None = None) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces ``out`` (see :func:`check_output_dir`)
+    with a marker listing its files; on error it is removed and ``out`` is untouched."""
+    out = check_output_dir(out, kind, option=option)
+    with staged_dir(out) as tmp:
+        yield tmp
+        files = sorted(_listing(tmp))
+        (tmp / MARKER_FILE).write_text(json.dumps({"kind": kind, "files": files}, indent=1) + "\n")
 
 
 def write_json(obj, out: str | os.PathLike) -> None:

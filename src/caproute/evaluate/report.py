@@ -9,8 +9,6 @@ import base64
 import html
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -443,10 +441,9 @@ def write_report(res: BenchResult, out: str | os.PathLike, title: str | None = N
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").exists())):
         raise ConfigError(f"{out}: exists and is not a caproute report folder; choose another --report")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    from caproute.data.atomic import staged_dir
+
+    with staged_dir(out) as tmp:
         for name in CSV_TABLES:
             getattr(res, name).to_csv(tmp / f"{name}.csv", index=False)
         for slug, _, _, df in sections(res):
@@ -459,16 +456,6 @@ def write_report(res: BenchResult, out: str | os.PathLike, title: str | None = N
             {"dataset": res.dataset, "models": list(res.models), "views": res.views,
              "config": res.config.to_dict(), "meta": res.meta, "rows": res.json_rows()},
             indent=2, default=_json) + "\n")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

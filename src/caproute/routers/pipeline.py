@@ -12,8 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,24 +125,14 @@ class RoutingPipeline:
                                                     not (path / PIPELINE_FILE).exists())):
             raise ConfigError(f"{path}: exists and is not a caproute router directory; "
                               "choose another --out")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        from caproute.data.atomic import staged_dir
+
+        with staged_dir(path) as tmp:
             self.encoder.save(tmp / ENCODER_DIR)
             self.router.save(tmp / ROUTER_DIR)
             config = {"format_version": PIPELINE_FORMAT_VERSION, "models": list(self.models),
                       "encoder": self.encoder.name, "router": self.router.name, **self.meta}
             (tmp / PIPELINE_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod

@@ -732,19 +732,15 @@ async def _run(
         finally:
             await release(reserved, u.model)
         for r, g in zip(u.decode_ids, gens, strict=True):
+            key = {"dataset": spec.dataset, "split": u.split, "query_id": u.query_id, "model": u.model,
+                   "prompt_variant_id": u.variant_id, "decode_id": r, "observation_type": u.observation_type}
             if bound is None:
                 res = scorer(g.text, q.answer)
             else:
                 res = await bound.score(text, q.context, g.text, q.answer)
                 writer.add_detail(
                     {
-                        "dataset": spec.dataset,
-                        "split": u.split,
-                        "query_id": u.query_id,
-                        "model": u.model,
-                        "prompt_variant_id": u.variant_id,
-                        "decode_id": r,
-                        "observation_type": u.observation_type,
+                        **key,
                         "scorer": scorer.name,
                         "status": res.status,
                         "parsed": bool(res.parsed),
@@ -760,13 +756,7 @@ async def _run(
                     continue
             writer.add(
                 {
-                    "dataset": spec.dataset,
-                    "split": u.split,
-                    "query_id": u.query_id,
-                    "model": u.model,
-                    "prompt_variant_id": u.variant_id,
-                    "decode_id": r,
-                    "observation_type": u.observation_type,
+                    **key,
                     "score": res.score,
                     "cost": g.cost,
                     "question": q.question,

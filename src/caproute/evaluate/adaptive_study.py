@@ -186,10 +186,6 @@ class StudyConfig:
     adaptive: AdaptiveConfig | None = None
 
 
-ROW_KEYS = ("policy", "budget_fraction", "generations", "cost", "label_agreement", "router",
-            "utility_rewrite", "utility_decode")
-
-
 def label_agreement(labels: np.ndarray, full_u: np.ndarray, full_labels: np.ndarray,
                     tol: float = 1e-9) -> tuple[float, float]:
     """(tie-aware, strict) share of queries whose label matches the full grid's.

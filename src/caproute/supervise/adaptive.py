@@ -45,7 +45,7 @@ grid before any adaptive choice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm
@@ -104,7 +104,6 @@ class Decision:
     settled: np.ndarray
     confidence: np.ndarray
     label: np.ndarray
-    extra: dict = field(default_factory=dict)
 
 
 def plugin_stats(n, s, ss, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

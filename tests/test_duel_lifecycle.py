@@ -218,3 +218,26 @@ def test_server_kill9_restart_keeps_every_acknowledged_feedback(tmp_path):
     finally:
         for b in backends.values():
             b.stop()
+
+
+@pytest.mark.slow
+def test_duel_init_with_the_offline_prior(tmp_path):
+    from caproute.data.source import load_observations
+
+    obs, _ = load_observations(data="builtin")
+    keep = sorted(obs["query_id"].unique())[:24]
+    small = tmp_path / "small.parquet"
+    obs[obs["query_id"].isin(keep)].to_parquet(small)
+    out = tmp_path / "policy"
+    res = caproute("duel", "init", "--data", small, "--embeddings", "minilm", "--offline-prior", "--eta", "4",
+                   "--out", str(out), "--cache", str(tmp_path / "cache"))
+    assert res.returncode == 0, res.stderr
+    assert "offline prior from 24 scored queries" in res.stdout
+    p = DuelingPolicy.load(out)
+    assert p.prior_mean.shape == (p.dim,) and p.prior_cov.shape == (p.dim, p.dim)
+    assert float(np.abs(p.prior_mean).max()) > 0 and np.array_equal(p.theta_map_, p.prior_mean)
+    info = json.loads((out / "init.json").read_text())
+    assert info["offline_prior"] is True and info["prior_weight"] == 1.0
+    bad = caproute("duel", "init", "--data", small, "--policy", "uniform", "--offline-prior",
+                   "--out", str(tmp_path / "u"))
+    assert bad.returncode == 2 and "fgts-cdb" in bad.stderr and "Traceback" not in bad.stderr

@@ -59,6 +59,11 @@ class DuelSpec:
     references: bool = True
     #: FGTS.CDB Laplace sampler: re-fit the MAP by batch Newton each time the history doubles
     laplace_refit: bool = False
+    #: FGTS.CDB: start from the offline warm-start prior (caproute.bandits.prior.offline_prior) fitted
+    #: on the offline split's scores instead of N(0, sigma0^2 I); PROPOSED option, off = the paper
+    offline_prior: bool = False
+    #: duels one offline query counts as, shared by its K(K-1)/2 soft comparisons (PROPOSED 1)
+    prior_weight: float = 1.0
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICY_NAMES]
@@ -80,6 +85,8 @@ class DuelSpec:
             raise ConfigError("--rounds and --seeds must be >= 1")
         if not 0.0 < self.offline_fraction < 1.0:
             raise ConfigError("offline fraction must be in (0, 1)")
+        if not (np.isfinite(self.prior_weight) and self.prior_weight > 0):
+            raise ConfigError(f"--prior-weight must be a finite number > 0, got {self.prior_weight}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,31 +159,14 @@ def full_information_logistic(X: np.ndarray, arms: np.ndarray, scale: float, uti
     For every query i of ``X`` and every pair of arms k != l the expected duel outcome
     p = sigmoid((u_ik - u_il) / bt_scale) (the environment's own link) is a soft label of
     y <theta, phi(x_i, a_k) - phi(x_i, a_l)>; theta minimises the summed logistic cross-entropy
-    plus ||theta||^2 / (2 sigma0^2) (the FGTS.CDB prior, eta = 1), by L-BFGS. The same model class
-    and likelihood as the dueling learners, but fitted on every comparison of every query (the
-    learners see one noisy duel per round): a reference, not a bound.
+    plus ||theta||^2 / (2 sigma0^2) (the FGTS.CDB prior, eta = 1), by L-BFGS
+    (:func:`caproute.bandits.prior.soft_pairwise_fit`). The same model class and likelihood as the
+    dueling learners, but fitted on every comparison of every query (the learners see one noisy
+    duel per round): a reference, not a bound.
     """
-    from scipy.optimize import minimize
+    from caproute.bandits.prior import soft_labels, soft_pairwise_fit
 
-    from caproute.bandits.posterior import sigmoid
-
-    X = np.asarray(X, dtype=np.float64)
-    A = np.asarray(arms, dtype=np.float64)
-    U = np.asarray(utilities, dtype=np.float64)
-    P = sigmoid((U[:, :, None] - U[:, None, :]) / bt_scale)          # (n, K, K), P[i,k,l] = P(k beats l)
-    off = ~np.eye(A.shape[0], dtype=bool)[None, :, :]
-
-    def fun(theta):
-        S = scale * ((X * theta) @ A.T)                                # (n, K)
-        M = S[:, :, None] - S[:, None, :]                              # margins of (k, l)
-        # cross-entropy over ordered pairs / 2 = over unordered pairs
-        loss = 0.5 * float(np.where(off, P * np.logaddexp(0.0, -M) + (1 - P) * np.logaddexp(0.0, M), 0.0).sum())
-        G = np.where(off, sigmoid(M) - P, 0.0).sum(axis=2)            # d loss / d S, (n, K)
-        grad = scale * ((G.T @ X) * A).sum(axis=0)
-        return loss + theta @ theta / (2 * sigma0 ** 2), grad + theta / sigma0 ** 2
-
-    res = minimize(fun, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    return res.x
+    return soft_pairwise_fit(X, arms, scale, soft_labels(utilities, bt_scale), sigma0=sigma0, max_iter=max_iter)
 
 
 def greedy_regret(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, scale: float, utilities: np.ndarray
@@ -195,15 +185,18 @@ class Cell:
     seed: int
 
 
-def make_policy(cell: Cell, spec: DuelSpec, emb: EmbeddingSet, best_arm: int, models):
+def make_policy(cell: Cell, spec: DuelSpec, emb: EmbeddingSet, best_arm: int, models,
+                prior: tuple[np.ndarray, np.ndarray] | None = None):
     from caproute.bandits.baselines import EpsGreedyPolicy, FixedPolicy, MaxInPPolicy, UniformPolicy
     from caproute.bandits.fgts import FGTSCDB
 
     seed = BASE_SEED + cell.seed
     common = {"feature_scale": emb.feature_scale, "seed": seed}
     if cell.policy == "fgts-cdb":
+        mean, cov = prior if prior is not None else (None, None)
         return FGTSCDB(emb.arms, models, eta=spec.eta, mu=spec.mu, horizon=spec.rounds,
-                       sampler=spec.sampler, feel_good=spec.feel_good, laplace_refit=spec.laplace_refit, **common)
+                       sampler=spec.sampler, feel_good=spec.feel_good, laplace_refit=spec.laplace_refit,
+                       prior_mean=mean, prior_cov=cov, **common)
     if cell.policy == "uniform":
         return UniformPolicy(emb.arms, models, seed=seed)
     if cell.policy == "best-fixed":
@@ -240,7 +233,7 @@ def _run_cell(cell: Cell, shared: dict) -> dict:
         first = second = choice
     else:
         best_arm = int(np.argmax(u.sum(axis=0)))     # best fixed model in hindsight on this stream
-        policy = make_policy(cell, spec, emb, best_arm, env.models)
+        policy = make_policy(cell, spec, emb, best_arm, env.models, shared.get("priors", {}).get(cell.embeddings))
         learns = cell.policy in LEARNERS
         played = simulate(policy, emb.X, env, stream, u01, greedy=learns)
         first, second = played[0], played[1]
@@ -395,7 +388,14 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
             v.summary = arm_summary(v.arms, env.models)
     online_embs = {k: EmbeddingSet(v.name, v.X[online], v.arms, v.feature_scale, v.encoder, v.weights,
                                    v.categories, v.summary) for k, v in embs.items()}
-    shared = {"spec": spec, "env": online_env, "embeddings": online_embs, "knn_choices": knn}
+    priors = {}
+    if spec.offline_prior and "fgts-cdb" in spec.policies:
+        from caproute.bandits.prior import offline_prior
+
+        for k, v in embs.items():
+            priors[k] = offline_prior(v.X[offline], v.arms, v.feature_scale, env.utilities[offline], env.scale,
+                                      eta=spec.eta, weight=spec.prior_weight)
+    shared = {"spec": spec, "env": online_env, "embeddings": online_embs, "knn_choices": knn, "priors": priors}
     cells = make_cells(spec, knn_ok)
     results = map_cells(run_cell, cells, shared=shared, jobs=jobs, engine=engine, ray_address=ray_address,
                         progress="duel" if progress else None)

@@ -38,6 +38,7 @@ from caproute.bandits.posterior import (
     laplace_fit,
     laplace_update,
     potential_grad,
+    prior_energy,
     sgld_chain,
     sgld_step_size,
     tilted_mean,
@@ -59,6 +60,7 @@ class FGTSCDB(DuelingPolicy):
     """FGTS.CDB over phi(x, a) = feature_scale · x ⊙ a (d-dim arm embeddings ``arms``, (K, d))."""
 
     name = "fgts-cdb"
+    array_params = ("arms", "prior_mean", "prior_cov")
 
     def __init__(self, arms: np.ndarray, models: Sequence[str] | None = None, *, eta: float = 0.25,
                  mu: float | None = None, horizon: int = 5000, sigma0: float = 1.0,
@@ -66,7 +68,8 @@ class FGTSCDB(DuelingPolicy):
                  batch_size: int = 64, step0: float = 1e-3, step_decay: float = 100.0,
                  inv_temp: float = 1.0, n_draws: int = 32, fg_batch: int = 32, chol_refresh: int = 10,
                  feel_good: str = "importance", laplace_refit: bool = False,
-                 feature_scale: float = 1.0, seed: int = 0, encoder: str | None = None):
+                 feature_scale: float = 1.0, seed: int = 0, encoder: str | None = None,
+                 prior_mean: np.ndarray | None = None, prior_cov: np.ndarray | None = None):
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got '{sampler}'")
         if feel_good not in FEEL_GOOD_MODES:
@@ -78,6 +81,7 @@ class FGTSCDB(DuelingPolicy):
         self.batch_size, self.step0, self.step_decay, self.inv_temp = batch_size, step0, step_decay, inv_temp
         self.n_draws, self.fg_batch, self.chol_refresh = n_draws, fg_batch, chol_refresh
         self.feature_scale = feature_scale
+        self.prior_mean, self.prior_cov = prior_mean, prior_cov
         super().__init__(arms, models, seed=seed, encoder=encoder)
 
     @property
@@ -85,12 +89,37 @@ class FGTSCDB(DuelingPolicy):
         """Feel-good weight: ``mu`` or, when None, the PROPOSED 1/sqrt(horizon)."""
         return float(self.mu) if self.mu is not None else 1.0 / np.sqrt(max(int(self.horizon), 1))
 
+    def _check_prior(self) -> None:
+        """Validate ``prior_mean``/``prior_cov`` and keep the prior's mean and precision (None = N(0, sigma0^2 I))."""
+        d = self.dim
+        self._prior_m = self._prior_P = None
+        if self.prior_mean is None and self.prior_cov is None:
+            return
+        if self.prior_mean is None or self.prior_cov is None:
+            raise ConfigError("prior_mean and prior_cov go together (both or neither)")
+        m = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
+        c = np.asarray(self.prior_cov, dtype=np.float64)
+        if m.size != d or c.shape != (d, d):
+            raise ConfigError(f"prior_mean must be ({d},) and prior_cov ({d}, {d}), got {m.shape} and {c.shape}")
+        if not (np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
+            raise ConfigError("prior_mean/prior_cov contain NaN or infinite values")
+        if not np.allclose(c, c.T, rtol=1e-8, atol=1e-12):
+            raise ConfigError("prior_cov must be symmetric")
+        try:
+            np.linalg.cholesky(c)
+        except np.linalg.LinAlgError:
+            raise ConfigError("prior_cov must be positive definite") from None
+        self._prior_m, self._prior_P = m, np.linalg.inv(c)
+
     def _reset_state(self) -> None:
         d = self.dim
+        self._check_prior()
         self.history_ = DuelHistory(d)
-        self.theta_ = np.zeros((2, d))                    # SGLD chains, warm-started round to round
-        self.theta_map_ = np.zeros(d)                     # Laplace mean
-        self.cov_ = np.eye(d) * self.sigma0 ** 2          # Laplace covariance
+        m0 = np.zeros(d) if self._prior_m is None else self._prior_m
+        self.theta_ = np.tile(m0, (2, 1))                 # SGLD chains, warm-started round to round
+        self.theta_map_ = m0.copy()                       # Laplace mean
+        self.cov_ = (np.eye(d) * self.sigma0 ** 2 if self._prior_m is None
+                     else np.asarray(self.prior_cov, dtype=np.float64).copy())   # Laplace covariance
         self._chol = self._chol32 = None
         self._chol_t = -1
 
@@ -111,13 +140,13 @@ class FGTSCDB(DuelingPolicy):
 
         if n == 0:
             def grad(theta):
-                return theta / self.sigma0 ** 2
+                return prior_energy(theta, self.sigma0, self._prior_m, self._prior_P)[1]
         else:
             def grad(theta):
                 idx, other, weight = self._minibatch(self.batch_size, j)
                 return potential_grad(theta, h.x[idx], self.arms_, h.first[idx], h.second[idx], h.y[idx],
                                       other, eta=self.eta, mu=mu, sigma0=self.sigma0, scale=s, weight=weight,
-                                      Z=h.z[idx])
+                                      Z=h.z[idx], prior_mean=self._prior_m, prior_prec=self._prior_P)
         self.theta_[j] = sgld_chain(grad, self.theta_[j], steps, step, self.rng_, self.inv_temp)
         return self.theta_[j]
 
@@ -183,7 +212,8 @@ class FGTSCDB(DuelingPolicy):
                 # time the history doubles (64, 128, ...), O(n d^2) each, O(T d^2) in total
                 h = self.history_
                 self.theta_map_, self.cov_ = laplace_fit(h.z[:n], h.y[:n], self.eta, self.sigma0,
-                                                         theta0=self.theta_map_, n_iter=10)
+                                                         theta0=self.theta_map_, n_iter=10,
+                                                         prior_mean=self._prior_m, prior_prec=self._prior_P)
                 self._chol = None           # refresh the Cholesky factor on the next draw
 
     def predict_scores(self, x: np.ndarray) -> np.ndarray:

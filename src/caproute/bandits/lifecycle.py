@@ -7,7 +7,9 @@ online stream), the query encoder is the CCFT fine-tuned MiniLM (or the untuned 
 :func:`caproute.bandits.features.auto_feature_scale` on those queries. The policy is FGTS.CDB
 with the fast Laplace + tilt sampler by default (docs/bandits.md). Its directory holds
 ``config.json``, ``state.safetensors``, ``encoder/`` (copied, so the directory is self-contained
-and can be moved) and ``init.json`` (where the arms came from).
+and can be moved) and ``init.json`` (where the arms came from). With ``offline_prior`` the FGTS.CDB
+policy starts from the PROPOSED warm-start prior fitted on the same scored queries
+(:func:`caproute.bandits.prior.offline_prior`) instead of N(0, sigma0^2 I).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class InitReport:
     n_queries: int
     categories: list[str]
     source: str
+    offline_prior: bool = False
+    prior_weight: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +62,7 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
                 models: list[str] | None = None, embeddings: str = "ccft-excel-perf-cost",
                 policy: str = "fgts-cdb", sampler: str = "laplace", feel_good: str = "tilt",
                 eta: float = 0.25, horizon: int = 5000, seed: int = 0, label: str = "human",
-                cache_dir: str | os.PathLike | None = None, copy_encoder: bool = True,
+                offline_prior: bool = False, prior_weight: float = 1.0, cache_dir: str | os.PathLike | None = None, copy_encoder: bool = True,
                 progress: bool = False) -> InitReport:
     """Create a servable dueling policy in ``out`` from ``store`` or ``data`` observations."""
     from caproute.bandits.embeddings import CCFTConfig, build_embeddings, parse_embeddings
@@ -68,6 +72,10 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
 
     parse_embeddings(embeddings)
     klass = get_policy_class(policy)
+    if offline_prior and policy != "fgts-cdb":
+        raise ConfigError(f"--offline-prior applies to fgts-cdb, not '{policy}'")
+    if offline_prior and not (np.isfinite(prior_weight) and prior_weight > 0):
+        raise ConfigError(f"--prior-weight must be a finite number > 0, got {prior_weight}")
     env = restrict_models(load_environment(store=store, data=data, dataset=dataset, label=label), models)
     if env.n_models < 2:
         raise DataError(f"a duel needs at least 2 models, the data has {list(env.models)}",
@@ -88,6 +96,12 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     if policy == "fgts-cdb":
         params.update(sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon,
                       feature_scale=emb.feature_scale)
+        if offline_prior:
+            # PROPOSED warm start: the Laplace posterior after every scored query of the data
+            from caproute.bandits.prior import offline_prior as fit_prior
+
+            params["prior_mean"], params["prior_cov"] = fit_prior(
+                emb.X, emb.arms, emb.feature_scale, env.utilities, env.scale, eta=eta, weight=prior_weight)
     elif "feature_scale" in klass._param_names():
         params["feature_scale"] = emb.feature_scale
     try:
@@ -100,6 +114,7 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     pol.save(out, copy_encoder=copy_encoder)
     encoder = str(out / "encoder") if copy_encoder else emb.encoder
     report = InitReport(str(out), policy, list(env.models), embeddings, encoder, float(emb.feature_scale),
-                        int(env.n_queries), [str(c) for c in emb.categories], str(store or data))
+                        int(env.n_queries), [str(c) for c in emb.categories], str(store or data),
+                        bool(offline_prior), float(prior_weight) if offline_prior else None)
     write_json(report.to_dict(), out / "init.json")
     return report

@@ -221,7 +221,10 @@ class DuelingPolicy(ABC):
         path.mkdir(parents=True, exist_ok=True)
         with self._lock:
             arrays, meta = self._state()
-            arrays = {"arms": self.arms_, **arrays}
+            # optional array parameters (e.g. FGTS.CDB's warm-start prior) are stored when set
+            extra = {p: np.asarray(getattr(self, p), dtype=np.float64) for p in self.array_params
+                     if p != "arms" and getattr(self, p) is not None}
+            arrays = {"arms": self.arms_, **extra, **arrays}
             arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
             blob = save_bytes(arrays)
             params = {k: v for k, v in self.get_params().items() if k not in self.array_params}
@@ -269,7 +272,7 @@ class DuelingPolicy(ABC):
         if enc is not None and not Path(enc).is_absolute():
             params["encoder"] = str((path / enc).resolve())
         for p in klass.array_params:
-            params[p] = arrays.pop(p)
+            params[p] = arrays.pop(p) if p == "arms" else arrays.pop(p, None)
         try:
             policy = klass(**params)
         except TypeError as e:

@@ -40,6 +40,24 @@ def logistic_loss(m: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, -np.asarray(m, dtype=np.float64))
 
 
+def prior_energy(theta: np.ndarray, sigma0: float, prior_mean: np.ndarray | None = None,
+                 prior_prec: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Negative log prior (up to a constant) and its gradient.
+
+    Default N(0, sigma0^2 I): ||theta||^2 / (2 sigma0^2). With ``prior_mean`` m0 and ``prior_prec``
+    P0 (a warm-start prior, e.g. :func:`caproute.bandits.prior.offline_prior`): (theta - m0)^T P0
+    (theta - m0) / 2; a mean without a precision keeps the isotropic I / sigma0^2.
+    """
+    r = theta if prior_mean is None else theta - prior_mean
+    g = r / sigma0 ** 2 if prior_prec is None else prior_prec @ r
+    return 0.5 * float(r @ g), g
+
+
+def prior_precision(d: int, sigma0: float, prior_prec: np.ndarray | None = None) -> np.ndarray:
+    """The prior's precision matrix: ``prior_prec`` or I / sigma0^2."""
+    return np.eye(d) / sigma0 ** 2 if prior_prec is None else prior_prec
+
+
 def feel_good(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndarray,
               scale: float = 1.0) -> np.ndarray:
     """Feel-good term per past round: max_a' <theta, phi(x_i, a')> - <theta, phi(x_i, a_other_i)>.
@@ -57,18 +75,21 @@ def feel_good(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndar
 
 def potential(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
               second: np.ndarray, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
-              sigma0: float, scale: float = 1.0, weight: float = 1.0) -> float:
-    """U^j(theta) = weight · Σ_i L^j_i + ||theta||^2 / (2 sigma0^2) (the negative log posterior)."""
+              sigma0: float, scale: float = 1.0, weight: float = 1.0, prior_mean: np.ndarray | None = None,
+              prior_prec: np.ndarray | None = None) -> float:
+    """U^j(theta) = weight · Σ_i L^j_i + ||theta||^2 / (2 sigma0^2) (the negative log posterior;
+    the last term is :func:`prior_energy`, a warm-start prior when ``prior_mean``/``prior_prec`` are given)."""
     z = scale * X * (arms[first] - arms[second])
     lik = eta * logistic_loss(y * (z @ theta)).sum()
     fg = mu * feel_good(theta, X, arms, other, scale).sum()
-    return float(weight * (lik - fg) + theta @ theta / (2.0 * sigma0 ** 2))
+    return float(weight * (lik - fg) + prior_energy(theta, sigma0, prior_mean, prior_prec)[0])
 
 
 def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
                    second: np.ndarray, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
                    sigma0: float, scale: float = 1.0, weight: float = 1.0,
-                   Z: np.ndarray | None = None) -> np.ndarray:
+                   Z: np.ndarray | None = None, prior_mean: np.ndarray | None = None,
+                   prior_prec: np.ndarray | None = None) -> np.ndarray:
     """Gradient of :func:`potential` in theta, (d,). X (n, d); first/second/other (n,); y (n,) in {+1, -1}.
 
     ``Z``: the duel features z_i = phi(x_i, a_first) - phi(x_i, a_second) when already known.
@@ -86,7 +107,7 @@ def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np
         count[best, cols] += 1.0                                           # (k_i, i) pairs are distinct
         count[other, cols] -= 1.0
         g = g - mu * scale * ((count @ X) * arms).sum(axis=0)
-    return weight * g + theta / sigma0 ** 2
+    return weight * g + prior_energy(theta, sigma0, prior_mean, prior_prec)[1]
 
 
 def feel_good_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndarray,
@@ -155,16 +176,19 @@ def laplace_update(theta: np.ndarray, cov: np.ndarray, z: np.ndarray, y: float, 
 
 
 def laplace_fit(Z: np.ndarray, y: np.ndarray, eta: float, sigma0: float, theta0: np.ndarray | None = None,
-                n_iter: int = 20, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+                n_iter: int = 20, tol: float = 1e-8, prior_mean: np.ndarray | None = None,
+                prior_prec: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Batch Laplace approximation: MAP of eta Σ l(y_i <theta, z_i>) + ||theta||^2/(2 sigma0^2) by Newton,
-    and the covariance (inverse Hessian) at the MAP. Z (n, d), y (n,). Returns (theta_map, cov)."""
+    and the covariance (inverse Hessian) at the MAP. Z (n, d), y (n,). Returns (theta_map, cov).
+    ``prior_mean``/``prior_prec``: a warm-start prior instead of N(0, sigma0^2 I) (:func:`prior_energy`)."""
     d = Z.shape[1]
-    theta = np.zeros(d) if theta0 is None else np.array(theta0, dtype=np.float64, copy=True)
-    prior = np.eye(d) / sigma0 ** 2
+    start = theta0 if theta0 is not None else prior_mean
+    theta = np.zeros(d) if start is None else np.array(start, dtype=np.float64, copy=True)
+    prior = prior_precision(d, sigma0, prior_prec)
     for _ in range(n_iter):
         m = y * (Z @ theta)
         p = sigmoid(m)
-        g = Z.T @ (-eta * (1.0 - p) * y) + theta / sigma0 ** 2
+        g = Z.T @ (-eta * (1.0 - p) * y) + prior_energy(theta, sigma0, prior_mean, prior_prec)[1]
         H = prior + (Z * (eta * p * (1.0 - p))[:, None]).T @ Z
         step = np.linalg.solve(H, g)
         theta = theta - step

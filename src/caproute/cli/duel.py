@@ -72,6 +72,12 @@ def duel_cmd(
     arm_residual: Annotated[float, typer.Option(
         "--arm-residual", help="weight of the per-model component that makes arms distinct "
                                "(0 = the paper's CCFT embeddings; see docs/bandits.md)")] = 0.5,
+    offline_prior: Annotated[bool, typer.Option(
+        "--offline-prior/--no-offline-prior",
+        help="FGTS.CDB starts from a prior fitted on the offline split's scores (PROPOSED, see docs/bandits.md; "
+             "off = the paper's N(0, I))")] = False,
+    prior_weight: Annotated[float, typer.Option(
+        "--prior-weight", help="--offline-prior: duels one offline query counts as")] = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -92,7 +98,7 @@ def duel_cmd(
     env = load_environment(store=store, data=data, dataset=joined(dataset), lambda_c=lambda_c, scale=scale, label=label)
     spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),
                     sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, offline_fraction=offline_fraction,
-                    max_queries=max_queries or None,
+                    max_queries=max_queries or None, offline_prior=offline_prior, prior_weight=prior_weight,
                     ccft=CCFTConfig(per_category=per_category, epochs=epochs, temperature=temperature, tau=tau,
                                     residual=arm_residual))
     spec.validate()
@@ -141,6 +147,12 @@ def duel_init_cmd(
     horizon: Annotated[int, typer.Option("--horizon", help="expected rounds T (feel-good weight 1/sqrt(T))")] = 5000,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = SEED_DEFAULT,
     label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",
+    offline_prior: Annotated[bool, typer.Option(
+        "--offline-prior/--no-offline-prior",
+        help="fgts-cdb: start from a prior fitted on the data's scores instead of N(0, I) (PROPOSED, "
+             "see docs/bandits.md)")] = False,
+    prior_weight: Annotated[float, typer.Option(
+        "--prior-weight", help="--offline-prior: duels one offline query counts as")] = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
 ) -> None:
     """Build a dueling policy (arms = CCFT model embeddings from the offline observations, the query
@@ -150,11 +162,13 @@ def duel_init_cmd(
     names = list(_split(models)) if models else None
     rep = init_policy(out, store=store, data=data, dataset=joined(dataset), models=names, embeddings=embeddings,
                       policy=policy, sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon, seed=seed,
-                      label=label, cache_dir=cache, progress=console.is_terminal)
+                      label=label, offline_prior=offline_prior, prior_weight=prior_weight, cache_dir=cache,
+                      progress=console.is_terminal)
     console.print(
         f"{rep.policy} policy over {len(rep.models)} arms {rep.models} ({rep.embeddings} embeddings from "
         f"{rep.n_queries} offline queries, {len(rep.categories)} categories, feature scale "
-        f"{rep.feature_scale:.4g}) -> {rep.out}",
+        f"{rep.feature_scale:.4g}"
+        + (f"; offline prior from {rep.n_queries} scored queries" if rep.offline_prior else "") + f") -> {rep.out}",
         highlight=False,
     )
     console.print(f"serve it: caproute serve --pool POOL.yaml --router ... --duel-policy {rep.out}", highlight=False)

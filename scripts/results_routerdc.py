@@ -299,9 +299,9 @@ def compose(report_dir: Path, seed_files: dict[int, Path], commands: list[list[s
         t.append(line)
     bf, orc = pick(rows, "best_fixed", None), pick(rows, "oracle", None)
     t.append({"Router": f"best fixed ({bf['model']})", "single-shot U_dec (mean ± std)": f"{bf['utility_mean']:.3f}",
-              "DARS U_dec": f"{bf['utility_mean']:.3f}", "Δ": "", "single-shot runs": ""})
+              "DARS U_dec": f"{bf['utility_mean']:.3f}", "Δ": "", "single-shot runs": "", "DARS runs": ""})
     t.append({"Router": "oracle", "single-shot U_dec (mean ± std)": f"{orc['utility_mean']:.3f}",
-              "DARS U_dec": f"{orc['utility_mean']:.3f}", "Δ": "", "single-shot runs": ""})
+              "DARS U_dec": f"{orc['utility_mean']:.3f}", "Δ": "", "single-shot runs": "", "DARS runs": ""})
     from caproute.evaluate.report import to_markdown
 
     n_dars = int(rows.loc[rows["supervision"] == "dars", "n_runs"].max())

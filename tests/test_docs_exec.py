@@ -38,19 +38,21 @@ at the end if a block started a pool).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _procgroups import stop_group  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAPROUTE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -301,7 +303,7 @@ class Session:
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
-                _stop_group(p.pid)
+                stop_group(p.pid)
                 pytest.fail(f"{label}: still running after {timeout} s:\n{body}\n--- output\n{_tail(log)}")
         if p.returncode != 0:
             pytest.fail(f"{label}: exit status {p.returncode}:\n{body}\n--- output\n{_tail(log)}")
@@ -338,27 +340,10 @@ class Session:
             subprocess.run([str(REPO / ".venv" / "bin" / "caproute"), "pool", "down"], env=self.env,
                            capture_output=True, timeout=120)
         for pgid in self.groups:  # servers in the background, daemons a command left (ray start)
-            _stop_group(pgid)
+            stop_group(pgid)
         for p in self.background:
             p.wait(10)
         shutil.rmtree(self.env["RAY_TMPDIR"], ignore_errors=True)
-
-
-def _stop_group(pgid: int, grace_s: float = 20.0) -> None:
-    """SIGTERM a process group this test started, SIGKILL what is left after ``grace_s``."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.3)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _tail(log: Path, n: int = 60) -> str:

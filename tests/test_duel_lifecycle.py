@@ -107,15 +107,20 @@ def caproute(*args, timeout=600, **kw):
                           timeout=timeout, env=env, **kw)
 
 
-@pytest.mark.slow
-def test_duel_init_builds_a_servable_policy(tmp_path):
+def small_builtin(tmp_path):
+    """24 queries of the builtin data (keeps the CCFT fine-tuning and the encoding short)."""
     from caproute.data.source import load_observations
 
-    # 24 queries of the builtin data keep the CCFT fine-tuning and the encoding short
     obs, _ = load_observations(data="builtin")
     keep = sorted(obs["query_id"].unique())[:24]
     small = tmp_path / "small.parquet"
     obs[obs["query_id"].isin(keep)].to_parquet(small)
+    return small
+
+
+@pytest.mark.slow
+def test_duel_init_builds_a_servable_policy(tmp_path):
+    small = small_builtin(tmp_path)
     out = tmp_path / "policy"
     res = caproute("duel", "init", "--data", small, "--embeddings", "ccft-excel-perf-cost",
                    "--models", "smollm2-135m,gemma3-270m", "--out", str(out), "--cache", str(tmp_path / "cache"))
@@ -222,12 +227,7 @@ def test_server_kill9_restart_keeps_every_acknowledged_feedback(tmp_path):
 
 @pytest.mark.slow
 def test_duel_init_with_the_offline_prior(tmp_path):
-    from caproute.data.source import load_observations
-
-    obs, _ = load_observations(data="builtin")
-    keep = sorted(obs["query_id"].unique())[:24]
-    small = tmp_path / "small.parquet"
-    obs[obs["query_id"].isin(keep)].to_parquet(small)
+    small = small_builtin(tmp_path)
     out = tmp_path / "policy"
     res = caproute("duel", "init", "--data", small, "--embeddings", "minilm", "--offline-prior", "--eta", "4",
                    "--out", str(out), "--cache", str(tmp_path / "cache"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _procgroups import stop_group  # noqa: E402
 from caproute.ray_connect import ray_token_available
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,19 +76,7 @@ def test_explicit_address_to_a_token_cluster(tmp_path):
         assert r.returncode == 0 and "mode token answer 42" in r.stdout, r.stdout + r.stderr[-3000:]
         assert "InvalidAuthToken" not in r.stderr
     finally:
-        try:
-            os.killpg(head.pid, signal.SIGTERM)
-            head.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(head.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(head.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-        else:
-            os.killpg(head.pid, signal.SIGKILL)
+        stop_group(head.pid, grace_s=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(10)
         subprocess.run(["rm", "-rf", temp], check=False)

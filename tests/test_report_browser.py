@@ -101,7 +101,7 @@ def _wide_result():
         if df.empty or col not in df.columns:
             return df
         base = df[df[col] == "knn"]
-        keep = df[~df[col].isin(["knn"])]
+        keep = df[~df[col].isin(["knn", *names])]      # every named router is a copy of knn: no duplicates
         if base.empty:
             return df
         copies = []

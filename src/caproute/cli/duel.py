@@ -26,6 +26,15 @@ duel_app = typer.Typer(
 app.add_typer(duel_app, name="duel")
 
 
+# the PROPOSED warm-start prior of FGTS.CDB (caproute.bandits.prior), for the experiment and for `init`
+OfflinePriorOpt = Annotated[bool, typer.Option(
+    "--offline-prior/--no-offline-prior",
+    help="fgts-cdb starts from a prior fitted on the scored offline queries (the offline split; for init, "
+         "every query of the data) instead of the paper's N(0, I) (PROPOSED, see docs/bandits.md)")]
+PriorWeightOpt = Annotated[float, typer.Option(
+    "--prior-weight", help="--offline-prior: duels one offline query counts as")]
+
+
 def _split(value: str | list[str] | None) -> tuple[str, ...]:
     return tuple(split_list(value))
 
@@ -72,12 +81,8 @@ def duel_cmd(
     arm_residual: Annotated[float, typer.Option(
         "--arm-residual", help="weight of the per-model component that makes arms distinct "
                                "(0 = the paper's CCFT embeddings; see docs/bandits.md)")] = 0.5,
-    offline_prior: Annotated[bool, typer.Option(
-        "--offline-prior/--no-offline-prior",
-        help="FGTS.CDB starts from a prior fitted on the offline split's scores (PROPOSED, see docs/bandits.md; "
-             "off = the paper's N(0, I))")] = False,
-    prior_weight: Annotated[float, typer.Option(
-        "--prior-weight", help="--offline-prior: duels one offline query counts as")] = 1.0,
+    offline_prior: OfflinePriorOpt = False,
+    prior_weight: PriorWeightOpt = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -147,12 +152,8 @@ def duel_init_cmd(
     horizon: Annotated[int, typer.Option("--horizon", help="expected rounds T (feel-good weight 1/sqrt(T))")] = 5000,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = SEED_DEFAULT,
     label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",
-    offline_prior: Annotated[bool, typer.Option(
-        "--offline-prior/--no-offline-prior",
-        help="fgts-cdb: start from a prior fitted on the data's scores instead of N(0, I) (PROPOSED, "
-             "see docs/bandits.md)")] = False,
-    prior_weight: Annotated[float, typer.Option(
-        "--prior-weight", help="--offline-prior: duels one offline query counts as")] = 1.0,
+    offline_prior: OfflinePriorOpt = False,
+    prior_weight: PriorWeightOpt = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
 ) -> None:
     """Build a dueling policy (arms = CCFT model embeddings from the offline observations, the query

@@ -298,6 +298,15 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _is_zombie(pid: int) -> bool:
+    """True when ``pid`` has exited and waits to be reaped (state Z in /proc; False without /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")     # the state follows the parenthesised name
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -310,7 +319,9 @@ def _alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
-        return True
+        # not our child (a server of an earlier `pool up`): once it has exited it stays a zombie
+        # until its parent or init reaps it, which a container's init may do late or never
+        return not _is_zombie(pid)
 
 
 def _is_our_server(pid: int, gguf: str) -> bool:

@@ -115,7 +115,14 @@ class Backends:
     ):
         self.pool, self.lean = pool, lean_transport
         self.endpoints: dict[str, ModelEndpoint] = {m.name: m for m in pool.models}
+        # resolved here, not at startup: a missing API-key variable is a named ConfigError when the
+        # app is built (before the banner), not a traceback from the server's lifespan
         self._headers: dict[str, dict[str, str]] = {}
+        for name, ep in self.endpoints.items():
+            headers = {"content-type": "application/json"}
+            if ep.api_key_env:
+                headers["authorization"] = f"Bearer {ep.api_key()}"  # ConfigError names the model and variable
+            self._headers[name] = headers
         self._max_connections, self._connect_timeout = max_connections, connect_timeout_s
         # with several worker processes each admits its share of max_concurrency (at least 1)
         self.limits = {
@@ -134,11 +141,6 @@ class Backends:
     async def start(self) -> None:
         from caproute.serve.transport import make_client
 
-        for name, ep in self.endpoints.items():
-            headers = {"content-type": "application/json"}
-            if ep.api_key_env:
-                headers["authorization"] = f"Bearer {ep.api_key()}"  # ConfigError names the variable only
-            self._headers[name] = headers
         self._slots = {n: asyncio.Semaphore(k) for n, k in self.limits.items()}
         self.client = make_client(lean=self.lean, max_connections=self._max_connections)
 

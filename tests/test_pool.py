@@ -221,3 +221,21 @@ def test_server_environment_drops_llama_settings_variables():
     env = server_env({"PORT": "8080", "host": "0.0.0.0", "N_CTX": "4", "MODEL": "x", "PATH": "/bin",
                       "HF_HUB_OFFLINE": "1"})
     assert env == {"PATH": "/bin", "HF_HUB_OFFLINE": "1"}
+
+
+def test_an_exited_process_waiting_to_be_reaped_is_not_alive():
+    """A zombie answers kill(pid, 0); `pool down` must not wait on one (a container's init may
+    reap orphans late or never)."""
+    import subprocess
+    import sys
+    import time
+
+    from caproute.collect.pool import _alive, _is_zombie
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not _is_zombie(p.pid):          # exited, not yet reaped by us: a zombie
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not _alive(p.pid)              # our own child: reaped
+    assert not _is_zombie(os.getpid())

@@ -1,5 +1,6 @@
-"""``caproute serve`` as a user runs it (a real subprocess): a bad feedback store or a port in use is a
-named error with exit status 2, before the banner and without a traceback; ``--workers 2`` serves
+"""``caproute serve`` as a user runs it (a real subprocess): a bad feedback store, request log, duel
+encoder or API-key variable, or a port in use, is a named error with exit status 2, before the banner
+and without a traceback; ``--workers 2`` serves
 from two processes sharing one port and one feedback store."""
 
 from __future__ import annotations
@@ -77,11 +78,13 @@ def test_feedback_db_of_another_application(env):
     con.execute("CREATE TABLE invoices (id INTEGER)")
     con.commit()
     con.close()
+    before = f.read_bytes()
     out = run_fails(env, "--feedback-db", str(f), "--port", str(free_port()))
     assert "other.db" in out and "not a caproute feedback store" in out
     con = sqlite3.connect(f)
     assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["invoices"]
     con.close()
+    assert f.read_bytes() == before  # not even its journal mode changed
 
 
 def test_port_already_taken(env):
@@ -91,6 +94,60 @@ def test_port_already_taken(env):
         port = s.getsockname()[1]
         out = run_fails(env, "--feedback-db", str(env["dir"] / "fb.sqlite3"), "--port", str(port))
     assert f"--port {port}" in out and "already in use" in out
+
+
+@pytest.mark.parametrize("kind", ["directory", "text", "other-app", "other-requests", "parent-is-a-file"])
+def test_bad_log_store(env, kind):
+    import sqlite3
+
+    d = env["dir"] / f"log-{kind}"
+    d.mkdir()
+    target = d / "log.sqlite3"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "text":
+        target.write_text("my notes\n")
+    elif kind in ("other-app", "other-requests"):
+        con = sqlite3.connect(target)
+        con.execute("CREATE TABLE invoices (id INTEGER)" if kind == "other-app" else "CREATE TABLE requests (id INTEGER)")
+        con.commit()
+        con.close()
+    else:
+        (d / "afile").write_text("x")
+        target = d / "afile" / "log.sqlite3"
+    before = target.read_bytes() if target.is_file() else None
+    out = run_fails(env, "--feedback-db", str(d / "fb.sqlite3"), "--port", str(free_port()), "--log-store", str(target))
+    assert "--log-store" in out or "request log" in out
+    assert str(target) in out or target.name in out
+    if before is not None:
+        assert target.read_bytes() == before          # untouched
+
+
+def test_duel_policy_whose_encoder_is_missing(env):
+    import numpy as np
+
+    from caproute.bandits.fgts import FGTSCDB
+
+    pol = env["dir"] / "duel-no-encoder"
+    FGTSCDB(np.eye(len(TEST_MODELS), 8), list(TEST_MODELS), encoder=str(env["dir"] / "no-such-encoder")).save(pol)
+    out = run_fails(env, "--feedback-db", str(env["dir"] / "fb-duel.sqlite3"), "--port", str(free_port()),
+                    "--duel-policy", str(pol))
+    assert "duel policy" in out and "no-such-encoder" in out
+
+
+def test_pool_api_key_variable_not_set(env, monkeypatch):
+    monkeypatch.delenv("CAPROUTE_TEST_NO_SUCH_KEY", raising=False)
+    backend = str(env["pool"])
+    pool = write_pool_yaml(env["dir"] / "pool-keys.yaml", [
+        {"name": n, "base_url": "http://127.0.0.1:9/v1", "model": n, "api_key_env": "CAPROUTE_TEST_NO_SUCH_KEY"}
+        for n in TEST_MODELS])
+    args = serve_args(env, "--feedback-db", str(env["dir"] / "fb-keys.sqlite3"), "--port", str(free_port()))
+    args[args.index(backend)] = str(pool)
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out
+    assert "Traceback" not in out and "caproute serve: routers" not in out  # named error before the banner
+    assert "CAPROUTE_TEST_NO_SUCH_KEY" in out and "not set" in out
 
 
 @pytest.mark.slow

@@ -105,6 +105,7 @@ def serve_cmd(
     """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
     from caproute.serve.config import load_serve_config
     from caproute.serve.feedback import FeedbackStore
+    from caproute.serve.log_store import RequestLog
     from caproute.serve.server import bind_socket, prepare_server, run_workers
 
     cfg = load_serve_config(
@@ -130,8 +131,10 @@ def serve_cmd(
         workers=workers,
         request_timeout_s=request_timeout,
     )
-    # everything that can fail is checked before the banner: the store, the port, then the app
+    # everything that can fail is checked before the banner: the stores, the port, then the app
     FeedbackStore.check_path(cfg.feedback_db)
+    if cfg.log_store is not None:
+        RequestLog.check_path(cfg.log_store)
     sock = bind_socket(cfg.host, cfg.port)
     try:
         server = prepare_server(cfg)  # loads and checks routers, pool, policies

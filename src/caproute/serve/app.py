@@ -31,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caproute.errors import ConfigError
+from caproute.errors import CaprouteError, ConfigError
 from caproute.serve.auth import KeyRing, bearer
 from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart, chunk_problem
 from caproute.serve.calibrate import Policy, load_policy
@@ -176,6 +176,14 @@ class ServeState:
                 f"duel policy {self.config.duel_policy}: models {missing} are not in the pool "
                 f"{sorted(self.pool_names)} (map them with model_map)"
             )
+        # load the sentence encoder now (seconds on a CPU), not in the first duel request, and before
+        # the banner: a missing or broken encoder is a named error, not a startup traceback
+        try:
+            policy.embed("warm-up")
+        except CaprouteError as e:
+            raise ConfigError(f"duel policy {src}: {e}") from None
+        except Exception as e:
+            raise ConfigError(f"duel policy {src}: cannot load its encoder {policy.encoder}: {e}") from None
         return Duel(policy, names, self.config.duel_state_out or self.config.duel_policy)
 
     async def start(self) -> None:
@@ -186,8 +194,6 @@ class ServeState:
         self.metrics.bind(self.backends, self.store)
         if self.duel is not None:
             self.duel.save_lock = asyncio.Lock()
-            # load the sentence encoder now, not in the first duel request (seconds on a CPU)
-            await asyncio.to_thread(self.duel.policy.embed, "warm-up")
             from caproute.serve.duel_state import attach
 
             await attach(self.duel, self.store)  # re-applies feedback acknowledged after the checkpoint

@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from caproute.errors import ConfigError
+from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
 
 log = logging.getLogger("caproute.serve")
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -159,17 +158,7 @@ class FeedbackStore:
     def check_path(path: str | os.PathLike) -> Path:
         """Raise :class:`ConfigError` unless ``path`` can hold a feedback store: not a directory,
         not an existing non-SQLite file, and a store of this schema version if it is one."""
-        p = Path(path)
-        if p.is_dir():
-            raise ConfigError(f"{p}: the feedback store is a directory; give a file path (--feedback-db)")
-        if p.exists() and p.stat().st_size > 0:
-            try:
-                with open(p, "rb") as f:
-                    head = f.read(len(SQLITE_MAGIC))
-            except OSError as e:
-                raise ConfigError(f"{p}: cannot read the feedback store: {e.strerror or e}") from None
-            if head != SQLITE_MAGIC:
-                raise ConfigError(f"{p}: not an SQLite database (a feedback store is one); give another path")
+        p = check_sqlite_path(path, what="feedback store", flag="--feedback-db")
         if not p.parent.exists():
             return p
         try:
@@ -240,16 +229,11 @@ class FeedbackStore:
         con = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=True, timeout=self.busy_timeout_s
         )
+        # read-only check first: another application's file is never modified (not even its journal mode)
+        check_own_tables(con, self.path, table="responses", what="feedback store")
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         con.execute("PRAGMA foreign_keys=ON")
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "responses" not in tables:  # another application's database: leave it alone
-            con.close()
-            raise ConfigError(
-                f"{self.path}: an SQLite database of something else (tables {sorted(tables)[:5]}), "
-                "not a caproute feedback store; give another path"
-            )
         con.executescript(SCHEMA)
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from caproute.errors import ConfigError
+from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
+
 log = logging.getLogger("caproute.serve")
 
 SCHEMA = """
@@ -57,6 +60,35 @@ class RequestLog:
         self._error: BaseException | None = None
         self.written = 0
 
+    @staticmethod
+    def check_path(path: str | Path) -> Path:
+        """Raise :class:`ConfigError` unless ``path`` can hold a request log (see
+        :func:`caproute.serve.sqlite_files.check_sqlite_path`; another application's database or a
+        ``requests`` table of another shape is refused)."""
+        p = check_sqlite_path(path, what="request log", flag="--log-store")
+        if not p.parent.exists():
+            return p
+        try:
+            RequestLog(p)._connect().close()
+        except sqlite3.Error as e:
+            raise ConfigError(f"{p}: cannot open the request log: {e}") from None
+        return p
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, isolation_level=None)
+        # read-only checks first: another application's file is never modified (not even its journal mode)
+        check_own_tables(con, self.path, table="requests", what="request log")
+        cols = {r[1] for r in con.execute("PRAGMA table_info(requests)")}
+        missing = [f for f in FIELDS if f not in cols]
+        if cols and missing:
+            con.close()
+            raise ConfigError(f"{self.path}: its 'requests' table lacks the columns {missing}: not a caproute "
+                              "request log; give another path (--log-store)")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(SCHEMA)
+        return con
+
     def start(self) -> RequestLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name="caproute-request-log", daemon=True)
@@ -86,10 +118,7 @@ class RequestLog:
 
     def _run(self) -> None:
         try:
-            con = sqlite3.connect(self.path, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(SCHEMA)
+            con = self._connect()
         except BaseException as e:  # surfaced by start()
             self._error = e
             self._ready.set()

@@ -1,0 +1,41 @@
+"""The SQLite files the proxy writes (the feedback store, the request log): one path check, so a
+bad path is a named :class:`ConfigError` before the server prints its banner, never a traceback
+from the server's startup, and another application's database is never written into."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from caproute.errors import ConfigError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_sqlite_path(path: str | os.PathLike, *, what: str, flag: str) -> Path:
+    """``path`` as a Path, or ConfigError: a directory, a parent that is a file, an unreadable file
+    or an existing non-empty file that is not an SQLite database."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: the {what} is a directory; give a file path ({flag})")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise ConfigError(f"{p}: {p.parent} is not a directory; give another path ({flag})")
+    if p.exists() and p.stat().st_size > 0:
+        try:
+            with open(p, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read the {what}: {e.strerror or e}") from None
+        if head != SQLITE_MAGIC:
+            raise ConfigError(f"{p}: not an SQLite database (a {what} is one); give another path ({flag})")
+    return p
+
+
+def check_own_tables(con: sqlite3.Connection, path: Path, *, table: str, what: str) -> None:
+    """ConfigError when the database has tables but not ``table``: another application's file."""
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and table not in tables:
+        con.close()
+        raise ConfigError(f"{path}: an SQLite database of something else (tables {sorted(tables)[:5]}), "
+                          f"not a caproute {what}; give another path")

@@ -121,3 +121,10 @@ def test_export_errors_are_named(served, tmp_path):
                         str(served / "requests.sqlite3"), "--store", str(tmp_path / "o.duckdb")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a caproute feedback store" in r.stderr and "Traceback" not in r.stderr
+    assert "SELECT" not in r.stderr                                     # the message, not the query
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    with pytest.raises(DataError, match="not an SQLite database"):
+        export_feedback(notes, store=tmp_path / "o.duckdb")
+    with pytest.raises(DataError, match="request log"):
+        export_feedback(served / "fb.sqlite3", log_store=notes, store=tmp_path / "o.duckdb")

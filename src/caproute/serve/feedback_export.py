@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,23 +57,16 @@ class ExportReport:
 
 def read_feedback(feedback_db: str | os.PathLike) -> pd.DataFrame:
     """Every feedback row with its response(s), in store order (read-only)."""
-    p = Path(feedback_db)
-    if not p.is_file():
-        raise DataError("feedback store not found", source=str(p))
-    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    try:
-        return pd.read_sql_query(
-            """SELECT f.rowid AS seq, f.feedback_id, f.kind, f.response_id, f.other_response_id, f.score, f.tie,
-                      a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text, a.decision AS a_decision,
-                      b.model AS b_model, b.routing_text AS b_text
-               FROM feedback f JOIN responses a ON a.response_id = f.response_id
-               LEFT JOIN responses b ON b.response_id = f.other_response_id ORDER BY f.rowid""",
-            con,
-        )
-    except Exception as e:  # noqa: BLE001 - a file that is not a feedback store
-        raise DataError(f"not a caproute feedback store ({e})", source=str(p)) from None
-    finally:
-        con.close()
+    from caproute.serve.sqlite_files import read_query
+
+    return read_query(
+        feedback_db,
+        """SELECT f.rowid AS seq, f.feedback_id, f.kind, f.response_id, f.other_response_id, f.score, f.tie,
+                  a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text, a.decision AS a_decision,
+                  b.model AS b_model, b.routing_text AS b_text
+           FROM feedback f JOIN responses a ON a.response_id = f.response_id
+           LEFT JOIN responses b ON b.response_id = f.other_response_id ORDER BY f.rowid""",
+        table="feedback", what="feedback store")
 
 
 def _conversation(messages_json: str | None, fallback_text: str | None) -> dict | None:

@@ -165,20 +165,9 @@ def answer_text(data: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def read_requests(path: str | Path):
     """The logged requests as a DataFrame (read-only; works while the server writes)."""
-    import pandas as pd
+    from caproute.serve.sqlite_files import read_query
 
-    from caproute.errors import DataError
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError("request log not found", source=str(p))
-    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    try:
-        return pd.read_sql_query("SELECT * FROM requests ORDER BY created", con)
-    except Exception as e:  # noqa: BLE001 - a file that is not a request log
-        raise DataError(f"not a caproute request log ({e})", source=str(p)) from None
-    finally:
-        con.close()
+    return read_query(path, "SELECT * FROM requests ORDER BY created", table="requests", what="request log")
 
 
 def delta_text(chunk: dict[str, Any]) -> str:

@@ -39,3 +39,33 @@ def check_own_tables(con: sqlite3.Connection, path: Path, *, table: str, what: s
         con.close()
         raise ConfigError(f"{path}: an SQLite database of something else (tables {sorted(tables)[:5]}), "
                           f"not a caproute {what}; give another path")
+
+
+def read_query(path: str | os.PathLike, sql: str, *, table: str, what: str):
+    """The rows of ``sql`` on the caproute SQLite file ``path`` (read-only; works while a server
+    writes it), or a :class:`DataError` naming the file: not found, not SQLite, another
+    application's database, or unreadable."""
+    import pandas as pd
+
+    from caproute.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what} not found", source=str(p))
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise DataError(f"cannot read the {what}: {e.strerror or e}", source=str(p)) from None
+    if head != SQLITE_MAGIC:
+        raise DataError(f"not an SQLite database (a {what} is one)", source=str(p))
+    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if table not in tables:
+            raise DataError(f"not a caproute {what} (no '{table}' table; tables {sorted(tables)[:5]})", source=str(p))
+        return pd.read_sql_query(sql, con)
+    except (sqlite3.Error, pd.errors.DatabaseError) as e:
+        raise DataError(f"cannot read the {what}: {str(e).splitlines()[-1][-200:]}", source=str(p)) from None
+    finally:
+        con.close()

@@ -185,6 +185,21 @@ def test_two_workers_share_the_port_and_the_feedback_store(env):
                 )
                 assert r.status_code == 200, r.text
                 ids.append(r.headers["x-caproute-response-id"])
+        # a conversation keeps its first model whichever worker its later turns land on (the
+        # workers share the sticky map); later turns are texts the router would send elsewhere
+        first = None
+        for i, text in enumerate(["q 0", *[f"unrelated topic {k} " * 3 for k in range(12)]]):
+            with httpx.Client(timeout=30) as c:
+                r = c.post(url + "/v1/chat/completions", headers={"x-caproute-conversation-id": "conv-1"},
+                           json={"model": "caproute/r", "messages": [{"role": "user", "content": text}]})
+            assert r.status_code == 200, r.text
+            model, meta = r.headers["x-caproute-model"], r.json()["caproute"]
+            if i == 0:
+                first = model
+                assert meta["sticky"] is False
+            else:
+                assert model == first and meta["sticky"] is True, (i, model, first, meta["decision"]["model"])
+        assert Path(f"{db}.sticky").exists()
         # feedback through other connections (possibly the other worker) finds every response
         for rid in ids:
             with httpx.Client(timeout=30) as c:

@@ -130,6 +130,41 @@ def test_sticky_map_ttl_and_lru():
     assert s.get("c1", "r") is None
 
 
+def test_shared_sticky_map_across_workers(tmp_path):
+    import sqlite3
+
+    from caproute.serve.conversation import SharedStickyMap, sticky_path
+
+    now = [1000.0]
+    path = sticky_path(tmp_path / "fb.sqlite3")
+    a = SharedStickyMap(path, max_entries=2, ttl_s=10, clock=lambda: now[0], evict_every=1)
+    b = SharedStickyMap(path, max_entries=2, ttl_s=10, clock=lambda: now[0], evict_every=1)   # another worker
+    a.set("c1", "r", "m1")
+    assert b.get("c1", "r") == "m1" and b.get("c1", "other-router") is None   # seen by the other worker
+    now[0] += 1
+    b.set("c2", "r", "m2")
+    now[0] += 1
+    assert a.get("c1", "r") == "m1"          # touches c1: c2 is now the least recently used
+    now[0] += 1
+    a.set("c3", "r", "m3")                   # evicts c2
+    assert b.get("c2", "r") is None and b.get("c3", "r") == "m3" and len(a) == 2
+    b.set("c1", "r", "m9")                   # a later choice replaces the earlier one
+    assert a.get("c1", "r") == "m9"
+    now[0] += 100
+    assert a.get("c1", "r") is None          # expired
+    # a database locked by someone else: a miss, counted and logged, never a stalled request
+    hold = sqlite3.connect(path, isolation_level=None)
+    hold.execute("BEGIN EXCLUSIVE")
+    c = SharedStickyMap(path, ttl_s=10, clock=lambda: now[0], busy_timeout_s=0.05)
+    assert c.get("c3", "r") is None and c.errors == 1
+    c.set("c4", "r", "m4")
+    assert c.errors == 2
+    hold.execute("ROLLBACK")
+    hold.close()
+    c.set("c4", "r", "m4")
+    assert a.get("c4", "r") == "m4"
+
+
 def test_fallback_order_by_utility_then_cost_then_order():
     u = {"a": 0.5, "b": 0.7, "c": 0.5, "d": 0.9}
     c = {"a": 0.2, "b": 0.1, "c": 0.1, "d": 0.0}

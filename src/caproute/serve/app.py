@@ -36,7 +36,7 @@ from caproute.serve.auth import KeyRing, bearer
 from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart, chunk_problem
 from caproute.serve.calibrate import Policy, load_policy
 from caproute.serve.config import BudgetSpec, ServeConfig
-from caproute.serve.conversation import StickyMap, message_text, routing_text
+from caproute.serve.conversation import SharedStickyMap, StickyMap, message_text, routing_text, sticky_path
 from caproute.serve.errors import ApiError, error_body, validation_message
 from caproute.serve.feedback import Feedback, FeedbackStore, InvalidFeedback, UnknownResponse
 from caproute.serve.log_store import RequestLog, delta_text, log_answer
@@ -152,7 +152,10 @@ class ServeState:
                 "on a loopback address"
             )
         self.metrics = ServeMetrics()
-        self.sticky = StickyMap(config.sticky_max_entries, config.sticky_ttl_s)
+        # several workers share one sticky map (a file next to the feedback store); one keeps it in memory
+        self.sticky = (SharedStickyMap(sticky_path(config.feedback_db), config.sticky_max_entries,
+                                       config.sticky_ttl_s)
+                       if config.workers > 1 else StickyMap(config.sticky_max_entries, config.sticky_ttl_s))
         self.backends = Backends(
             self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers
         )

@@ -95,3 +95,98 @@ class StickyMap:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class SharedStickyMap:
+    """The sticky map of several worker processes (``serve --workers N``): one SQLite file that
+    every worker reads and writes, so a conversation keeps its model whichever worker the next
+    turn lands on. Same contract as :class:`StickyMap` (LRU of ``max_entries``, ``ttl_s``), with
+    wall-clock times (shared between processes) and eviction every ``evict_every`` new entries
+    (so the map may briefly hold up to ``evict_every`` entries more than ``max_entries``).
+
+    The file is soft state: WAL with ``synchronous=OFF`` (a crash may lose the last entries, never
+    corrupt the file; a lost entry only means that conversation is routed afresh). A database that
+    stays locked longer than ``busy_timeout_s`` makes that lookup a miss (logged), never a stalled
+    request. The connection is opened lazily, in the process that uses it (after the fork).
+    """
+
+    def __init__(self, path, max_entries: int = 100_000, ttl_s: float = 3600.0,
+                 clock: Callable[[], float] = time.time, evict_every: int = 256, busy_timeout_s: float = 0.5):
+        from pathlib import Path
+
+        self.path, self.max_entries, self.ttl_s, self._clock = Path(path), max_entries, ttl_s, clock
+        self.evict_every, self.busy_timeout_s = max(1, int(evict_every)), busy_timeout_s
+        self._lock = threading.Lock()
+        self._con = None
+        self._pid = None
+        self._sets = 0
+        self.errors = 0
+
+    def _db(self):
+        import os
+        import sqlite3
+
+        if self._con is None or self._pid != os.getpid():
+            con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                  timeout=self.busy_timeout_s)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=OFF")
+            con.execute("CREATE TABLE IF NOT EXISTS sticky (conv TEXT NOT NULL, router TEXT NOT NULL, "
+                        "model TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (conv, router))")
+            con.execute("CREATE INDEX IF NOT EXISTS sticky_t ON sticky (t)")
+            self._con, self._pid = con, os.getpid()
+        return self._con
+
+    def _guard(self, what: str, fn, default=None):
+        import sqlite3
+
+        try:
+            with self._lock:
+                return fn(self._db())
+        except sqlite3.Error as e:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 1000 == 0:
+                import logging
+
+                logging.getLogger("caproute.serve").warning(
+                    "sticky map %s: %s failed (%s); the conversation is routed afresh (%d errors so far)",
+                    self.path, what, e, self.errors)
+            return default
+
+    def get(self, conversation_id: str, router: str) -> str | None:
+        def run(db):
+            row = db.execute("SELECT model, t FROM sticky WHERE conv = ? AND router = ?",
+                             (conversation_id, router)).fetchone()
+            if row is None:
+                return None
+            now = self._clock()
+            if now - row[1] > self.ttl_s:
+                db.execute("DELETE FROM sticky WHERE conv = ? AND router = ?", (conversation_id, router))
+                return None
+            db.execute("UPDATE sticky SET t = ? WHERE conv = ? AND router = ?", (now, conversation_id, router))
+            return row[0]
+
+        return self._guard("lookup", run)
+
+    def set(self, conversation_id: str, router: str, model: str) -> None:
+        def run(db):
+            now = self._clock()
+            db.execute("INSERT OR REPLACE INTO sticky (conv, router, model, t) VALUES (?, ?, ?, ?)",
+                       (conversation_id, router, model, now))
+            self._sets += 1
+            if self._sets % self.evict_every == 0:
+                db.execute("DELETE FROM sticky WHERE t < ?", (now - self.ttl_s,))
+                n = db.execute("SELECT COUNT(*) FROM sticky").fetchone()[0]
+                if n > self.max_entries:
+                    db.execute("DELETE FROM sticky WHERE rowid IN (SELECT rowid FROM sticky ORDER BY t LIMIT ?)",
+                               (n - self.max_entries,))
+
+        self._guard("update", run)
+
+    def __len__(self) -> int:
+        return int(self._guard("count", lambda db: db.execute("SELECT COUNT(*) FROM sticky").fetchone()[0], 0))
+
+
+def sticky_path(feedback_db) -> str:
+    """Where the workers of one server share their sticky map: next to the feedback store."""
+    return f"{feedback_db}.sticky"

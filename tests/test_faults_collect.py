@@ -115,6 +115,18 @@ def test_500_is_retried_then_reported(fault):
         generate(endpoint(fault.url))
 
 
+def test_the_pool_sets_retries_and_a_retry_budget(fault):
+    fault.modes["m"] = "500"
+    # max_retries from the pool file (no RetryPolicy given)
+    with pytest.raises(GenerationError, match="after 3 attempt"):
+        generate(endpoint(fault.url, max_retries=2), retry=None)
+    # a budget smaller than the first backoff (0.25-0.5 s): the first failure is the last try
+    with pytest.raises(GenerationError, match=r"after 1 attempt\(s\); retry_budget_s = 0.2 spent"):
+        generate(endpoint(fault.url, max_retries=50, retry_budget_s=0.2), retry=None)
+    with pytest.raises(ValueError, match="retry_budget_s"):
+        endpoint(fault.url, retry_budget_s=0)
+
+
 def test_good_answer_after_a_malformed_one_is_used(fault):
     fault.modes["m"] = "usage_huge"
 

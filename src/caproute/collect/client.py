@@ -272,7 +272,7 @@ class ChatClient:
         from caproute.serve.transport import make_client
 
         self.endpoint = endpoint
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(max_retries=endpoint.max_retries)
         self._http = make_client(
             lean=False,
             max_connections=max(8, endpoint.max_concurrency),
@@ -322,6 +322,8 @@ class ChatClient:
         if self.endpoint.extra_body:
             kwargs["extra_body"] = dict(self.endpoint.extra_body)
         attempt = malformed_seen = 0
+        started = time.monotonic()
+        budget = self.endpoint.retry_budget_s
         while True:
             await self._limiter.wait()
             t0 = time.monotonic()
@@ -351,8 +353,15 @@ class ChatClient:
                     if cause and cause not in detail:  # e.g. which deadline passed
                         detail += f" ({cause})"
                     raise GenerationError(f"{where}{detail}{tries}") from e
+                wait = self.retry.delay(0 if bad else attempt, retry_after, self._rng)
+                if budget is not None and time.monotonic() - started + wait >= budget:
+                    # the next try would start after the endpoint's retry budget: give up now
+                    raise GenerationError(
+                        f"model '{self.endpoint.name}' at {self.endpoint.base_url}: {type(e).__name__}: {e} "
+                        f"(after {attempt + 1} attempt(s); retry_budget_s = {budget:g} spent)"
+                    ) from e
                 self.retries_done += 1
-                await asyncio.sleep(self.retry.delay(0 if bad else attempt, retry_after, self._rng))
+                await asyncio.sleep(wait)
                 attempt += 1
 
     def _split_usage(

@@ -61,6 +61,11 @@ class ModelEndpoint(_Strict):
     first_byte_timeout_s: float | None = Field(
         default=None, gt=0, description="deadline for the response headers [timeout_s]"
     )
+    max_retries: int = Field(default=6, ge=0, le=100, description="retries of a failed request (429, 5xx, timeouts)")
+    retry_budget_s: float | None = Field(
+        default=None, gt=0,
+        description="wall-clock bound on one generation, retries and backoff included [none: (retries + 1) x timeout_s]",
+    )
     supports_seed: bool = True
     supports_n: bool = Field(default=False, description="ask for n choices per request (fan out if fewer)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields")

@@ -13,17 +13,15 @@ import signal
 import time
 from pathlib import Path
 
+from caproute.collect.pool import proc_stat
+
 
 def live_members(pgid: int) -> list[int]:
     """Pids of process group ``pgid`` that have not exited (zombies excluded); [] without /proc."""
     live = []
     for d in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2:].split()      # state, ppid, pgrp, ... after "(name)"
-        if len(rest) > 2 and int(rest[2]) == pgid and rest[0] != "Z":
+        fields = proc_stat(int(d.name))                  # state, ppid, pgrp, ...
+        if fields is not None and len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
             live.append(int(d.name))
     return live
 

@@ -92,7 +92,7 @@ class FGTSCDB(DuelingPolicy):
     def _check_prior(self) -> None:
         """Validate ``prior_mean``/``prior_cov`` and keep the prior's mean and precision (None = N(0, sigma0^2 I))."""
         d = self.dim
-        self._prior_m = self._prior_P = None
+        self._prior_m = self._prior_C = self._prior_P = None
         if self.prior_mean is None and self.prior_cov is None:
             return
         if self.prior_mean is None or self.prior_cov is None:
@@ -109,17 +109,17 @@ class FGTSCDB(DuelingPolicy):
             np.linalg.cholesky(c)
         except np.linalg.LinAlgError:
             raise ConfigError("prior_cov must be positive definite") from None
-        self._prior_m, self._prior_P = m, np.linalg.inv(c)
+        self._prior_m, self._prior_C, self._prior_P = m, c, np.linalg.inv(c)
 
     def _reset_state(self) -> None:
         d = self.dim
         self._check_prior()
         self.history_ = DuelHistory(d)
         m0 = np.zeros(d) if self._prior_m is None else self._prior_m
+        c0 = np.eye(d) * self.sigma0 ** 2 if self._prior_C is None else self._prior_C
         self.theta_ = np.tile(m0, (2, 1))                 # SGLD chains, warm-started round to round
         self.theta_map_ = m0.copy()                       # Laplace mean
-        self.cov_ = (np.eye(d) * self.sigma0 ** 2 if self._prior_m is None
-                     else np.asarray(self.prior_cov, dtype=np.float64).copy())   # Laplace covariance
+        self.cov_ = c0.copy()                             # Laplace covariance
         self._chol = self._chol32 = None
         self._chol_t = -1
 

@@ -343,9 +343,14 @@ class ChatClient:
                     malformed_seen += 1
                 ok, retry_after = _retryable(e)
                 limit = self.retry.max_malformed_retries if bad else self.retry.max_retries
-                if not ok or attempt >= self.retry.max_retries or (bad and malformed_seen > limit):
+                last = not ok or attempt >= self.retry.max_retries or (bad and malformed_seen > limit)
+                wait = 0.0 if last else self.retry.delay(0 if bad else attempt, retry_after, self._rng)
+                # with a retry budget, no new try starts after it: give up now
+                spent = not last and budget is not None and time.monotonic() - started + wait >= budget
+                if last or spent:
                     where = f"model '{self.endpoint.name}' at {self.endpoint.base_url}: "
-                    tries = f" (after {attempt + 1} attempt(s))"
+                    tries = f" (after {attempt + 1} attempt(s)" + (
+                        f"; retry_budget_s = {budget:g} spent)" if spent else ")")
                     if isinstance(e, MalformedResponse):
                         raise MalformedResponse(e.field, e.problem + tries, where) from e
                     detail = f"{type(e).__name__}: {e}"
@@ -353,13 +358,6 @@ class ChatClient:
                     if cause and cause not in detail:  # e.g. which deadline passed
                         detail += f" ({cause})"
                     raise GenerationError(f"{where}{detail}{tries}") from e
-                wait = self.retry.delay(0 if bad else attempt, retry_after, self._rng)
-                if budget is not None and time.monotonic() - started + wait >= budget:
-                    # the next try would start after the endpoint's retry budget: give up now
-                    raise GenerationError(
-                        f"model '{self.endpoint.name}' at {self.endpoint.base_url}: {type(e).__name__}: {e} "
-                        f"(after {attempt + 1} attempt(s); retry_budget_s = {budget:g} spent)"
-                    ) from e
                 self.retries_done += 1
                 await asyncio.sleep(wait)
                 attempt += 1

@@ -298,13 +298,20 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _is_zombie(pid: int) -> bool:
-    """True when ``pid`` has exited and waits to be reaped (state Z in /proc; False without /proc)."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the parenthesised name (state, ppid, pgrp, ...), or None
+    (no such process, or no /proc)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].startswith("Z")     # the state follows the parenthesised name
+        return None
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when ``pid`` has exited and waits to be reaped (state Z in /proc; False without /proc)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] == "Z"
 
 
 def _alive(pid: int) -> bool:

@@ -13,10 +13,14 @@ the model chosen for the first one, so a chat does not hop between models mid-wa
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 MODES = ("last_user", "user_turns", "history")
@@ -112,8 +116,6 @@ class SharedStickyMap:
 
     def __init__(self, path, max_entries: int = 100_000, ttl_s: float = 3600.0,
                  clock: Callable[[], float] = time.time, evict_every: int = 256, busy_timeout_s: float = 0.5):
-        from pathlib import Path
-
         self.path, self.max_entries, self.ttl_s, self._clock = Path(path), max_entries, ttl_s, clock
         self.evict_every, self.busy_timeout_s = max(1, int(evict_every)), busy_timeout_s
         self._lock = threading.Lock()
@@ -122,10 +124,7 @@ class SharedStickyMap:
         self._sets = 0
         self.errors = 0
 
-    def _db(self):
-        import os
-        import sqlite3
-
+    def _db(self) -> sqlite3.Connection:
         if self._con is None or self._pid != os.getpid():
             con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                   timeout=self.busy_timeout_s)
@@ -138,16 +137,12 @@ class SharedStickyMap:
         return self._con
 
     def _guard(self, what: str, fn, default=None):
-        import sqlite3
-
         try:
             with self._lock:
                 return fn(self._db())
         except sqlite3.Error as e:
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
-                import logging
-
                 logging.getLogger("caproute.serve").warning(
                     "sticky map %s: %s failed (%s); the conversation is routed afresh (%d errors so far)",
                     self.path, what, e, self.errors)

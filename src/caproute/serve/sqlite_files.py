@@ -13,6 +13,20 @@ from caproute.errors import ConfigError
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+def _header_problem(p: Path, what: str) -> str | None:
+    """Why the non-empty file ``p`` is not an SQLite database (unreadable, other bytes), or None."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        return f"cannot read the {what}: {e.strerror or e}"
+    return None if head == SQLITE_MAGIC else f"not an SQLite database (a {what} is one)"
+
+
+def _table_names(con: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def check_sqlite_path(path: str | os.PathLike, *, what: str, flag: str) -> Path:
     """``path`` as a Path, or ConfigError: a directory, a parent that is a file, an unreadable file
     or an existing non-empty file that is not an SQLite database."""
@@ -21,20 +35,15 @@ def check_sqlite_path(path: str | os.PathLike, *, what: str, flag: str) -> Path:
         raise ConfigError(f"{p}: the {what} is a directory; give a file path ({flag})")
     if p.parent.exists() and not p.parent.is_dir():
         raise ConfigError(f"{p}: {p.parent} is not a directory; give another path ({flag})")
-    if p.exists() and p.stat().st_size > 0:
-        try:
-            with open(p, "rb") as f:
-                head = f.read(len(SQLITE_MAGIC))
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read the {what}: {e.strerror or e}") from None
-        if head != SQLITE_MAGIC:
-            raise ConfigError(f"{p}: not an SQLite database (a {what} is one); give another path ({flag})")
+    problem = _header_problem(p, what) if p.exists() and p.stat().st_size > 0 else None
+    if problem is not None:
+        raise ConfigError(f"{p}: {problem}; give another path ({flag})")
     return p
 
 
 def check_own_tables(con: sqlite3.Connection, path: Path, *, table: str, what: str) -> None:
     """ConfigError when the database has tables but not ``table``: another application's file."""
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = _table_names(con)
     if tables and table not in tables:
         con.close()
         raise ConfigError(f"{path}: an SQLite database of something else (tables {sorted(tables)[:5]}), "
@@ -52,16 +61,12 @@ def read_query(path: str | os.PathLike, sql: str, *, table: str, what: str):
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{what} not found", source=str(p))
-    try:
-        with open(p, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except OSError as e:
-        raise DataError(f"cannot read the {what}: {e.strerror or e}", source=str(p)) from None
-    if head != SQLITE_MAGIC:
-        raise DataError(f"not an SQLite database (a {what} is one)", source=str(p))
+    problem = _header_problem(p, what)
+    if problem is not None:
+        raise DataError(problem, source=str(p))
     con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = _table_names(con)
         if table not in tables:
             raise DataError(f"not a caproute {what} (no '{table}' table; tables {sorted(tables)[:5]})", source=str(p))
         return pd.read_sql_query(sql, con)

@@ -50,6 +50,9 @@ def test_duel_builtin_end_to_end(tmp_path):
     for r in rows:
         assert {"policy", "embeddings", "rounds", "regret_mean", "regret_std"} <= set(r)
         assert r["rounds"] == 80 and r["seeds"] == 2 and r["regret_mean"] >= 0
+    # named for what ran, with the settings printed (issue 24.1)
+    assert {r["method"] for r in rows if r["policy"] == "fgts-cdb"} == {"FGTS.CDB (Laplace+importance, η 0.25, μ 1/√T)"}
+    assert "sampler laplace (importance feel-good), η 0.25, μ 1/√T = 0.1118, arm component γ 0" in res.stdout
     by = {(r["policy"], r["embeddings"]): r["regret_mean"] for r in rows}
     assert by[("best-fixed", "none")] < by[("uniform", "none")]
     for f in ("regret.png", "weak_regret.png", "table.md", "meta.json", "curves.npz"):
@@ -59,9 +62,10 @@ def test_duel_builtin_end_to_end(tmp_path):
 
     assert meta["n_offline"] + meta["n_online"] == meta["n_queries"] == read_source("builtin")["query_id"].nunique()
     assert all(c.startswith("cluster-") for c in meta["categories"])       # k-means pseudo-categories
-    # every run reports how distinct the arms are; the per-model component makes them all distinct
+    # every run reports how distinct the arms are (the paper's arms: no per-model component)
+    assert meta["settings"]["arm_residual"] == 0.0 and meta["spec"]["ccft"]["residual"] == 0.0
     for name in ("ccft-excel-perf-cost", "minilm"):
         a = meta["arms"][name]
-        assert a["K"] == len(meta["models"]) and a["distinct"] == a["K"] and a["tied"] == []
+        assert a["K"] == len(meta["models"]) and a["distinct"] + sum(len(g) - 1 for g in a["tied"]) == a["K"]
         assert 1 <= a["rank"] <= a["K"]
         assert f"arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}" in res.stdout

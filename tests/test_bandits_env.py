@@ -235,7 +235,10 @@ def test_grid_is_identical_for_any_jobs_and_report(tmp_path):
     for key in ("regret", "weak_regret", "table", "rows", "meta", "curves"):
         assert paths[key].exists() and paths[key].stat().st_size > 0
     assert paths["regret"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| fgts-cdb | minilm | 60 |" in paths["table"].read_text()
+    # named for what ran, with its settings (issue 24.1)
+    table = paths["table"].read_text()
+    assert "| FGTS.CDB (Laplace+importance, η 0.25, μ 1/√T) | minilm | 60 |" in table
+    assert "sampler laplace (importance feel-good), η 0.25, μ 1/√T = 0.1291, arm component γ 0" in table
 
 
 @pytest.mark.shared

@@ -127,10 +127,14 @@ def test_duel_init_builds_a_servable_policy(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "2 arms" in res.stdout
     p = DuelingPolicy.load(out)
-    assert p.models_ == ("smollm2-135m", "gemma3-270m") and p.sampler == "laplace" and p.t_ == 0
+    # the one default set (issue 24.1): the paper's FGTS.CDB on the paper's CCFT arms
+    assert p.models_ == ("smollm2-135m", "gemma3-270m") and p.sampler == "sgld" and p.t_ == 0
+    assert (p.eta, p.mu, p.horizon) == (0.25, None, 5000)
     assert (out / "encoder" / "modules.json").exists() and p.feature_scale > 1  # self-contained, auto scale
     info = json.loads((out / "init.json").read_text())
     assert info["n_queries"] == 24 and info["embeddings"] == "ccft-excel-perf-cost"
+    assert info["method"] == "FGTS.CDB (SGLD, η 0.25, μ 1/√T)" and "method: FGTS.CDB (SGLD" in res.stdout
+    assert info["settings"]["arm_residual"] == 0.0 and info["settings"]["sampler"] == "sgld"
     # moved elsewhere it still loads and embeds (the encoder path is relative)
     moved = tmp_path / "moved"
     shutil.move(str(out), moved)
@@ -230,7 +234,7 @@ def test_duel_init_with_the_offline_prior(tmp_path):
     small = small_builtin(tmp_path)
     out = tmp_path / "policy"
     res = caproute("duel", "init", "--data", small, "--embeddings", "minilm", "--offline-prior", "--eta", "4",
-                   "--out", str(out), "--cache", str(tmp_path / "cache"))
+                   "--sampler", "laplace", "--arm-residual", "0.5", "--out", str(out), "--cache", str(tmp_path / "cache"))
     assert res.returncode == 0, res.stderr
     assert "offline prior from 24 scored queries" in res.stdout
     p = DuelingPolicy.load(out)
@@ -238,6 +242,9 @@ def test_duel_init_with_the_offline_prior(tmp_path):
     assert float(np.abs(p.prior_mean).max()) > 0 and np.array_equal(p.theta_map_, p.prior_mean)
     info = json.loads((out / "init.json").read_text())
     assert info["offline_prior"] is True and info["prior_weight"] == 1.0
+    # every extension is an explicit option, and the output names it
+    assert info["settings"]["arm_residual"] == 0.5 and info["settings"]["eta"] == 4.0
+    assert info["method"] == "FGTS.CDB (Laplace+importance, η 4, μ 1/√T; arm component γ 0.5, offline prior)"
     bad = caproute("duel", "init", "--data", small, "--policy", "uniform", "--offline-prior",
                    "--out", str(tmp_path / "u"))
     assert bad.returncode == 2 and "fgts-cdb" in bad.stderr and "Traceback" not in bad.stderr

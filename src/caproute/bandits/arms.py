@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_RESIDUAL = 0.5      # PROPOSED gamma (see docs/bandits.md, "Tied arms")
+#: gamma of the per-model component: 0 = off = the paper's CCFT arms (issue 24.1); 0.5 was the
+#: PROPOSED value of the option (``--arm-residual 0.5``; docs/bandits.md, "Tied arms")
+DEFAULT_RESIDUAL = 0.0
+PROPOSED_RESIDUAL = 0.5
 DISTINCT_TOL = 1e-6
 
 

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from caproute.bandits.defaults import DEFAULTS as FGTS_DEFAULTS
+from caproute.bandits.defaults import method_label
 from caproute.bandits.embeddings import CCFTConfig, EmbeddingSet, build_embeddings, parse_embeddings
 from caproute.bandits.environment import DuelEnvironment
 from caproute.bandits.regret import average_regret, weak_regret
@@ -39,14 +41,12 @@ class DuelSpec:
     seeds: int = 5
     policies: tuple[str, ...] = ("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn")
     embeddings: tuple[str, ...] = ("ccft-excel-perf-cost", "minilm")
-    # laplace + tilt: the sampler every study of docs/results-dueling.md ran (and tuned eta, mu) with;
-    # it is 20-100x faster than SGLD (benchmarks/README.md). sgld stays available (--sampler sgld).
-    sampler: str = "laplace"
-    feel_good: str = "tilt"
-    # eta = 4, mu = 0: picked by the tuning study of docs/results-dueling.md (scripts/results_dueling.py;
-    # eta in {0.25, 1, 4} x mu in {0, 1/sqrt(T)}); the spec's values are eta = 0.25, mu = 1/sqrt(T)
-    eta: float = 4.0
-    mu: float | None = 0.0
+    # the paper's FGTS.CDB: the one default set of caproute.bandits.defaults.DEFAULTS (issue 24.1), shared
+    # with the FGTSCDB class and `duel init`; laplace (20-100x faster), other eta, mu = 0 are options
+    sampler: str = FGTS_DEFAULTS.sampler
+    feel_good: str = FGTS_DEFAULTS.feel_good
+    eta: float = FGTS_DEFAULTS.eta
+    mu: float | None = FGTS_DEFAULTS.mu
     offline_fraction: float = 0.2
     min_offline: int = 5
     max_queries: int | None = 1500
@@ -64,6 +64,30 @@ class DuelSpec:
     offline_prior: bool = False
     #: duels one offline query counts as, shared by its K(K-1)/2 soft comparisons (PROPOSED 1)
     prior_weight: float = 1.0
+
+    def method(self) -> str:
+        """What the fgts-cdb policy of this spec runs, named for it (:func:`caproute.bandits.defaults.method_label`)."""
+        return method_label(eta=self.eta, mu=self.mu, horizon=self.rounds, sampler=self.sampler,
+                            feel_good=self.feel_good, arm_residual=self.ccft.residual,
+                            offline_prior=self.offline_prior, laplace_refit=self.laplace_refit)
+
+    def settings(self) -> dict:
+        """The settings every table prints: method, eta, mu (rule and value), sampler, gamma, prior."""
+        mu = float(1.0 / np.sqrt(max(self.rounds, 1))) if self.mu is None else float(self.mu)
+        return {"method": self.method(), "eta": float(self.eta), "mu": mu,
+                "mu_rule": "1/sqrt(T)" if self.mu is None else "fixed", "sampler": self.sampler,
+                "feel_good": self.feel_good, "arm_residual": float(self.ccft.residual),
+                "offline_prior": bool(self.offline_prior), "laplace_refit": bool(self.laplace_refit)}
+
+    def settings_line(self) -> str:
+        """One line for the CLI and table.md: the fgts-cdb method, sampler, eta, mu and gamma."""
+        st = self.settings()
+        mu = (f"1/√T = {st['mu']:.4g}" if st["mu_rule"] == "1/sqrt(T)" else f"{st['mu']:.4g}")
+        return (f"fgts-cdb = {st['method']}: sampler {st['sampler']}"
+                + (f" ({st['feel_good']} feel-good)" if st["sampler"] == "laplace" and st["mu"] > 0 else "")
+                + f", η {st['eta']:g}, μ {mu}, arm component γ {st['arm_residual']:g}"
+                + (" (paper's CCFT arms)" if not st["arm_residual"] else "")
+                + f", offline prior {'on' if st['offline_prior'] else 'off'}")
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICY_NAMES]
@@ -327,7 +351,8 @@ class DuelResult:
             T = int(cum.shape[1])
             late = max(1, int(round(LATE_FRACTION * T)))
             late_pr = np.array([float(np.mean(c["average"][-late:])) for c in cells])
-            row = {"dataset": self.dataset, "policy": key[0], "embeddings": key[1],
+            row = {"dataset": self.dataset, "policy": key[0],
+                   "method": self.spec.method() if key[0] == "fgts-cdb" else key[0], "embeddings": key[1],
                    "rounds": T, "seeds": int(cum.shape[0]),
                    "regret_mean": float(final.mean()), "regret_std": float(final.std(ddof=0)),
                    "weak_regret_mean": float(wfinal.mean()), "weak_regret_std": float(wfinal.std(ddof=0)),
@@ -348,7 +373,7 @@ class DuelResult:
 
     def to_meta(self) -> dict:
         spec = asdict(self.spec)
-        return {"dataset": self.dataset, "spec": spec, **self.meta}
+        return {"dataset": self.dataset, "spec": spec, "settings": self.spec.settings(), **self.meta}
 
 
 def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str = "local",

@@ -8,8 +8,16 @@ Each round draws TWO INDEPENDENT posterior samples theta^1, theta^2, one per sam
 and plays a^j = argmax_a <theta^j, phi(x_t, a)> (the two arms may coincide). See
 :mod:`caproute.bandits.posterior` for the math.
 
+One default set (issue 24.1), :data:`DEFAULTS`, shared by :class:`FGTSCDB`, ``caproute duel``
+(:class:`caproute.bandits.experiment.DuelSpec`) and ``caproute duel init``: the paper's FGTS.CDB
+with the feel-good term on, SGLD, and arms = CCFT embeddings only. Every extension (Laplace
+sampler, eta other than the paper's, mu = 0, the per-model arm component gamma, the offline
+warm-start prior, laplace_refit) is an explicit option, and :func:`method_label` names what ran
+("dueling-TS (Laplace, η 4, μ 0)" when the feel-good term is off).
+
 Constants (FOUND-2nd = from a secondary source, PROPOSED = our choice, see docs/bandits.md):
-  eta = 0.25 (FOUND-2nd, third-party code), mu = 1/sqrt(horizon) (PROPOSED), sigma0 = 1 (PROPOSED),
+  eta = 0.25 (FOUND-2nd, third-party code), mu = 1/sqrt(horizon) (PROPOSED; the third-party code
+  cites the paper's theoretical 1/(10 e^B sqrt(T))), sampler SGLD (FOUND-2nd), sigma0 = 1 (PROPOSED),
   SGLD: 50 steps per sample (100 while t < 50), minibatch 64, h_t = 1e-3 / (1 + t/100), inverse
   temperature 1 (all PROPOSED); Laplace fast path: n_draws = 32 Gaussian draws in float32 (PROPOSED; the
   third-party code uses 400), feel-good weights on a minibatch of fg_batch = 32 past rounds, and the
@@ -27,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from caproute.bandits.defaults import DEFAULTS, method_label
 from caproute.bandits.features import arm_scores, duel_feature
 from caproute.bandits.history import DuelHistory
 from caproute.bandits.policy import DuelingPolicy, register_policy
@@ -62,12 +71,12 @@ class FGTSCDB(DuelingPolicy):
     name = "fgts-cdb"
     array_params = ("arms", "prior_mean", "prior_cov")
 
-    def __init__(self, arms: np.ndarray, models: Sequence[str] | None = None, *, eta: float = 0.25,
-                 mu: float | None = None, horizon: int = 5000, sigma0: float = 1.0,
-                 sampler: str = "sgld", n_sgld: int = 50, n_sgld_warm: int = 100, warm_rounds: int = 50,
+    def __init__(self, arms: np.ndarray, models: Sequence[str] | None = None, *, eta: float = DEFAULTS.eta,
+                 mu: float | None = DEFAULTS.mu, horizon: int = DEFAULTS.horizon, sigma0: float = 1.0,
+                 sampler: str = DEFAULTS.sampler, n_sgld: int = 50, n_sgld_warm: int = 100, warm_rounds: int = 50,
                  batch_size: int = 64, step0: float = 1e-3, step_decay: float = 100.0,
                  inv_temp: float = 1.0, n_draws: int = 32, fg_batch: int = 32, chol_refresh: int = 10,
-                 feel_good: str = "importance", laplace_refit: bool = False,
+                 feel_good: str = DEFAULTS.feel_good, laplace_refit: bool = False,
                  feature_scale: float = 1.0, seed: int = 0, encoder: str | None = None,
                  prior_mean: np.ndarray | None = None, prior_cov: np.ndarray | None = None):
         if sampler not in SAMPLERS:
@@ -83,6 +92,13 @@ class FGTSCDB(DuelingPolicy):
         self.feature_scale = feature_scale
         self.prior_mean, self.prior_cov = prior_mean, prior_cov
         super().__init__(arms, models, seed=seed, encoder=encoder)
+
+    @property
+    def method_(self) -> str:
+        """:func:`method_label` of this policy's settings (the arm component lives in ``arms``)."""
+        return method_label(eta=self.eta, mu=self.mu, horizon=self.horizon, sampler=self.sampler,
+                            feel_good=self.feel_good, offline_prior=self.prior_mean is not None,
+                            laplace_refit=self.laplace_refit)
 
     @property
     def mu_(self) -> float:

@@ -5,7 +5,8 @@ offline queries of the store or data set (every query is offline here: there is 
 online stream), the query encoder is the CCFT fine-tuned MiniLM (or the untuned MiniLM for
 ``minilm-*`` embeddings), and the feature scale s_phi is the PROPOSED auto scale of
 :func:`caproute.bandits.features.auto_feature_scale` on those queries. The policy is FGTS.CDB
-with the fast Laplace + tilt sampler by default (docs/bandits.md). Its directory holds
+with its one default set (:data:`caproute.bandits.defaults.DEFAULTS`: SGLD, eta 0.25, mu 1/sqrt(T)) on
+the paper's CCFT arms; ``arm_residual`` > 0 adds the PROPOSED per-model component (docs/bandits.md). Its directory holds
 ``config.json``, ``state.safetensors``, ``encoder/`` (copied, so the directory is self-contained
 and can be moved) and ``init.json`` (where the arms came from). With ``offline_prior`` the FGTS.CDB
 policy starts from the PROPOSED warm-start prior fitted on the same scored queries
@@ -15,11 +16,12 @@ policy starts from the PROPOSED warm-start prior fitted on the same scored queri
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from caproute.bandits.defaults import DEFAULTS as FGTS_DEFAULTS
 from caproute.errors import ConfigError, DataError
 
 
@@ -36,6 +38,9 @@ class InitReport:
     source: str
     offline_prior: bool = False
     prior_weight: float | None = None
+    #: fgts-cdb: what runs, named for it (caproute.bandits.defaults.method_label), and its settings
+    method: str = ""
+    settings: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,11 +65,17 @@ def restrict_models(env, models: list[str] | None):
 def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = None,
                 data: str | os.PathLike | None = None, dataset: str | None = None,
                 models: list[str] | None = None, embeddings: str = "ccft-excel-perf-cost",
-                policy: str = "fgts-cdb", sampler: str = "laplace", feel_good: str = "tilt",
-                eta: float = 0.25, horizon: int = 5000, seed: int = 0, label: str = "human",
+                policy: str = "fgts-cdb", sampler: str = FGTS_DEFAULTS.sampler,
+                feel_good: str = FGTS_DEFAULTS.feel_good, eta: float = FGTS_DEFAULTS.eta,
+                mu: float | None = FGTS_DEFAULTS.mu, horizon: int = FGTS_DEFAULTS.horizon,
+                arm_residual: float = FGTS_DEFAULTS.arm_residual, seed: int = 0, label: str = "human",
                 offline_prior: bool = False, prior_weight: float = 1.0, cache_dir: str | os.PathLike | None = None, copy_encoder: bool = True,
                 progress: bool = False) -> InitReport:
-    """Create a servable dueling policy in ``out`` from ``store`` or ``data`` observations."""
+    """Create a servable dueling policy in ``out`` from ``store`` or ``data`` observations.
+
+    Defaults are FGTS.CDB's one default set (:data:`caproute.bandits.defaults.DEFAULTS`) with the
+    paper's CCFT arms (``arm_residual`` = gamma = 0); the per-model arm component, the Laplace
+    sampler, other eta/mu and the offline prior are options."""
     from caproute.bandits.embeddings import CCFTConfig, build_embeddings, parse_embeddings
     from caproute.bandits.environment import load_environment
     from caproute.bandits.policy import get_policy_class
@@ -74,6 +85,8 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     klass = get_policy_class(policy)
     if offline_prior and policy != "fgts-cdb":
         raise ConfigError(f"--offline-prior applies to fgts-cdb, not '{policy}'")
+    if not (np.isfinite(arm_residual) and arm_residual >= 0):
+        raise ConfigError(f"--arm-residual must be a finite number >= 0, got {arm_residual}")
     if offline_prior and not (np.isfinite(prior_weight) and prior_weight > 0):
         raise ConfigError(f"--prior-weight must be a finite number > 0, got {prior_weight}")
     env = restrict_models(load_environment(store=store, data=data, dataset=dataset, label=label), models)
@@ -85,7 +98,7 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
                         source=str(store or data))
     offline = np.arange(env.n_queries)
     try:
-        emb = build_embeddings(env, offline, [embeddings], cfg=CCFTConfig(seed=seed), cache_dir=cache_dir,
+        emb = build_embeddings(env, offline, [embeddings], cfg=CCFTConfig(seed=seed, residual=arm_residual), cache_dir=cache_dir,
                                progress=progress)[embeddings]
     except ValueError as e:  # e.g. CCFT needs two categories of at least two queries
         if isinstance(e, DataError | ConfigError):
@@ -94,7 +107,7 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
                         "(use --embeddings minilm-... for very small data)", source=str(store or data)) from None
     params = {"seed": seed, "encoder": emb.encoder}
     if policy == "fgts-cdb":
-        params.update(sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon,
+        params.update(sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, horizon=horizon,
                       feature_scale=emb.feature_scale)
         if offline_prior:
             # PROPOSED warm start: the Laplace posterior after every scored query of the data
@@ -116,5 +129,14 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     report = InitReport(str(out), policy, list(env.models), embeddings, encoder, float(emb.feature_scale),
                         int(env.n_queries), [str(c) for c in emb.categories], str(store or data),
                         bool(offline_prior), float(prior_weight) if offline_prior else None)
+    if policy == "fgts-cdb":
+        from caproute.bandits.defaults import method_label
+
+        report = replace(report, method=method_label(
+            eta=eta, mu=mu, horizon=horizon, sampler=sampler, feel_good=feel_good, arm_residual=arm_residual,
+            offline_prior=offline_prior), settings={
+            "eta": float(eta), "mu": None if mu is None else float(mu), "mu_value": float(pol.mu_),
+            "horizon": int(horizon), "sampler": sampler, "feel_good": feel_good,
+            "arm_residual": float(arm_residual), "offline_prior": bool(offline_prior)})
     write_json(report.to_dict(), out / "init.json")
     return report

@@ -39,10 +39,9 @@ def _band(ax, cum, label, color, style="-"):
 def plot_regret(result: DuelResult, out: str | Path, kind: str = "average") -> Path:
     """Cumulative regret, mean line and ± 1 std band over seeds. Left: every policy on the headline
     embeddings (and the references); right (when several embeddings ran): FGTS.CDB per embeddings."""
-    import matplotlib
+    from caproute.core.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     curves = result.curves(kind)
     embeddings = list(result.spec.embeddings)
@@ -67,25 +66,23 @@ def plot_regret(result: DuelResult, out: str | Path, kind: str = "average") -> P
         for ref in ("best-fixed", "uniform"):
             if (ref, "none") in curves:
                 _band(ax2, curves[(ref, "none")], ref, POLICY_COLORS[ref], "--")
-        ax2.set_title("FGTS.CDB by embeddings")
+        ax2.set_title(f"{result.spec.method()} by embeddings", fontsize=9)
     seeds = next(iter(curves.values())).shape[0]
     for a in axes[0]:
         a.set_xlabel("round t")
         a.set_ylabel(f"cumulative {'average' if kind == 'average' else 'weak'} regret")
         a.grid(alpha=0.3)
         a.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{result.dataset}: {kind} regret, mean ± std over {seeds} seeds")
+    fig.suptitle(f"{result.dataset}: {kind} regret, mean ± std over {seeds} seeds; fgts-cdb = {result.spec.method()}",
+                 fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def markdown_table(rows: list[dict]) -> str:
     """Cumulative regret at T, weak regret, per-round regret over the last 20 % of rounds, and for
-    learners their point estimate as a single-model router (late rounds / end of run, per round)."""
+    learners their point estimate as a single-model router (late rounds / end of run, per round).
+    The policy column names what ran (``method``: "FGTS.CDB (SGLD, η 0.25, μ 1/√T)", ...)."""
     lines = ["| policy | embeddings | T | regret (mean ± std) | weak regret (mean ± std) | per round, last 20 % "
              "| greedy router, last 20 % | final router | s / seed |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -94,7 +91,7 @@ def markdown_table(rows: list[dict]) -> str:
         return f"{r[key + '_mean']:.3f} ± {r[key + '_std']:.3f}" if key + "_mean" in r else "–"
 
     for r in rows:
-        lines.append(f"| {r['policy']} | {r['embeddings']} | {r['rounds']} | "
+        lines.append(f"| {r.get('method', r['policy'])} | {r['embeddings']} | {r['rounds']} | "
                      f"{r['regret_mean']:.1f} ± {r['regret_std']:.1f} | "
                      f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f} | {opt(r, 'late_per_round')} | "
                      f"{opt(r, 'greedy_late')} | {opt(r, 'final_router')} | {r['seconds_per_seed']:.1f} |")
@@ -110,7 +107,8 @@ def write_report(result: DuelResult, out_dir: str | Path) -> dict[str, Path]:
              "weak_regret": plot_regret(result, out_dir / "weak_regret.png", "weak")}
     with atomic_file(out_dir / "table.md") as tmp:
         tmp.write_text(f"{result.dataset}: cumulative regret at T = {rows[0]['rounds']} "
-                       f"over {rows[0]['seeds']} seeds\n\n" + markdown_table(rows))
+                       f"over {rows[0]['seeds']} seeds\n\nSettings: {result.spec.settings_line()}\n\n"
+                       + markdown_table(rows))
     paths["table"] = out_dir / "table.md"
     write_json(rows, out_dir / "rows.json")
     write_json(result.to_meta(), out_dir / "meta.json")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from caproute.bandits.defaults import DEFAULTS as FGTS_DEFAULTS
 from caproute.cli import app
 from caproute.cli.common import DataOpt, DeviceOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, comma_list, joined, split_list
@@ -33,6 +34,20 @@ OfflinePriorOpt = Annotated[bool, typer.Option(
          "every query of the data) instead of the paper's N(0, I) (PROPOSED, see docs/bandits.md)")]
 PriorWeightOpt = Annotated[float, typer.Option(
     "--prior-weight", help="--offline-prior: duels one offline query counts as")]
+# one default set for FGTS.CDB (caproute.bandits.defaults.DEFAULTS), the same for the experiment and `init`
+SamplerOpt = Annotated[str, typer.Option(
+    "--sampler", help="FGTS.CDB posterior sampler: sgld (the paper's) | laplace (fast approximation, an option)")]
+FeelGoodOpt = Annotated[str, typer.Option(
+    "--feel-good", help="Laplace sampler's feel-good term: importance (the third-party recipe) | tilt (PROPOSED)")]
+EtaOpt = Annotated[float, typer.Option(
+    "--eta", help="likelihood temperature eta (default 0.25: the value attributed to the paper; "
+                  "other values temper the likelihood, an option)")]
+MuOpt = Annotated[float | None, typer.Option(
+    "--mu", help="feel-good weight (default 1/sqrt(T), PROPOSED; 0 switches the feel-good term off: "
+                 "dueling Thompson sampling, not FGTS.CDB)")]
+ArmResidualOpt = Annotated[float, typer.Option(
+    "--arm-residual", help="weight gamma of the per-model arm component that makes tied arms distinct "
+                           "(default 0 = the paper's CCFT embeddings; 0.5 = PROPOSED option; docs/bandits.md)")]
 
 
 def _split(value: str | list[str] | None) -> tuple[str, ...]:
@@ -61,14 +76,10 @@ def duel_cmd(
     ray_address: Annotated[str | None, typer.Option("--ray-address")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result rows as JSON")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="directory for PNG curves, table, metadata")] = None,
-    sampler: Annotated[str, typer.Option(
-        "--sampler", help="FGTS.CDB posterior sampler: laplace (fast; what the studies ran) | sgld")] = "laplace",
-    feel_good: Annotated[str, typer.Option(
-        "--feel-good", help="Laplace sampler's feel-good term: tilt | importance")] = "tilt",
-    eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta (4: tuned, see "
-                                                     "docs/results-dueling.md; the spec's value is 0.25)")] = 4.0,
-    mu: Annotated[float | None, typer.Option("--mu", help="feel-good weight (0: tuned; the spec's "
-                                                          "PROPOSED value is 1/sqrt(T), pass it explicitly)")] = 0.0,
+    sampler: SamplerOpt = FGTS_DEFAULTS.sampler,
+    feel_good: FeelGoodOpt = FGTS_DEFAULTS.feel_good,
+    eta: EtaOpt = FGTS_DEFAULTS.eta,
+    mu: MuOpt = FGTS_DEFAULTS.mu,
     lambda_c: Annotated[float, typer.Option("--lambda-c", help="cost weight in r* = score - lambda_c cost")] = 1.0,
     scale: Annotated[float, typer.Option("--scale", help="Bradley-Terry scale s")] = 0.1,
     label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",
@@ -78,9 +89,7 @@ def duel_cmd(
     per_category: Annotated[int, typer.Option("--ccft-per-category")] = 5,
     temperature: Annotated[float, typer.Option("--temperature", help="softmax temperature of the weightings")] = 1.0,
     tau: Annotated[int, typer.Option("--tau", help="top-tau of the Excel weightings")] = 3,
-    arm_residual: Annotated[float, typer.Option(
-        "--arm-residual", help="weight of the per-model component that makes arms distinct "
-                               "(0 = the paper's CCFT embeddings; see docs/bandits.md)")] = 0.5,
+    arm_residual: ArmResidualOpt = FGTS_DEFAULTS.arm_residual,
     offline_prior: OfflinePriorOpt = False,
     prior_weight: PriorWeightOpt = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
@@ -114,12 +123,14 @@ def duel_cmd(
     for name, a in result.meta["arms"].items():
         console.print(f"arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}"
                       + (f"; tied: {a['tied']}" if a["tied"] else ""), markup=False, highlight=False)
-    table = Table(title=f"{result.dataset}: cumulative regret at T = {rounds} ({seeds} seeds)")
+    console.print(spec.settings_line(), markup=False, highlight=False, soft_wrap=True)
+    table = Table(title=f"{result.dataset}: cumulative regret at T = {rounds} ({seeds} seeds)",
+                  caption=spec.settings_line())
     for col in ("policy", "embeddings", "regret", "weak regret", "per round, last 20%", "greedy router"):
         table.add_column(col, justify="left" if col in ("policy", "embeddings") else "right")
     for r in rows:
         greedy = f"{r['greedy_late_mean']:.3f}" if "greedy_late_mean" in r else "-"
-        table.add_row(r["policy"], r["embeddings"], f"{r['regret_mean']:.1f} ± {r['regret_std']:.1f}",
+        table.add_row(r["method"], r["embeddings"], f"{r['regret_mean']:.1f} ± {r['regret_std']:.1f}",
                       f"{r['weak_regret_mean']:.1f} ± {r['weak_regret_std']:.1f}",
                       f"{r['late_per_round_mean']:.3f}", greedy)
     console.print(table)
@@ -146,10 +157,13 @@ def duel_init_cmd(
         "--embeddings", help="{ccft,minilm}-{perf,perf-cost,excel-perf-cost,excel-mask}, ccft or minilm")
     ] = "ccft-excel-perf-cost",
     policy: Annotated[str, typer.Option("--policy", help="fgts-cdb | uniform | eps-greedy | maxinp")] = "fgts-cdb",
-    sampler: Annotated[str, typer.Option("--sampler", help="FGTS.CDB sampler: laplace | sgld")] = "laplace",
-    feel_good: Annotated[str, typer.Option("--feel-good", help="laplace: tilt | importance")] = "tilt",
-    eta: Annotated[float, typer.Option("--eta", help="likelihood temperature eta")] = 0.25,
-    horizon: Annotated[int, typer.Option("--horizon", help="expected rounds T (feel-good weight 1/sqrt(T))")] = 5000,
+    sampler: SamplerOpt = FGTS_DEFAULTS.sampler,
+    feel_good: FeelGoodOpt = FGTS_DEFAULTS.feel_good,
+    eta: EtaOpt = FGTS_DEFAULTS.eta,
+    mu: MuOpt = FGTS_DEFAULTS.mu,
+    horizon: Annotated[int, typer.Option("--horizon", help="expected rounds T (feel-good weight 1/sqrt(T))")
+                       ] = FGTS_DEFAULTS.horizon,
+    arm_residual: ArmResidualOpt = FGTS_DEFAULTS.arm_residual,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = SEED_DEFAULT,
     label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",
     offline_prior: OfflinePriorOpt = False,
@@ -162,7 +176,8 @@ def duel_init_cmd(
 
     names = list(_split(models)) if models else None
     rep = init_policy(out, store=store, data=data, dataset=joined(dataset), models=names, embeddings=embeddings,
-                      policy=policy, sampler=sampler, feel_good=feel_good, eta=eta, horizon=horizon, seed=seed,
+                      policy=policy, sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, horizon=horizon,
+                      arm_residual=arm_residual, seed=seed,
                       label=label, offline_prior=offline_prior, prior_weight=prior_weight, cache_dir=cache,
                       progress=console.is_terminal)
     console.print(
@@ -172,4 +187,6 @@ def duel_init_cmd(
         + (f"; offline prior from {rep.n_queries} scored queries" if rep.offline_prior else "") + f") -> {rep.out}",
         highlight=False,
     )
+    if rep.method:
+        console.print(f"method: {rep.method}", highlight=False, markup=False)
     console.print(f"serve it: caproute serve --pool POOL.yaml --router ... --duel-policy {rep.out}", highlight=False)

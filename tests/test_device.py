@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 import caproute.routers._torch as T
-from caproute.device import DEVICE_ENV, cuda_available, requested_device, resolve_device, set_default_device
+from caproute.core.device import (
+    DEVICE_ENV,
+    cuda_available,
+    requested_device,
+    resolve_device,
+    set_default_device,
+)
 from caproute.errors import ConfigError
 from caproute.routers.base import get_router_class
 from caproute.supervise.supervision import Supervision

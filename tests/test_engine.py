@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _engine_cells import dying_cell, seeded_cell  # noqa: E402
-from caproute.evaluate.engine import map_cells  # noqa: E402
+from caproute.core.runtime import map_cells  # noqa: E402
 
 CELLS = [{"seed": 42 + i} for i in range(6)]
 

@@ -16,10 +16,11 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _evaluate_toy import toy_observations  # noqa: E402
+from caproute.data.order import canonical_rows  # noqa: E402
 from caproute.errors import ConfigError  # noqa: E402
 from caproute.evaluate.bench import BenchConfig, build_cells, compare_runs, featurize, run_bench, run_grid  # noqa: E402
 from caproute.evaluate.grid import grid_data, plan_groups, run_cell  # noqa: E402
-from caproute.evaluate.protocol import canonical_rows, prepare_experiment  # noqa: E402
+from caproute.evaluate.protocol import prepare_experiment  # noqa: E402
 
 
 def test_compare_runs_welch_and_one_sample():

@@ -1,7 +1,7 @@
 """Connecting to an existing Ray cluster with the Ray version the install resolves (issue 16):
 `ray start --head` enables token authentication when ~/.ray/auth_token exists (any earlier local
 `ray.init()` writes one), and a driver with an explicit address failed with InvalidAuthToken until
-RAY_AUTH_MODE=token was set. caproute.ray_connect.init_ray connects in token mode then."""
+RAY_AUTH_MODE=token was set. caproute.core.ray_connect.init_ray connects in token mode then."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _procgroups import stop_group  # noqa: E402
-from caproute.ray_connect import ray_token_available
+from caproute.core.ray_connect import ray_token_available
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = REPO / ".venv" / "bin" / "ray"
@@ -69,7 +69,7 @@ def test_explicit_address_to_a_token_cluster(tmp_path):
             assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         assert b"Token authentication is enabled" in log.read_bytes()   # the set-up of the report
-        code = ("from caproute.ray_connect import init_ray\nimport ray, os\n"
+        code = ("from caproute.core.ray_connect import init_ray\nimport ray, os\n"
                 f"init_ray('127.0.0.1:{port}')\n"
                 "print('mode', os.environ.get('RAY_AUTH_MODE'), 'answer', ray.get(ray.remote(lambda: 41 + 1).remote()))")
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)

@@ -134,7 +134,7 @@ def test_export_replaces_only_its_own_output(tmp_path):
 def test_files_written_honour_umask(tmp_path):
     import os
 
-    from caproute.data.atomic import atomic_file
+    from caproute.core.atomic import atomic_file
 
     old = os.umask(0o022)
     try:

@@ -23,7 +23,7 @@ DEMO_KXR_SUBSAMPLES = 5
 
 
 def run_demo(out: Path, console: Console | None = None, jobs: int | None = None) -> dict:
-    from caproute.data.atomic import write_json, write_parquet
+    from caproute.core.atomic import write_json, write_parquet
     from caproute.data.source import BUILTIN, builtin_path, read_source
     from caproute.data.store import ObservationStore
     from caproute.supervise.api import diagnostics, supervision_table

@@ -186,7 +186,7 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
     MiniLM's weights) stays fixed; with a few dozen pairs it would barely move anyway, and
     freezing it halves the time of a step on CPU.
     ``device``: ``auto`` | ``cpu`` | ``cuda`` (default ``$CAPROUTE_DEVICE``, else CPU; see
-    :mod:`caproute.device`); the saved model is the same format on any device.
+    :mod:`caproute.core.device`); the saved model is the same format on any device.
     """
     import torch
 
@@ -195,7 +195,7 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
     except ImportError:  # pragma: no cover - older releases
         from sentence_transformers.losses import MultipleNegativesRankingLoss
     from caproute.bandits.encoder import load_sentence_model
-    from caproute.device import resolve_device
+    from caproute.core.device import resolve_device
 
     if len(set(np.asarray(categories).tolist())) < 2:
         raise ValueError("CCFT needs at least two categories")
@@ -214,32 +214,26 @@ def finetune_encoder(base: str | os.PathLike, texts: Sequence[str], categories: 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     texts = list(texts)
-    it = batches
-    if progress:
-        from rich.progress import track
+    from caproute.core.runtime import Progress
 
-        it = track(batches, description="CCFT fine-tuning")
-    for batch in it:
-        tokenize = getattr(model, "preprocess", None) or model.tokenize
-        anchors = tokenize([texts[a] for a, _ in batch])
-        positives = tokenize([texts[p] for _, p in batch])
-        if dev != "cpu":
-            anchors, positives = _to_device(anchors, dev), _to_device(positives, dev)
-        loss = loss_fn([anchors, positives], labels=None)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with Progress("CCFT fine-tuning" if progress else None, len(batches)) as advance:
+        for batch in batches:
+            tokenize = getattr(model, "preprocess", None) or model.tokenize
+            anchors = tokenize([texts[a] for a, _ in batch])
+            positives = tokenize([texts[p] for _, p in batch])
+            if dev != "cpu":
+                anchors, positives = _to_device(anchors, dev), _to_device(positives, dev)
+            loss = loss_fn([anchors, positives], labels=None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            advance()
     model.eval()
+    # Built in a temporary sibling and swapped in: the old model stays in place until the new one
+    # is complete (there is no moment without a model at out_dir).
+    from caproute.core.atomic import staged_dir
+
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save(str(tmp), safe_serialization=True)
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with staged_dir(out_dir) as tmp:
+        model.save(str(tmp), safe_serialization=True)
     return out_dir

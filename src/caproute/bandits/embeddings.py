@@ -23,6 +23,7 @@ import numpy as np
 from caproute.bandits import ccft
 from caproute.bandits.arms import DEFAULT_RESIDUAL, add_residual, arm_summary, residual_directions
 from caproute.bandits.features import auto_feature_scale
+from caproute.core.paths import cache_dir
 from caproute.errors import ConfigError
 
 ENCODERS = ("ccft", "minilm")
@@ -30,7 +31,7 @@ DEFAULT_EMBEDDINGS = "ccft-excel-perf-cost"
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("CAPROUTE_CACHE", Path.home() / ".cache" / "caproute")) / "duel"
+    return cache_dir("duel")
 
 
 def parse_embeddings(name: str) -> tuple[str, str]:
@@ -101,11 +102,9 @@ def encoder_fingerprint(path: str | os.PathLike) -> str:
 
 
 def _text_key(texts) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()
+    from caproute.features.base import texts_hash
+
+    return texts_hash(texts)
 
 
 def cached_encode(encoder: str | os.PathLike, texts: list[str], cache_dir: str | os.PathLike | None,
@@ -122,7 +121,7 @@ def cached_encode(encoder: str | os.PathLike, texts: list[str], cache_dir: str |
             return np.load(f, allow_pickle=False)
     emb = TextEncoder(encoder, threads=threads).encode(texts, progress=progress)
     if f is not None:
-        from caproute.data.atomic import atomic_file
+        from caproute.core.atomic import atomic_file
 
         with atomic_file(f) as tmp, open(tmp, "wb") as fh:
             np.save(fh, emb, allow_pickle=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from caproute.core.runtime import Progress
 from caproute.errors import ConfigError
 
 
@@ -24,20 +25,19 @@ def offline_env() -> None:
 
 
 def load_sentence_model(path: str | os.PathLike, threads: int | None = None):
-    """A SentenceTransformer on CPU from a local directory."""
+    """A SentenceTransformer on CPU from a local directory (MiniLM or a CCFT fine-tuned copy), loaded
+    by :func:`caproute.features.minilm.load_sentence_transformer`."""
     offline_env()
     path = Path(path)
     if not (path / "modules.json").exists() and not (path / "config.json").exists():
         raise ConfigError(f"{path}: not a sentence-transformers model directory")
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    from caproute.features.minilm import quiet_transformers
+    from caproute.features.minilm import load_sentence_transformer
 
     if threads:
         torch.set_num_threads(int(threads))
-    with quiet_transformers():  # no "LOAD REPORT" / "Loading weights" noise (issue 16)
-        return SentenceTransformer(str(path), device="cpu")
+    return load_sentence_transformer(path, what=path.name, device="cpu")
 
 
 DEFAULT_MAX_SEQ_LENGTH = 128   # PROPOSED: MiniLM's own limit is 256; 128 halves CPU time on long prompts
@@ -72,7 +72,7 @@ class TextEncoder:
             return np.zeros((0, model.get_sentence_embedding_dimension()))
         chunks = [texts[i:i + 4 * self.batch_size] for i in range(0, len(texts), 4 * self.batch_size)]
         out = []
-        with _bar(f"encoding {len(texts)} texts" if progress else None, len(texts)) as advance:
+        with Progress(f"encoding {len(texts)} texts" if progress else None, len(texts)) as advance:
             for chunk in chunks:
                 with self._lock:   # one torch forward at a time per model
                     emb = model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
@@ -81,21 +81,3 @@ class TextEncoder:
                 advance(len(chunk))
         return np.concatenate(out)
 
-
-class _bar:
-    def __init__(self, description: str | None, total: int):
-        self.description, self.total, self._p = description, total, None
-
-    def __enter__(self):
-        if self.description is None:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        self._p.start()
-        task = self._p.add_task(self.description, total=self.total)
-        return lambda n: self._p.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.stop()

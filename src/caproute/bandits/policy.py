@@ -18,10 +18,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import os
 import shutil
 import threading
 from abc import ABC, abstractmethod
@@ -31,7 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from caproute.data.atomic import atomic_file
+from caproute.core import artifact
+from caproute.core.atomic import commit_files
 from caproute.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -242,15 +241,10 @@ class DuelingPolicy(ABC):
             config = {"format_version": FORMAT_VERSION, "policy": self.name, "params": params,
                       "t": self.t_, "rng": self.rng_.bit_generator.state, "meta": meta,
                       "checkpoint": dict(self.checkpoint_),
-                      "state_sha256": hashlib.sha256(blob).hexdigest()}
-            text = json.dumps(config, indent=2, default=_json_default) + "\n"
+                      "state_sha256": artifact.sha256_hex(blob)}
             # the lock also serialises concurrent saves, which share the .next file names
-            with atomic_file(path / STATE_NEXT) as tmp:
-                tmp.write_bytes(blob)
-            with atomic_file(path / CONFIG_NEXT) as tmp:
-                tmp.write_text(text)
-            os.replace(path / STATE_NEXT, path / STATE_FILE)
-            os.replace(path / CONFIG_NEXT, path / CONFIG_FILE)
+            commit_files(path, [(STATE_NEXT, STATE_FILE, blob),
+                                (CONFIG_NEXT, CONFIG_FILE, artifact.dumps(config).encode())])
         return path
 
     @classmethod
@@ -259,9 +253,7 @@ class DuelingPolicy(ABC):
 
         path = Path(path)
         config, blob, cfg_file = _read_checkpoint(path)
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"{cfg_file}: format_version {version!r}, this caproute reads {FORMAT_VERSION}")
+        artifact.check_version(config, cfg_file, FORMAT_VERSION)
         name = config.get("policy")
         klass = get_policy_class(name) if cls is DuelingPolicy else cls
         if klass.name != name:
@@ -311,27 +303,9 @@ def _read_checkpoint(path: Path) -> tuple[dict, bytes, Path]:
             for s in (path / STATE_NEXT, state_file):
                 if s.exists():
                     blob = s.read_bytes()
-                    if hashlib.sha256(blob).hexdigest() == cfg.get("state_sha256"):
+                    if artifact.sha256_hex(blob) == cfg.get("state_sha256"):
                         return cfg, blob, pending
-    if not cfg_file.exists() or not state_file.exists():
-        raise ConfigError(f"{path}: not a saved policy (needs {CONFIG_FILE} and {STATE_FILE})")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
-    blob = state_file.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != config.get("state_sha256"):
-        raise ConfigError(f"{state_file}: checksum mismatch (file changed or corrupt)")
+    artifact.require_files(path, [CONFIG_FILE, STATE_FILE], "policy")
+    config = artifact.parse_config(cfg_file)
+    blob = artifact.check_sha256(state_file, config.get("state_sha256"))
     return config, blob, cfg_file
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

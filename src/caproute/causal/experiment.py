@@ -15,7 +15,7 @@ are not split noise). Per cell:
 
 Items that cannot serve (no gold label in test, no preference label in the preference pool) are
 counted per cell and reported, never dropped silently. Cells run through
-:func:`caproute.evaluate.engine.map_cells`, so results are identical for any ``jobs``.
+:func:`caproute.core.runtime.map_cells`, so results are identical for any ``jobs``.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ class MetaResults:
 def run_meta(ds: MetaDataset, config: MetaConfig, *, jobs: int = 1, engine: str = "local",
              ray_address: str | None = None, progress: bool = True) -> MetaResults:
     """Run every (gold_n, run) cell and collect the curves (identical for any ``jobs``/engine)."""
-    from caproute.evaluate.engine import map_cells
+    from caproute.core.runtime import map_cells
 
     cells = [MetaCell(g, r, config.seed + r) for g in config.gold_ns for r in range(config.runs)]
     outs = map_cells(run_cell, cells, shared=(ds, config), jobs=jobs, engine=engine, ray_address=ray_address,

@@ -150,7 +150,7 @@ class PairwiseGains:
 
 def write_gains(gains: PairwiseGains, out: str | os.PathLike) -> Path:
     """Write the items as Parquet (atomically); the sources go into the file's metadata columns."""
-    from caproute.data.atomic import write_parquet
+    from caproute.core.atomic import write_parquet
 
     df = gains.items.copy()
     df["gold_source"] = gains.gold_source

@@ -31,14 +31,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.PathLike) -> Path:
     """Mean efficiency-gain curve of each method with a 95% band (mean +- 1.96 se over runs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from caproute.causal.metrics import summarize_curves
+    from caproute.core.figures import pyplot, save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 5.5))
+    fig, ax = pyplot().subplots(figsize=(7, 5.5))
     grid = results.grid
     methods = sorted({m for (j, g, m) in results.curves if (j, g) == (judge, gold_n)}, key=method_order)
     for method in methods:
@@ -61,19 +57,13 @@ def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="best", title="method (peak)", title_fontsize=9)
     fig.tight_layout()
-    from caproute.data.atomic import atomic_file
-
-    out = Path(out)
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def write_report(results: MetaResults, out_dir: str | os.PathLike) -> list[Path]:
     """Write curves_<judge>_gold<N>.png (judge name reduced to [A-Za-z0-9_.-]), table.md and
     diagnostics.json into ``out_dir``."""
-    from caproute.data.atomic import atomic_file, write_json
+    from caproute.core.atomic import atomic_file, write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,8 @@ def adaptive_study_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="folder for adaptive.md / .csv / .png")] = None,
 ) -> None:
     """How much of the K x R grid adaptive allocation needs for DARS-quality supervision."""
-    from rich.progress import Progress
-
-    from caproute.data.atomic import write_json
+    from caproute.core.atomic import write_json
+    from caproute.core.runtime import Progress
     from caproute.evaluate.adaptive_report import write_study_report
     from caproute.evaluate.adaptive_study import StudyConfig, run_study
     from caproute.evaluate.bench import resolve_routers
@@ -81,9 +80,8 @@ def adaptive_study_cmd(
     console.print(f"[bold]{exp.dataset}[/]: {exp.meta['n_train_queries']} train / "
                   f"{exp.meta['n_test_queries']} test queries, {len(exp.models)} models, "
                   f"full grid {len(exp.train_obs)} generations")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("replaying allocation policies", total=1)
-        payload = run_study(exp, config, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    with Progress("replaying allocation policies", 1, console=console, transient=True) as bar:
+        payload = run_study(exp, config, progress=lambda d, t: bar.update(completed=d, total=t))
     table = Table(title=f"{exp.dataset}: adaptive vs uniform allocation ({seeds} seeds)")
     for c in ("policy", "router", "budget", "generations", "label agreement", "utility rewrite", "utility decode"):
         table.add_column(c, justify="left" if c in ("policy", "router") else "right", no_wrap=True)

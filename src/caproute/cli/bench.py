@@ -14,6 +14,7 @@ from rich.table import Table
 from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, DeviceOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import comma_list, fraction, joined
+from caproute.core.configfile import parse_pairs, split_pair
 from caproute.errors import ConfigError
 
 console = Console()
@@ -49,14 +50,11 @@ def _protocols(text: str | list[str] | None) -> tuple[tuple[int, int], ...] | No
 def _counts(text: str | list[str] | None) -> dict[str, int]:
     text = joined(text)
     out: dict[str, int] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, _, n = part.partition("=")
+    for name, n in parse_pairs((text or "").split(","), option="--router-runs", expected="NAME=COUNT"):
         try:
-            out[name.strip()] = int(n)
+            out[name] = int(n)
         except ValueError:
-            raise ConfigError(f"--router-runs: expected NAME=COUNT, got '{part}'") from None
+            raise ConfigError(f"--router-runs '{name}={n}': expected NAME=COUNT") from None
     return out
 
 
@@ -74,9 +72,9 @@ def _router_params(items: list[str] | None) -> dict[str, dict]:
 
     per: dict[str, list[str]] = {}
     for item in items or []:
-        key, eq, _ = item.partition("=")
-        router, dot, name = key.strip().partition(".")
-        if not eq or not dot or not router or not name.strip():
+        key, _ = split_pair(item, option="--param", expected="ROUTER.NAME=VALUE, e.g. mlp.max_iter=200")
+        router, dot, name = key.partition(".")
+        if not dot or not router or not name.strip():
             raise ConfigError(f"--param '{item}': expected ROUTER.NAME=VALUE, e.g. mlp.max_iter=200")
         per.setdefault(router.strip(), []).append(item.partition(".")[2])
     return {router: parse_params(vals, make_router(router).get_params(), option="--param",
@@ -132,10 +130,10 @@ def bench_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Train every router single-shot (N resampled sets) and with DARS; score on the test views."""
-    from caproute.device import set_default_device
+    from caproute.core.device import set_default_device
 
     set_default_device(device)   # before workers start: they inherit $CAPROUTE_DEVICE
-    from caproute.data.atomic import write_json
+    from caproute.core.atomic import write_json
     from caproute.evaluate.bench import DEFAULT_BETAS, DEFAULT_KXR, DEFAULT_LAMBDAS, BenchConfig, run_bench
     from caproute.evaluate.protocol import load_experiment
     from caproute.evaluate.report import console_table1, write_report

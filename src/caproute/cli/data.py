@@ -38,7 +38,7 @@ def import_cmd(
 
 def export_format(out: Path, fmt: str | None) -> str:
     """``--format`` if given (checked against OUT's suffix), else from the suffix of OUT."""
-    from caproute.data.atomic import TABLE_SUFFIXES, table_format
+    from caproute.core.atomic import TABLE_SUFFIXES, table_format
     from caproute.errors import ConfigError
 
     if fmt == "dars":

@@ -61,7 +61,7 @@ def meta_cmd(
     from caproute.causal.from_observations import SimulatedJudge
     from caproute.causal.gain import METHODS
     from caproute.causal.report import write_report
-    from caproute.data.atomic import write_json
+    from caproute.core.atomic import write_json
     from caproute.errors import DataError
 
     if engine not in ("local", "ray"):

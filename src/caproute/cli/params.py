@@ -23,6 +23,7 @@ from typing import Any
 
 import typer
 
+from caproute.core.configfile import split_pair
 from caproute.errors import ConfigError
 
 SEED_DEFAULT = 42
@@ -229,10 +230,7 @@ def parse_params(items: Iterable[str] | None, defaults: Mapping[str, Any] | None
     """
     out: dict[str, Any] = {}
     for item in items or []:
-        name, eq, text = item.partition("=")
-        name = name.strip()
-        if not eq or not name:
-            raise ConfigError(f"{option} '{item}': expected NAME=VALUE")
+        name, text = split_pair(item, option=option)
         value = parse_value(text)
         if defaults is not None:
             if name not in defaults:

@@ -56,7 +56,7 @@ def train_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT."""
-    from caproute.device import set_default_device
+    from caproute.core.device import set_default_device
 
     set_default_device(device)
     from caproute.data.source import load_observations

@@ -29,13 +29,9 @@ def _routers(values: list[str]) -> dict[str, str]:
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        k, eq, x = v.partition("=")
-        if not eq or not k or not x:
-            raise ConfigError(f"{flag}: expected NAME=VALUE, got '{v}'")
-        out[k] = x
-    return out
+    from caproute.core.configfile import parse_pairs
+
+    return dict(parse_pairs(values, option=flag, empty_value=False))
 
 
 @app.command("serve")
@@ -219,7 +215,7 @@ def calibrate_cmd(
     png: Annotated[Path | None, typer.Option("--png", help="plot of cost and quality against lambda")] = None,
 ) -> None:
     """Fit lambda to a target mean cost, strong-model share or quality floor; write a policy."""
-    from caproute.data.atomic import write_json
+    from caproute.core.atomic import write_json
     from caproute.serve.calibrate import CalibrationTarget, calibrate_router, plot_sweep
 
     given = [x is not None for x in (target_cost, target_share, quality_floor)]

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, SplitOpt, StoreOpt
-from caproute.data.atomic import check_output_file, write_json
+from caproute.core.atomic import check_output_file, write_json
 
 console = Console()
 
@@ -45,7 +45,7 @@ def supervise_cmd(
     partitions: Annotated[int, typer.Option("--partitions", help="query hash partitions for --streaming")] = 8,
 ) -> None:
     """DARS capability statistics and utility per (query, model) of the training split."""
-    from caproute.data.atomic import table_format, write_table
+    from caproute.core.atomic import table_format, write_table
 
     if streaming:
         from caproute.errors import DataError
@@ -105,13 +105,5 @@ def diagnose_cmd(
         write_json(diag.to_dict(), json_out)
         png = png or json_out.with_suffix(".png")
     if png is not None:
-        from caproute.data.atomic import atomic_file
-
-        with atomic_file(png) as tmp:
-            drawn = tmp.with_name(tmp.name + ".png")   # matplotlib picks the format from the suffix
-            try:
-                plot_diagnostics(stats, diag, drawn)
-                drawn.replace(tmp)
-            finally:
-                drawn.unlink(missing_ok=True)
+        plot_diagnostics(stats, diag, png)
         console.print(f"plot: {png}")

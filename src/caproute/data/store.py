@@ -169,7 +169,7 @@ class ObservationStore:
 
 
 def _is_duckdb(path: Path) -> bool:
-    from caproute.data.atomic import is_duckdb_file
+    from caproute.core.atomic import is_duckdb_file
 
     return is_duckdb_file(path)
 

@@ -39,12 +39,9 @@ def markdown_table(payload: dict) -> str:
 
 
 def plot_study(payload: dict, out: str | Path) -> Path:
-    import matplotlib
+    from caproute.core.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from caproute.data.atomic import atomic_file
+    plt = pyplot()
 
     df = summary_frame(payload)
     refs = pd.DataFrame(payload["references"])
@@ -89,16 +86,12 @@ def plot_study(payload: dict, out: str | Path) -> Path:
     fig.suptitle(f"Adaptive repeated sampling on {cfg['dataset']} ({cfg['seeds']} seeds, "
                  f"lambda={cfg['lambda']}, beta={cfg['beta']})", fontsize=10)
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
-    out = Path(out)
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def write_study_report(payload: dict, folder: str | Path) -> Path:
     """``adaptive.md``, ``adaptive.csv`` and ``adaptive.png`` in ``folder``."""
-    from caproute.data.atomic import atomic_file
+    from caproute.core.atomic import atomic_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

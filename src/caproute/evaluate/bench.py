@@ -1,7 +1,7 @@
 """The paper's experiment on one dataset (spec §A.6-A.9): the library behind ``caproute bench``.
 
 ``run_bench(exp, config)`` featurises the original query texts once, builds the grid of cells
-(routers x supervision sets x studies), runs it through :func:`caproute.evaluate.engine.map_cells`
+(routers x supervision sets x studies), runs it through :func:`caproute.core.runtime.map_cells`
 and aggregates the cells into a :class:`BenchResult` of DataFrames:
 
 - ``rows``: the JSON rows {router, supervision, view, utility_mean, utility_std, quality_mean,
@@ -292,11 +292,11 @@ def build_cells(config: BenchConfig, grid_shape: tuple[int, int]) -> list[Cell]:
 
 def run_grid(data: GridData, cells: list[Cell], *, jobs: int = 1, engine: str = "local",
              ray_address: str | None = None, progress: str | None = "bench grid") -> list[dict]:
-    """Run the cells through :func:`~caproute.evaluate.engine.map_cells` (results in cell order).
+    """Run the cells through :func:`~caproute.core.runtime.map_cells` (results in cell order).
 
     Cells that would train the very same router (:func:`~caproute.evaluate.grid.plan_groups`)
     share one fit; the numbers are those of training each cell on its own."""
-    from caproute.evaluate.engine import map_cells
+    from caproute.core.runtime import map_cells
     from caproute.evaluate.grid import plan_groups, run_group
 
     groups = plan_groups(cells, data)

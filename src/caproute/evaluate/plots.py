@@ -44,12 +44,9 @@ def router_color(name: str) -> str:
 
 
 def _plt():
-    import matplotlib
+    from caproute.core.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 BASELINE_NAMES = ("best_fixed_train", "random", "cheapest")
@@ -68,10 +65,9 @@ def _save(fig, path: Path, top: float | None = None) -> None:
         fig.tight_layout()
     else:
         fig.tight_layout(rect=(0, 0, 1, top))
-    fig.savefig(path, dpi=DPI)
-    import matplotlib.pyplot as plt
+    from caproute.core.figures import save_figure
 
-    plt.close(fig)
+    save_figure(fig, path, dpi=DPI)
 
 
 def _top_legend(fig, handles, labels, height_in: float, ncol: int | None = None) -> float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from caproute.data.order import canonical_rows
 from caproute.data.schema import DECODING_VARIATION, PROMPT_VARIATION
 from caproute.errors import DataError
 from caproute.supervise.normalize import CostNormalizer
@@ -124,29 +125,6 @@ def view_matrices(test_obs: pd.DataFrame, models: tuple[str, ...], cost_norm: np
 
 # --------------------------------------------------------------------------------------------
 # data preparation
-
-#: the canonical order of observation rows: results must not depend on the order of a file's rows
-#: (the single-shot draw picks a row within its pair by position; score and cost break exact ties)
-CANONICAL_ORDER = ["dataset", "query_id", "model", "observation_type", "prompt_variant_id", "decode_id",
-                   "score", "cost"]
-
-
-def canonical_rows(obs: pd.DataFrame) -> pd.DataFrame:
-    """``obs`` sorted by :data:`CANONICAL_ORDER` (ids compared as strings), index reset. Training
-    code (``caproute bench`` and ``caproute train``) sorts its rows with this before anything else,
-    so the same observations in any file order give the same supervision draws and features."""
-    cols = []
-    for c in CANONICAL_ORDER:
-        if c not in obs.columns:
-            continue
-        if c in ("dataset", "query_id", "model", "observation_type"):
-            cols.append(pd.factorize(obs[c].astype(str), sort=True)[0])
-        else:
-            cols.append(pd.to_numeric(obs[c], errors="coerce").to_numpy(np.float64))
-    order = np.lexsort(cols[::-1]) if cols else np.arange(len(obs))
-    return obs.iloc[order].reset_index(drop=True)
-
-
 
 def resplit_decodes(obs: pd.DataFrame, *, test_fraction: float = 0.5, test_decodes: int = 3,
                     seed: int = 0) -> pd.DataFrame:

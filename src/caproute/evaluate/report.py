@@ -441,7 +441,7 @@ def write_report(res: BenchResult, out: str | os.PathLike, title: str | None = N
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").exists())):
         raise ConfigError(f"{out}: exists and is not a caproute report folder; choose another --report")
-    from caproute.data.atomic import staged_dir
+    from caproute.core.atomic import staged_dir
 
     with staged_dir(out) as tmp:
         for name in CSV_TABLES:

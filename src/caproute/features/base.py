@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from caproute.core import artifact
 from caproute.errors import ConfigError
 
 ENCODER_FORMAT_VERSION = 1
@@ -76,11 +76,10 @@ class Encoder(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         files = self._save_state(path)
-        digests = {f: hashlib.sha256((path / f).read_bytes()).hexdigest() for f in files}
-        config = {"format_version": ENCODER_FORMAT_VERSION, "encoder": self.name, "params": self.params(),
-                  "meta": self._meta(), "files_sha256": digests, "encoder_id": self.encoder_id}
-        (path / ENCODER_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        return path
+        digests = {f: artifact.file_sha256(path / f) for f in files}
+        config = {"encoder": self.name, "params": self.params(), "meta": self._meta(),
+                  "files_sha256": digests, "encoder_id": self.encoder_id}
+        return artifact.write_artifact(path, ENCODER_FILE, config, version=ENCODER_FORMAT_VERSION)
 
 
 def load_encoder(path: str | Path) -> Encoder:
@@ -88,31 +87,23 @@ def load_encoder(path: str | Path) -> Encoder:
     from caproute.features import encoder_class
 
     path = Path(path)
-    cfg_file = path / ENCODER_FILE
-    if not cfg_file.exists():
-        raise ConfigError(f"{path}: not a saved encoder (no {ENCODER_FILE})")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
-    if config.get("format_version") != ENCODER_FORMAT_VERSION:
-        raise ConfigError(f"{cfg_file}: format_version {config.get('format_version')!r}, "
-                          f"this caproute reads {ENCODER_FORMAT_VERSION}")
+    config, _ = artifact.read_artifact(path, ENCODER_FILE, version=ENCODER_FORMAT_VERSION, what="encoder")
     for name, digest in config.get("files_sha256", {}).items():
         f = path / name
         if not f.exists():
             raise ConfigError(f"{f}: missing encoder state file")
-        if hashlib.sha256(f.read_bytes()).hexdigest() != digest:
-            raise ConfigError(f"{f}: checksum mismatch (file changed or corrupt)")
+        artifact.check_sha256(f, digest)
     enc = encoder_class(config.get("encoder", "?"))(**config.get("params", {}))
     enc._load_state(path, config.get("meta", {}))
     return enc
 
 
 def texts_hash(texts: Sequence[str]) -> str:
+    """SHA-256 of a sequence of texts (each length-prefixed): the one text-hash rule of the
+    embedding caches (fitted encoder states, duel query embeddings, CCFT training sets)."""
     h = hashlib.sha256()
     for t in texts:
-        b = t.encode("utf-8")
+        b = t.encode("utf-8", "surrogatepass")
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()

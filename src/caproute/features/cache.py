@@ -3,7 +3,7 @@
 Layout: ``<dir>/<encoder_id>/<shard>.npz``, each shard holding ``keys`` (SHA-1 hex, fixed-width
 bytes) and ``X`` (float32 rows). New rows go to a new shard written atomically, so concurrent
 processes (``--jobs``) never see half a file; many small shards are merged now and then.
-Default directory: ``$CAPROUTE_CACHE_DIR/features`` or ``~/.cache/caproute/features``.
+Default directory: ``features/`` under the cache root (:func:`caproute.core.paths.cache_root`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from caproute.core.atomic import atomic_file
+from caproute.core.paths import cache_dir
 from caproute.features.base import Encoder
 
 MAX_SHARDS = 32
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("CAPROUTE_CACHE_DIR")
-    return Path(root) / "features" if root else Path.home() / ".cache" / "caproute" / "features"
+    return cache_dir("features")
 
 
 def text_key(text: str) -> bytes:
@@ -51,10 +52,8 @@ class FeatureCache:
     def _write(self, d: Path, keys: list[bytes], X: np.ndarray) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         out = d / f"{uuid.uuid4().hex}.npz"
-        tmp = d / f".{out.name}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_file(out) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, keys=np.array(keys, dtype="S40"), X=np.asarray(X, np.float32))
-        os.replace(tmp, out)
         return out
 
     def get(self, encoder: Encoder, texts: Sequence[str]) -> np.ndarray:

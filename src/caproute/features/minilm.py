@@ -65,7 +65,8 @@ def quiet_transformers():
 
 def load_sentence_transformer(path: str | Path, what: str = "all-MiniLM-L6-v2", device: str = "cpu"):
     """A SentenceTransformer on ``device`` (CPU by default), loaded quietly; on a terminal a transient spinner says what is
-    loading (nothing is printed to pipes or logs). The one place that loads MiniLM."""
+    loading (nothing is printed to pipes or logs). The one place that loads MiniLM (and CCFT
+    fine-tuned copies of it; tests/test_architecture.py checks that no other module does)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -102,7 +103,7 @@ class MiniLMEncoder(Encoder):
     Runtime on a local fp32 export, cosine > 0.999 to torch) or ``onnx-int8`` (int8-quantised
     export; see benchmarks/README.md for its routing agreement with fp32). The ONNX backends run
     on CPU. ``device`` (torch backend only, not saved): ``auto`` | ``cpu`` | ``cuda``, default
-    from ``$CAPROUTE_DEVICE`` (see :mod:`caproute.device`), else CPU."""
+    from ``$CAPROUTE_DEVICE`` (see :mod:`caproute.core.device`), else CPU."""
 
     name = "minilm"
     frozen = True
@@ -128,7 +129,7 @@ class MiniLMEncoder(Encoder):
         return p
 
     def _device(self) -> str:
-        from caproute.device import resolve_device
+        from caproute.core.device import resolve_device
 
         return resolve_device(self.device)
 

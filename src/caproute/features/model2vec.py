@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,43 +42,40 @@ def _vocabulary_progress(console):
         return _contextless()
     from contextlib import contextmanager
 
+    from caproute.core.runtime import Progress
+
     @contextmanager
     def patched():
         original = inference.tqdm
-        live = None
-        if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            live = Progress(TextColumn("model2vec: encoding MiniLM's vocabulary"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+        bars: list[Progress] = []
 
         class _Bar:  # the part of tqdm's interface model2vec uses: tqdm(total=..., ...).update(n)
             def __init__(self, total=None, **_):
-                self.task = live.add_task("vocabulary", total=total) if live is not None else None
+                self.bar = Progress("model2vec: encoding MiniLM's vocabulary", total, console=console,
+                                    transient=True, terminal_only=True).__enter__()
+                bars.append(self.bar)
 
             def update(self, n=1):
-                if live is not None:
-                    live.advance(self.task, n)
+                self.bar(n)
 
             def close(self):
-                pass
+                self.bar.__exit__(None, None, None)
 
         inference.tqdm = _Bar
         try:
-            if live is not None:
-                with live:
-                    yield
-            else:
-                yield
+            yield
         finally:
             inference.tqdm = original
+            for bar in bars:
+                bar.__exit__(None, None, None)
 
     return patched()
 
 
 def model2vec_cache_root() -> Path:
-    root = os.environ.get("CAPROUTE_CACHE_DIR")
-    return Path(root) / "model2vec" if root else Path.home() / ".cache" / "caproute" / "model2vec"
+    from caproute.core.paths import cache_dir
+
+    return cache_dir("model2vec")
 
 
 class Model2VecEncoder(Encoder):
@@ -140,15 +135,10 @@ class Model2VecEncoder(Encoder):
             model = distill(model_name=str(minilm_path()), pca_dims=self.pca_dims,
                             sif_coefficient=self.sif_coefficient, device="cpu")
         console.print(f"model2vec: distilled in {time.monotonic() - t0:.0f} s", highlight=False, soft_wrap=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".m2v-", dir=out.parent))
-        try:
+        from caproute.core.atomic import staged_dir
+
+        with staged_dir(out) as tmp:
             model.save_pretrained(str(tmp))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @property

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from caproute.core.atomic import atomic_file
 from caproute.errors import ConfigError
 
 ONNX_FORMAT = 1          # bump when the exported graph changes
@@ -40,8 +40,9 @@ FP32 = "fp32"
 
 
 def onnx_cache_root() -> Path:
-    root = os.environ.get("CAPROUTE_CACHE_DIR")
-    return Path(root) / "onnx" if root else Path.home() / ".cache" / "caproute" / "onnx"
+    from caproute.core.paths import cache_dir
+
+    return cache_dir("onnx")
 
 
 def _model_dir() -> Path:
@@ -70,13 +71,6 @@ def max_seq_length() -> int:
         return int(json.loads(f.read_text()).get("max_seq_length", 256))
     except (OSError, ValueError):
         return 256
-
-
-def _atomic_target(final: Path):
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _export_fp32(out: Path) -> None:
@@ -110,25 +104,19 @@ def _export_fp32(out: Path) -> None:
         module = SentenceEmbedding(AutoModel.from_pretrained(str(_model_dir())).eval()).eval()
     ids = torch.ones(2, 12, dtype=torch.long)
     names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["sentence_embedding"]}
-    tmp = _atomic_target(out)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")    # the exporters' tracer/deprecation chatter
-            try:
-                torch.onnx.export(module, (ids, ids.clone()), str(tmp), dynamo=False, opset_version=OPSET,
-                                  dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                                "attention_mask": {0: "batch", 1: "tokens"},
-                                                "sentence_embedding": {0: "batch"}}, **names)
-            except (TypeError, RuntimeError, ImportError, AttributeError):
-                # a torch without the TorchScript exporter: the dynamo exporter (needs onnxscript)
-                batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
-                torch.onnx.export(module, (ids, ids.clone()), str(tmp), dynamo=True, external_data=False,
-                                  dynamic_shapes={"input_ids": {0: batch, 1: tokens},
-                                                  "attention_mask": {0: batch, 1: tokens}}, **names)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")    # the exporters' tracer/deprecation chatter
+        try:
+            torch.onnx.export(module, (ids, ids.clone()), str(tmp), dynamo=False, opset_version=OPSET,
+                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                            "attention_mask": {0: "batch", 1: "tokens"},
+                                            "sentence_embedding": {0: "batch"}}, **names)
+        except (TypeError, RuntimeError, ImportError, AttributeError):
+            # a torch without the TorchScript exporter: the dynamo exporter (needs onnxscript)
+            batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
+            torch.onnx.export(module, (ids, ids.clone()), str(tmp), dynamo=True, external_data=False,
+                              dynamic_shapes={"input_ids": {0: batch, 1: tokens},
+                                              "attention_mask": {0: batch, 1: tokens}}, **names)
 
 
 def _export_int8(src: Path, out: Path) -> None:
@@ -136,17 +124,14 @@ def _export_int8(src: Path, out: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise ConfigError("int8 quantisation needs onnxruntime and onnx (pip install 'caproute[embed]')") from None
-    tmp = _atomic_target(out)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)      # quantize_dynamic logs a "consider pre-processing" hint
     try:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        with atomic_file(out) as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-        tmp.unlink(missing_ok=True)
 
 
 def model_file(precision: str = FP32) -> Path:

@@ -1,7 +1,7 @@
 """Shared plumbing for the torch routers: threads, seeded generators, sparse-aware input layers,
 and saving a module's weights through the safetensors-based Router persistence.
 
-CPU by default; ``device`` (``auto`` | ``cpu`` | ``cuda``, see :mod:`caproute.device`) trains on a
+CPU by default; ``device`` (``auto`` | ``cpu`` | ``cuda``, see :mod:`caproute.core.device`) trains on a
 GPU: see :func:`on_device`. Every random draw (initialisation, shuffling, noise) comes from a ``torch.Generator``
 seeded from the router's ``seed``, never from the global RNG, so a fit is reproducible and does
 not disturb the caller's random state. Fits run with ``CAPROUTE_TORCH_THREADS`` threads (default
@@ -298,7 +298,7 @@ class TorchRouterMixin:
     device: str | None = None
 
     def fit(self, X, supervision, **fit_kw):
-        from caproute.device import resolve_device
+        from caproute.core.device import resolve_device
 
         X = self._validate_fit(X, supervision)
         self.sparse_input_ = use_sparse(X)

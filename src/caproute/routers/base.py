@@ -15,9 +15,7 @@ suite in tests/test_router_conformance.py then runs against it.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from caproute.core import artifact
 from caproute.errors import ConfigError
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.utility import utility
@@ -179,39 +178,21 @@ class Router(ABC):
         """Restore learned state written by :meth:`_state`."""
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.numpy import save_file
-
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         arrays, meta = self._state()
-        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        save_file(arrays, str(path / STATE_FILE))
-        digest = hashlib.sha256((path / STATE_FILE).read_bytes()).hexdigest()
-        config = {"format_version": FORMAT_VERSION, "router": self.name, "params": self.get_params(),
-                  "models": list(self.models_), "n_features_in": getattr(self, "n_features_in_", None),
-                  "meta": meta, "state_sha256": digest}
-        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
-        return path
+        config = {"router": self.name, "params": self.get_params(), "models": list(self.models_),
+                  "n_features_in": getattr(self, "n_features_in_", None), "meta": meta}
+        return artifact.write_artifact(path, CONFIG_FILE, config, version=FORMAT_VERSION,
+                                       state_file=STATE_FILE, arrays=arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Router:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load as load_bytes
 
         path = Path(path)
         cfg_file, state_file = path / CONFIG_FILE, path / STATE_FILE
-        if not cfg_file.exists() or not state_file.exists():
-            raise ConfigError(f"{path}: not a saved router (needs {CONFIG_FILE} and {STATE_FILE})")
-        try:
-            config = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"{cfg_file}: format_version {version!r}, this caproute reads {FORMAT_VERSION}")
-        digest = hashlib.sha256(state_file.read_bytes()).hexdigest()
-        if digest != config.get("state_sha256"):
-            raise ConfigError(f"{state_file}: checksum mismatch (file changed or corrupt)")
+        config, blob = artifact.read_artifact(path, CONFIG_FILE, version=FORMAT_VERSION, what="router",
+                                              state_file=STATE_FILE)
         klass = get_router_class(config["router"]) if cls is Router else cls
         if klass.name != config["router"]:
             raise ConfigError(f"{cfg_file}: holds a '{config['router']}' router, not '{klass.name}'")
@@ -228,7 +209,7 @@ class Router(ABC):
         if config.get("n_features_in") is not None:
             router.n_features_in_ = int(config["n_features_in"])
         try:
-            router._load_state(load_file(str(state_file)), config.get("meta", {}))
+            router._load_state(load_bytes(blob), config.get("meta", {}))
         except KeyError as e:
             raise ConfigError(f"{state_file}: missing array {e}") from None
         except (RuntimeError, ValueError) as e:
@@ -245,18 +226,6 @@ def _as_matrix(X, name: str) -> np.ndarray:
     if not np.isfinite(X).all():
         raise ValueError(f"{name} has non-finite values")
     return X
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def clipped_targets(supervision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

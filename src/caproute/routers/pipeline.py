@@ -10,7 +10,6 @@ router on their features. ``RoutingPipeline.decide(texts, lam, beta)`` returns o
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from caproute.core import artifact
 from caproute.errors import ConfigError, DataError
 from caproute.features import Encoder, encode, get_encoder, load_encoder
 from caproute.routers.base import Router, StatsPrediction, get_router_class
@@ -125,14 +125,14 @@ class RoutingPipeline:
                                                     not (path / PIPELINE_FILE).exists())):
             raise ConfigError(f"{path}: exists and is not a caproute router directory; "
                               "choose another --out")
-        from caproute.data.atomic import staged_dir
+        from caproute.core.atomic import staged_dir
 
         with staged_dir(path) as tmp:
             self.encoder.save(tmp / ENCODER_DIR)
             self.router.save(tmp / ROUTER_DIR)
-            config = {"format_version": PIPELINE_FORMAT_VERSION, "models": list(self.models),
-                      "encoder": self.encoder.name, "router": self.router.name, **self.meta}
-            (tmp / PIPELINE_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
+            config = {"models": list(self.models), "encoder": self.encoder.name, "router": self.router.name,
+                      **self.meta}
+            artifact.write_artifact(tmp, PIPELINE_FILE, config, version=PIPELINE_FORMAT_VERSION)
         return path
 
     @classmethod
@@ -143,13 +143,7 @@ class RoutingPipeline:
             raise ConfigError(f"{path}: no such router directory (train one with `caproute train`)")
         if not cfg_file.exists():
             raise ConfigError(f"{path}: not a caproute router directory (no {PIPELINE_FILE})")
-        try:
-            meta = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
-        if meta.get("format_version") != PIPELINE_FORMAT_VERSION:
-            raise ConfigError(f"{cfg_file}: format_version {meta.get('format_version')!r}, "
-                              f"this caproute reads {PIPELINE_FORMAT_VERSION}")
+        meta = artifact.read_config(cfg_file, PIPELINE_FORMAT_VERSION)
         encoder = load_encoder(path / ENCODER_DIR)
         router = Router.load(path / ROUTER_DIR)
         if list(router.models_) != list(meta.get("models", [])):
@@ -173,8 +167,8 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     ``cache``: feature cache for frozen encoders (see :func:`caproute.features.encode`).
     """
     from caproute import __version__
+    from caproute.data.order import canonical_rows
     from caproute.data.store import resolve_dataset
-    from caproute.evaluate.protocol import canonical_rows
     from caproute.features.text import query_texts
     from caproute.supervise.ablations import build_supervision
     from caproute.supervise.api import training_rows
@@ -250,13 +244,3 @@ def _route_from(pred: StatsPrediction, lam: float, beta: float) -> np.ndarray:
     from caproute.supervise.labels import hard_labels
 
     return hard_labels(pred.utility(lam, beta), pred.mu_c)
-
-
-def _json(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (tuple, np.ndarray)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -122,21 +122,16 @@ def diagnose(obs: pd.DataFrame, cost_norm: np.ndarray, lam: float = 0.05, eps: f
 def plot_diagnostics(stats: pd.DataFrame, diag: Diagnostics, path) -> None:
     """Figure 2(a,b)-style PNG: (a) per-pair quality spread, (b) distinct single-shot winners per
     query, with the input/output variance split (input variance "n/a" when the data has no rewrites)."""
-    import matplotlib.pyplot as plt
+    from caproute.core.figures import save_figure
 
-    fig = diagnostics_figure(stats, diag)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(diagnostics_figure(stats, diag), path, dpi=120)
 
 
 def diagnostics_figure(stats: pd.DataFrame, diag: Diagnostics):
     """The matplotlib figure of :func:`plot_diagnostics` (the caller saves and closes it)."""
-    import matplotlib
+    from caproute.core.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = pyplot().subplots(1, 3, figsize=(13, 3.8))
     ax = axes[0]
     ax.hist(stats["sigma_q"], bins=20, color="#4C72B0", edgecolor="white")
     ax.set_xlabel(r"$\sigma_q(x, m)$ over observations")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from caproute.data.atomic import atomic_file
+from caproute.core.atomic import atomic_file
 from caproute.errors import DataError
 from caproute.supervise.api import SUPERVISION_COLUMNS
 from caproute.supervise.stats import capability_stats_sql
@@ -67,10 +67,10 @@ def supervise_out_of_core(source: str | os.PathLike, out: str | os.PathLike, *,
         base += " AND dataset = '" + dataset.replace("'", "''") + "'"
     columns = ["dataset", *SUPERVISION_COLUMNS]
     n_pairs = 0
-    from caproute.evaluate.engine import _progress
+    from caproute.core.runtime import Progress
 
-    with atomic_file(out) as tmp, _progress("supervise (out of core)" if progress else None,
-                                            partitions) as advance:
+    with atomic_file(out) as tmp, Progress("supervise (out of core)" if progress else None,
+                                           partitions) as advance:
         writer = None
         try:
             for p in range(partitions):

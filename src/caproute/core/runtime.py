@@ -1,4 +1,5 @@
-"""Run independent grid cells locally (processes) or on Ray, with identical results.
+"""The runtime: independent grid cells run locally (processes) or on Ray with identical results,
+and the one progress reporter (:class:`Progress`) every long loop shows.
 
 A *cell* is a picklable description of one unit of work (e.g. one router x one supervision
 set); ``fn(cell)`` must be a pure, module-level function whose result depends only on the cell
@@ -41,7 +42,7 @@ def map_cells(fn: Callable[[Any, Any], Any], cells: Sequence[Any], *, shared: An
     if engine == "ray":
         return _map_ray(fn, cells, shared, ray_address, progress, max_retries)
     results: list[Any] = [None] * len(cells)
-    with _progress(progress, len(cells)) as advance:
+    with Progress(progress, len(cells)) as advance:
         if jobs <= 1 or len(cells) <= 1:
             for i, cell in enumerate(cells):
                 results[i] = fn(cell, shared)
@@ -63,7 +64,7 @@ def map_cells(fn: Callable[[Any, Any], Any], cells: Sequence[Any], *, shared: An
 def _map_ray(fn, cells, shared, address, progress, max_retries):
     import ray
 
-    from caproute.ray_connect import init_ray
+    from caproute.core.ray_connect import init_ray
 
     init_ray(address)  # the cluster at `address`, or a local instance on loopback only
     shared_ref = ray.put(shared)
@@ -72,7 +73,7 @@ def _map_ray(fn, cells, shared, address, progress, max_retries):
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(cells)
     pending = list(refs)
-    with _progress(progress, len(cells)) as advance:
+    with Progress(progress, len(cells)) as advance:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
@@ -85,28 +86,65 @@ def _ray_cell(fn, cell, shared):
     return fn(cell, shared)
 
 
-class _progress:
-    def __init__(self, description: str | None, total: int):
-        self.description, self.total, self._p = description, total, None
+class Progress:
+    """The one progress reporter for long loops (grid cells, partitions, encodings, fine-tuning,
+    collection shards): a rich bar on stderr's console, or nothing.
 
-    def __enter__(self):
-        if self.description is None:
-            return lambda: None
+    ``with Progress("encoding", total) as advance: ... advance(n)``. Nothing is drawn when
+    ``description`` is None, or when ``terminal_only`` and the console is not a terminal (logs,
+    pipes: the caller prints its own lines). ``advance(n=1)`` moves the bar; ``advance.update(
+    completed=..., total=..., info=...)`` sets it (``info`` is a free text column).
+    """
+
+    def __init__(self, description: str | None, total: int | None = None, *, console=None,
+                 transient: bool = False, terminal_only: bool = False):
+        self.description, self.total, self.console = description, total, console
+        self.transient, self.terminal_only = transient, terminal_only
+        self._p, self._task = None, None
+
+    @property
+    def active(self) -> bool:
+        return self._p is not None
+
+    def __enter__(self) -> Progress:
+        if self.description is None or (self.terminal_only and not _is_terminal(self.console)):
+            return self
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.progress import Progress as RichProgress
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        kw = {"console": self.console} if self.console is not None else {}
+        self._p = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                               transient=self.transient, **kw)
         self._p.start()
-        task = self._p.add_task(self.description, total=self.total)
-        return lambda: self._p.advance(task)
+        self._task = self._p.add_task(self.description, total=self.total, info="")
+        return self
+
+    def __call__(self, n: int = 1) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def update(self, *, completed: int | None = None, total: int | None = None, info: str | None = None) -> None:
+        if self._p is not None:
+            kw = {k: v for k, v in (("completed", completed), ("total", total), ("info", info)) if v is not None}
+            self._p.update(self._task, **kw)
 
     def __exit__(self, *exc):
         if self._p is not None:
             self._p.stop()
+            self._p = None
+        return False
+
+
+def _is_terminal(console) -> bool:
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    return bool(console.is_terminal)

@@ -1,0 +1,118 @@
+"""Versioned, checksummed artifact folders: the one save/load mechanism of routers, encoders,
+dueling policies and pipelines (no pickle).
+
+An artifact folder holds a JSON config with a ``format_version`` and the SHA-256 of each state
+file. Loading checks, with one error wording everywhere: the files are there, the JSON parses,
+the version is one this caproute reads, and every checksum matches. Arrays go to safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caproute.errors import ConfigError
+
+FORMAT_KEY = "format_version"
+
+
+def json_default(o):
+    """``json.dumps(default=...)`` for numpy scalars and arrays and tuples."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps(config: dict[str, Any]) -> str:
+    """The text of a config file (indented JSON, trailing newline)."""
+    return json.dumps(config, indent=2, default=json_default) + "\n"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    return sha256_hex(Path(path).read_bytes())
+
+
+def require_files(path: Path, names: Iterable[str], what: str) -> None:
+    """A named error unless every file in ``names`` exists in the folder ``path``."""
+    names = list(names)
+    if not all((path / n).exists() for n in names):
+        raise ConfigError(f"{path}: not a saved {what} (needs {' and '.join(names)})")
+
+
+def parse_config(cfg_file: Path, text: str | None = None) -> dict[str, Any]:
+    """The JSON object in ``cfg_file`` (or ``text`` read from it); invalid JSON is a named error."""
+    try:
+        return json.loads(cfg_file.read_text() if text is None else text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cfg_file}: invalid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def check_version(config: dict[str, Any], cfg_file: Path, version: int) -> None:
+    have = config.get(FORMAT_KEY)
+    if have != version:
+        raise ConfigError(f"{cfg_file}: {FORMAT_KEY} {have!r}, this caproute reads {version}")
+
+
+def read_config(cfg_file: Path, version: int) -> dict[str, Any]:
+    """Parse ``cfg_file`` and check its format version."""
+    config = parse_config(cfg_file)
+    check_version(config, cfg_file, version)
+    return config
+
+
+def check_sha256(file: Path, expected: str | None, data: bytes | None = None) -> bytes:
+    """The bytes of ``file`` (or ``data`` read from it), checked against ``expected``."""
+    data = file.read_bytes() if data is None else data
+    if sha256_hex(data) != expected:
+        raise ConfigError(f"{file}: checksum mismatch (file changed or corrupt)")
+    return data
+
+
+def save_arrays(path: Path, state_file: str, arrays: dict[str, np.ndarray]) -> str:
+    """Write ``arrays`` as safetensors to ``path/state_file``; returns its SHA-256."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    save_file(arrays, str(path / state_file))
+    return file_sha256(path / state_file)
+
+
+def write_artifact(path: str | Path, config_file: str, config: dict[str, Any], *, version: int,
+                   state_file: str | None = None, arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a folder: ``arrays`` to ``state_file`` (its SHA-256 stored as ``state_sha256``) and
+    ``config`` with ``format_version`` first to ``config_file``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {FORMAT_KEY: version, **config}
+    if state_file is not None:
+        config["state_sha256"] = save_arrays(path, state_file, arrays or {})
+    (path / config_file).write_text(dumps(config))
+    return path
+
+
+def read_artifact(path: str | Path, config_file: str, *, version: int, what: str,
+                  state_file: str | None = None) -> tuple[dict[str, Any], bytes | None]:
+    """Config and checked state bytes of a folder written by :func:`write_artifact`."""
+    path = Path(path)
+    require_files(path, [config_file] + ([state_file] if state_file else []), what)
+    cfg_file = path / config_file
+    config = read_config(cfg_file, version)
+    blob = None
+    if state_file is not None:
+        blob = check_sha256(path / state_file, config.get("state_sha256"))
+    return config, blob

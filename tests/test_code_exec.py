@@ -1,4 +1,5 @@
-"""The code-exec scorer: real child processes with time, memory and no-network limits."""
+"""The code-exec scorer: real bubblewrap sandboxes with time, memory and no-network limits (the escape
+corpus is tests/test_code_exec_escapes.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,27 @@ import json
 
 import pytest
 
-from caproute.collect.code_exec import CodeTask, build_program, extract_code, run_program, score_code
+from caproute.collect.code_exec import (
+    CodeTask,
+    SandboxUnavailable,
+    build_program,
+    extract_code,
+    require_sandbox,
+    run_program,
+    sandbox_problem,
+    score_code,
+)
 from caproute.collect.scorers import CodeExecScorer, get_scorer
 from caproute.errors import ConfigError
+
+# never a silent skip: a machine without a working bwrap fails these tests (.ci/run installs it)
+pytestmark = pytest.mark.usefixtures("bwrap_works")
+
+
+@pytest.fixture(scope="session")
+def bwrap_works():
+    problem = sandbox_problem()
+    assert problem is None, f"code-exec tests need bubblewrap: {problem} (apt-get install bubblewrap)"
 
 MBPP = json.dumps({"tests": "assert add(1, 2) == 3\nassert add(-1, 1) == 0"})
 HUMANEVAL = json.dumps({
@@ -49,21 +68,46 @@ def test_unbounded_allocation_hits_the_memory_limit():
 
 
 @pytest.mark.parametrize("code", [
-    "import socket\nsocket.socket()\n",
-    "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9')\n",
-    "import socket\nsocket.create_connection(('127.0.0.1', 9))\n",
-    "import subprocess\nsubprocess.run(['curl', 'http://example.com'])\n",
-    "import os\nos.system('true')\n",
+    "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\n",
+    "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9', timeout=2)\n",
+    "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)\n",
+    "import socket\nsocket.getaddrinfo('example.com', 80)\n",
 ])
-def test_network_and_processes_are_blocked(code):
+def test_there_is_no_network(code):
     run = run_program(code, timeout_s=5)
-    assert run.status == "sandbox_blocked", run
-    assert not run.passed
+    assert run.status == "error" and not run.passed, run
+    assert "rror" in run.detail  # OSError, URLError, gaierror
 
 
-def test_a_blocked_call_inside_tests_fails_them():
-    code = "def add(a, b):\n    import socket\n    socket.socket()\n    return a + b\n"
-    assert score_code(code, MBPP).status == "sandbox_blocked"
+def test_processes_run_inside_the_sandbox_only():
+    # starting a process is no escape: it shares the sandbox (see test_code_exec_escapes.py)
+    code = "import os\nassert os.system('true') == 0\nassert os.getpid() < 10\n"
+    assert run_program(code, timeout_s=5).status == "passed"
+
+
+def test_a_failing_call_inside_tests_fails_them():
+    code = "def add(a, b):\n    import socket\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n    return a + b\n"
+    assert score_code(code, MBPP).status == "error"
+
+
+def test_sandbox_refusal_and_the_unsafe_flag(monkeypatch):
+    from caproute.collect import code_exec
+
+    monkeypatch.setattr(code_exec, "sandbox_problem", lambda bwrap=None: "bubblewrap is not installed")
+    with pytest.raises(SandboxUnavailable, match="unsafe_no_sandbox"):
+        score_code("def add(a, b):\n    return a + b\n", MBPP)
+    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+        require_sandbox()
+    with pytest.raises(SandboxUnavailable):
+        get_scorer("code-exec").bind()
+    # the explicit opt-out: same harness and verdict, no isolation
+    ok = score_code("def add(a, b):\n    return a + b\n", MBPP, unsafe_no_sandbox=True)
+    assert ok.passed
+    assert not score_code("import sys\ndef add(a, b):\n    return 0\nsys.exit(0)\n", MBPP,
+                          unsafe_no_sandbox=True).passed
+    get_scorer("code-exec", unsafe_no_sandbox=True).bind()
+    with pytest.raises(ConfigError, match="true or false"):
+        get_scorer("code-exec", unsafe_no_sandbox="yes")
 
 
 def test_extract_code_prefers_the_block_defining_the_entry_point():
@@ -77,7 +121,8 @@ def test_task_definition_format():
     t = CodeTask.parse(HUMANEVAL)
     assert t.entry_point == "add" and t.prompt.startswith("def add")
     prog = build_program("    return a + b\n", t)
-    assert prog.rstrip().endswith("check(add)") and "def add(a, b):" in prog
+    assert prog.tests.rstrip().endswith("check(add)") and "def add(a, b):" in prog.solution
+    assert prog.entry_point == "add" and "check" not in prog.solution
     assert CodeTask.parse("assert 1 == 1").tests == "assert 1 == 1"  # plain text = the tests
     with pytest.raises(ValueError, match="tests"):
         CodeTask.parse(json.dumps({"entry_point": "f"}))

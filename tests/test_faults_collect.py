@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from caproute.collect.client import ChatClient, GenerationError, MalformedResponse, RetryPolicy
+from caproute.collect.client import ChatClient, EndpointDown, GenerationError, MalformedResponse, RetryPolicy
 from caproute.collect.config import ModelEndpoint, parse_pool_config
 from caproute.collect.queries import load_queries
-from caproute.collect.runner import CollectSpec, collect
+from caproute.collect.runner import CollectSpec, RunStats, collect, exit_reason, stop_run
 from caproute.data.store import ObservationStore
 from caproute.errors import CaprouteError
 from caproute.serve.testing import UvicornThread, free_port
@@ -218,3 +218,96 @@ def test_collect_against_a_pool_that_is_down_fails_fast(tmp_path):
     with pytest.raises(CaprouteError, match=r"no endpoint reachable \(is the pool up\?\)"):
         collect(pool_cfg(url), queries(tmp_path), tmp_path / "s.duckdb", CollectSpec(**SPEC), progress=False)
     assert time.monotonic() - t < 10
+
+
+# -- endpoints that die during a run (issue 21: circuit breaker, exit status) ----------------------
+def vanishing_port() -> int:
+    """A port that accepts one connection (the collector's reachability check) and then refuses
+    every connection: a server that answered and then died."""
+    import socket
+    import threading
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+
+    def run():
+        conn, _ = s.accept()
+        conn.close()
+        s.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return s.getsockname()[1]
+
+
+def test_breaker_opens_after_consecutive_connection_failures():
+    url = f"http://127.0.0.1:{free_port()}/v1"  # refuses
+    ep = endpoint(url, breaker_failures=3)
+
+    async def go():
+        c = ChatClient(ep, retry=RetryPolicy(max_retries=50, base_delay_s=0.01, max_delay_s=0.02))
+        try:
+            with pytest.raises(EndpointDown) as first:
+                await c.generate(MSG, seed=1)
+            assert c.connection_failures == 3  # not 51 attempts: the breaker stopped the retries
+            t = time.monotonic()
+            with pytest.raises(EndpointDown) as again:  # nothing is sent any more
+                await c.generate(MSG, seed=2)
+            assert time.monotonic() - t < 0.5 and c.connection_failures == 3
+            return first.value, again.value
+        finally:
+            await c.aclose()
+
+    first, again = asyncio.run(go())
+    assert first.endpoint == "m" and url in str(first) and "3 consecutive connection failures" in str(first)
+    assert "pool status" in str(first) and str(again) == str(first)
+
+
+def test_timeouts_do_not_open_the_breaker(fault):
+    fault.modes["m"] = "hang"
+    with pytest.raises(GenerationError) as e:
+        generate(endpoint(fault.url, breaker_failures=1))
+    assert not isinstance(e.value, EndpointDown) and "APITimeoutError" in str(e.value)
+
+
+def test_a_dead_endpoint_stops_its_work_and_fails_the_run(fault, tmp_path):
+    """One model's server dies: its work stops within seconds (named, left for a rerun), the other
+    model finishes, the run's exit reason names the dead endpoint; a rerun fills the gap exactly."""
+    dead = f"http://127.0.0.1:{vanishing_port()}/v1"
+    cfg = pool_cfg(fault.url)
+    cfg.models[1] = cfg.models[1].model_copy(update={"base_url": dead})
+    q = queries(tmp_path, n=4)
+    t = time.monotonic()
+    stats, _ = collect(cfg, q, tmp_path / "s.duckdb", CollectSpec(**SPEC), progress=False)
+    assert time.monotonic() - t < 60
+    assert set(stats.dead_endpoints) == {"b"} and stats.errors == 0
+    assert stats.per_model == {"a": 4}
+    why = exit_reason(stats)
+    assert why is not None and "model 'b'" in why and dead in why and "stopped accepting connections" in why
+    # a rerun against a healthy server stores exactly the missing rows
+    stats2, _ = collect(pool_cfg(fault.url), q, tmp_path / "s.duckdb", CollectSpec(**SPEC), progress=False)
+    assert exit_reason(stats2) is None and stats2.per_model == {"b": 4} and stats2.skipped_existing == 4
+    r = rows(tmp_path / "s.duckdb")
+    assert len(r) == 8 and not r.duplicated(["query_id", "model", "prompt_variant_id", "decode_id"]).any()
+
+
+def test_every_endpoint_dead_stops_the_run(fault, tmp_path):
+    cfg = pool_cfg(fault.url, models=("a",))  # the rewriter answers
+    cfg.models[0] = cfg.models[0].model_copy(update={"base_url": f"http://127.0.0.1:{vanishing_port()}/v1"})
+    spec = CollectSpec(**(SPEC | {"models": ("a",)}))
+    stats, _ = collect(cfg, queries(tmp_path, n=3), tmp_path / "s.duckdb", spec, progress=False)
+    assert stats.stop_kind == "endpoints" and "no model endpoint is left" in stats.stopped
+    assert stats.done == 0 and exit_reason(stats).startswith("stopped: no model endpoint is left")
+
+
+def test_exit_reason_rules():
+    assert exit_reason(RunStats(total=4, done=4)) is None
+    s = RunStats(total=4, done=2)
+    stop_run(s, "budget", "adaptive budget of 0.5 x the full grid reached")
+    assert exit_reason(s) is None  # the user's own budget: exit 0
+    s = RunStats(total=4, errors=4, error_messages=["model 'a' at u: InternalServerError"])
+    assert "4 request(s) failed (0 of 4" in exit_reason(s) and "InternalServerError" in exit_reason(s)
+    s = RunStats(total=4, done=3)
+    stop_run(s, "errors", "50 errors (--max-errors)")
+    stop_run(s, "budget", "later reasons do not replace the first")
+    assert exit_reason(s) == "stopped: 50 errors (--max-errors)"

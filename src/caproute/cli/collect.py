@@ -89,7 +89,7 @@ def collect_cmd(
     """
     from caproute.collect.config import load_pool_config
     from caproute.collect.queries import load_queries
-    from caproute.collect.runner import CollectSpec, collect, write_reports
+    from caproute.collect.runner import CollectSpec, collect, exit_reason, write_reports
     from caproute.errors import ConfigError
 
     if engine not in ("local", "ray"):
@@ -225,5 +225,9 @@ def collect_cmd(
             f"{v['unparsed_not_stored']} unparsed (not stored), scoring cost ${v['scoring_cost_usd']:.6f}",
             highlight=False,
         )
-    if stats.stopped and not stats.stopped.startswith(("budget", "interrupted")):
-        raise typer.Exit(1)
+    reason = exit_reason(stats)
+    if reason is not None:
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold red]collect:[/] {escape(reason)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130 if stats.stop_kind == "interrupted" else 1)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from caproute.cli import app
@@ -67,19 +68,48 @@ def _print(workdir: Path | None) -> list[dict]:
         t.add_column(c, no_wrap=c != "weights", min_width=full if c in ("model", "base_url") else None,
                      overflow="fold")
     for r in rows:
-        state = "ready" if r["ready"] else ("starting" if r["alive"] else "stopped")
+        state = "ready" if r["ready"] else ("starting" if r["alive"] else f"stopped: {r.get('exit') or 'exit status unknown'}")
         t.add_row(r["name"], r["base_url"], str(r["pid"]), state, Path(r["gguf"]).name)
     console = Console()
     if not console.is_terminal:  # piped or logged: print full rows instead of an 80-column table
         console = Console(width=max(console.width, 160))
     console.print(t if rows else "no pool running")
+    for r in rows:
+        if not r["alive"]:
+            console.print(f"[red]{escape(r['name'])}[/] {escape(r.get('exit') or 'is not running (exit status unknown)')}; "
+                          f"log {escape(r['log'])} ends with:\n{escape(r.get('log_tail') or '(empty)')}",
+                          highlight=False, soft_wrap=True)
     return rows
 
 
 @pool_app.command("status")
 def status(workdir: WorkdirOpt = None) -> None:
-    """Show the servers of the pool and whether they answer."""
-    _print(workdir)
+    """Show the servers of the pool and whether they answer; a server that is no longer running is
+    shown with how it ended and its log tail, and the exit status is 1."""
+    rows = _print(workdir)
+    if any(not r["alive"] for r in rows):
+        raise typer.Exit(1)
+
+
+@pool_app.command("check")
+def check(
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", help="comma-separated pool models (default: all)", callback=comma_list),
+    ] = None,
+) -> None:
+    """Smoke-check the local pool: start every model on free ports in a temporary folder, get one
+    real completion from each, stop them. Run by `make install`; fails with a named error (exit
+    status, log tail, what to do) when a server cannot start or crashes."""
+    import tempfile
+
+    from caproute.collect.pool import DEFAULT_MODELS, start_pool
+
+    names = list(models) if models else list(DEFAULT_MODELS)
+    with tempfile.TemporaryDirectory(prefix="caproute-pool-check-") as tmp:
+        with start_pool(names, port_base=0, workdir=tmp, rewriter_server=False, ready_timeout_s=180.0):
+            pass
+    Console().print(f"pool check: {', '.join(names)} each answered a completion", highlight=False)
 
 
 @pool_app.command("down")

@@ -12,6 +12,9 @@ What it adds to the SDK (whose own retries are switched off so ours are the only
 - a per-request deadline (connect, first byte, total: :class:`caproute.serve.transport.Deadline`)
   enforced by the same ``httpx`` client construction the proxy uses (:func:`make_client`), so a
   server that trickles bytes cannot hold a request past ``timeout_s``;
+- a circuit breaker per endpoint: after ``breaker_failures`` consecutive connection failures
+  (refused, reset, closed mid-answer; timeouts do not count) the client sends nothing more to that
+  endpoint and every request fails at once with :class:`EndpointDown`, which names it;
 - every answer validated before use (:func:`parse_completion`): a string or negative ``usage``, a
   non-string ``content`` or an absurd token count is a :class:`MalformedResponse`, retried like a
   5xx and then reported, never stored or charged.
@@ -42,6 +45,18 @@ model has a context near it); such an answer is a :class:`MalformedResponse`, ne
 
 class GenerationError(CaprouteError):
     """A request failed after all retries (or with a non-retryable status)."""
+
+
+class EndpointDown(GenerationError):
+    """The endpoint stopped accepting connections: its circuit breaker is open for this run."""
+
+    def __init__(self, endpoint: str, message: str):
+        super().__init__(message)
+        self.endpoint = endpoint
+
+    def again(self) -> EndpointDown:
+        """A fresh exception with the same message (one instance is never raised twice)."""
+        return EndpointDown(self.endpoint, str(self))
 
 
 class MalformedResponse(GenerationError):
@@ -225,6 +240,14 @@ def parse_retry_after(headers) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _connection_failure(exc: BaseException) -> bool:
+    """True for a failure to connect or a connection lost mid-answer (a dead or restarting server),
+    False for timeouts (a slow server is alive) and for every answer that arrived."""
+    import openai
+
+    return isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+
+
 def _retryable(exc: BaseException) -> tuple[bool, float | None]:
     import openai
 
@@ -290,6 +313,8 @@ class ChatClient:
         self._rng = random.Random(seed)
         self.retries_done = 0
         self.malformed = 0  # answers rejected by parse_completion (each retried or reported)
+        self.connection_failures = 0  # consecutive, over all requests to this endpoint
+        self.down: EndpointDown | None = None  # the open circuit breaker, once tripped
 
     async def aclose(self) -> None:
         await self._sdk.close()
@@ -329,14 +354,22 @@ class ChatClient:
             t0 = time.monotonic()
             try:
                 async with self._sem:
+                    if self.down is not None:
+                        raise self.down.again()
                     raw = await self._sdk.chat.completions.with_raw_response.create(**kwargs)
                     try:
                         data = json.loads(raw.http_response.content)
                     except (json.JSONDecodeError, UnicodeDecodeError):
                         raise MalformedResponse("<body>", "not JSON") from None
                     parsed = parse_completion(data)
+                self.connection_failures = 0
                 return parsed, time.monotonic() - t0, attempt + 1
+            except EndpointDown:
+                raise
             except Exception as e:
+                self._count_connection(e)
+                if self.down is not None:
+                    raise self.down.again() from e
                 bad = isinstance(e, MalformedResponse)
                 if bad:
                     self.malformed += 1
@@ -361,6 +394,23 @@ class ChatClient:
                 self.retries_done += 1
                 await asyncio.sleep(wait)
                 attempt += 1
+
+    def _count_connection(self, e: BaseException) -> None:
+        """Count consecutive connection failures; open the breaker at ``breaker_failures``."""
+        if not _connection_failure(e):
+            self.connection_failures = 0
+            return
+        self.connection_failures += 1
+        limit = self.endpoint.breaker_failures
+        if self.connection_failures >= limit and self.down is None:
+            cause = e.__cause__ or e
+            self.down = EndpointDown(
+                self.endpoint.name,
+                f"model '{self.endpoint.name}' at {self.endpoint.base_url} stopped accepting connections "
+                f"({limit} consecutive connection failures, last: {type(cause).__name__}: {cause}); "
+                "nothing more is sent to it in this run (a local pool server: `caproute pool status` "
+                "shows whether its process died, with its exit status and log)",
+            )
 
     def _split_usage(
         self, parsed, messages: list[dict], latency: float, seed: int | None, attempts: int

@@ -66,6 +66,11 @@ class ModelEndpoint(_Strict):
         default=None, gt=0,
         description="wall-clock bound on one generation, retries and backoff included [none: (retries + 1) x timeout_s]",
     )
+    breaker_failures: int = Field(
+        default=5, ge=1, le=1000,
+        description="consecutive connection failures (refused, reset, closed mid-answer) after which the "
+        "collector stops sending to this endpoint for the rest of the run [5, PROPOSED]",
+    )
     supports_seed: bool = True
     supports_n: bool = Field(default=False, description="ask for n choices per request (fan out if fewer)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields")

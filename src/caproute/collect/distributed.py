@@ -50,6 +50,7 @@ from caproute.collect.runner import (
     load_rewrites,
     planned_keys,
     save_queries,
+    stop_run,
 )
 from caproute.data import schema
 from caproute.data.store import ObservationStore
@@ -376,16 +377,18 @@ def recover_shard_files(store: ObservationStore, dataset: str, work_dir: Path, c
 def _parse_fault(text: str | None) -> dict | None:
     if not text:
         return None
+    from caproute.core.configfile import parse_pairs
+
     try:
-        kv = dict(p.split("=", 1) for p in text.split(","))
+        kv = dict(parse_pairs(text.split(","), option=FAULT_ENV))
         return {"shard": int(kv["shard"]), "after": int(kv["after"]), "marker": kv["marker"]}
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, ConfigError):
         raise ConfigError(f"{FAULT_ENV} must look like 'shard=0,after=5,marker=/path' (got {text!r})") from None
 
 
 def _init_ray(address: str | None) -> bool:
     """Connect to (or start on loopback) Ray; returns whether this call started it."""
-    from caproute.ray_connect import init_ray
+    from caproute.core.ray_connect import init_ray
 
     return init_ray(address)
 
@@ -497,21 +500,11 @@ spend (see the runner), so the run ends close to the budget.
 
 
 def _drive(ray, refs: dict, store, spec: CollectSpec, stats: DistributedStats, console, progress: bool) -> None:
-    pending = list(refs)
-    bar = None
-    if progress and console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from caproute.core.runtime import Progress
 
-        bar = Progress(
-            TextColumn("[bold]collect (ray)"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        bar.start()
-        task = bar.add_task("collect", total=stats.total, info="")
+    pending = list(refs)
+    bar = Progress("[bold]collect (ray)" if progress else None, stats.total, console=console,
+                   terminal_only=True).__enter__()
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -523,7 +516,7 @@ def _drive(ray, refs: dict, store, spec: CollectSpec, stats: DistributedStats, c
                     stats.shards_failed += 1
                     msg = f"shard {i}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
                     stats.error_messages.append(msg)
-                    stats.stopped = stats.stopped or f"shard {i} failed (its file is kept; rerun to resume)"
+                    stop_run(stats, "failed", f"shard {i} failed (its file is kept; rerun to resume)")
                     console.print(f"[red]{msg}[/]", highlight=False)
                     continue
                 n, dropped, per_model = merge_shard(
@@ -549,18 +542,18 @@ def _drive(ray, refs: dict, store, spec: CollectSpec, stats: DistributedStats, c
                 stats.rewrites_model += s["rewrites_model"]
                 stats.rewrites_template += s["rewrites_template"]
                 stats.error_messages += s["error_messages"][: max(0, 20 - len(stats.error_messages))]
+                stats.dead_endpoints.update(s.get("dead_endpoints") or {})
                 if s["stopped"]:
-                    stats.stopped = stats.stopped or f"shard {i}: {s['stopped']}"
+                    stop_run(stats, s.get("stop_kind") or "failed", f"shard {i}: {s['stopped']}")
                 info = f"shards {stats.shards_merged}/{len(refs)} ${stats.spend_usd:.6f} err {stats.errors}"
-                if bar is not None:
-                    bar.update(task, completed=stats.done, info=info)
+                if bar.active:
+                    bar.update(completed=stats.done, info=info)
                 else:
                     console.print(f"{stats.done}/{stats.total} generations stored, {info}", highlight=False)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        stats.stopped = "interrupted"
+        stop_run(stats, "interrupted", "interrupted")
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.__exit__(None, None, None)
 

@@ -281,6 +281,7 @@ class PoolMember:
     gguf: str
     log: str
     started_at: float = field(default_factory=time.time)
+    exit_file: str = ""  # written by caproute.collect.pool_watch when the server ends ("" before it existed)
 
     @property
     def base_url(self) -> str:
@@ -395,23 +396,87 @@ def server_command(
     return cmd
 
 
-def wait_ready(port: int, timeout_s: float = 60.0, pid: int | None = None, log: str | None = None) -> None:
-    """Poll ``GET /v1/models`` until the server answers (raise with its log tail otherwise)."""
+class PoolServerDied(CaprouteError):
+    """A local pool server process ended (crashed, or exited) when it should be serving."""
+
+
+CRASH_HINT = (
+    "A llama.cpp server killed by SIGILL, SIGSEGV or SIGBUS on its first completion was most likely "
+    "built for another CPU (a wheel compiled with native flags, e.g. AVX-512 or AMX on a machine "
+    "that cannot run them). Reinstall the portable build with `make install` (see docs/local-pool.md, "
+    "\"Portable build\"), or rebuild llama-cpp-python with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\"."
+)
+
+
+def log_tail(log: str | os.PathLike | None, chars: int = 2000) -> str:
+    """The last ``chars`` characters of a server log ("" when there is none)."""
+    try:
+        return Path(log).read_text(errors="replace")[-chars:] if log else ""
+    except OSError:
+        return ""
+
+
+def exit_description(exit_file: str | os.PathLike | None) -> str | None:
+    """How a watched server ended (``killed by signal SIGSEGV (...)``), or None (running/unknown)."""
+    from caproute.collect.pool_watch import read_exit
+
+    rec = read_exit(exit_file) if exit_file else None
+    return None if rec is None else str(rec.get("description") or f"exited ({rec['returncode']})")
+
+
+def died_error(name: str, port: int, exit_file: str | None, log: str | None, when: str) -> PoolServerDied:
+    """The named error for a server that ended ``when`` (e.g. "on its first completion")."""
+    how = exit_description(exit_file) or "ended"
+    hint = f"\n{CRASH_HINT}" if "signal SIG" in how and "SIGTERM" not in how and "SIGKILL" not in how else ""
+    tail = log_tail(log)
+    return PoolServerDied(
+        f"local pool server '{name}' (port {port}) {how} {when}. Log ({log}) tail:\n{tail or '(empty)'}{hint}"
+    )
+
+
+def _completion_probe(port: int, alias: str, timeout_s: float) -> bool:
+    """One real 1-token chat completion: True when the server answered with a choice."""
+    import httpx
+
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
+                  "temperature": 0.0},
+            timeout=timeout_s,
+        )
+        return r.status_code == 200 and bool(r.json().get("choices"))
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def wait_ready(port: int, timeout_s: float = 60.0, pid: int | None = None, log: str | None = None, *,
+               alias: str | None = None, name: str | None = None, exit_file: str | None = None) -> None:
+    """Wait until the server answers: ``GET /v1/models``, then (with ``alias``) one real 1-token
+    chat completion, so a server that loads but crashes on its first request is caught here.
+    A server that dies meanwhile is a :class:`PoolServerDied` naming its exit status and log."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
+    listed = False
     while time.monotonic() < deadline:
         if pid is not None and not _alive(pid):
-            tail = Path(log).read_text(errors="replace")[-2000:] if log and Path(log).exists() else ""
-            raise CaprouteError(f"llama.cpp server on port {port} exited during start-up. Log tail:\n{tail}")
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2.0)
-            if r.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+            raise died_error(name or alias or "?", port, exit_file, log,
+                             "on its first completion" if listed else "during start-up")
+        if not listed:
+            try:
+                listed = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2.0).status_code == 200
+            except httpx.HTTPError:
+                pass
+        if listed and (alias is None or _completion_probe(port, alias, max(1.0, deadline - time.monotonic()))):
+            if pid is not None and not _alive(pid):
+                continue  # answered and died at once: reported above on the next turn
+            return
         time.sleep(0.2)
-    raise CaprouteError(f"llama.cpp server on port {port} not ready after {timeout_s:.0f} s (log: {log})")
+    raise CaprouteError(
+        f"llama.cpp server on port {port} not ready after {timeout_s:.0f} s "
+        f"({'no completion answered' if listed else 'no model list'}; log: {log})"
+    )
 
 
 def _stop_pid(pid: int, timeout_s: float = 10.0) -> None:
@@ -421,8 +486,10 @@ def _stop_pid(pid: int, timeout_s: float = 10.0) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
     if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        # the watcher leads its own process group (start_new_session): kill the server with it
+        group = os.getpgid(pid) == pid if _alive(pid) else False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL) if group else os.kill(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(0.05)
 
@@ -560,21 +627,24 @@ def start_pool(
             if _port_in_use(port):
                 raise CaprouteError(f"port {port} (for {name}) is in use; pick another --port-base")
             log = workdir / f"{name}.log"
+            exit_file = workdir / f"{name}.exit"
             with open(log, "ab") as fh:
                 proc = subprocess.Popen(
-                    server_command(gguf, spec.alias, port, spec.chat_format, n_threads, n_ctx),
+                    [sys.executable, "-m", "caproute.collect.pool_watch", str(exit_file), "--",
+                     *server_command(gguf, spec.alias, port, spec.chat_format, n_threads, n_ctx)],
                     stdout=fh,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     env=server_env(),
                 )  # survives the CLI process; stopped by `pool down`
-            m = PoolMember(name, spec.alias, port, proc.pid, str(gguf), str(log))
+            m = PoolMember(name, spec.alias, port, proc.pid, str(gguf), str(log), exit_file=str(exit_file))
             members.append(m)
             started.append(m)
             _write_state(workdir, list(running.values()) + started, config_path)
         for m in started:
-            wait_ready(m.port, ready_timeout_s, pid=m.pid, log=m.log)
+            wait_ready(m.port, ready_timeout_s, pid=m.pid, log=m.log, alias=m.alias, name=m.name,
+                       exit_file=m.exit_file)
         cfg = pool_config_for(members, rewriter=rewriter)
         dump_pool_config(cfg, config_path, header=_CONFIG_HEADER.format(cpu=CPU_USD_PER_HOUR))
         keep = {m.name for m in members}
@@ -588,7 +658,9 @@ def start_pool(
 
 
 def pool_status(workdir: str | os.PathLike | None = None) -> list[dict]:
-    """One row per member of the state file: name, port, pid, alive, ready, gguf, log."""
+    """One row per member of the state file: name, port, pid, alive, ready, gguf, log, and for a
+    server that is no longer running ``exit`` (how it ended, when its watcher recorded it) and
+    ``log_tail``."""
     import httpx
 
     workdir = Path(workdir) if workdir is not None else default_workdir()
@@ -601,7 +673,8 @@ def pool_status(workdir: str | os.PathLike | None = None) -> list[dict]:
                 ready = httpx.get(f"http://127.0.0.1:{m['port']}/v1/models", timeout=2.0).status_code == 200
             except httpx.HTTPError:
                 ready = False
-        rows.append({**m, "alive": alive, "ready": ready, "base_url": f"http://127.0.0.1:{m['port']}/v1"})
+        dead = {} if alive else {"exit": exit_description(m.get("exit_file")), "log_tail": log_tail(m["log"], 800)}
+        rows.append({**m, "alive": alive, "ready": ready, "base_url": f"http://127.0.0.1:{m['port']}/v1", **dead})
     return rows
 
 

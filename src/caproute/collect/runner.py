@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from caproute.collect.client import ChatClient, GenerationError
+from caproute.collect.client import ChatClient, EndpointDown, GenerationError
 from caproute.collect.config import PoolConfig, TaskConfig
 from caproute.collect.queries import stable_int
 from caproute.collect.rewrite import (
@@ -339,6 +339,8 @@ class RunStats:
     rewrites_template: int = 0
     rewrites_model: int = 0
     stopped: str | None = None
+    stop_kind: str | None = None  # budget (the user's own limit), interrupted, errors, endpoints, failed
+    dead_endpoints: dict[str, str] = field(default_factory=dict)  # endpoint -> why its breaker opened
     started: float = field(default_factory=time.monotonic)
     per_model: dict[str, int] = field(default_factory=dict)
     error_messages: list[str] = field(default_factory=list)
@@ -350,6 +352,36 @@ class RunStats:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "started"} | {"rate_per_s": self.rate}
+
+
+def stop_run(stats: RunStats, kind: str, reason: str) -> None:
+    """Record why a run stops (the first reason wins)."""
+    if stats.stopped is None:
+        stats.stopped, stats.stop_kind = reason, kind
+
+
+def exit_reason(stats: RunStats) -> str | None:
+    """None when a run did its job (the plan was completed, or it stopped at the user's own budget);
+    otherwise the one-line reason for a non-zero exit."""
+    if stats.stop_kind == "budget":
+        return None
+    if stats.stop_kind is not None:
+        return f"stopped: {stats.stopped}"
+    if stats.dead_endpoints:
+        return "stopped sending to " + "; ".join(stats.dead_endpoints.values())
+    if stats.errors:
+        return (f"{stats.errors} request(s) failed ({stats.done} of {stats.total} generations stored); rerun "
+                "the same command to retry them. First error: " + (stats.error_messages or ["?"])[0])
+    return None
+
+
+def endpoint_down(e: BaseException) -> EndpointDown | None:
+    """The :class:`EndpointDown` behind ``e`` (itself or a cause, e.g. wrapped by the judge)."""
+    while e is not None:
+        if isinstance(e, EndpointDown):
+            return e
+        e = e.__cause__
+    return None
 
 
 @dataclass(frozen=True)
@@ -595,7 +627,7 @@ async def _run(
     def charge(usd: float) -> None:
         stats.spend_usd += usd
         if spec.budget_usd is not None and stats.spend_usd >= spec.budget_usd and not stop.is_set():
-            stats.stopped = f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f})"
+            stop_run(stats, "budget", f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f})")
             stop.set()
 
     # Budget (issue 16): a request starts when the actual spend, plus what the requests in flight are
@@ -635,9 +667,9 @@ async def _run(
                     stats.reserved_usd += exp
                     return exp
                 if stats.reserved_usd <= 1e-15 or stop.is_set():
-                    stats.stopped = stats.stopped or (
-                        f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f}; the next "
-                        f"request would cost about ${exp:.6f})")
+                    stop_run(stats, "budget",
+                             f"budget of ${spec.budget_usd} reached (spent ${stats.spend_usd:.6f}; the next "
+                             f"request would cost about ${exp:.6f})")
                     stop.set()
                     raise _Stop
                 await budget_freed.wait()
@@ -776,14 +808,30 @@ async def _run(
         progress.update()
         return stored
 
-    def failed(e: GenerationError, what: str = "error") -> bool:
-        """Count a failed request; True when --max-errors says the run must stop."""
+    def failed(e: GenerationError, what: str = "error", model: str | None = None) -> bool:
+        """Count a failed request; True when the caller must stop: --max-errors reached, the run
+        stopped, or (``model`` given) that model's endpoint is down. An endpoint whose breaker
+        opened is reported once; when it is the worker's own model only that model's work stops
+        (left for a rerun), when it is the rewriter or the judge, or no model is left, the run stops."""
+        down = endpoint_down(e)
+        if down is not None:
+            if down.endpoint not in stats.dead_endpoints:
+                stats.dead_endpoints[down.endpoint] = str(down)
+                progress.console.print(f"[red]endpoint down[/] {down}", highlight=False)
+            alive = [n for n in names if n not in stats.dead_endpoints]
+            if down.endpoint != model or not alive or spec.adaptive is not None:
+                which = ("no model endpoint is left" if not alive
+                         else f"'{down.endpoint}' is needed by every request" if down.endpoint != model
+                         else "adaptive collection needs every model")
+                stop_run(stats, "endpoints", f"{which}: " + "; ".join(stats.dead_endpoints.values()))
+                stop.set()
+            return True
         stats.errors += 1
         if len(stats.error_messages) < 20:
             stats.error_messages.append(str(e))
         progress.console.print(f"[red]{what}[/] {e}", highlight=False)
         if stats.errors >= spec.max_errors:
-            stats.stopped = f"{stats.errors} errors (--max-errors)"
+            stop_run(stats, "errors", f"{stats.errors} errors (--max-errors)")
             stop.set()
             return True
         return False
@@ -797,7 +845,7 @@ async def _run(
             except _Stop:
                 return
             except GenerationError as e:
-                if failed(e):
+                if failed(e, model=u.model):
                     return
 
     async def prefetch_rewrites() -> None:
@@ -822,7 +870,7 @@ async def _run(
         except _Stop:
             return None
         except GenerationError as e:
-            return None if failed(e) else []
+            return None if failed(e, model=model) else []
 
     try:
         tasks = [asyncio.create_task(prefetch_rewrites())] if cfg.rewriter is not None else []
@@ -869,8 +917,8 @@ async def _run_adaptive(cfg: PoolConfig, task: TaskConfig, queries: pd.DataFrame
     finally:
         prog.per_query = {q: int(st.n.sum()) for q, st in planner.state.items()}
         stats.adaptive = prog.to_dict()
-        if prog.stopped_budget and not stats.stopped:
-            stats.stopped = f"adaptive budget of {spec.budget_fraction:g} x the full grid reached"
+        if prog.stopped_budget:
+            stop_run(stats, "budget", f"adaptive budget of {spec.budget_fraction:g} x the full grid reached")
 
 
 def collect(
@@ -940,7 +988,7 @@ def collect(
             try:
                 asyncio.run(_run(cfg, task, scorer, queries, spec, store, existing, stats, prog))
             except KeyboardInterrupt:
-                stats.stopped = "interrupted"
+                stop_run(stats, "interrupted", "interrupted")
     return stats, est
 
 

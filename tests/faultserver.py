@@ -21,7 +21,14 @@ default ``ok``), so a test can turn one pool model bad while the others answer:
 ``truncated``       a stream that sends one content chunk and closes (no finish_reason, no [DONE])
 ``stall``           a stream that sends one content chunk, then nothing until the client leaves
 ``delay``           waits ``delay_s`` (a service time), then answers ``ok``
+``split_emoji``     text with an emoji whose UTF-16 surrogate pair is split: across two stream
+                    chunks (``"\\ud83d"`` then ``"\\ude00"``), and a lone ``"\\ud800"`` in a
+                    non-stream answer (what a tokenizer that emits half a character sends)
 ==================  ===============================================================================
+
+:class:`RawBackend` is the same idea below HTTP: a socket server that answers every request with
+the raw bytes of a fault in :data:`RAW_FAULTS` (malformed status line, headers, chunking, or a body
+beyond any cap), picked by the request's ``model`` field, for faults uvicorn cannot produce.
 
 ``active`` counts requests whose handler still runs (a backend connection the proxy left open keeps
 it above zero until the client side closes), ``disconnects`` the ones that ended because the
@@ -54,7 +61,9 @@ MODES = (
     "truncated",
     "stall",
     "delay",
+    "split_emoji",
 )
+SPLIT_EMOJI = ("Hi \ud83d", "\ude00!")  # one emoji, its surrogate pair split over two chunks
 BAD_USAGE = {
     "usage_string": "lots",
     "usage_negative": {"prompt_tokens": 3, "completion_tokens": -5, "total_tokens": -2},
@@ -157,6 +166,15 @@ class FaultServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(gone.wait(), self.trickle_s)
             return
+        if mode == "split_emoji":
+            if stream:
+                chunks = [_sse({"role": "assistant", "content": SPLIT_EMOJI[0]}, model),
+                          _sse({"content": SPLIT_EMOJI[1]}, model), _sse({}, model, "stop"), b"data: [DONE]\n\n"]
+                await send(_start(200, b"text/event-stream"))
+                return await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
+            out = _completion(model)
+            out["choices"][0]["message"]["content"] = "".join(SPLIT_EMOJI) + " \ud800"
+            return await _send(send, 200, json.dumps(out).encode())
         if stream:
             chunks = _stream_chunks(model, truncated=mode in ("truncated", "stall"))
             payload = b"".join(chunks)
@@ -246,3 +264,90 @@ def _stream_chunks(model: str, truncated: bool = False, bad: str = "ok") -> list
     out.append(chunk({}, "stop", usage=last_usage))
     out.append(b"data: [DONE]\n\n")
     return out
+
+
+def _sse(delta: dict, model: str, finish: str | None = None) -> bytes:
+    c = {"id": "fault-1", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+
+# -- below HTTP: raw answers uvicorn would never send -------------------------------------------------
+
+def _ok_body() -> bytes:
+    return json.dumps(_completion("raw")).encode()
+
+
+RAW_FAULTS = {
+    "bad_length": lambda: b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n"
+    + _ok_body(),
+    "two_lengths": lambda: b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n" + _ok_body(),
+    "bad_status": lambda: b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\n{}",
+    "not_http": lambda: b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "bad_header": lambda: b"HTTP/1.1 200 OK\r\nthis line has no colon\r\nContent-Length: 2\r\n\r\n{}",
+    "bad_chunk_size": lambda: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "chunk_no_crlf": lambda: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
+    "chunk_hex_prefix": lambda: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n",
+    "huge_declared": lambda: b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + _ok_body(),
+    "huge_chunk": lambda: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffff\r\n" + b"x" * 70000,
+    "gzip": lambda: b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nxxxx",
+}
+RAW_HUGE_UNTIL_CLOSE = "huge_until_close"  # no length, 1 MiB pieces until the client hangs up
+
+
+class RawBackend:
+    """A loopback socket server: each connection reads one request and answers the raw bytes of
+    ``RAW_FAULTS[fault]`` (or 1 MiB pieces until the client hangs up for :data:`RAW_HUGE_UNTIL_CLOSE`),
+    then closes. ``fault`` is the attribute when set, else the request's ``model``; ``sent``
+    counts the bytes written for the huge answer."""
+
+    def __init__(self):
+        self.fault: str | None = None
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.sent = 0
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(v) for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
+                           if k.strip().lower() == b"content-length"), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            model = self.fault or str(json.loads(body or b"{}").get("model", ""))
+            if model == RAW_HUGE_UNTIL_CLOSE:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+                piece = b" " * (1 << 20)
+                while True:
+                    conn.sendall(piece)
+                    self.sent += len(piece)
+            conn.sendall(RAW_FAULTS[model]())
+
+    def stop(self) -> None:
+        self._stop = True
+        self.sock.close()

@@ -46,8 +46,9 @@ def served(tmp_path_factory):
                 r = c.chat.completions.create(model=m, messages=q, max_tokens=4)
                 ids[(name, m)] = r.model_extra["caproute"]["response_id"]
                 fb({"response_id": ids[(name, m)], "score": score})
-        # the same answer rated twice: two observations of one (query, model)
-        fb({"response_id": ids[("q1", TEST_MODELS[0])], "score": 0.7})
+        # the same answer rated again by the same client: the latest rating replaces the first
+        again = fb({"response_id": ids[("q1", TEST_MODELS[0])], "score": 0.7})
+        assert again["replaced"] is True
         fb({"winner_id": ids[("q1", TEST_MODELS[0])], "loser_id": ids[("q1", TEST_MODELS[1])]})
         fb({"winner_id": ids[("q2", TEST_MODELS[1])], "loser_id": ids[("q2", TEST_MODELS[0])], "tie": True})
         # a routed, streamed answer is logged too (text assembled from the chunks)
@@ -81,15 +82,15 @@ def test_export_to_observations_pairs_and_judge_file(served, tmp_path):
     a, b = TEST_MODELS[0], TEST_MODELS[1]
     rep = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb",
                           pairs=tmp_path / "pairs.parquet", judge_file=tmp_path / "j.csv", primary=a, alternative=b)
-    assert rep.scalar_feedback == 6 and rep.pairwise_feedback == 2
-    assert rep.observations == 5 and rep.skipped_not_logged == 1  # the /v1/route decision has no text
+    assert rep.scalar_feedback == 5 and rep.pairwise_feedback == 2
+    assert rep.observations == 4 and rep.skipped_not_logged == 1  # the /v1/route decision has no text
     with ObservationStore(tmp_path / "o.duckdb", read_only=True) as s:
         obs = s.read(dataset="feedback")
-    assert len(obs) == 5 and set(obs["split"]) == {"train"}
+    assert len(obs) == 4 and set(obs["split"]) == {"train"}
     q1 = chat_query(Q1)["query_id"]
     rated_twice = obs[(obs["query_id"] == q1) & (obs["model"] == a)].sort_values("decode_id")
-    assert list(rated_twice["score"]) == [0.9, 0.7] and list(rated_twice["decode_id"]) == [0, 1]
-    assert obs["context"].dropna().tolist() == ["system: Be brief.", "system: Be brief.", "system: Be brief."]
+    assert list(rated_twice["score"]) == [0.7] and list(rated_twice["decode_id"]) == [0]  # the latest wins
+    assert obs["context"].dropna().tolist() == ["system: Be brief.", "system: Be brief."]
     assert (obs["response_text"] == ANSWER).all() and (obs["cost"] > 0).all()
     sup = build_supervision(obs)  # supervise/train read it
     assert sup.mu_q.shape == (2, 2)
@@ -104,8 +105,8 @@ def test_export_to_observations_pairs_and_judge_file(served, tmp_path):
     # a re-export changes nothing (upsert on the same keys)
     again = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb")
     with ObservationStore(tmp_path / "o.duckdb", read_only=True) as s:
-        assert len(s.read(dataset="feedback")) == 5
-    assert again.observations == 5
+        assert len(s.read(dataset="feedback")) == 4
+    assert again.observations == 4
 
 
 def test_export_errors_are_named(served, tmp_path):

@@ -94,7 +94,13 @@ def _message_text(content, source: str, line: int, where: str) -> str:
 
 
 def chat_query(messages, *, source: str = "<chat>", line: int | None = None) -> dict:
-    """One chat-format conversation as a query: ``{query_id, question, context, answer}`` (pure)."""
+    """One chat-format conversation as a query: ``{query_id, question, context, answer}`` (pure).
+
+    Text follows caproute's one rule (:func:`caproute.data.text.clean_json`): a lone surrogate in a
+    chat log (``"\\ud800"``) becomes U+FFFD, so the query can be hashed, stored and exported."""
+    from caproute.data.text import clean_json
+
+    messages = clean_json(messages)
     if not isinstance(messages, list) or not messages:
         raise DataError("'messages' must be a non-empty list of {role, content} objects",
                         source=source, row=line, field="messages")

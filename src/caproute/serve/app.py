@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caproute.errors import CaprouteError, ConfigError
-from caproute.serve.auth import KeyRing, bearer
+from caproute.serve.auth import KeyRing, bearer, key_id
 from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart, chunk_problem
 from caproute.serve.calibrate import Policy, load_policy
 from caproute.serve.config import BudgetSpec, ServeConfig
@@ -42,6 +42,7 @@ from caproute.serve.feedback import Feedback, FeedbackStore, InvalidFeedback, Un
 from caproute.serve.log_store import RequestLog, delta_text, log_answer
 from caproute.serve.metrics import ServeMetrics
 from caproute.serve.naming import DUEL, Target, parse_model, router_model_id
+from caproute.serve.ratelimit import RateLimiter
 from caproute.serve.routing import RouterHandle, fallback_order
 from caproute.serve.schemas import (
     CaprouteOptions,
@@ -157,8 +158,10 @@ class ServeState:
                                        config.sticky_ttl_s)
                        if config.workers > 1 else StickyMap(config.sticky_max_entries, config.sticky_ttl_s))
         self.backends = Backends(
-            self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers
+            self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers,
+            max_response_bytes=config.max_response_bytes,
         )
+        self.feedback_limiter = RateLimiter(config.feedback_rate_per_s, config.feedback_burst)
         self.store = FeedbackStore(config.feedback_db, max_pending=config.max_pending_registrations)
         self.request_log = RequestLog(config.log_store) if config.log_store is not None else None
         self.duel = self._load_duel() if config.duel_policy is not None else None
@@ -194,7 +197,7 @@ class ServeState:
         await asyncio.to_thread(self.store.start)
         if self.request_log is not None:
             await asyncio.to_thread(self.request_log.start)
-        self.metrics.bind(self.backends, self.store)
+        self.metrics.bind(self.backends, self.store, self.request_log)
         if self.duel is not None:
             self.duel.save_lock = asyncio.Lock()
             from caproute.serve.duel_state import attach
@@ -313,7 +316,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if isinstance(exc.__cause__, ApiError):  # e.g. the body limit tripped while FastAPI read the body
             return await _api_error(request, exc.__cause__)
-        if exc.status_code == 404:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # JSON is UTF-8 text (RFC 8259); escapes are repaired
+            err = ApiError(400, f"the body is not JSON: not UTF-8 ({exc.__cause__.reason})", code="invalid_json")
+        elif exc.status_code == 404:
             err = ApiError(404, f"no route {request.method} {request.url.path}", code="not_found")
         elif exc.status_code == 405:
             err = ApiError(
@@ -503,12 +508,16 @@ def create_app(config: ServeConfig) -> FastAPI:
             503: {**_ERR, "description": "the store could not be written"},
         },
     )
-    async def feedback(body: FeedbackRequest) -> dict:
-        """Scalar or pairwise feedback tied to response ids; stored durably before the reply."""
+    async def feedback(body: FeedbackRequest, request: Request) -> dict:
+        """Scalar or pairwise feedback tied to response ids; stored durably before the reply. One
+        rating per (response, API key): a repeat replaces it. Rate-limited per key (429)."""
+        client = request.scope.get("state", {}).get("key_id")
+        state.feedback_limiter.check(client, "feedback")
         if body.score is not None:
-            fb = Feedback("scalar", body.response_id, score=body.score, comment=body.comment)
+            fb = Feedback("scalar", body.response_id, score=body.score, comment=body.comment, key_id=client)
         else:
-            fb = Feedback("pairwise", body.winner_id, body.loser_id, tie=body.tie, comment=body.comment)
+            fb = Feedback("pairwise", body.winner_id, body.loser_id, tie=body.tie, comment=body.comment,
+                          key_id=client)
         try:
             stored = await _add_feedback(state, fb)
         except UnknownResponse as e:
@@ -533,6 +542,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             "id": stored.feedback_id,
             "kind": fb.kind,
             "stored": True,
+            "replaced": stored.replaced,
             "policy_updated": updated,
         }
 
@@ -1086,9 +1096,9 @@ async def duel_update(state: ServeState, stored) -> bool:
         return False
     from caproute.serve.duel_state import catch_up
 
-    # applies this feedback (and any before it, in log order) and saves one atomic checkpoint
-    await catch_up(duel, state.store)
-    return True
+    # applies this feedback (and any before it, in log order) and saves one atomic checkpoint; a
+    # duel's result is learned once (a replay, or a later verdict on the same duel, applies nothing)
+    return await catch_up(duel, state.store) > 0
 
 
 # -- gateway middleware (pure ASGI: auth, body size limit, metrics) ---------------------------------
@@ -1125,6 +1135,7 @@ class GatewayMiddleware:
             headers = dict(scope["headers"])
             if self.auth and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
                 key = bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                scope["state"]["key_id"] = key_id(key)  # who, for per-key feedback and limits
                 if not self.state.keyring.check(key):
                     msg = (
                         "missing API key (send 'Authorization: Bearer <key>')"

@@ -27,6 +27,12 @@ def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_id(key: str | None) -> str | None:
+    """A short, non-reversible id of a client's key (16 hex of its hash), or None without a key:
+    what the feedback store keeps to tell clients apart."""
+    return None if key is None else hash_key(key)[7:23]
+
+
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 

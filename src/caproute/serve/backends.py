@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from caproute.collect.config import ModelEndpoint, PoolConfig
+from caproute.data.text import SurrogateCarry, clean_json, decode_text
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -112,8 +113,9 @@ class Backends:
         connect_timeout_s: float = 5.0,
         lean_transport: bool = True,
         concurrency_divisor: int = 1,
+        max_response_bytes: int | None = None,
     ):
-        self.pool, self.lean = pool, lean_transport
+        self.pool, self.lean, self.max_response_bytes = pool, lean_transport, max_response_bytes
         self.endpoints: dict[str, ModelEndpoint] = {m.name: m for m in pool.models}
         # resolved here, not at startup: a missing API-key variable is a named ConfigError when the
         # app is built (before the banner), not a traceback from the server's lifespan
@@ -142,7 +144,8 @@ class Backends:
         from caproute.serve.transport import make_client
 
         self._slots = {n: asyncio.Semaphore(k) for n, k in self.limits.items()}
-        self.client = make_client(lean=self.lean, max_connections=self._max_connections)
+        cap = {} if self.max_response_bytes is None else {"max_response_bytes": self.max_response_bytes}
+        self.client = make_client(lean=self.lean, max_connections=self._max_connections, **cap)
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -217,17 +220,16 @@ class Backends:
         try:
             try:
                 resp = await self.client.send(self._request(name, body, not_after))
-            except httpx.TimeoutException as e:
-                raise BackendFailure(name, "timeout", str(e) or type(e).__name__) from None
             except httpx.HTTPError as e:
-                raise BackendFailure(name, "connection", f"{type(e).__name__}: {str(e)[:200]}") from None
+                raise transport_failure(name, e) from None
         finally:
             release()
         elapsed = time.perf_counter() - t0
-        _check_status(name, resp.status_code, resp.text)
+        text = decode_text(resp.content)  # the one text rule: invalid UTF-8 and lone surrogates -> U+FFFD
+        _check_status(name, resp.status_code, text)
         try:
-            data = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = clean_json(json.loads(text))
+        except json.JSONDecodeError:
             raise BackendFailure(name, "bad_response", "body is not JSON") from None
         try:
             choices, _ = parse_completion(data)
@@ -252,7 +254,7 @@ class Backends:
         try:
             resp = await self.client.send(self._request(name, body, not_after), stream=True)
             if resp.status_code >= 400:
-                text = (await resp.aread()).decode(errors="replace")
+                text = decode_text(await resp.aread())
                 await resp.aclose()
                 _check_status(name, resp.status_code, text)
             chunks = sse_chunks(resp.aiter_lines())
@@ -270,18 +272,26 @@ class Backends:
                     return StreamStart(name, resp, chunks, head, time.perf_counter() - t0, release)
             await resp.aclose()
             raise BackendFailure(name, "empty", "the stream ended without content")
-        except httpx.TimeoutException as e:
-            await _close(resp)
-            release()
-            raise BackendFailure(name, "timeout", str(e) or type(e).__name__) from None
         except httpx.HTTPError as e:
             await _close(resp)
             release()
-            raise BackendFailure(name, "connection", f"{type(e).__name__}: {str(e)[:200]}") from None
+            raise transport_failure(name, e) from None
         except BaseException:
             await _close(resp)
             release()
             raise
+
+
+def transport_failure(name: str, e: httpx.HTTPError) -> BackendFailure:
+    """The retryable failure of an HTTP error: ``timeout``, ``too_large`` (above
+    ``max_response_bytes``), ``bad_http`` (malformed HTTP) or ``connection``."""
+    from caproute.serve.transport import ResponseTooLarge
+
+    if isinstance(e, httpx.TimeoutException):
+        return BackendFailure(name, "timeout", str(e) or type(e).__name__)
+    reason = ("too_large" if isinstance(e, ResponseTooLarge) else
+              "bad_http" if isinstance(e, httpx.RemoteProtocolError) else "connection")
+    return BackendFailure(name, reason, f"{type(e).__name__}: {str(e)[:200]}")
 
 
 def chunk_problem(chunk: dict) -> tuple[str, str] | None:
@@ -324,12 +334,22 @@ def _check_status(name: str, status: int, text: str) -> None:
 
 
 async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict | None]:
-    """Parsed ``data:`` events of an SSE stream; ``None`` for ``[DONE]``; other lines are skipped."""
+    """Parsed ``data:`` events of an SSE stream; ``None`` for ``[DONE]``; other lines are skipped.
+
+    Text follows caproute's one rule (:mod:`caproute.data.text`): a surrogate pair that the backend
+    split across two chunks (an emoji cut between tokens) is joined, a lone surrogate becomes U+FFFD
+    (a high surrogate left at ``[DONE]`` comes as one last chunk with U+FFFD).
+    """
+    carry: dict[int, SurrogateCarry] = {}
     async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
+            held = [(i, c.flush()) for i, c in carry.items()]
+            if any(t for _, t in held):
+                yield {"choices": [{"index": i, "delta": {"content": t}, "finish_reason": None}
+                                   for i, t in held if t]}
             yield None
             return
         if not data:
@@ -339,4 +359,22 @@ async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict | None]:
         except json.JSONDecodeError:
             continue
         if isinstance(chunk, dict):
-            yield chunk
+            yield _repair_chunk(chunk, carry)
+
+
+def _text_choices(chunk: dict) -> list[dict]:
+    """The choices of ``chunk`` whose delta content is a string."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return []
+    return [c for c in choices
+            if isinstance(c, dict) and isinstance(c.get("delta"), dict) and isinstance(c["delta"].get("content"), str)]
+
+
+def _repair_chunk(chunk: dict, carry: dict[int, SurrogateCarry]) -> dict:
+    """``chunk`` under the text rule, each choice's content delta through its :class:`SurrogateCarry`."""
+    raw = [(c.get("index"), c["delta"]["content"]) for c in _text_choices(chunk)]
+    out = clean_json(chunk)
+    for c, (index, text) in zip(_text_choices(out), raw, strict=True):
+        c["delta"]["content"] = carry.setdefault(index if isinstance(index, int) else 0, SurrogateCarry()).push(text)
+    return out

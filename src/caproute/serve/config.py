@@ -22,6 +22,12 @@
     request_timeout_s: 30                  # one client request, all fallbacks included (null: per attempt only)
     max_pending_registrations: 100000      # registrations not yet stored before new requests get 503
     workers: 1                             # processes sharing the port (caproute serve --workers)
+    max_response_bytes: 16777216           # a bigger backend answer is a backend error (fallback)
+    feedback_rate_per_s: 5                 # per API key; bursts of feedback_burst (50)
+    header_timeout_s: 10                   # slow clients: headers, body, idle keep-alive, connections
+    body_timeout_s: 30
+    keep_alive_timeout_s: 5
+    max_connections: 1000                  # per worker
 """
 
 from __future__ import annotations
@@ -106,6 +112,25 @@ class ServeConfig(BaseModel):
         default=True,
         description="http:// backends through caproute's lean httpx "
         "transport (False: httpx's default transport)",
+    )
+    max_response_bytes: int = Field(
+        default=16 << 20,
+        ge=1024,
+        description="largest backend answer read (bytes); a bigger one is a backend error (fallback)",
+    )
+    feedback_rate_per_s: float = Field(default=5.0, gt=0, description="feedback requests per API key per second")
+    feedback_burst: int = Field(default=50, ge=1, description="feedback requests per API key at once")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a client's request line and headers must arrive within this"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a client's request body must arrive within this after its headers"
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, description="an idle keep-alive client connection is closed after this"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="open client connections per worker; more are closed at once"
     )
 
     @model_validator(mode="after")

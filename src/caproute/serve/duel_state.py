@@ -9,7 +9,11 @@ duel feedback after that number and then saves the policy atomically, so
 - a server killed (even ``kill -9``) after acknowledging feedback but before saving the policy
   re-applies that feedback when it restarts: nothing acknowledged is lost;
 - nothing is applied twice: the sequence number is saved in the same atomic checkpoint as the
-  policy state.
+  policy state;
+- a duel's result is learned once: only the first decisive (not tie) comparison of a duel's two
+  answers moves the policy. A replay of it (the store keeps one comparison per pair and key, in
+  place), another key's verdict on the same duel, or a changed mind is stored but never learned,
+  so replays cannot move the policy.
 
 A policy that follows no store yet (fresh from ``caproute duel init``) or another store starts at
 the store's current end: feedback given to another policy is not replayed into this one.
@@ -32,6 +36,12 @@ JOIN responses a ON a.response_id = f.response_id
 JOIN responses b ON b.response_id = f.other_response_id
 WHERE f.kind = 'pairwise' AND f.tie = 0 AND a.kind = 'duel' AND b.kind = 'duel'
   AND a.duel_id IS NOT NULL AND a.duel_id = b.duel_id AND f.rowid > ?
+  AND NOT EXISTS (
+    SELECT 1 FROM feedback g
+    JOIN responses c ON c.response_id = g.response_id
+    JOIN responses d ON d.response_id = g.other_response_id
+    WHERE g.kind = 'pairwise' AND g.tie = 0 AND c.duel_id = a.duel_id AND d.duel_id = a.duel_id
+      AND g.rowid < f.rowid)
 ORDER BY f.rowid
 """
 

@@ -19,6 +19,12 @@ transaction is answered with an error (``/v1/feedback`` says 503, retry). The qu
 registrations not yet stored is bounded (``max_pending``): while it is full, :attr:`full` is true
 and the proxy refuses new requests with 503 instead of answering requests it could not register.
 ``pending`` and ``commit_retries`` are exported in ``/metrics``.
+
+Feedback is idempotent per client: one rating per (response id, API key) and one comparison per
+(pair of response ids, API key); a repeat replaces the earlier one (the latest wins, keeping its
+id and place in the log), so replaying a rating or a comparison adds nothing. The writer thread
+survives any exception raised by one record (text follows :mod:`caproute.data.text`; a
+registration that cannot be stored goes to the dead-letter file, :mod:`caproute.serve.dead_letter`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caproute.data.text import clean_json
 from caproute.errors import ConfigError
+from caproute.serve.dead_letter import DeadLetters
 from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
 
 log = logging.getLogger("caproute.serve")
@@ -69,10 +77,13 @@ CREATE TABLE IF NOT EXISTS feedback (
     other_response_id TEXT REFERENCES responses(response_id),
     score REAL,                      -- scalar: in [0, 1]
     tie INTEGER NOT NULL DEFAULT 0,  -- pairwise: response_id is the winner, other the loser, unless tie
-    comment TEXT
+    comment TEXT,
+    key_id TEXT                      -- who gave it (a prefix of the API key's hash; NULL without keys)
 );
 CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 """
+FEEDBACK_FIELDS = ("feedback_id", "created", "kind", "response_id", "other_response_id", "score", "tie", "comment",
+                   "key_id")
 
 RESPONSE_FIELDS = (
     "response_id",
@@ -111,6 +122,7 @@ class Feedback:
     score: float | None = None
     tie: bool = False
     comment: str | None = None
+    key_id: str | None = None  # the client (API key hash prefix); one rating per (response, key)
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class StoredFeedback:
     feedback_id: str
     feedback: Feedback
     responses: tuple[dict[str, Any], ...]  # the referenced response rows (one or two)
+    replaced: bool = False  # True when it replaced this key's earlier feedback on the same response(s)
 
 
 class FeedbackStore:
@@ -148,6 +161,12 @@ class FeedbackStore:
         self.pending = 0  # registrations queued or being retried, not yet committed
         self.commit_retries = 0
         self.lost = 0  # registrations given up at close (after close_timeout_s of retrying)
+        self.dead = DeadLetters(self.path, "feedback store")
+
+    @property
+    def alive(self) -> bool:
+        """True while the writer thread runs (exported as ``caproute_writer_alive``)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def full(self) -> bool:
@@ -198,7 +217,7 @@ class FeedbackStore:
     # -- API ----------------------------------------------------------------------------------------
     def register(self, record: dict[str, Any]) -> None:
         """Queue a served response (not awaited). ``record`` keys: see ``RESPONSE_FIELDS``."""
-        row = {k: record.get(k) for k in RESPONSE_FIELDS}
+        row = {k: clean_json(record.get(k)) for k in RESPONSE_FIELDS}
         row["created"] = row["created"] or time.time()
         if isinstance(row["decision"], dict | list):
             row["decision"] = json.dumps(row["decision"], default=str)
@@ -235,6 +254,8 @@ class FeedbackStore:
         con.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         con.execute("PRAGMA foreign_keys=ON")
         con.executescript(SCHEMA)
+        if "key_id" not in {r[1] for r in con.execute("PRAGMA table_info(feedback)")}:
+            con.execute("ALTER TABLE feedback ADD COLUMN key_id TEXT")  # stores of before idempotent feedback
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -318,7 +339,7 @@ class FeedbackStore:
                 con.executemany(insert, rows)
             con.execute("COMMIT")
             self.commits += 1
-        except sqlite3.Error as e:
+        except sqlite3.OperationalError as e:  # locked, busy, disk full: the database, not a record
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
             retry = [j for j in jobs if j[0] == "register"]
@@ -332,6 +353,10 @@ class FeedbackStore:
                 if fut is not None and not fut.done():
                     fut.set_exception(e)
             return retry
+        except Exception as e:  # noqa: BLE001 - a record that cannot be stored: never a dead writer
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            return self._isolate(con, jobs, e)
         with self._lock:
             self.pending -= n_reg
         for fut, value, ok in results:
@@ -339,6 +364,22 @@ class FeedbackStore:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+        return []
+
+    def _isolate(self, con: sqlite3.Connection, jobs: list, error: BaseException) -> list:
+        """After a group failed on a bad record: commit each job alone. A registration that still
+        fails goes to the dead-letter file; other jobs get the error. Returns registrations to retry."""
+        if len(jobs) > 1:
+            log.warning("feedback store: a group of %d jobs failed (%s: %s); committing them one by one",
+                        len(jobs), type(error).__name__, error)
+            return [j for job in jobs for j in self._batch(con, [job])]
+        kind, payload, fut = jobs[0]
+        if kind == "register":
+            self.dead.add(payload, error)
+            with self._lock:
+                self.pending -= 1
+        elif fut is not None and not fut.done():
+            fut.set_exception(error)
         return []
 
     @staticmethod
@@ -353,18 +394,25 @@ class FeedbackStore:
             rows.append(dict(row))
         if fb.other_response_id is not None and fb.other_response_id == fb.response_id:
             raise InvalidFeedback("a response cannot be compared with itself (winner_id == loser_id)")
-        fid = f"fb-{uuid.uuid4().hex}"
-        con.execute(
-            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                fid,
-                time.time(),
-                fb.kind,
-                fb.response_id,
-                fb.other_response_id,
-                fb.score,
-                int(fb.tie),
-                fb.comment,
-            ),
-        )
-        return StoredFeedback(fid, fb, tuple(rows))
+        # one rating per (response, key), one comparison per (pair, key): a repeat replaces it in place
+        if fb.kind == "scalar":
+            old = con.execute(
+                "SELECT feedback_id FROM feedback WHERE kind = 'scalar' AND response_id = ? AND key_id IS ?",
+                (fb.response_id, fb.key_id),
+            ).fetchone()
+        else:
+            old = con.execute(
+                "SELECT feedback_id FROM feedback WHERE kind = 'pairwise' AND key_id IS ? AND ("
+                "(response_id = ? AND other_response_id = ?) OR (response_id = ? AND other_response_id = ?))",
+                (fb.key_id, fb.response_id, fb.other_response_id, fb.other_response_id, fb.response_id),
+            ).fetchone()
+        values = {"feedback_id": old[0] if old else f"fb-{uuid.uuid4().hex}", "created": time.time(),
+                  "kind": fb.kind, "response_id": fb.response_id, "other_response_id": fb.other_response_id,
+                  "score": fb.score, "tie": int(fb.tie), "comment": fb.comment, "key_id": fb.key_id}
+        if old:
+            sets = ", ".join(f"{k} = :{k}" for k in FEEDBACK_FIELDS if k != "feedback_id")
+            con.execute(f"UPDATE feedback SET {sets} WHERE feedback_id = :feedback_id", values)
+        else:
+            con.execute(f"INSERT INTO feedback ({', '.join(FEEDBACK_FIELDS)}) "
+                        f"VALUES ({', '.join(':' + k for k in FEEDBACK_FIELDS)})", values)
+        return StoredFeedback(values["feedback_id"], fb, tuple(rows), replaced=old is not None)

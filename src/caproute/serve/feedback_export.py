@@ -22,6 +22,9 @@ text in the feedback store, so duel feedback exports without a log.
   itself carry no preference between models and are skipped (counted).
 
 Feedback whose response was not logged (no ``--log-store`` at serve time) is counted and skipped.
+One rating per (response, API key) and one comparison per (pair, key) count, the latest: the
+store keeps it so, and stores written before it did are read the same way. Text follows
+:mod:`caproute.data.text` (a lone surrogate in a logged message becomes U+FFFD).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from caproute.data.text import clean_text
 from caproute.errors import DataError
 
 DEFAULT_DATASET = "feedback"
@@ -56,17 +60,27 @@ class ExportReport:
 
 
 def read_feedback(feedback_db: str | os.PathLike) -> pd.DataFrame:
-    """Every feedback row with its response(s), in store order (read-only)."""
+    """Every feedback row with its response(s), in store order (read-only), the latest one per
+    (kind, response or unordered pair of responses, key) only."""
     from caproute.serve.sqlite_files import read_query
 
-    return read_query(
+    cols = read_query(feedback_db, "SELECT name FROM pragma_table_info('feedback')", table="feedback",
+                      what="feedback store")["name"].tolist()
+    key = "f.key_id" if "key_id" in cols else "NULL"  # stores of before idempotent feedback
+    fb = read_query(
         feedback_db,
-        """SELECT f.rowid AS seq, f.feedback_id, f.kind, f.response_id, f.other_response_id, f.score, f.tie,
-                  a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text, a.decision AS a_decision,
-                  b.model AS b_model, b.routing_text AS b_text
+        f"""SELECT f.rowid AS seq, f.feedback_id, f.kind, f.response_id, f.other_response_id, f.score, f.tie,
+                  {key} AS key_id, a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text,
+                  a.decision AS a_decision, b.model AS b_model, b.routing_text AS b_text
            FROM feedback f JOIN responses a ON a.response_id = f.response_id
            LEFT JOIN responses b ON b.response_id = f.other_response_id ORDER BY f.rowid""",
         table="feedback", what="feedback store")
+    if not len(fb):
+        return fb
+    a, b = fb["response_id"].to_numpy(dtype=str), fb["other_response_id"].fillna("").to_numpy(dtype=str)
+    lo, hi = np.where(a < b, a, b), np.where(a < b, b, a)
+    who = pd.DataFrame({"kind": fb["kind"], "lo": lo, "hi": hi, "key": fb["key_id"].fillna("\x00")})
+    return fb[~who.duplicated(keep="last").to_numpy()].reset_index(drop=True)
 
 
 def _conversation(messages_json: str | None, fallback_text: str | None) -> dict | None:
@@ -75,7 +89,7 @@ def _conversation(messages_json: str | None, fallback_text: str | None) -> dict 
 
     if messages_json:
         try:
-            q = chat_query(json.loads(messages_json))
+            q = chat_query(json.loads(messages_json))  # chat_query repairs the text
             return {"query_id": q["query_id"], "question": q["question"], "context": q["context"]}
         except (DataError, json.JSONDecodeError):
             pass
@@ -107,7 +121,7 @@ def feedback_observations(fb: pd.DataFrame, requests: pd.DataFrame | None, datas
             "prompt_variant_id": -1, "observation_type": "decoding_variation", "score": float(r.score),
             "cost": 0.0 if cost is None else cost, "cost_known": known and cost is not None,
             "question": conv["question"], "context": conv["context"],
-            "response_text": None if lg is None else lg["answer"],
+            "response_text": None if lg is None or not isinstance(lg["answer"], str) else clean_text(lg["answer"]),
             "input_tokens": None if lg is None else _int(lg["prompt_tokens"]),
             "output_tokens": None if lg is None else _int(lg["completion_tokens"]), "_seq": r.seq,
         })

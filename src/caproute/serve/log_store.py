@@ -9,6 +9,13 @@ Storage: one SQLite file (WAL). A writer thread drains a queue and commits in gr
 request path only enqueues (it never waits for the disk). ``synchronous=NORMAL``: a crash may
 lose the last moments of the log (never corrupt it); feedback itself is in the fsync'd feedback
 store. The file can be read while the server runs (``caproute feedback export``).
+
+The writer never dies silently: text follows caproute's one rule (:mod:`caproute.data.text`), a
+batch that fails is written again record by record, and a record that still fails is kept in the
+dead-letter file beside the log (:mod:`caproute.serve.dead_letter`, counted in ``/metrics``). The
+queue is bounded (``max_queue``): while the writer is behind by that many records, new ones are
+dropped and counted (``caproute_request_log_dropped``), so a stalled disk never grows the
+server's memory without bound.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from caproute.data.text import clean_json
 from caproute.errors import ConfigError
+from caproute.serve.dead_letter import DeadLetters
 from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
 
 log = logging.getLogger("caproute.serve")
@@ -51,14 +60,21 @@ FIELDS = ("response_id", "created", "kind", "router", "model", "messages", "answ
 class RequestLog:
     """Thread-safe, non-blocking request/answer log. ``start()`` then ``record(...)``; ``close()`` flushes."""
 
-    def __init__(self, path: str | Path, max_batch: int = 512):
+    def __init__(self, path: str | Path, max_batch: int = 512, max_queue: int = 100_000):
         self.path = Path(path)
         self.max_batch = max_batch
-        self._q: queue.Queue = queue.Queue()
+        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.written = 0
+        self.dropped = 0  # records refused while the queue was full
+        self.dead = DeadLetters(self.path, "request log")
+
+    @property
+    def alive(self) -> bool:
+        """True while the writer thread runs (exported as ``caproute_writer_alive``)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @staticmethod
     def check_path(path: str | Path) -> Path:
@@ -108,13 +124,21 @@ class RequestLog:
                router: str | None = None, finish_reason: str | None = None, usage: dict | None = None,
                cost_usd: float | None = None, cost_estimated: bool = False) -> None:
         """Queue one answered request (not awaited)."""
-        usage = usage or {}
+        usage = usage if isinstance(usage, dict) else {}
         row = {"response_id": response_id, "created": time.time(), "kind": kind, "router": router, "model": model,
-               "messages": json.dumps(messages, default=str), "answer": answer, "finish_reason": finish_reason,
-               "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
-               "cost_usd": cost_usd, "cost_estimated": int(bool(cost_estimated))}
-        if self._thread is not None:
-            self._q.put(tuple(row[k] for k in FIELDS))
+               "messages": json.dumps(clean_json(messages), default=str), "answer": answer,
+               "finish_reason": finish_reason, "prompt_tokens": usage.get("prompt_tokens"),
+               "completion_tokens": usage.get("completion_tokens"), "cost_usd": cost_usd,
+               "cost_estimated": int(bool(cost_estimated))}
+        if self._thread is None:
+            return
+        try:
+            self._q.put_nowait(tuple(clean_json(row[k]) for k in FIELDS))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("request log: the writer is %d records behind; %d records dropped so far",
+                          self._q.maxsize, self.dropped)
 
     def _run(self) -> None:
         try:
@@ -139,15 +163,27 @@ class RequestLog:
             if not rows:
                 continue
             try:
-                con.execute("BEGIN")
-                con.executemany(sql, rows)
-                con.execute("COMMIT")
-                self.written += len(rows)
-            except sqlite3.Error as e:
-                log.error("request log: %d rows not written: %s", len(rows), e)
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
+                self._commit(con, sql, rows)
+            except Exception as e:  # noqa: BLE001 - never a dead thread: find and keep the bad record
+                log.warning("request log: a group of %d rows failed (%s: %s); writing them one by one",
+                            len(rows), type(e).__name__, e)
+                for row in rows:
+                    try:
+                        self._commit(con, sql, [row])
+                    except Exception as e1:  # noqa: BLE001
+                        self.dead.add(dict(zip(FIELDS, row, strict=False)), e1)
         con.close()
+
+    def _commit(self, con: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
+        try:
+            con.execute("BEGIN")
+            con.executemany(sql, rows)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        self.written += len(rows)
 
 
 def answer_text(data: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -102,17 +102,48 @@ class ServeMetrics:
             "requests refused with 503 because the registration queue was full",
             registry=r,
         )
+        self.writer_alive = Gauge(
+            "caproute_writer_alive", "1 while a background writer thread runs", ["writer"], registry=r
+        )
+        self.dead_letters = Gauge(
+            "caproute_dead_letters",
+            "records a background writer could not store, kept in its dead-letter file (since start)",
+            ["writer"],
+            registry=r,
+        )
+        self.log_dropped = Gauge(
+            "caproute_request_log_dropped",
+            "request-log records dropped because the writer's queue was full (since start)",
+            registry=r,
+        )
+        self.clients_closed = Gauge(
+            "caproute_client_connections_closed",
+            "client connections closed by the slow-client limits in this process, by reason",
+            ["reason"],
+            registry=r,
+        )
         self._counts: dict[str, dict[str, int]] = {}
         self._share_bound: dict[str, bool] = {}
         self._lock = threading.Lock()
 
-    def bind(self, backends, store) -> None:
-        """Export the backends' queues and the feedback store's backlog (read at scrape time)."""
+    def bind(self, backends, store, request_log=None) -> None:
+        """Export the backends' queues, the feedback store's backlog and the background writers'
+        health (read at scrape time)."""
+        from caproute.serve.slow_clients import CLOSED
+
         for name in backends.names:
             self.backend_waiting.labels(name).set_function(lambda n=name: backends.waiting[n])
             self.backend_active.labels(name).set_function(lambda n=name: backends.active[n])
         self.feedback_pending.set_function(lambda: store.pending)
         self.feedback_retries.set_function(lambda: store.commit_retries)
+        for name, writer in (("feedback_store", store), ("request_log", request_log)):
+            if writer is not None:
+                self.writer_alive.labels(name).set_function(lambda w=writer: float(w.alive))
+                self.dead_letters.labels(name).set_function(lambda w=writer: w.dead.count)
+        if request_log is not None:
+            self.log_dropped.set_function(lambda: request_log.dropped)
+        for reason in ("header_timeout", "body_timeout", "max_connections"):
+            self.clients_closed.labels(reason).set_function(lambda r=reason: CLOSED[r])
 
     def routed_to(self, router: str, model: str, models: tuple[str, ...]) -> None:
         self.routed.labels(router, model).inc()

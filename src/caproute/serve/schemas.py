@@ -7,6 +7,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from caproute.data.text import clean_json
+
+
+class _Request(BaseModel):
+    """A request body: its text is repaired by caproute's one rule before validation (lone
+    surrogates and split pairs, see :mod:`caproute.data.text`), so nothing downstream (the
+    backend, the stores, the logs) ever sees invalid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        return clean_json(data)
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -33,7 +46,7 @@ class CaprouteOptions(BaseModel):
     )
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(_Request):
     """OpenAI chat completion request; unknown fields pass through to the backend."""
 
     model_config = ConfigDict(
@@ -71,7 +84,7 @@ class ChatCompletionRequest(BaseModel):
     caproute: CaprouteOptions | None = None
 
 
-class RouteRequest(BaseModel):
+class RouteRequest(_Request):
     """``POST /v1/route``: decide only. Give ``input`` (one text or a list) or ``messages`` (a chat)."""
 
     model_config = ConfigDict(
@@ -113,7 +126,7 @@ class RouteRequest(BaseModel):
         return self
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(_Request):
     """Scalar: ``{"response_id", "score"}``. Pairwise: ``{"winner_id", "loser_id"}`` (``tie`` = no winner)."""
 
     model_config = ConfigDict(
@@ -144,11 +157,12 @@ class FeedbackRequest(BaseModel):
         },
     )
     response_id: str | None = Field(default=None, min_length=1, max_length=128)
-    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    # strict: the string "1" and the booleans true/false are not scores (a 400 naming the field)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, strict=True)
     # null is not a form of feedback: the JSON schema's oneOf above says so, the validator below checks it
     winner_id: str | None = Field(default=None, min_length=1, max_length=128)
     loser_id: str | None = Field(default=None, min_length=1, max_length=128)
-    tie: bool = False
+    tie: bool = Field(default=False, strict=True)
     comment: str | None = Field(default=None, max_length=4000)
 
     @model_validator(mode="after")

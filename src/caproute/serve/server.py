@@ -8,6 +8,9 @@ worker builds its app from the same :class:`ServeConfig` (passed in the environm
 loads the same routers and policy files; all write the one SQLite feedback store (WAL; each
 worker's writer thread commits its own groups, and retries while another holds the write lock).
 SIGHUP restarts the workers (policy files are then read again, by every worker).
+
+Client connections run under :mod:`caproute.serve.slow_clients` (header, body and keep-alive
+deadlines, a connection cap), and every worker ends when its parent dies, even by ``kill -9``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import socket
 
 from caproute.errors import ConfigError
 from caproute.serve.config import ServeConfig
+from caproute.serve.slow_clients import PARENT_ENV, ClientLimits, exit_with_parent
 
 CONFIG_ENV = "CAPROUTE_SERVE_CONFIG_JSON"
 
@@ -30,18 +34,27 @@ def build_server(config: ServeConfig):
     from caproute.serve.app import create_app
 
     app = create_app(config)
+    return uvicorn.Server(_uvicorn_config(config, app, host=config.host, port=config.port))
+
+
+def _uvicorn_config(config: ServeConfig, app, **kw):
+    """The one ``uvicorn.Config`` of a server or of the workers' supervisor (``kw``: app-specific)."""
+    import uvicorn
+
+    limits = ClientLimits.of(config)
     uv = uvicorn.Config(
         app,
-        host=config.host,
-        port=config.port,
         log_level=config.log_level,
         access_log=config.log_level == "debug",
         lifespan="on",
         timeout_graceful_shutdown=config.drain_timeout_s,
         proxy_headers=False,
         server_header=False,
+        **limits.uvicorn_options(),
+        **kw,
     )
-    return uvicorn.Server(uv)
+    limits.attach(uv)
+    return uv
 
 
 def limit_blas_threads(n: int | None) -> None:
@@ -87,6 +100,7 @@ def worker_app():
     """uvicorn app factory of one worker process: the config comes from :data:`CONFIG_ENV`."""
     from caproute.serve.app import create_app
 
+    exit_with_parent()  # no orphan keeps the port bound after a kill -9 of the supervisor
     config = ServeConfig.model_validate_json(os.environ[CONFIG_ENV])
     _setup_logging(config)
     limit_blas_threads(config.blas_threads)
@@ -104,23 +118,12 @@ def _setup_logging(config: ServeConfig) -> None:
 
 def run_workers(config: ServeConfig, sock: socket.socket) -> None:
     """Serve with ``config.workers`` processes on ``sock`` until interrupted (blocking)."""
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     os.environ[CONFIG_ENV] = config.model_dump_json(by_alias=True)
-    uv = uvicorn.Config(
-        "caproute.serve.server:worker_app",
-        factory=True,
-        host=config.host,
-        port=sock.getsockname()[1],
-        workers=config.workers,
-        log_level=config.log_level,
-        access_log=config.log_level == "debug",
-        lifespan="on",
-        timeout_graceful_shutdown=config.drain_timeout_s,
-        proxy_headers=False,
-        server_header=False,
-    )
+    os.environ[PARENT_ENV] = str(os.getpid())
+    uv = _uvicorn_config(config, "caproute.serve.server:worker_app", factory=True, host=config.host,
+                         port=sock.getsockname()[1], workers=config.workers)
     Multiprocess(uv, sockets=[sock]).run()  # each worker process runs its own uvicorn.Server
 
 

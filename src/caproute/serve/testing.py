@@ -19,10 +19,13 @@ def free_port() -> int:
 class UvicornThread:
     """``with UvicornThread(app) as srv: srv.base_url`` -- a real HTTP server on 127.0.0.1."""
 
-    def __init__(self, app, port: int | None = None, *, drain_timeout_s: float = 10.0, **kw):
+    def __init__(self, app, port: int | None = None, *, drain_timeout_s: float = 10.0, client_limits=None, **kw):
+        """``client_limits``: a :class:`~caproute.serve.slow_clients.ClientLimits` to serve under."""
         import uvicorn
 
         self.port = port or free_port()
+        if client_limits is not None:
+            kw.update(client_limits.uvicorn_options())
         cfg = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -33,6 +36,8 @@ class UvicornThread:
             timeout_graceful_shutdown=drain_timeout_s,
             **kw,
         )
+        if client_limits is not None:
+            client_limits.attach(cfg)
         self.server = uvicorn.Server(cfg)
         self.server.install_signal_handlers = lambda: None  # not the main thread
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -12,12 +12,21 @@ Scope: ``http://`` only (the proxy mounts httpx's own transport for ``https://``
 connection before any byte of the answer arrived is retried once on a new connection (the server
 closed an idle keep-alive connection); every other failure is raised as the matching
 ``httpx`` exception.
+
+Malformed HTTP from a server is ``httpx.RemoteProtocolError``, never another exception: a status
+line that is not ``HTTP/1.x NNN``, a header line without a name, a ``Content-Length`` that is not
+a number (or two that differ), a chunk size that is not hex or a chunk not ended by CRLF. Every
+body is capped (:data:`MAX_RESPONSE_BYTES`, ``max_response_bytes`` of :func:`make_client`): a
+bigger one is :class:`ResponseTooLarge` (a ``RemoteProtocolError``), raised before it is read
+when its ``Content-Length`` says so, else as soon as the cap is passed, so a backend cannot
+grow the proxy's memory with its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +34,42 @@ from dataclasses import dataclass
 import httpx
 
 _MAX_HEADER = 64 * 1024
+_MAX_TRAILER_LINES = 64
+_PIECE = 65536
+MAX_RESPONSE_BYTES = 16 << 20
+"""Default cap on one response body (16 MiB): far above any chat completion, far below a threat."""
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: .*)?")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
+
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """A response body larger than the client's ``max_response_bytes``."""
+
+
+def _framing(headers: list[tuple[bytes, bytes]], method: str, status: int) -> tuple[int | None, bool, bool]:
+    """(content length or None, chunked, keep-alive) of a response; RemoteProtocolError when malformed."""
+    lengths: set[bytes] = set()
+    te = conn = b""
+    for k, v in headers:
+        k = k.lower()
+        if k == b"content-length":
+            lengths.update(x.strip() for x in v.split(b","))
+        elif k == b"transfer-encoding":
+            te += b"," + v.lower()
+        elif k == b"connection":
+            conn = v.lower()
+    chunked = b"chunked" in te
+    length = None
+    if lengths and not chunked:
+        if len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths))):
+            shown = b", ".join(sorted(lengths))[:40]
+            raise httpx.RemoteProtocolError(f"malformed Content-Length header: {shown!r}")
+        length = int(next(iter(lengths)))
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        length = 0
+    return length, chunked, conn != b"close"
 
 
 class _Conn:
@@ -60,28 +105,39 @@ class _Body(httpx.AsyncByteStream):
             if self.chunked:
                 while True:
                     line = await self._read(r.readuntil(b"\r\n"))
-                    size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                    size_hex = line.split(b";", 1)[0].strip()
+                    if not _HEX.fullmatch(size_hex):
+                        raise httpx.RemoteProtocolError(f"malformed chunk size line: {line[:40]!r}")
+                    size = int(size_hex, 16)
                     if size == 0:
-                        while (await self._read(r.readuntil(b"\r\n"))) != b"\r\n":  # trailers
-                            pass
+                        for _ in range(_MAX_TRAILER_LINES):  # trailers, then the empty line
+                            if (await self._read(r.readuntil(b"\r\n"))) == b"\r\n":
+                                break
+                        else:
+                            raise httpx.RemoteProtocolError("too many trailer lines")
                         break
-                    data = await self._read(r.readexactly(size + 2))
-                    yield data[:-2]
+                    async for data in self._exactly(r, size):  # in pieces: the size is the server's word
+                        yield data
+                    if await self._read(r.readexactly(2)) != b"\r\n":
+                        raise httpx.RemoteProtocolError("chunk not followed by CRLF")
             elif self.length is not None:
-                left = self.length
-                while left > 0:
-                    data = await self._read(r.read(min(left, 65536)))
-                    if not data:
-                        raise httpx.RemoteProtocolError("connection closed before the end of the body")
-                    left -= len(data)
+                async for data in self._exactly(r, self.length):
                     yield data
             else:
-                while data := await self._read(r.read(65536)):
+                while data := await self._read(r.read(_PIECE)):
                     yield data
                 self.keep_alive = False
             self.done = True
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError) as e:
             raise httpx.ReadError(f"{type(e).__name__}: {e}") from None
+
+    async def _exactly(self, r: asyncio.StreamReader, n: int) -> AsyncIterator[bytes]:
+        while n > 0:
+            data = await self._read(r.read(min(n, _PIECE)))
+            if not data:
+                raise httpx.RemoteProtocolError("connection closed before the end of the body")
+            n -= len(data)
+            yield data
 
     async def _read(self, aw):
         try:
@@ -165,12 +221,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 conn.close()
                 raise
             break
-        lower = {k.lower(): v for k, v in headers}
-        chunked = b"chunked" in lower.get(b"transfer-encoding", b"").lower()
-        length = None if chunked else (int(lower[b"content-length"]) if b"content-length" in lower else None)
-        if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            length = 0
-        keep_alive = lower.get(b"connection", b"").lower() != b"close"
+        try:
+            length, chunked, keep_alive = _framing(headers, request.method, status)
+        except httpx.RemoteProtocolError:
+            conn.close()
+            raise
         stream = _Body(self, key, conn, length, chunked, keep_alive, timeouts.get("read"))
         return httpx.Response(
             status, headers=headers, stream=stream, extensions={"http_version": b"HTTP/1.1"}
@@ -187,16 +242,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.close()
             raise httpx.RemoteProtocolError("response header too large") from None
         lines = raw[:-4].split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        status = _STATUS_LINE.fullmatch(lines[0])
+        if status is None:
             conn.close()
-            raise httpx.RemoteProtocolError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+            raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
         headers = []
         for line in lines[1:]:
             k, sep, v = line.partition(b":")
-            if sep:
-                headers.append((k.strip(), v.strip()))
-        return int(parts[1]), headers
+            if not sep or not _TOKEN.fullmatch(k):
+                conn.close()
+                raise httpx.RemoteProtocolError(f"malformed response header line: {line[:80]!r}")
+            headers.append((k, v.strip()))
+        return int(status.group(1)), headers
 
     async def aclose(self) -> None:
         for stack in self._idle.values():
@@ -257,13 +314,15 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
     (a client that left) closes the backend connection the same way.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, default: Deadline | None = None):
-        self.inner, self.default = inner, default
+    def __init__(self, inner: httpx.AsyncBaseTransport, default: Deadline | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+        self.inner, self.default, self.max_bytes = inner, default, max_response_bytes
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         d = request.extensions.get(DEADLINE_EXTENSION) or self.default
         if d is None:
-            return await self.inner.handle_async_request(request)
+            resp = await self.inner.handle_async_request(request)
+            return await self._capped(resp, request, None, None)
         now = time.monotonic()
         end = now + d.total_s
         if d.not_after is not None:
@@ -302,23 +361,41 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
                 phase=phase,
                 request=request,
             ) from None
-        return httpx.Response(
-            resp.status_code,
-            headers=resp.headers,
-            stream=_DeadlineBody(resp.stream, loop.time() + (end - time.monotonic()), end - now, request),
-            extensions=resp.extensions,
-        )
+        return await self._capped(resp, request, loop.time() + (end - time.monotonic()), end - now)
+
+    async def _capped(self, resp: httpx.Response, request: httpx.Request, loop_end: float | None,
+                      total_s: float | None) -> httpx.Response:
+        """``resp`` with its body under the deadline and the size cap (checked first from
+        ``Content-Length``)."""
+        body = _DeadlineBody(resp.stream, loop_end, total_s, request, self.max_bytes)
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await body.aclose()
+            raise ResponseTooLarge(
+                f"response of {int(declared)} bytes, above the cap of {self.max_bytes} (max_response_bytes)",
+                request=request,
+            )
+        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity") and request.headers.get("accept-encoding") == "identity":
+            await body.aclose()  # a compressed body would escape the cap (a decompression bomb)
+            raise httpx.RemoteProtocolError(
+                f"response compressed ({encoding[:20]}) although only identity was accepted", request=request
+            )
+        return httpx.Response(resp.status_code, headers=resp.headers, stream=body, extensions=resp.extensions)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
 class _DeadlineBody(httpx.AsyncByteStream):
-    def __init__(self, inner, loop_end: float, total_s: float, request: httpx.Request):
+    def __init__(self, inner, loop_end: float | None, total_s: float | None, request: httpx.Request,
+                 max_bytes: int):
         self.inner, self.loop_end, self.total_s, self.request = inner, loop_end, total_s, request
+        self.max_bytes = max_bytes
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         it = self.inner.__aiter__()
+        seen = 0
         while True:
             try:
                 async with asyncio.timeout_at(self.loop_end):
@@ -332,6 +409,13 @@ class _DeadlineBody(httpx.AsyncByteStream):
                     phase="total",
                     request=self.request,
                 ) from None
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self.aclose()
+                raise ResponseTooLarge(
+                    f"response body above the cap of {self.max_bytes} bytes (max_response_bytes)",
+                    request=self.request,
+                )
             yield chunk
 
     async def aclose(self) -> None:
@@ -347,13 +431,16 @@ def make_client(
     max_connections: int = 512,
     default_deadline: Deadline | None = None,
     keepalive_expiry: float = 3.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> httpx.AsyncClient:
     """The one ``httpx.AsyncClient`` construction of caproute (the proxy's backends and the
     collector's ``openai`` client): plain-HTTP backends through :class:`LeanTransport` (or httpx's
     transport), ``https://`` through httpx's, every request under a :class:`DeadlineTransport`.
 
     keep-alive expiry sits below the usual 5 s server idle timeout (uvicorn, llama.cpp), so a pooled
-    connection is not reused just as the server closes it.
+    connection is not reused just as the server closes it. Every response body is capped at
+    ``max_response_bytes`` (:class:`ResponseTooLarge`), and bodies are asked for uncompressed
+    (``accept-encoding: identity``; a compressed one is a protocol error), so the cap holds.
     """
     limits = httpx.Limits(
         max_connections=max_connections,
@@ -366,7 +453,7 @@ def make_client(
         else httpx.AsyncHTTPTransport(limits=limits)
     )
     mounts = {
-        "http://": DeadlineTransport(plain, default_deadline),
-        "https://": DeadlineTransport(httpx.AsyncHTTPTransport(limits=limits), default_deadline),
+        "http://": DeadlineTransport(plain, default_deadline, max_response_bytes),
+        "https://": DeadlineTransport(httpx.AsyncHTTPTransport(limits=limits), default_deadline, max_response_bytes),
     }
-    return httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False)
+    return httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False, headers={"accept-encoding": "identity"})

@@ -55,3 +55,50 @@ def test_bench_cell_and_train_build_identical_routers(name):
     want = pipe.predict_stats(exp.test_texts, lam=LAM)
     for k in ("mu_q", "mu_c", "sigma_q"):
         np.testing.assert_allclose(getattr(got, k), getattr(want, k), rtol=1e-5, atol=1e-6)
+
+
+def test_param_ranges_are_named_errors():
+    """--param values outside a family's declared range are a ConfigError naming the router and the
+    parameter (issue 25), from the one factory; `caproute train --param k=0` says so instead of a
+    traceback."""
+    from typer.testing import CliRunner
+
+    from caproute.cli import app
+    from caproute.errors import ConfigError
+    from caproute.routers.pipeline import make_router
+
+    for name, params, msg in [("knn", {"k": 0}, "knn': k must be >= 1"), ("mlp", {"hidden": (64, 0)}, "hidden must be >= 1"),
+                              ("mlp", {"lr": 0.0}, "lr must be > 0"), ("mf", {"lr": -1.0}, "lr must be > 0")]:
+        with pytest.raises(ConfigError, match=msg):
+            make_router(name, params=params)
+    assert make_router("knn", params={"k": 1}).k == 1
+    res = CliRunner().invoke(app, ["train", "--router", "knn", "--data", "builtin", "--out", "unused-dir",
+                                   "--param", "k=0"])
+    # a ConfigError (cli.main prints it as one line, exit 2), raised before any data is read
+    assert isinstance(res.exception, ConfigError) and "k must be >= 1" in str(res.exception)
+    assert not Path("unused-dir").exists()
+
+
+def test_routers_listing_shows_ranges():
+    from typer.testing import CliRunner
+
+    from caproute.cli import app
+
+    res = CliRunner().invoke(app, ["routers"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and "k >= 1" in res.output and "lr > 0" in res.output
+
+
+def test_one_decision_rule():
+    """A prediction becomes a decision in one place (Router.choose): the pipeline's decide and the
+    bench's scoring agree with route() for every family."""
+    from caproute.evaluate.bench import available_routers as names
+
+    obs = toy_observations()
+    for name in ["knn", "random", "cheapest", "mlp"]:
+        assert name in names()
+        pipe = train_pipeline(obs, router=name, params=dict(FAST.get(name, {})), seed=SEED)
+        texts = ["what is 2+2", "write a poem about the sea"]
+        X = pipe.features(texts)
+        want = pipe.router.route(X, 0.1, 0.2)
+        got = [d.index for d in pipe.decide(texts, 0.1, 0.2)]
+        assert list(want) == got

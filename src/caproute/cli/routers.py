@@ -60,10 +60,10 @@ def train_cmd(
 
     set_default_device(device)
     from caproute.data.source import load_observations
-    from caproute.routers.base import get_router_class
-    from caproute.routers.pipeline import train_pipeline
+    from caproute.routers.pipeline import make_router, train_pipeline
 
-    params = _parse_params(param, get_router_class(router)().get_params())
+    params = _parse_params(param, make_router(router).get_params())
+    make_router(router, lam=lam, seed=seed, params=params)   # ranges checked before any data is read
     _check_router_out(out)
     obs, name = load_observations(store=store, data=data, dataset=dataset)
     with console.status(f"training {router} on {name} ({supervision}, {features})"):
@@ -126,9 +126,11 @@ def routers_cmd() -> None:
     table = Table(title="router families")
     table.add_column("name")
     table.add_column("hyper-parameters (defaults)")
+    table.add_column("ranges")
     table.add_column("description")
     for name in sorted(REGISTRY):
         cls = REGISTRY[name]
         params = ", ".join(f"{k}={v!r}" for k, v in cls().get_params().items())
-        table.add_row(name, params, _first_sentence(cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""))
+        ranges = ", ".join(f"{k} {rule}" for k, rule in cls.param_spec.items())
+        table.add_row(name, params, ranges, _first_sentence(cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""))
     console.print(table)

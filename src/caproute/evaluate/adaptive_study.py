@@ -206,14 +206,13 @@ def _labels(sup, lam: float, beta: float) -> np.ndarray:
 
 def _router_utilities(exp, X_train, X_test, sup, router: str, lam: float, seed: int) -> dict[str, float]:
     from caproute.evaluate import metrics as M
-    from caproute.evaluate.grid import _choose
     from caproute.routers.pipeline import make_router
 
     r = make_router(router, lam=lam, seed=seed)
     idx = pd.Index(exp.train_query_ids).get_indexer(sup.query_ids.astype(str))
     r.fit(X_train[idx], sup)
     beta = float(sup.beta or 0.0)
-    choice = _choose(r, X_test, r.predict_stats(X_test, lam=lam), lam, beta)
+    choice = r.choose(X_test, r.predict_stats(X_test, lam=lam), lam, beta)
     out = {}
     for view in ("rewrite", "decode"):
         v = exp.views.get(view)

@@ -14,7 +14,6 @@ are built by the one factory ``caproute train`` uses (:func:`caproute.routers.pi
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from caproute.evaluate import metrics as M
-from caproute.supervise.labels import hard_labels
 from caproute.supervise.normalize import CostNormalizer
 
 STUDIES = ("main", "ablation", "kxr", "beta")
@@ -150,25 +148,13 @@ def single_shot_supervision(data: GridData, seed: int):
     return sup
 
 
-def make_router(cell: Cell, lam: float = 0.05):
-    """The cell's router, built by the one router factory that ``caproute train`` uses
-    (:func:`caproute.routers.pipeline.make_router`): seed, MF's ``lam`` and RM-Softmax's
-    ``lambda_max`` follow the bench's lambda unless the cell's params set them."""
-    from caproute.routers.pipeline import make_router as factory
+def cell_router(cell: Cell, lam: float):
+    """The cell's router, from the one router factory (:func:`caproute.routers.pipeline.make_router`):
+    seed, MF's ``lam`` and RM-Softmax's ``lambda_max`` follow the bench's lambda unless the cell's
+    params set them."""
+    from caproute.routers.pipeline import make_router
 
-    return factory(cell.router, lam=lam, seed=cell.seed, params=dict(cell.params))
-
-
-def _overrides_route(router) -> bool:
-    from caproute.routers.base import Router
-
-    return type(router).route is not Router.route
-
-
-def _choose(router, X, pred, lam: float, beta: float) -> np.ndarray:
-    if _overrides_route(router):
-        return np.asarray(router.route(X, lam, beta), dtype=np.intp)
-    return hard_labels(pred.utility(lam, beta), pred.mu_c)
+    return make_router(cell.router, lam=lam, seed=cell.seed, params=dict(cell.params))
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,19 +173,11 @@ class FitGroup:
     index: tuple[int, ...] = ()   # positions of the cells in the planned list
 
 
-def _router_class(name: str):
-    from caproute.routers.base import get_router_class
-
-    return get_router_class(name)
-
-
 def router_seed(cell: Cell) -> int | None:
-    """The seed the cell's router is built with (None: the router takes no seed)."""
-    params = dict(cell.params)
-    if "seed" in params:
-        return int(params["seed"])
-    klass = _router_class(cell.router)
-    return cell.seed if "seed" in inspect.signature(klass.__init__).parameters else None
+    """The seed the cell's router is built with (None: the router takes no seed), as the router
+    factory sets it."""
+    seed = cell_router(cell, 0.0).get_params().get("seed")
+    return None if seed is None else int(seed)
 
 
 def _supervision_spec(cell: Cell) -> tuple:
@@ -221,7 +199,7 @@ def plan_groups(cells: list[Cell], data: GridData) -> list[FitGroup]:
     groups: dict[tuple, list[int]] = {}
     keys: dict[tuple, str | None] = {}
     for i, cell in enumerate(cells):
-        klass = _router_class(cell.router)
+        router = cell_router(cell, 0.0)
         if cell.study != "kxr" and cell.supervision == "single":
             skey, content = None, ("single", cell.seed)
         else:
@@ -236,8 +214,9 @@ def plan_groups(cells: list[Cell], data: GridData) -> list[FitGroup]:
                 data.supervisions.setdefault(digest, sup)
                 built[spec] = digest
             skey = content = built[spec]
-        beta_key = _train_beta(cell) if klass.beta_in_training else None
-        gk = (cell.router, repr(cell.params), content, router_seed(cell), beta_key)
+        beta_key = _train_beta(cell) if router.beta_in_training else None
+        seed = router.get_params().get("seed")
+        gk = (cell.router, repr(cell.params), content, None if seed is None else int(seed), beta_key)
         groups.setdefault(gk, []).append(i)
         keys[gk] = skey
     return [FitGroup(tuple(cells[i] for i in v), keys[k], tuple(v)) for k, v in groups.items()]
@@ -281,7 +260,7 @@ def train_router(cell: Cell, data: GridData, sup=None):
     if (idx < 0).any():
         raise RuntimeError("supervision has queries without features")
     X_train = data.X_train if np.array_equal(idx, np.arange(len(data.train_query_ids))) else data.X_train[idx]
-    router = make_router(cell, data.lam)
+    router = cell_router(cell, data.lam)
     router.fit(X_train, sup, **data.fit_kw.get(cell.router, {}))
     return router, sup, t_sup, time.perf_counter() - t0 - t_sup
 
@@ -311,7 +290,7 @@ def _run_group(group: FitGroup, data: GridData) -> list[dict[str, Any]]:
 
 def _score(cell: Cell, router, pred, data: GridData, route_beta: float) -> dict[str, Any]:
     lam = data.lam
-    choice = _choose(router, data.X_test, pred, lam, route_beta)
+    choice = router.choose(data.X_test, pred, lam, route_beta)
     out: dict[str, Any] = {**cell.key(), "route_beta": route_beta, "views": {},
                            "shares": M.choice_shares(choice, len(data.models)).tolist()}
     for name, v in data.views.items():
@@ -350,7 +329,7 @@ def _pareto(router, pred, data: GridData, beta: float, fixed: np.ndarray | None 
             choice = fixed
         else:
             p = router.predict_stats(data.X_test, lam=lam) if router.lambda_aware else pred
-            choice = _choose(router, data.X_test, p, lam, beta)
+            choice = router.choose(data.X_test, p, lam, beta)
         for name, v in data.views.items():
             ch = choice[v.rows]
             cost, quality = M.operating_point(v.q, v.c, ch)

@@ -31,6 +31,7 @@ def cluster_means(labels: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray
 @register
 class AvengersProRouter(Router):
     name = "avengerspro"
+    param_spec = {"n_clusters": ">= 1", "n_init": ">= 1", "max_iter": ">= 1", "top_k": ">= 1"}
     beta_in_training = False
 
     def __init__(self, n_clusters: int = 32, n_init: int = 10, max_iter: int = 300, top_k: int = 3,

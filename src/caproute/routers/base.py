@@ -26,7 +26,7 @@ import numpy as np
 from caproute.core import artifact
 from caproute.errors import ConfigError
 from caproute.supervise.labels import hard_labels
-from caproute.supervise.utility import utility
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA, utility
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -49,6 +49,23 @@ def get_router_class(name: str) -> type[Router]:
     if name not in REGISTRY:
         raise ConfigError(f"unknown router '{name}' (available: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[name]
+
+
+_RULES = {">= 1": lambda x: x >= 1, ">= 0": lambda x: x >= 0, "> 0": lambda x: x > 0}
+
+
+def check_params(klass: type[Router], params: dict[str, Any]) -> None:
+    """A :class:`ConfigError` naming the router and the parameter when a value in ``params`` is
+    outside the range the family declares in ``param_spec`` (e.g. ``knn`` ``k >= 1``)."""
+    for name, rule in klass.param_spec.items():
+        if name not in params or params[name] is None:
+            continue
+        value = params[name]
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and _RULES[rule](v) for v in values)
+        if not ok or (isinstance(value, (tuple, list)) and not value):
+            raise ConfigError(f"router '{klass.name}': {name} must be {rule}"
+                              f"{' (each)' if isinstance(value, (tuple, list)) else ''}, got {value!r}")
 
 
 @dataclass
@@ -82,6 +99,12 @@ class Router(ABC):
     #: lambda sweep.
     fixed_route: ClassVar[bool] = False
 
+    #: Declared ranges of the numeric hyper-parameters, checked by :func:`check_params` whenever a
+    #: router is built (:func:`caproute.routers.pipeline.make_router`) and shown by ``caproute
+    #: routers``: ``{name: ">= 1" | "> 0" | ">= 0"}``; a tuple value (MLP ``hidden``) is checked
+    #: element by element.
+    param_spec: ClassVar[dict[str, str]] = {}
+
     # -- hyper-parameters (sklearn contract) ------------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -113,12 +136,21 @@ class Router(ABC):
     def predict_stats(self, X: np.ndarray, lam: float | None = None) -> StatsPrediction:
         """Per-model predicted mu_q, mu_c, sigma_q for X (n, d)."""
 
-    def route(self, X: np.ndarray, lam: float = 0.05, beta: float = 0.2) -> np.ndarray:
+    def route(self, X: np.ndarray, lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA) -> np.ndarray:
         """Index (into ``models_``) of the model with the highest predicted utility, per query.
 
         Ties go to the lower predicted cost, then model order (the hard-label tie rule).
         """
         pred = self.predict_stats(X, lam=lam)
+        return hard_labels(pred.utility(lam, beta), pred.mu_c)
+
+    def choose(self, X, pred: StatsPrediction, lam: float, beta: float) -> np.ndarray:
+        """The one rule that turns a prediction into a decision: the chosen model index per query
+        (n,) for ``pred`` = ``predict_stats(X, lam)`` already computed. A family that overrides
+        :meth:`route` decides itself; the others take the highest utility of ``pred`` (hard-label
+        tie rule), without predicting again."""
+        if type(self).route is not Router.route:
+            return np.asarray(self.route(X, lam, beta), dtype=np.intp)
         return hard_labels(pred.utility(lam, beta), pred.mu_c)
 
     def encoder_inputs(self, encoder, models) -> dict[str, Any]:

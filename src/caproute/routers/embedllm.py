@@ -25,6 +25,8 @@ def supervision_beta(supervision) -> float:
 @register
 class EmbedLLMRouter(TorchRouterMixin, Router):
     name = "embedllm"
+    param_spec = {"embed_dim": ">= 1", "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0",
+                  "weight_decay": ">= 0", "noise": ">= 0", "cost_loss_weight": ">= 0"}
 
     def __init__(self, embed_dim: int = 256, epochs: int = 20, batch_size: int = 2048, lr: float = 1e-3,
                  weight_decay: float = 0.0, noise: float = 0.05, cost_loss_weight: float = 1.0,

@@ -36,6 +36,8 @@ def description_from_name(model: str) -> str:
 @register
 class GraphRouter(TorchRouterMixin, Router):
     name = "graphrouter"
+    param_spec = {"node_dim": ">= 1", "hidden": ">= 1", "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0",
+                  "weight_decay": ">= 0"}
     beta_in_training = False
 
     def __init__(self, node_dim: int = 128, hidden: tuple[int, ...] = (256, 128), epochs: int = 50,

@@ -87,6 +87,7 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
 @register
 class KNNRouter(Router):
     name = "knn"
+    param_spec = {"k": ">= 1", "eps": "> 0"}
     beta_in_training = False
     accepts_sparse = True
 

@@ -36,6 +36,8 @@ from caproute.routers.base import Router, StatsPrediction, register
 @register
 class MetaRouter(Router):
     name = "metarouter"
+    param_spec = {"gamma": ">= 0", "n_folds": ">= 1", "n_estimators": ">= 1", "effect_n_estimators": ">= 1",
+                  "max_depth": ">= 1", "effect_clip": "> 0"}
 
     def __init__(self, reference: str | None = None, learner: str = "r", align: str = "variance",
                  gamma: float = 1.0, n_folds: int = 5, n_estimators: int = 100, effect_n_estimators: int = 200,

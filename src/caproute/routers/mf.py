@@ -30,6 +30,8 @@ from caproute.supervise.labels import pairwise_preferences
 @register
 class MFRouter(TorchRouterMixin, Router):
     name = "mf"
+    param_spec = {"dim": ">= 1", "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "weight_decay": ">= 0",
+                  "lam": ">= 0"}
 
     def __init__(self, dim: int = 128, epochs: int = 20, batch_size: int = 1024, lr: float = 1e-3,
                  weight_decay: float = 1e-5, lam: float = 0.05, seed: int = 42):

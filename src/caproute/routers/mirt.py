@@ -29,6 +29,8 @@ HEADS = ("score", "cost", "std")
 @register
 class MIRTRouter(TorchRouterMixin, Router):
     name = "mirt"
+    param_spec = {"latent_dim": ">= 1", "hidden": ">= 1", "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0",
+                  "weight_decay": ">= 0", "cost_loss_weight": ">= 0", "std_loss_weight": ">= 0", "min_steps": ">= 0"}
     beta_in_training = False
 
     def __init__(self, latent_dim: int = 16, hidden: int = 128, epochs: int = 30, batch_size: int = 256,

@@ -77,6 +77,8 @@ def _build_regressor(d_in: int, hidden: list[int], d_out: int, gen):
 @register
 class MLPRouter(TorchRouterMixin, Router):
     name = "mlp"
+    param_spec = {"hidden": ">= 1", "alpha": ">= 0", "lr": "> 0", "max_iter": ">= 1", "batch_size": ">= 1",
+                  "tol": ">= 0", "n_iter_no_change": ">= 1"}
     beta_in_training = False
 
     def __init__(self, hidden: tuple[int, ...] = (128, 64), alpha: float = 1e-4, lr: float = 1e-3,

@@ -23,7 +23,7 @@ import pandas as pd
 from caproute.core import artifact
 from caproute.errors import ConfigError, DataError
 from caproute.features import Encoder, encode, get_encoder, load_encoder
-from caproute.routers.base import Router, StatsPrediction, get_router_class
+from caproute.routers.base import Router, StatsPrediction, check_params, get_router_class
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT_VERSION = 1
@@ -110,9 +110,7 @@ class RoutingPipeline:
             raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
         X = self.features(texts)
         pred = self.router.predict_stats(X, lam=lam)
-        choice = self.router.route(X, lam, beta) if _overrides_route(self.router) else \
-            _route_from(pred, lam, beta)
-        return decisions(pred, choice, lam, beta)
+        return decisions(pred, self.router.choose(X, pred, lam, beta), lam, beta)
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -206,9 +204,11 @@ def make_router(name: str, *, lam: float = 0.05, seed: int = 42, params: dict | 
 
     Fills in what the family needs unless ``params`` sets it: ``seed``; RM-Softmax's
     ``lambda_max = max(0.10, lam)`` (the reference's lambda' grid); MF's ``lam`` (it bakes lambda
-    into its pairwise preferences). This is the one construction path: ``caproute train`` and every
-    ``caproute bench`` cell (:func:`caproute.evaluate.grid.make_router`) build routers with it, then
-    fit with ``router.fit(X, sup, **router.encoder_inputs(encoder, sup.models))``.
+    into its pairwise preferences). Values are checked against the family's declared ranges
+    (:func:`caproute.routers.base.check_params`). This is the one construction path: ``caproute
+    train``, every ``caproute bench`` cell, the adaptive study, the duel's kNN reference and the
+    CLI's ``--param`` checks build routers with it, then fit with
+    ``router.fit(X, sup, **router.encoder_inputs(encoder, sup.models))``.
     """
     klass = get_router_class(name)
     params = dict(params or {})
@@ -219,6 +219,7 @@ def make_router(name: str, *, lam: float = 0.05, seed: int = 42, params: dict | 
         params.setdefault("lambda_max", max(0.10, float(lam)))
     if "lam" in accepted:
         params.setdefault("lam", float(lam))
+    check_params(klass, params)
     try:
         return klass(**params)
     except TypeError as e:
@@ -234,13 +235,3 @@ def _texts(texts) -> list[str]:
         raise DataError(f"query text must be a string (item {bad[0]} is {type(texts[bad[0]]).__name__})",
                         source="decide")
     return texts
-
-
-def _overrides_route(router: Router) -> bool:
-    return type(router).route is not Router.route
-
-
-def _route_from(pred: StatsPrediction, lam: float, beta: float) -> np.ndarray:
-    from caproute.supervise.labels import hard_labels
-
-    return hard_labels(pred.utility(lam, beta), pred.mu_c)

@@ -37,6 +37,8 @@ def augmented_utilities(perf: np.ndarray, cost: np.ndarray, lambdas: np.ndarray)
 @register
 class RMSoftmaxRouter(TorchRouterMixin, Router):
     name = "rmsoftmax"
+    param_spec = {"hidden": ">= 1", "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "temperature": "> 0",
+                  "lambda_max": ">= 0", "num_lambdas": ">= 1"}
     lambda_aware = True
 
     def __init__(self, hidden: tuple[int, ...] = (256, 256), epochs: int = 20, batch_size: int = 256,

@@ -16,7 +16,7 @@ import pytest
 from caproute.collect.adaptive import AdaptivePlanner
 from caproute.collect.config import dump_pool_config
 from caproute.collect.queries import load_queries
-from caproute.collect.runner import CollectSpec, collect
+from caproute.collect.runner import CollectSpec, collect, exit_reason
 from caproute.errors import ConfigError
 from caproute.supervise.adaptive import AdaptiveConfig
 from test_collect_runner import Server, pool_cfg, queries_file, stored
@@ -82,6 +82,23 @@ def test_budget_fraction_caps_the_training_generations(tmp_path):
         assert len(_train_keys(stored(path))) <= int(0.25 * grid)
         assert stats.adaptive["queries_stopped_by_budget"] >= 1
         assert len(stored(path).query("split == 'test'")) == 2 * 4   # test split unaffected
+        assert stats.stop_kind == "budget" and exit_reason(stats) is None  # the user's own budget: exit 0
+        # the same through the CLI (it exited 1 with nothing on stderr)
+        from typer.testing import CliRunner
+
+        from caproute.cli import app
+        from caproute.collect.config import dump_pool_config
+
+        dump_pool_config(pool_cfg(srv.url), tmp_path / "pool.yaml")
+        r = CliRunner().invoke(app, [
+            "collect", "--config", str(tmp_path / "pool.yaml"), "--queries", str(queries_file(tmp_path, n_train=4, n_test=1)),
+            "--store", str(tmp_path / "cli.duckdb"), "--task", SPEC["task"], "--models", ",".join(SPEC["models"]),
+            "--rewrites", str(SPEC["rewrites"]), "--decodes", str(SPEC["decodes"]),
+            "--test-rewrites", str(SPEC["test_rewrites"]), "--test-decodes", str(SPEC["test_decodes"]),
+            "--dataset", SPEC["dataset"], "--no-similarity-check", "--adaptive", "--adaptive-rule", "uniform",
+            "--budget-fraction", "0.25"])
+        assert r.exit_code == 0, r.output
+        assert "adaptive budget of 0.25 x the full grid reached" in " ".join(r.output.split())
     finally:
         srv.close()
 

@@ -368,7 +368,7 @@ def exit_reason(stats: RunStats) -> str | None:
     if stats.stop_kind is not None:
         return f"stopped: {stats.stopped}"
     if stats.dead_endpoints:
-        return "stopped sending to " + "; ".join(stats.dead_endpoints.values())
+        return "endpoint down: " + "; ".join(stats.dead_endpoints.values())
     if stats.errors:
         return (f"{stats.errors} request(s) failed ({stats.done} of {stats.total} generations stored); rerun "
                 "the same command to retry them. First error: " + (stats.error_messages or ["?"])[0])

@@ -298,6 +298,12 @@ CASES: list[Case] = [
                                          "--store", s, "--task", "x", "--budget-usd", "nan"],
      ["--budget-usd", "finite"]),
     ("serve-lambda-inf", lambda t, s: ["serve", "--lambda", "inf"], ["--lambda", "finite"]),
+    # issue 23: the proxy's limits are checked like every other field (each bad one named)
+    ("serve-limits", lambda t, s: ["serve", "--config", _text(t / "serve.yaml",
+                                   "routers: {r: r}\npool: pool.yaml\nmax_response_bytes: 10\nfeedback_rate_per_s: 0\n"
+                                   "header_timeout_s: -1\nmax_connections: many\n")],
+     ["serve.yaml", "field 'max_response_bytes'", "field 'feedback_rate_per_s'", "field 'header_timeout_s'",
+      "field 'max_connections'"]),
     ("duel-eta-nan", lambda t, s: ["duel", "--eta", "nan"], ["--eta", "finite"]),
     ("meta-gamma-inf", lambda t, s: ["meta", "--json", t / "m.json", "--report", t / "rep", "--gamma", "inf"],
      ["--gamma", "finite"]),
@@ -305,6 +311,11 @@ CASES: list[Case] = [
                                               "--target-cost", "1", "--store", s, "--tolerance", "nan"],
      ["--tolerance", "finite"]),
 ]
+
+
+def _text(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
 
 
 def _parquet(t: Path, score: tuple[int, float] | None = None) -> Path:

@@ -30,6 +30,7 @@ import pandas as pd
 from caproute.bandits.bradley_terry import comparisons_from_labels, fit_bradley_terry
 from caproute.bandits.posterior import sigmoid
 from caproute.errors import DataError
+from caproute.supervise.utility import observation_utility
 
 DEFAULT_LAMBDA_C = 1.0      # PROPOSED (algorithms.md §B.5)
 DEFAULT_SCALE = 0.1         # PROPOSED BTL scale s (§B.5)
@@ -145,7 +146,7 @@ def environment_from_observations(obs: pd.DataFrame, *, name: str = "observation
         first["query_id"].astype(str).to_numpy()
     mq, mc = mu_q.to_numpy(float), mu_c.to_numpy(float)
     return DuelEnvironment(
-        name=name, query_ids=qids, texts=texts, models=models, utilities=mq - lambda_c * mc,
+        name=name, query_ids=qids, texts=texts, models=models, utilities=observation_utility(mq, mc, lambda_c),
         perf=mq, cost=mc, sigma_q=sd.to_numpy(float), categories=cats, scale=scale,
         meta={"dropped_incomplete_queries": dropped, "lambda_c": lambda_c, "datasets": sorted(set(datasets)),
               "source": "observations"})

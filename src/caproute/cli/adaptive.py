@@ -14,6 +14,7 @@ from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, choice, comma_list, finite, float_list, fraction
 from caproute.errors import ConfigError
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
 RULE_NAMES = ("uniform", "pob", "lucb")
@@ -36,7 +37,7 @@ def adaptive_study_cmd(
         "--routers", help="routers trained on each supervision (default knn)", callback=comma_list)] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="replays per (policy, budget): seeds seed..seed+N-1")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="base seed")] = SEED_DEFAULT,
-    lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+    lam: LambdaOpt = DEFAULT_LAMBDA, beta: BetaOpt = DEFAULT_BETA,
     settle_lambdas: Annotated[list[str] | None, typer.Option(
         "--settle-lambdas", help="settle labels for every lambda in this list (default: --lambda only)",
         callback=float_list("--settle-lambdas", lo=0.0))] = None,

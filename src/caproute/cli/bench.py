@@ -16,6 +16,7 @@ from caproute.cli.common import BetaOpt, DataOpt, DeviceOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import comma_list, fraction, joined
 from caproute.core.configfile import parse_pairs, split_pair
 from caproute.errors import ConfigError
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
 
@@ -95,7 +96,7 @@ def bench_cmd(
         "--dars-runs", help="DARS trainings per router (seeds seed + run; one for routers without a seed)")] = 5,
     router_runs: Annotated[list[str] | None, typer.Option(
         "--router-runs", help="per-router single-shot sets, e.g. mlp=20,rmsoftmax=20 (default: --single-shot-runs)", callback=comma_list)] = None,
-    lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+    lam: LambdaOpt = DEFAULT_LAMBDA, beta: BetaOpt = DEFAULT_BETA,
     features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
     jobs: Annotated[int, typer.Option("--jobs", help="parallel worker processes (results do not depend on it)")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="base seed (single-shot run r uses seed + r)")] = 42,

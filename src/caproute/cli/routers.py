@@ -15,6 +15,7 @@ from rich.table import Table
 from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, DeviceOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, choice, deprecated, finite, parse_params
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
 
@@ -50,7 +51,7 @@ def train_cmd(
     supervision: Annotated[str, typer.Option("--supervision", help="dars | single (or an ablation variant)")] = "dars",
     features: Annotated[str, typer.Option(
         "--features", help="tfidf | minilm | minilm-onnx | minilm-int8 | model2vec")] = "tfidf",
-    lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+    lam: LambdaOpt = DEFAULT_LAMBDA, beta: BetaOpt = DEFAULT_BETA,
     seed: Annotated[int, typer.Option("--seed", help="random seed (single-shot draw, router init)")] = SEED_DEFAULT,
     param: Annotated[list[str] | None, typer.Option("--param", metavar="NAME=VALUE", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
     device: DeviceOpt = None,

@@ -12,6 +12,7 @@ from rich.table import Table
 from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, LambdaOpt, SplitOpt, StoreOpt
 from caproute.core.atomic import check_output_file, write_json
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
 
@@ -38,7 +39,7 @@ def supervise_cmd(
         "--out", help="output table, format from the suffix: .parquet, .csv or .jsonl "
                       "(query_id, model, n, mu_q, mu_c, sigma_q, utility, ...)")],
     store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
-    lam: LambdaOpt = 0.05, beta: BetaOpt = 0.2,
+    lam: LambdaOpt = DEFAULT_LAMBDA, beta: BetaOpt = DEFAULT_BETA,
     streaming: Annotated[bool, typer.Option(
         "--streaming/--no-streaming", help="out of core: stream a Parquet file/directory/glob given with --data through DuckDB")] = False,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit for --streaming")] = "2GB",
@@ -76,7 +77,7 @@ def supervise_cmd(
 
 @app.command("diagnose")
 def diagnose_cmd(
-    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None, lam: LambdaOpt = 0.05,
+    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None, lam: LambdaOpt = DEFAULT_LAMBDA,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the diagnostics as JSON")] = None,
     png: Annotated[Path | None, typer.Option("--png", help="Figure 2(a,b)-style plot (default: next to --json)")] = None,
     split: SplitOpt = "train",

@@ -23,6 +23,7 @@ import pandas as pd
 from caproute.errors import DataError
 from caproute.supervise.adaptive import AdaptiveConfig, decide
 from caproute.supervise.labels import hard_labels
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 UNITS = ("generations", "cost")
 
@@ -179,8 +180,8 @@ class StudyConfig:
     routers: tuple[str, ...] = ("knn",)
     seeds: int = 3
     seed: int = 42
-    lam: float = 0.05
-    beta: float = 0.2
+    lam: float = DEFAULT_LAMBDA
+    beta: float = DEFAULT_BETA
     unit: str = "generations"
     features: str = "tfidf"
     adaptive: AdaptiveConfig | None = None

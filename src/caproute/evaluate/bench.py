@@ -32,6 +32,7 @@ from caproute.errors import ConfigError
 from caproute.evaluate import metrics as M
 from caproute.evaluate.grid import Cell, GridData, grid_data
 from caproute.evaluate.protocol import Experiment
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 # PROPOSED grids of spec §A.9 (the paper does not give them)
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -109,8 +110,8 @@ class BenchConfig:
     single_shot_runs: int = 100
     runs_by_router: dict[str, int] = field(default_factory=dict)   # per-router override of the above
     dars_runs: int = DEFAULT_DARS_RUNS
-    lam: float = 0.05
-    beta: float = 0.2
+    lam: float = DEFAULT_LAMBDA
+    beta: float = DEFAULT_BETA
     seed: int = 42
     features: str = "tfidf"
     studies: tuple[str, ...] = STUDIES

@@ -27,6 +27,7 @@ from caproute.data.order import canonical_rows
 from caproute.data.schema import DECODING_VARIATION, PROMPT_VARIATION
 from caproute.errors import DataError
 from caproute.supervise.normalize import CostNormalizer
+from caproute.supervise.utility import observation_utility
 
 #: view name -> observation_type of its test rows (paper order: rewrite, then decode)
 VIEWS: dict[str, str] = {"rewrite": PROMPT_VARIATION, "decode": DECODING_VARIATION}
@@ -50,7 +51,7 @@ class ViewMatrix:
 
     def utility(self, lam: float) -> np.ndarray:
         """Mean per-observation utility u = q - lam * c per (query, model): (n_view, m)."""
-        return self.q - lam * self.c
+        return observation_utility(self.q, self.c, lam)
 
 
 @dataclass

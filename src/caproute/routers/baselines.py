@@ -18,6 +18,7 @@ import numpy as np
 
 from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
 from caproute.supervise.labels import hard_labels
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 
 def oracle_choices(u_true: np.ndarray, cost: np.ndarray | None = None) -> np.ndarray:
@@ -68,7 +69,7 @@ class CheapestRouter(_MeanRouter):
     def __init__(self):
         pass
 
-    def route(self, X, lam: float = 0.05, beta: float = 0.2) -> np.ndarray:
+    def route(self, X, lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA) -> np.ndarray:
         pred = self.predict_stats(X)
         return hard_labels(-pred.mu_c)          # lowest mean cost; ties to model order
 
@@ -83,7 +84,7 @@ class RandomRouter(_MeanRouter):
     def __init__(self, seed: int = 42):
         self.seed = seed
 
-    def route(self, X, lam: float = 0.05, beta: float = 0.2) -> np.ndarray:
+    def route(self, X, lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA) -> np.ndarray:
         X = self._validate_X(X)
         m = len(self.models_)
         out = np.empty(X.shape[0], np.intp)

@@ -25,6 +25,7 @@ from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches
 from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
 from caproute.routers.embedllm import supervision_beta
 from caproute.supervise.labels import pairwise_preferences
+from caproute.supervise.utility import DEFAULT_LAMBDA, utility
 
 
 @register
@@ -34,7 +35,7 @@ class MFRouter(TorchRouterMixin, Router):
                   "lam": ">= 0"}
 
     def __init__(self, dim: int = 128, epochs: int = 20, batch_size: int = 1024, lr: float = 1e-3,
-                 weight_decay: float = 1e-5, lam: float = 0.05, seed: int = 42):
+                 weight_decay: float = 1e-5, lam: float = DEFAULT_LAMBDA, seed: int = 42):
         self.dim = dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -69,7 +70,7 @@ class MFRouter(TorchRouterMixin, Router):
         import torch.nn.functional as F
 
         mu_q, mu_c, sigma = clipped_targets(supervision)
-        u = mu_q - float(self.lam) * mu_c - supervision_beta(supervision) * sigma
+        u = utility(mu_q, mu_c, sigma, float(self.lam), supervision_beta(supervision), dtype=np.float32)
         prefs = pairwise_preferences(u)
         q, a, b = (torch.from_numpy(prefs[k].astype(np.int64)) for k in ("query", "a", "b"))
         label = torch.from_numpy(prefs["label"].astype(np.float32))

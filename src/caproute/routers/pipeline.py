@@ -24,6 +24,7 @@ from caproute.core import artifact
 from caproute.errors import ConfigError, DataError
 from caproute.features import Encoder, encode, get_encoder, load_encoder
 from caproute.routers.base import Router, StatsPrediction, check_params, get_router_class
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT_VERSION = 1
@@ -84,11 +85,11 @@ class RoutingPipeline:
 
     @property
     def lam(self) -> float:
-        return float(self.meta.get("lam", 0.05))
+        return float(self.meta.get("lam", DEFAULT_LAMBDA))
 
     @property
     def beta(self) -> float:
-        return float(self.meta.get("beta", 0.2))
+        return float(self.meta.get("beta", DEFAULT_BETA))
 
     def features(self, texts: Sequence[str]):
         """Router input for ``texts``: dense (n, d), or scipy CSR when both the encoder (TF-IDF)
@@ -153,7 +154,7 @@ class RoutingPipeline:
 
 
 def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars", features: str = "tfidf",
-                   lam: float = 0.05, beta: float = 0.2, seed: int = 42, params: dict | None = None,
+                   lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA, seed: int = 42, params: dict | None = None,
                    dataset: str | None = None, encoder_params: dict | None = None,
                    cache=None) -> RoutingPipeline:
     """Train encoder + router on the training split of one dataset of ``obs``.
@@ -199,7 +200,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     return RoutingPipeline(encoder, model, meta)
 
 
-def make_router(name: str, *, lam: float = 0.05, seed: int = 42, params: dict | None = None) -> Router:
+def make_router(name: str, *, lam: float = DEFAULT_LAMBDA, seed: int = 42, params: dict | None = None) -> Router:
     """A new router of family ``name`` set up for routing at cost weight ``lam``.
 
     Fills in what the family needs unless ``params`` sets it: ``seed``; RM-Softmax's

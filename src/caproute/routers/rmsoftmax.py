@@ -20,6 +20,7 @@ import numpy as np
 from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches
 from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
 from caproute.routers.embedllm import supervision_beta
+from caproute.supervise.utility import observation_utility
 
 LOSSES = ("softmax", "classification")
 
@@ -30,7 +31,7 @@ def lambda_grid(lambda_max: float, num: int) -> np.ndarray:
 
 def augmented_utilities(perf: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
     """U for every (lambda', query): (L * n, m); row r is query r % n at lambda' index r // n."""
-    u = perf[None, :, :] - lambdas[:, None, None] * cost[None, :, :]
+    u = observation_utility(perf[None, :, :], cost[None, :, :], lambdas[:, None, None], dtype=np.float32)
     return u.reshape(-1, perf.shape[1]).astype(np.float32)
 
 

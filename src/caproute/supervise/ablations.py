@@ -23,6 +23,7 @@ from caproute.supervise.normalize import CostNormalizer
 from caproute.supervise.sampling import single_shot
 from caproute.supervise.stats import capability_stats
 from caproute.supervise.supervision import Supervision, from_stats
+from caproute.supervise.utility import DEFAULT_BETA
 
 VARIANTS = ("single", "input_only", "output_only", "no_risk", "rewrite_risk", "decode_risk", "dars")
 
@@ -43,7 +44,7 @@ def _output_only(obs: pd.DataFrame) -> pd.DataFrame:
     return obs[obs["prompt_variant_id"] == first]
 
 
-def build_supervision(train_obs: pd.DataFrame, *, variant: str = "dars", beta: float = 0.2,
+def build_supervision(train_obs: pd.DataFrame, *, variant: str = "dars", beta: float = DEFAULT_BETA,
                       normalizer: CostNormalizer | None = None, seed: int = 42,
                       models: tuple[str, ...] | None = None, drop_incomplete: bool = False) -> Supervision:
     """Supervision of one dataset's training observations for an ablation ``variant``.

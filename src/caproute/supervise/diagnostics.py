@@ -20,6 +20,7 @@ import pandas as pd
 
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.stats import capability_stats
+from caproute.supervise.utility import DEFAULT_LAMBDA
 
 EPS = 1e-6
 
@@ -78,7 +79,7 @@ def disagreement(labels: np.ndarray, da_labels: np.ndarray) -> float:
     return float(np.mean((labels != da_labels[:, None])[valid])) if valid.any() else float("nan")
 
 
-def diagnose(obs: pd.DataFrame, cost_norm: np.ndarray, lam: float = 0.05, eps: float = EPS) -> Diagnostics:
+def diagnose(obs: pd.DataFrame, cost_norm: np.ndarray, lam: float = DEFAULT_LAMBDA, eps: float = EPS) -> Diagnostics:
     """All diagnostics for one dataset's observations (usually the training grid)."""
     if obs["dataset"].nunique() != 1:
         raise ValueError("diagnose one dataset at a time")

@@ -14,14 +14,20 @@ DEFAULT_LAMBDA = 0.05
 DEFAULT_BETA = 0.2
 
 
-def utility(mu_q, mu_c, sigma_q, lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA) -> np.ndarray:
-    """U(x, m) = mu_q - lam * mu_c - beta * sigma_q, elementwise on arrays of any shape."""
-    return np.asarray(mu_q, float) - lam * np.asarray(mu_c, float) - beta * np.asarray(sigma_q, float)
+def utility(mu_q, mu_c, sigma_q, lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA,
+            dtype=float) -> np.ndarray:
+    """U(x, m) = mu_q - lam * mu_c - beta * sigma_q, elementwise on arrays of any shape (broadcast;
+    ``lam`` may be an array of lambdas). ``dtype``: the arithmetic's float type (float64 by
+    default; the torch routers train on float32). The one place U is computed."""
+    mu_q, mu_c, sigma_q = (np.asarray(a, dtype) for a in (mu_q, mu_c, sigma_q))
+    return mu_q - lam * mu_c - beta * sigma_q
 
 
-def observation_utility(score, cost_norm, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
-    """u_{x,m,o} = q_{x,m,o} - lam * c_{x,m,o} (per-observation utility)."""
-    return np.asarray(score, float) - lam * np.asarray(cost_norm, float)
+def observation_utility(score, cost_norm, lam: float = DEFAULT_LAMBDA, dtype=float) -> np.ndarray:
+    """u = q - lam * c: the utility without the risk term, of one observation (q_{x,m,o},
+    c_{x,m,o}) or of means (mean quality and cost of a pair, as the test views and the duel's
+    r*(x, a) use it); ``lam`` may be an array (RM-Softmax's lambda' grid)."""
+    return np.asarray(score, dtype) - lam * np.asarray(cost_norm, dtype)
 
 
 @dataclass(frozen=True)

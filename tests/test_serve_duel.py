@@ -106,3 +106,30 @@ def test_duel_policy_models_must_be_in_the_pool(tmp_path):
                 routers={"r": router}, pool=pool, insecure_local=True, duel_policy=tmp_path / "policy"
             )
         )
+
+
+def test_duel_replays_do_not_move_the_policy_and_text_is_repaired(duel_server):
+    """Issue 23: a duel's {winner_id, loser_id} replayed makes no further update nor checkpoint write;
+    a query with a lone surrogate is answered and learned from (not a 500)."""
+    import json
+
+    from caproute.bandits.policy import DuelingPolicy
+
+    srv, d = duel_server
+    body = json.dumps({"model": "caproute/duel", "messages": [{"role": "user", "content": "odd \ud800 text"}]})
+    r = httpx.post(srv.base_url + "/v1/chat/completions", content=body,
+                   headers={"content-type": "application/json"}, timeout=120)
+    assert r.status_code == 200, r.text
+    a, b = r.json()["caproute"]["duel"]["response_ids"]
+    verdict = {"winner_id": a, "loser_id": b}
+    assert httpx.post(srv.base_url + "/v1/feedback", json=verdict).json()["policy_updated"] is True
+    t = DuelingPolicy.load(d / "policy-online").t_
+    mtime = (d / "policy-online").stat().st_mtime_ns, sorted(p.stat().st_mtime_ns for p in (d / "policy-online").iterdir())
+    for _ in range(20):
+        r = httpx.post(srv.base_url + "/v1/feedback", json=verdict)
+        assert r.status_code == 200 and r.json()["policy_updated"] is False and r.json()["replaced"] is True
+    flipped = httpx.post(srv.base_url + "/v1/feedback", json={"winner_id": b, "loser_id": a})
+    assert flipped.json()["policy_updated"] is False  # a changed mind is stored, not learned
+    assert DuelingPolicy.load(d / "policy-online").t_ == t
+    assert ((d / "policy-online").stat().st_mtime_ns,
+            sorted(p.stat().st_mtime_ns for p in (d / "policy-online").iterdir())) == mtime  # no checkpoint write

@@ -123,7 +123,7 @@ def test_request_log_writer_survives_a_bad_record(tmp_path):
         log.record(response_id="poison", kind="chat", model="m", messages=[], answer="a",
                    usage={"prompt_tokens": 10**30})
         log.record(response_id="after", kind="chat", model="m", messages=[{"role": "user", "content": "\ud800"}],
-                   answer=f"lone \ud83d and pair \ud83d\ude00")
+                   answer="lone \ud83d and pair \ud83d\ude00")
         deadline = time.monotonic() + 10
         while log.written < 1 or log.dead.count < 1:
             assert time.monotonic() < deadline, (log.written, log.dead.count)

@@ -5,7 +5,7 @@ survive any exception raised by one record (a value SQLite cannot bind, a text i
 the record is appended to a JSONL file next to the store (``<store>.dead-letter.jsonl``, one
 ``{"time", "writer", "error", "record"}`` object per line, ASCII-escaped so any text fits) and
 counted (``caproute_dead_letters{writer}`` in ``/metrics``), and the thread goes on with the next
-record. :meth:`DeadLetters.add` never raises.
+record. :meth:`DeadLetters.add` never raises. :class:`BackgroundWriter` is what both writers share.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -54,3 +55,34 @@ class DeadLetters:
                           self.writer, self.path, e, entry["error"])
                 return
         log.error("%s: a record could not be stored (%s); kept in %s", self.writer, entry["error"], self.path)
+
+
+class BackgroundWriter:
+    """A store written by one thread that drains ``_q`` (``None`` stops it), with its dead letters."""
+
+    path: os.PathLike
+    _thread: threading.Thread | None
+    _q: queue.Queue
+    _ready: threading.Event
+    _error: BaseException | None
+    dead: DeadLetters
+
+    def _start_thread(self, name: str) -> BaseException | None:
+        """Start the thread (``self._run``, which sets ``_ready``); the error it met opening the store."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        return self._error
+
+    @property
+    def alive(self) -> bool:
+        """True while the writer thread runs (exported as ``caproute_writer_alive``)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        self._thread = None

@@ -45,7 +45,7 @@ from typing import Any
 
 from caproute.data.text import clean_json
 from caproute.errors import ConfigError
-from caproute.serve.dead_letter import DeadLetters
+from caproute.serve.dead_letter import BackgroundWriter, DeadLetters
 from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
 
 log = logging.getLogger("caproute.serve")
@@ -133,7 +133,7 @@ class StoredFeedback:
     replaced: bool = False  # True when it replaced this key's earlier feedback on the same response(s)
 
 
-class FeedbackStore:
+class FeedbackStore(BackgroundWriter):
     """Thread-safe; ``start()`` opens the file and the writer thread, ``close()`` flushes and stops."""
 
     def __init__(
@@ -164,11 +164,6 @@ class FeedbackStore:
         self.dead = DeadLetters(self.path, "feedback store")
 
     @property
-    def alive(self) -> bool:
-        """True while the writer thread runs (exported as ``caproute_writer_alive``)."""
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
     def full(self) -> bool:
         """True while ``max_pending`` registrations wait to be stored (admit no new requests)."""
         return self.pending >= self.max_pending
@@ -191,22 +186,13 @@ class FeedbackStore:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> FeedbackStore:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="caproute-feedback-writer", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            e = self._error
+        e = self._start_thread("caproute-feedback-writer")
+        if e is not None:
             if isinstance(e, ConfigError):
                 raise e
             raise ConfigError(f"{self.path}: cannot open the feedback store: {e}") from e
         return self
 
-    def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-        self._thread = None
 
     def __enter__(self) -> FeedbackStore:
         return self.start()

@@ -32,7 +32,7 @@ from typing import Any
 
 from caproute.data.text import clean_json
 from caproute.errors import ConfigError
-from caproute.serve.dead_letter import DeadLetters
+from caproute.serve.dead_letter import BackgroundWriter, DeadLetters
 from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
 
 log = logging.getLogger("caproute.serve")
@@ -57,7 +57,7 @@ FIELDS = ("response_id", "created", "kind", "router", "model", "messages", "answ
           "prompt_tokens", "completion_tokens", "cost_usd", "cost_estimated")
 
 
-class RequestLog:
+class RequestLog(BackgroundWriter):
     """Thread-safe, non-blocking request/answer log. ``start()`` then ``record(...)``; ``close()`` flushes."""
 
     def __init__(self, path: str | Path, max_batch: int = 512, max_queue: int = 100_000):
@@ -70,11 +70,6 @@ class RequestLog:
         self.written = 0
         self.dropped = 0  # records refused while the queue was full
         self.dead = DeadLetters(self.path, "request log")
-
-    @property
-    def alive(self) -> bool:
-        """True while the writer thread runs (exported as ``caproute_writer_alive``)."""
-        return self._thread is not None and self._thread.is_alive()
 
     @staticmethod
     def check_path(path: str | Path) -> Path:
@@ -106,19 +101,11 @@ class RequestLog:
         return con
 
     def start(self) -> RequestLog:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="caproute-request-log", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        e = self._start_thread("caproute-request-log")
+        if e is not None:
+            raise e
         return self
 
-    def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-        self._thread = None
 
     def record(self, *, response_id: str, kind: str, model: str | None, messages: list, answer: str | None,
                router: str | None = None, finish_reason: str | None = None, usage: dict | None = None,

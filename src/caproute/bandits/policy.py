@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import shutil
 import threading
 from abc import ABC, abstractmethod
@@ -30,7 +29,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from caproute.core import artifact
-from caproute.core.atomic import commit_files
 from caproute.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -39,6 +37,7 @@ STATE_FILE = "state.safetensors"
 CONFIG_NEXT = "config.next.json"       # an interrupted save's pending pair (see DuelingPolicy.save)
 STATE_NEXT = "state.next.safetensors"
 ENCODER_DIR = "encoder"
+CHECKPOINT_FILES = (CONFIG_FILE, STATE_FILE, CONFIG_NEXT, STATE_NEXT)
 
 POLICIES: dict[str, type[DuelingPolicy]] = {}
 
@@ -238,13 +237,10 @@ class DuelingPolicy(ABC):
                 params["encoder"] = ENCODER_DIR
             elif encoder is not None:
                 params["encoder"] = _encoder_ref(encoder, path)
-            config = {"format_version": FORMAT_VERSION, "policy": self.name, "params": params,
-                      "t": self.t_, "rng": self.rng_.bit_generator.state, "meta": meta,
-                      "checkpoint": dict(self.checkpoint_),
-                      "state_sha256": artifact.sha256_hex(blob)}
+            config = {"policy": self.name, "params": params, "t": self.t_,
+                      "rng": self.rng_.bit_generator.state, "meta": meta, "checkpoint": dict(self.checkpoint_)}
             # the lock also serialises concurrent saves, which share the .next file names
-            commit_files(path, [(STATE_NEXT, STATE_FILE, blob),
-                                (CONFIG_NEXT, CONFIG_FILE, artifact.dumps(config).encode())])
+            artifact.write_checkpoint(path, config, blob, version=FORMAT_VERSION, files=CHECKPOINT_FILES)
         return path
 
     @classmethod
@@ -286,26 +282,6 @@ def _encoder_ref(encoder: str | Path, saved_in: Path) -> str:
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, bytes, Path]:
-    """The newest consistent (config, state bytes) of a policy directory.
-
-    Candidates, newest first: the pending pair of an interrupted save (``config.next.json`` with
-    ``state.next.safetensors``, or with ``state.safetensors`` once that was renamed), then the
-    committed pair. A candidate counts only when the state's SHA-256 equals the config's.
-    """
-    cfg_file, state_file = path / CONFIG_FILE, path / STATE_FILE
-    pending = path / CONFIG_NEXT
-    if pending.exists():
-        try:
-            cfg = json.loads(pending.read_text())
-        except (OSError, json.JSONDecodeError):
-            cfg = None
-        if isinstance(cfg, dict):
-            for s in (path / STATE_NEXT, state_file):
-                if s.exists():
-                    blob = s.read_bytes()
-                    if artifact.sha256_hex(blob) == cfg.get("state_sha256"):
-                        return cfg, blob, pending
-    artifact.require_files(path, [CONFIG_FILE, STATE_FILE], "policy")
-    config = artifact.parse_config(cfg_file)
-    blob = artifact.check_sha256(state_file, config.get("state_sha256"))
-    return config, blob, cfg_file
+    """The newest consistent (config, state bytes) of a policy directory (an interrupted save
+    rolls forward; see :func:`caproute.core.artifact.read_checkpoint`)."""
+    return artifact.read_checkpoint(path, what="policy", files=CHECKPOINT_FILES)

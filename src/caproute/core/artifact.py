@@ -105,6 +105,46 @@ def write_artifact(path: str | Path, config_file: str, config: dict[str, Any], *
     return path
 
 
+def write_checkpoint(path: str | Path, config: dict[str, Any], blob: bytes, *, version: int,
+                     files: tuple[str, str, str, str]) -> None:
+    """One crash-safe checkpoint of a (config, state bytes) pair: ``files`` = (config, state,
+    pending config, pending state) names. Both are first written whole under the pending names,
+    then renamed over the committed ones, config last (:func:`caproute.core.atomic.commit_files`);
+    :func:`read_checkpoint` rolls forward over an interrupted commit."""
+    from caproute.core.atomic import commit_files
+
+    config_file, state_file, config_next, state_next = files
+    config = {FORMAT_KEY: version, **config, "state_sha256": sha256_hex(blob)}
+    commit_files(path, [(state_next, state_file, blob), (config_next, config_file, dumps(config).encode())])
+
+
+def read_checkpoint(path: str | Path, *, what: str,
+                    files: tuple[str, str, str, str]) -> tuple[dict[str, Any], bytes, Path]:
+    """The newest consistent (config, state bytes, config path) of a folder written by
+    :func:`write_checkpoint`. Candidates, newest first: the pending pair of an interrupted save
+    (pending config with the pending state, or with the committed state once that was renamed),
+    then the committed pair. A candidate counts only when the state's SHA-256 equals the config's.
+    The format version is the caller's to check (:func:`check_version`)."""
+    path = Path(path)
+    config_file, state_file, config_next, state_next = files
+    pending = path / config_next
+    if pending.exists():
+        try:
+            cfg = json.loads(pending.read_text())
+        except (OSError, json.JSONDecodeError):
+            cfg = None
+        if isinstance(cfg, dict):
+            for s in (path / state_next, path / state_file):
+                if s.exists():
+                    blob = s.read_bytes()
+                    if sha256_hex(blob) == cfg.get("state_sha256"):
+                        return cfg, blob, pending
+    require_files(path, [config_file, state_file], what)
+    config = parse_config(path / config_file)
+    blob = check_sha256(path / state_file, config.get("state_sha256"))
+    return config, blob, path / config_file
+
+
 def read_artifact(path: str | Path, config_file: str, *, version: int, what: str,
                   state_file: str | None = None) -> tuple[dict[str, Any], bytes | None]:
     """Config and checked state bytes of a folder written by :func:`write_artifact`."""

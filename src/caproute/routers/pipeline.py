@@ -148,7 +148,7 @@ class RoutingPipeline:
         if list(router.models_) != list(meta.get("models", [])):
             raise ConfigError(f"{cfg_file}: models {meta.get('models')} differ from the router's "
                               f"{list(router.models_)}")
-        for k in ("format_version", "models", "encoder", "router"):
+        for k in (artifact.FORMAT_KEY, "models", "encoder", "router"):
             meta.pop(k, None)
         return cls(encoder, router, meta)
 

@@ -79,10 +79,12 @@ def test_there_is_no_network(code):
     assert "rror" in run.detail  # OSError, URLError, gaierror
 
 
-def test_processes_run_inside_the_sandbox_only():
-    # starting a process is no escape: it shares the sandbox (see test_code_exec_escapes.py)
-    code = "import os\nassert os.system('true') == 0\nassert os.getpid() < 10\n"
-    assert run_program(code, timeout_s=5).status == "passed"
+def test_no_process_or_thread_can_be_started():
+    # the worker thread sets RLIMIT_NPROC to 1 before the solution runs (see test_code_exec_escapes.py)
+    for code in ("import os\nassert os.system('true') == 0\n", "import subprocess\nsubprocess.run(['true'])\n",
+                 "import threading\nthreading.Thread(target=print).start()\n"):
+        run = run_program(code, timeout_s=5)
+        assert run.status == "error" and not run.passed, run
 
 
 def test_a_failing_call_inside_tests_fails_them():

@@ -54,7 +54,6 @@ DEFAULT_TIMEOUT_S = 10.0  # PROPOSED
 DEFAULT_MEMORY_MB = 1024  # PROPOSED
 MAX_FILE_MB = 16  # PROPOSED: RLIMIT_FSIZE, per file
 SCRATCH_MB = 64  # PROPOSED: size of the private /tmp and working directory (RAM-backed tmpfs)
-MAX_PROCESSES = 32  # PROPOSED: RLIMIT_NPROC (processes and threads) of one run
 MAX_OPEN_FILES = 256  # PROPOSED
 STATUSES = ("passed", "failed", "error", "syntax_error", "timeout", "memory", "early_exit", "sandbox_error",
             "no_code")
@@ -175,6 +174,24 @@ def _system_binds() -> list[str]:
     return args
 
 
+def _native_escape_hatches() -> list[str]:
+    """bwrap arguments that hide what would let code read the harness's memory from inside its own
+    process: every Python's ctypes and test-only C-API modules (bound over with /dev/null) and every
+    site-/dist-packages directory (third-party native modules; the harness runs ``python -I -S``)."""
+    import glob
+
+    roots = sorted({os.path.realpath(sys.base_prefix), "/usr", "/usr/local"})
+    args: list[str] = []
+    for root in roots:
+        for pat in ("_ctypes*.so", "_test*.so", "_xx*.so", "xxlimited*.so"):
+            for f in sorted(glob.glob(f"{root}/lib/python3*/lib-dynload/{pat}")):
+                args += ["--ro-bind", "/dev/null", f]
+        for d in sorted(glob.glob(f"{root}/lib/python3*/site-packages") + glob.glob(f"{root}/lib/python3*/dist-packages")):
+            if os.path.isdir(d):
+                args += ["--perms", "0555", "--size", "4096", "--tmpfs", d, "--remount-ro", d]
+    return args
+
+
 def bwrap_command(bwrap: str, src_dir: str, argv: list[str], *, as_root: bool) -> list[str]:
     """The bubblewrap command line that runs ``argv`` (pure but for reading the system layout).
 
@@ -190,8 +207,8 @@ def bwrap_command(bwrap: str, src_dir: str, argv: list[str], *, as_root: bool) -
         ns += ["--unshare-user", "--cap-drop", "ALL"]
     return [
         bwrap, *ns, "--die-with-parent", "--new-session", "--hostname", "sandbox",
-        *_system_binds(),
-        "--proc", "/proc", "--dev", "/dev",
+        *_system_binds(), *_native_escape_hatches(),
+        "--dev", "/dev",  # no /proc at all: no /proc/<pid>/environ, /proc/self/mem, fd listing
         "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
         "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
         "--ro-bind", src_dir, f"{_SANDBOX_ROOT}/src",
@@ -281,8 +298,7 @@ def run_program(program: CodeProgram | str, *, timeout_s: float = DEFAULT_TIMEOU
                                                     "tests": program.tests, "entry_point": program.entry_point}))
         payload_fd = os.open(d / "payload.json", os.O_RDONLY)
         report_fd = os.open(d / "report", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        limits = [int(timeout_s) + 1, int(memory_mb) * 1024 * 1024, MAX_FILE_MB * 1024 * 1024,
-                  0 if unsafe_no_sandbox else MAX_PROCESSES, MAX_OPEN_FILES]
+        limits = [int(timeout_s) + 1, int(memory_mb) * 1024 * 1024, MAX_FILE_MB * 1024 * 1024, MAX_OPEN_FILES]
         py = os.path.realpath(sys.executable)
         if unsafe_no_sandbox:
             work = d / "work"

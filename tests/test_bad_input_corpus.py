@@ -61,6 +61,14 @@ def dars(tmp: Path, files: dict[str, list[dict]]) -> Path:
     return root
 
 
+_POOL_OK = """models:
+  - {name: a, base_url: "http://127.0.0.1:9/v1", model: a, api_key_env: "", price_input_per_1m: 1, price_output_per_1m: 1}
+tasks:
+  t: {prompt_template: "{question}", scorer: numeric}
+"""
+_POOL_INF = _POOL_OK.replace("price_input_per_1m: 1,", "price_input_per_1m: .inf,")
+
+
 def csv_file(tmp: Path, body: bytes) -> Path:
     p = tmp / "bad.csv"
     p.write_bytes(b"dataset,split,query_id,model,score,cost\n" + body)
@@ -298,6 +306,22 @@ CASES: list[Case] = [
                                          "--store", s, "--task", "x", "--budget-usd", "nan"],
      ["--budget-usd", "finite"]),
     ("serve-lambda-inf", lambda t, s: ["serve", "--lambda", "inf"], ["--lambda", "finite"]),
+    # ---- issue 23 item 10: non-finite prices, duplicate columns and keys, secrets never echoed
+    ("pool-price-inf", lambda t, s: ["collect", "--config", _text(t / "c.yaml", _POOL_INF), "--queries",
+                                     _text(t / "q.jsonl", '{"query_id": "a", "question": "1+1?", "answer": "2"}\n'),
+                                     "--store", s, "--task", "t"],
+     ["c.yaml", "price_input_per_1m", "finite number"]),
+    ("csv-duplicate-column", lambda t, s: ["import", _text(t / "dup.csv", "dataset,split,query_id,model,score,score,cost\n"
+                                                          "gpqa,train,q1,m,1,0,0\n"), "--store", s],
+     ["dup.csv", "line 1", "field 'score'", "the same column appears twice"]),
+    ("jsonl-duplicate-key", lambda t, s: ["import", bad_jsonl(t, json.dumps(row(decode_id=1))[:-1] + ', "score": 0}'),
+                                          "--store", s],
+     ["bad.jsonl", "line 2", "field 'score'", "the same key appears twice"]),
+    ("queries-csv-duplicate-column", lambda t, s: ["collect", "--config", _text(t / "c.yaml", _POOL_OK), "--queries",
+                                                   _text(t / "q.csv", "query_id,question,question\na,1+1?,2+2?\n"),
+                                                   "--store", s, "--task", "t"],
+     ["q.csv", "line 1", "field 'question'", "the same column appears twice"]),
+
     # issue 23: the proxy's limits are checked like every other field (each bad one named)
     ("serve-limits", lambda t, s: ["serve", "--config", _text(t / "serve.yaml",
                                    "routers: {r: r}\npool: pool.yaml\nmax_response_bytes: 10\nfeedback_rate_per_s: 0\n"

@@ -440,3 +440,17 @@ def test_serve_config_checks(tmp_path):
     y.write_text("routers: [\n")
     with pytest.raises(ConfigError, match=r"serve.yaml: line \d+: not valid YAML"):
         load_serve_config(y)
+
+
+def test_keys_file_errors_never_echo_a_secret():
+    """A plaintext key pasted into the keys file is refused without showing any part of it."""
+    import pytest as _pytest
+
+    from caproute.errors import ConfigError
+
+    secret = "sk-live-SECRETSECRET1234567890"
+    with _pytest.raises(ConfigError) as e:
+        parse_hashes(f"# keys\n{secret} my laptop\n", source="keys.txt")
+    msg = str(e.value)
+    assert "keys.txt: line 2" in msg and "not a hash" in msg
+    assert not any(secret[i:i + 4] in msg for i in range(len(secret) - 3)), msg

@@ -39,7 +39,8 @@ TASK_KINDS = ("short", "math", "multiple_choice", "reading")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are never a price, a deadline or a budget (a .inf price made every spend NaN)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelEndpoint(_Strict):

@@ -54,21 +54,15 @@ def assign_splits(query_ids: pd.Series, fraction: float, seed: int) -> pd.Series
 def _read(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows of a queries file and their line numbers, through the data layer's readers (bad bytes,
     bad JSON, NaN/Infinity and lone surrogates are named by file, line and field)."""
-    from caproute.data.formats import check_csv_encoding, read_jsonl_records, read_parquet_frame
+    from caproute.data.formats import read_csv_frame, read_jsonl_records, read_parquet_frame
 
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         df = read_parquet_frame(path)
         return df, np.arange(1, len(df) + 1)
     if suffix == ".csv":
-        check_csv_encoding(path)
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            raise DataError("no queries (empty file)", source=str(path)) from None
-        except (pd.errors.ParserError, ValueError) as e:
-            raise DataError(f"malformed CSV: {e}", source=str(path)) from None
-        return df, np.arange(2, len(df) + 2)   # line 1 is the header
+        df, lines = read_csv_frame(path, what="queries")
+        return df.fillna(""), lines
     if suffix in (".jsonl", ".json", ".ndjson"):
         records, lines = read_jsonl_records(path)
         return pd.DataFrame.from_records(records), lines

@@ -76,17 +76,72 @@ def make_parent(out: Path) -> None:
         raise DataError(f"cannot create its folder ({e.strerror or e})", source=str(out)) from None
 
 
+_STAGE = ".tmp-"  # staging names: .{name}.{pid}.tmp-XXXX (files) and .{name}.{pid}.old (dirs set aside)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove what an earlier writer of ``out`` left when it was killed (kill -9, power loss): the
+    siblings ``.{out.name}.{pid}.tmp-*`` and ``.{out.name}.{pid}.old`` whose process is gone.
+    Another live writer's staging (its pid runs) is left alone. Returns what was removed."""
+    removed = []
+    prefix = f".{out.name}."
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+        pid, _, kind = rest.partition(".")
+        if not pid.isdigit() or not (kind.startswith(_STAGE[1:]) or kind == "old"):
+            continue
+        if int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _write_failed(e: OSError, out: Path, staging: Path) -> bool:
+    """True for an OSError of the writing itself (no file named, or the staging one): disk full,
+    file-size limit, read-only file system, I/O error; such an error is named for ``out``."""
+    return e.filename is None or str(e.filename).startswith(str(staging))
+
+
 @contextmanager
 def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``out``, on error it is removed."""
+    """Yield a temporary path; on success it replaces ``out``, on error it is removed. A failed
+    write (disk full, file-size limit) is a :class:`DataError` naming ``out``; staging files of
+    an earlier writer that was killed are removed first."""
     out = check_output_file(out)
     make_parent(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    clean_stale_staging(out)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}{_STAGE}", dir=out.parent)
+    except OSError as e:
+        raise DataError(f"cannot write here ({e.strerror or e})", source=str(out)) from None
     os.close(fd)
     try:
         yield Path(tmp)
         apply_umask(tmp)
         os.replace(tmp, out)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if _write_failed(e, out, Path(tmp)):
+            raise DataError(f"cannot write ({e.strerror or e}); nothing was written", source=str(out)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -144,18 +199,27 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
     on error it is removed and ``out`` is untouched. Callers check ownership of ``out`` first."""
     out = Path(out)
     make_parent(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    clean_stale_staging(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}{_STAGE}", dir=out.parent))
+    except OSError as e:
+        raise DataError(f"cannot write here ({e.strerror or e})", source=str(out)) from None
     try:
         yield tmp
         for p in [tmp, *tmp.rglob("*")]:
             apply_umask(p, directory=p.is_dir())
         old = None
         if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            old = out.with_name(f".{out.name}.{os.getpid()}.old")
             os.replace(out, old)
         os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _write_failed(e, out, tmp):
+            raise DataError(f"cannot write ({e.strerror or e}); nothing was written", source=str(out)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

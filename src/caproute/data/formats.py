@@ -76,7 +76,25 @@ def _field_with(rec: object, needle: str) -> str | None:
     return None
 
 
-_JSON = json.JSONDecoder(parse_constant=JSONConstant)   # NaN / Infinity are named by the field check
+class DuplicateKey(ValueError):
+    """One JSON object names the same key twice (json keeps the last silently)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+# NaN / Infinity are named by the field check; a key given twice is an error, never "last one wins"
+_JSON = json.JSONDecoder(parse_constant=JSONConstant, object_pairs_hook=_unique_object)
 
 
 def _read_jsonl_records(path: Path) -> tuple[list[dict], np.ndarray]:
@@ -104,6 +122,9 @@ def _read_jsonl_records(path: Path) -> tuple[list[dict], np.ndarray]:
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", source=str(path),
                                 row=lineno) from None
+            except DuplicateKey as e:
+                raise DataError("the same key appears twice in one JSON object", source=str(path), row=lineno,
+                                field=e.key) from None
             except RecursionError:
                 raise DataError("invalid JSON (nested too deeply)", source=str(path), row=lineno) from None
             if not isinstance(rec, dict):
@@ -157,23 +178,41 @@ def _check_csv_encoding(path: Path) -> None:
                         field=field) from None
 
 
-def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+def read_csv_frame(path: str | os.PathLike, *, what: str = "observations") -> tuple[pd.DataFrame, np.ndarray]:
+    """The one CSV reader: cells as text (only an empty cell is missing: "NA", "null" or "None" are
+    kept, a model or id may be called that; numbers are parsed by the validation layer) and each
+    row's line number. Bad bytes, a column named twice in the header and malformed CSV are named."""
+    import csv
+
     p = Path(path)
     if p.is_dir():
         raise DataError("is a directory, not a CSV file", source=str(p))
     if _looks_like_parquet(p):
         raise DataError("is a Parquet file, not CSV (use --format parquet)", source=str(p))
     _check_csv_encoding(p)
+    with open(p, newline="", encoding="utf-8-sig") as fh:
+        try:
+            header = next(csv.reader(fh), [])
+        except csv.Error as e:
+            raise DataError(f"malformed CSV header: {e}", source=str(p), row=1) from None
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            # pandas would rename the second one "name.1" and the data would go in silently
+            raise DataError("the same column appears twice in the header", source=str(p), row=1, field=name)
+        seen.add(name)
     try:
-        # Only an empty cell is missing: "NA", "null" or "None" are kept as text (a model or id may be
-        # called that); numbers are parsed by the validation layer.
         df = pd.read_csv(p, keep_default_na=False, na_values=[""], dtype=str)
     except pd.errors.EmptyDataError:
-        raise DataError("no observations (empty file)", source=str(p)) from None
+        raise DataError(f"no {what} (empty file)", source=str(p)) from None
     except (pd.errors.ParserError, ValueError) as e:
         raise DataError(f"malformed CSV: {e}", source=str(p)) from None
-    # line 1 is the header
-    return canonicalize(df, source=str(p), row_numbers=np.arange(2, len(df) + 2))
+    return df, np.arange(2, len(df) + 2)  # line 1 is the header
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    df, lines = read_csv_frame(path)
+    return canonicalize(df, source=str(path), row_numbers=lines)
 
 
 def _looks_like_parquet(p: Path) -> bool:
@@ -205,7 +244,6 @@ def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
 
 #: the raw readers of the validation layer, for files with another schema (queries, traffic samples)
 read_jsonl_records = _read_jsonl_records
-check_csv_encoding = _check_csv_encoding
 
 
 def read_dars_dir(root: str | os.PathLike) -> pd.DataFrame:

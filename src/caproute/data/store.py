@@ -107,6 +107,7 @@ class ObservationStore:
         cols = ", ".join(schema.COLUMN_NAMES)
         con = self._con
         con.register("_incoming", df)
+        committing = False
         try:
             con.execute("BEGIN TRANSACTION").fetchall()
             if on_conflict == "error":
@@ -124,9 +125,19 @@ class ObservationStore:
             before = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
             con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM _incoming{clause}").fetchall()
             after = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
+            committing = True
             con.execute("COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
+        except BaseException as e:
+            import duckdb
+
+            try:
+                con.execute("ROLLBACK").fetchall()
+            except duckdb.Error:
+                pass  # a failed COMMIT has already ended the transaction: report the first error
+            # disk full, file-size limit, read-only file system: while writing, or when committing
+            if isinstance(e, duckdb.IOException) or (committing and isinstance(e, duckdb.Error)):
+                raise DataError(f"cannot write the store ({str(e).splitlines()[0]}); nothing of this batch "
+                                "was written", source=str(self.path)) from None
             raise
         finally:
             con.unregister("_incoming")

@@ -47,8 +47,9 @@ def parse_hashes(text: str, *, source: str) -> list[tuple[str, str]]:
         h, _, label = line.partition(" ")
         if not _HASH.match(h):
             raise ConfigError(
-                f"{source}: line {i}: expected 'sha256:<64 lowercase hex>' [label], got "
-                f"'{h[:12]}...' (store hashes, never keys: see `caproute serve-key`)"
+                f"{source}: line {i}: expected 'sha256:<64 lowercase hex>' [label], got a {len(h)}-character "
+                "value that is not a hash (not shown: it may be a key; store hashes, never keys: see "
+                "`caproute serve-key`)"
             )
         out.append((h, label.strip()))
     return out

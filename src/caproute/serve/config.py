@@ -45,7 +45,7 @@ from caproute.errors import ConfigError
 class BudgetSpec(BaseModel):
     """A named budget: explicit lambda/beta, or a calibrated policy file."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
     lam: float | None = Field(default=None, alias="lambda", ge=0)
     beta: float | None = Field(default=None, ge=0)
     policy: Path | None = None
@@ -60,7 +60,7 @@ class BudgetSpec(BaseModel):
 
 
 class ServeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     routers: dict[str, Path] = Field(min_length=1, description="router name -> router directory")
     pool: Path = Field(description="pool YAML (models, endpoints, prices)")

@@ -128,12 +128,33 @@ def test_demo_summary_names_the_router_the_gain_and_the_cost():
     assert s["beat_by_margin_on_every_view"] == ["knn"]
     assert s["usd_per_1k"] == pytest.approx(1000 * (1e-6 + 0.4 * 10e-6))
     text = s["sentence"]
-    assert text.startswith("Routing pays here: the knn router trained with DARS beats always using the best single")
+    assert text.startswith("Routing pays here: the knn router (the best on this test view, so an optimistic pick) "
+                           "trained with DARS beats always using the best single")
     assert "0.580 vs 0.500 (+0.080, +16%" in text and "1 of 2 learned routers" in text and "per 1,000 queries" in text
     learned, fixed = demo_tables(_rows(0.08), ["rewrite", "decode"])
     assert list(learned["router"]) == ["knn", "mirt"] and "Δ dec" in learned.columns
     # baselines that learn nothing: one row each, after the references, no single-shot vs DARS pair
     assert list(fixed["router"]) == ["best fixed model (test)", "oracle", "random", "cheapest", "best_fixed_train"]
     assert not any(c.startswith(("single", "DARS", "Δ")) for c in fixed.columns)
+    # the headline router chosen on a validation split of the training queries (issue 24.5)
+    v = demo_summary(_rows(0.08), lam=0.05, cost_range=(1e-6, 11e-6),
+                     chosen={"router": "mirt", "n_validation": 20, "n_fit": 62, "utility": 0.5})
+    assert v["router"] == "mirt" and v["chosen_on"] == "validation" and v["gain"] == pytest.approx(0.01)
+    assert v["sentence"].startswith("Routing pays here: the mirt router (chosen on a validation split of 20 training "
+                                    "queries; all 2 routers are in the table above) trained with DARS")
     bad = demo_summary(_rows(-0.05), lam=0.05, cost_range=(0.0, 1.0))
     assert bad["sentence"].startswith("Routing does not pay here") and bad["beat_by_margin_on_every_view"] == []
+
+
+def test_the_demo_validation_split_is_carved_from_training_queries():
+    from caproute.demo import validation_experiment
+    from caproute.evaluate.protocol import load_experiment
+
+    exp = load_experiment(data="builtin")
+    v = validation_experiment(exp)
+    train, fit, val = set(exp.train_query_ids), set(v.train_query_ids), set(v.test_query_ids)
+    assert val and fit and val <= train and fit <= train and not (val & fit)
+    assert not (val & set(exp.test_query_ids))          # the test split is never read
+    assert set(v.train_obs["query_id"]) == fit and list(v.views) == ["validation"]
+    assert v.views["validation"].q.shape == (len(val), len(exp.models))
+    assert validation_experiment(exp).test_query_ids.tolist() == v.test_query_ids.tolist()   # seeded

@@ -37,6 +37,14 @@ def test_compare_runs_welch_and_one_sample():
     assert one["verdict"].startswith("no significant")
     assert compare_runs([0.5], [0.6])["verdict"] == "not tested"
     assert compare_runs([0.5, 0.5], [0.6, 0.6])["p_value"] == 0.0     # constant, different
+    # the 95 % interval of DARS - single at the Welch df sits next to the verdict (issue 24.3)
+    from caproute.evaluate.inference import welch_test
+
+    w = welch_test(dars, single)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(w.ci_low), pytest.approx(w.ci_high))
+    assert r["ci_low"] > 0 and "95% CI [" in r["verdict"]
+    same = compare_runs([0.50, 0.52, 0.48], [0.6, 0.6])
+    assert "seed-invariant" in same["verdict"]
 
 
 def test_dars_rows_and_significance_table():
@@ -52,6 +60,11 @@ def test_dars_rows_and_significance_table():
                         runs.loc[runs["supervision"] == "dars", "utility"])
     assert sig.loc[("embedllm", "decode"), "p_value"] == pytest.approx(want["p_value"], nan_ok=True)
     assert sig.loc[("knn", "decode"), "n_dars"] == 1
+    # the cells are tested together: Holm-adjusted p decides the verdict
+    from caproute.evaluate.inference import holm
+
+    np.testing.assert_allclose(res.significance["p_holm"], holm(res.significance["p_value"]), equal_nan=True)
+    assert (res.significance["p_holm"].fillna(1) >= res.significance["p_value"].fillna(1)).all()
     assert rows.loc[("knn", "dars", "decode"), "chosen_decoding_instability_mean"] >= 0
     assert np.isnan(rows.loc[("knn", "dars", "rewrite"), "chosen_decoding_instability_mean"])
     p = res.predictions

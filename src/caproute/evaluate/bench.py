@@ -503,19 +503,41 @@ def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
             t, p = sign * float(r.statistic), float(r.pvalue)
     else:
         test, t, p = "none (one run each)", float("nan"), float("nan")
-    if not np.isfinite(p):
-        verdict = "not tested"
-    elif p < alpha:
-        verdict = f"DARS {'higher' if diff > 0 else 'lower'} (p < {alpha:g})"
+    from caproute.evaluate.inference import mean_test, welch_test
+
+    # the (1 - alpha) interval of DARS - single at the test's own degrees of freedom
+    if ns >= 2 and nd >= 2:
+        ci = welch_test(dars, single, alpha)
+    elif ns >= 2:
+        ci = mean_test(float(dars[0]) - single, alpha)
+    elif nd >= 2:
+        ci = mean_test(dars - float(single[0]), alpha)
     else:
-        verdict = f"no significant difference (p >= {alpha:g})"
+        ci = None
+    lo, hi = (ci.ci_low, ci.ci_high) if ci is not None else (float("nan"), float("nan"))
+    verdict = _verdict(diff, p, alpha, lo, hi)
+    if nd >= 2 and sd_d == 0:
+        verdict += "; every DARS run scored the same (seed-invariant routing)"
     return {"single_mean": float(single.mean()), "single_std": sd_s, "n_single": ns, "dars_mean": float(dars.mean()),
             "dars_std": sd_d, "n_dars": nd, "diff": diff, "test": test, "statistic": t, "p_value": p,
-            "verdict": verdict}
+            "ci_low": lo, "ci_high": hi, "verdict": verdict}
+
+
+def _verdict(diff: float, p: float, alpha: float, lo: float, hi: float, p_holm: float | None = None) -> str:
+    """'DARS higher (p = 0.003, Holm p = 0.02; 95% CI [+0.010, +0.050])' and the like."""
+    decide = p if p_holm is None else p_holm
+    if not np.isfinite(decide):
+        return "not tested"
+    ps = f"p = {p:.2g}" + ("" if p_holm is None else f", Holm p = {p_holm:.2g}")
+    ci = f"; {1 - alpha:.0%} CI [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+    what = f"DARS {'higher' if diff > 0 else 'lower'}" if decide < alpha else "no significant difference"
+    return f"{what} ({ps}{ci})"
 
 
 def significance_table(main: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Per router and view: single-shot vs DARS test utility over their runs (:func:`compare_runs`)."""
+    """Per router and view: single-shot vs DARS test utility over their runs (:func:`compare_runs`).
+    The (router, view) cells are tested together, so the verdict is decided by Holm's adjusted p
+    (``p_holm``, family-wise error rate ``alpha`` over all cells; :func:`caproute.evaluate.inference.holm`)."""
     out = []
     for (router, view), g in main.groupby(["router", "view"], sort=False):
         single = g.loc[g["supervision"] == "single", "utility"].to_numpy(float)
@@ -523,7 +545,16 @@ def significance_table(main: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame
         if single.size == 0 or dars.size == 0:
             continue
         out.append({"router": router, "view": view, **compare_runs(single, dars, alpha)})
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    if df.empty:
+        return df
+    from caproute.evaluate.inference import holm
+
+    df["p_holm"] = holm(df["p_value"].to_numpy(float))
+    seed_invariant = df["verdict"].str.contains("seed-invariant", regex=False)
+    df["verdict"] = [_verdict(r.diff, r.p_value, alpha, r.ci_low, r.ci_high, r.p_holm) for r in df.itertuples()]
+    df.loc[seed_invariant, "verdict"] += "; every DARS run scored the same (seed-invariant routing)"
+    return df
 
 
 def _predictions_table(exp: Experiment, results: list[dict]) -> pd.DataFrame:

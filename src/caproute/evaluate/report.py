@@ -216,7 +216,13 @@ def significance_table(res: BenchResult) -> pd.DataFrame:
         "single-shot": [_pm(m, d, n) + f" (n={n})" for m, d, n in zip(s["single_mean"], s["single_std"], s["n_single"], strict=True)],
         "DARS": [_pm(m, d, n) + f" (n={n})" for m, d, n in zip(s["dars_mean"], s["dars_std"], s["n_dars"], strict=True)],
         "Δ": s["diff"].map(lambda x: f"{x:+.3f}"), "test": s["test"],
-        "p": s["p_value"].map(lambda x: f"{x:.3g}" if np.isfinite(x) else "-"), "verdict": s["verdict"],
+        "p": s["p_value"].map(lambda x: f"{x:.3g}" if np.isfinite(x) else "-"),
+        "Holm p": (s["p_holm"] if "p_holm" in s else s["p_value"] * np.nan).map(
+            lambda x: f"{x:.3g}" if np.isfinite(x) else "-"),
+        "95% CI of Δ": [f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
+                        for lo, hi in zip(s.get("ci_low", s["diff"] * np.nan), s.get("ci_high", s["diff"] * np.nan),
+                                          strict=True)],
+        "verdict": s["verdict"],
         "instability single / DARS": [f"{instab(r, 'single', v)} / {instab(r, 'dars', v)}"
                                       for r, v in zip(s["router"], s["view"], strict=True)]})
 
@@ -269,8 +275,9 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
         ("table_significance", "Single-shot vs DARS: significance",
          "Per router and view, the DARS runs against the single-shot runs: two-sided Welch t-test (unequal "
          "variances) when both sides have at least two runs, a one-sample t-test against the other side's "
-         "value when one side has a single run (a router without a seed trains deterministically); verdict at "
-         "alpha = 0.05, no correction for the number of routers. Instability: mean over test queries of the "
+         "value when one side has a single run (a router without a seed trains deterministically), each at its "
+         "own degrees of freedom; the 95% interval of Δ next to it; the verdict at alpha = 0.05 after Holm's "
+         "correction over all (router, view) cells tested together. Instability: mean over test queries of the "
          "sample std of the chosen model's decode-view scores (the reference's "
          "chosen_decoding_instability_mean), averaged over the runs.",
          significance_table(res)),

@@ -265,3 +265,15 @@ def test_query_bias_judge_is_a_seeded_step_in_the_topic_axis():
     grp = codes[changed & np.isfinite(out)] < 10
     assert len(set(side[grp])) == 1 and len(set(side[~grp])) == 1 and side[grp][0] == -side[~grp][0]
     assert 0.2 < np.mean(out == query_bias_verdicts(pref, codes, emb, rate=0.0, seed=1)) < 0.95
+
+
+def test_pseudo_outcomes_by_hand():
+    """The R- and DR-learner pseudo-outcomes as named functions (issue 25), hand-computed."""
+    from caproute.causal.learners import dr_learner_target, r_learner_target
+
+    Y, T = np.array([1.0, 0.0]), np.array([1.0, 0.0])
+    z, w = r_learner_target(Y, T, m_hat=np.array([0.5, 0.5]), e_hat=np.array([0.75, 0.25]))
+    assert np.allclose(z, [0.5 / 0.25, -0.5 / -0.25]) and np.allclose(w, [0.0625, 0.0625])
+    z = dr_learner_target(Y, T, mu1=np.array([0.8, 0.6]), mu0=np.array([0.2, 0.4]), e_hat=np.array([0.5, 0.5]))
+    # row 0: (1 - .5)/(.25) * (1 - .8) + .6 = 1.0; row 1: (0 - .5)/.25 * (0 - .4) + .2 = 1.0
+    assert np.allclose(z, [1.0, 1.0])

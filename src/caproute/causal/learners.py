@@ -367,6 +367,23 @@ class _MetaLearner:
         return tau if self.effect_clip is None else np.clip(tau, *self.effect_clip)
 
 
+def r_learner_target(Y: np.ndarray, T: np.ndarray, m_hat: np.ndarray, e_hat: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """R-learner pseudo-outcome Z and weight W (Nie & Wager 2021), arrays (n,):
+    Z = (Y - m(X)) / (T - e(X)), W = (T - e(X))^2, with m(X) = E[Y | X] and e(X) = P(T = 1 | X)
+    cross-fitted. Rows with T = e(X) give inf and are dropped by the overlap rule."""
+    resid_t = T - e_hat
+    return (Y - m_hat) / resid_t, resid_t ** 2
+
+
+def dr_learner_target(Y: np.ndarray, T: np.ndarray, mu1: np.ndarray, mu0: np.ndarray, e_hat: np.ndarray
+                      ) -> np.ndarray:
+    """DR-learner (AIPW) pseudo-outcome (Kennedy 2023), array (n,):
+    Z = (T - e(X)) / (e(X)(1 - e(X))) * (Y - mu(X, T)) + mu(X, 1) - mu(X, 0)."""
+    mu_t = np.where(T == 1, mu1, mu0)
+    return (T - e_hat) / (e_hat * (1 - e_hat)) * (Y - mu_t) + mu1 - mu0
+
+
 class RLearner(_MetaLearner):
     """R-learner (Nie & Wager 2021) with K-fold cross-fitted nuisances.
 
@@ -395,8 +412,8 @@ class RLearner(_MetaLearner):
         mask = np.abs(resid_t) > self.min_overlap
         if not mask.any():
             raise DataError("no row passes the overlap rule; lower min_overlap", source="R-learner")
-        z = (Y - m_hat) / resid_t
-        self.effect_model_ = self._fit_effect(effect, X, z, resid_t ** 2, T, folds, mask)
+        z, w = r_learner_target(Y, T, m_hat, e)
+        self.effect_model_ = self._fit_effect(effect, X, z, w, T, folds, mask)
         self.m_hat_, self.e_hat_ = m_hat, e
         self.overlap_ = _clip_report(e_raw, T, self.propensity_clip, self.min_overlap, self.rule, mask)
         return self
@@ -444,12 +461,11 @@ class DRLearner(_MetaLearner):
             return (*self._outcomes(outcome, X, Y, T, folds), *self._propensity(X, T, folds, prop))
 
         mu1, mu0, e_raw, e = self._cached(X, Y, T, nuisances)
-        mu_t = np.where(T == 1, mu1, mu0)
         overlap = e * (1 - e)
         mask = overlap > self.min_overlap
         if not mask.any():
             raise DataError("no row passes the overlap rule; lower min_overlap", source="DR-learner")
-        z = (T - e) / overlap * (Y - mu_t) + mu1 - mu0
+        z = dr_learner_target(Y, T, mu1, mu0, e)
         self.effect_model_ = self._fit_effect(effect, X, z, None, T, folds, mask)
         self.mu1_hat_, self.mu0_hat_, self.e_hat_ = mu1, mu0, e
         self.overlap_ = _clip_report(e_raw, T, self.propensity_clip, self.min_overlap, self.rule, mask)

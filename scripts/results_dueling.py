@@ -185,10 +185,30 @@ def ms(vals, nd=1) -> str:
 
 
 def paired(a, b) -> dict:
+    """Paired t test over seeds at df = seeds - 1 (caproute.evaluate.inference.paired_test), its 95 %
+    CI; ``p_holm`` = p until :func:`holm_family` adjusts cells tested together."""
+    from caproute.evaluate.inference import paired_test
+
+    r = paired_test(a, b)
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-    return {"mean": float(d.mean()), "se": se, "t": float(d.mean() / se) if se > 0 else float("nan"),
-            "ahead": int((d < 0).sum()), "n": int(d.size)}
+    return {"mean": r.mean, "se": r.se, "t": r.t, "df": r.df, "p": r.p, "p_holm": r.p, "lo": r.ci_low,
+            "hi": r.ci_high, "ahead": int((d < 0).sum()), "n": int(d.size)}
+
+
+def holm_family(tests: list[dict]) -> None:
+    from caproute.evaluate.inference import holm
+
+    for t, q in zip(tests, holm([t["p"] for t in tests]), strict=True):
+        t["p_holm"] = float(q)
+
+
+def significant(p: dict) -> bool:
+    return bool(np.isfinite(p["p_holm"]) and p["p_holm"] < 0.05)
+
+
+def ptxt(p: dict) -> str:
+    holm = f", Holm p = {p['p_holm']:.2g}" if p["p_holm"] != p["p"] else ""
+    return f"t = {p['t']:+.1f}, df {p['df']}, p = {p['p']:.2g}{holm}, 95 % CI [{p['lo']:+.3g}, {p['hi']:+.3g}]"
 
 
 def arms_txt(r: dict) -> str:
@@ -255,10 +275,13 @@ def ccft_claim(results: dict) -> tuple[str, list]:
             a, b = r["per_seed"].get(f"fgts-cdb|ccft-{w}"), r["per_seed"].get(f"fgts-cdb|minilm-{w}")
             if a is None or b is None:
                 continue
-            p = paired(a["final"], b["final"])
-            diffs.append((s, w, p))
-            lines.append(f"| {s} | {w} | {ms(a['final'])} | {ms(b['final'])} | {p['mean']:+.1f} ± {p['se']:.1f} | "
-                         f"{p['ahead']}/{p['n']} |")
+            diffs.append((s, w, paired(a["final"], b["final"])))
+    holm_family([p for _, _, p in diffs])
+    for s, w, p in diffs:
+        r = results[f"main-{s}"]["per_seed"]
+        a, b = r[f"fgts-cdb|ccft-{w}"], r[f"fgts-cdb|minilm-{w}"]
+        lines.append(f"| {s} | {w} | {ms(a['final'])} | {ms(b['final'])} | {p['mean']:+.1f} ± {p['se']:.1f} "
+                     f"({ptxt(p)}) | {p['ahead']}/{p['n']} |")
     return "\n".join(lines) + "\n", diffs
 
 
@@ -306,8 +329,8 @@ Arms: {arms_txt(m)}.
 
 {main_table(m, b)}""")
     table, diffs = ccft_claim(results)
-    n_better = sum(1 for _, _, p in diffs if p["mean"] < 0 and p["t"] <= -2)
-    n_worse = sum(1 for _, _, p in diffs if p["mean"] > 0 and p["t"] >= 2)
+    n_better = sum(1 for _, _, p in diffs if p["mean"] < 0 and significant(p))
+    n_worse = sum(1 for _, _, p in diffs if p["mean"] > 0 and significant(p))
     parts.append(f"""
 ## 3. Do CCFT embeddings beat untuned ones? (the paper's qualitative claim)
 
@@ -315,7 +338,8 @@ FGTS.CDB with the same weighting on CCFT-fine-tuned MiniLM and on untuned MiniLM
 seeds (negative = CCFT better):
 
 {table}
-Answer: CCFT is significantly better (|t| ≥ 2) in {n_better} of {len(diffs)} (data set, weighting)
+Answer: CCFT is significantly better (paired t at df = seeds − 1, Holm over the {len(diffs)} cells,
+alpha 0.05) in {n_better} of {len(diffs)} (data set, weighting)
 pairs, significantly worse in {n_worse}, and within noise in {len(diffs) - n_better - n_worse}.
 """)
     tied = [results.get(f"tied-{s}") for s in ("routerbench",)]
@@ -337,13 +361,13 @@ pairs, significantly worse in {n_worse}, and within noise in {len(diffs) - n_bet
                 p = paired(results[f"main-{s}"]["per_seed"][f"fgts-cdb|{emb}"]["final"],
                            t["per_seed"][f"fgts-cdb|{emb}"]["final"])
                 notes.append(f"{s} {emb}: with − without the component {p['mean']:+.1f} ± {p['se']:.1f} "
-                             f"(t = {p['t']:+.1f})")
+                             f"({ptxt(p)})")
         parts.append("\n## 4. Tied arms: the paper's embeddings vs the per-model component\n\n"
                      f"γ = {results['main-routerbench']['residual']:g} (`--arm-residual`); see bandits.md, "
                      "\"Tied arms\".\n\n" + "\n".join(lines) + "\n\nPaired over seeds (cumulative regret): "
                      + "; ".join(notes) + ". The component makes every arm distinct and the arm matrix full rank; "
-                     "whether that lowers regret at this horizon is read off these differences (|t| < 2: no "
-                     "significant change).\n")
+                     "whether that lowers regret at this horizon is read off these differences (p ≥ 0.05 at "
+                     "df = seeds − 1: no significant change).\n")
     refits = [(s, results.get(f"refit-{s}"), results.get(f"main-{s}")) for s in ("routerbench", "routerdc")]
     if any(r for _, r, _ in refits):
         lines = ["| data | embeddings | regret at T: online Newton | with batch refits | at T = 1500: online | refit "
@@ -400,7 +424,7 @@ def prior_section(results: dict) -> str:
                         f"{ms(d['greedy_late'], 3)} | {ms(f['best_fixed_late'], 3)} |")
         v = f["vs_default"]
         notes.append(f"{s}: offline prior − paper prior, cumulative regret {v['mean']:+.1f} ± {v['se']:.1f} "
-                     f"(t = {v['t']:+.1f})")
+                     f"({ptxt(v)})")
     if len(rows) == 2:
         return ""
     return ("\n## 4c. An offline warm-start prior (PROPOSED option, not the paper's)\n\n"
@@ -424,12 +448,14 @@ def goals(results: dict) -> str:
         ratios = np.asarray(head["at_goal"]) / np.asarray(gd["per_seed"]["uniform|none"]["at_goal"])
         f = float(np.mean(head["at_goal"]) / np.mean(gd["per_seed"]["uniform|none"]["at_goal"]))
         se = float(ratios.std(ddof=1) / np.sqrt(ratios.size)) if ratios.size > 1 else float("nan")
+        from caproute.evaluate.inference import t_critical
+
         out.append(f"- RouterDC, FGTS.CDB ({HEAD}) cumulative regret at T = {GOAL_T} / uniform's, {gd['seeds']} "
                    f"seeds: {f:.3f} (per seed: {ratios.mean():.3f} ± {se:.3f} se; goal ≤ 0.5): "
                    f"**{'met' if f <= 0.5 else 'not met'}**"
                    + ("" if f <= 0.5 else f", distance {f - 0.5:+.3f}")
                    + (f" — within {abs(f - 0.5) / se:.1f} se of the goal, so the data cannot tell on which side it lies"
-                      if abs(f - 0.5) < 2 * se else "") + ".")
+                      if abs(f - 0.5) < t_critical(ratios.size - 1) * se else "") + ".")
         u = np.mean(gd["per_seed"]["uniform|none"]["at_goal"])
         if head.get("greedy_at_goal"):
             g = np.mean(head["greedy_at_goal"]) / u
@@ -461,22 +487,22 @@ def goals(results: dict) -> str:
         late = gb["per_seed"][f"fgts-cdb|{HEAD}"]["late"]
         bf = gb["per_seed"]["best-fixed|none"]["late"]
         p = paired(late, bf)
-        met = p["mean"] < 0 and p["t"] <= -2
+        met = p["mean"] < 0 and significant(p)
         out.append(f"- RouterBench subset, T = {gb['rounds']}, {gb['seeds']} seeds: FGTS.CDB ({HEAD}) per-round regret "
                    f"over the last 20 % {np.mean(late):.3f} vs the best fixed model's {np.mean(bf):.3f} (paired "
-                   f"difference {p['mean']:+.3f} ± {p['se']:.3f} se, t = {p['t']:+.1f}): "
+                   f"difference {p['mean']:+.3f} ± {p['se']:.3f} se, {ptxt(p)}): "
                    f"**{'met' if met else 'not met'}**"
                    + ("" if met else f", distance {p['mean']:+.3f} per round") + ".")
         pf = prior_facts(results, "routerbench")
         if pf:
             q = pf["late_diff"]
-            met_p = q["mean"] < 0 and q["t"] <= -2
+            met_p = q["mean"] < 0 and significant(q)
             out.append(f"- With the offline warm-start prior (§4c, PROPOSED option; same {pf['seeds']} seeds): "
                        f"{np.mean(pf['prior']['late']):.3f} per round vs the best fixed model's "
                        f"{np.mean(pf['best_fixed_late']):.3f} (paired difference {q['mean']:+.3f} ± {q['se']:.3f} se, "
-                       f"t = {q['t']:+.1f}): **{'met' if met_p else 'not met'} with the option**"
+                       f"{ptxt(q)}): **{'met' if met_p else 'not met'} with the option**"
                        + ("" if met_p else
-                          f" (a tie: the difference is within {abs(q['mean']) + 1.96 * q['se']:.3f} per round at 95 %)")
+                          f" (a tie: the difference is within {max(abs(q['lo']), abs(q['hi'])):.3f} per round at 95 %)")
                        + f". Its MAP played greedily reaches {np.mean(pf['prior']['greedy_late']):.3f} over the last "
                        f"20 %; the rest is the price of the second, exploring arm (the two samples agree in "
                        f"{np.mean(pf['prior']['same_late']):.0%} of the late rounds).")

@@ -40,7 +40,10 @@ GOLD_NS = (15, 50, 100, 200, 400)
 JUDGES = ("gpt35", "pandalm7b", "pandalm7b-qbias")
 CROSS_METHODS = ("meta-r", "meta-r:forest", "meta-r:ridge", "meta-r:group", "meta-r:constant", "pooled",
                  "gold-only", "all-gold")
-SIGNIFICANT_T = 2.0     # |mean paired difference| / se above this: the ordering is called significant
+ALPHA = 0.05            # family-wise level of the "beats"/"loses" verdicts, after Holm's correction
+# runs are resampled splits of the same 170 instructions, not independent: the paired tests are
+# Nadeau-Bengio corrected resampled t tests with n_test / n_train = test_fraction / (1 - test_fraction)
+TEST_FRACTION = 0.3     # caproute.causal.experiment.MetaConfig's default, which every study here uses
 
 
 def run_crossover(runs: int, trees: int, jobs: int) -> dict:
@@ -82,28 +85,54 @@ OVERLAP_ARGS = ["--gold-n", "15", "--gold-n", "50", "--runs", "20", "--overlap",
 # ----------------------------------------------------------------------------------------------
 # rendering
 def paired(a: list[float], b: list[float]) -> dict:
-    d = np.asarray(a) - np.asarray(b)
-    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-    mean = float(d.mean())
-    return {"mean": mean, "se": se, "t": mean / se if se > 0 else float("inf") * np.sign(mean),
-            "ahead": int((d > 0).sum()), "n": int(d.size)}
+    """Nadeau-Bengio corrected resampled t test of mean(a - b) = 0 over the paired runs
+    (:func:`caproute.evaluate.inference.corrected_resampled_test`), df = runs - 1, with its 95 % CI.
+    ``p_holm`` starts as p; :func:`holm_family` replaces it for cells tested together."""
+    from caproute.evaluate.inference import corrected_resampled_test
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    r = corrected_resampled_test(d, n_train=1.0 - TEST_FRACTION, n_test=TEST_FRACTION, alpha=ALPHA)
+    return {"mean": r.mean, "se": r.se, "t": r.t, "df": r.df, "p": r.p, "p_holm": r.p, "lo": r.ci_low,
+            "hi": r.ci_high, "ahead": int((d > 0).sum()), "n": int(d.size)}
+
+
+def holm_family(tests: list[dict]) -> None:
+    """Holm-adjust the p-values of tests made together (in place: ``p_holm``)."""
+    from caproute.evaluate.inference import holm
+
+    for t, q in zip(tests, holm([t["p"] for t in tests]), strict=True):
+        t["p_holm"] = float(q)
+
+
+def beats(p: dict) -> bool:
+    return bool(p["p_holm"] < ALPHA and p["mean"] > 0)
+
+
+def loses(p: dict) -> bool:
+    return bool(p["p_holm"] < ALPHA and p["mean"] < 0)
+
+
+def tie(p: dict) -> bool:
+    return not (beats(p) or loses(p))
 
 
 def verdict(p: dict) -> str:
-    if p["t"] >= SIGNIFICANT_T:
+    if beats(p):
         return "**beats**"
-    if p["t"] <= -SIGNIFICANT_T:
+    if loses(p):
         return "loses"
     return "tie (n.s.)"
 
 
 def ci95(p: dict) -> tuple[float, float]:
-    """Normal 95 % interval of a paired mean difference (n >= 40 runs: t and z quantiles agree to 3 %)."""
-    return p["mean"] - 1.96 * p["se"], p["mean"] + 1.96 * p["se"]
+    """95 % interval of the paired mean difference: t quantile at df = runs - 1, corrected se."""
+    return p["lo"], p["hi"]
 
 
-def fmt_p(p: dict, interval: bool = False) -> str:
-    text = f"{p['mean']:+.2f} ± {p['se']:.2f} (t = {p['t']:+.1f}, {p['ahead']}/{p['n']})"
+def fmt_p(p: dict, interval: bool = True) -> str:
+    holm = f", Holm p = {p['p_holm']:.2g}" if p["p_holm"] != p["p"] else ""
+    text = (f"{p['mean']:+.2f} ± {p['se']:.2f} (corrected t = {p['t']:+.1f}, p = {p['p']:.2g}{holm}, "
+            f"{p['ahead']}/{p['n']})")
     if interval:
         lo, hi = ci95(p)
         text += f", 95 % CI [{lo:+.1f}, {hi:+.1f}]"
@@ -143,33 +172,43 @@ def render_crossover(cx: dict) -> tuple[str, dict]:
             p_gold = paired(pr("meta-r"), pr("gold-only"))
             d = cx["diagnostics"][f"{j}|{g}"]
             shares = {k.rsplit("chose_", 1)[1]: v for k, v in d.items() if k.startswith("meta-r.effect.chose_")}
-            share_txt = ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v > 0)
-            lines.append(f"| {j} | {g} | {verdict(p_auto)}: {fmt_p(p_auto, interval=True)} | {best}: {fmt_p(fixed[best])} | "
-                         f"{fmt_p(p_gold)} | {share_txt} |")
             facts[j][g] = {"auto": p_auto, "fixed": fixed, "best": best, "gold": p_gold, "shares": shares}
+    # every (judge, gold n) cell is tested together: Holm over the cells, per comparison family
+    cells = [f for by_g in facts.values() for f in by_g.values()]
+    holm_family([f["auto"] for f in cells])
+    holm_family([p for f in cells for p in f["fixed"].values()])
+    holm_family([f["gold"] for f in cells])
+    for j, by_g in facts.items():
+        for g, f in by_g.items():
+            share_txt = ", ".join(f"{k} {v:.0%}" for k, v in sorted(f["shares"].items(), key=lambda kv: -kv[1])
+                                  if v > 0)
+            lines.append(f"| {j} | {g} | {verdict(f['auto'])}: {fmt_p(f['auto'])} | {f['best']}: "
+                         f"{fmt_p(f['fixed'][f['best']])} | {fmt_p(f['gold'])} | {share_txt} |")
     return table + "\n", {"paired": "\n".join(lines) + "\n", "facts": facts}
 
 
 def summary_sentences(facts: dict) -> list[str]:
     out = []
     for j, by_g in facts.items():
-        beats = [g for g, f in by_g.items() if f["auto"]["t"] >= SIGNIFICANT_T]
-        loses = [g for g, f in by_g.items() if f["auto"]["t"] <= -SIGNIFICANT_T]
-        ties = [g for g, f in by_g.items() if abs(f["auto"]["t"]) < SIGNIFICANT_T]
-        fixed_beats = sorted({g for g, f in by_g.items() for m, p in f["fixed"].items() if p["t"] >= SIGNIFICANT_T})
+        won = [g for g, f in by_g.items() if beats(f["auto"])]
+        lost = [g for g, f in by_g.items() if loses(f["auto"])]
+        ties = [g for g, f in by_g.items() if tie(f["auto"])]
+        fixed_beats = sorted({g for g, f in by_g.items() for m, p in f["fixed"].items() if beats(p)})
         out.append(f"- **{j}**: the Meta-Router (effect model chosen by cross-fitted loss) beats pooling "
-                   f"significantly at gold n = {beats or 'none'}, loses at {loses or 'none'}, and is within "
-                   f"{SIGNIFICANT_T:.0f} se at {ties or 'none'}. Some fixed effect model beats pooling "
-                   f"significantly at gold n = {fixed_beats or 'none'}.")
+                   f"significantly at gold n = {won or 'none'}, loses at {lost or 'none'}, and is not "
+                   f"significantly different at {ties or 'none'} (Holm-corrected Nadeau-Bengio tests, "
+                   f"alpha {ALPHA}). Some fixed effect model beats pooling significantly at gold n = "
+                   f"{fixed_beats or 'none'}.")
     return out
 
 
 def significance_sentences(facts: dict, runs: int) -> list[str]:
     cells = [(j, g, f["auto"]) for j, by_g in facts.items() for g, f in by_g.items()]
-    sig = [c for c in cells if abs(c[2]["t"]) >= SIGNIFICANT_T]
-    ties = [c for c in cells if abs(c[2]["t"]) < SIGNIFICANT_T]
+    sig = [c for c in cells if not tie(c[2])]
+    ties = [c for c in cells if tie(c[2])]
     out = [f"- Significance (meta-r (auto) vs pooled): {len(sig)} of {len(cells)} (judge, gold n) cells are ordered "
-           f"at |t| ≥ {SIGNIFICANT_T:.0f} with {runs} paired runs."]
+           f"with {runs} paired resampled runs (Nadeau-Bengio corrected t, df = {runs - 1}, Holm over the "
+           f"{len(cells)} cells, alpha {ALPHA})."]
     if ties:
         bound = max(max(abs(x) for x in ci95(p)) for _, _, p in ties)
         widest = max(ties, key=lambda c: max(abs(x) for x in ci95(c[2])))
@@ -187,20 +226,20 @@ def answer_paragraph(facts: dict) -> str:
 
     parts = []
     for j in facts:
-        beats = cells(j, lambda p: p["t"] >= SIGNIFICANT_T)
-        loses = cells(j, lambda p: p["t"] <= -SIGNIFICANT_T)
-        ties = cells(j, lambda p: abs(p["t"]) < SIGNIFICANT_T)
+        won = cells(j, beats)
+        lost = cells(j, loses)
+        ties = cells(j, tie)
         bound = max((max(abs(x) for x in ci95(facts[j][g]["auto"])) for g in ties), default=0.0)
         txt = f"**{j}**: "
-        txt += f"beats pooling at gold n = {', '.join(map(str, beats))}" if beats else "never beats pooling"
-        if loses:
-            txt += f", loses at n = {', '.join(map(str, loses))}"
+        txt += f"beats pooling at gold n = {', '.join(map(str, won))}" if won else "never beats pooling"
+        if lost:
+            txt += f", loses at n = {', '.join(map(str, lost))}"
         if ties:
             txt += f", ties at n = {', '.join(map(str, ties))} (|difference| < {bound:.1f} at 95 %)"
         parts.append(txt)
     real = [j for j in facts if not j.endswith("-qbias")]
-    real_wins = any(cells(j, lambda p: p["t"] >= SIGNIFICANT_T) for j in real)
-    qb = [g for j in facts if j.endswith("-qbias") for g in cells(j, lambda p: p["t"] >= SIGNIFICANT_T)]
+    real_wins = any(cells(j, beats) for j in real)
+    qb = [g for j in facts if j.endswith("-qbias") for g in cells(j, beats)]
     tail = ("" if real_wins else " With the real judges, whose bias is small and pair-level, the effect estimate "
             "mostly adds variance and pooling is as good or better.")
     if qb:
@@ -317,8 +356,10 @@ Peak efficiency gain (se); curves per judge and gold n in [results-meta/crossove
 
 {table}
 Paired differences of the per-run mean efficiency gain over usage 0.2–0.8 (mean ± se over the
-{cfg['runs']} runs; t = mean / se; runs where the first method is ahead). "beats"/"loses": |t| ≥
-{SIGNIFICANT_T:.0f}; "tie (n.s.)" otherwise. "best fixed effect": the fixed effect model with the largest
+{cfg['runs']} runs, se corrected for overlapping resplits (Nadeau-Bengio: (1/J + n_test/n_train) s²,
+n_test/n_train = {TEST_FRACTION}/{1 - TEST_FRACTION:.1f}); corrected t, p at df = runs − 1, Holm-adjusted p over the
+cells tested together, 95 % CI; runs where the first method is ahead). "beats"/"loses": Holm p < {ALPHA};
+"tie (n.s.)" otherwise. "best fixed effect": the fixed effect model with the largest
 mean difference (chosen after the fact, so an optimistic reference).
 
 {pd_['paired']}

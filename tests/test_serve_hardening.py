@@ -148,10 +148,10 @@ def test_request_log_queue_is_bounded(tmp_path, monkeypatch):
         real(self, con, sql, rows)
 
     monkeypatch.setattr(RequestLog, "_commit", slow_commit)
-    log = RequestLog(tmp_path / "log.sqlite3", max_queue=3).start()
+    log = RequestLog(tmp_path / "log.sqlite3", max_batch=1, max_queue=3).start()
     for i in range(20):
         log.record(response_id=f"r{i}", kind="chat", model="m", messages=[], answer="a")
-    assert log.dropped >= 20 - 3 - 1  # the queue holds 3, the writer holds at most one group
+    assert log.dropped >= 20 - 3 - 1  # the queue holds 3, the stalled writer one
     gate.set()
     log.close()
     assert log.written == 20 - log.dropped

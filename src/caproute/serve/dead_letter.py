@@ -80,6 +80,16 @@ class BackgroundWriter:
         """True while the writer thread runs (exported as ``caproute_writer_alive``)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def _open(self):
+        """In the thread: ``self._connect()``, telling ``start()`` how it went; None when it failed."""
+        try:
+            return self._connect()
+        except BaseException as e:  # noqa: BLE001 - surfaced by start()
+            self._error = e
+            return None
+        finally:
+            self._ready.set()
+
     def close(self) -> None:
         """Write what is queued, then stop the thread."""
         if self._thread is not None and self._thread.is_alive():

@@ -253,13 +253,9 @@ class FeedbackStore(BackgroundWriter):
         return con
 
     def _run(self) -> None:
-        try:
-            con = self._connect()
-        except BaseException as e:  # surfaced by start()
-            self._error = e
-            self._ready.set()
+        con = self._open()
+        if con is None:
             return
-        self._ready.set()
         stop, carry, delay, stop_at = False, [], 0.05, None
         while not stop or carry:
             if carry:  # registrations of a failed commit go first, then whatever is new

@@ -128,13 +128,9 @@ class RequestLog(BackgroundWriter):
                           self._q.maxsize, self.dropped)
 
     def _run(self) -> None:
-        try:
-            con = self._connect()
-        except BaseException as e:  # surfaced by start()
-            self._error = e
-            self._ready.set()
+        con = self._open()
+        if con is None:
             return
-        self._ready.set()
         sql = f"INSERT OR REPLACE INTO requests ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
         stop = False
         while not stop:

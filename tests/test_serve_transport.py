@@ -12,7 +12,7 @@ import pytest
 
 from caproute.serve.echo import ANSWER, echo_app
 from caproute.serve.testing import UvicornThread, free_port
-from caproute.serve.transport import LeanTransport
+from caproute.core.http import LeanTransport
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_request_dropped_on_a_reused_connection_is_sent_again_on_a_new_one():
 def test_deadline_transport_total_and_first_byte_deadlines():
     """A server that trickles its body one byte every 0.1 s never trips a per-read timeout; the
     total deadline cuts it, on both inner transports, and the connection is closed (not pooled)."""
-    from caproute.serve.transport import Deadline, DeadlineExceeded, DeadlineTransport
+    from caproute.core.http import Deadline, DeadlineExceeded, DeadlineTransport
 
     closed = []
 

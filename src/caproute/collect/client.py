@@ -9,7 +9,7 @@ What it adds to the SDK (whose own retries are switched off so ours are the only
 - per-generation token usage and USD cost from the pool prices; when a server reports no usage the
   tokens are estimated (4 characters per token) and ``cost_known`` is False;
 - per-model concurrency (semaphore) and request-rate limits (minimum spacing of request starts).
-- a per-request deadline (connect, first byte, total: :class:`caproute.serve.transport.Deadline`)
+- a per-request deadline (connect, first byte, total: :class:`caproute.core.http.Deadline`)
   enforced by the same ``httpx`` client construction the proxy uses (:func:`make_client`), so a
   server that trickles bytes cannot hold a request past ``timeout_s``;
 - a circuit breaker per endpoint: after ``breaker_failures`` consecutive connection failures
@@ -292,7 +292,7 @@ class ChatClient:
     def __init__(self, endpoint: ModelEndpoint, *, retry: RetryPolicy | None = None, seed: int = 0):
         from openai import AsyncOpenAI
 
-        from caproute.serve.transport import make_client
+        from caproute.core.http import make_client
 
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy(max_retries=endpoint.max_retries)
@@ -488,10 +488,10 @@ class ChatClient:
 
 
 def endpoint_deadline(ep: ModelEndpoint, default_connect_s: float = 5.0):
-    """The :class:`~caproute.serve.transport.Deadline` of one request to ``ep``: total
+    """The :class:`~caproute.core.http.Deadline` of one request to ``ep``: total
     ``timeout_s``; connect ``connect_timeout_s`` (default 5 s) and first byte
     ``first_byte_timeout_s`` (default: the total), both capped by the total."""
-    from caproute.serve.transport import Deadline
+    from caproute.core.http import Deadline
 
     connect = ep.connect_timeout_s if ep.connect_timeout_s is not None else default_connect_s
     first = ep.first_byte_timeout_s

@@ -1,5 +1,7 @@
 """The ground floor: mechanisms every caproute package may use and that import none of them.
 
+- :mod:`~caproute.core.http`: the HTTP wire (a lean keep-alive transport for httpx, per-request
+  deadlines, capped response bodies) shared by the collector's client and the proxy's backends.
 - :mod:`~caproute.core.runtime`: the parallel map (local processes or Ray) and the one progress
   reporter every long loop uses.
 - :mod:`~caproute.core.device`: which torch device to run on.

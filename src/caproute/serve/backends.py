@@ -3,7 +3,7 @@
 Failure classes decide what the proxy does next:
 
 - :class:`BackendFailure` (retryable): a deadline passed (connect, first byte or total, see
-  :class:`~caproute.serve.transport.Deadline`), refused/broken connection, HTTP 5xx or 429, a
+  :class:`~caproute.core.http.Deadline`), refused/broken connection, HTTP 5xx or 429, a
   200 whose body is not a valid chat completion (not JSON, an error object, content that is not a
   string, usage that is a string, negative or absurd: ``bad_response``), or an answer with no
   content at all. The router falls back to the next model by predicted utility.
@@ -141,7 +141,7 @@ class Backends:
         return tuple(self.endpoints)
 
     async def start(self) -> None:
-        from caproute.serve.transport import make_client
+        from caproute.core.http import make_client
 
         self._slots = {n: asyncio.Semaphore(k) for n, k in self.limits.items()}
         cap = {} if self.max_response_bytes is None else {"max_response_bytes": self.max_response_bytes}
@@ -153,7 +153,7 @@ class Backends:
             self.client = None
 
     def deadline(self, name: str, not_after: float | None = None):
-        """The :class:`~caproute.serve.transport.Deadline` of one attempt on ``name``: the
+        """The :class:`~caproute.core.http.Deadline` of one attempt on ``name``: the
         endpoint's (total ``timeout_s``, connect, first byte), ending no later than ``not_after``."""
         from caproute.collect.client import endpoint_deadline
 
@@ -165,7 +165,7 @@ class Backends:
         return json.dumps(out).encode()
 
     def _request(self, name: str, body: dict[str, Any], not_after: float | None) -> httpx.Request:
-        from caproute.serve.transport import DEADLINE_EXTENSION
+        from caproute.core.http import DEADLINE_EXTENSION
 
         ep = self.endpoints[name]
         return self.client.build_request(
@@ -285,7 +285,7 @@ class Backends:
 def transport_failure(name: str, e: httpx.HTTPError) -> BackendFailure:
     """The retryable failure of an HTTP error: ``timeout``, ``too_large`` (above
     ``max_response_bytes``), ``bad_http`` (malformed HTTP) or ``connection``."""
-    from caproute.serve.transport import ResponseTooLarge
+    from caproute.core.http import ResponseTooLarge
 
     if isinstance(e, httpx.TimeoutException):
         return BackendFailure(name, "timeout", str(e) or type(e).__name__)

@@ -95,7 +95,7 @@ def test_duplicate_model_names(tmp_path):
 
 def test_invalid_yaml_names_the_line(tmp_path):
     p = write(tmp_path, "models:\n  - name: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"pool.yaml line \d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"pool.yaml: line \d+: not valid YAML"):
         load_pool_config(p)
 
 

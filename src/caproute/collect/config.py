@@ -266,18 +266,10 @@ def parse_pool_config(data: Any, *, source: str = "<config>") -> PoolConfig:
 
 def load_pool_config(path: str | os.PathLike) -> PoolConfig:
     """Read and validate a pool YAML file (clear errors naming the file, line or field path)."""
-    import yaml
+    from caproute.core.configfile import load_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: pool config not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    return parse_pool_config(data, source=str(p))
+    return parse_pool_config(load_yaml(p, "pool config"), source=str(p))
 
 
 def dump_pool_config(cfg: PoolConfig, out: str | os.PathLike, header: str | None = None) -> Path:

@@ -215,17 +215,10 @@ def load_serve_config(path: str | os.PathLike | None = None, **overrides: Any) -
     data: dict[str, Any] = {}
     source = "command line"
     if path is not None:
-        import yaml
+        from caproute.core.configfile import load_yaml
 
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: serve config not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f": line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        data = load_yaml(p, "serve config") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
         data, source = resolve_paths(data, p.parent), str(p)

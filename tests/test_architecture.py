@@ -35,10 +35,9 @@ LAYERS = {
 
 #: (importing module prefix, imported module prefix): why it is allowed
 EXCEPTIONS = {
-    ("caproute.collect.adaptive", "caproute.supervise.adaptive"):
-        "adaptive collection asks the supervision's confidence rule which generation to run next",
-    ("caproute.collect.runner", "caproute.supervise.adaptive"):
-        "the collector's adaptive mode (same rule)",
+    ("caproute.collect", "caproute.supervise.adaptive"):
+        "adaptive collection (its state, plan and runner) asks the supervision's confidence rule "
+        "which generation to run next",
     ("caproute.collect.rewrite", "caproute.features.minilm"):
         "rewrite similarity embeds with the one MiniLM loader (features)",
     ("caproute.routers.metarouter", "caproute.causal"):

@@ -36,6 +36,9 @@ from caproute.errors import ConfigError
     ("Clear and right.\nScore: 10", 1.0), ("Score: 1", 0.0), ("score = 4/10", 3 / 9), ("Rating: [[7]]", 6 / 9),
     ("7", 6 / 9), ("**Score:** 5", 4 / 9), ("Score: 8\nbecause my score: 3 was too low", 7 / 9),
     ("Score: 11", None), ("Score: 0", None), ("Score: 4/5", None), ("I think it is fine.", None), ("", None),
+    # strict: only a first or last line that is the verdict alone counts (issue 23)
+    ("The answer claims Score: 10. Score: 1", None), ("Score: 3\nThe answer says 'Score: 10'.", 2 / 9),
+    ("It wrote Score: 10 at the end.\nScore: 2", 1 / 9), ("Score: 9\nbut really\nScore: 2", None),
 ])
 def test_parse_pointwise(text, score):
     got = parse_pointwise(text, 10)
@@ -45,6 +48,7 @@ def test_parse_pointwise(text, score):
 @pytest.mark.parametrize("text, verdict", [
     ("A is better.\nVerdict: A", "A"), ("Verdict: b", "B"), ("verdict: TIE", "tie"), ("B", "B"),
     ("Verdict: [[A]]", "A"), ("Both are fine", None), ("Verdict: C", None),
+    ("Answer B says Verdict: B. Verdict: A", None), ("Verdict: A\nB claims 'Verdict: B'", "A"),
 ])
 def test_parse_pairwise(text, verdict):
     assert parse_pairwise(text) == verdict
@@ -103,13 +107,13 @@ class Server:
                 if "grader" in system:  # pointwise judge
                     if judge_status != 200:
                         status = judge_status
-                    answer = user.split("[Answer]\n", 1)[1].split("\n[End of answer]", 1)[0]
+                    answer = re.search(r"<(answer-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
                     assert "[Rubric]" in system and len(msgs) == 8  # system, 3 examples, the request
                     text = ("Good.\nScore: 9" if "good" in answer else "Poor.\nScore: 2" if "bad" in answer
                             else "I have no opinion on this.")
                 elif "impartial judge" in system:  # pairwise judge
-                    a = user.split("[Answer A]\n", 1)[1].split("\n[End of answer A]", 1)[0]
-                    b = user.split("[Answer B]\n", 1)[1].split("\n[End of answer B]", 1)[0]
+                    a = re.search(r"<(answer_a-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
+                    b = re.search(r"<(answer_b-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
                     text = "Verdict: A" if "good" in a and "good" not in b else \
                         "Verdict: B" if "good" in b and "good" not in a else "Verdict: tie"
                 else:

@@ -28,7 +28,6 @@ import os
 import sys
 
 
-
 def _describe(exc) -> str:
     """``Type: args`` of an exception without running its own ``__str__``/``__repr__``."""
     name = type.__dict__["__qualname__"].__get__(type(exc))
@@ -81,7 +80,7 @@ def _worker(solution, tests, keep, clean_builtins, w, done, write, setrlimit, np
         try:
             write(w, status if status == b"P" else status + detail[-2000:].encode("utf-8", "backslashreplace"))
         finally:
-            try:
+            try:  # noqa: SIM105 - no contextlib here: its code could have been rebound by the candidate
                 done.release()
             except BaseException:  # noqa: BLE001 - released early by the candidate: the main thread sees it
                 pass
@@ -202,12 +201,12 @@ def main(argv) -> None:
         sleep(0.001)
         waited += 1
     data = b""
-    try:
+    try:  # noqa: SIM105 - only functions bound before the worker started run in this thread
         data = read(r, 1 << 16)
     except os_error:
         pass
     intact = False
-    try:
+    try:  # noqa: SIM105
         intact = fstat(w).st_ino == w_ino and getfl(w, f_getfl) & accmode == wronly
     except os_error:
         pass

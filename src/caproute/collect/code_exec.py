@@ -34,6 +34,7 @@ docs/collect.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -327,10 +328,8 @@ def run_program(program: CodeProgram | str, *, timeout_s: float = DEFAULT_TIMEOU
         finally:
             # the whole session: bwrap, and through --die-with-parent its PID namespace (unsafe mode:
             # the process group only; a child that called setsid() escapes it)
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             rc = proc.wait()
         seconds = time.monotonic() - t0
         verdict = _read_verdict((d / "report").read_bytes()[-(1 << 16):], nonce)

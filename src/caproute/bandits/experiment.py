@@ -8,7 +8,7 @@ Protocol (PROPOSED where the paper gives nothing, see docs/bandits.md):
    kNN reference's training set; the rest is the online pool.
 3. For seed s the stream is T queries drawn i.i.d. from the online pool plus one uniform per round
    for the feedback (common random numbers); every policy of the grid plays that same stream.
-4. A grid cell = (policy, embeddings, seed), run through :func:`caproute.evaluate.engine.map_cells`,
+4. A grid cell = (policy, embeddings, seed), run through :func:`caproute.core.runtime.map_cells`,
    returns the per-round average and weak regret (§B.1).
 """
 
@@ -384,7 +384,7 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
     ``prepared``: embedding sets already built for every query of ``env`` (after subsampling),
     keyed by the names in ``spec.embeddings``; skips the encoders (for tests and notebooks).
     """
-    from caproute.evaluate.engine import map_cells
+    from caproute.core.runtime import map_cells
 
     spec.validate()
     keep = stratified_subsample(env.n_queries, env.categories, spec.max_queries, spec.split_seed)

@@ -79,7 +79,7 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     from caproute.bandits.embeddings import CCFTConfig, build_embeddings, parse_embeddings
     from caproute.bandits.environment import load_environment
     from caproute.bandits.policy import get_policy_class
-    from caproute.data.atomic import write_json
+    from caproute.core.atomic import write_json
 
     parse_embeddings(embeddings)
     klass = get_policy_class(policy)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from caproute.bandits.experiment import DuelResult
-from caproute.data.atomic import atomic_file, write_json
+from caproute.core.atomic import atomic_file, write_json
 
 PLOT_ORDER = ("fgts-cdb", "maxinp", "eps-greedy", "dars-knn", "best-fixed", "uniform")
 

@@ -98,7 +98,7 @@ def duel_cmd(
     """Contextual dueling bandit: all policies on the same query streams and seeds; regret curves.
 
     Subcommand `init` builds a policy for `caproute serve --duel-policy DIR` instead."""
-    from caproute.device import set_default_device
+    from caproute.core.device import set_default_device
 
     set_default_device(device)   # CCFT fine-tuning (also for `init`)
     if ctx.invoked_subcommand is not None:
@@ -107,7 +107,7 @@ def duel_cmd(
     from caproute.bandits.environment import load_environment
     from caproute.bandits.experiment import DuelSpec, run_duel
     from caproute.bandits.report import write_report
-    from caproute.data.atomic import write_json
+    from caproute.core.atomic import write_json
 
     env = load_environment(store=store, data=data, dataset=joined(dataset), lambda_c=lambda_c, scale=scale, label=label)
     spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),

@@ -68,7 +68,8 @@ def _server():
 
 def _overhead(n_queries: int) -> float:
     from caproute.collect.config import parse_pool_config
-    from caproute.collect.runner import CollectSpec, collect
+    from caproute.collect.plan import CollectSpec
+    from caproute.collect.runner import collect
 
     srv = _server()
     url = f"http://127.0.0.1:{srv.server_address[1]}/v1"

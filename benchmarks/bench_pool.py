@@ -38,8 +38,9 @@ def _start(python: str, gguf: Path, alias: str, chat_format: str | None, workdir
     cmd = server_command(gguf, alias, port, chat_format)
     cmd[0] = python
     log = workdir / f"{tag}-{alias}.log"
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=server_env())
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=server_env())
     try:
         wait_ready(port, 120.0, pid=proc.pid, log=str(log), alias=alias, name=f"{alias} ({tag})")
     except Exception as e:
@@ -93,7 +94,7 @@ def run(quick: bool = False) -> list[dict]:
                     servers[tag] = (proc, port)
             try:
                 speeds: dict[str, list[float]] = {tag: [] for tag in servers}
-                for tag, (_, port) in servers.items():
+                for _, port in servers.values():
                     _tok_per_s(port, spec.alias)  # warm-up
                 for _ in range(reps):
                     for tag, (_, port) in servers.items():  # alternate: same load for both

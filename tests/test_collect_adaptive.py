@@ -15,8 +15,10 @@ import pytest
 
 from caproute.collect.adaptive import AdaptivePlanner
 from caproute.collect.config import dump_pool_config
+from caproute.collect.ledger import exit_reason
+from caproute.collect.plan import CollectSpec
 from caproute.collect.queries import load_queries
-from caproute.collect.runner import CollectSpec, collect, exit_reason
+from caproute.collect.runner import collect
 from caproute.errors import ConfigError
 from caproute.supervise.adaptive import AdaptiveConfig
 from test_collect_runner import Server, pool_cfg, queries_file, stored

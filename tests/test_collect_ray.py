@@ -21,9 +21,11 @@ from caproute.cli import app  # noqa: E402
 from caproute.cli.params import SEED_DEFAULT  # noqa: E402  (the CLI's --seed default)
 from caproute.collect.config import dump_pool_config  # noqa: E402
 from caproute.collect.distributed import FAULT_ENV, shard_of, work_dir_for  # noqa: E402
+from caproute.collect.plan import CollectSpec, generation_seed  # noqa: E402
 from caproute.collect.queries import load_queries  # noqa: E402
-from caproute.collect.runner import REWRITES_TABLE, CollectSpec, collect, generation_seed  # noqa: E402
+from caproute.collect.runner import collect  # noqa: E402
 from caproute.data import schema  # noqa: E402
+from caproute.data.collect_tables import REWRITES_TABLE  # noqa: E402
 from caproute.data.store import ObservationStore  # noqa: E402
 from test_collect_runner import Server, pool_cfg  # noqa: E402
 

@@ -21,16 +21,12 @@ import pandas as pd
 import pytest
 
 from caproute.collect.config import parse_pool_config
+from caproute.collect.plan import CollectSpec, iter_units
 from caproute.collect.queries import assign_splits, load_queries
-from caproute.collect.runner import (
-    ATTEMPTS_TABLE,
-    REWRITES_TABLE,
-    CollectSpec,
-    collect,
-    iter_units,
-    scoring_validity_report,
-)
+from caproute.collect.reports import scoring_validity_report
+from caproute.collect.runner import collect
 from caproute.collect.scorers import get_scorer
+from caproute.data.collect_tables import ATTEMPTS_TABLE, REWRITES_TABLE
 from caproute.data.store import ObservationStore
 from caproute.errors import ConfigError, DataError
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from caproute.collect.distributed import recover_shard_files
 from caproute.collect.judge import CACHE_TABLE, ensure_cache_table
-from caproute.collect.runner import DETAILS_TABLE, ensure_side_tables
+from caproute.data.collect_tables import DETAILS_TABLE, ensure_side_tables
 from caproute.data.source import load_observations
 from caproute.data.store import ObservationStore
 

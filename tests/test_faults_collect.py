@@ -16,8 +16,10 @@ import pytest
 
 from caproute.collect.client import ChatClient, EndpointDown, GenerationError, MalformedResponse, RetryPolicy
 from caproute.collect.config import ModelEndpoint, parse_pool_config
+from caproute.collect.ledger import RunStats, exit_reason, stop_run
+from caproute.collect.plan import CollectSpec
 from caproute.collect.queries import load_queries
-from caproute.collect.runner import CollectSpec, RunStats, collect, exit_reason, stop_run
+from caproute.collect.runner import collect
 from caproute.data.store import ObservationStore
 from caproute.errors import CaprouteError
 from caproute.serve.testing import UvicornThread, free_port

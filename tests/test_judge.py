@@ -24,9 +24,12 @@ from caproute.collect.judge import (
     parse_pairwise,
     parse_pointwise,
 )
+from caproute.collect.plan import CollectSpec
 from caproute.collect.queries import load_queries
-from caproute.collect.runner import DETAILS_TABLE, CollectSpec, collect, write_reports
+from caproute.collect.reports import write_reports
+from caproute.collect.runner import collect
 from caproute.collect.scorers import available_scorers, get_scorer, scorer_catalog
+from caproute.data.collect_tables import DETAILS_TABLE
 from caproute.data.store import ObservationStore
 from caproute.errors import ConfigError
 

@@ -98,12 +98,13 @@ def test_dry_run_shows_full_model_names(tmp_path):
 
 
 def test_collect_eta_waits_for_a_recent_rate(monkeypatch):
-    from caproute.collect import runner
+    from caproute.collect import progress
+    from caproute.collect.ledger import RunStats
 
     clock = [1000.0]
-    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
-    stats = runner.RunStats(total=1000)
-    prog = runner._Progress(stats, console=None, enabled=False)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    stats = RunStats(total=1000)
+    prog = progress.CollectProgress(stats, console=None, enabled=False)
     assert prog.eta_s() is None                                    # nothing measured yet
     for _ in range(30):                                            # a slow start: rewrites, warm-up
         clock[0] += 10.0

@@ -58,14 +58,13 @@ def test_a_failed_write_is_named_and_leaves_nothing(tmp_path):
     def fail(tmp: Path):
         raise OSError(28, "No space left on device")  # what write() raises: no file name
 
-    with pytest.raises(DataError, match=r"o.jsonl.*cannot write \(No space left on device\); nothing was written"):
-        with atomic_file(out) as tmp:
-            fail(tmp)
+    with (pytest.raises(DataError, match=r"o.jsonl.*cannot write \(No space left on device\); nothing was written"),
+          atomic_file(out) as tmp):
+        fail(tmp)
     assert list(tmp_path.iterdir()) == []
     # an OSError about another file (an input that vanished) is not relabelled
-    with pytest.raises(FileNotFoundError):
-        with atomic_file(out):
-            open(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError), atomic_file(out):
+        (tmp_path / "missing.txt").read_text()
 
 
 def _limited(limit_bytes: int):

@@ -88,8 +88,11 @@ def collect_cmd(
     Resumable: rerun the same command after an interruption (even kill -9); stored keys are skipped.
     """
     from caproute.collect.config import load_pool_config
+    from caproute.collect.ledger import exit_reason
+    from caproute.collect.plan import CollectSpec
     from caproute.collect.queries import load_queries
-    from caproute.collect.runner import CollectSpec, collect, exit_reason, write_reports
+    from caproute.collect.reports import write_reports
+    from caproute.collect.runner import collect
     from caproute.errors import ConfigError
 
     if engine not in ("local", "ray"):

@@ -106,9 +106,9 @@ def check(
     from caproute.collect.pool import DEFAULT_MODELS, start_pool
 
     names = list(models) if models else list(DEFAULT_MODELS)
-    with tempfile.TemporaryDirectory(prefix="caproute-pool-check-") as tmp:
-        with start_pool(names, port_base=0, workdir=tmp, rewriter_server=False, ready_timeout_s=180.0):
-            pass
+    with (tempfile.TemporaryDirectory(prefix="caproute-pool-check-") as tmp,
+          start_pool(names, port_base=0, workdir=tmp, rewriter_server=False, ready_timeout_s=180.0)):
+        pass
     Console().print(f"pool check: {', '.join(names)} each answered a completion", highlight=False)
 
 

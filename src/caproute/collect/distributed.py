@@ -36,23 +36,18 @@ from pathlib import Path
 import pandas as pd
 
 from caproute.collect.config import PoolConfig
+from caproute.collect.ledger import RunStats, stop_run
+from caproute.collect.plan import CollectSpec, CostEstimate, estimate_cost, iter_units, planned_keys
 from caproute.collect.queries import stable_int
-from caproute.collect.runner import (
+from caproute.data import schema
+from caproute.data.collect_tables import (
     ATTEMPTS_TABLE,
     DETAILS_TABLE,
     REWRITES_TABLE,
-    CollectSpec,
-    CostEstimate,
-    RunStats,
     ensure_side_tables,
-    estimate_cost,
-    iter_units,
     load_rewrites,
-    planned_keys,
     save_queries,
-    stop_run,
 )
-from caproute.data import schema
 from caproute.data.store import ObservationStore
 from caproute.errors import ConfigError, DataError
 

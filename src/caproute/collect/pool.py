@@ -464,10 +464,8 @@ def wait_ready(port: int, timeout_s: float = 60.0, pid: int | None = None, log: 
             raise died_error(name or alias or "?", port, exit_file, log,
                              "on its first completion" if listed else "during start-up")
         if not listed:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 listed = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2.0).status_code == 200
-            except httpx.HTTPError:
-                pass
         if listed and (alias is None or _completion_probe(port, alias, max(1.0, deadline - time.monotonic()))):
             if pid is not None and not _alive(pid):
                 continue  # answered and died at once: reported above on the next turn

@@ -20,10 +20,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from caproute.collect.scorers import normalize_text
+from caproute.errors import CaprouteError
+
+if TYPE_CHECKING:
+    from caproute.collect.client import ChatClient
+    from caproute.collect.config import PoolConfig
 
 SYSTEM = (
     "You rewrite questions in different words. Keep every number exactly as written and keep "
@@ -199,3 +205,84 @@ class RewriteResult:
     sources: list[str]
     attempts: list[RewriteAttempt] = field(default_factory=list)
     cost: float = 0.0
+
+
+# -- the rewriting loop ---------------------------------------------------------------------------
+async def make_rewrites(
+    question: str,
+    k: int,
+    *,
+    client: ChatClient,
+    cfg: PoolConfig,
+    kind: str,
+    seed: int,
+    embedder: MiniLM | None,
+    start: int = 0,
+    accepted_before: list[str] | None = None,
+) -> RewriteResult:
+    """``k`` checked rewrites (variant ids ``start..start+k-1``): model attempts, template fallback."""
+    rw = cfg.rewriter
+    assert rw is not None
+    accepted: list[str] = []
+    sources: list[str] = []
+    attempts: list[RewriteAttempt] = []
+    prior = list(accepted_before or [])
+    total_cost = 0.0
+    n_attempt = 0
+    while len(accepted) < k and n_attempt < k * rw.max_attempts:
+        gen = (
+            await client.generate(
+                rewrite_messages(question, kind),
+                n=1,
+                max_tokens=rw.max_tokens,
+                temperature=rw.temperature,
+                top_p=rw.top_p,
+                seed=seed + n_attempt,
+                stop=rw.stop,
+            )
+        )[0]
+        total_cost += gen.cost
+        cand = clean_rewrite(gen.text)
+        sim = float(embedder.similarity(question, [cand])[0]) if (embedder is not None and cand) else None
+        flags = check_rewrite(
+            question,
+            cand,
+            prior + accepted,
+            kind=kind,
+            finish_reason=gen.finish_reason,
+            similarity=sim,
+            min_similarity=rw.min_similarity,
+            max_similarity=rw.max_similarity,
+        )
+        ok = not flags
+        attempts.append(
+            RewriteAttempt(start + len(accepted), n_attempt, cand, flags, sim, ok, "model", gen.cost)
+        )
+        if ok:
+            accepted.append(cand)
+            sources.append("model")
+        n_attempt += 1
+    if len(accepted) < k:
+        if rw.fallback != "template":
+            raise CaprouteError(
+                f"rewriter produced only {len(accepted)} of {k} valid rewrites for "
+                f"'{question[:60]}' and fallback is 'none'"
+            )
+        for t in template_rewrites(question, k - len(accepted), avoid=prior + accepted):
+            sim = float(embedder.similarity(question, [t])[0]) if embedder is not None else None
+            flags = check_rewrite(
+                question,
+                t,
+                prior + accepted,
+                kind=kind,
+                similarity=sim,
+                min_similarity=rw.min_similarity,
+                max_similarity=rw.max_similarity,
+            )
+            attempts.append(RewriteAttempt(start + len(accepted), n_attempt, t, flags, sim, True, "template"))
+            accepted.append(t)
+            sources.append("template")
+            n_attempt += 1
+    if len(accepted) < k:
+        raise CaprouteError(f"could not build {k} distinct rewrites of '{question[:60]}'")
+    return RewriteResult(accepted, sources, attempts, total_cost)

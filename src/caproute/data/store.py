@@ -6,6 +6,7 @@ writing the same observation twice leaves one row.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -130,10 +131,9 @@ class ObservationStore:
         except BaseException as e:
             import duckdb
 
-            try:
+            # a failed COMMIT has already ended the transaction: report the first error
+            with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK").fetchall()
-            except duckdb.Error:
-                pass  # a failed COMMIT has already ended the transaction: report the first error
             # disk full, file-size limit, read-only file system: while writing, or when committing
             if isinstance(e, duckdb.IOException) or (committing and isinstance(e, duckdb.Error)):
                 raise DataError(f"cannot write the store ({str(e).splitlines()[0]}); nothing of this batch "

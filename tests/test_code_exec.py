@@ -4,6 +4,8 @@ corpus is tests/test_code_exec_escapes.py)."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,9 @@ from caproute.collect.code_exec import (
 )
 from caproute.collect.scorers import CodeExecScorer, get_scorer
 from caproute.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _chatstub import ChatStub  # noqa: E402
 
 # never a silent skip: a machine without a working bwrap fails these tests (.ci/run installs it)
 pytestmark = pytest.mark.usefixtures("bwrap_works")
@@ -156,26 +161,8 @@ def test_collection_with_code_exec_gives_pass_rates(tmp_path):
     answers = {"good": "```python\ndef add(a, b):\n    return a + b\n```",
                "loop": "```python\ndef add(a, b):\n    while True:\n        pass\n```"}
 
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": answers[body["model"]]}}],
-                                  "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    try:
+    with ChatStub(lambda body: answers[body["model"]]) as srv:
+        url = srv.url
         cfg = parse_pool_config({
             "models": [{"name": n, "base_url": url, "model": n, "api_key_env": "", "price_input_per_1m": 1,
                         "price_output_per_1m": 1} for n in answers],
@@ -200,6 +187,3 @@ def test_collection_with_code_exec_gives_pass_rates(tmp_path):
         bad = q.assign(answer=json.dumps({"entry_point": "add"}))
         with pytest.raises(DataError, match="query 't/0'"):
             collect(cfg, bad, tmp_path / "obs2.duckdb", spec, progress=False)
-    finally:
-        srv.shutdown()
-        srv.server_close()

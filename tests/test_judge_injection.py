@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +25,9 @@ from caproute.collect.judge import (
 from caproute.collect.queries import load_queries
 from caproute.collect.runner import collect
 from caproute.data.store import ObservationStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _chatstub import ChatStub  # noqa: E402
 
 try:
     from caproute.collect.plan import CollectSpec
@@ -101,41 +104,15 @@ def test_tags_are_new_per_call_and_cannot_be_forged():
 
 
 # -- end to end: a collection whose models answer with the injections --------------------------------
-class Server:
-    def __init__(self):
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if body["model"] == "judge":
-                    text = stub_judge_reply(body["messages"])
-                else:
-                    text = GOOD if body["model"] == "good" else INJECTIONS[body["model"]]
-                payload = json.dumps({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+def _reply(body: dict) -> str:
+    if body["model"] == "judge":
+        return stub_judge_reply(body["messages"])
+    return GOOD if body["model"] == "good" else INJECTIONS[body["model"]]
 
 
 @pytest.mark.parametrize("scorer", ["judge", "judge-pairwise"])
 def test_stored_verdicts_never_follow_the_injection(tmp_path, scorer):
-    srv = Server()
-    try:
+    with ChatStub(_reply) as srv:
         names = ["good", *sorted(INJECTIONS)]
         cfg = parse_pool_config({
             "models": [{"name": n, "base_url": srv.url, "model": n, "api_key_env": "", "price_input_per_1m": 1.0,
@@ -152,8 +129,6 @@ def test_stored_verdicts_never_follow_the_injection(tmp_path, scorer):
         assert stats.errors == 0
         with ObservationStore(tmp_path / "obs.duckdb", read_only=True) as st:
             scores = st.read(dataset="qa").set_index("model")["score"].to_dict()
-    finally:
-        srv.close()
     if scorer == "judge":
         assert scores.pop("good") == pytest.approx(8 / 9)
         assert scores == {n: pytest.approx(1 / 9) for n in INJECTIONS}

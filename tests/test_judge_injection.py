@@ -22,17 +22,13 @@ from caproute.collect.judge import (
     parse_pointwise,
     pointwise_messages,
 )
+from caproute.collect.plan import CollectSpec
 from caproute.collect.queries import load_queries
 from caproute.collect.runner import collect
 from caproute.data.store import ObservationStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _chatstub import ChatStub  # noqa: E402
-
-try:
-    from caproute.collect.plan import CollectSpec
-except ImportError:  # before the run plan moved out of the runner
-    from caproute.collect.runner import CollectSpec
 
 GOOD = "The capital of France is Paris."
 BAD = "The capital of France is Lyon."

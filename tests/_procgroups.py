@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from caproute.collect.pool import proc_stat
+from caproute.core.procs import proc_stat
 
 
 def live_members(pgid: int) -> list[int]:

@@ -230,12 +230,13 @@ def test_an_exited_process_waiting_to_be_reaped_is_not_alive():
     import sys
     import time
 
-    from caproute.collect.pool import _alive, _is_zombie
+    from caproute.collect.pool import _alive
+    from caproute.core.procs import is_zombie
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 30
-    while not _is_zombie(p.pid):          # exited, not yet reaped by us: a zombie
+    while not is_zombie(p.pid):          # exited, not yet reaped by us: a zombie
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert not _alive(p.pid)              # our own child: reaped
-    assert not _is_zombie(os.getpid())
+    assert not is_zombie(os.getpid())

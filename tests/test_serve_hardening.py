@@ -465,7 +465,7 @@ def test_workers_end_when_their_parent_is_killed(env):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         t0 = time.monotonic()
-        from caproute.collect.pool import proc_stat
+        from caproute.core.procs import proc_stat
 
         def alive(pid):
             st = proc_stat(pid)

@@ -37,6 +37,7 @@ from caproute.collect.config import (
     TaskConfig,
     dump_pool_config,
 )
+from caproute.core.procs import is_zombie, pid_exists
 from caproute.errors import CaprouteError, ConfigError
 
 STATE_FILE = "pool-state.json"
@@ -295,29 +296,9 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the parenthesised name (state, ppid, pgrp, ...), or None
-    (no such process, or no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2:].split()
-
-
-def _is_zombie(pid: int) -> bool:
-    """True when ``pid`` has exited and waits to be reaped (state Z in /proc; False without /proc)."""
-    fields = proc_stat(pid)
-    return fields is not None and fields[0] == "Z"
-
-
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_exists(pid):
         return False
-    except PermissionError:
-        return True
     # A zombie child of ours still answers kill(0): reap it if we can.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -325,7 +306,7 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         # not our child (a server of an earlier `pool up`): once it has exited it stays a zombie
         # until its parent or init reaps it, which a container's init may do late or never
-        return not _is_zombie(pid)
+        return not is_zombie(pid)
 
 
 def _is_our_server(pid: int, gguf: str) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from caproute.core.procs import pid_exists
 from caproute.errors import DataError
 
 DUCKDB_MAGIC = b"DUCK"   # bytes 8..12 of every DuckDB database file
@@ -79,16 +80,6 @@ def make_parent(out: Path) -> None:
 _STAGE = ".tmp-"  # staging names: .{name}.{pid}.tmp-XXXX (files) and .{name}.{pid}.old (dirs set aside)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_staging(out: Path) -> list[Path]:
     """Remove what an earlier writer of ``out`` left when it was killed (kill -9, power loss): the
     siblings ``.{out.name}.{pid}.tmp-*`` and ``.{out.name}.{pid}.old`` whose process is gone.
@@ -104,7 +95,7 @@ def clean_stale_staging(out: Path) -> list[Path]:
         pid, _, kind = rest.partition(".")
         if not pid.isdigit() or not (kind.startswith(_STAGE[1:]) or kind == "old"):
             continue
-        if int(pid) == os.getpid() or _pid_alive(int(pid)):
+        if int(pid) == os.getpid() or pid_exists(int(pid)):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

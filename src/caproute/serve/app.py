@@ -20,9 +20,6 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -31,18 +28,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caproute.errors import CaprouteError, ConfigError
-from caproute.serve.auth import KeyRing, bearer, key_id
-from caproute.serve.backends import BackendFailure, BackendRejected, Backends, StreamStart, chunk_problem
-from caproute.serve.calibrate import Policy, load_policy
-from caproute.serve.config import BudgetSpec, ServeConfig
-from caproute.serve.conversation import SharedStickyMap, StickyMap, message_text, routing_text, sticky_path
+from caproute.serve.backends import BackendFailure, BackendRejected, StreamStart, chunk_problem
+from caproute.serve.config import ServeConfig
+from caproute.serve.conversation import message_text, routing_text
 from caproute.serve.errors import ApiError, error_body, validation_message
-from caproute.serve.feedback import Feedback, FeedbackStore, InvalidFeedback, UnknownResponse
-from caproute.serve.log_store import RequestLog, delta_text, log_answer
-from caproute.serve.metrics import ServeMetrics
-from caproute.serve.naming import DUEL, Target, parse_model, router_model_id
-from caproute.serve.ratelimit import RateLimiter
+from caproute.serve.feedback import Feedback, InvalidFeedback, UnknownResponse
+from caproute.serve.gateway import GatewayMiddleware
+from caproute.serve.log_store import delta_text, log_answer
+from caproute.serve.naming import DUEL, Target, router_model_id
 from caproute.serve.routing import RouterHandle, fallback_order
 from caproute.serve.schemas import (
     CaprouteOptions,
@@ -51,10 +44,10 @@ from caproute.serve.schemas import (
     FeedbackRequest,
     RouteRequest,
 )
+from caproute.serve.state import Duel, Params, ServeState  # noqa: F401 (Duel: older imports)
 
 log = logging.getLogger("caproute.serve")
 
-OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 CONVERSATION_HEADER = "x-caproute-conversation-id"
 CHARS_PER_TOKEN = 4  # estimate for streams whose backend reports no usage (llama.cpp)
 
@@ -77,196 +70,6 @@ CHAT_RESPONSES = {
     502: {**_ERR, "description": "no backend answered"},
     504: {**_ERR, "description": "every backend timed out"},
 }
-
-
-@dataclass
-class Params:
-    """lambda/beta for one request and where they came from."""
-
-    lam: float
-    beta: float
-    source: str  # default | policy | budget:<name> | model-suffix | request
-    policy: Policy | None = None
-
-    @property
-    def version(self) -> str:
-        return (
-            self.policy.version
-            if self.policy is not None
-            else f"{self.source}:lambda={self.lam:g},beta={self.beta:g}"
-        )
-
-
-@dataclass
-class Duel:
-    """The online dueling mode: a bandit policy over pool models (issue 6, item 6)."""
-
-    policy: Any
-    pool_names: dict[str, str]  # policy model -> pool model
-    state_out: Any
-    embeddings: dict[str, Any] = field(default_factory=dict)  # duel id -> query embedding (LRU)
-    save_lock: asyncio.Lock | None = None
-    updates: int = 0
-
-
-class ServeState:
-    """Everything a running app holds. Loading happens in ``__init__`` (fails fast on bad config)."""
-
-    def __init__(self, config: ServeConfig):
-        from caproute.collect.config import load_pool_config
-
-        self.config = config
-        self.pool = load_pool_config(config.pool)
-        self.pool_names = tuple(m.name for m in self.pool.models)
-        self.routers: dict[str, RouterHandle] = {
-            name: RouterHandle.load(name, path, self.pool_names, config.model_map, str(config.pool))
-            for name, path in config.routers.items()
-        }
-        for p in config.policies:
-            pol = load_policy(p)
-            matches = [h for h in self.routers.values() if h.fingerprint == pol.router_fingerprint]
-            if not matches:
-                raise ConfigError(
-                    f"{p}: calibrated for router directory fingerprint "
-                    f"{pol.router_fingerprint[:12]}..., which none of the served routers "
-                    f"{sorted(self.routers)} has; re-run `caproute calibrate`"
-                )
-            for h in matches:
-                if h.policy is not None:
-                    raise ConfigError(f"{p}: router '{h.name}' already has policy {h.policy.path}")
-                h.attach_policy(pol)
-        self.budgets: dict[str, tuple[BudgetSpec, Policy | None]] = {}
-        for name, spec in config.budgets.items():
-            pol = load_policy(spec.policy) if spec.policy is not None else None
-            if pol is not None and not any(
-                h.fingerprint == pol.router_fingerprint for h in self.routers.values()
-            ):
-                raise ConfigError(f"budget '{name}': policy {spec.policy} fits none of the served routers")
-            self.budgets[name] = (spec, pol)
-        self.keyring = (
-            KeyRing.load(config.keys_file) if not config.insecure_local or config.keys_file else KeyRing(())
-        )
-        if not config.insecure_local and len(self.keyring) == 0:
-            raise ConfigError(
-                "no API keys: create one with `caproute serve-key --keys-file KEYS` and pass "
-                "--keys-file KEYS (or set CAPROUTE_API_KEY_HASHES), or use --insecure-local "
-                "on a loopback address"
-            )
-        self.metrics = ServeMetrics()
-        # several workers share one sticky map (a file next to the feedback store); one keeps it in memory
-        self.sticky = (SharedStickyMap(sticky_path(config.feedback_db), config.sticky_max_entries,
-                                       config.sticky_ttl_s)
-                       if config.workers > 1 else StickyMap(config.sticky_max_entries, config.sticky_ttl_s))
-        self.backends = Backends(
-            self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers,
-            max_response_bytes=config.max_response_bytes,
-        )
-        self.feedback_limiter = RateLimiter(config.feedback_rate_per_s, config.feedback_burst)
-        self.store = FeedbackStore(config.feedback_db, max_pending=config.max_pending_registrations)
-        self.request_log = RequestLog(config.log_store) if config.log_store is not None else None
-        self.duel = self._load_duel() if config.duel_policy is not None else None
-        self.draining = False
-        self.started = time.time()
-
-    def _load_duel(self) -> Duel:
-        from caproute.bandits.policy import DuelingPolicy
-
-        out = self.config.duel_state_out
-        # a restart continues from the online checkpoint when there is one
-        src = out if out is not None and (Path(out) / "config.json").exists() else self.config.duel_policy
-        policy = DuelingPolicy.load(src)
-        names = {m: self.config.model_map.get(m, m) for m in policy.models_}
-        missing = sorted(p for p in names.values() if p not in self.pool_names)
-        if missing:
-            raise ConfigError(
-                f"duel policy {self.config.duel_policy}: models {missing} are not in the pool "
-                f"{sorted(self.pool_names)} (map them with model_map)"
-            )
-        # load the sentence encoder now (seconds on a CPU), not in the first duel request, and before
-        # the banner: a missing or broken encoder is a named error, not a startup traceback
-        try:
-            policy.embed("warm-up")
-        except CaprouteError as e:
-            raise ConfigError(f"duel policy {src}: {e}") from None
-        except Exception as e:
-            raise ConfigError(f"duel policy {src}: cannot load its encoder {policy.encoder}: {e}") from None
-        return Duel(policy, names, self.config.duel_state_out or self.config.duel_policy)
-
-    async def start(self) -> None:
-        await self.backends.start()
-        await asyncio.to_thread(self.store.start)
-        if self.request_log is not None:
-            await asyncio.to_thread(self.request_log.start)
-        self.metrics.bind(self.backends, self.store, self.request_log)
-        if self.duel is not None:
-            self.duel.save_lock = asyncio.Lock()
-            from caproute.serve.duel_state import attach
-
-            await attach(self.duel, self.store)  # re-applies feedback acknowledged after the checkpoint
-
-    async def stop(self) -> None:
-        if self.duel is not None and self.duel.updates:
-            await asyncio.to_thread(self.duel.policy.save, self.duel.state_out)
-        await self.backends.aclose()
-        await asyncio.to_thread(self.store.close)
-        if self.request_log is not None:
-            await asyncio.to_thread(self.request_log.close)
-
-    # -- parameters -------------------------------------------------------------------------------
-    def params(self, handle: RouterHandle, target: Target, opts: CaprouteOptions | None) -> Params:
-        pipe = handle.pipeline
-        lam = self.config.lam if self.config.lam is not None else pipe.lam
-        beta = self.config.beta if self.config.beta is not None else pipe.beta
-        out = Params(lam, beta, "default")
-        if handle.policy is not None:
-            out = Params(handle.policy.lam, handle.policy.beta, "policy", handle.policy)
-        budget = (opts.budget if opts is not None and opts.budget else None) or target.budget
-        if budget is not None:
-            if budget not in self.budgets:
-                raise ApiError(
-                    404,
-                    f"unknown budget '{budget}' (configured: {sorted(self.budgets)})",
-                    param="budget",
-                    code="budget_not_found",
-                )
-            spec, pol = self.budgets[budget]
-            if pol is not None:
-                if pol.router_fingerprint != handle.fingerprint:
-                    raise ApiError(
-                        400,
-                        f"budget '{budget}' is calibrated for another router than '{handle.name}'",
-                        param="budget",
-                        code="budget_router_mismatch",
-                    )
-                out = Params(pol.lam, pol.beta, f"budget:{budget}", pol)
-            else:
-                out = Params(
-                    out.lam if spec.lam is None else spec.lam,
-                    out.beta if spec.beta is None else spec.beta,
-                    f"budget:{budget}",
-                )
-        if target.lam is not None or target.beta is not None:
-            out = Params(
-                out.lam if target.lam is None else target.lam,
-                out.beta if target.beta is None else target.beta,
-                "model-suffix",
-            )
-        if opts is not None and (opts.lam is not None or opts.beta is not None):
-            out = Params(
-                out.lam if opts.lam is None else opts.lam,
-                out.beta if opts.beta is None else opts.beta,
-                "request",
-            )
-        return out
-
-    def parse_target(self, model: str) -> Target:
-        return parse_model(
-            model,
-            routers=self.routers,
-            pool=self.pool_names,
-            default_router=self.config.default_router,
-            duel=self.duel is not None,
-        )
 
 
 # -- the app ----------------------------------------------------------------------------------------
@@ -438,7 +241,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def route(body: RouteRequest) -> Response:
         """The routing decision only: chosen model, per-model mu_q, mu_c, sigma_q, utility."""
         t0 = time.perf_counter()
-        _admit(state)
+        state.admit()
         target = state.parse_target(body.model)
         if target.kind != "router":
             raise ApiError(
@@ -608,7 +411,7 @@ async def chat_routed(
 ) -> Response:
     cfg, m = state.config, state.metrics
     t0 = time.perf_counter()
-    _admit(state)
+    state.admit()
     # the whole request's deadline (all attempts), counted from when the proxy received it
     not_after = (
         time.monotonic() + cfg.request_timeout_s - (t0 - t_in) if cfg.request_timeout_s is not None else None
@@ -761,19 +564,6 @@ def _usage_ok(state: ServeState, name: str, usage) -> bool:
         state.metrics.backend_errors.labels(name, "bad_response").inc()
         log.warning("backend %s: malformed usage in a stream (%s: %s); tokens estimated", name, e.field, e.problem)
         return False
-
-
-def _admit(state: ServeState) -> None:
-    """503 while the feedback store's registration backlog is full (never answer unregistered)."""
-    if state.store.full:
-        state.metrics.overloaded.inc()
-        raise ApiError(
-            503,
-            f"overloaded: {state.store.pending} served responses are waiting to be stored; retry shortly",
-            type="server_error",
-            code="overloaded",
-            headers={"retry-after": "1"},
-        )
 
 
 def _all_failed(order: list[str], attempts: list[dict]) -> ApiError:
@@ -1099,90 +889,3 @@ async def duel_update(state: ServeState, stored) -> bool:
     # applies this feedback (and any before it, in log order) and saves one atomic checkpoint; a
     # duel's result is learned once (a replay, or a later verdict on the same duel, applies nothing)
     return await catch_up(duel, state.store) > 0
-
-
-# -- gateway middleware (pure ASGI: auth, body size limit, metrics) ---------------------------------
-
-
-class BodyTooLarge(ApiError):
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body larger than {limit} bytes", code="request_too_large")
-
-
-class GatewayMiddleware:
-    def __init__(self, app, state: ServeState):
-        self.app, self.state = app, state
-        self.limit = state.config.max_body_bytes
-        self.auth = not state.config.insecure_local or len(state.keyring) > 0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        endpoint = path if path in _ENDPOINTS else "other"
-        m = self.state.metrics
-        t0 = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapped(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        scope.setdefault("state", {})["t0"] = t0
-        m.inflight.inc()
-        try:
-            headers = dict(scope["headers"])
-            if self.auth and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
-                key = bearer(headers.get(b"authorization", b"").decode("latin-1"))
-                scope["state"]["key_id"] = key_id(key)  # who, for per-key feedback and limits
-                if not self.state.keyring.check(key):
-                    msg = (
-                        "missing API key (send 'Authorization: Bearer <key>')"
-                        if key is None
-                        else "invalid API key"
-                    )
-                    await _send_error(
-                        send_wrapped,
-                        ApiError(401, msg, code="invalid_api_key", headers={"www-authenticate": "Bearer"}),
-                    )
-                    return
-            length = headers.get(b"content-length")
-            if length is not None:
-                try:
-                    too_big = int(length) > self.limit
-                except ValueError:
-                    await _send_error(send_wrapped, ApiError(400, "invalid Content-Length header"))
-                    return
-                if too_big:
-                    await _send_error(send_wrapped, BodyTooLarge(self.limit))
-                    return
-            received = 0
-
-            async def receive_limited():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.limit:
-                        raise BodyTooLarge(self.limit)
-                return message
-
-            await self.app(scope, receive_limited, send_wrapped)
-        finally:
-            m.inflight.dec()
-            m.requests.labels(endpoint, str(status["code"])).inc()
-            m.latency.labels(endpoint).observe(time.perf_counter() - t0)
-
-
-_ENDPOINTS = frozenset(
-    {"/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"}
-)
-
-
-async def _send_error(send, err: ApiError) -> None:
-    body = json.dumps(err.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,229 @@
+"""What a running proxy holds: :class:`ServeState` loads and checks the routers, pool, policies,
+budgets and keys from a :class:`~caproute.serve.config.ServeConfig` (a bad config fails before
+anything listens), opens the backend client, feedback store and request log in :meth:`start` and
+closes them in :meth:`stop`; :meth:`ServeState.params` resolves one request's lambda/beta."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caproute.errors import CaprouteError, ConfigError
+from caproute.serve.auth import KeyRing
+from caproute.serve.backends import Backends
+from caproute.serve.calibrate import Policy, load_policy
+from caproute.serve.config import BudgetSpec, ServeConfig
+from caproute.serve.conversation import SharedStickyMap, StickyMap, sticky_path
+from caproute.serve.errors import ApiError
+from caproute.serve.feedback import FeedbackStore
+from caproute.serve.log_store import RequestLog
+from caproute.serve.metrics import ServeMetrics
+from caproute.serve.naming import Target, parse_model
+from caproute.serve.ratelimit import RateLimiter
+from caproute.serve.routing import RouterHandle
+from caproute.serve.schemas import CaprouteOptions
+
+
+@dataclass
+class Params:
+    """lambda/beta for one request and where they came from."""
+
+    lam: float
+    beta: float
+    source: str  # default | policy | budget:<name> | model-suffix | request
+    policy: Policy | None = None
+
+    @property
+    def version(self) -> str:
+        return (
+            self.policy.version
+            if self.policy is not None
+            else f"{self.source}:lambda={self.lam:g},beta={self.beta:g}"
+        )
+
+
+@dataclass
+class Duel:
+    """The online dueling mode: a bandit policy over pool models (issue 6, item 6)."""
+
+    policy: Any
+    pool_names: dict[str, str]  # policy model -> pool model
+    state_out: Any
+    embeddings: dict[str, Any] = field(default_factory=dict)  # duel id -> query embedding (LRU)
+    save_lock: asyncio.Lock | None = None
+    updates: int = 0
+
+
+class ServeState:
+    """Everything a running app holds. Loading happens in ``__init__`` (fails fast on bad config)."""
+
+    def __init__(self, config: ServeConfig):
+        from caproute.collect.config import load_pool_config
+
+        self.config = config
+        self.pool = load_pool_config(config.pool)
+        self.pool_names = tuple(m.name for m in self.pool.models)
+        self.routers: dict[str, RouterHandle] = {
+            name: RouterHandle.load(name, path, self.pool_names, config.model_map, str(config.pool))
+            for name, path in config.routers.items()
+        }
+        for p in config.policies:
+            pol = load_policy(p)
+            matches = [h for h in self.routers.values() if h.fingerprint == pol.router_fingerprint]
+            if not matches:
+                raise ConfigError(
+                    f"{p}: calibrated for router directory fingerprint "
+                    f"{pol.router_fingerprint[:12]}..., which none of the served routers "
+                    f"{sorted(self.routers)} has; re-run `caproute calibrate`"
+                )
+            for h in matches:
+                if h.policy is not None:
+                    raise ConfigError(f"{p}: router '{h.name}' already has policy {h.policy.path}")
+                h.attach_policy(pol)
+        self.budgets: dict[str, tuple[BudgetSpec, Policy | None]] = {}
+        for name, spec in config.budgets.items():
+            pol = load_policy(spec.policy) if spec.policy is not None else None
+            if pol is not None and not any(
+                h.fingerprint == pol.router_fingerprint for h in self.routers.values()
+            ):
+                raise ConfigError(f"budget '{name}': policy {spec.policy} fits none of the served routers")
+            self.budgets[name] = (spec, pol)
+        self.keyring = (
+            KeyRing.load(config.keys_file) if not config.insecure_local or config.keys_file else KeyRing(())
+        )
+        if not config.insecure_local and len(self.keyring) == 0:
+            raise ConfigError(
+                "no API keys: create one with `caproute serve-key --keys-file KEYS` and pass "
+                "--keys-file KEYS (or set CAPROUTE_API_KEY_HASHES), or use --insecure-local "
+                "on a loopback address"
+            )
+        self.metrics = ServeMetrics()
+        # several workers share one sticky map (a file next to the feedback store); one keeps it in memory
+        self.sticky = (SharedStickyMap(sticky_path(config.feedback_db), config.sticky_max_entries,
+                                       config.sticky_ttl_s)
+                       if config.workers > 1 else StickyMap(config.sticky_max_entries, config.sticky_ttl_s))
+        self.backends = Backends(
+            self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers,
+            max_response_bytes=config.max_response_bytes,
+        )
+        self.feedback_limiter = RateLimiter(config.feedback_rate_per_s, config.feedback_burst)
+        self.store = FeedbackStore(config.feedback_db, max_pending=config.max_pending_registrations)
+        self.request_log = RequestLog(config.log_store) if config.log_store is not None else None
+        self.duel = self._load_duel() if config.duel_policy is not None else None
+        self.draining = False
+        self.started = time.time()
+
+    def _load_duel(self) -> Duel:
+        from caproute.bandits.policy import DuelingPolicy
+
+        out = self.config.duel_state_out
+        # a restart continues from the online checkpoint when there is one
+        src = out if out is not None and (Path(out) / "config.json").exists() else self.config.duel_policy
+        policy = DuelingPolicy.load(src)
+        names = {m: self.config.model_map.get(m, m) for m in policy.models_}
+        missing = sorted(p for p in names.values() if p not in self.pool_names)
+        if missing:
+            raise ConfigError(
+                f"duel policy {self.config.duel_policy}: models {missing} are not in the pool "
+                f"{sorted(self.pool_names)} (map them with model_map)"
+            )
+        # load the sentence encoder now (seconds on a CPU), not in the first duel request, and before
+        # the banner: a missing or broken encoder is a named error, not a startup traceback
+        try:
+            policy.embed("warm-up")
+        except CaprouteError as e:
+            raise ConfigError(f"duel policy {src}: {e}") from None
+        except Exception as e:
+            raise ConfigError(f"duel policy {src}: cannot load its encoder {policy.encoder}: {e}") from None
+        return Duel(policy, names, self.config.duel_state_out or self.config.duel_policy)
+
+    async def start(self) -> None:
+        await self.backends.start()
+        await asyncio.to_thread(self.store.start)
+        if self.request_log is not None:
+            await asyncio.to_thread(self.request_log.start)
+        self.metrics.bind(self.backends, self.store, self.request_log)
+        if self.duel is not None:
+            self.duel.save_lock = asyncio.Lock()
+            from caproute.serve.duel_state import attach
+
+            await attach(self.duel, self.store)  # re-applies feedback acknowledged after the checkpoint
+
+    async def stop(self) -> None:
+        if self.duel is not None and self.duel.updates:
+            await asyncio.to_thread(self.duel.policy.save, self.duel.state_out)
+        await self.backends.aclose()
+        await asyncio.to_thread(self.store.close)
+        if self.request_log is not None:
+            await asyncio.to_thread(self.request_log.close)
+
+    # -- parameters -------------------------------------------------------------------------------
+    def params(self, handle: RouterHandle, target: Target, opts: CaprouteOptions | None) -> Params:
+        pipe = handle.pipeline
+        lam = self.config.lam if self.config.lam is not None else pipe.lam
+        beta = self.config.beta if self.config.beta is not None else pipe.beta
+        out = Params(lam, beta, "default")
+        if handle.policy is not None:
+            out = Params(handle.policy.lam, handle.policy.beta, "policy", handle.policy)
+        budget = (opts.budget if opts is not None and opts.budget else None) or target.budget
+        if budget is not None:
+            if budget not in self.budgets:
+                raise ApiError(
+                    404,
+                    f"unknown budget '{budget}' (configured: {sorted(self.budgets)})",
+                    param="budget",
+                    code="budget_not_found",
+                )
+            spec, pol = self.budgets[budget]
+            if pol is not None:
+                if pol.router_fingerprint != handle.fingerprint:
+                    raise ApiError(
+                        400,
+                        f"budget '{budget}' is calibrated for another router than '{handle.name}'",
+                        param="budget",
+                        code="budget_router_mismatch",
+                    )
+                out = Params(pol.lam, pol.beta, f"budget:{budget}", pol)
+            else:
+                out = Params(
+                    out.lam if spec.lam is None else spec.lam,
+                    out.beta if spec.beta is None else spec.beta,
+                    f"budget:{budget}",
+                )
+        if target.lam is not None or target.beta is not None:
+            out = Params(
+                out.lam if target.lam is None else target.lam,
+                out.beta if target.beta is None else target.beta,
+                "model-suffix",
+            )
+        if opts is not None and (opts.lam is not None or opts.beta is not None):
+            out = Params(
+                out.lam if opts.lam is None else opts.lam,
+                out.beta if opts.beta is None else opts.beta,
+                "request",
+            )
+        return out
+
+    def parse_target(self, model: str) -> Target:
+        return parse_model(
+            model,
+            routers=self.routers,
+            pool=self.pool_names,
+            default_router=self.config.default_router,
+            duel=self.duel is not None,
+        )
+
+    def admit(self) -> None:
+        """503 while the feedback store's registration backlog is full (never answer unregistered)."""
+        if self.store.full:
+            self.metrics.overloaded.inc()
+            raise ApiError(
+                503,
+                f"overloaded: {self.store.pending} served responses are waiting to be stored; retry shortly",
+                type="server_error",
+                code="overloaded",
+                headers={"retry-after": "1"},
+            )

@@ -41,6 +41,7 @@ from caproute.cli import feedback as _feedback  # noqa: E402,F401
 from caproute.cli import judge as _judge  # noqa: E402,F401
 from caproute.cli import meta as _meta  # noqa: E402,F401
 from caproute.cli import pool as _pool  # noqa: E402,F401
+from caproute.cli import replay as _replay  # noqa: E402,F401
 from caproute.cli import routers as _routers  # noqa: E402,F401
 from caproute.cli import serve as _serve  # noqa: E402,F401
 from caproute.cli import supervise as _supervise  # noqa: E402,F401

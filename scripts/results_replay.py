@@ -42,6 +42,7 @@ def results_section(res: dict, cmd: list[str], seconds: float | None) -> str:
     cfg, env = meta["config"], meta["environment"]
     shown = ["/".join(Path(a).parts[-3:]) if a.startswith("/") else a for a in cmd]
     lines = ["## Simulation study: RouterDC as the environment", "",
+             "<!-- doc-test: skip a 20-seed regeneration on RouterDC (minutes; ../shared/data) -->",
              "```bash", "nice -n 10 python scripts/results_replay.py", "# runs:", shlex.join(shown), "```", "",
              f"- Environment: RouterDC's four pass-rate tasks pooled ({', '.join(env['datasets'])}), "
              f"{len(env['models'])} models, {env['observations_per_pair']:.0f} observations per (query, model); "
@@ -126,6 +127,13 @@ caproute replay --log LOG.jsonl|.parquet --candidate DIR[,DIR...] [--outcome rid
 caproute replay simulate --data SRC --dataset NAME[,NAME...] [--test-fraction F] --explore EPS
                 --requests N --seeds S [--logger FAMILY] [--candidates A,B,...] [--retrain knn,ridge]
                 [--outcome ridge,knn] [--kappa 1.0] [--jobs J] [--json OUT.json] [--png OUT.png]
+```
+
+A quick run on the set shipped in the package (seconds; its numbers mean little at this size):
+
+```bash
+caproute replay simulate --data builtin --explore 0.3 --requests 300 --seeds 2 \
+    --candidates knn,best_fixed --logger best_fixed --bootstrap 200 --json replay-sim.json
 ```
 
 Candidates are saved router folders (`caproute train --out DIR`), loaded with

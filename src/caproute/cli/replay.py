@@ -76,7 +76,7 @@ def replay_cmd(
         table.add_row(r["candidate"], r["estimator"], _f(r["value"]), f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
                       f"{r['ess']:.1f}", str(r["n"]))
     console.print(table)
-    for name, why in res.refused.items():
+    for why in res.refused.values():
         console.print(f"[bold yellow]refused:[/] {why}", highlight=False, soft_wrap=True)
     if res.rows.empty:
         raise ConfigError("no candidate could be evaluated from this log (see the refusals above)")

@@ -57,6 +57,15 @@ def serve_cmd(
     ] = False,
     keys_file: Annotated[Path | None, typer.Option("--keys-file", help="sha256 hashes of API keys")] = None,
     feedback_db: Annotated[Path | None, typer.Option("--feedback-db", help="SQLite feedback store")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="postgresql://user:pass@host/db: replicas share one state (docs/scaling.md)"),
+    ] = None,
+    state_refresh: Annotated[
+        float | None,
+        typer.Option("--state-refresh", help="seconds between reads of what other replicas learned [2]",
+                     callback=finite("--state-refresh", lo=0.0, lo_open=True)),
+    ] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="default lambda [router's]",
                                               callback=finite("--lambda", lo=0.0))] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="default beta [router's]",
@@ -100,9 +109,8 @@ def serve_cmd(
 ) -> None:
     """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
     from caproute.serve.config import load_serve_config
-    from caproute.serve.feedback import FeedbackStore
-    from caproute.serve.log_store import RequestLog
     from caproute.serve.server import bind_socket, prepare_server, run_workers
+    from caproute.serve.stores import check_state
 
     cfg = load_serve_config(
         config,
@@ -114,6 +122,8 @@ def serve_cmd(
         insecure_local=insecure_local or None,
         keys_file=keys_file,
         feedback_db=feedback_db,
+        state=state,
+        state_refresh_s=state_refresh,
         lam=lam,
         beta=beta,
         conversation=conversation,
@@ -128,9 +138,7 @@ def serve_cmd(
         request_timeout_s=request_timeout,
     )
     # everything that can fail is checked before the banner: the stores, the port, then the app
-    FeedbackStore.check_path(cfg.feedback_db)
-    if cfg.log_store is not None:
-        RequestLog.check_path(cfg.log_store)
+    check_state(cfg)  # SQLite paths, or PostgreSQL reachable with a schema of this version (created here)
     sock = bind_socket(cfg.host, cfg.port)
     try:
         server = prepare_server(cfg)  # loads and checks routers, pool, policies
@@ -150,6 +158,24 @@ def serve_cmd(
         run_workers(cfg, sock)
     else:
         server.run(sockets=[sock])
+
+
+@app.command("serve-migrate")
+def serve_migrate_cmd(
+    to: Annotated[str, typer.Option("--to", help="postgresql://user:pass@host/db, the replicas' --state")],
+    feedback_db: Annotated[Path, typer.Option("--feedback-db", help="the SQLite feedback store to copy")],
+    log_store: Annotated[Path | None, typer.Option("--log-store", help="the SQLite request log to copy")] = None,
+) -> None:
+    """Copy a server's SQLite state (feedback store, request log, sticky map) into PostgreSQL.
+
+    Idempotent: rows already there are kept. See docs/scaling.md."""
+    from caproute.serve.stores.migrate import migrate_sqlite
+    from caproute.serve.stores.pg import is_postgres_url, redact
+
+    if not is_postgres_url(to):
+        raise ConfigError(f"--to must be a postgresql:// URL, got '{to[:40]}'")
+    rep = migrate_sqlite(to, feedback_db, log_store)
+    console.print(f"migrated to {redact(to)}: {rep.line()}", highlight=False)
 
 
 @app.command("serve-key")

@@ -17,6 +17,8 @@
     max_attempts: 3                        # models tried per request (first choice + fallbacks)
     max_body_bytes: 1048576
     feedback_db: caproute-feedback.sqlite3
+    state: null                            # postgresql://user:pass@host/db: replicas share one state (docs/scaling.md)
+    state_refresh_s: 2                     # PostgreSQL state: a replica reads what others learned this often
     keys_file: keys.txt                    # sha256 hashes of API keys (caproute serve-key)
     cors_origins: []                       # CORS is off unless origins are listed
     request_timeout_s: 30                  # one client request, all fallbacks included (null: per attempt only)
@@ -79,6 +81,17 @@ class ServeConfig(BaseModel):
     max_messages: int = Field(default=1024, ge=1)
     max_route_inputs: int = Field(default=1024, ge=1)
     feedback_db: Path = Path("caproute-feedback.sqlite3")
+    state: str | None = Field(
+        default=None,
+        description="where replicas share their state: postgresql://user:pass@host:port/db "
+        "(null: SQLite files on this host, feedback_db and log_store)",
+    )
+    state_refresh_s: float = Field(
+        default=2.0, gt=0, le=3600, description="PostgreSQL state: how often a replica reads what others learned"
+    )
+    duel_checkpoint_every: int = Field(
+        default=100, ge=1, description="PostgreSQL state: duel increments between shared policy checkpoints"
+    )
     keys_file: Path | None = None
     insecure_local: bool = False
     host: str = "127.0.0.1"
@@ -142,6 +155,8 @@ class ServeConfig(BaseModel):
         bad = [n for n in self.routers if not n or "/" in n or "@" in n or ":" in n]
         if bad:
             raise ValueError(f"router names must be non-empty and free of '/', '@', ':' (got {bad})")
+        if self.state is not None and not self.state.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"state must be a postgresql:// URL (or unset for SQLite files), got '{self.state[:40]}'")
         if self.workers > 1 and self.duel_policy is not None:
             raise ValueError(
                 "the duel mode learns online in one process: it cannot run with workers > 1"

@@ -102,6 +102,42 @@ RESPONSE_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL of one database the feedback store writes (SQLite here, PostgreSQL in
+    :mod:`caproute.serve.stores.postgres`): statements, the transaction start, and which driver
+    errors mean "the database, retry" (``transient``) or "this job" (``job_errors``)."""
+
+    begin: str
+    upsert_response: str
+    select_response: str
+    find_scalar: str  # (response_id, key_id) -> feedback_id
+    find_pairwise: str  # (key_id, a, b, b, a) -> feedback_id
+    update_feedback: str  # named parameters: FEEDBACK_FIELDS
+    insert_feedback: str
+    transient: tuple[type[BaseException], ...]
+    job_errors: tuple[type[BaseException], ...]
+    driver_errors: tuple[type[BaseException], ...]
+
+
+SQLITE = Dialect(
+    begin="BEGIN IMMEDIATE",
+    upsert_response=(f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
+                     f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})"),
+    select_response="SELECT * FROM responses WHERE response_id = ?",
+    find_scalar="SELECT feedback_id FROM feedback WHERE kind = 'scalar' AND response_id = ? AND key_id IS ?",
+    find_pairwise=("SELECT feedback_id FROM feedback WHERE kind = 'pairwise' AND key_id IS ? AND ("
+                   "(response_id = ? AND other_response_id = ?) OR (response_id = ? AND other_response_id = ?))"),
+    update_feedback=(f"UPDATE feedback SET {', '.join(f'{k} = :{k}' for k in FEEDBACK_FIELDS if k != 'feedback_id')} "
+                     "WHERE feedback_id = :feedback_id"),
+    insert_feedback=(f"INSERT INTO feedback ({', '.join(FEEDBACK_FIELDS)}) "
+                     f"VALUES ({', '.join(':' + k for k in FEEDBACK_FIELDS)})"),
+    transient=(sqlite3.OperationalError,),
+    job_errors=(sqlite3.Error,),
+    driver_errors=(sqlite3.Error,),
+)
+
+
 class InvalidFeedback(ValueError):
     """Feedback that names existing responses but cannot be meant (a response compared with itself)."""
 
@@ -131,10 +167,17 @@ class StoredFeedback:
     feedback: Feedback
     responses: tuple[dict[str, Any], ...]  # the referenced response rows (one or two)
     replaced: bool = False  # True when it replaced this key's earlier feedback on the same response(s)
+    duel_seq: int | None = None  # shared state: the sequence number of the duel increment it created
 
 
 class FeedbackStore(BackgroundWriter):
-    """Thread-safe; ``start()`` opens the file and the writer thread, ``close()`` flushes and stops."""
+    """Thread-safe; ``start()`` opens the file and the writer thread, ``close()`` flushes and stops.
+
+    Subclasses for other databases set ``dialect`` and override ``_connect`` (and ``_reconnect``,
+    ``_after_feedback``)."""
+
+    dialect: Dialect = SQLITE
+    response_fields: tuple[str, ...] = RESPONSE_FIELDS
 
     def __init__(
         self,
@@ -203,7 +246,7 @@ class FeedbackStore(BackgroundWriter):
     # -- API ----------------------------------------------------------------------------------------
     def register(self, record: dict[str, Any]) -> None:
         """Queue a served response (not awaited). ``record`` keys: see ``RESPONSE_FIELDS``."""
-        row = {k: clean_json(record.get(k)) for k in RESPONSE_FIELDS}
+        row = {k: clean_json(record.get(k)) for k in self.response_fields}
         row["created"] = row["created"] or time.time()
         if isinstance(row["decision"], dict | list):
             row["decision"] = json.dumps(row["decision"], default=str)
@@ -288,26 +331,29 @@ class FeedbackStore(BackgroundWriter):
                 break
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+            con = self._reconnect(con)
         con.close()
+
+    def _reconnect(self, con):
+        """Before a retry: the connection to use (a server database reconnects; a file keeps it)."""
+        return con
 
     def _batch(self, con: sqlite3.Connection, jobs: list) -> list:
         """Commit ``jobs`` in one transaction; returns the registrations to retry (empty: stored)."""
         results: list[tuple[Future, Any, bool]] = []
-        insert = (
-            f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_FIELDS)}) "
-            f"VALUES ({', '.join('?' * len(RESPONSE_FIELDS))})"
-        )
+        d = self.dialect
+        insert = d.upsert_response
         rows: list[tuple] = []
         n_reg = 0
         try:
-            con.execute("BEGIN IMMEDIATE")
+            con.execute(d.begin)
             for kind, payload, fut in jobs:
                 if kind == "register":
-                    rows.append(tuple(payload[k] for k in RESPONSE_FIELDS))
+                    rows.append(tuple(payload[k] for k in self.response_fields))
                     n_reg += 1
                     continue
                 if rows:  # keep queue order: registrations before the feedback that follows them
-                    con.executemany(insert, rows)
+                    con.cursor().executemany(insert, rows)
                     rows = []
                 try:
                     if kind == "feedback":
@@ -315,14 +361,14 @@ class FeedbackStore(BackgroundWriter):
                     else:
                         sql, params = payload
                         results.append((fut, [dict(r) for r in con.execute(sql, params).fetchall()], True))
-                except (UnknownResponse, InvalidFeedback, sqlite3.Error) as e:
+                except (UnknownResponse, InvalidFeedback, *d.job_errors) as e:
                     results.append((fut, e, False))
             if rows:
-                con.executemany(insert, rows)
+                con.cursor().executemany(insert, rows)
             con.execute("COMMIT")
             self.commits += 1
-        except sqlite3.OperationalError as e:  # locked, busy, disk full: the database, not a record
-            with contextlib.suppress(sqlite3.Error):
+        except d.transient as e:  # locked, busy, disk full, connection lost: the database, not a record
+            with contextlib.suppress(*d.driver_errors):
                 con.execute("ROLLBACK")
             retry = [j for j in jobs if j[0] == "register"]
             log.warning(
@@ -336,7 +382,7 @@ class FeedbackStore(BackgroundWriter):
                     fut.set_exception(e)
             return retry
         except Exception as e:  # noqa: BLE001 - a record that cannot be stored: never a dead writer
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*d.driver_errors):
                 con.execute("ROLLBACK")
             return self._isolate(con, jobs, e)
         with self._lock:
@@ -364,13 +410,13 @@ class FeedbackStore(BackgroundWriter):
             fut.set_exception(error)
         return []
 
-    @staticmethod
-    def _insert_feedback(con: sqlite3.Connection, fb: Feedback) -> StoredFeedback:
+    def _insert_feedback(self, con, fb: Feedback) -> StoredFeedback:
+        d = self.dialect
         rows = []
         for field, rid in (("response_id", fb.response_id), ("other_response_id", fb.other_response_id)):
             if rid is None:
                 continue
-            row = con.execute("SELECT * FROM responses WHERE response_id = ?", (rid,)).fetchone()
+            row = con.execute(d.select_response, (rid,)).fetchone()
             if row is None:
                 raise UnknownResponse(rid, field)
             rows.append(dict(row))
@@ -378,23 +424,17 @@ class FeedbackStore(BackgroundWriter):
             raise InvalidFeedback("a response cannot be compared with itself (winner_id == loser_id)")
         # one rating per (response, key), one comparison per (pair, key): a repeat replaces it in place
         if fb.kind == "scalar":
-            old = con.execute(
-                "SELECT feedback_id FROM feedback WHERE kind = 'scalar' AND response_id = ? AND key_id IS ?",
-                (fb.response_id, fb.key_id),
-            ).fetchone()
+            old = con.execute(d.find_scalar, (fb.response_id, fb.key_id)).fetchone()
         else:
-            old = con.execute(
-                "SELECT feedback_id FROM feedback WHERE kind = 'pairwise' AND key_id IS ? AND ("
-                "(response_id = ? AND other_response_id = ?) OR (response_id = ? AND other_response_id = ?))",
-                (fb.key_id, fb.response_id, fb.other_response_id, fb.other_response_id, fb.response_id),
-            ).fetchone()
-        values = {"feedback_id": old[0] if old else f"fb-{uuid.uuid4().hex}", "created": time.time(),
+            old = con.execute(d.find_pairwise, (fb.key_id, fb.response_id, fb.other_response_id,
+                                                fb.other_response_id, fb.response_id)).fetchone()
+        values = {"feedback_id": old["feedback_id"] if old else f"fb-{uuid.uuid4().hex}", "created": time.time(),
                   "kind": fb.kind, "response_id": fb.response_id, "other_response_id": fb.other_response_id,
                   "score": fb.score, "tie": int(fb.tie), "comment": fb.comment, "key_id": fb.key_id}
-        if old:
-            sets = ", ".join(f"{k} = :{k}" for k in FEEDBACK_FIELDS if k != "feedback_id")
-            con.execute(f"UPDATE feedback SET {sets} WHERE feedback_id = :feedback_id", values)
-        else:
-            con.execute(f"INSERT INTO feedback ({', '.join(FEEDBACK_FIELDS)}) "
-                        f"VALUES ({', '.join(':' + k for k in FEEDBACK_FIELDS)})", values)
-        return StoredFeedback(values["feedback_id"], fb, tuple(rows), replaced=old is not None)
+        con.execute(d.update_feedback if old else d.insert_feedback, values)
+        stored = StoredFeedback(values["feedback_id"], fb, tuple(rows), replaced=old is not None)
+        return self._after_feedback(con, stored)
+
+    def _after_feedback(self, con, stored: StoredFeedback) -> StoredFeedback:
+        """In the feedback's transaction, after it was written (PostgreSQL: the duel increment)."""
+        return stored

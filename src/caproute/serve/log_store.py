@@ -58,7 +58,10 @@ FIELDS = ("response_id", "created", "kind", "router", "model", "messages", "answ
 
 
 class RequestLog(BackgroundWriter):
-    """Thread-safe, non-blocking request/answer log. ``start()`` then ``record(...)``; ``close()`` flushes."""
+    """Thread-safe, non-blocking request/answer log. ``start()`` then ``record(...)``; ``close()`` flushes.
+    Another database: a subclass with its own ``_connect``, ``insert_sql`` and ``_commit``."""
+
+    insert_sql = f"INSERT OR REPLACE INTO requests ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
 
     def __init__(self, path: str | Path, max_batch: int = 512, max_queue: int = 100_000):
         self.path = Path(path)
@@ -131,7 +134,7 @@ class RequestLog(BackgroundWriter):
         con = self._open()
         if con is None:
             return
-        sql = f"INSERT OR REPLACE INTO requests ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
+        sql = self.insert_sql
         stop = False
         while not stop:
             rows = [self._q.get()]
@@ -160,7 +163,7 @@ class RequestLog(BackgroundWriter):
     def _commit(self, con: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
         try:
             con.execute("BEGIN")
-            con.executemany(sql, rows)
+            con.cursor().executemany(sql, rows)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

@@ -16,15 +16,13 @@ from caproute.serve.auth import KeyRing
 from caproute.serve.backends import Backends
 from caproute.serve.calibrate import Policy, load_policy
 from caproute.serve.config import BudgetSpec, ServeConfig
-from caproute.serve.conversation import SharedStickyMap, StickyMap, sticky_path
 from caproute.serve.errors import ApiError
-from caproute.serve.feedback import FeedbackStore
-from caproute.serve.log_store import RequestLog
 from caproute.serve.metrics import ServeMetrics
 from caproute.serve.naming import Target, parse_model
 from caproute.serve.ratelimit import RateLimiter
 from caproute.serve.routing import RouterHandle
 from caproute.serve.schemas import CaprouteOptions
+from caproute.serve.stores import open_state
 
 
 @dataclass
@@ -101,17 +99,15 @@ class ServeState:
                 "on a loopback address"
             )
         self.metrics = ServeMetrics()
-        # several workers share one sticky map (a file next to the feedback store); one keeps it in memory
-        self.sticky = (SharedStickyMap(sticky_path(config.feedback_db), config.sticky_max_entries,
-                                       config.sticky_ttl_s)
-                       if config.workers > 1 else StickyMap(config.sticky_max_entries, config.sticky_ttl_s))
         self.backends = Backends(
             self.pool, lean_transport=config.lean_transport, concurrency_divisor=config.workers,
             max_response_bytes=config.max_response_bytes,
         )
         self.feedback_limiter = RateLimiter(config.feedback_rate_per_s, config.feedback_burst)
-        self.store = FeedbackStore(config.feedback_db, max_pending=config.max_pending_registrations)
-        self.request_log = RequestLog(config.log_store) if config.log_store is not None else None
+        # registrations, feedback, request log, sticky map, duel learning: SQLite files or PostgreSQL
+        self.state_store = open_state(config)
+        self.store, self.request_log = self.state_store.store, self.state_store.request_log
+        self.sticky = self.state_store.sticky
         self.duel = self._load_duel() if config.duel_policy is not None else None
         self.draining = False
         self.started = time.time()
@@ -142,23 +138,15 @@ class ServeState:
 
     async def start(self) -> None:
         await self.backends.start()
-        await asyncio.to_thread(self.store.start)
-        if self.request_log is not None:
-            await asyncio.to_thread(self.request_log.start)
+        await self.state_store.start(self.metrics)
         self.metrics.bind(self.backends, self.store, self.request_log)
         if self.duel is not None:
             self.duel.save_lock = asyncio.Lock()
-            from caproute.serve.duel_state import attach
-
-            await attach(self.duel, self.store)  # re-applies feedback acknowledged after the checkpoint
+            await self.state_store.attach_duel(self.duel)  # learns what was acknowledged after the checkpoint
 
     async def stop(self) -> None:
-        if self.duel is not None and self.duel.updates:
-            await asyncio.to_thread(self.duel.policy.save, self.duel.state_out)
         await self.backends.aclose()
-        await asyncio.to_thread(self.store.close)
-        if self.request_log is not None:
-            await asyncio.to_thread(self.request_log.close)
+        await self.state_store.stop(self.duel)  # saves the duel policy where the state keeps it
 
     # -- parameters -------------------------------------------------------------------------------
     def params(self, handle: RouterHandle, target: Target, opts: CaprouteOptions | None) -> Params:

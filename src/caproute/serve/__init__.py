@@ -13,5 +13,10 @@ Modules (one concept each; nothing here does work at import time):
 - :mod:`~caproute.serve.auth`: hashed API keys.
 - :mod:`~caproute.serve.metrics`: the per-app Prometheus registry.
 - :mod:`~caproute.serve.backends`: httpx client to the pool, failure classification.
-- :mod:`~caproute.serve.app`: :func:`create_app` (FastAPI); :mod:`~caproute.serve.server`: uvicorn.
+- :mod:`~caproute.serve.state`: :class:`ServeState`, what a running app holds; per-request lambda/beta.
+- :mod:`~caproute.serve.routed_chat`: :class:`RoutedChat`, one routed chat (decide, the one attempt
+  loop with fallback for JSON and streams, accounting, registration for feedback).
+- :mod:`~caproute.serve.duel_chat`: the online duel mode; :mod:`~caproute.serve.feedback_api`:
+  ``/v1/feedback``; :mod:`~caproute.serve.gateway`: auth, body limit, request metrics (ASGI).
+- :mod:`~caproute.serve.app`: :func:`create_app` (FastAPI routes only); :mod:`~caproute.serve.server`: uvicorn.
 """

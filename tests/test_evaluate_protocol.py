@@ -67,12 +67,16 @@ def test_test_query_missing_a_model_is_dropped_from_that_view():
     assert exp.views["rewrite"].query_ids.tolist() == ["s0", "s1"]
 
 
-def test_training_query_missing_a_model_is_dropped():
+def test_training_query_missing_a_model_is_kept_with_its_coverage():
+    """Partial grids are first-class (issue 22.1): the query stays, its missing pair is masked."""
     obs = toy_observations()
     obs = obs[~((obs["query_id"] == "t2") & (obs["model"] == "a"))]
     exp = prepare_experiment(obs)
-    assert exp.train_query_ids.tolist() == ["t0", "t1", "t3"]
-    assert exp.meta["train_queries_dropped"] == 1
+    assert exp.train_query_ids.tolist() == ["t0", "t1", "t2", "t3"]
+    assert exp.meta["train_queries_dropped"] == 0
+    cov = exp.meta["train_coverage"]
+    assert (cov["observed_pairs"], cov["total_pairs"]) == (7, 8)
+    assert cov["per_model"] == {"a": 3, "b": 4}
 
 
 def test_prepare_errors_name_the_problem():

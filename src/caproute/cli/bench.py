@@ -157,6 +157,11 @@ def bench_cmd(
                           test_decodes=test_decodes, seed=seed)
     console.print(f"[bold]{exp.dataset}[/]: {exp.meta['n_train_queries']} train / {exp.meta['n_test_queries']} "
                   f"test queries, {len(exp.models)} models, views {', '.join(exp.views)}")
+    from caproute.supervise.coverage import Coverage
+
+    coverage = Coverage.from_dict(exp.meta["train_coverage"])
+    if not coverage.complete:    # partial training grid: unobserved pairs are masked out of training
+        console.print(f"training {coverage.summary()}")
     res = run_bench(exp, config, cache=True)   # frozen encoders (MiniLM) reuse the on-disk feature cache
     t1 = console_table1(res)
     table = Table(title=f"{exp.dataset}: test utility, single-shot ({config.single_shot_runs} runs) vs DARS "

@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from caproute.cli import app
-from caproute.cli.common import BetaOpt, DataOpt, DatasetOpt, DeviceOpt, LambdaOpt, StoreOpt
-from caproute.cli.params import SEED_DEFAULT, choice, deprecated, finite, parse_params
+from caproute.cli.common import BetaOpt, DataOpt, DeviceOpt, LambdaOpt, StoreOpt
+from caproute.cli.params import SEED_DEFAULT, choice, comma_list, deprecated, finite, joined, parse_params
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
@@ -47,7 +47,10 @@ def _check_router_out(out: Path) -> None:
 def train_cmd(
     router: Annotated[str, typer.Option("--router", help="router family (see `caproute routers`)")],
     out: Annotated[Path, typer.Option("--out", help="router directory to write")],
-    store: StoreOpt = None, data: DataOpt = None, dataset: DatasetOpt = None,
+    store: StoreOpt = None, data: DataOpt = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="dataset name, a comma-separated list or 'all' (several are pooled into one, as "
+                          "bench does); may be omitted when the data holds one dataset", callback=comma_list)] = None,
     supervision: Annotated[str, typer.Option("--supervision", help="dars | single (or an ablation variant)")] = "dars",
     features: Annotated[str, typer.Option(
         "--features", help="tfidf | minilm | minilm-onnx | minilm-int8 | model2vec")] = "tfidf",
@@ -56,24 +59,36 @@ def train_cmd(
     param: Annotated[list[str] | None, typer.Option("--param", metavar="NAME=VALUE", help="router hyper-parameter NAME=VALUE (repeatable)")] = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT."""
+    """Train one router on the training split and save it (encoder + router + pipeline.json) to OUT.
+
+    A partial grid (queries with only some models observed, e.g. routed traffic with feedback)
+    trains on the observed pairs; the coverage is printed."""
     from caproute.core.device import set_default_device
 
     set_default_device(device)
-    from caproute.data.source import load_observations
+    from caproute.evaluate.protocol import pool_datasets, read_datasets
     from caproute.routers.pipeline import make_router, train_pipeline
 
     params = _parse_params(param, make_router(router).get_params())
     make_router(router, lam=lam, seed=seed, params=params)   # ranges checked before any data is read
     _check_router_out(out)
-    obs, name = load_observations(store=store, data=data, dataset=dataset)
+    obs, names, _ = read_datasets(store=store, data=data, dataset=joined(dataset))
+    normalizer = None
+    if len(names) > 1:       # pooled: costs normalised per dataset, query ids '<dataset>/<id>'
+        obs, normalizer = pool_datasets(obs, names)
+    name = str(obs["dataset"].iloc[0]) if len(obs) else names[0]
     with console.status(f"training {router} on {name} ({supervision}, {features})"):
         pipe = train_pipeline(obs, router=router, supervision=supervision, features=features, lam=lam,
-                              beta=beta, seed=seed, params=params, dataset=name, cache=True)
+                              beta=beta, seed=seed, params=params, dataset=name, cache=True, normalizer=normalizer)
         pipe.save(out)
     m = pipe.meta
     console.print(f"{router} ({supervision}, {features}) trained on {name}: {m['n_train_queries']} queries x "
                   f"{len(pipe.models)} models -> {out}")
+    from caproute.supervise.coverage import Coverage
+
+    c = Coverage.from_dict(m["coverage"])
+    if not c.complete:
+        console.print(f"partial grid: {escape(c.summary())}; unobserved pairs are masked out of training")
 
 
 @app.command("route")

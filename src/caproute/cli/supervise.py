@@ -72,6 +72,11 @@ def supervise_cmd(
     write_table(table, out)
     console.print(f"{name}: {table['query_id'].nunique()} queries x {table['model'].nunique()} models "
                   f"-> {out}")
+    from caproute.supervise.coverage import coverage_from_pairs
+
+    cov = coverage_from_pairs(table["query_id"], table["model"])
+    if not cov.complete:     # a partial grid: the table holds the observed pairs only
+        console.print(f"partial grid: {cov.summary()}")
 
 
 
@@ -102,6 +107,9 @@ def diagnose_cmd(
                 "input_variance", "output_variance", "input_variance_share"):
         table.add_row(key, f"{getattr(diag, key):.4f}")
     console.print(table)
+    from caproute.supervise.coverage import Coverage
+
+    console.print(Coverage.from_dict(diag.coverage).summary())
     if json_out is not None:
         write_json(diag.to_dict(), json_out)
         png = png or json_out.with_suffix(".png")

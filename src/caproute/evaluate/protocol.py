@@ -26,6 +26,7 @@ import pandas as pd
 from caproute.data.order import canonical_rows
 from caproute.data.schema import DECODING_VARIATION, PROMPT_VARIATION
 from caproute.errors import DataError
+from caproute.supervise.coverage import coverage_from_pairs
 from caproute.supervise.normalize import CostNormalizer
 from caproute.supervise.utility import observation_utility
 
@@ -232,14 +233,10 @@ def prepare_experiment(obs: pd.DataFrame, *, normalizer: CostNormalizer | None =
                         "--test-fraction F --test-decodes N)", source="observations", field="split")
     normalizer = normalizer or CostNormalizer().fit(train)
     models = tuple(sorted(train["model"].astype(str).unique()))
-    # a training query needs observations of every model (supervision is a full matrix)
-    n_models = train.groupby("query_id")["model"].nunique()
-    incomplete = n_models.index[n_models < len(models)]
-    if len(incomplete) == len(n_models):
-        raise DataError(f"no training query has observations of every model {list(models)}",
-                        source="observations", field="model")
-    if len(incomplete):
-        train = train[~train["query_id"].isin(incomplete)].reset_index(drop=True)
+    # a training query missing some models stays: supervision masks the pairs never observed
+    # (caproute.supervise.supervision); the coverage goes into the report
+    pairs = train[["query_id", "model"]].drop_duplicates()
+    coverage = coverage_from_pairs(pairs["query_id"], pairs["model"], models)
     unseen = sorted(set(test["model"].astype(str)) - set(models))
     train_ids = np.asarray(sorted(train["query_id"].astype(str).unique()))
     test_ids = np.asarray(sorted(test["query_id"].astype(str).unique()))
@@ -255,7 +252,7 @@ def prepare_experiment(obs: pd.DataFrame, *, normalizer: CostNormalizer | None =
                         source="observations", field="observation_type")
     info = dict(meta or {})
     info.update({"n_train_queries": int(train_ids.size), "n_test_queries": int(test_ids.size),
-                 "train_queries_dropped": int(len(incomplete)),
+                 "train_queries_dropped": 0, "train_coverage": coverage.to_dict(),
                  "n_train_observations": int(len(train)), "n_test_observations": int(len(test)),
                  "test_models_ignored": unseen,
                  "views": {v.name: {"n_queries": int(v.query_ids.size), "dropped": v.dropped,
@@ -275,6 +272,25 @@ def load_experiment(*, store: str | os.PathLike | None = None, data: str | os.Pa
     ``test_fraction`` / ``test_decodes``: re-split with :func:`resplit_decodes` (seeded with
     ``seed``) instead of using the data's own train/test split.
     """
+    obs, wanted, source = read_datasets(store=store, data=data, dataset=dataset)
+    meta: dict = {"source": source, "datasets": wanted}
+    resplit = test_fraction is not None or test_decodes is not None
+    if resplit:
+        tf = 0.5 if test_fraction is None else float(test_fraction)
+        td = 3 if test_decodes is None else int(test_decodes)
+        obs = resplit_decodes(obs, test_fraction=tf, test_decodes=td, seed=seed)
+        meta["resplit"] = {"test_fraction": tf, "test_decodes": td, "seed": seed}
+    normalizer = None
+    if len(wanted) > 1:
+        obs, normalizer = pool_datasets(obs, wanted)
+        meta["pooled"] = wanted
+    return prepare_experiment(obs, normalizer=normalizer, meta=meta)
+
+
+def read_datasets(*, store: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+                  dataset: str | None = None) -> tuple[pd.DataFrame, list[str], str]:
+    """The observations of the datasets named by ``dataset`` (a name, a comma-separated list or
+    ``all``; may be omitted when the data holds one). Returns (rows, dataset names, source)."""
     from caproute.data.source import read_source
     from caproute.data.store import ObservationStore, resolve_dataset
 
@@ -294,18 +310,7 @@ def load_experiment(*, store: str | os.PathLike | None = None, data: str | os.Pa
         obs = obs[obs["dataset"].isin(wanted)].reset_index(drop=True)
     if len(wanted) == 1:
         resolve_dataset(available, wanted[0], source=source)
-    meta: dict = {"source": source, "datasets": wanted}
-    resplit = test_fraction is not None or test_decodes is not None
-    if resplit:
-        tf = 0.5 if test_fraction is None else float(test_fraction)
-        td = 3 if test_decodes is None else int(test_decodes)
-        obs = resplit_decodes(obs, test_fraction=tf, test_decodes=td, seed=seed)
-        meta["resplit"] = {"test_fraction": tf, "test_decodes": td, "seed": seed}
-    normalizer = None
-    if len(wanted) > 1:
-        obs, normalizer = pool_datasets(obs, wanted)
-        meta["pooled"] = wanted
-    return prepare_experiment(obs, normalizer=normalizer, meta=meta)
+    return obs, wanted, source
 
 
 def _wanted(available: list[str], dataset: str | None, source: str) -> list[str]:

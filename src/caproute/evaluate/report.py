@@ -310,6 +310,17 @@ def sections(res: BenchResult) -> list[tuple[str, str, str, pd.DataFrame]]:
     return out
 
 
+def _coverage_text(cov: dict | None) -> str:
+    """', coverage 80.0% of the (query, model) pairs (queries per model: a 5, b 4)' for a partial grid."""
+    if not cov or cov.get("observed_pairs") == cov.get("total_pairs"):
+        return ""
+    per_model = ", ".join(f"{k} {v}" for k, v in cov["per_model"].items())
+    by_query = ", ".join(f"{k}: {v}" for k, v in cov["queries_by_models_observed"].items() if v)
+    return (f", coverage {cov['observed_pairs']}/{cov['total_pairs']} (query, model) pairs "
+            f"({cov['fraction']:.1%}; queries per model: {per_model}; queries by models observed: {by_query}; "
+            "unobserved pairs are masked out of training)")
+
+
 def header_lines(res: BenchResult) -> list[str]:
     m, c = res.meta, res.config
     views = m.get("views", {})
@@ -322,6 +333,7 @@ def header_lines(res: BenchResult) -> list[str]:
         f"(grid K x R = {tuple(m.get('grid_shape', ()))})"
         + (f", {m['train_queries_dropped']} training queries dropped (missing models)"
            if m.get("train_queries_dropped") else "")
+        + _coverage_text(m.get("train_coverage"))
         + f"; test: {m.get('n_test_queries')} queries ({vtxt})",
         f"- features: {c.features} ({m.get('encoder', '?')}) of the original query text; lambda = {c.lam}, "
         f"beta = {c.beta}, seed = {c.seed}, single-shot runs = {c.single_shot_runs}"

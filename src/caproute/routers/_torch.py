@@ -335,3 +335,40 @@ class TorchRouterMixin:
             load_module_state(self.net_, arrays, "net.")
         self.net_.eval()
         self._load_extra({k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")})
+
+
+# -- partial grids: losses over the observed (query, model) pairs -----------------------------------
+def observed_mask(supervision):
+    """The supervision's observed-pair mask as a float32 tensor (n, m), or None for a full grid
+    (the unmasked losses then run exactly as before)."""
+    import torch
+
+    mask = getattr(supervision, "observed", None)
+    return None if mask is None else torch.from_numpy(np.asarray(mask, np.float32))
+
+
+def masked_mean(values, mask):
+    """Mean of ``values`` (n, m) or (n, m, k) over the entries whose (query, model) ``mask`` (n, m)
+    is 1; ``values.mean()`` when ``mask`` is None. A batch without observed entries gives 0."""
+    if mask is None:
+        return values.mean()
+    w = mask if mask.dim() == values.dim() else mask.unsqueeze(-1).expand_as(values)
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
+def mse(pred, target, mask=None):
+    """Mean squared error over observed pairs (``F.mse_loss`` on a full grid)."""
+    import torch.nn.functional as F
+
+    if mask is None:
+        return F.mse_loss(pred, target)
+    return masked_mean((pred - target) ** 2, mask)
+
+
+def bce_with_logits(logits, target, mask=None):
+    """Binary cross-entropy with logits over observed pairs (the unreduced mean on a full grid)."""
+    import torch.nn.functional as F
+
+    if mask is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return masked_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), mask)

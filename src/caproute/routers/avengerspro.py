@@ -6,6 +6,10 @@ features; per cluster, the mean mu_q, mu_c, sigma_q of each model over its membe
 global mean for an empty cluster). A test query gets the uniform average over its 3 nearest
 centres (Euclidean). The original paper's alpha-score routing is not used. With fewer training
 queries than clusters, the number of clusters is the number of queries (our choice).
+
+Partial grids (ours): a model's cluster statistics average only its member queries on which it was
+observed; a (cluster, model) with none gets the model's mean over all its observed queries (the
+empty-cluster rule, per model). Clusters are fitted on every training query.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targe
 from caproute.routers.knn import nearest
 
 
-def cluster_means(labels: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """Per-cluster means of ``targets`` (t, n, m) -> (t, k, m); empty clusters get the global mean."""
+def cluster_means(labels: np.ndarray, targets: np.ndarray, k: int, observed: np.ndarray | None = None) -> np.ndarray:
+    """Per-cluster means of ``targets`` (t, n, m) -> (t, k, m); empty clusters get the global mean.
+
+    ``observed`` (n, m): only observed pairs count, per model (an empty (cluster, model) gets the
+    model's mean over its observed queries)."""
+    if observed is not None:
+        return _observed_cluster_means(labels, targets, k, np.asarray(observed, bool))
     t, n, m = targets.shape
     sums = np.zeros((t, k, m))
     np.add.at(sums, (slice(None), labels), targets.astype(np.float64))
@@ -26,6 +35,20 @@ def cluster_means(labels: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts[None, :, None]
     return np.where(counts[None, :, None] > 0, means, glob)
+
+
+def _observed_cluster_means(labels: np.ndarray, targets: np.ndarray, k: int, observed: np.ndarray) -> np.ndarray:
+    t, n, m = targets.shape
+    w = observed.astype(np.float64)
+    vals = targets.astype(np.float64) * w[None]
+    sums = np.zeros((t, k, m))
+    np.add.at(sums, (slice(None), labels), vals)
+    counts = np.zeros((k, m))
+    np.add.at(counts, labels, w)
+    glob = vals.sum(axis=1, keepdims=True) / np.maximum(w.sum(axis=0), 1.0)[None, None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[None]
+    return np.where(counts[None] > 0, means, glob)
 
 
 @register
@@ -56,7 +79,8 @@ class AvengersProRouter(Router):
             km = KMeans(n_clusters=k, n_init=int(self.n_init), max_iter=int(self.max_iter),
                         random_state=int(self.seed)).fit(data)
         self.centers_ = np.asarray(km.cluster_centers_, np.float32)
-        self.stats_ = cluster_means(km.labels_, np.stack(clipped_targets(supervision)), k)   # (3, k, m)
+        self.stats_ = cluster_means(km.labels_, np.stack(clipped_targets(supervision)), k,
+                                    getattr(supervision, "observed", None))   # (3, k, m)
         return self
 
     def predict_stats(self, X, lam: float | None = None) -> StatsPrediction:

@@ -176,6 +176,10 @@ class Router(ABC):
         for name in ("mu_q", "mu_c", "sigma_q"):
             if not np.isfinite(getattr(supervision, name)).all():
                 raise ValueError(f"supervision.{name} has non-finite values")
+        observed = getattr(supervision, "observed", None)
+        if observed is not None and not np.asarray(observed, bool).any(axis=0).all():
+            never = [m for m, o in zip(supervision.models, np.asarray(observed, bool).any(axis=0), strict=True) if not o]
+            raise ValueError(f"models {never} have no observed query in the supervision")
         self.models_ = tuple(supervision.models)
         self.n_features_in_ = int(X.shape[1])
         return X

@@ -33,7 +33,13 @@ class _MeanRouter(Router):
 
     def fit(self, X, supervision):
         self._validate_fit(X, supervision)
-        self.means_ = np.stack([t.astype(np.float64).mean(axis=0) for t in clipped_targets(supervision)])
+        observed = getattr(supervision, "observed", None)
+        if observed is None:
+            self.means_ = np.stack([t.astype(np.float64).mean(axis=0) for t in clipped_targets(supervision)])
+        else:   # partial grid: each model's mean over the queries where it was observed
+            w = np.asarray(observed, np.float64)
+            self.means_ = np.stack([(t.astype(np.float64) * w).sum(axis=0) / np.maximum(w.sum(axis=0), 1.0)
+                                    for t in clipped_targets(supervision)])
         return self
 
     def predict_stats(self, X, lam: float | None = None) -> StatsPrediction:

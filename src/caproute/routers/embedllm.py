@@ -5,7 +5,7 @@ q_h = Linear(D -> 256)(x); model embeddings E (m x 256) ~ N(0, 0.02^2); bias b_m
 logit = q_h . E_m + b_m. The cost head Linear(256 -> 1) reads the model embedding only, so the
 predicted cost is query-independent. Training: BCE-with-logits against the risk-adjusted target
 clip(mu_q - beta * sigma_q, 0, 1) (beta = the supervision's beta: 0.2 for DARS, 0 single-shot)
-plus 1.0 x MSE(cost); Gaussian noise alpha = 0.05 on q_h and E; Adam lr 1e-3, weight decay 0,
+plus 1.0 x MSE(cost) (on a partial grid both over the observed pairs only); Gaussian noise alpha = 0.05 on q_h and E; Adam lr 1e-3, weight decay 0,
 20 epochs, batches of 2048 queries. Inference: mu_q = sigmoid(logit) (already risk-adjusted),
 mu_c = cost head, sigma_q = 0 (the reference routes by sigmoid - lambda * cost, no sigma term).
 """
@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches, make_input_linear
+from caproute.routers._torch import (
+    Inputs,
+    TorchRouterMixin,
+    adam,
+    batches,
+    bce_with_logits,
+    make_input_linear,
+    mse,
+    observed_mask,
+)
 from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
 
 
@@ -67,11 +76,11 @@ class EmbedLLMRouter(TorchRouterMixin, Router):
 
     def _train(self, X, supervision, gen, **_):
         import torch
-        import torch.nn.functional as F
 
         mu_q, mu_c, sigma = clipped_targets(supervision)
         target = torch.from_numpy(np.clip(mu_q - supervision_beta(supervision) * sigma, 0, 1).astype(np.float32))
         cost = torch.from_numpy(mu_c)
+        mask = observed_mask(supervision)        # partial grid: losses over observed pairs only
         self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "dim": int(self.embed_dim)}
         self.net_ = self._build(**self.arch_, gen=gen)
         inputs = Inputs(X, self.sparse_input_)
@@ -80,8 +89,9 @@ class EmbedLLMRouter(TorchRouterMixin, Router):
         for _ in range(int(self.epochs)):
             for idx in batches(inputs.n, self.batch_size, gen):
                 logits, pred_cost = self.net_(inputs.rows(idx.numpy()), self.noise, gen)
-                loss = F.binary_cross_entropy_with_logits(logits, target[idx]) + \
-                    self.cost_loss_weight * F.mse_loss(pred_cost, cost[idx])
+                mb = None if mask is None else mask[idx]
+                loss = bce_with_logits(logits, target[idx], mb) + \
+                    self.cost_loss_weight * mse(pred_cost, cost[idx], mb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -2,7 +2,7 @@
 
 Query node q = ReLU(Linear(D -> 128)(x)); model node m = ReLU(Linear(d_m -> 128)(f_m)); edge
 feature [q, m, q * m, |q - m|] (512) -> MLP(256, 128) with ReLU -> 3 outputs (score, cost, std),
-MSE loss against the clipped targets; Adam lr 1e-3, weight decay 0, 50 epochs, batches of 256
+MSE loss against the clipped targets (over the observed pairs' edges on a partial grid); Adam lr 1e-3, weight decay 0, 50 epochs, batches of 256
 queries (all m edges of each). Predictions clipped to [0, 1]. Values FOUND (reference
 ``methods/graph_router.py``); it is the simplified edge predictor, not the original heterogeneous GNN.
 
@@ -23,7 +23,15 @@ import re
 
 import numpy as np
 
-from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches, make_input_linear
+from caproute.routers._torch import (
+    Inputs,
+    TorchRouterMixin,
+    adam,
+    batches,
+    make_input_linear,
+    mse,
+    observed_mask,
+)
 from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
 
 
@@ -90,7 +98,6 @@ class GraphRouter(TorchRouterMixin, Router):
 
     def _train(self, X, supervision, gen, model_features: np.ndarray | None = None, **_):
         import torch
-        import torch.nn.functional as F
 
         m = len(self.models_)
         feats = np.eye(m, dtype=np.float32)
@@ -100,6 +107,7 @@ class GraphRouter(TorchRouterMixin, Router):
                 raise ValueError(f"model_features must be ({m}, d), got {mf.shape}")
             feats = np.concatenate([mf, feats], axis=1)
         target = torch.from_numpy(np.stack(clipped_targets(supervision), axis=2))   # (n, m, 3)
+        mask = observed_mask(supervision)        # partial grid: edges of observed pairs only
         self.arch_ = {"d_in": int(X.shape[1]), "m": m, "d_model": int(feats.shape[1]),
                       "node_dim": int(self.node_dim), "hidden": [int(h) for h in self.hidden]}
         self.net_ = self._build(**self.arch_, gen=gen)
@@ -110,7 +118,7 @@ class GraphRouter(TorchRouterMixin, Router):
         self.net_.train()
         for _ in range(int(self.epochs)):
             for idx in batches(inputs.n, self.batch_size, gen):
-                loss = F.mse_loss(self.net_(inputs.rows(idx.numpy())), target[idx])
+                loss = mse(self.net_(inputs.rows(idx.numpy())), target[idx], None if mask is None else mask[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -4,6 +4,10 @@ Euclidean distances to the training queries; the k = 16 nearest vote with weight
 w_j = 1 / (d_j + 1e-8), normalised; if any of them is an exact match (d <= 1e-12) the exact
 matches share all the weight. Predictions are the weighted means of the training targets
 mu_q, mu_c, sigma_q (clipped to [0, 1]). All values FOUND (reference ``methods/knn_router.py``).
+
+Partial grids (ours): each model has its own neighbour set, the k nearest training queries on
+which that model was observed, so a prediction for model m averages only m's observed
+statistics. On a full grid every model's set is the same and the predictions are unchanged.
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ class KNNRouter(Router):
         self.XT_ = None     # built on the first sparse query
         self.sq_ = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         self.targets_ = np.stack(clipped_targets(supervision))     # (3, n, m)
+        observed = getattr(supervision, "observed", None)
+        self.observed_ = None if observed is None else np.asarray(observed, bool)
         return self
 
     def predict_stats(self, X, lam: float | None = None) -> StatsPrediction:
@@ -110,17 +116,37 @@ class KNNRouter(Router):
         k = min(int(self.k), self.X_.shape[0])
         if hasattr(X, "tocsr") and getattr(self, "XT_", None) is None:
             self.XT_ = np.ascontiguousarray(self.X_.T)
-        idx, dist = nearest(X, self.X_, self.sq_, k, getattr(self, "XT_", None))
-        w = knn_weights(dist, self.eps)                             # (n, k)
-        pred = np.einsum("nk,tnkm->tnm", w, self.targets_[:, idx, :].astype(np.float64))
+        if getattr(self, "observed_", None) is None:
+            idx, dist = nearest(X, self.X_, self.sq_, k, getattr(self, "XT_", None))
+            w = knn_weights(dist, self.eps)                             # (n, k)
+            pred = np.einsum("nk,tnkm->tnm", w, self.targets_[:, idx, :].astype(np.float64))
+        else:
+            pred = self._predict_per_model(X)
         mu_q, mu_c, sigma = (clip01(p) for p in pred)
         return StatsPrediction(self.models_, mu_q, mu_c, sigma)
 
+    def _predict_per_model(self, X) -> np.ndarray:
+        """(3, n, m) predictions from per-model neighbour sets (the k nearest training queries on
+        which each model was observed)."""
+        n, m = X.shape[0], len(self.models_)
+        pred = np.empty((3, n, m))
+        for j in range(m):
+            rows = np.flatnonzero(self.observed_[:, j])
+            k = min(int(self.k), rows.size)
+            idx, dist = nearest(X, self.X_[rows], self.sq_[rows], k)
+            w = knn_weights(dist, self.eps)
+            pred[:, :, j] = np.einsum("nk,tnk->tn", w, self.targets_[:, rows[idx], j].astype(np.float64))
+        return pred
+
     def _state(self):
-        return {"X": self.X_, "targets": self.targets_}, {}
+        arrays = {"X": self.X_, "targets": self.targets_}
+        if getattr(self, "observed_", None) is not None:
+            arrays["observed"] = self.observed_.astype(np.uint8)
+        return arrays, {}
 
     def _load_state(self, arrays, meta) -> None:
         self.X_ = arrays["X"].astype(np.float32)
+        self.observed_ = arrays["observed"].astype(bool) if "observed" in arrays else None
         self.XT_ = None
         self.targets_ = arrays["targets"].astype(np.float32)
         self.sq_ = np.einsum("ij,ij->i", self.X_, self.X_, dtype=np.float64)

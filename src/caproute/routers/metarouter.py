@@ -10,7 +10,9 @@ How it consumes data:
 
 - ``fit(X, supervision)``: the supervision's queries are the GOLD queries; the gold gain of m is
   ``mu_q[:, m] - mu_q[:, ref]`` (DARS mean quality difference). Costs C_m are each model's mean
-  ``mu_c`` over these queries.
+  ``mu_c`` over these queries. On a partial grid the gold gains of m are those of the queries where
+  m and the reference were both observed (none: the per-model prior's gains, recorded in
+  ``fallback_``), and C_m averages m's observed queries.
 - ``fit(X, supervision, X_pref=..., pref=...)``: preference data on other queries. ``pref`` is an
   (n_pref, n_models) array (columns in ``supervision.models`` order) or a DataFrame with model
   columns; entry [j, m] is the preference gain of m over the reference on query j (+1 m better,
@@ -84,7 +86,10 @@ class MetaRouter(Router):
         if X.shape[0] != supervision.n_queries:
             raise DataError(f"X has {X.shape[0]} rows, the supervision {supervision.n_queries} queries",
                             source="metarouter")
-        ref = self._reference_index(models, supervision.mu_c)
+        observed = getattr(supervision, "observed", None)
+        mask = np.ones(supervision.mu_q.shape, bool) if observed is None else np.asarray(observed, bool)
+        costs = np.where(mask, supervision.mu_c, 0.0).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)
+        ref = self._reference_index(models, supervision.mu_c if observed is None else costs[None, :])
         P, Xp = self._preferences(X_pref, pref, models, X.shape[1])
         gains = supervision.mu_q - supervision.mu_q[:, [ref]]
         forests, scales, fallback, info = {}, {}, {}, {}
@@ -92,13 +97,18 @@ class MetaRouter(Router):
             if m == ref:
                 continue
             rows = np.isfinite(P[:, m]) if P is not None else np.zeros(0, bool)
+            gold = mask[:, m] & mask[:, ref]
+            Xg, gm = X[gold], gains[gold, m]
             reason = None
-            if P is None:
+            if not gold.any():
+                Xg, gm = X, gains[:, m]
+                reason = "no query with this model and the reference both observed (prior gains)"
+            elif P is None:
                 reason = "no preference labels"
             elif rows.sum() < self.n_folds:
                 reason = f"{int(rows.sum())} preference labels (< n_folds = {self.n_folds})"
-            elif X.shape[0] < self.n_folds:
-                reason = f"{X.shape[0]} gold queries (< n_folds = {self.n_folds})"
+            elif Xg.shape[0] < self.n_folds:
+                reason = f"{Xg.shape[0]} gold queries (< n_folds = {self.n_folds})"
             if reason is None:
                 est = MetaRouterGain(
                     self.learner, align=self.align, gamma=self.gamma, n_folds=self.n_folds,
@@ -111,20 +121,20 @@ class MetaRouter(Router):
                     effect_clip=None if self.effect_clip is None else (-self.effect_clip, self.effect_clip),
                     random_state=self.random_state)
                 try:
-                    est.fit(X, gains[:, m], Xp[rows], P[rows, m])
+                    est.fit(Xg, gm, Xp[rows], P[rows, m])
                 except DataError as e:  # e.g. gold gains without spread: alignment undefined
                     reason = f"meta-router failed ({e.reason})"
                 else:
                     forests[model], scales[model] = ArrayForest.from_model(est.final_model_), est.scale_
                     info[model] = {"n_pref": int(rows.sum()), **est.info()}
             if reason is not None:
-                forests[model] = ArrayForest.from_model(self._forest().fit(X, gains[:, m]))
+                forests[model] = ArrayForest.from_model(self._forest().fit(Xg, gm))
                 scales[model], fallback[model] = 1.0, reason
         self.models_ = models
         self.reference_index_ = ref
         self.forests_, self.scales_, self.fallback_, self.info_ = forests, scales, fallback, info
-        self.base_ = float(supervision.mu_q[:, ref].mean())
-        self.costs_ = supervision.mu_c.mean(axis=0)
+        self.base_ = float(supervision.mu_q[mask[:, ref], ref].mean())
+        self.costs_ = supervision.mu_c.mean(axis=0) if observed is None else costs
         self.n_features_ = X.shape[1]
         return self
 

@@ -8,7 +8,8 @@ sigmoid(delta(a, q) - delta(b, q)), trained with binary cross-entropy (Bradley-T
 caproute's training data (PROPOSED, the paper trains on Chatbot Arena votes instead): for every
 training query and every model pair (a < b), the label is 1 if U_a > U_b, 0 if U_a < U_b and
 0.5 on a tie, where U = mu_q - lam * mu_c - beta * sigma_q is the supervision's utility at the
-hyper-parameter ``lam`` (default 0.05) and the supervision's beta. Optimiser (PROPOSED): Adam lr
+hyper-parameter ``lam`` (default 0.05) and the supervision's beta; on a partial grid only pairs of
+two models observed on the query. Optimiser (PROPOSED): Adam lr
 1e-3, weight decay 1e-5, 20 epochs, batches of 1024 pairs.
 
 Routing generalises "route to the strong model iff P >= alpha" to argmax_M delta(M, q). The
@@ -71,7 +72,10 @@ class MFRouter(TorchRouterMixin, Router):
 
         mu_q, mu_c, sigma = clipped_targets(supervision)
         u = utility(mu_q, mu_c, sigma, float(self.lam), supervision_beta(supervision), dtype=np.float32)
-        prefs = pairwise_preferences(u)
+        # partial grid: only pairs of two models observed on the query (never a prior)
+        prefs = pairwise_preferences(u, observed=getattr(supervision, "observed", None))
+        if prefs["label"].size == 0:
+            raise ValueError("mf needs a query with two observed models to learn a preference")
         q, a, b = (torch.from_numpy(prefs[k].astype(np.int64)) for k in ("query", "a", "b"))
         label = torch.from_numpy(prefs["label"].astype(np.float32))
         self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "dim": int(self.dim)}

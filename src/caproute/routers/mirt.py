@@ -4,7 +4,7 @@
 Three MIRT heads (score, cost, std). Each: query ability theta(x) = MLP(D -> 128 -> 16) (ReLU
 between), model discrimination a_m in R^16 ~ N(0, 0.02^2), difficulty b_m = 0 at init,
 P = sigmoid(theta(x) . a_m - b_m). Loss BCE(score logits, mu_q) + 1.0 MSE(P_cost, mu_c) +
-0.5 MSE(P_std, sigma_q); Adam lr 1e-3, weight decay 0, 30 epochs, batches of 256. Roles are
+0.5 MSE(P_std, sigma_q) (over the observed pairs on a partial grid); Adam lr 1e-3, weight decay 0, 30 epochs, batches of 256. Roles are
 flipped relative to IRT-Router (there the LLM is the examinee). Predictions in [0, 1].
 The three heads' first layers are stored as one D x 384 matrix (same function, same Adam
 updates, one sparse product instead of three).
@@ -20,7 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches, make_input_linear
+from caproute.routers._torch import (
+    Inputs,
+    TorchRouterMixin,
+    adam,
+    batches,
+    bce_with_logits,
+    make_input_linear,
+    mse,
+    observed_mask,
+)
 from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
 
 HEADS = ("score", "cost", "std")
@@ -76,9 +85,9 @@ class MIRTRouter(TorchRouterMixin, Router):
 
     def _train(self, X, supervision, gen, **_):
         import torch
-        import torch.nn.functional as F
 
         mu_q, mu_c, sigma = (torch.from_numpy(t) for t in clipped_targets(supervision))
+        mask = observed_mask(supervision)        # partial grid: losses over observed pairs only
         self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "hidden": int(self.hidden),
                       "latent": int(self.latent_dim)}
         self.net_ = self._build(**self.arch_, gen=gen)
@@ -89,9 +98,10 @@ class MIRTRouter(TorchRouterMixin, Router):
         for _ in range(max(int(self.epochs), -(-int(self.min_steps) // per_epoch))):
             for idx in batches(inputs.n, self.batch_size, gen):
                 s, c, d = self.net_(inputs.rows(idx.numpy()))
-                loss = (F.binary_cross_entropy_with_logits(s, mu_q[idx])
-                        + self.cost_loss_weight * F.mse_loss(torch.sigmoid(c), mu_c[idx])
-                        + self.std_loss_weight * F.mse_loss(torch.sigmoid(d), sigma[idx]))
+                mb = None if mask is None else mask[idx]
+                loss = (bce_with_logits(s, mu_q[idx], mb)
+                        + self.cost_loss_weight * mse(torch.sigmoid(c), mu_c[idx], mb)
+                        + self.std_loss_weight * mse(torch.sigmoid(d), sigma[idx], mb))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

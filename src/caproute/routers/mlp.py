@@ -8,7 +8,8 @@ early_stopping=False)`` with seeds s, s + 991, s + 1991 (all FOUND, reference ``
 We re-implement that regressor in torch because scikit-learn densifies 20k-dimensional TF-IDF
 input and takes minutes per fit; the re-implementation keeps its semantics: Glorot-uniform
 initialisation of weights and biases, squared loss ``mean((y - p)^2) / 2`` plus
-``alpha / 2 * sum(W^2) / batch``, batches of min(200, n), Adam (beta 0.9/0.999, eps 1e-8), and
+``alpha / 2 * sum(W^2) / batch`` (on a partial grid the mean runs over the observed pairs only),
+batches of min(200, n), Adam (beta 0.9/0.999, eps 1e-8), and
 scikit-learn's convergence rule (stop once the epoch loss has not improved by ``tol = 1e-4`` for
 more than ``n_iter_no_change = 10`` epochs; that rule applies even with early_stopping=False).
 Differences: float32 instead of float64, the eps of Adam applied to the bias-corrected second
@@ -25,7 +26,15 @@ import math
 
 import numpy as np
 
-from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches, make_input_linear
+from caproute.routers._torch import (
+    Inputs,
+    TorchRouterMixin,
+    adam,
+    batches,
+    make_input_linear,
+    masked_mean,
+    observed_mask,
+)
 from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
 
 SEED_OFFSETS = {"mu_q": 0, "mu_c": 991, "sigma_q": 1991}
@@ -110,6 +119,7 @@ class MLPRouter(TorchRouterMixin, Router):
         inputs = Inputs(X, self.sparse_input_, col_scale=1.0 / scale)
         targets = dict(zip(("mu_q", "mu_c", "sigma_q"), clipped_targets(supervision), strict=True))
         heads = ["mu_q", "mu_c"] + (["sigma_q"] if targets["sigma_q"].any() else [])
+        mask = observed_mask(supervision)        # partial grid: squared loss over observed pairs only
         self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "heads": heads,
                       "hidden": [int(h) for h in self.hidden]}
         self.n_iter_ = {}
@@ -119,11 +129,11 @@ class MLPRouter(TorchRouterMixin, Router):
             net = _build_regressor(X.shape[1], self.arch_["hidden"], len(self.models_), g)
             with torch.no_grad():
                 net.offset.copy_(torch.from_numpy((mean / scale).astype(np.float32)))
-            self.n_iter_[head] = self._fit_one(net, inputs, torch.from_numpy(targets[head]), g)
+            self.n_iter_[head] = self._fit_one(net, inputs, torch.from_numpy(targets[head]), g, mask)
             nets[head] = net
         self.net_ = torch.nn.ModuleDict(nets)
 
-    def _fit_one(self, net, inputs: Inputs, Y, gen) -> int:
+    def _fit_one(self, net, inputs: Inputs, Y, gen, mask=None) -> int:
         n = inputs.n
         # The L2 penalty alpha/2 * sum(W^2) / batch enters as Adam's (coupled) weight decay
         # alpha / batch on the weights: the same gradient, without a second pass in autograd.
@@ -138,7 +148,11 @@ class MLPRouter(TorchRouterMixin, Router):
                 xb, yb = (x_all, Y) if idx is None else (inputs.rows(idx.numpy()), Y[idx])
                 nb = yb.shape[0]
                 opt.param_groups[0]["weight_decay"] = self.alpha / nb
-                data_loss = 0.5 * ((net(xb) - yb) ** 2).mean()
+                if mask is None:
+                    data_loss = 0.5 * ((net(xb) - yb) ** 2).mean()
+                else:
+                    mb = mask if idx is None else mask[idx]
+                    data_loss = 0.5 * masked_mean((net(xb) - yb) ** 2, mb)
                 penalty = 0.5 * self.alpha * net.l2() / nb     # value of the penalty before the step
                 opt.zero_grad(set_to_none=True)
                 data_loss.backward()

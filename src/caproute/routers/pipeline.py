@@ -156,7 +156,7 @@ class RoutingPipeline:
 def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars", features: str = "tfidf",
                    lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA, seed: int = 42, params: dict | None = None,
                    dataset: str | None = None, encoder_params: dict | None = None,
-                   cache=None) -> RoutingPipeline:
+                   cache=None, normalizer=None) -> RoutingPipeline:
     """Train encoder + router on the training split of one dataset of ``obs``.
 
     ``supervision``: ``dars`` (all observations, risk weight ``beta``), ``single`` (one random
@@ -164,6 +164,10 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     or an ablation variant of :func:`caproute.supervise.ablations.build_supervision`.
     ``params``: router hyper-parameters; a router that takes ``seed`` gets ``seed`` unless given.
     ``cache``: feature cache for frozen encoders (see :func:`caproute.features.encode`).
+    ``normalizer``: the cost map (default: min-max fitted on the training rows; pooled datasets
+    pass the identity map of :func:`caproute.evaluate.protocol.pool_datasets`).
+    A partial grid (queries missing some models, e.g. routed traffic with feedback) trains on the
+    observed pairs; ``meta["coverage"]`` records them (:mod:`caproute.supervise.coverage`).
     """
     from caproute import __version__
     from caproute.data.order import canonical_rows
@@ -183,7 +187,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     name = resolve_dataset(sorted(obs["dataset"].astype(str).unique()), dataset, source="observations")
     obs = obs[obs["dataset"].astype(str) == name]
     train = canonical_rows(training_rows(obs))    # results do not depend on the file's row order
-    normalizer = CostNormalizer().fit(train)
+    normalizer = normalizer or CostNormalizer().fit(train)
     sup = build_supervision(train, variant=supervision, beta=beta, normalizer=normalizer, seed=seed)
     query_ids, texts = query_texts(train, sup.query_ids)
     encoder = get_encoder(features, **(encoder_params or {})).fit(texts)
@@ -194,6 +198,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
         "lam": float(lam), "beta": float(sup.beta if sup.beta is not None else beta),
         "train_beta": float(beta), "seed": int(seed), "router_params": model.get_params(),
         "cost_normalizer": normalizer.to_dict(), "n_train_queries": int(sup.n_queries),
+        "coverage": sup.coverage().to_dict(),
         "n_train_observations": int(len(train)), "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "caproute_version": __version__,
     }

@@ -5,7 +5,8 @@ training query at each lambda' of linspace(0, lambda_max, 11) (reference: lambda
 max(0.10, lambda); ``train_pipeline`` passes that), with utilities
 U = (mu_q - beta * sigma_q) - lambda' * mu_c (beta = the supervision's beta). Loss "softmax":
 mean_i sum_m softmax(logits_i / T)_m * (max_m' U_im' - U_im), T = 1.0 (expected regret); the
-alternative ``loss="classification"`` is cross-entropy on argmax U. Adam lr 1e-3, 20 epochs,
+alternative ``loss="classification"`` is cross-entropy on argmax U. On a partial grid each row's
+softmax, argmax and regret run over the query's observed models only. Adam lr 1e-3, 20 epochs,
 batches of 256 rows. All values FOUND (reference ``methods/rm_softmax.py``).
 
 The router predicts a policy, not capability statistics: ``predict_stats(X, lam)`` returns
@@ -97,9 +98,17 @@ class RMSoftmaxRouter(TorchRouterMixin, Router):
         perf = mu_q - supervision_beta(supervision) * sigma
         lambdas = lambda_grid(self.lambda_max, self.num_lambdas)
         util = torch.from_numpy(augmented_utilities(perf, mu_c, lambdas))
+        n = X.shape[0]
+        observed = getattr(supervision, "observed", None)
+        # partial grid: each row's softmax, argmax and regret run over its observed models only
+        # (an unobserved model's logit is -inf in training, so its prior utility never enters)
+        mask = None if observed is None else torch.from_numpy(np.tile(np.asarray(observed, bool), (len(lambdas), 1)))
+        if mask is not None:
+            util = util.masked_fill(~mask, float("-inf"))
         labels = util.argmax(dim=1)
         regret = util.max(dim=1, keepdim=True).values - util
-        n = X.shape[0]
+        if mask is not None:
+            regret = regret.masked_fill(~mask, 0.0)
         lam_col = torch.from_numpy(np.repeat(lambdas, n))
         self.arch_ = {"d_in": int(X.shape[1]), "m": len(self.models_), "hidden": [int(h) for h in self.hidden]}
         self.net_ = self._build(**self.arch_, gen=gen)
@@ -109,6 +118,8 @@ class RMSoftmaxRouter(TorchRouterMixin, Router):
         for _ in range(int(self.epochs)):
             for idx in batches(util.shape[0], self.batch_size, gen):
                 logits = self.net_(x_all, lam_col[idx], rows=idx % n)
+                if mask is not None:
+                    logits = logits.masked_fill(~mask[idx], float("-inf"))
                 if self.loss == "classification":
                     loss = F.cross_entropy(logits, labels[idx])
                 else:

@@ -46,10 +46,14 @@ def _output_only(obs: pd.DataFrame) -> pd.DataFrame:
 
 def build_supervision(train_obs: pd.DataFrame, *, variant: str = "dars", beta: float = DEFAULT_BETA,
                       normalizer: CostNormalizer | None = None, seed: int = 42,
-                      models: tuple[str, ...] | None = None, drop_incomplete: bool = False) -> Supervision:
+                      models: tuple[str, ...] | None = None, drop_incomplete: bool = False,
+                      missing: str = "mask") -> Supervision:
     """Supervision of one dataset's training observations for an ablation ``variant``.
 
-    The cost normaliser is fitted on ``train_obs`` unless one is given.
+    The cost normaliser is fitted on ``train_obs`` unless one is given. ``missing``: what happens
+    to (query, model) pairs without observations (:func:`caproute.supervise.supervision.from_stats`);
+    by default ``"mask"``: every family trains on the observed pairs (a partial grid, e.g. routed
+    traffic with feedback). ``drop_incomplete`` is the older spelling of ``missing="drop"``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown supervision variant '{variant}' (choose from {VARIANTS})")
@@ -60,7 +64,7 @@ def build_supervision(train_obs: pd.DataFrame, *, variant: str = "dars", beta: f
     sigma_col = {"rewrite_risk": "sigma_rewrite", "decode_risk": "sigma_decode"}.get(variant, "sigma_q")
     use_beta = 0.0 if variant in ("single", "no_risk") else beta
     sup = from_stats(stats, models=models, kind=variant, beta=use_beta, sigma_column=sigma_col,
-                     drop_incomplete=drop_incomplete)
+                     missing="drop" if drop_incomplete else missing)
     if variant in ("single", "no_risk"):
         sup.sigma_q = np.zeros_like(sup.sigma_q) if variant == "single" else sup.sigma_q
     sup.meta["seed"] = seed if variant == "single" else None

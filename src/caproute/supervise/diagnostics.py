@@ -8,16 +8,19 @@
 
 Observation o is the pair (prompt_variant_id, decode_id); a query enters the winner statistics
 with the observations that every model has. Ties use the hard-label tie rule
-(:func:`caproute.supervise.labels.hard_labels`).
+(:func:`caproute.supervise.labels.hard_labels`). ``coverage``: the observed (query, model) pairs,
+per model and per query (:class:`caproute.supervise.coverage.Coverage`); on a partial grid the
+winner statistics use the queries whose observations every model has.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from caproute.supervise.coverage import coverage_from_pairs
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.stats import capability_stats
 from caproute.supervise.utility import DEFAULT_LAMBDA
@@ -39,6 +42,7 @@ class Diagnostics:
     input_variance_share: float
     winners_per_query: dict[int, float]
     lam: float
+    coverage: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -117,7 +121,8 @@ def diagnose(obs: pd.DataFrame, cost_norm: np.ndarray, lam: float = DEFAULT_LAMB
         outcome_instability=oi, winner_flip_rate=wfr, single_vs_da_disagreement=dis,
         input_variance=vin, output_variance=vout,
         input_variance_share=vin / (vin + vout) if vin + vout > 0 else float("nan"),
-        winners_per_query=winners, lam=lam)
+        winners_per_query=winners, lam=lam,
+        coverage=coverage_from_pairs(stats["query_id"], stats["model"], tuple(str(m) for m in models)).to_dict())
 
 
 def plot_diagnostics(stats: pd.DataFrame, diag: Diagnostics, path) -> None:

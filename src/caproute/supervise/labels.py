@@ -35,18 +35,26 @@ def soft_labels(u: np.ndarray, tau: float = 0.1) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def pairwise_preferences(u: np.ndarray, tol: float = TIE_TOL) -> dict[str, np.ndarray]:
+def pairwise_preferences(u: np.ndarray, tol: float = TIE_TOL,
+                         observed: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """All ordered model pairs (a < b) per query: label 1 if U_a > U_b, 0 if U_a < U_b, 0.5 on a tie.
 
     Returns arrays ``query`` (row index), ``a``, ``b``, ``label``, ``margin`` = U_a - U_b.
+    ``observed``: optional (n, m) mask of observed (query, model) pairs; only pairs of two observed
+    models are returned (a partial grid compares what was observed, never a prior).
     """
     u = np.asarray(u, dtype=float)
     n, m = u.shape
     a, b = np.triu_indices(m, k=1)
     margin = u[:, a] - u[:, b]
     label = np.where(margin > tol, 1.0, np.where(margin < -tol, 0.0, 0.5))
-    return {"query": np.repeat(np.arange(n), a.size), "a": np.tile(a, n), "b": np.tile(b, n),
-            "label": label.reshape(-1), "margin": margin.reshape(-1)}
+    out = {"query": np.repeat(np.arange(n), a.size), "a": np.tile(a, n), "b": np.tile(b, n),
+           "label": label.reshape(-1), "margin": margin.reshape(-1)}
+    if observed is not None:
+        obs = np.asarray(observed, bool)
+        keep = (obs[:, a] & obs[:, b]).reshape(-1)
+        out = {k: v[keep] for k, v in out.items()}
+    return out
 
 
 def regression_targets(sup) -> dict[str, np.ndarray]:

@@ -23,11 +23,16 @@ LLAMA_WHEELS := $(HOME)/.cache/caproute/wheels/llama-cpp-python-$(LLAMA_CPP_VERS
 # LiteLLM's proxy: only the peer in benchmarks/bench_serve.py, in its own venv (never a caproute dependency)
 BENCH_VENV := .venv-bench
 LITELLM := litellm[proxy]==1.80.0
+# LiteLLM's proxy for tests/test_litellm_plugin.py (the plugin itself needs only the SDK, in `all`),
+# in its own venv: the proxy extra pins packages (rich 13) older than caproute's. Where an index
+# lacks litellm-proxy, the extra's other requirements are installed instead (the proxy runs).
+LITELLM_VENV := .venv-litellm
+LITELLM_PROXY_VERSION := 1.110.2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench bench-quick lint clean
+.PHONY: install demo test test-fast bench bench-quick lint clean litellm-proxy
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,8 +62,21 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/caproute demo --out demo-output
 
-test: install
+test: install $(LITELLM_VENV)/.installed
 	$(PY) -m pytest -q
+
+$(LITELLM_VENV)/.installed:
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	( $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==$(LITELLM_PROXY_VERSION)" \
+	  || ( $(LITELLM_VENV)/bin/pip install -q "litellm==$(LITELLM_PROXY_VERSION)" && \
+	       $(LITELLM_VENV)/bin/python -c "import importlib.metadata as m, re; \
+	         [print(r.split(';')[0]) for r in m.requires('litellm') if \"extra == 'proxy'\" in r \
+	          and not re.match(r'litellm-(proxy|enterprise)', r) and 'python_full_version >= ' not in r]" \
+	         > $(LITELLM_VENV)/proxy-requirements.txt && \
+	       $(LITELLM_VENV)/bin/pip install -q -r $(LITELLM_VENV)/proxy-requirements.txt ) ) && touch $@ \
+	  || echo "LiteLLM's proxy could not be installed: its test in tests/test_litellm_plugin.py skips"
+
+litellm-proxy: $(LITELLM_VENV)/.installed
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not pool"
@@ -78,4 +96,4 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(LITELLM_VENV) demo-output .pytest_cache

@@ -29,7 +29,8 @@ LAYERS = {
     "evaluate": 5,
     "serve": 6,
     "demo": 6,      # the tutorial behind `caproute demo`
-    "cli": 7, "__main__": 8,
+    "integrations": 7,   # caproute inside other gateways (LiteLLM); nothing in caproute imports it
+    "cli": 8, "__main__": 9,
     "__init__": -1, "__version__": -1,   # the package root: its docstring and version, no imports
 }
 

@@ -1,0 +1,268 @@
+"""caproute as a LiteLLM routing plugin (issue 27, item 1), against LiteLLM itself.
+
+- In process: LiteLLM's ``Router(plugins=[plugin])`` in front of three local echo backends; the
+  plugin narrows the candidates to the router's decision (the same as ``RoutingPipeline.decide``),
+  walks caproute's fallback order when the chosen backend fails (LiteLLM's retries), takes
+  per-request lambda from the request's metadata, and records the decision in the signals, the
+  answer, the feedback store and the request log, from which ``caproute feedback export`` makes
+  observations.
+- Through LiteLLM's proxy (``litellm --config`` with ``router_settings.plugins``, a subprocess on a
+  free port) when a proxy-capable LiteLLM is found; otherwise that test skips and says why.
+
+LiteLLM is an optional extra (``caproute[litellm]``, part of ``all``); without it the module skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+litellm = pytest.importorskip("litellm", reason="LiteLLM is not installed (pip install 'caproute[litellm]')")
+
+from caproute.errors import ConfigError  # noqa: E402
+from caproute.integrations.litellm import CaprouteRoutingPlugin  # noqa: E402
+from caproute.serve.echo import ANSWER, echo_app  # noqa: E402
+from caproute.serve.testing import TEST_MODELS, UvicornThread, free_port, train_router  # noqa: E402
+
+#: the LiteLLM release series these tests ran against (the extra allows >= 1.94, < 1.111)
+TESTED_LITELLM = "1.110"
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")   # no network fetch of LiteLLM's price map
+TEXT = "question 3: topic3word1 topic3word7 filler12"
+
+
+@pytest.fixture(scope="module")
+def router_dir(tmp_path_factory):
+    return train_router(tmp_path_factory.mktemp("litellm") / "router")
+
+
+def _model_list(servers: dict) -> list[dict]:
+    return [{"model_name": "caproute",
+             "litellm_params": {"model": f"openai/{name}", "api_base": srv.base_url + "/v1", "api_key": "x"}}
+            for name, srv in servers.items()]
+
+
+def test_litellm_version_is_the_tested_one():
+    version = importlib.metadata.version("litellm")
+    assert version.startswith(TESTED_LITELLM + "."), (
+        f"LiteLLM {version} is installed; these tests pin {TESTED_LITELLM}.x. Run them against the new "
+        "release, then update TESTED_LITELLM, the extra's bound in pyproject.toml and docs/integrations.md")
+    from litellm.types.router import RoutingContext, RoutingPlugin
+
+    assert isinstance(CaprouteRoutingPlugin.__new__(CaprouteRoutingPlugin), RoutingPlugin)
+    assert set(RoutingContext.model_fields) >= {"candidate_models", "signals", "metadata", "structured_messages"}
+
+
+def test_candidates_by_name_suffix_and_model_map(router_dir):
+    p = CaprouteRoutingPlugin(router_dir)
+    assert p.candidates_for(["openai/big", "hosted_vllm/mid", "small", "openai/other"]) == {
+        "big": "openai/big", "mid": "hosted_vllm/mid", "small": "small"}
+    assert p.candidates_for(["openai/gpt-x"]) == {}
+    q = CaprouteRoutingPlugin(router_dir, model_map={"big": "openai/gpt-x"})
+    assert q.candidates_for(["openai/gpt-x", "openai/big"]) == {"big": "openai/gpt-x"}
+    with pytest.raises(ConfigError, match="model_map names"):
+        CaprouteRoutingPlugin(router_dir, model_map={"nope": "openai/x"})
+    with pytest.raises(ConfigError, match="exactly one"):
+        CaprouteRoutingPlugin()
+
+
+def test_run_narrows_then_walks_the_fallback_order(router_dir):
+    """Hand-driven: the first run decides; each retry (previous signals in the metadata) takes the next model."""
+    from litellm.types.router import RoutingContext
+
+    from caproute.routers.pipeline import RoutingPipeline
+    from caproute.serve.routing import fallback_order
+
+    p = CaprouteRoutingPlugin(router_dir, max_attempts=2)
+    d = RoutingPipeline.load(router_dir).decide([TEXT])[0]
+    expected = fallback_order(d.utility, d.mu_c, d.model, list(TEST_MODELS))
+    cands = ["openai/small", "openai/big", "openai/mid", "openai/unknown"]
+    metadata: dict = {}
+    seen = []
+    for _ in range(3):
+        ctx = RoutingContext(raw_messages=[{"role": "user", "content": TEXT}],
+                             structured_messages=[{"role": "user", "content": TEXT}],
+                             candidate_models=list(cands), metadata=metadata)
+        ctx = asyncio.run(p.run(ctx))
+        sig = ctx.signals["caproute"]
+        seen.append((ctx.candidate_models, sig["model"], sig["attempt"]))
+        metadata = {"routing_plugin_signals": ctx.signals}   # what LiteLLM hands a retry
+    assert seen[0] == ([f"openai/{expected[0]}"], expected[0], 0)
+    assert seen[1] == ([f"openai/{expected[1]}"], expected[1], 1)
+    assert seen[2] == seen[1]                               # max_attempts = 2: the last one repeats
+    assert sig["models"] == expected[:2] and sig["decided_model"] == d.model
+    assert sig["mu_q"] == pytest.approx(d.mu_q[d.model]) and sig["mu_c"] == pytest.approx(d.mu_c[d.model])
+    assert sig["sigma_q"] == pytest.approx(d.sigma_q[d.model])
+    assert sig["policy_version"] == "default:lambda=0.05,beta=0.2"
+    # a model group with none of caproute's models is left alone
+    ctx = RoutingContext(raw_messages=[], structured_messages=[], candidate_models=["openai/x", "openai/y"])
+    assert asyncio.run(p.run(ctx)).candidate_models == ["openai/x", "openai/y"]
+
+
+def test_request_lambda_is_validated(router_dir):
+    from litellm.types.router import RoutingContext
+
+    p = CaprouteRoutingPlugin(router_dir)
+    ctx = RoutingContext(raw_messages=[], structured_messages=[{"role": "user", "content": TEXT}],
+                         candidate_models=["openai/big", "openai/mid", "openai/small"],
+                         metadata={"caproute": {"lambda": -1}})
+    with pytest.raises(ValueError, match="metadata.caproute.lambda"):
+        asyncio.run(p.run(ctx))
+
+
+def test_router_in_process_fallback_feedback_and_export(router_dir, tmp_path):
+    """LiteLLM's Router over real echo backends: the decision, a fallback, per-request lambda,
+    the request log and feedback store, and `caproute feedback export` of the traffic."""
+    from litellm import Router
+
+    from caproute.routers.pipeline import RoutingPipeline
+    from caproute.serve.feedback_export import export_feedback
+    from caproute.serve.log_store import read_requests
+
+    pipe = RoutingPipeline.load(router_dir)
+    best = pipe.decide([TEXT], lam=0.0)[0]
+    cheap = pipe.decide([TEXT], lam=100.0)[0]
+    assert best.model != cheap.model
+    servers = {m: UvicornThread(echo_app(m, fail_status=500 if m == best.model else None)) for m in TEST_MODELS}
+    plugin = CaprouteRoutingPlugin(router_dir, lam=0.0, feedback_db=tmp_path / "fb.sqlite3",
+                                   log_store=tmp_path / "log.sqlite3")
+    saved = list(litellm.callbacks)
+    try:
+        for s in servers.values():
+            s.start()
+        litellm.callbacks = [plugin]
+        router = Router(model_list=_model_list(servers), plugins=[plugin], num_retries=2, retry_after=0)
+
+        async def calls():
+            msgs = [{"role": "user", "content": TEXT}]
+            a = await router.acompletion(model="caproute", messages=msgs)
+            b = await router.acompletion(model="caproute", messages=msgs, metadata={"caproute": {"lambda": 100}})
+            chunks = [c async for c in await router.acompletion(
+                model="caproute", messages=msgs, stream=True, metadata={"caproute": {"lambda": 100}})]
+            return a, b, chunks
+
+        a, b, chunks = asyncio.run(calls())
+        # the best model failed (500): LiteLLM's retry took caproute's second choice
+        assert a.caproute["decided_model"] == best.model and a.caproute["attempt"] == 1
+        assert a.caproute["model"] == a.caproute["models"][1] and a.choices[0].message.content == ANSWER
+        assert a.caproute["policy_version"] == "plugin:lambda=0,beta=0.2"
+        assert b.caproute["model"] == cheap.model and b.caproute["attempt"] == 0
+        assert b.caproute["params_source"] == "request" and b.caproute["lambda"] == 100.0
+        stamped = [c.caproute for c in chunks if getattr(c, "caproute", None)]   # once, on a chunk the hook sees
+        assert len(stamped) == 1 and stamped[0]["model"] == cheap.model
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == ANSWER
+        assert plugin.feedback(b.caproute["response_id"], 1.0).responses[0]["model"] == cheap.model
+        plugin.feedback(a.caproute["response_id"], 0.0)
+        deadline = time.monotonic() + 10
+        while plugin.request_log.written < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        litellm.callbacks = saved
+        plugin.close()
+        for s in servers.values():
+            s.stop()
+    logged = read_requests(tmp_path / "log.sqlite3").set_index("response_id")
+    assert logged.loc[a.caproute["response_id"], "model"] == a.caproute["model"]
+    assert logged.loc[b.caproute["response_id"], "answer"] == ANSWER
+    assert json.loads(logged.loc[b.caproute["response_id"], "messages"]) == [{"role": "user", "content": TEXT}]
+    rep = export_feedback(tmp_path / "fb.sqlite3", log_store=tmp_path / "log.sqlite3",
+                          observations=tmp_path / "obs.parquet")
+    assert rep.observations == 2 and rep.skipped_not_logged == 0
+    import pandas as pd
+
+    obs = pd.read_parquet(tmp_path / "obs.parquet").set_index("model")
+    assert obs.loc[cheap.model, "score"] == 1.0 and obs.loc[a.caproute["model"], "score"] == 0.0
+
+
+def _proxy_command() -> list[str] | None:
+    """A ``litellm`` proxy executable whose interpreter has the proxy's dependencies: $CAPROUTE_LITELLM_PROXY,
+    the repository's .venv-litellm (``make litellm-proxy``), or this interpreter's own."""
+    root = Path(__file__).resolve().parents[1]
+    for exe in (os.environ.get("CAPROUTE_LITELLM_PROXY"), root / ".venv-litellm" / "bin" / "litellm",
+                Path(sys.executable).parent / "litellm", shutil.which("litellm")):
+        if not exe or not Path(exe).is_file():
+            continue
+        py = Path(exe).parent / "python"
+        ok = subprocess.run([str(py), "-c", "import websockets, backoff, apscheduler, orjson, litellm.proxy"],
+                            capture_output=True, timeout=120).returncode == 0
+        if ok:
+            return [str(exe)]
+    return None
+
+
+def test_proxy_with_yaml_config(router_dir, tmp_path):
+    """``litellm --config`` with ``router_settings.plugins`` and ``litellm_settings.callbacks``."""
+    cmd = _proxy_command()
+    if cmd is None:
+        pytest.skip("no LiteLLM proxy installed (its extra pulls litellm-proxy; `make litellm-proxy` "
+                    "builds .venv-litellm, or set CAPROUTE_LITELLM_PROXY=/path/to/litellm)")
+    import httpx
+
+    servers = {m: UvicornThread(echo_app(m)) for m in TEST_MODELS}
+    (tmp_path / "caproute_plugin.py").write_text(
+        "from caproute.integrations.litellm import CaprouteRoutingPlugin\n"
+        f"plugin = CaprouteRoutingPlugin({str(router_dir)!r}, log_store={str(tmp_path / 'log.sqlite3')!r},\n"
+        f"                               feedback_db={str(tmp_path / 'fb.sqlite3')!r})\n")
+    port, key = free_port(), "sk-caproute-test-0123456789abcdef"
+    proc = None
+    try:
+        for s in servers.values():
+            s.start()
+        lines = ["model_list:"] + [
+            f"  - {{model_name: caproute, litellm_params: {{model: openai/{m}, api_base: '{s.base_url}/v1', "
+            "api_key: x}}" for m, s in servers.items()]
+        lines += ["router_settings:", "  plugins: [caproute_plugin.plugin]",
+                  "litellm_settings:", "  callbacks: [caproute_plugin.plugin]"]
+        (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
+        # the proxy's interpreter finds caproute and its dependencies the way this one does
+        env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        proc = subprocess.Popen([*cmd, "--config", "config.yaml", "--port", str(port), "--host", "127.0.0.1"],
+                                cwd=tmp_path, env=env, stdout=open(tmp_path / "proxy.log", "w"),  # noqa: SIM115
+                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"LiteLLM proxy did not start:\n{(tmp_path / 'proxy.log').read_text()[-3000:]}")
+            time.sleep(1)
+        import openai
+
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
+        raw = client.chat.completions.with_raw_response.create(
+            model="caproute", messages=[{"role": "user", "content": TEXT}])
+        resp = raw.parse()
+        from caproute.routers.pipeline import RoutingPipeline
+
+        d = RoutingPipeline.load(router_dir).decide([TEXT])[0]
+        body = resp.model_extra["caproute"]
+        assert body["model"] == d.model == raw.headers["x-caproute-model"]
+        assert raw.headers["x-litellm-model-name"] == f"openai/{d.model}"
+        assert raw.headers["x-caproute-response-id"] == body["response_id"]
+        assert resp.choices[0].message.content == ANSWER
+        rid = body["response_id"]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for s in servers.values():
+            s.stop()
+    from caproute.serve.log_store import read_requests
+
+    logged = read_requests(tmp_path / "log.sqlite3")
+    assert rid in set(logged["response_id"])

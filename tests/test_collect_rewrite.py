@@ -22,10 +22,10 @@ Q = "How many minutes are in 2 hours?"
     [
         ("What is the number of minutes in 2 hours?", "math", []),
         ("", "math", ["empty"]),
-        ("Minutes in 2 hours", "math", ["incomplete"]),  # no question mark
+        ("Minutes in 2 hours", "math", ["answers", "incomplete"]),  # no question mark: not a request
         ("How many?", "math", ["incomplete", "numbers"]),  # too short, number dropped
         ("How many minutes are in 2 hours?", "math", ["duplicate"]),
-        ("how many minutes are in 2 hours", "math", ["duplicate", "incomplete"]),
+        ("how many minutes are in 2 hours", "math", ["answers", "duplicate", "incomplete"]),
         ("How many minutes are in 3 hours?", "math", ["numbers"]),
         ("Final Answer: 120 minutes are in 2 hours?", "math", ["numbers", "structure"]),
         ("How many minutes? And in 2 hours?", "math", ["structure"]),
@@ -89,3 +89,59 @@ def test_minilm_similarity_real_model():
     assert s.shape == (2,) and s[0] > 0.8 and s[1] < 0.4
     e = m.encode(["a", "b"])
     assert e.shape == (2, 384) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+
+
+# issue 22: accepted rewrites of chat prompts changed the request (the collector's real output)
+CHANGED_REQUESTS = [
+    ("Write a haiku about rain.", "Blessed rain, a poet's choice.", "answers"),
+    ("Name three colours of the rainbow.", "The three colors of the rainbow are red,", "answers"),
+    ("What is the capital of France?", "How do you find the capital of France?", "intent"),
+]
+
+
+@pytest.mark.parametrize("original,rewrite,flag", CHANGED_REQUESTS)
+def test_rewrites_that_change_the_request_are_rejected(original, rewrite, flag):
+    """Pure rules: an answer instead of a request, or a method asked for instead of a fact."""
+    for kind in ("chat", "short"):
+        assert flag in check_rewrite(original, rewrite, [], kind=kind)
+
+
+def test_changed_requests_rejected_with_real_minilm_similarity():
+    """With the real MiniLM cosine (all three pass the default similarity band on their own:
+    0.62, 0.82, 0.90) the check still rejects them, and accepts faithful rewrites of the same prompts."""
+    emb = MiniLM()
+    for original, rewrite, flag in CHANGED_REQUESTS:
+        sim = float(emb.similarity(original, [rewrite])[0])
+        assert 0.6 <= sim <= 0.995
+        assert flag in check_rewrite(original, rewrite, [], kind="chat", similarity=sim)
+    good = [("Write a haiku about rain.", "Compose a short haiku about the rain."),
+            ("Name three colours of the rainbow.", "List three of the colours in a rainbow."),
+            ("What is the capital of France?", "Which city is the capital of France?")]
+    for original, rewrite in good:
+        sim = float(emb.similarity(original, [rewrite])[0])
+        assert check_rewrite(original, rewrite, [], kind="chat", similarity=sim) == []
+
+
+def test_request_shapes():
+    from caproute.collect.rewrite import asks_for_method, is_request
+
+    assert is_request("Please write a poem.") and is_request("Could you list two fruits.")
+    assert is_request("I'd like a recipe for soup.") and is_request("Where should I start?")
+    assert not is_request("Rain falls softly.")
+    assert asks_for_method("How do I reset it?") and asks_for_method("Why is the sky blue?")
+    assert not asks_for_method("How many legs does a cat have?") and not asks_for_method("What is 2 + 2?")
+
+
+def test_rewrites_zero_plans_the_original_prompt_only():
+    """--rewrites 0: R decodes of the original prompt (prompt_variant_id -1), not nothing."""
+    from caproute.collect.plan import CollectSpec, iter_units, planned_keys
+    from caproute.data import schema
+
+    spec = CollectSpec(dataset="d", task="t", models=("a",), rewrites=0, decodes=2)
+    assert planned_keys("train", spec) == [(-1, 0, schema.DECODING_VARIATION), (-1, 1, schema.DECODING_VARIATION)]
+    import pandas as pd
+
+    units = list(iter_units(pd.DataFrame({"query_id": ["q"], "split": ["train"]}), "a", spec, set()))
+    assert [(u.variant_id, u.decode_ids) for u in units] == [(-1, (0, 1))]
+    assert planned_keys("train", CollectSpec(dataset="d", task="t", models=("a",), rewrites=0, decodes=0)) == []
+    assert len(planned_keys("train", CollectSpec(dataset="d", task="t", models=("a",), rewrites=2, decodes=3))) == 6

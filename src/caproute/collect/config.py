@@ -144,8 +144,8 @@ class TaskConfig(_Strict):
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=0.95, gt=0, le=1)
     answer_format: str = Field(default="a short answer", description="what follows 'Final Answer:'")
-    kind: Literal["short", "math", "multiple_choice", "reading"] = Field(
-        default="short", description="decides the rewrite constraints"
+    kind: Literal["short", "math", "multiple_choice", "reading", "chat"] = Field(
+        default="short", description="decides the rewrite constraints (chat: open-ended requests)"
     )
     system_prompt: str | None = None
     stop: list[str] = Field(default_factory=list, description="stop sequences, e.g. a newline")

@@ -3,6 +3,8 @@
 For each query and model the plan is, in the canonical schema,
 
 - train: K rewrites x R decodes (``prompt_variation``, ``prompt_variant_id = k``, ``decode_id = r``);
+  with K = 0 (``--rewrites 0``) the original prompt only: R decodes of it (``decoding_variation``,
+  ``prompt_variant_id = -1``, the single-prompt case of the DARS statistics: input variance 0);
 - test: ``test_rewrites`` rewrites x 1 decode (``prompt_variation``) and ``test_decodes`` decodes
   of the original query (``decoding_variation``, ``prompt_variant_id = -1``).
 """
@@ -72,6 +74,8 @@ class Unit:
 def planned_keys(split: str, spec: CollectSpec) -> list[tuple[int, int, str]]:
     """(prompt_variant_id, decode_id, observation_type) of every observation of one (query, model)."""
     if split == "train":
+        if spec.rewrites == 0:     # the original prompt only
+            return [(-1, r, schema.DECODING_VARIATION) for r in range(spec.decodes)]
         return [(k, r, schema.PROMPT_VARIATION) for k in range(spec.rewrites) for r in range(spec.decodes)]
     return [(k, 0, schema.PROMPT_VARIATION) for k in range(spec.test_rewrites)] + [
         (-1, r, schema.DECODING_VARIATION) for r in range(spec.test_decodes)

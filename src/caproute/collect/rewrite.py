@@ -9,6 +9,11 @@ A rewriter model writes candidates; each candidate is checked (pure functions be
   ``Rewrite:`` echo; multiple choice: an option line changed; the passage is never sent (reading
   comprehension rewrites the question only);
 - ``numbers``: the multiset of numeric tokens differs from the original's (math: every number kept);
+- ``answers``: the original is a request (a question, or an instruction such as "Write a haiku about
+  rain.") and the candidate is neither a question nor an instruction: it answers or carries out the
+  request ("Blessed rain, a poet's choice.") instead of restating it;
+- ``intent``: the kind of answer asked for changed, a fact or a thing into a method or a reason or
+  back ("What is the capital of France?" -> "How do you find the capital of France?");
 - ``similarity``: MiniLM cosine to the original outside ``[min_similarity, max_similarity]``.
 
 Failed candidates are retried (new seed) up to ``max_attempts`` per rewrite; if still short, a
@@ -46,7 +51,45 @@ KIND_RULES = {
     "multiple_choice": "Rewrite only the question stem; keep the answer options exactly as they are.",
     "reading": "Rewrite only the question; the passage stays unchanged.",
     "short": "",
+    "chat": "Keep it a request: an instruction stays an instruction and a question a question, asking "
+            "for the same thing; never answer it or carry it out.",
 }
+#: first words of an instruction (after an optional "please"/"kindly"/"now")
+_INSTRUCTION_WORDS = (
+    "write name give list tell explain describe summarize summarise translate compose create draft suggest "
+    "recommend provide make generate find calculate compute solve show define compare identify share offer "
+    "rewrite state mention outline plan design propose help count convert classify pick choose select "
+    "estimate evaluate determine prove simplify answer draw sketch imagine pretend act brainstorm craft "
+    "produce come note recall say teach walk guide let consider assume use fix debug implement "
+    "correct edit improve check review analyse analyze rank sort order arrange")
+INSTRUCTION_VERBS = frozenset(_INSTRUCTION_WORDS.split())
+_REQUEST_OPENERS = re.compile(
+    r"^(?:(?:please|kindly|now|ok|okay|so)[,\s]+)*(?:can|could|would|will) (?:you|u)\b|"
+    r"^(?:(?:please|kindly)[,\s]+)?(?:i(?:'d| would) like|i want|i need|i'm looking for|help me|let's|let us)\b",
+    re.IGNORECASE)
+_PROCEDURAL = re.compile(
+    r"\bhow (?:do|does|did|can|could|would|should|might|to)\b|\bwhy\b|\bwhat (?:are |is )?the steps\b|"
+    r"\bin what way\b|\bwhat is the (?:best )?way to\b",
+    re.IGNORECASE)
+
+
+def _first_word(text: str) -> str:
+    words = re.findall(r"[a-z']+", text.lower())
+    while words and words[0] in ("please", "kindly", "now", "ok", "okay", "so", "then"):
+        words = words[1:]
+    return words[0] if words else ""
+
+
+def is_request(text: str) -> bool:
+    """A question (ends with ``?``) or an instruction (starts with an imperative verb of
+    :data:`INSTRUCTION_VERBS` or an opener such as "Can you", "I'd like", "Help me")."""
+    t = text.strip()
+    return t.endswith("?") or _first_word(t) in INSTRUCTION_VERBS or bool(_REQUEST_OPENERS.match(t))
+
+
+def asks_for_method(text: str) -> bool:
+    """True when the request asks how or why (a method, a procedure, a reason), not for a fact or a thing."""
+    return bool(_PROCEDURAL.search(text))
 
 _NUM = re.compile(r"\d+(?:[.,]\d+)*")
 _OPTION = re.compile(r"^\s*\(?([A-J])[).:]\s*(.+)$", re.MULTILINE)
@@ -93,8 +136,9 @@ def check_rewrite(
 ) -> list[str]:
     """Flags of a candidate rewrite (empty list = valid). Pure: similarity is passed in.
 
-    A question must stay a question (end with ``?``); for ``math`` the numbers must appear in the
-    same order (``3 - 6`` is not ``6 - 3``), for other kinds as the same multiset.
+    A question must stay a question (end with ``?``) and a request a request (``answers``), asking
+    for the same kind of answer (``intent``); for ``math`` the numbers must appear in the same order
+    (``3 - 6`` is not ``6 - 3``), for other kinds as the same multiset.
     """
     flags: list[str] = []
     c = candidate.strip()
@@ -116,8 +160,12 @@ def check_rewrite(
             m.replace(",", "") for m in _NUM.findall(original)
         ]:
             flags.append("numbers")
-    elif kind in ("short", "reading") and numeric_tokens(c) != numeric_tokens(original):
+    elif kind in ("short", "reading", "chat") and numeric_tokens(c) != numeric_tokens(original):
         flags.append("numbers")
+    if is_request(original) and not is_request(c):
+        flags.append("answers")
+    if asks_for_method(original) != asks_for_method(c):
+        flags.append("intent")
     if similarity is not None and not (min_similarity <= similarity <= max_similarity):
         flags.append("similarity")
     return sorted(set(flags))

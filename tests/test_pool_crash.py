@@ -129,3 +129,18 @@ def test_pool_down_stops_the_server_behind_its_watcher(fake_server, tmp_path):
     while Path(f"/proc/{server}").exists() and Path(f"/proc/{server}/stat").read_text().split(")")[1].split()[0] != "Z":
         assert time.monotonic() < deadline, "the server outlived pool down"
         time.sleep(0.1)
+
+
+def test_kill_9_of_the_watcher_takes_the_server_with_it(fake_server, tmp_path):
+    """The pid `pool status` shows is the watcher: kill -9 of it must not leave the server running
+    (the server asked the kernel for SIGTERM when its parent dies)."""
+    wd = tmp_path / "pool"
+    h = start_pool(["smollm2-135m"], port_base=0, workdir=wd, rewriter_server=False, ready_timeout_s=30)
+    watcher = h.members[0].pid
+    server = int(Path(f"/proc/{watcher}/task/{watcher}/children").read_text().split()[0])
+    os.kill(watcher, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server}").exists() and Path(f"/proc/{server}/stat").read_text().split(")")[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the server outlived its watcher's kill -9"
+        time.sleep(0.1)
+    stop_pool(wd)

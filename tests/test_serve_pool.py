@@ -60,6 +60,11 @@ def router(tmp_path_factory):
     return train_pipeline(obs, router="knn", features="tfidf").save(tmp_path_factory.mktemp("r") / "dars-knn")
 
 
+def _write(path, text: str):
+    path.write_text(text)
+    return path
+
+
 class ServeProcess:
     """``python -m caproute serve ...`` on a free loopback port."""
 
@@ -85,6 +90,9 @@ class ServeProcess:
                 str(self.db),
                 "--log-level",
                 "warning",
+                # a load test: 200 ratings from one key at once are above the default per-key rate
+                "--config",
+                str(_write(tmp / "serve.yaml", "feedback_rate_per_s: 1000\nfeedback_burst: 1000\n")),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -10,11 +10,14 @@ forwards SIGTERM, SIGINT and SIGHUP to the server, so ``pool down`` stops both.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from caproute.core.procs import die_with_parent
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -48,7 +51,15 @@ def main(argv: list[str]) -> int:
         return 2
     exit_file, cmd = Path(argv[0]), argv[2:]
     exit_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(cmd)  # inherits the log as stdout/stderr, and this process group
+    watcher = os.getpid()
+
+    def bind_to_watcher() -> None:  # in the server, before exec: it ends when the watcher does
+        if not die_with_parent(watcher):
+            os._exit(70)
+
+    # inherits the log as stdout/stderr, and this process group; a kill -9 of the watcher (the pid
+    # `pool status` shows) takes the server with it
+    proc = subprocess.Popen(cmd, preexec_fn=bind_to_watcher)
 
     def forward(signum, _frame) -> None:
         proc.send_signal(signum)

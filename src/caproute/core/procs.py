@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 
@@ -31,3 +33,20 @@ def is_zombie(pid: int) -> bool:
     """True when ``pid`` has exited and waits to be reaped (state Z in /proc; False without /proc)."""
     fields = proc_stat(pid)
     return fields is not None and fields[0] == "Z"
+
+
+def die_with_parent(parent: int | None = None) -> bool:
+    """Ask the kernel to send this process SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``;
+    elsewhere nothing). Returns False when the parent is already gone (``parent``: its pid, for
+    the race before the prctl) or the call is unavailable; safe in a ``preexec_fn`` (no logging)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        ok = libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        ok = False
+    return ok and (parent is None or os.getppid() == parent)

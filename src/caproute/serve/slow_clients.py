@@ -21,11 +21,8 @@ even by ``kill -9`` (Linux ``PR_SET_PDEATHSIG``), so no orphan keeps the port bo
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
-import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -143,17 +140,11 @@ def exit_with_parent() -> None:
     """In a worker process: ask the kernel for SIGTERM when the parent dies (Linux
     ``PR_SET_PDEATHSIG``), then exit at once if it already did (the race before the prctl).
     The parent's pid comes from :data:`PARENT_ENV`. Elsewhere than Linux: nothing."""
-    if not sys.platform.startswith("linux"):
-        return
+    from caproute.core.procs import die_with_parent
+
     parent = os.environ.get(PARENT_ENV)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive their parent",
-                        ctypes.get_errno())
-    except (OSError, AttributeError) as e:  # pragma: no cover - no libc prctl
-        log.warning("prctl(PR_SET_PDEATHSIG) unavailable (%s): workers may outlive their parent", e)
+    if not die_with_parent():
+        log.warning("prctl(PR_SET_PDEATHSIG) unavailable: workers may outlive their parent")
     if parent is not None and os.getppid() != int(parent):
         log.error("the serve parent process %s is gone: this worker exits", parent)
         os._exit(1)

@@ -38,16 +38,17 @@ def _start(python: str, gguf: Path, alias: str, chat_format: str | None, workdir
     cmd = server_command(gguf, alias, port, chat_format)
     cmd[0] = python
     log = workdir / f"{tag}-{alias}.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=server_env())
+    exit_file = workdir / f"{tag}-{alias}.exit"
+    with open(log, "wb") as fh:  # under the pool's watcher, which records how the server ended
+        proc = subprocess.Popen([sys.executable, "-m", "caproute.collect.pool_watch", str(exit_file), "--", *cmd],
+                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env())
     try:
-        wait_ready(port, 120.0, pid=proc.pid, log=str(log), alias=alias, name=f"{alias} ({tag})")
+        wait_ready(port, 120.0, pid=proc.pid, log=str(log), alias=alias, name=f"{alias} ({tag})",
+                   exit_file=str(exit_file))
     except Exception as e:
         proc.kill()
         proc.wait()
-        rc = proc.returncode
-        return None, port, f"{type(e).__name__}: returncode {rc}: {str(e).splitlines()[0][:160]}"
+        return None, port, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return proc, port, None
 
 

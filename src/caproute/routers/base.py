@@ -79,9 +79,12 @@ class StatsPrediction:
     #: "stats" (predicted capability statistics) or "policy" (RM-Softmax: ``mu_q`` holds the policy
     #: probabilities pi(m | x, lambda), ``mu_c`` and ``sigma_q`` are zero, so utility ranks by pi).
     kind: str = "stats"
+    #: (n, m) predicted mean latency in seconds, for the PROPOSED latency term (``lam_t``); None
+    #: when the router predicts none (then ``lam_t`` must stay 0)
+    mu_latency: np.ndarray | None = None
 
-    def utility(self, lam: float, beta: float) -> np.ndarray:
-        return utility(self.mu_q, self.mu_c, self.sigma_q, lam, beta)
+    def utility(self, lam: float, beta: float, lam_t: float = 0.0) -> np.ndarray:
+        return utility(self.mu_q, self.mu_c, self.sigma_q, lam, beta, mu_latency=self.mu_latency, lam_t=lam_t)
 
 
 class Router(ABC):

@@ -3,7 +3,9 @@
 Output columns: dataset, query_id, model, n, n_rewrites, mu_q, mu_c, sigma_q (ddof = 1, 0 when
 n = 1), var_total / var_input / var_output (population form, var_input + var_output = var_total),
 sigma_rewrite (sample std over rewrites of per-rewrite mean quality) and sigma_decode (mean over
-rewrites of the within-rewrite sample std), used by the ablations of §A.8.
+rewrites of the within-rewrite sample std), used by the ablations of §A.8. When the observations
+have ``latency_s``, also mu_latency = the pair's mean latency in seconds (the PROPOSED latency term
+of :func:`caproute.supervise.utility.utility`; not normalised).
 
 Two paths with the same formulas (:mod:`caproute.supervise.moments`): :func:`capability_stats`
 for frames in memory, and :func:`capability_stats_sql` for DuckDB relations of any size (the
@@ -35,7 +37,7 @@ def _pair_codes(obs: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     return codes.astype(np.intp), keys
 
 
-def _finish(keys: pd.DataFrame, q: dict, c: dict) -> pd.DataFrame:
+def _finish(keys: pd.DataFrame, q: dict, c: dict, latency: np.ndarray | None = None) -> pd.DataFrame:
     n = q["n"]
     cols = {name: keys[name].array for name in ("dataset", "query_id", "model")}
     cols.update({
@@ -44,6 +46,8 @@ def _finish(keys: pd.DataFrame, q: dict, c: dict) -> pd.DataFrame:
         "var_input": q["var_input"], "var_output": q["var_output"], "sigma_rewrite": q["sd_between"],
         "sigma_decode": q["sd_within"],
     })
+    if latency is not None:
+        cols["mu_latency"] = latency
     # one constructor, no copies: every array here is freshly computed and owned by the frame
     return pd.DataFrame(cols, copy=False)
 
@@ -67,7 +71,10 @@ def capability_stats(obs: pd.DataFrame, cost_norm: np.ndarray | str = "cost_norm
     owner = np.repeat(np.arange(n_pairs), width)
     q = combine_moments(owner, *grouped_moments(sub, obs["score"].to_numpy(float), n_sub), n_pairs)
     c = combine_moments(owner, *grouped_moments(sub, cost, n_sub), n_pairs)
-    return _finish(keys, q, c)
+    latency = None
+    if "latency_s" in obs.columns:
+        latency = np.bincount(pair, obs["latency_s"].to_numpy(float), n_pairs) / np.bincount(pair, None, n_pairs)
+    return _finish(keys, q, c, latency)
 
 
 MAX_SQL_REWRITES = 64
@@ -127,6 +134,9 @@ def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, 
             aggs.append(f"coalesce(sum(score * score) {f}, 0)::DOUBLE AS q_{i}")
     # One dataset (the common case): group by (query_id, model) only, which is cheaper.
     keys = "query_id, model" if len(datasets) == 1 else "dataset, query_id, model"
+    has_latency = "latency_s" in {d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description}
+    if has_latency:
+        aggs.append("sum(latency_s)::DOUBLE AS s_t")
     table = _arrow(con, f"""
         SELECT {keys}, sum(cost)::DOUBLE AS s_c, sum(score * score)::DOUBLE AS s_q, {", ".join(aggs)}
         FROM {relation}{cond} GROUP BY {keys}
@@ -149,4 +159,4 @@ def capability_stats_sql(con, relation: str, cost_range: dict[str, tuple[float, 
     q = stats_from_rewrite_sums([col(f"n_{i}") for i in k], [col(f"s_{i}") for i in k], col("s_q"),
                                 [col(f"q_{i}") for i in k] if decode_risk else None)
     mu_c = min_max(col("s_c") / q["n"], lo, hi)
-    return _finish(sums, q, {"mean": mu_c})
+    return _finish(sums, q, {"mean": mu_c}, col("s_t") / q["n"] if has_latency else None)

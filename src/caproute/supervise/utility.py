@@ -2,6 +2,11 @@
 
 Defaults lambda = 0.05 and beta = 0.2 are the paper's (README + code of the reference repo).
 Per-dataset overrides exist because an older reference version tuned beta per dataset.
+
+PROPOSED extension (issue 27, not the paper's): a latency term,
+U = mu_q - lambda * mu_c - lambda_t * mu_latency - beta * sigma_q, with mu_latency the mean
+latency of the pair in seconds (not normalised: lambda_t is quality per second) and
+lambda_t = 0 by default, where U is exactly the paper's (the same float operations).
 """
 
 from __future__ import annotations
@@ -12,15 +17,25 @@ import numpy as np
 
 DEFAULT_LAMBDA = 0.05
 DEFAULT_BETA = 0.2
+DEFAULT_LAMBDA_T = 0.0   # PROPOSED latency weight (quality per second); 0 = the paper's U
 
 
 def utility(mu_q, mu_c, sigma_q, lam: float = DEFAULT_LAMBDA, beta: float = DEFAULT_BETA,
-            dtype=float) -> np.ndarray:
-    """U(x, m) = mu_q - lam * mu_c - beta * sigma_q, elementwise on arrays of any shape (broadcast;
-    ``lam`` may be an array of lambdas). ``dtype``: the arithmetic's float type (float64 by
-    default; the torch routers train on float32). The one place U is computed."""
+            dtype=float, *, mu_latency=None, lam_t: float = DEFAULT_LAMBDA_T) -> np.ndarray:
+    """U(x, m) = mu_q - lam * mu_c - lam_t * mu_latency - beta * sigma_q, elementwise on arrays of
+    any shape (broadcast; ``lam`` may be an array of lambdas). ``mu_latency``: mean latency in
+    seconds (same shape), needed only when ``lam_t`` > 0; with ``lam_t`` = 0 (the default) U is the
+    paper's, computed with the same float operations. ``dtype``: the arithmetic's float type
+    (float64 by default; the torch routers train on float32). The one place U is computed."""
     mu_q, mu_c, sigma_q = (np.asarray(a, dtype) for a in (mu_q, mu_c, sigma_q))
-    return mu_q - lam * mu_c - beta * sigma_q
+    if not np.any(lam_t):
+        return mu_q - lam * mu_c - beta * sigma_q
+    if np.any(np.asarray(lam_t) < 0):
+        raise ValueError(f"lambda_t must be >= 0, got {lam_t}")
+    if mu_latency is None:
+        raise ValueError(f"lambda_t = {lam_t} needs mu_latency (mean latency per pair, seconds); "
+                         "the predictions carry none (a router trained without latencies)")
+    return mu_q - lam * mu_c - lam_t * np.asarray(mu_latency, dtype) - beta * sigma_q
 
 
 def observation_utility(score, cost_norm, lam: float = DEFAULT_LAMBDA, dtype=float) -> np.ndarray:

@@ -45,10 +45,11 @@ def test_load_save_load_keeps_the_encoder_path(tmp_path, monkeypatch):
     again = DuelingPolicy.load("pol")
     x = again.embed("hi")
     assert x.shape == (384,) and abs(np.linalg.norm(x) - 1) < 1e-6
-    # saved elsewhere without a copy: an absolute path to the encoder it uses
+    # saved elsewhere (the server's online folder): the encoder of another policy folder is copied
+    # once, so the new folder is self-contained (issue 22.6: it pointed into the initial folder)
     again.save(tmp_path / "elsewhere")
     enc = json.loads((tmp_path / "elsewhere" / CONFIG_FILE).read_text())["params"]["encoder"]
-    assert enc == str((tmp_path / "pol" / "encoder").resolve())
+    assert enc == "encoder" and (tmp_path / "elsewhere" / "encoder").is_dir()
     assert DuelingPolicy.load(tmp_path / "elsewhere").embed("hi") == pytest.approx(x)
 
 

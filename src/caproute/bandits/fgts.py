@@ -213,8 +213,16 @@ class FGTSCDB(DuelingPolicy):
         pair = []
         for j in (0, 1):
             theta = self._sample_sgld(j) if self.sampler == "sgld" else self._sample_laplace(j)
-            pair.append(argmax_random(arm_scores(theta, x, self.arms_, self.feature_scale), self.rng_))
+            scores = arm_scores(theta, x, self.arms_, self.feature_scale)
+            pair.append(argmax_random(scores, self.rng_))
+        self._second_scores = scores
         return pair[0], pair[1]
+
+    def _other_arm(self, x: np.ndarray, i: int) -> int:
+        """The second posterior sample's best arm other than ``i`` (two different models)."""
+        scores = np.array(self._second_scores, dtype=np.float64)
+        scores[i] = -np.inf
+        return argmax_random(scores, self.rng_)
 
     def _update(self, x: np.ndarray, i: int, j: int, y: float) -> None:
         z = duel_feature(x, self.arms_, i, j, self.feature_scale)

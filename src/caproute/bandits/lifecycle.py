@@ -70,12 +70,13 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
                 mu: float | None = FGTS_DEFAULTS.mu, horizon: int = FGTS_DEFAULTS.horizon,
                 arm_residual: float = FGTS_DEFAULTS.arm_residual, seed: int = 0, label: str = "human",
                 offline_prior: bool = False, prior_weight: float = 1.0, cache_dir: str | os.PathLike | None = None, copy_encoder: bool = True,
-                progress: bool = False) -> InitReport:
+                progress: bool = False, allow_same: bool = False) -> InitReport:
     """Create a servable dueling policy in ``out`` from ``store`` or ``data`` observations.
 
     Defaults are FGTS.CDB's one default set (:data:`caproute.bandits.defaults.DEFAULTS`) with the
     paper's CCFT arms (``arm_residual`` = gamma = 0); the per-model arm component, the Laplace
-    sampler, other eta/mu and the offline prior are options."""
+    sampler, other eta/mu and the offline prior are options. ``allow_same``: a duel may pair a model
+    with itself (as in the paper); by default the servable policy pairs two different models."""
     from caproute.bandits.embeddings import CCFTConfig, build_embeddings, parse_embeddings
     from caproute.bandits.environment import load_environment
     from caproute.bandits.policy import get_policy_class
@@ -124,6 +125,7 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
     out = Path(out)
     if (out / "config.json").exists():
         raise ConfigError(f"{out}: a policy exists there already; choose another --out or remove it")
+    pol.allow_same_ = bool(allow_same)
     pol.save(out, copy_encoder=copy_encoder)
     encoder = str(out / "encoder") if copy_encoder else emb.encoder
     report = InitReport(str(out), policy, list(env.models), embeddings, encoder, float(emb.feature_scale),
@@ -140,3 +142,37 @@ def init_policy(out: str | os.PathLike, *, store: str | os.PathLike | None = Non
             "arm_residual": float(arm_residual), "offline_prior": bool(offline_prior)})
     write_json(report.to_dict(), out / "init.json")
     return report
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A servable policy loaded for serving: from the online checkpoint when there is one."""
+
+    policy: object
+    source: str
+    step: int
+    resumed: bool
+
+    @property
+    def message(self) -> str:
+        """'duel policy: resumed from policy-online at step t = 3 (...)' or 'started from policy ...'."""
+        ck = getattr(self.policy, "checkpoint_", {}) or {}
+        seq = f", feedback seq {ck['feedback_seq']}" if "feedback_seq" in ck else ""
+        if self.resumed:
+            return f"duel policy: resumed from {self.source} at step t = {self.step}{seq}"
+        return f"duel policy: started from {self.source} at step t = {self.step}"
+
+
+def resume_policy(initial: str | os.PathLike, online: str | os.PathLike | None = None) -> Resumed:
+    """The policy to serve: the online checkpoint folder ``online`` when it holds one (a restart
+    continues there), else the initial policy ``initial``; :attr:`Resumed.message` names the step.
+
+    An online folder is self-contained (its ``encoder/`` is copied there on the first checkpoint,
+    :meth:`caproute.bandits.policy.DuelingPolicy.save`): moving or deleting ``initial`` later does
+    not break it."""
+    from caproute.bandits.policy import DuelingPolicy
+
+    use_online = online is not None and (Path(online) / "config.json").exists()
+    src = Path(online) if use_online else Path(initial)
+    policy = DuelingPolicy.load(src)
+    return Resumed(policy, str(src), int(policy.t_), use_online)

@@ -110,6 +110,9 @@ class DuelingPolicy(ABC):
         self.models_ = models
         self.rng_ = np.random.default_rng(self.seed)
         self.t_ = 0
+        #: True: a duel may pair a model with itself (the paper's FGTS.CDB, every experiment); a
+        #: servable policy (``caproute duel init``) pairs two different models unless --allow-same
+        self.allow_same_ = True
         self._lock = threading.RLock()
         self._encoder_model = None
         self.checkpoint_: dict[str, Any] = {}
@@ -143,12 +146,24 @@ class DuelingPolicy(ABC):
         return x
 
     # -- online verbs -----------------------------------------------------------------------------
-    def select(self, x: np.ndarray) -> tuple[int, int]:
-        """The pair of arm indices (i, j) to duel on query embedding x (d,)."""
+    def select(self, x: np.ndarray, distinct: bool | None = None) -> tuple[int, int]:
+        """The pair of arm indices (i, j) to duel on query embedding x (d,).
+
+        ``distinct`` (default: ``not allow_same_``): when the policy draws the same arm twice, the
+        second becomes another arm (:meth:`_other_arm`), so the duel compares two models."""
         x = self._check_x(x)
+        distinct = (not self.allow_same_) if distinct is None else distinct
         with self._lock:
             i, j = self._select(x)
+            if distinct and i == j and self.n_arms > 1:
+                j = self._other_arm(x, int(i))
         return int(i), int(j)
+
+    def _other_arm(self, x: np.ndarray, i: int) -> int:
+        """A second arm different from ``i`` (uniform over the others; FGTS.CDB: its second
+        posterior sample's best other arm)."""
+        k = int(self.rng_.integers(self.n_arms - 1))
+        return k + (k >= i)
 
     def update(self, x: np.ndarray, i: int, j: int, y: int) -> None:
         """Learn from a duel: y = +1 if arm i's answer was preferred, -1 if arm j's was."""
@@ -228,8 +243,17 @@ class DuelingPolicy(ABC):
             params = {k: v for k, v in self.get_params().items() if k not in self.array_params}
             params["models"] = list(self.models_)
             encoder = params.get("encoder")
-            if copy_encoder and encoder is not None:
-                dest = path / ENCODER_DIR
+            dest = path / ENCODER_DIR
+            if encoder is not None and not copy_encoder and _owned_by_other_policy(encoder, path):
+                # an online checkpoint of a servable policy stays self-contained: its encoder is
+                # copied once (staged), never referenced inside the initial policy's folder
+                if not dest.is_dir():
+                    from caproute.core.atomic import staged_dir
+
+                    with staged_dir(dest) as tmp:
+                        shutil.copytree(encoder, tmp, dirs_exist_ok=True)
+                params["encoder"] = ENCODER_DIR
+            elif copy_encoder and encoder is not None:
                 if Path(encoder).resolve() != dest.resolve():
                     if dest.exists():
                         shutil.rmtree(dest)
@@ -237,7 +261,7 @@ class DuelingPolicy(ABC):
                 params["encoder"] = ENCODER_DIR
             elif encoder is not None:
                 params["encoder"] = _encoder_ref(encoder, path)
-            config = {"policy": self.name, "params": params, "t": self.t_,
+            config = {"policy": self.name, "params": params, "t": self.t_, "allow_same": bool(self.allow_same_),
                       "rng": self.rng_.bit_generator.state, "meta": meta, "checkpoint": dict(self.checkpoint_)}
             # the lock also serialises concurrent saves, which share the .next file names
             artifact.write_checkpoint(path, config, blob, version=FORMAT_VERSION, files=CHECKPOINT_FILES)
@@ -266,10 +290,18 @@ class DuelingPolicy(ABC):
         except TypeError as e:
             raise ConfigError(f"{cfg_file}: parameters do not fit {klass.__name__}: {e}") from None
         policy.t_ = int(config["t"])
+        policy.allow_same_ = bool(config.get("allow_same", True))
         policy.rng_.bit_generator.state = config["rng"]
         policy.checkpoint_ = dict(config.get("checkpoint") or {})
         policy._load_state(arrays, config.get("meta", {}))
         return policy
+
+
+def _owned_by_other_policy(encoder: str | Path, saved_in: Path) -> bool:
+    """True for the ``encoder/`` folder of another policy directory (one with a config.json)."""
+    enc = Path(encoder).resolve()
+    return (enc.name == ENCODER_DIR and (enc.parent / "config.json").exists()
+            and enc.parent != saved_in.resolve())
 
 
 def _encoder_ref(encoder: str | Path, saved_in: Path) -> str:

@@ -30,9 +30,9 @@ def import_cmd(
 
     df = read_source(src, fmt)
     with ObservationStore(store) as s:
-        n = s.upsert(df, source=str(src), validate=False)
+        new, present = s.merge(df, source=str(src), validate=False)
         total = s.count()
-    console.print(f"imported {n} observations from {src} "
+    console.print(f"imported {new} new observations from {src}, {present} already present (values updated) "
                   f"({df['dataset'].nunique()} datasets, {df['model'].nunique()} models); store holds {total}")
 
 

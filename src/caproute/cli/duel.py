@@ -169,6 +169,9 @@ def duel_init_cmd(
     offline_prior: OfflinePriorOpt = False,
     prior_weight: PriorWeightOpt = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
+    allow_same: Annotated[bool, typer.Option(
+        "--allow-same", help="let a served duel pair a model with itself (the paper's FGTS.CDB); by default "
+                             "the second model is the best other one of the second posterior sample")] = False,
 ) -> None:
     """Build a dueling policy (arms = CCFT model embeddings from the offline observations, the query
     encoder, the arm list) ready for `caproute serve --duel-policy OUT`."""
@@ -179,7 +182,7 @@ def duel_init_cmd(
                       policy=policy, sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, horizon=horizon,
                       arm_residual=arm_residual, seed=seed,
                       label=label, offline_prior=offline_prior, prior_weight=prior_weight, cache_dir=cache,
-                      progress=console.is_terminal)
+                      progress=console.is_terminal, allow_same=allow_same)
     console.print(
         f"{rep.policy} policy over {len(rep.models)} arms {rep.models} ({rep.embeddings} embeddings from "
         f"{rep.n_queries} offline queries, {len(rep.categories)} categories, feature scale "

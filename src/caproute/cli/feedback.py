@@ -16,6 +16,13 @@ feedback_app = typer.Typer(no_args_is_help=True, help="Production feedback back 
 app.add_typer(feedback_app, name="feedback")
 
 
+def _store_text(rep, store) -> str:
+    """'2 new, 3 already present in the store' (an idempotent re-run says 0 new)."""
+    if store is None:
+        return "no --store"
+    return f"{rep.observations_new} new, {rep.observations_present} already present in the store"
+
+
 @feedback_app.command("export")
 def feedback_export_cmd(
     feedback_db: Annotated[Path, typer.Option("--feedback-db", help="the server's SQLite feedback store")],
@@ -40,7 +47,7 @@ def feedback_export_cmd(
                           pairs=pairs, judge_file=judge_file, primary=primary, alternative=alternative)
     console.print(
         f"feedback: {rep.scalar_feedback} scalar, {rep.pairwise_feedback} pairwise -> {rep.observations} "
-        f"observations ({rep.observations_written} written to the store), {rep.pairs} preference rows, "
+        f"observations ({_store_text(rep, store)}), {rep.pairs} preference rows, "
         f"{rep.judge_rows} judge rows; skipped: {rep.skipped_not_logged} not logged, {rep.skipped_same_model} "
         f"same model" + (f"; outputs: {', '.join(rep.outputs.values())}" if rep.outputs else ""),
         highlight=False,

@@ -43,12 +43,18 @@ def up(
             "--rewriter", help="rewrite with this pool model instead of a dedicated SmolLM2 rewriter server"
         ),
     ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", help="also write a judge-scored 'chat' task graded by this pool model "
+                                     "(open-ended prompts, no gold answer)"),
+    ] = None,
 ) -> None:
     """Start one OpenAI-compatible llama.cpp server per model on 127.0.0.1 and write the pool YAML."""
     from caproute.collect.pool import start_pool
 
     names = list(models) if models else None
-    h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads, rewriter=rewriter)
+    h = start_pool(names, port_base, workdir, config_out=config_out, n_threads=n_threads, rewriter=rewriter,
+                   judge=judge)
     _print(h.workdir)
     Console().print(
         f"pool config: {h.config_path}\nstop with: caproute pool down"

@@ -220,7 +220,11 @@ class PoolConfig(_Strict):
 
     def task(self, name: str) -> TaskConfig:
         if name not in self.tasks:
-            raise ConfigError(f"no task '{name}' in the pool config (tasks: {sorted(self.tasks)})")
+            hint = ("; `caproute pool up --judge MODEL` writes a judge-scored 'chat' task" if name == "chat" else "")
+            raise ConfigError(
+                f"no task '{name}' in the pool config (tasks: {sorted(self.tasks)}); add one under 'tasks:' "
+                f"(prompt_template with {{question}}, scorer, e.g. scorer: judge with scorer_args: {{judge: MODEL}}, "
+                f"see docs/collect.md){hint}")
         return self.tasks[name]
 
 

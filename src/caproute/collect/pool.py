@@ -469,10 +469,20 @@ def _stop_pid(pid: int, timeout_s: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+def chat_task(judge: str) -> TaskConfig:
+    """The open-ended ``chat`` task of ``pool up --judge MODEL``: the user's text as the prompt,
+    scored by ``judge`` (a pool model) against the built-in rubric; rewrites keep it a request."""
+    return TaskConfig(prompt_template="{question}", scorer="judge",
+                      scorer_args={"judge": judge, "max_tokens": 12}, max_tokens=64,
+                      answer_format="an answer", kind="chat")
+
+
 def pool_config_for(
-    members: list[PoolMember], *, rewriter: str | None = None, timeout_s: float = 120.0
+    members: list[PoolMember], *, rewriter: str | None = None, timeout_s: float = 120.0,
+    judge: str | None = None,
 ) -> PoolConfig:
-    """The pool YAML contents for running members (prices from :data:`LOCAL_MODELS`)."""
+    """The pool YAML contents for running members (prices from :data:`LOCAL_MODELS`);
+    ``judge``: also a judge-scored ``chat`` task (:func:`chat_task`) graded by that member."""
     models = []
     for m in members:
         spec = LOCAL_MODELS[m.name]
@@ -497,7 +507,12 @@ def pool_config_for(
         rw = RewriterConfig(model=REWRITER_NAME, endpoint=dedicated)
     else:
         rw = RewriterConfig(model=rewriter or ("smollm2-135m" if "smollm2-135m" in names else names[0]))
-    return PoolConfig(models=routed, rewriter=rw, tasks=dict(DEFAULT_TASKS))
+    tasks = dict(DEFAULT_TASKS)
+    if judge is not None:
+        if judge not in names:
+            raise ConfigError(f"--judge {judge}: not a model of the pool (models: {names})")
+        tasks["chat"] = chat_task(judge)
+    return PoolConfig(models=routed, rewriter=rw, tasks=tasks)
 
 
 _CONFIG_HEADER = (
@@ -563,12 +578,14 @@ def start_pool(
     ready_timeout_s: float = 120.0,
     rewriter: str | None = None,
     rewriter_server: bool = True,
+    judge: str | None = None,
 ) -> PoolHandle:
     """Start one llama.cpp server per model and write the pool YAML; return a handle.
 
     ``rewriter_server`` starts one more SmolLM2 server used only as the rewriter (not routed);
     ``rewriter`` instead names a pool model to rewrite with. ``port_base=0`` picks free ports (tests). Servers already running for this ``workdir`` are
     reused, so ``pool up`` twice is harmless. On any failure the servers started here are stopped.
+    ``judge``: a pool model that grades a judge-scored ``chat`` task written into the YAML.
     """
     names = list(models) if models else list(DEFAULT_MODELS)
     unknown = [n for n in names if n not in LOCAL_MODELS]
@@ -578,6 +595,8 @@ def start_pool(
         raise ConfigError(f"duplicate models in {names}")
     if REWRITER_NAME in names:
         raise ConfigError(f"'{REWRITER_NAME}' is the dedicated rewriter: use rewriter_server=True")
+    if judge is not None and judge not in names:
+        raise ConfigError(f"--judge {judge}: not a model of the pool (models: {names})")
     if rewriter_server and rewriter is None:
         names.append(REWRITER_NAME)
     workdir = Path(workdir) if workdir is not None else default_workdir()
@@ -620,7 +639,7 @@ def start_pool(
         for m in started:
             wait_ready(m.port, ready_timeout_s, pid=m.pid, log=m.log, alias=m.alias, name=m.name,
                        exit_file=m.exit_file)
-        cfg = pool_config_for(members, rewriter=rewriter)
+        cfg = pool_config_for(members, rewriter=rewriter, judge=judge)
         dump_pool_config(cfg, config_path, header=_CONFIG_HEADER.format(cpu=CPU_USD_PER_HOUR))
         keep = {m.name for m in members}
         _write_state(workdir, members + [m for n, m in running.items() if n not in keep], config_path)

@@ -99,10 +99,21 @@ class ObservationStore:
         ``on_conflict``: ``update`` replaces an existing key's values, ``ignore`` keeps the stored
         row (resumable collection), ``error`` refuses the whole batch.
         """
+        written, _ = self._upsert(frame, source=source, on_conflict=on_conflict, validate=validate)
+        return written
+
+    def merge(self, frame: pd.DataFrame, *, source: str = "<frame>", validate: bool = True) -> tuple[int, int]:
+        """:meth:`upsert` (``on_conflict="update"``) that says what it did: (new rows, rows whose key
+        was already present), so an idempotent re-run can report "0 new, N already present"."""
+        written, new = self._upsert(frame, source=source, on_conflict="update", validate=validate)
+        return new, written - new
+
+    def _upsert(self, frame: pd.DataFrame, *, source: str, on_conflict: str, validate: bool) -> tuple[int, int]:
+        """(rows written, rows new to the store)."""
         if on_conflict not in _ON_CONFLICT:
             raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}")
         if len(frame) == 0:
-            return 0
+            return 0, 0
         df = canonicalize(frame, source=source) if validate else frame[list(schema.COLUMN_NAMES)]
         key = ", ".join(schema.KEY_COLUMNS)
         cols = ", ".join(schema.COLUMN_NAMES)
@@ -141,7 +152,8 @@ class ObservationStore:
             raise
         finally:
             con.unregister("_incoming")
-        return len(df) if on_conflict != "ignore" else int(after - before)
+        new = int(after - before)
+        return (len(df) if on_conflict != "ignore" else new), new
 
     # -- reads ---------------------------------------------------------------------------------
     def count(self, **filters) -> int:

@@ -48,6 +48,9 @@ class ExportReport:
     pairwise_feedback: int = 0
     observations: int = 0
     observations_written: int = 0
+    #: of the observations written to the store: new keys, and keys already there (a re-run)
+    observations_new: int = 0
+    observations_present: int = 0
     pairs: int = 0
     judge_rows: int = 0
     skipped_not_logged: int = 0
@@ -200,7 +203,8 @@ def export_feedback(feedback_db: str | os.PathLike, *, log_store: str | os.PathL
                 from caproute.data.store import ObservationStore
 
                 with ObservationStore(store) as s:
-                    rep.observations_written = s.upsert(canon, source=f"feedback:{feedback_db}", on_conflict="update")
+                    new, present = s.merge(canon, source=f"feedback:{feedback_db}")
+                rep.observations_written, rep.observations_new, rep.observations_present = new + present, new, present
                 rep.outputs["store"] = str(store)
     if pairs is not None or judge_file is not None:
         pr, not_logged, same = feedback_pairs(fb, requests)

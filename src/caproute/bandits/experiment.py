@@ -302,13 +302,13 @@ def dars_knn_choices(env: DuelEnvironment, offline: np.ndarray, online: np.ndarr
     queries' DARS statistics (mu_q, mu_c, sigma_q); its choice per online query, routed by
     U = mu_q - lambda mu_c - beta sigma_q with lambda = the environment's lambda_c (so it targets
     the same cost trade-off as r*) and beta = 0.2 (a reference line: no online learning)."""
-    from caproute.routers.knn import KNNRouter
+    from caproute.routers.pipeline import make_router
     from caproute.supervise.supervision import Supervision
 
     sup = Supervision(env.query_ids[offline], env.models, env.perf[offline], env.cost[offline],
                       env.sigma_q[offline], kind="dars", beta=spec.dars_beta)
-    router = KNNRouter(k=spec.knn_k).fit(emb.X[offline], sup)
     lam = env.meta.get("lambda_c", 1.0) if spec.dars_lambda is None else spec.dars_lambda
+    router = make_router("knn", lam=lam, params={"k": spec.knn_k}).fit(emb.X[offline], sup)
     return np.asarray(router.route(emb.X[online], lam=lam, beta=spec.dars_beta), dtype=np.int64)
 
 

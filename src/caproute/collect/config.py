@@ -74,6 +74,10 @@ class ModelEndpoint(_Strict):
     )
     supports_seed: bool = True
     supports_n: bool = Field(default=False, description="ask for n choices per request (fan out if fewer)")
+    supports_tools: bool = Field(
+        default=True,
+        description="accepts OpenAI 'tools' (caproute serve sends tool-use requests only to such models)",
+    )
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields")
 
     @field_validator("base_url")

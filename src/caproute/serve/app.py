@@ -10,7 +10,8 @@ calls: a routed chat is :class:`~caproute.serve.routed_chat.RoutedChat`, the due
 limits :mod:`caproute.serve.gateway`; the math of calibration and drift lives in
 :mod:`caproute.serve.calibrate` / :mod:`caproute.serve.drift`.
 
-Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``POST /v1/route``,
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/messages`` (Anthropic's Messages API,
+translated by :mod:`caproute.serve.anthropic`), ``GET /v1/models``, ``POST /v1/route``,
 ``POST /v1/feedback``, ``GET /healthz``, ``GET /metrics``. Every routed answer carries the
 ``x-caproute-model`` header and a ``caproute`` object in the body (stream: in the first chunk).
 """
@@ -27,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caproute.serve import anthropic
 from caproute.serve.config import ServeConfig
 from caproute.serve.conversation import routing_text
 from caproute.serve.duel_chat import chat_duel
@@ -68,6 +70,17 @@ CHAT_RESPONSES = {
     504: {**_ERR, "description": "every backend timed out"},
 }
 
+MESSAGES_RESPONSES = {
+    200: {
+        "description": "an Anthropic message (JSON), or its server-sent events when stream is true",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    },
+    **{status: {"description": r["description"]} for status, r in CHAT_RESPONSES.items() if status != 200},
+}
+
 
 # -- the app ----------------------------------------------------------------------------------------
 
@@ -98,9 +111,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     )
     app.state.caproute = state
 
+    def _error(request: Request, body: dict, status: int, headers: dict | None = None) -> JSONResponse:
+        """An error in the shape of the route's API (Anthropic's on /v1/messages, OpenAI's elsewhere)."""
+        if request.url.path == anthropic.PATH:
+            body = anthropic.from_openai_error(status, body)
+        return JSONResponse(body, status_code=status, headers=headers)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        return _error(request, exc.body(), exc.status, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -110,7 +129,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             if any(e.get("type") == "json_invalid" for e in exc.errors())
             else "invalid_request"
         )
-        return JSONResponse(error_body(message, param=param, code=code), status_code=400)
+        return _error(request, error_body(message, param=param, code=code), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -126,14 +145,15 @@ def create_app(config: ServeConfig) -> FastAPI:
             )
         else:
             err = ApiError(exc.status_code, str(exc.detail))
-        return JSONResponse(err.body(), status_code=err.status, headers=getattr(exc, "headers", None))
+        return _error(request, err.body(), err.status, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         log.exception("internal error on %s", request.url.path)
-        return JSONResponse(
+        return _error(
+            request,
             error_body(f"internal error: {type(exc).__name__}", type="server_error", code="internal_error"),
-            status_code=500,
+            500,
         )
 
     if config.cors_origins:
@@ -143,7 +163,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             CORSMiddleware,
             allow_origins=config.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", CONVERSATION_HEADER],
+            allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type", CONVERSATION_HEADER],
             expose_headers=["x-caproute-model", "x-caproute-response-id"],
         )
     app.add_middleware(GatewayMiddleware, state=state)
@@ -313,28 +333,54 @@ def create_app(config: ServeConfig) -> FastAPI:
         rating per (response, API key): a repeat replaces it. Rate-limited per key (429)."""
         return await receive_feedback(state, body, request.scope.get("state", {}).get("key_id"))
 
-    @app.post("/v1/chat/completions", tags=["openai"], responses=CHAT_RESPONSES)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        """OpenAI chat completions; ``model`` picks a router, the duel mode, or a pool model."""
-        if len(body.messages) > config.max_messages:
+    def check_messages(n: int) -> None:
+        if n > config.max_messages:
             raise ApiError(
                 400,
                 f"at most {config.max_messages} messages per request",
                 param="messages",
                 code="too_many_messages",
             )
-        target = state.parse_target(body.model)
-        raw = body.model_dump(exclude_unset=True, exclude={"caproute"})
-        opts = body.caproute
+
+    def conversation(opts: CaprouteOptions | None, request: Request) -> str | None:
         conv = (opts.conversation_id if opts and opts.conversation_id else None) or request.headers.get(
             CONVERSATION_HEADER
         )
         if conv is not None and len(conv) > 256:
             raise ApiError(400, "conversation id longer than 256 characters", param="conversation_id")
+        return conv
+
+    @app.post("/v1/chat/completions", tags=["openai"], responses=CHAT_RESPONSES)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        """OpenAI chat completions; ``model`` picks a router, the duel mode, or a pool model."""
+        check_messages(len(body.messages))
+        target = state.parse_target(body.model)
+        raw = body.model_dump(exclude_unset=True, exclude={"caproute"})
+        opts = body.caproute
+        conv = conversation(opts, request)
         if target.kind == "duel":
             return await chat_duel(state, raw, body)
         chat = RoutedChat(state, raw, conv=conv, t_in=request.scope["state"].get("t0"), request=request)
         await chat.decide(target, opts)
+        return await chat.respond(stream=bool(body.stream))
+
+    @app.post("/v1/messages", tags=["anthropic"], responses=MESSAGES_RESPONSES)
+    async def messages(body: anthropic.MessagesRequest, request: Request) -> Response:
+        """Anthropic's Messages API, routed exactly as chat completions (``model`` picks a router
+        or a pool model); errors and events in Anthropic's shape."""
+        check_messages(len(body.messages))
+        target = state.parse_target(body.model)
+        if target.kind == "duel":
+            raise ApiError(400, "the duel mode is served on /v1/chat/completions only", param="model")
+        chat = anthropic.AnthropicChat(
+            state,
+            anthropic.to_openai(body),
+            conv=conversation(body.caproute, request),
+            t_in=request.scope["state"].get("t0"),
+            request=request,
+        )
+        await chat.decide(target, body.caproute)
+        chat.require_tools()
         return await chat.respond(stream=bool(body.stream))
 
     return app

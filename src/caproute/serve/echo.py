@@ -1,7 +1,9 @@
 """A constant-time OpenAI-compatible backend: the yardstick for the proxy's own overhead.
 
 It answers ``POST /v1/chat/completions`` (stream and non-stream) with a fixed short answer and
-real token counts of that answer, and ``GET /v1/models``. ``fail_status`` makes it answer every
+real token counts of that answer, and ``GET /v1/models``. A request with ``tools`` (and a
+``tool_choice`` other than ``none``) is answered with one call of its first (or chosen) tool,
+arguments ``{"echo": <the last message's text>}``, finish reason ``tool_calls``. ``fail_status`` makes it answer every
 completion with that HTTP status (a real failing server for fallback tests); ``delay_s`` adds a
 constant service time. Pure ASGI, no framework, so it adds as little as possible to what it
 measures. Run it with ``python -m caproute.serve.echo --port P --model NAME``.
@@ -65,7 +67,10 @@ def echo_app(
                 send, 400, b'{"error":{"message":"invalid JSON","type":"invalid_request_error"}}'
             )
         created = int(time.time())
+        call = _tool_call(req)
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in req.get("messages", [])) // 4 + 1
+        if req.get("stream") and call is not None:
+            return await _stream_tool_call(send, model, created, call)
         if req.get("stream"):
             await send(
                 {
@@ -105,13 +110,16 @@ def echo_app(
                 }
             )
             return
+        message = {"role": "assistant", "content": answer}
+        if call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
         out = {
             "id": "echo-1",
             "object": "chat.completion",
             "created": created,
             "model": model,
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                {"index": 0, "message": message, "finish_reason": "stop" if call is None else "tool_calls"}
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -122,6 +130,40 @@ def echo_app(
         return await _send(send, 200, json.dumps(out).encode())
 
     return app
+
+
+def _tool_call(req: dict) -> dict | None:
+    """The one tool call the echo answers a request with tools with (None: answer text)."""
+    tools, choice = req.get("tools"), req.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    name = (tools[0].get("function") or {}).get("name", "")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name", name)
+    last = (req.get("messages") or [{}])[-1].get("content")
+    text = last if isinstance(last, str) else json.dumps(last)
+    return {"id": "call_echo1", "type": "function", "function": {"name": name, "arguments": json.dumps({"echo": text})}}
+
+
+async def _stream_tool_call(send, model: str, created: int, call: dict) -> None:
+    args = call["function"]["arguments"]
+    deltas = [
+        {"role": "assistant", "tool_calls": [{"index": 0, **call, "function": {"name": call["function"]["name"], "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[: len(args) // 2]}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[len(args) // 2 :]}}]},
+    ]
+    body = b""
+    for i, delta in enumerate([*deltas, {}]):
+        chunk = {
+            "id": "echo-1",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": "tool_calls" if i == len(deltas) else None}],
+        }
+        body += b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await send({"type": "http.response.body", "body": body + b"data: [DONE]\n\n"})
 
 
 async def _send(send, status: int, body: bytes) -> None:

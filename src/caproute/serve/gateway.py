@@ -47,15 +47,19 @@ class GatewayMiddleware:
         try:
             headers = dict(scope["headers"])
             if self.auth and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
-                key = bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                # OpenAI clients send 'Authorization: Bearer', Anthropic's 'x-api-key'
+                key = bearer(headers.get(b"authorization", b"").decode("latin-1")) or (
+                    headers.get(b"x-api-key", b"").decode("latin-1").strip() or None
+                )
                 scope["state"]["key_id"] = key_id(key)  # who, for per-key feedback and limits
                 if not self.state.keyring.check(key):
                     msg = (
-                        "missing API key (send 'Authorization: Bearer <key>')"
+                        "missing API key (send 'Authorization: Bearer <key>' or 'x-api-key: <key>')"
                         if key is None
                         else "invalid API key"
                     )
                     await _send_error(
+                        path,
                         send_wrapped,
                         ApiError(401, msg, code="invalid_api_key", headers={"www-authenticate": "Bearer"}),
                     )
@@ -65,10 +69,10 @@ class GatewayMiddleware:
                 try:
                     too_big = int(length) > self.limit
                 except ValueError:
-                    await _send_error(send_wrapped, ApiError(400, "invalid Content-Length header"))
+                    await _send_error(path, send_wrapped, ApiError(400, "invalid Content-Length header"))
                     return
                 if too_big:
-                    await _send_error(send_wrapped, BodyTooLarge(self.limit))
+                    await _send_error(path, send_wrapped, BodyTooLarge(self.limit))
                     return
             received = 0
 
@@ -89,12 +93,15 @@ class GatewayMiddleware:
 
 
 _ENDPOINTS = frozenset(
-    {"/v1/chat/completions", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"}
+    {"/v1/chat/completions", "/v1/messages", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"}
 )
 
 
-async def _send_error(send, err: ApiError) -> None:
-    body = json.dumps(err.body()).encode()
+async def _send_error(path: str, send, err: ApiError) -> None:
+    from caproute.serve.anthropic import PATH, from_openai_error
+
+    obj = err.body()
+    body = json.dumps(from_openai_error(err.status, obj) if path == PATH else obj).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})

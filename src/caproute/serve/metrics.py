@@ -58,6 +58,28 @@ class ServeMetrics:
         self.fallbacks = Counter(
             "caproute_fallbacks", "requests answered by a fallback model", ["router"], registry=r
         )
+        # per (router, model): what was decided, each backend attempt's outcome, and the latency
+        # of routed answers (router "" for requests sent directly to a pool model)
+        self.decisions = Counter(
+            "caproute_decisions",
+            "routing decisions by router and chosen model (before any fallback)",
+            ["router", "model"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "caproute_backend_attempts",
+            "backend attempts of routed chats by router, model and outcome (ok or the failure reason)",
+            ["router", "model", "outcome"],
+            registry=r,
+        )
+        self.routed_latency = Histogram(
+            "caproute_routed_latency_seconds",
+            "time from receiving a chat to the end of its answer (the last byte of a stream), "
+            "by router, answering model and API (openai or anthropic)",
+            ["router", "model", "api"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.spend = Counter(
             "caproute_spend_usd",
             "USD spent on backends (estimated where usage is missing)",

@@ -29,6 +29,7 @@ from caproute.serve.log_store import delta_text, log_answer
 from caproute.serve.naming import Target, router_model_id
 from caproute.serve.routing import RouterHandle, fallback_order
 from caproute.serve.schemas import CaprouteOptions
+from caproute.serve.telemetry import ChatTrace
 
 if TYPE_CHECKING:
     from caproute.serve.state import ServeState
@@ -230,6 +231,7 @@ class RoutedChat:
         conv: str | None = None,
         t_in: float | None = None,
         request: Request | None = None,
+        api: str = "openai",
     ):
         self.state, self.raw, self.conv, self.request = state, raw, conv, request
         self.t_in = time.perf_counter() if t_in is None else t_in  # when the proxy received it
@@ -241,6 +243,7 @@ class RoutedChat:
         self.not_after: float | None = None
         self.rid = f"chatcmpl-cr{uuid.uuid4().hex}"
         self.meta: dict[str, Any] = {}
+        self.trace = ChatTrace(self, api)  # spans and per-(router, model) metrics
 
     @property
     def kind(self) -> str:
@@ -283,6 +286,7 @@ class RoutedChat:
             "sticky": sticky,
             "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }
+        self.trace.decided(t0)
 
     # -- answer -------------------------------------------------------------------------------------
     async def respond(self, stream: bool) -> Response:
@@ -293,11 +297,16 @@ class RoutedChat:
             call = lambda name: backends.open_stream(name, self.raw, self.not_after)  # noqa: E731
         else:
             call = lambda name: backends.complete(name, self.raw, self.not_after)  # noqa: E731
+        call = self.trace.attempts(call)
         try:
             name, answer = await first_answer(
                 self.state, self.order, call, self.attempts, not_after=self.not_after, request=self.request
             )
+        except ApiError as e:
+            self.trace.failed(e.message)
+            raise
         except ClientLeft as e:
+            self.trace.failed("the client left")
             log.info("client left during the call to %s: backend request cancelled", e.model)
             return Response(status_code=499)
         return self._stream(answer) if stream else self._json(name, *answer)
@@ -319,7 +328,8 @@ class RoutedChat:
         }
         self.register(name)
         self._log(name, data=data, spend=spend, estimated=estimated)
-        return json_response(data, headers=self.headers(name, elapsed))
+        self.trace.done(name, stream=False)
+        return json_response(self.render(data), headers=self.headers(name, elapsed))
 
     def _stream(self, start: StreamStart) -> Response:
         self.state.metrics.backend_latency.labels(start.model).observe(start.first_byte_s)
@@ -352,7 +362,7 @@ class RoutedChat:
             chunk["id"], chunk["model"] = self.rid, name
             if n_chunks == 1:
                 chunk["caproute"] = info
-            return _sse(chunk)
+            return self.event(chunk)
 
         try:
             for chunk in start.head:
@@ -363,7 +373,7 @@ class RoutedChat:
                 yield relay(chunk)
             else:
                 raise BackendFailure(name, "stream_cut", "the backend closed the stream without [DONE]")
-            yield b"data: [DONE]\n\n"
+            yield self.end_events()
         except Exception as e:
             reason = (
                 e.reason
@@ -379,7 +389,7 @@ class RoutedChat:
                 type="server_error",
                 code="backend_stream_failed",
             )
-            yield b"data: " + json.dumps(err).encode() + b"\n\n"
+            yield self.error_event(err)
         finally:
             # registered first: the client has the id since the first chunk, whatever happens next
             self.register(name)
@@ -393,6 +403,24 @@ class RoutedChat:
                 self._log(name, text="".join(parts), usage=usage, spend=spend, estimated=est)
             except Exception:
                 log.exception("accounting of stream %s from %s failed", self.rid, name)
+            self.trace.done(name, stream=True)
+
+    # -- the wire format (the Anthropic Messages API overrides these: serve/anthropic.py) ----------
+    def render(self, data: dict) -> dict:
+        """The JSON answer in the client's API (OpenAI's chat completion here)."""
+        return data
+
+    def event(self, chunk: dict) -> bytes:
+        """One backend chunk as the client's server-sent event(s)."""
+        return _sse(chunk)
+
+    def end_events(self) -> bytes:
+        """What ends a complete stream."""
+        return b"data: [DONE]\n\n"
+
+    def error_event(self, err: dict) -> bytes:
+        """The event of a stream that broke after its first content (OpenAI's error body ``err``)."""
+        return b"data: " + json.dumps(err).encode() + b"\n\n"
 
     def headers(self, model: str, backend_s: float) -> dict[str, str]:
         h = {"x-caproute-model": model, "x-caproute-response-id": self.rid}
@@ -443,19 +471,20 @@ class RoutedChat:
     def register(self, model: str) -> None:
         """The response id in the feedback store (feedback on it is accepted from now on)."""
         handle, params = self.handle, self.params
-        self.state.store.register(
-            {
-                "response_id": self.rid,
-                "kind": self.kind,
-                "router": handle.name if handle else None,
-                "model": model,
-                "conversation_id": self.conv,
-                "policy_version": params.version if params else None,
-                "lam": params.lam if params else None,
-                "beta": params.beta if params else None,
-                "decision": self.decision,
-            }
-        )
+        with self.trace.registering(model):
+            self.state.store.register(
+                {
+                    "response_id": self.rid,
+                    "kind": self.kind,
+                    "router": handle.name if handle else None,
+                    "model": model,
+                    "conversation_id": self.conv,
+                    "policy_version": params.version if params else None,
+                    "lam": params.lam if params else None,
+                    "beta": params.beta if params else None,
+                    "decision": self.decision,
+                }
+            )
 
     def _log(self, model: str, **answer) -> None:
         log_answer(

@@ -81,7 +81,8 @@ def test_export_to_observations_pairs_and_judge_file(served, tmp_path):
 
     a, b = TEST_MODELS[0], TEST_MODELS[1]
     rep = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb",
-                          pairs=tmp_path / "pairs.parquet", judge_file=tmp_path / "j.csv", primary=a, alternative=b)
+                          pairs=tmp_path / "pairs.parquet", judge_file=tmp_path / "j.csv", primary=a, alternative=b,
+                          sources=("user",))  # duel verdicts as observations: tests/test_feedback_sources.py
     assert rep.scalar_feedback == 5 and rep.pairwise_feedback == 2
     assert rep.observations == 4 and rep.skipped_not_logged == 1  # the /v1/route decision has no text
     with ObservationStore(tmp_path / "o.duckdb", read_only=True) as s:
@@ -103,7 +104,8 @@ def test_export_to_observations_pairs_and_judge_file(served, tmp_path):
     assert dict(zip(jl["query_id"], jl["gain"], strict=True)) == {q1: 1.0, chat_query(Q2)["query_id"]: 0.0}
 
     # a re-export changes nothing (upsert on the same keys)
-    again = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb")
+    again = export_feedback(served / "fb.sqlite3", log_store=served / "requests.sqlite3", store=tmp_path / "o.duckdb",
+                            sources=("user",))
     with ObservationStore(tmp_path / "o.duckdb", read_only=True) as s:
         assert len(s.read(dataset="feedback")) == 4
     assert again.observations == 4

@@ -106,6 +106,28 @@ def serve_cmd(
         float | None,
         typer.Option("--request-timeout", help="seconds per client request, fallbacks included"),
     ] = None,
+    explore: Annotated[
+        float | None,
+        typer.Option("--explore", help="share EPS of routed requests that explore, with logged propensities "
+                     "(caproute replay; docs/serve.md) [0]", min=0, max=1),
+    ] = None,
+    explore_mode: Annotated[
+        str | None, typer.Option("--explore-mode", help="epsilon (uniform) | softmax (over predicted utility / T)")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="temperature T of --explore-mode softmax [0.1]")
+    ] = None,
+    explore_seed: Annotated[int | None, typer.Option("--explore-seed", help="seed of the exploration draws")] = None,
+    judge: Annotated[
+        str | None, typer.Option("--judge", help="pool model that shadow-judges a sample of routed answers")
+    ] = None,
+    judge_sample: Annotated[
+        float | None,
+        typer.Option("--judge-sample", help="share F of routed answers judged in the background [0]", min=0, max=1),
+    ] = None,
+    judge_budget_usd: Annotated[
+        float | None, typer.Option("--judge-budget-usd", help="stop judging once the judge spent this (USD)", min=0)
+    ] = None,
 ) -> None:
     """Serve routers as an OpenAI-compatible endpoint in front of the pool."""
     from caproute.serve.config import load_serve_config
@@ -136,6 +158,13 @@ def serve_cmd(
         model_map=_pairs(model_map, "--model-map") if model_map else None,
         workers=workers,
         request_timeout_s=request_timeout,
+        explore=explore,
+        explore_mode=explore_mode,
+        explore_temperature=temperature,
+        explore_seed=explore_seed,
+        judge=judge,
+        judge_sample=judge_sample,
+        judge_budget_usd=judge_budget_usd,
     )
     # everything that can fail is checked before the banner: the stores, the port, then the app
     check_state(cfg)  # SQLite paths, or PostgreSQL reachable with a schema of this version (created here)
@@ -150,7 +179,9 @@ def serve_cmd(
         f"caproute serve: routers {', '.join(f'caproute/{n}' for n in cfg.routers)} on "
         f"http://{cfg.host}:{port}/v1"
         + (f"  [{cfg.workers} workers]" if cfg.workers > 1 else "")
-        + ("  [insecure-local: no API keys]" if cfg.insecure_local else ""),
+        + ("  [insecure-local: no API keys]" if cfg.insecure_local else "")
+        + (f"  [explore {cfg.explore:g} {cfg.explore_mode}]" if cfg.explore > 0 else "")
+        + (f"  [judge {cfg.judge} on {cfg.judge_sample:g} of answers]" if cfg.judge_sample > 0 else ""),
         highlight=False,
     )
     if cfg.workers > 1:

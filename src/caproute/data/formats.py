@@ -317,7 +317,7 @@ def _to_dars_records(df: pd.DataFrame) -> list[dict]:
         "input_question": rw.where(has_q, None), "rewrite_text": rw.where(~has_q, None),
         "context": df["context"], "output_text": df["response_text"],
         "prompt_tokens": df["input_tokens"], "completion_tokens": df["output_tokens"],
-        "latency_s": df["latency_s"], "cost_known": df["cost_known"],
+        "latency_s": df["latency_s"], "cost_known": df["cost_known"], "score_source": df["score_source"],
     })
     records = rec.to_dict(orient="records")
     return [{k: _jsonable(v) for k, v in r.items() if not _isnull(v)} for r in records]

@@ -10,6 +10,9 @@ o = (prompt_variant_id, decode_id) of model ``model`` on query ``query_id``:
   one of these; training rows may carry any value (kept as given) or none (then inferred from
   ``prompt_variant_id``), as the DARS reference format allows.
 - ``score``: task quality in [0, 1]; ``cost``: raw cost of this one generation (USD, >= 0).
+- ``score_source`` (optional): who gave the score of served feedback (``user`` rating, shadow
+  ``judge``, ``duel`` verdict; :data:`SCORE_SOURCES`), so supervision can filter or weight by it;
+  null for collected observations (the task's scorer).
 """
 
 from __future__ import annotations
@@ -58,12 +61,18 @@ COLUMNS: tuple[Column, ...] = (
     Column("output_tokens", "BIGINT", False, "completion tokens"),
     Column("latency_s", "DOUBLE", False, "wall-clock seconds of the request"),
     Column("cost_known", "BOOLEAN", False, "false when the server reported no usage and cost is estimated"),
+    Column("score_source", "VARCHAR", False,
+           "who scored it, for served feedback: user | judge | duel (null: the collection's scorer)"),
 )
+#: optional columns added after the first store version: an older store gets them on open (NULL)
+ADDED_COLUMNS: tuple[str, ...] = ("score_source",)
+#: values of ``score_source`` (``caproute feedback export``); supervision may filter or weight by them
+SCORE_SOURCES: tuple[str, ...] = ("user", "judge", "duel")
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.required)
 OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.required)
 TEXT_COLUMNS = {"dataset", "split", "query_id", "model", "observation_type", "question", "context",
-                "rewrite_text", "response_text"}
+                "rewrite_text", "response_text", "score_source"}
 INT_COLUMNS = {"prompt_variant_id", "decode_id", "input_tokens", "output_tokens"}
 FLOAT_COLUMNS = {"score", "cost", "latency_s"}
 BOOL_COLUMNS = {"cost_known"}

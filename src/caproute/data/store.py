@@ -40,6 +40,7 @@ class ObservationStore:
         import duckdb
 
         self.path = Path(path)
+        self.read_only = read_only
         where = str(self.path)
         if self.path.is_dir():
             raise DataError("is a directory, not a DuckDB store file", source=where)
@@ -71,7 +72,13 @@ class ObservationStore:
             "ORDER BY ordinal_position", [TABLE]).fetchall()]
         if not cols:
             raise DataError(f"holds no '{TABLE}' table (not a caproute store)", source=str(self.path))
-        missing = [c for c in schema.COLUMN_NAMES if c not in cols]
+        added = [c for c in schema.ADDED_COLUMNS if c not in cols]
+        if added and not self.read_only:  # migration: a store of before these optional columns
+            types = {c.name: c.duckdb_type for c in schema.COLUMNS}
+            for c in added:
+                self._con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {c} {types[c]}").fetchall()
+            cols += added
+        missing = [c for c in schema.COLUMN_NAMES if c not in cols and c not in schema.ADDED_COLUMNS]
         if missing:
             raise DataError(f"table '{TABLE}' lacks columns {missing} (not a caproute store)",
                             source=str(self.path))
@@ -187,8 +194,14 @@ class ObservationStore:
             where += (" AND " if where else " WHERE ") + "model IN (SELECT unnest(?))"
             params.append(list(models))
         order = ", ".join(schema.KEY_COLUMNS)
+        have = self._columns()
+        sel = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in cols)  # a read-only older store
         return self._con.execute(
-            f"SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY {order}", params).df()
+            f"SELECT {sel} FROM {TABLE}{where} ORDER BY {order}", params).df()
+
+    def _columns(self) -> set[str]:
+        return {r[0] for r in self._con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]).fetchall()}
 
 
 def _is_duckdb(path: Path) -> bool:

@@ -280,7 +280,7 @@ def canonicalize(df: pd.DataFrame, *, source: str, row_numbers: np.ndarray | Non
                "response_text": ("response_text", "output_text", "response"),
                "input_tokens": ("input_tokens", "prompt_tokens"),
                "output_tokens": ("output_tokens", "completion_tokens"),
-               "latency_s": ("latency_s",), "cost_known": ("cost_known",)}
+               "latency_s": ("latency_s",), "cost_known": ("cost_known",), "score_source": ("score_source",)}
     for name, fields in aliases.items():
         src = next((f for f in fields if f in df.columns), None)
         if src is None:

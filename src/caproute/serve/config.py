@@ -30,6 +30,11 @@
     body_timeout_s: 30
     keep_alive_timeout_s: 5
     max_connections: 1000                  # per worker
+    explore: 0.1                           # share of routed requests that explore (docs/serve.md, replay)
+    explore_mode: epsilon                  # epsilon | softmax (over predicted utility / explore_temperature)
+    judge: smollm2-135m                    # shadow judging: a pool model scores a sample of routed answers
+    judge_sample: 0.1                      # ... this share of them, asynchronously
+    judge_budget_usd: 1.0                  # ... until the judge has spent this much (per process)
 """
 
 from __future__ import annotations
@@ -103,6 +108,18 @@ class ServeConfig(BaseModel):
     log_store: Path | None = Field(
         default=None, description="opt-in SQLite log of routed requests and answers (feedback export)"
     )
+    explore: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of routed requests that explore (logged propensities for caproute replay)",
+    )
+    explore_mode: Literal["epsilon", "softmax"] = Field(
+        default="epsilon", description="epsilon: uniform over the candidates; softmax: over predicted utility / T"
+    )
+    explore_temperature: float = Field(default=0.1, gt=0, description="temperature of --explore-mode softmax")
+    explore_seed: int | None = Field(default=None, description="seed of the exploration draws (null: random)")
+    judge: str | None = Field(default=None, description="pool model that shadow-judges a sample of routed answers")
+    judge_sample: float = Field(default=0.0, ge=0, le=1, description="share of routed answers judged")
+    judge_budget_usd: float | None = Field(default=None, ge=0, description="judge spend cap (USD) of this process")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     blas_threads: int | None = Field(
         default=1,
@@ -161,6 +178,8 @@ class ServeConfig(BaseModel):
             raise ValueError(
                 "the duel mode learns online in one process: it cannot run with workers > 1"
             )
+        if self.judge_sample > 0 and self.judge is None:
+            raise ValueError("judge_sample needs judge: the pool model that scores the sampled answers (--judge)")
         if self.insecure_local and not is_loopback(self.host):
             raise ValueError(
                 f"--insecure-local serves without API keys, so it only binds to loopback; "

@@ -78,12 +78,17 @@ CREATE TABLE IF NOT EXISTS feedback (
     score REAL,                      -- scalar: in [0, 1]
     tie INTEGER NOT NULL DEFAULT 0,  -- pairwise: response_id is the winner, other the loser, unless tie
     comment TEXT,
-    key_id TEXT                      -- who gave it (a prefix of the API key's hash; NULL without keys)
+    key_id TEXT,                     -- who gave it (a prefix of the API key's hash; NULL without keys)
+    source TEXT,                     -- user (/v1/feedback) | judge (serve --judge-sample); NULL: user
+    raw_score REAL,                  -- scalar: the rating as given, on its scale
+    scale TEXT                       -- scalar: unit | thumbs | LO-HI (caproute.data.ratings)
 );
 CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 """
 FEEDBACK_FIELDS = ("feedback_id", "created", "kind", "response_id", "other_response_id", "score", "tie", "comment",
-                   "key_id")
+                   "key_id", "source", "raw_score", "scale")
+#: columns added to the feedback table after its first version (added on open: ALTER TABLE)
+ADDED_FEEDBACK_COLUMNS = (("key_id", "TEXT"), ("source", "TEXT"), ("raw_score", "REAL"), ("scale", "TEXT"))
 
 RESPONSE_FIELDS = (
     "response_id",
@@ -159,6 +164,9 @@ class Feedback:
     tie: bool = False
     comment: str | None = None
     key_id: str | None = None  # the client (API key hash prefix); one rating per (response, key)
+    source: str = "user"  # user | judge (provenance: supervision filters or weights by it)
+    raw_score: float | None = None  # scalar: the rating as given (``score`` is it mapped to [0, 1])
+    scale: str | None = None  # scalar: the rating's scale (caproute.data.ratings)
 
 
 @dataclass(frozen=True)
@@ -283,8 +291,10 @@ class FeedbackStore(BackgroundWriter):
         con.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         con.execute("PRAGMA foreign_keys=ON")
         con.executescript(SCHEMA)
-        if "key_id" not in {r[1] for r in con.execute("PRAGMA table_info(feedback)")}:
-            con.execute("ALTER TABLE feedback ADD COLUMN key_id TEXT")  # stores of before idempotent feedback
+        have = {r[1] for r in con.execute("PRAGMA table_info(feedback)")}
+        for name, typ in ADDED_FEEDBACK_COLUMNS:  # stores of before idempotent feedback, provenance, scales
+            if name not in have:
+                con.execute(f"ALTER TABLE feedback ADD COLUMN {name} {typ}")
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -430,7 +440,9 @@ class FeedbackStore(BackgroundWriter):
                                                 fb.other_response_id, fb.response_id)).fetchone()
         values = {"feedback_id": old["feedback_id"] if old else f"fb-{uuid.uuid4().hex}", "created": time.time(),
                   "kind": fb.kind, "response_id": fb.response_id, "other_response_id": fb.other_response_id,
-                  "score": fb.score, "tie": int(fb.tie), "comment": fb.comment, "key_id": fb.key_id}
+                  "score": fb.score, "tie": int(fb.tie), "comment": fb.comment, "key_id": fb.key_id,
+                  "source": fb.source, "raw_score": fb.raw_score if fb.raw_score is not None else fb.score,
+                  "scale": fb.scale if fb.scale is not None else ("unit" if fb.kind == "scalar" else None)}
         con.execute(d.update_feedback if old else d.insert_feedback, values)
         stored = StoredFeedback(values["feedback_id"], fb, tuple(rows), replaced=old is not None)
         return self._after_feedback(con, stored)

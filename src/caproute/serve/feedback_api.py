@@ -24,7 +24,10 @@ async def receive_feedback(state: ServeState, body: FeedbackRequest, client: str
     response id, 400 for invalid pairs, 429 over the key's rate, 503 when the store fails."""
     state.feedback_limiter.check(client, "feedback")
     if body.score is not None:
-        fb = Feedback("scalar", body.response_id, score=body.score, comment=body.comment, key_id=client)
+        from caproute.data.ratings import rating_to_unit
+
+        fb = Feedback("scalar", body.response_id, score=rating_to_unit(body.score, body.scale), comment=body.comment,
+                      key_id=client, raw_score=body.score, scale=body.scale or "unit")
     else:
         fb = Feedback("pairwise", body.winner_id, body.loser_id, tie=body.tie, comment=body.comment, key_id=client)
     try:

@@ -21,6 +21,19 @@ text in the feedback store, so duel feedback exports without a log.
   ``caproute meta --judge-file`` as the biased preference source. Comparisons of a model with
   itself carry no preference between models and are skipped (counted).
 
+- Provenance: every observation carries ``score_source``: ``user`` (a rating through
+  ``/v1/feedback``, on any declared scale, already mapped to [0, 1] by
+  :func:`caproute.data.ratings.rating_to_unit`), ``judge`` (``serve --judge-sample``: a shadow
+  judge's grade) or ``duel`` (a pairwise verdict between two different models: the winner's answer
+  scores 1, the loser's 0, a tie 0.5 each). ``sources`` keeps only some; the ``decode_id`` rank
+  runs over every kept row of a (query, model) in store order, so the sources never collide.
+- The replay log (``replay_log``; docs/replay.md's format, read by ``caproute replay --log``): one
+  row per routed request that was logged with its routing record (``serve --log-store``; the
+  candidates, the drawn model and its propensity) and has an outcome, the reward being the score of
+  the first source of ``reward_sources`` (default user, then judge, then duel) that rated its
+  answer. Requests answered by a fallback model (not the one the policy drew: its probability is
+  not the logged one) and requests without feedback are counted and left out.
+
 Feedback whose response was not logged (no ``--log-store`` at serve time) is counted and skipped.
 One rating per (response, API key) and one comparison per (pair, key) count, the latest: the
 store keeps it so, and stores written before it did are read the same way. Text follows
@@ -40,6 +53,8 @@ from caproute.data.text import clean_text
 from caproute.errors import DataError
 
 DEFAULT_DATASET = "feedback"
+SOURCES = ("user", "judge", "duel")  # = caproute.data.schema.SCORE_SOURCES
+DUEL_SCORE = {"win": 1.0, "loss": 0.0, "tie": 0.5}  # a duel verdict as two observations (PROPOSED)
 
 
 @dataclass
@@ -56,6 +71,12 @@ class ExportReport:
     skipped_not_logged: int = 0
     skipped_same_model: int = 0
     skipped_other_models: int = 0
+    #: observations per score_source
+    by_source: dict = field(default_factory=dict)
+    #: the replay log: rows written; requests left out and why
+    replay_rows: int = 0
+    replay_skipped: dict = field(default_factory=dict)
+    replay_explored: bool = False
     outputs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -70,11 +91,13 @@ def read_feedback(feedback_db: str | os.PathLike) -> pd.DataFrame:
     cols = read_query(feedback_db, "SELECT name FROM pragma_table_info('feedback')", table="feedback",
                       what="feedback store")["name"].tolist()
     key = "f.key_id" if "key_id" in cols else "NULL"  # stores of before idempotent feedback
+    source = "COALESCE(f.source, 'user')" if "source" in cols else "'user'"  # stores of before provenance
     fb = read_query(
         feedback_db,
         f"""SELECT f.rowid AS seq, f.feedback_id, f.kind, f.response_id, f.other_response_id, f.score, f.tie,
-                  {key} AS key_id, a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text,
-                  a.decision AS a_decision, b.model AS b_model, b.routing_text AS b_text
+                  {key} AS key_id, {source} AS source, a.kind AS a_kind, a.model AS a_model, a.routing_text AS a_text,
+                  a.decision AS a_decision, b.model AS b_model, b.routing_text AS b_text,
+                  b.decision AS b_decision
            FROM feedback f JOIN responses a ON a.response_id = f.response_id
            LEFT JOIN responses b ON b.response_id = f.other_response_id ORDER BY f.rowid""",
         table="feedback", what="feedback store")
@@ -101,33 +124,63 @@ def _conversation(messages_json: str | None, fallback_text: str | None) -> dict 
     return None
 
 
-def feedback_observations(fb: pd.DataFrame, requests: pd.DataFrame | None, dataset: str = DEFAULT_DATASET
-                          ) -> tuple[pd.DataFrame, int]:
-    """Observations from the scalar feedback rows of ``fb`` (see the module docstring); returns
-    (observations, number skipped because the response was not logged)."""
+def _log_row(log, response_id):
+    return log.loc[response_id] if log is not None and response_id in log.index else None
+
+
+def _served_cost(lg, decision) -> tuple[float | None, bool]:
+    """(USD, known) of a served answer: the request log's cost, else the registration's spend."""
+    if lg is not None and lg["cost_usd"] is not None and not pd.isna(lg["cost_usd"]):
+        return float(lg["cost_usd"]), not bool(lg["cost_estimated"])
+    if isinstance(decision, str) and decision.startswith("{"):
+        spend = json.loads(decision).get("spend_usd")
+        return (float(spend) if spend is not None else None), False
+    return None, False
+
+
+def _observation(dataset, conv, model, score, source, lg, decision, seq) -> dict:
+    cost, known = _served_cost(lg, decision)
+    return {
+        "dataset": dataset, "split": "train", "query_id": conv["query_id"], "model": model,
+        "prompt_variant_id": -1, "observation_type": "decoding_variation", "score": float(score),
+        "cost": 0.0 if cost is None else cost, "cost_known": known and cost is not None,
+        "question": conv["question"], "context": conv["context"],
+        "response_text": None if lg is None or not isinstance(lg["answer"], str) else clean_text(lg["answer"]),
+        "input_tokens": None if lg is None else _int(lg["prompt_tokens"]),
+        "output_tokens": None if lg is None else _int(lg["completion_tokens"]), "score_source": source, "_seq": seq,
+    }
+
+
+def feedback_observations(fb: pd.DataFrame, requests: pd.DataFrame | None, dataset: str = DEFAULT_DATASET,
+                          sources=SOURCES) -> tuple[pd.DataFrame, int]:
+    """Observations from the feedback rows of ``fb`` whose source is in ``sources`` (see the
+    module docstring); returns (observations, number skipped because the response was not logged)."""
+    bad = sorted(set(sources) - set(SOURCES))
+    if bad:
+        raise DataError(f"unknown feedback sources {bad} (known: {list(SOURCES)})", source="arguments")
     log = requests.set_index("response_id") if requests is not None and len(requests) else None
     rows, skipped = [], 0
     for r in fb[fb["kind"] == "scalar"].itertuples(index=False):
-        lg = log.loc[r.response_id] if log is not None and r.response_id in log.index else None
+        if r.source not in sources:
+            continue
+        lg = _log_row(log, r.response_id)
         conv = _conversation(None if lg is None else lg["messages"], r.a_text)
         if conv is None:
             skipped += 1
             continue
-        cost, known = None, False
-        if lg is not None and lg["cost_usd"] is not None and not pd.isna(lg["cost_usd"]):
-            cost, known = float(lg["cost_usd"]), not bool(lg["cost_estimated"])
-        elif isinstance(r.a_decision, str):
-            spend = json.loads(r.a_decision).get("spend_usd") if r.a_decision.startswith("{") else None
-            cost = float(spend) if spend is not None else None
-        rows.append({
-            "dataset": dataset, "split": "train", "query_id": conv["query_id"], "model": r.a_model,
-            "prompt_variant_id": -1, "observation_type": "decoding_variation", "score": float(r.score),
-            "cost": 0.0 if cost is None else cost, "cost_known": known and cost is not None,
-            "question": conv["question"], "context": conv["context"],
-            "response_text": None if lg is None or not isinstance(lg["answer"], str) else clean_text(lg["answer"]),
-            "input_tokens": None if lg is None else _int(lg["prompt_tokens"]),
-            "output_tokens": None if lg is None else _int(lg["completion_tokens"]), "_seq": r.seq,
-        })
+        rows.append(_observation(dataset, conv, r.a_model, r.score, r.source, lg, r.a_decision, r.seq))
+    if "duel" in sources:
+        for r in fb[fb["kind"] == "pairwise"].itertuples(index=False):
+            if r.a_model == r.b_model:
+                continue  # no preference between models (counted with the pairs)
+            la, lb = _log_row(log, r.response_id), _log_row(log, r.other_response_id)
+            conv = _conversation(None if la is None else la["messages"], r.a_text)
+            if conv is None:
+                skipped += 1
+                continue
+            win, lose = (DUEL_SCORE["tie"], DUEL_SCORE["tie"]) if r.tie else (DUEL_SCORE["win"], DUEL_SCORE["loss"])
+            rows.append(_observation(dataset, conv, r.a_model, win, "duel", la, r.a_decision, r.seq))
+            rows.append(_observation(dataset, conv, r.b_model, lose, "duel", lb, r.b_decision, r.seq))
     if not rows:
         return pd.DataFrame(), skipped
     obs = pd.DataFrame(rows).sort_values("_seq", kind="stable")
@@ -159,6 +212,70 @@ def feedback_pairs(fb: pd.DataFrame, requests: pd.DataFrame | None) -> tuple[pd.
     return pd.DataFrame(rows, columns=cols), not_logged, same
 
 
+def request_outcomes(fb: pd.DataFrame, reward_sources=SOURCES) -> dict[str, tuple[float, str]]:
+    """{response_id: (reward, source)}: per answer, the score of the first source in ``reward_sources``
+    that rated it (several ratings of one source: their mean); duel verdicts give 1 / 0 / 0.5."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in fb.itertuples(index=False):
+        if r.kind == "scalar":
+            per.setdefault(r.response_id, {}).setdefault(r.source, []).append(float(r.score))
+        elif r.a_model != r.b_model:
+            win, lose = (DUEL_SCORE["tie"], DUEL_SCORE["tie"]) if r.tie else (DUEL_SCORE["win"], DUEL_SCORE["loss"])
+            per.setdefault(r.response_id, {}).setdefault("duel", []).append(win)
+            per.setdefault(r.other_response_id, {}).setdefault("duel", []).append(lose)
+    out = {}
+    for rid, by in per.items():
+        src = next((x for x in reward_sources if x in by), None)
+        if src is not None:
+            out[rid] = (float(np.mean(by[src])), src)
+    return out
+
+
+def replay_log_rows(fb: pd.DataFrame, requests: pd.DataFrame | None, reward_sources=SOURCES
+                    ) -> tuple[list[dict], dict[str, int]]:
+    """The rows of docs/replay.md's request log from the proxy's request log and feedback (see the
+    module docstring); returns (rows, {reason: requests left out})."""
+    bad = sorted(set(reward_sources) - set(SOURCES))
+    if bad or not reward_sources:
+        raise DataError(f"reward sources must be some of {list(SOURCES)}, got {list(reward_sources)}",
+                        source="arguments")
+    skipped = {"not_routed": 0, "no_routing_record": 0, "fallback": 0, "no_feedback": 0}
+    if requests is None or not len(requests):
+        return [], skipped
+    outcomes = request_outcomes(fb, reward_sources)
+    has_routing = "propensity" in requests.columns
+    rows = []
+    for r in requests.itertuples(index=False):
+        if r.kind != "chat":
+            skipped["not_routed"] += 1
+            continue
+        if not has_routing or r.propensity is None or pd.isna(r.propensity) or not isinstance(r.candidates, str):
+            skipped["no_routing_record"] += 1  # logged before the routing columns existed
+            continue
+        if r.chosen != r.model:
+            skipped["fallback"] += 1  # served by a fallback: not the drawn model, whose propensity is logged
+            continue
+        if r.response_id not in outcomes:
+            skipped["no_feedback"] += 1
+            continue
+        reward, src = outcomes[r.response_id]
+        cost = None if r.cost_usd is None or pd.isna(r.cost_usd) else float(r.cost_usd)
+        rows.append({
+            "request_id": r.response_id, "query": r.routing_text, "candidates": json.loads(r.candidates),
+            "chosen": r.chosen, "propensity": float(r.propensity),
+            "propensities": json.loads(r.propensities) if isinstance(r.propensities, str) else None,
+            "reward": reward, "reward_source": src, "policy_version": r.policy_version, "router": r.router,
+            "router_version": r.router_version, "lambda": _float(r.lam), "beta": _float(r.beta),
+            "explore": json.loads(r.explore) if isinstance(r.explore, str) else None, "cost_usd": cost,
+            "created": float(r.created),
+        })
+    return rows, skipped
+
+
+def _float(v):
+    return None if v is None or pd.isna(v) else float(v)
+
+
 def judge_file_rows(pairs: pd.DataFrame, primary: str, alternative: str) -> tuple[pd.DataFrame, int]:
     """``query_id, label`` (1 primary better, 2 alternative better, 0 tie) from preference rows of the
     two models; several comparisons of one query are summed to their sign. Returns (rows, other rows)."""
@@ -175,23 +292,31 @@ def export_feedback(feedback_db: str | os.PathLike, *, log_store: str | os.PathL
                     dataset: str = DEFAULT_DATASET, store: str | os.PathLike | None = None,
                     observations: str | os.PathLike | None = None, pairs: str | os.PathLike | None = None,
                     judge_file: str | os.PathLike | None = None, primary: str | None = None,
-                    alternative: str | None = None) -> ExportReport:
-    """Write the exports asked for (each atomically; the store in one transaction)."""
+                    alternative: str | None = None, sources=SOURCES, replay_log: str | os.PathLike | None = None,
+                    reward_sources=SOURCES) -> ExportReport:
+    """Write the exports asked for (each atomically; the store in one transaction). ``sources``:
+    the score sources exported as observations; ``replay_log``: docs/replay.md's request log (JSONL),
+    the reward taken from the first of ``reward_sources`` that rated each answer."""
     from caproute.data.atomic import atomic_file, write_parquet
     from caproute.serve.log_store import read_requests
 
     if judge_file is not None and (primary is None or alternative is None):
         raise DataError("--judge-file needs --primary and --alternative", source="arguments")
-    if not any(x is not None for x in (store, observations, pairs, judge_file)):
-        raise DataError("nothing to export: pass --store, --observations, --pairs and/or --judge-file",
+    if not any(x is not None for x in (store, observations, pairs, judge_file, replay_log)):
+        raise DataError("nothing to export: pass --store, --observations, --pairs, --judge-file and/or --replay-log",
+                        source="arguments")
+    if replay_log is not None and log_store is None:
+        raise DataError("--replay-log needs --log-store: the request log holds the routing records",
                         source="arguments")
     fb = read_feedback(feedback_db)
     requests = read_requests(log_store) if log_store is not None else None
     rep = ExportReport(scalar_feedback=int((fb["kind"] == "scalar").sum()),
                        pairwise_feedback=int((fb["kind"] == "pairwise").sum()))
     if store is not None or observations is not None:
-        obs, skipped = feedback_observations(fb, requests, dataset)
+        obs, skipped = feedback_observations(fb, requests, dataset, sources)
         rep.observations, rep.skipped_not_logged = len(obs), skipped
+        if len(obs):
+            rep.by_source = {k: int(v) for k, v in obs["score_source"].value_counts().sort_index().items()}
         if len(obs):
             from caproute.data.validate import canonicalize
 
@@ -219,4 +344,12 @@ def export_feedback(feedback_db: str | os.PathLike, *, log_store: str | os.PathL
             with atomic_file(judge_file) as tmp:
                 jf.to_csv(tmp, index=False)
             rep.outputs["judge_file"] = str(judge_file)
+    if replay_log is not None:
+        rows, rep.replay_skipped = replay_log_rows(fb, requests, reward_sources)
+        rep.replay_rows = len(rows)
+        rep.replay_explored = any(r["propensity"] < 1 for r in rows)
+        with atomic_file(replay_log) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rep.outputs["replay_log"] = str(replay_log)
     return rep

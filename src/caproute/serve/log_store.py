@@ -2,8 +2,15 @@
 
 Feedback refers to response ids; to turn it into training data we need what was asked and what
 was answered. With ``--log-store`` the proxy records, per answered response id, the request's
-messages, the routing text, the answer text, the model, usage and cost. Nothing is logged
-without the flag (prompts may hold personal data: the log is the operator's choice).
+messages, the routing text, the answer text, the model, usage and cost, and for routed requests
+what off-policy replay needs (:data:`ROUTING_FIELDS`: the candidates, the model the serving policy
+chose and its probability, the full distribution, router and policy versions, lambda/beta, the
+exploration settings; ``caproute feedback export --replay-log``). Nothing is logged without the
+flag (prompts may hold personal data: the log is the operator's choice).
+
+Schema versions: a log written before the routing columns existed gets them on open (``ALTER
+TABLE ... ADD COLUMN``, NULL for the old rows, which replay skips); PostgreSQL migrates the same
+way (:mod:`caproute.serve.stores.pg`, schema version 2).
 
 Storage: one SQLite file (WAL). A writer thread drains a queue and commits in groups, so the
 request path only enqueues (it never waits for the disk). ``synchronous=NORMAL``: a crash may
@@ -53,8 +60,18 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_estimated INTEGER
 );
 """
-FIELDS = ("response_id", "created", "kind", "router", "model", "messages", "answer", "finish_reason",
-          "prompt_tokens", "completion_tokens", "cost_usd", "cost_estimated")
+BASE_FIELDS = ("response_id", "created", "kind", "router", "model", "messages", "answer", "finish_reason",
+               "prompt_tokens", "completion_tokens", "cost_usd", "cost_estimated")
+#: routed requests only (NULL otherwise): the routing text, JSON list of candidate models, the model
+#: the serving policy drew (``model`` is the one that answered: another after a fallback), its
+#: probability, the JSON {model: probability}, the router directory's fingerprint, the policy
+#: version, lambda, beta, and the JSON exploration settings (NULL without --explore)
+ROUTING_COLUMNS = (("routing_text", "TEXT"), ("candidates", "TEXT"), ("chosen", "TEXT"), ("propensity", "REAL"),
+                   ("propensities", "TEXT"), ("router_version", "TEXT"), ("policy_version", "TEXT"),
+                   ("lam", "REAL"), ("beta", "REAL"), ("explore", "TEXT"))
+ROUTING_FIELDS = tuple(c for c, _ in ROUTING_COLUMNS)
+FIELDS = BASE_FIELDS + ROUTING_FIELDS
+JSON_ROUTING_FIELDS = ("candidates", "propensities", "explore")
 
 
 class RequestLog(BackgroundWriter):
@@ -93,7 +110,7 @@ class RequestLog(BackgroundWriter):
         # read-only checks first: another application's file is never modified (not even its journal mode)
         check_own_tables(con, self.path, table="requests", what="request log")
         cols = {r[1] for r in con.execute("PRAGMA table_info(requests)")}
-        missing = [f for f in FIELDS if f not in cols]
+        missing = [f for f in BASE_FIELDS if f not in cols]
         if cols and missing:
             con.close()
             raise ConfigError(f"{self.path}: its 'requests' table lacks the columns {missing}: not a caproute "
@@ -101,6 +118,9 @@ class RequestLog(BackgroundWriter):
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
         con.executescript(SCHEMA)
+        for name, typ in ROUTING_COLUMNS:  # migration: logs of before the routing columns
+            if name not in cols:
+                con.execute(f"ALTER TABLE requests ADD COLUMN {name} {typ}")
         return con
 
     def start(self) -> RequestLog:
@@ -112,14 +132,19 @@ class RequestLog(BackgroundWriter):
 
     def record(self, *, response_id: str, kind: str, model: str | None, messages: list, answer: str | None,
                router: str | None = None, finish_reason: str | None = None, usage: dict | None = None,
-               cost_usd: float | None = None, cost_estimated: bool = False) -> None:
-        """Queue one answered request (not awaited)."""
+               cost_usd: float | None = None, cost_estimated: bool = False, routing: dict | None = None) -> None:
+        """Queue one answered request (not awaited). ``routing``: the :data:`ROUTING_FIELDS` of a routed
+        request (JSON fields as Python objects)."""
         usage = usage if isinstance(usage, dict) else {}
         row = {"response_id": response_id, "created": time.time(), "kind": kind, "router": router, "model": model,
                "messages": json.dumps(clean_json(messages), default=str), "answer": answer,
                "finish_reason": finish_reason, "prompt_tokens": usage.get("prompt_tokens"),
                "completion_tokens": usage.get("completion_tokens"), "cost_usd": cost_usd,
                "cost_estimated": int(bool(cost_estimated))}
+        routing = routing or {}
+        for k in ROUTING_FIELDS:
+            v = routing.get(k)
+            row[k] = json.dumps(clean_json(v)) if k in JSON_ROUTING_FIELDS and v is not None else v
         if self._thread is None:
             return
         try:
@@ -204,7 +229,7 @@ def delta_text(chunk: dict[str, Any]) -> str:
 
 def log_answer(state, *, response_id: str, kind: str, router: str | None, model: str, raw: dict,
                data: dict | None = None, text: str | None = None, usage: dict | None = None,
-               spend: float | None = None, estimated: bool = False) -> None:
+               spend: float | None = None, estimated: bool = False, routing: dict | None = None) -> None:
     """Record one answered request in the server's request log, when ``--log-store`` is on.
 
     ``data``: a non-streamed completion body (its first choice is the answer), or ``text`` for a
@@ -220,6 +245,6 @@ def log_answer(state, *, response_id: str, kind: str, router: str | None, model:
             usage = usage if usage is not None else data.get("usage")
         rl.record(response_id=response_id, kind=kind, router=router, model=model,
                   messages=list(raw.get("messages") or []), answer=text, finish_reason=finish, usage=usage,
-                  cost_usd=spend, cost_estimated=estimated)
+                  cost_usd=spend, cost_estimated=estimated, routing=routing)
     except Exception:  # noqa: BLE001
         log.exception("request log: could not record %s", response_id)

@@ -22,6 +22,7 @@ import httpx
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from caproute.serve import explore
 from caproute.serve.backends import BackendFailure, BackendRejected, StreamStart, chunk_problem
 from caproute.serve.conversation import message_text, routing_text
 from caproute.serve.errors import ApiError, error_body
@@ -244,6 +245,8 @@ class RoutedChat:
         self.rid = f"chatcmpl-cr{uuid.uuid4().hex}"
         self.meta: dict[str, Any] = {}
         self.trace = ChatTrace(self, api)  # spans and per-(router, model) metrics
+        self.pick: explore.Pick | None = None  # the served model's draw and propensity (routed only)
+        self.routing_text: str | None = None
 
     @property
     def kind(self) -> str:
@@ -264,16 +267,20 @@ class RoutedChat:
         else:
             handle = self.handle = state.routers[target.name]
             params = self.params = state.params(handle, target, opts)
-            text = routing_text(self.raw["messages"], cfg.conversation, cfg.max_routing_chars)
+            text = self.routing_text = routing_text(self.raw["messages"], cfg.conversation, cfg.max_routing_chars)
             decision = decision_dict(await handle.batcher.decide(text, params.lam, params.beta), handle)
             self.decision = decision
             models = [handle.pool_names[x] for x in handle.models]
-            order = fallback_order(decision["utility"], decision["mu_c"], decision["model"], models)
+            # --explore: the first model is drawn from a logged distribution (the router's choice without it)
+            self.pick = explore.pick(decision["utility"], decision["model"], models, state.exploration,
+                                     state.explore_rng)
+            order = fallback_order(decision["utility"], decision["mu_c"], self.pick.chosen, models)
             if self.conv is not None:
                 stuck = state.sticky.get(self.conv, handle.name)
                 if stuck is not None and stuck in order:
                     order = [stuck, *[x for x in order if x != stuck]]
                     sticky = True
+                    self.pick = explore.fixed(stuck, models)
             self.order = order[: cfg.max_attempts]
             state.metrics.overhead.labels(handle.name).observe(time.perf_counter() - t0)
         self.meta = {
@@ -286,6 +293,10 @@ class RoutedChat:
             "sticky": sticky,
             "routing_overhead_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }
+        if self.pick is not None:
+            self.meta["propensity"] = self.pick.propensity
+            if state.exploration.on:
+                self.meta.update(explored=self.pick.explored, explore_loss=round(self.pick.loss, 6))
         self.trace.decided(t0)
 
     # -- answer -------------------------------------------------------------------------------------
@@ -494,8 +505,24 @@ class RoutedChat:
             router=self.handle.name if self.handle else None,
             model=model,
             raw=self.raw,
+            routing=self.routing_record(),
             **answer,
         )
+        judge = self.state.shadow_judge
+        if judge is not None and self.handle is not None:
+            judge.offer(self.rid, model, self.raw, answer)  # sampled, judged later: never delays the client
+
+    def routing_record(self) -> dict | None:
+        """What off-policy replay needs of a routed request (the request log's routing columns)."""
+        handle, params, pick = self.handle, self.params, self.pick
+        if handle is None or pick is None:
+            return None
+        ex = self.state.exploration
+        return {"routing_text": self.routing_text, "candidates": list(pick.propensities), "chosen": pick.chosen,
+                "propensity": pick.propensity, "propensities": pick.propensities,
+                "router_version": handle.fingerprint, "policy_version": params.version if params else None,
+                "lam": params.lam if params else None, "beta": params.beta if params else None,
+                "explore": ex.to_dict() if ex.on else None}
 
 
 def server_timing(t_in: float, route_ms: float, backend_s: float) -> str:

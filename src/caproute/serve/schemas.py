@@ -127,7 +127,7 @@ class RouteRequest(_Request):
 
 
 class FeedbackRequest(_Request):
-    """Scalar: ``{"response_id", "score"}``. Pairwise: ``{"winner_id", "loser_id"}`` (``tie`` = no winner)."""
+    """Scalar: ``{"response_id", "score"[, "scale"]}``. Pairwise: ``{"winner_id", "loser_id"}`` (``tie`` = no winner)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -135,7 +135,8 @@ class FeedbackRequest(_Request):
             "oneOf": [
                 {
                     "required": ["response_id", "score"],
-                    "properties": {"response_id": {"type": "string"}, "score": {"type": "number"}},
+                    "properties": {"response_id": {"type": "string"}, "score": {"type": "number"},
+                                   "scale": {"type": "string"}},
                     "not": {
                         "anyOf": [
                             {"required": ["winner_id"]},
@@ -147,18 +148,23 @@ class FeedbackRequest(_Request):
                 {
                     "required": ["winner_id", "loser_id"],
                     "properties": {"winner_id": {"type": "string"}, "loser_id": {"type": "string"}},
-                    "not": {"anyOf": [{"required": ["response_id"]}, {"required": ["score"]}]},
+                    "not": {"anyOf": [{"required": ["response_id"]}, {"required": ["score"]},
+                                      {"required": ["scale"]}]},
                 },
             ],
             "examples": [
                 {"response_id": "chatcmpl-cr0123", "score": 1.0},
+                {"response_id": "chatcmpl-cr0123", "score": 4, "scale": "1-5"},
                 {"winner_id": "duel-0123-a", "loser_id": "duel-0123-b"},
             ],
         },
     )
     response_id: str | None = Field(default=None, min_length=1, max_length=128)
-    # strict: the string "1" and the booleans true/false are not scores (a 400 naming the field)
-    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, strict=True)
+    # strict: the string "1" and the booleans true/false are not scores (a 400 naming the field);
+    # in [0, 1] unless ``scale`` declares another (caproute.data.ratings.rating_to_unit maps it)
+    score: float | None = Field(default=None, allow_inf_nan=False, strict=True)
+    scale: str | None = Field(default=None, max_length=32,
+                              description="the score's scale: unit (default, [0, 1]) | thumbs | LO-HI, e.g. 1-5")
     # null is not a form of feedback: the JSON schema's oneOf above says so, the validator below checks it
     winner_id: str | None = Field(default=None, min_length=1, max_length=128)
     loser_id: str | None = Field(default=None, min_length=1, max_length=128)
@@ -175,6 +181,15 @@ class FeedbackRequest(_Request):
             raise ValueError("scalar feedback needs both response_id and score")
         if scalar and "tie" in self.model_fields_set:
             raise ValueError("tie applies to pairwise feedback only")
+        if pairwise and self.scale is not None:
+            raise ValueError("scale applies to scalar feedback only")
+        if scalar:
+            from caproute.data.ratings import RatingError, rating_to_unit
+
+            try:
+                rating_to_unit(self.score, self.scale)
+            except RatingError as e:
+                raise ValueError(str(e)) from None
         if pairwise and (self.winner_id is None or self.loser_id is None):
             raise ValueError("pairwise feedback needs both winner_id and loser_id")
         return self

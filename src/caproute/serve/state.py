@@ -6,6 +6,7 @@ closes them in :meth:`stop`; :meth:`ServeState.params` resolves one request's la
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,13 @@ from caproute.serve.backends import Backends
 from caproute.serve.calibrate import Policy, load_policy
 from caproute.serve.config import BudgetSpec, ServeConfig
 from caproute.serve.errors import ApiError
+from caproute.serve.explore import Exploration
 from caproute.serve.metrics import ServeMetrics
 from caproute.serve.naming import Target, parse_model
 from caproute.serve.ratelimit import RateLimiter
 from caproute.serve.routing import RouterHandle
 from caproute.serve.schemas import CaprouteOptions
+from caproute.serve.shadow_judge import ShadowJudge
 from caproute.serve.stores import open_state
 
 
@@ -109,6 +112,10 @@ class ServeState:
         self.store, self.request_log = self.state_store.store, self.state_store.request_log
         self.sticky = self.state_store.sticky
         self.duel = self._load_duel() if config.duel_policy is not None else None
+        # --explore: routed requests sample their model from a logged distribution (serve/explore.py)
+        self.exploration = Exploration(config.explore, config.explore_mode, config.explore_temperature)
+        self.explore_rng = random.Random(config.explore_seed)
+        self.shadow_judge = ShadowJudge.from_config(config, self.pool) if config.judge_sample > 0 else None
         self.draining = False
         self.started = time.time()
 
@@ -140,11 +147,15 @@ class ServeState:
         await self.backends.start()
         await self.state_store.start(self.metrics)
         self.metrics.bind(self.backends, self.store, self.request_log)
+        if self.shadow_judge is not None:
+            self.shadow_judge.start(self.store)
         if self.duel is not None:
             self.duel.save_lock = asyncio.Lock()
             await self.state_store.attach_duel(self.duel)  # learns what was acknowledged after the checkpoint
 
     async def stop(self) -> None:
+        if self.shadow_judge is not None:
+            await self.shadow_judge.stop()  # judgements in flight finish (or are cancelled) first
         await self.backends.aclose()
         await self.state_store.stop(self.duel)  # saves the duel policy where the state keeps it
 

@@ -29,13 +29,18 @@ class MigrationReport:
         return ", ".join(f"{t}: {self.copied[t]} copied, {self.skipped[t]} already there" for t in self.copied)
 
 
-def _rows(path: Path, sql: str, table: str, what: str) -> list[tuple]:
+def _rows(path: Path, sql: str, table: str, what: str, fields: tuple[str, ...] | None = None) -> list[tuple]:
+    """Rows of ``sql``; with ``fields``, ``SELECT {fields}`` with NULL for the columns an older
+    file lacks (a store or log written before a schema migration)."""
     check_sqlite_path(path, what=what, flag="--feedback-db")
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if table not in tables:
             raise ConfigError(f"{path}: not a caproute {what} (no '{table}' table)")
+        if fields is not None:
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            sql = sql.replace("{fields}", ", ".join(f if f in have else f"NULL AS {f}" for f in fields))
         return con.execute(sql).fetchall()
     except sqlite3.Error as e:
         raise ConfigError(f"{path}: cannot read the {what}: {e}") from None
@@ -53,12 +58,12 @@ def migrate_sqlite(url: str, feedback_db, log_store=None, sticky_db=None, batch:
              _rows(feedback_db, f"SELECT {', '.join(RESPONSE_FIELDS)} FROM responses ORDER BY rowid", "responses",
                    "feedback store")),
             ("feedback", FEEDBACK_FIELDS, "feedback_id",
-             _rows(feedback_db, f"SELECT {', '.join(FEEDBACK_FIELDS)} FROM feedback ORDER BY rowid", "feedback",
-                   "feedback store"))]
+             _rows(feedback_db, "SELECT {fields} FROM feedback ORDER BY rowid", "feedback",
+                   "feedback store", FEEDBACK_FIELDS))]
     if log_store is not None:
         jobs.append(("requests", LOG_FIELDS, "response_id",
-                     _rows(Path(log_store), f"SELECT {', '.join(LOG_FIELDS)} FROM requests ORDER BY rowid",
-                           "requests", "request log")))
+                     _rows(Path(log_store), "SELECT {fields} FROM requests ORDER BY rowid",
+                           "requests", "request log", LOG_FIELDS)))
     sticky_db = Path(sticky_db) if sticky_db is not None else Path(f"{feedback_db}.sticky")
     if sticky_db.is_file():
         jobs.append(("sticky", ("conv", "router", "model", "t"), "conv, router",

@@ -18,7 +18,7 @@ import uuid
 from caproute.errors import ConfigError
 
 SCHEMA = "caproute"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_LOCK = 7_260_001  # pg_advisory_lock keys: schema migrations
 DUEL_LOCK = 7_260_002  # duel increments get their sequence numbers in commit order
 
@@ -99,6 +99,22 @@ CREATE TABLE IF NOT EXISTS duel_checkpoints (
 -- additive counters (spend, tokens): replicas add increments, never overwrite
 CREATE TABLE IF NOT EXISTS counters (name TEXT NOT NULL, label TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,
                                      PRIMARY KEY (name, label));
+""",
+    # issue 22: what off-policy replay needs of a routed request; feedback provenance and rating scale
+    2: """
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS routing_text TEXT;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS candidates TEXT;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS chosen TEXT;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS propensity DOUBLE PRECISION;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS propensities TEXT;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS router_version TEXT;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS policy_version TEXT;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS lam DOUBLE PRECISION;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS beta DOUBLE PRECISION;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS explore TEXT;
+ALTER TABLE feedback ADD COLUMN IF NOT EXISTS source TEXT;
+ALTER TABLE feedback ADD COLUMN IF NOT EXISTS raw_score DOUBLE PRECISION;
+ALTER TABLE feedback ADD COLUMN IF NOT EXISTS scale TEXT;
 """,
 }
 

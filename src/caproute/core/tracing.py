@@ -84,13 +84,17 @@ def start_span(
     start_ns: int | None = None,
 ) -> Span:
     """A started span, child of ``parent`` (else of the current context); :data:`NOOP` without
-    OpenTelemetry. ``None`` attribute values are left out; ``start_ns`` (epoch nanoseconds, see
+    OpenTelemetry or when ``parent`` does not record. ``None`` attribute values are left out; ``start_ns`` (epoch nanoseconds, see
     :func:`epoch_ns`) dates a span that began before this call."""
+    if parent is not None and not parent.recording:
+        # a child of a span that does not record (no SDK configured, or sampled out) does not
+        # record either: one span per request is all an untraced request costs
+        return NOOP
     tracer = _get_tracer()
     if tracer is None:
         return NOOP
     context = None
-    if parent is not None and parent._span is not None:
+    if parent is not None:
         from opentelemetry.trace import set_span_in_context
 
         context = set_span_in_context(parent._span)

@@ -322,3 +322,16 @@ def test_postgres_state_migrates_to_routing_and_provenance_columns(tmp_path):
         assert rep.copied["requests"] == 1
         assert con.execute("SELECT propensity FROM requests WHERE response_id = 'r0'").fetchone()["propensity"] is None
         con.close()
+
+
+def test_feedback_api_scales_are_the_schema_s():
+    import typing
+
+    from caproute.serve.schemas import FEEDBACK_SCALES, FeedbackRequest
+
+    assert typing.get_args(typing.get_args(FeedbackRequest.model_fields["scale"].annotation)[0]) == FEEDBACK_SCALES
+    assert FeedbackRequest(response_id="a", score=7, scale="0-10").score == 7
+    with pytest.raises(ValueError, match="outside its scale"):
+        FeedbackRequest(response_id="a", score=0, scale="1-10")
+    with pytest.raises(ValueError):
+        FeedbackRequest(response_id="a", score=3, scale="1-7")  # the API names its scales

@@ -126,6 +126,27 @@ class RouteRequest(_Request):
         return self
 
 
+#: the rating scales ``/v1/feedback`` accepts (caproute.data.ratings maps any LO-HI range; the API
+#: names these so that its schema can state each one's valid scores)
+FEEDBACK_SCALES = ("unit", "thumbs", "1-5", "1-10", "0-10")
+_NOT_PAIRWISE = {"anyOf": [{"required": ["winner_id"]}, {"required": ["loser_id"]}, {"required": ["tie"]}]}
+
+
+def _scalar_form(scale: str | None) -> dict:
+    """The JSON schema of a scalar rating on ``scale`` (None: no scale field, a score in [0, 1])."""
+    if scale == "thumbs":
+        score = {"type": "number", "enum": [-1, 0, 1]}
+    else:
+        lo, hi = (0, 1) if scale in (None, "unit") else tuple(int(x) for x in scale.split("-"))
+        score = {"type": "number", "minimum": lo, "maximum": hi}
+    props = {"response_id": {"type": "string"}, "score": score}
+    if scale is None:
+        return {"required": ["response_id", "score"], "properties": props,
+                "not": {"anyOf": [*_NOT_PAIRWISE["anyOf"], {"required": ["scale"]}]}}
+    return {"required": ["response_id", "score", "scale"], "properties": {**props, "scale": {"const": scale}},
+            "not": _NOT_PAIRWISE}
+
+
 class FeedbackRequest(_Request):
     """Scalar: ``{"response_id", "score"[, "scale"]}``. Pairwise: ``{"winner_id", "loser_id"}`` (``tie`` = no winner)."""
 
@@ -133,18 +154,7 @@ class FeedbackRequest(_Request):
         extra="forbid",
         json_schema_extra={
             "oneOf": [
-                {
-                    "required": ["response_id", "score"],
-                    "properties": {"response_id": {"type": "string"}, "score": {"type": "number"},
-                                   "scale": {"type": "string"}},
-                    "not": {
-                        "anyOf": [
-                            {"required": ["winner_id"]},
-                            {"required": ["loser_id"]},
-                            {"required": ["tie"]},
-                        ]
-                    },
-                },
+                *(_scalar_form(sc) for sc in (None, *FEEDBACK_SCALES)),
                 {
                     "required": ["winner_id", "loser_id"],
                     "properties": {"winner_id": {"type": "string"}, "loser_id": {"type": "string"}},
@@ -163,8 +173,8 @@ class FeedbackRequest(_Request):
     # strict: the string "1" and the booleans true/false are not scores (a 400 naming the field);
     # in [0, 1] unless ``scale`` declares another (caproute.data.ratings.rating_to_unit maps it)
     score: float | None = Field(default=None, allow_inf_nan=False, strict=True)
-    scale: str | None = Field(default=None, max_length=32,
-                              description="the score's scale: unit (default, [0, 1]) | thumbs | LO-HI, e.g. 1-5")
+    scale: Literal["unit", "thumbs", "1-5", "1-10", "0-10"] | None = Field(
+        default=None, description="the score's scale: unit (default, [0, 1]) | thumbs (1, 0 or -1) | 1-5 | 1-10 | 0-10")
     # null is not a form of feedback: the JSON schema's oneOf above says so, the validator below checks it
     winner_id: str | None = Field(default=None, min_length=1, max_length=128)
     loser_id: str | None = Field(default=None, min_length=1, max_length=128)

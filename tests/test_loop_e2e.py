@@ -184,6 +184,13 @@ def test_open_ended_traffic_to_a_served_router_that_learns_and_survives_restarts
                    tmp_path / "requests.sqlite3", "--store", fb_store, "--pairs", tmp_path / "pairs.parquet")
     assert "6 scalar, 3 pairwise" in out
     with ObservationStore(fb_store, read_only=True) as s:
+        every = s.read(dataset="feedback")
+    # by default the duels become observations too (winner 1, loser 0), marked by their source
+    assert every["score_source"].value_counts().to_dict() == {"user": 6, "duel": 6}
+    fb_store = tmp_path / "feedback-users.duckdb"  # the users' ratings alone
+    caproute("feedback", "export", "--feedback-db", tmp_path / "fb.sqlite3", "--log-store",
+             tmp_path / "requests.sqlite3", "--store", fb_store, "--sources", "user")
+    with ObservationStore(fb_store, read_only=True) as s:
         fobs = s.read(dataset="feedback")
     assert len(fobs) == 6 and fobs.groupby("query_id")["model"].nunique().eq(2).all()
     assert fobs["response_text"].str.len().gt(0).all() and fobs["question"].isin(questions).all()

@@ -170,7 +170,7 @@ def duel_init_cmd(
     prior_weight: PriorWeightOpt = 1.0,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache for CCFT encoders and embeddings")] = None,
     allow_same: Annotated[bool, typer.Option(
-        "--allow-same", help="let a served duel pair a model with itself (the paper's FGTS.CDB); by default "
+        "--allow-same/--no-allow-same", help="let a served duel pair a model with itself (the paper's FGTS.CDB); by default "
                              "the second model is the best other one of the second posterior sample")] = False,
 ) -> None:
     """Build a dueling policy (arms = CCFT model embeddings from the offline observations, the query

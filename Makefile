@@ -32,7 +32,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench bench-quick lint clean litellm-proxy
+.PHONY: install demo test test-fast bench bench-quick lint clean litellm-proxy system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,7 +62,22 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/caproute demo --out demo-output
 
-test: install $(LITELLM_VENV)/.installed
+# System packages the test suite uses, installed with apt-get when missing (as root; otherwise the
+# command to run is printed): bubblewrap (the code-exec sandbox: those tests fail without it),
+# PostgreSQL 15 (tests/test_serve_postgres*.py start their own server), Chromium (the report layout).
+SYSTEM_DEPS := bwrap:bubblewrap initdb:postgresql chromium:chromium
+system-deps:
+	@missing=""; for d in $(SYSTEM_DEPS); do cmd=$${d%%:*}; pkg=$${d##*:}; \
+	  if [ "$$cmd" = initdb ]; then ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && continue; \
+	  else command -v $$cmd >/dev/null 2>&1 && continue; fi; missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing (log: /tmp/caproute-apt.log)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+	      > /tmp/caproute-apt.log 2>&1 || { tail -20 /tmp/caproute-apt.log; exit 1; }; \
+	  else echo "missing system packages:$$missing (Debian/Ubuntu: sudo apt-get install$$missing)"; fi; fi
+
+test: install system-deps $(LITELLM_VENV)/.installed
 	$(PY) -m pytest -q
 
 $(LITELLM_VENV)/.installed:

@@ -21,7 +21,7 @@ import numpy as np
 from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches
 from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
 from caproute.routers.embedllm import supervision_beta
-from caproute.supervise.utility import observation_utility
+from caproute.supervise.utility import observation_utility, utility
 
 LOSSES = ("softmax", "classification")
 
@@ -95,7 +95,8 @@ class RMSoftmaxRouter(TorchRouterMixin, Router):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}")
         mu_q, mu_c, sigma = clipped_targets(supervision)
-        perf = mu_q - supervision_beta(supervision) * sigma
+        # the risk-adjusted quality of each pair: U at lambda = 0 (the cost enters through lambda')
+        perf = utility(mu_q, mu_c, sigma, lam=0.0, beta=supervision_beta(supervision), dtype=np.asarray(mu_q).dtype)
         lambdas = lambda_grid(self.lambda_max, self.num_lambdas)
         util = torch.from_numpy(augmented_utilities(perf, mu_c, lambdas))
         n = X.shape[0]

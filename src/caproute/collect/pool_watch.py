@@ -22,17 +22,20 @@ from caproute.core.procs import die_with_parent
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+def _signal_name(num: int) -> str | None:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return None
+
+
 def describe_exit(returncode: int) -> str:
     """``exited with code 1`` or ``killed by signal SIGSEGV (Segmentation fault)``."""
     if returncode >= 0:
         return f"exited with code {returncode}"
     num = -returncode
-    try:
-        name = signal.Signals(num).name
-    except ValueError:
-        name = f"signal {num}"
     text = signal.strsignal(num) if hasattr(signal, "strsignal") else None
-    return f"killed by signal {name}" + (f" ({text})" if text else "")
+    return f"killed by signal {_signal_name(num) or f'signal {num}'}" + (f" ({text})" if text else "")
 
 
 def read_exit(path: str | Path) -> dict | None:
@@ -71,9 +74,8 @@ def main(argv: list[str]) -> int:
     print(f"caproute pool: server {what}", flush=True)
     from caproute.core.atomic import write_json
 
-    write_json({"returncode": rc, "signal": signal.Signals(-rc).name if rc < 0 and -rc in
-                {s.value for s in signal.Signals} else None, "description": what, "at": time.time()},
-               exit_file)
+    write_json({"returncode": rc, "signal": _signal_name(-rc) if rc < 0 else None, "description": what,
+                "at": time.time()}, exit_file)
     return rc if rc >= 0 else 128 - rc
 
 

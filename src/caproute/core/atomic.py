@@ -105,9 +105,9 @@ def clean_stale_staging(out: Path) -> list[Path]:
     return removed
 
 
-def _write_failed(e: OSError, out: Path, staging: Path) -> bool:
+def _write_failed(e: OSError, staging: Path) -> bool:
     """True for an OSError of the writing itself (no file named, or the staging one): disk full,
-    file-size limit, read-only file system, I/O error; such an error is named for ``out``."""
+    file-size limit, read-only file system, I/O error; the caller names it for the output."""
     return e.filename is None or str(e.filename).startswith(str(staging))
 
 
@@ -130,7 +130,7 @@ def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, out)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        if _write_failed(e, out, Path(tmp)):
+        if _write_failed(e, Path(tmp)):
             raise DataError(f"cannot write ({e.strerror or e}); nothing was written", source=str(out)) from None
         raise
     except BaseException:
@@ -208,7 +208,7 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _write_failed(e, out, tmp):
+        if _write_failed(e, tmp):
             raise DataError(f"cannot write ({e.strerror or e}); nothing was written", source=str(out)) from None
         raise
     except BaseException:

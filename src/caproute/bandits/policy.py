@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import threading
 from abc import ABC, abstractmethod
@@ -29,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from caproute.core import artifact
+from caproute.core.params import HyperParams, add_named, get_named
 from caproute.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -44,22 +44,17 @@ POLICIES: dict[str, type[DuelingPolicy]] = {}
 
 def register_policy(cls: type[DuelingPolicy]) -> type[DuelingPolicy]:
     """Class decorator: make a policy available by its ``name``."""
-    if not getattr(cls, "name", None):
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
-    POLICIES[cls.name] = cls
-    return cls
+    return add_named(POLICIES, cls)
 
 
 def get_policy_class(name: str) -> type[DuelingPolicy]:
     import caproute.bandits.baselines  # noqa: F401  (registers the baselines)
     import caproute.bandits.fgts  # noqa: F401
 
-    if name not in POLICIES:
-        raise ConfigError(f"unknown policy '{name}' (available: {', '.join(sorted(POLICIES))})")
-    return POLICIES[name]
+    return get_named(POLICIES, name, "policy")
 
 
-class DuelingPolicy(ABC):
+class DuelingPolicy(HyperParams, ABC):
     name: ClassVar[str] = ""
     #: parameters stored as arrays (in state.safetensors), not in config.json
     array_params: ClassVar[tuple[str, ...]] = ("arms",)
@@ -72,24 +67,7 @@ class DuelingPolicy(ABC):
         self.encoder = encoder
         self.reset()
 
-    # -- hyper-parameters -------------------------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [n for n, p in sig.parameters.items()
-                if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-    def get_params(self, deep: bool = False) -> dict[str, Any]:
-        return {p: getattr(self, p) for p in self._param_names()}
-
-    def set_params(self, **params) -> DuelingPolicy:
-        valid = set(self._param_names())
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter '{k}'")
-            setattr(self, k, v)
-        return self
-
+    # -- hyper-parameters: get_params / set_params from core.params.HyperParams ------------------
     def __repr__(self) -> str:
         k, d = self.arms_.shape
         return f"{type(self).__name__}(K={k}, d={d}, t={self.t_})"

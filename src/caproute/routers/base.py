@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from caproute.core import artifact
+from caproute.core.params import HyperParams, add_named, get_named
 from caproute.errors import ConfigError
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA, utility
@@ -37,18 +38,13 @@ REGISTRY: dict[str, type[Router]] = {}
 
 def register(cls: type[Router]) -> type[Router]:
     """Class decorator: make a router available by its ``name``."""
-    if not getattr(cls, "name", None):
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
-    REGISTRY[cls.name] = cls
-    return cls
+    return add_named(REGISTRY, cls)
 
 
 def get_router_class(name: str) -> type[Router]:
     import caproute.routers.families  # noqa: F401  (registers every family)
 
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown router '{name}' (available: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[name]
+    return get_named(REGISTRY, name, "router")
 
 
 _RULES = {">= 1": lambda x: x >= 1, ">= 0": lambda x: x >= 0, "> 0": lambda x: x > 0}
@@ -87,7 +83,7 @@ class StatsPrediction:
         return utility(self.mu_q, self.mu_c, self.sigma_q, lam, beta, mu_latency=self.mu_latency, lam_t=lam_t)
 
 
-class Router(ABC):
+class Router(HyperParams, ABC):
     name: ClassVar[str] = ""
     #: True when the router reads lambda at prediction time (RM-Softmax); route() then passes it.
     lambda_aware: ClassVar[bool] = False
@@ -108,24 +104,7 @@ class Router(ABC):
     #: element by element.
     param_spec: ClassVar[dict[str, str]] = {}
 
-    # -- hyper-parameters (sklearn contract) ------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [name for name, p in sig.parameters.items()
-                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-    def get_params(self, deep: bool = False) -> dict[str, Any]:
-        return {p: getattr(self, p) for p in self._param_names()}
-
-    def set_params(self, **params) -> Router:
-        valid = set(self._param_names())
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter '{k}'")
-            setattr(self, k, v)
-        return self
-
+    # -- hyper-parameters: get_params / set_params from core.params.HyperParams (sklearn contract)
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

@@ -226,22 +226,11 @@ def plot_pareto(pareto: pd.DataFrame, views: list[str], path: Path, title: str) 
                             label="DARS" if sup == "dars" else "single-shot (first training)")
             ax.set_title(f"{router} ({view})", fontsize=9, color=router_color(router))
             ax.tick_params(labelsize=7)
-        for i, ax in enumerate(panels):
-            if i % ncols == 0:
-                ax.set_ylabel("mean quality", fontsize=8)
-            if i >= len(panels) - ncols:
-                ax.set_xlabel("mean normalised cost", fontsize=8)
+        _label_panels(panels, ncols, "mean normalised cost")
         if len(d) and float(d["cost"].abs().max()) == 0:
             panels[0].annotate("no costs in data", (0.02, 0.02), xycoords="axes fraction", fontsize=7)
     fig.suptitle(f"{title}: cost-quality over the lambda sweep", y=0.995, fontsize=10)
-    h, lab = _dedupe([a for a in axes.ravel() if a.get_visible()])
-    # the line style, not the router colour, tells DARS from single-shot: show them in black
-    import matplotlib.lines as mlines
-
-    h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--", marker="o", ms=3)
-         if lab_ in ("DARS", "single-shot (first training)") else hh for hh, lab_ in zip(h, lab, strict=True)]
-    top = _top_legend(fig, h, lab, height, ncol=4)
-    _save(fig, path, top=top)
+    _save_supervision_panels(fig, axes, height, path, marker="o")
 
 
 def plot_beta(beta: pd.DataFrame, views: list[str], path: Path, title: str) -> None:
@@ -274,8 +263,6 @@ def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str],
     per_view = {v: _learned_first(curves[curves["view"] == v]["router"]) for v in views}
     n = max((len(r) for r in per_view.values()), default=1) or 1
     fig, axes, ncols, rpv, height = _panel_grid(plt, n, len(views))
-    import matplotlib.lines as mlines
-
     for v, view in enumerate(views):
         d = curves[curves["view"] == view]
         routers = per_view[view]
@@ -294,14 +281,29 @@ def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str],
                             label="DARS" if sup == "dars" else "single-shot (first training)")
             ax.set_title(f"{router} ({view})", fontsize=9, color=router_color(router))
             ax.tick_params(labelsize=7)
-        for i, ax in enumerate(panels):
-            if i % ncols == 0:
-                ax.set_ylabel("mean quality", fontsize=8)
-            if i >= len(panels) - ncols:
-                ax.set_xlabel("strong model calls (%)", fontsize=8)
+        _label_panels(panels, ncols, "strong model calls (%)")
     fig.suptitle(f"{title}: two-model pool", y=0.995, fontsize=10)
+    _save_supervision_panels(fig, axes, height, path, marker=None)
+
+
+def _label_panels(panels, ncols: int, xlabel: str) -> None:
+    """Small multiples: "mean quality" on the left column, ``xlabel`` on the bottom row."""
+    for i, ax in enumerate(panels):
+        if i % ncols == 0:
+            ax.set_ylabel("mean quality", fontsize=8)
+        if i >= len(panels) - ncols:
+            ax.set_xlabel(xlabel, fontsize=8)
+
+
+def _save_supervision_panels(fig, axes, height: float, path: Path, marker: str | None) -> None:
+    """One legend above the small multiples of DARS (solid) against single-shot (dashed) lines,
+    then the file. The line style, not the router colour, tells DARS from single-shot: their legend
+    entries are drawn in black (with ``marker`` when the lines have one)."""
+    import matplotlib.lines as mlines
+
     h, lab = _dedupe([a for a in axes.ravel() if a.get_visible()])
-    h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--")
+    style = {"marker": marker, "ms": 3} if marker else {}
+    h = [mlines.Line2D([], [], color="black", ls="-" if lab_ == "DARS" else "--", **style)
          if lab_ in ("DARS", "single-shot (first training)") else hh for hh, lab_ in zip(h, lab, strict=True)]
     top = _top_legend(fig, h, lab, height, ncol=4)
     _save(fig, path, top=top)

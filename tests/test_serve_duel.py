@@ -133,3 +133,28 @@ def test_duel_replays_do_not_move_the_policy_and_text_is_repaired(duel_server):
     assert DuelingPolicy.load(d / "policy-online").t_ == t
     assert ((d / "policy-online").stat().st_mtime_ns,
             sorted(p.stat().st_mtime_ns for p in (d / "policy-online").iterdir())) == mtime  # no checkpoint write
+
+
+def test_duel_serve_prints_the_step_it_started_or_resumed_from(tmp_path, capsys):
+    """Issue 22.6: a restart says which step the online policy resumed from."""
+    from caproute.bandits.fgts import FGTSCDB
+    from caproute.bandits.policy import DuelingPolicy
+    from caproute.features.minilm import minilm_path
+
+    router = train_router(tmp_path / "router")
+    pool = write_pool_yaml(
+        tmp_path / "pool.yaml",
+        [{"name": n, "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": n} for n in NAMES],
+    )
+    rng = np.random.default_rng(0)
+    arms = rng.normal(size=(3, 384))
+    FGTSCDB(arms, list(NAMES), sampler="laplace", seed=0, encoder=str(minilm_path())).save(tmp_path / "policy")
+    cfg = ServeConfig(routers={"r": router}, pool=pool, insecure_local=True, duel_policy=tmp_path / "policy",
+                      duel_state_out=tmp_path / "policy-online")
+    create_app(cfg)
+    assert f"duel policy: started from {tmp_path / 'policy'} at step t = 0" in capsys.readouterr().err
+    pol = DuelingPolicy.load(tmp_path / "policy")
+    pol.t_ = 7
+    pol.save(tmp_path / "policy-online")
+    create_app(cfg)
+    assert f"duel policy: resumed from {tmp_path / 'policy-online'} at step t = 7" in capsys.readouterr().err

@@ -9,7 +9,6 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from caproute.errors import CaprouteError, ConfigError
@@ -120,12 +119,14 @@ class ServeState:
         self.started = time.time()
 
     def _load_duel(self) -> Duel:
-        from caproute.bandits.policy import DuelingPolicy
+        import sys
 
-        out = self.config.duel_state_out
-        # a restart continues from the online checkpoint when there is one
-        src = out if out is not None and (Path(out) / "config.json").exists() else self.config.duel_policy
-        policy = DuelingPolicy.load(src)
+        from caproute.bandits.lifecycle import resume_policy
+
+        # a restart continues from the online checkpoint when there is one, and says at which step
+        resumed = resume_policy(self.config.duel_policy, self.config.duel_state_out)
+        policy, src = resumed.policy, resumed.source
+        print(resumed.message, file=sys.stderr, flush=True)
         names = {m: self.config.model_map.get(m, m) for m in policy.models_}
         missing = sorted(p for p in names.values() if p not in self.pool_names)
         if missing:

@@ -37,7 +37,7 @@ import pandas as pd
 
 from caproute.collect.config import PoolConfig
 from caproute.collect.ledger import RunStats, stop_run
-from caproute.collect.plan import CollectSpec, CostEstimate, estimate_cost, iter_units, planned_keys
+from caproute.collect.plan import CollectSpec, CostEstimate, iter_units, key_set, plan_missing
 from caproute.collect.queries import stable_int
 from caproute.data import schema
 from caproute.data.collect_tables import (
@@ -129,20 +129,6 @@ class _ShardProgress:
             os._exit(1)
 
 
-def _key_set(keys: pd.DataFrame) -> set[tuple]:
-    return set(
-        zip(
-            keys["split"],
-            keys["query_id"],
-            keys["model"],
-            keys["prompt_variant_id"].astype(int),
-            keys["decode_id"].astype(int),
-            keys["observation_type"],
-            strict=True,
-        )
-    )
-
-
 def _adopt_main_rewrites(con, dataset: str, main_rw: pd.DataFrame) -> None:
     """Make the shard file agree with the main store's rewrites (the main store is authoritative).
 
@@ -201,7 +187,7 @@ def run_shard(task: ShardTask) -> dict:
         con = store.connection
         ensure_side_tables(con)
         _adopt_main_rewrites(con, spec.dataset, task.main_rewrites)
-        existing = _key_set(task.main_keys) | _key_set(store.existing_keys(dataset=spec.dataset))
+        existing = key_set(task.main_keys) | key_set(store.existing_keys(dataset=spec.dataset))
         total = sum(
             len(u.decode_ids) for m in spec.models for u in iter_units(task.queries, m, spec, existing)
         )
@@ -435,12 +421,10 @@ spend (see the runner), so the run ends close to the budget.
         ensure_side_tables(con)
         recovered = recover_shard_files(store, spec.dataset, wdir, console) if wdir.exists() else 0
         keys = store.existing_keys(dataset=spec.dataset)
-        existing = _key_set(keys)
-        est = estimate_cost(cfg, tcfg, queries, spec, existing, load_rewrites(con, spec.dataset))
+        existing, est, skipped = plan_missing(cfg, tcfg, queries, spec, keys, load_rewrites(con, spec.dataset))
         stats = DistributedStats(total=est.generations, recovered_rows=recovered, estimate_usd=est.total_usd,
                                  budget_usd=spec.budget_usd)
-        planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
-        stats.skipped_existing = planned - est.generations
+        stats.skipped_existing = skipped
         if on_plan is not None:
             on_plan(stats, est)
         if dry_run or est.generations == 0:

@@ -134,6 +134,33 @@ def tokens_of(messages: list[dict]) -> int:
     return int(sum(len(str(m["content"])) for m in messages) / 4 + 4 * len(messages))
 
 
+def key_set(keys: pd.DataFrame) -> set[tuple]:
+    """Stored observation keys (``ObservationStore.existing_keys``) as the set :func:`iter_units`
+    skips: ``(split, query_id, model, prompt_variant_id, decode_id, observation_type)``."""
+    return set(
+        zip(
+            keys["split"],
+            keys["query_id"],
+            keys["model"],
+            keys["prompt_variant_id"].astype(int),
+            keys["decode_id"].astype(int),
+            keys["observation_type"],
+            strict=True,
+        )
+    )
+
+
+def plan_missing(cfg: PoolConfig, task: TaskConfig, queries: pd.DataFrame, spec: CollectSpec,
+                 keys: pd.DataFrame, stored_rewrites: dict[str, list[str]]
+                 ) -> tuple[set[tuple], CostEstimate, int]:
+    """What a run still has to do, given the stored ``keys``: the key set, the upper-bound cost of
+    the missing work and how many planned generations are already stored (skipped)."""
+    existing = key_set(keys)
+    est = estimate_cost(cfg, task, queries, spec, existing, stored_rewrites)
+    planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
+    return existing, est, planned - est.generations
+
+
 def estimate_cost(
     cfg: PoolConfig,
     task: TaskConfig,

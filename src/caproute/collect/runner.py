@@ -33,10 +33,9 @@ from caproute.collect.plan import (
     CollectSpec,
     CostEstimate,
     Unit,
-    estimate_cost,
     generation_seed,
     iter_units,
-    planned_keys,
+    plan_missing,
     rewrites_needed,
     tokens_of,
 )
@@ -343,22 +342,10 @@ def collect(
     check_gold(scorer, queries)
     with ObservationStore(store_path) as store:
         ensure_side_tables(store.connection)
-        keys = store.existing_keys(dataset=spec.dataset)
-        existing = set(
-            zip(
-                keys["split"],
-                keys["query_id"],
-                keys["model"],
-                keys["prompt_variant_id"].astype(int),
-                keys["decode_id"].astype(int),
-                keys["observation_type"],
-                strict=True,
-            )
-        )
-        est = estimate_cost(cfg, task, queries, spec, existing, load_rewrites(store.connection, spec.dataset))
+        existing, est, skipped = plan_missing(cfg, task, queries, spec, store.existing_keys(dataset=spec.dataset),
+                                              load_rewrites(store.connection, spec.dataset))
         stats = RunStats(total=est.generations, estimate_usd=est.total_usd, budget_usd=spec.budget_usd)
-        planned = sum(len(planned_keys(s, spec)) for s in queries["split"]) * len(spec.models)
-        stats.skipped_existing = planned - est.generations
+        stats.skipped_existing = skipped
         if on_plan is not None:
             on_plan(stats, est)
         if dry_run or est.generations == 0:

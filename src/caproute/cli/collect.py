@@ -11,6 +11,7 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.params import SEED_DEFAULT, comma_list, deprecated_alias, finite, fraction
+from caproute.supervise.adaptive import RULES, AdaptiveConfig
 
 
 @app.command("collect")
@@ -80,8 +81,10 @@ def collect_cmd(
                                    help="--adaptive: at most this fraction of the full grid's training generations")
     ] = None,
     adaptive_rule: Annotated[
-        str, typer.Option("--adaptive-rule", help="--adaptive: pob (probability of best) | lucb | uniform (a fixed grid, with --budget-fraction)")
-    ] = "pob",
+        str, typer.Option("--adaptive-rule", help="--adaptive: pob (probability of best) | lucb (confidence bounds) | "
+                                                  "uniform (a fixed grid, with --budget-fraction); "
+                                                  "default: the library's (docs/adaptive.md)")
+    ] = AdaptiveConfig.rule,
 ) -> None:
     """Collect K rewrites x R decodes per training query and the two test views, scored and costed.
 
@@ -114,12 +117,10 @@ def collect_cmd(
     q = load_queries(queries, split_test=split_test, seed=seed)
     adaptive_cfg = None
     if adaptive:
-        from caproute.supervise.adaptive import AdaptiveConfig
-
         if engine == "ray":
             raise ConfigError("--adaptive runs with --engine local only")
-        if adaptive_rule not in ("pob", "lucb", "uniform"):
-            raise ConfigError(f"--adaptive-rule must be pob, lucb or uniform (got '{adaptive_rule}')")
+        if adaptive_rule not in RULES:
+            raise ConfigError(f"--adaptive-rule must be {', '.join(RULES)} (got '{adaptive_rule}')")
         adaptive_cfg = AdaptiveConfig(rule=adaptive_rule)
     spec = CollectSpec(
         dataset=dataset or task,

@@ -67,7 +67,8 @@ def test_single_supervision_routes_with_beta_zero(obs):
 def test_save_load_identical(obs, test_texts, tmp_path):
     p = train_pipeline(obs, router="knn")
     p.save(tmp_path / "r")
-    assert {f.name for f in (tmp_path / "r").iterdir()} == {"encoder", "router", "pipeline.json"}
+    # the builtin observations have latency_s: the latency model is saved too (format 2)
+    assert {f.name for f in (tmp_path / "r").iterdir()} == {"encoder", "router", "latency", "pipeline.json"}
     q = RoutingPipeline.load(tmp_path / "r")
     assert q.meta == json.loads(json.dumps(p.meta))
     a, b = p.decide(test_texts, 0.1, 0.3), q.decide(test_texts, 0.1, 0.3)

@@ -2,9 +2,14 @@
 
 ``train_pipeline(obs, router="knn")`` builds the supervision of one dataset's training split
 (cost normaliser fitted on training rows), fits the encoder on the training query texts and the
-router on their features. ``RoutingPipeline.decide(texts, lam, beta)`` returns one
-:class:`Decision` per text. ``save(dir)`` writes ``encoder/``, ``router/`` and ``pipeline.json``
-(no pickle; every part checksummed); ``RoutingPipeline.load(dir)`` reads it back.
+router on their features, and, when the observations carry ``latency_s``, the latency model of
+:mod:`caproute.routers.latency` on the same features. ``RoutingPipeline.decide(texts, lam, beta,
+lam_t)`` returns one :class:`Decision` per text. ``save(dir)`` writes ``encoder/``, ``router/``,
+``latency/`` (when there is one) and ``pipeline.json`` (no pickle; every part checksummed);
+``RoutingPipeline.load(dir)`` reads it back.
+
+Pipeline format versions: 1 (no latency model; still loaded, with latency unavailable, so that
+lambda_t > 0 is an error naming the router directory) and 2 (``"latency": true|false``).
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ from caproute.core import artifact
 from caproute.errors import ConfigError, DataError
 from caproute.features import Encoder, encode, get_encoder, load_encoder
 from caproute.routers.base import Router, StatsPrediction, check_params, get_router_class
-from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
+from caproute.routers.latency import LatencyModel
+from caproute.supervise.labels import hard_labels
+from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA, DEFAULT_LAMBDA_T
 
 PIPELINE_FILE = "pipeline.json"
-PIPELINE_FORMAT_VERSION = 1
+PIPELINE_FORMAT_VERSION = 2
+READABLE_PIPELINE_VERSIONS = (1, 2)   # 1: written before the latency model (loads without one)
 ENCODER_DIR = "encoder"
 ROUTER_DIR = "router"
+LATENCY_DIR = "latency"
 SUPERVISIONS = ("dars", "single", "input_only", "output_only", "no_risk", "rewrite_risk", "decode_risk")
 
 
@@ -38,8 +47,10 @@ class Decision:
     """The routing decision for one query: the chosen model and every model's predictions.
 
     ``mu_q``, ``mu_c``, ``sigma_q``, ``utility``: {model: value}; ``utility`` is
-    mu_q - lam * mu_c - beta * sigma_q at the ``lam`` / ``beta`` used. For a policy router
-    (RM-Softmax, ``kind == "policy"``) ``mu_q`` holds the policy probabilities.
+    mu_q - lam * mu_c - lam_t * mu_latency - beta * sigma_q at the ``lam`` / ``beta`` / ``lam_t``
+    used. ``mu_latency`` (seconds) is there when ``lam_t`` > 0 (the PROPOSED latency term), else
+    None. For a policy router (RM-Softmax, ``kind == "policy"``) ``mu_q`` holds the policy
+    probabilities.
     """
 
     model: str
@@ -51,26 +62,32 @@ class Decision:
     sigma_q: dict[str, float]
     utility: dict[str, float]
     kind: str = "stats"
+    lam_t: float = DEFAULT_LAMBDA_T
+    mu_latency: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "index": self.index, "lambda": self.lam, "beta": self.beta,
-                "kind": self.kind, "mu_q": dict(self.mu_q), "mu_c": dict(self.mu_c),
-                "sigma_q": dict(self.sigma_q), "utility": dict(self.utility)}
+        out = {"model": self.model, "index": self.index, "lambda": self.lam, "beta": self.beta,
+               "lambda_t": self.lam_t, "kind": self.kind, "mu_q": dict(self.mu_q), "mu_c": dict(self.mu_c),
+               "sigma_q": dict(self.sigma_q), "utility": dict(self.utility)}
+        if self.mu_latency is not None:
+            out["mu_latency"] = dict(self.mu_latency)
+        return out
 
 
-def decisions(pred: StatsPrediction, choice: np.ndarray, lam: float, beta: float) -> list[Decision]:
+def decisions(pred: StatsPrediction, choice: np.ndarray, lam: float, beta: float,
+              lam_t: float = DEFAULT_LAMBDA_T) -> list[Decision]:
     """Package predictions (n, m) and chosen indices (n,) as Decisions."""
     models = list(pred.models)
-    u = pred.utility(lam, beta)
-    out = []
-    for i, c in enumerate(np.asarray(choice).tolist()):
-        out.append(Decision(
-            model=models[c], index=int(c), lam=float(lam), beta=float(beta),
-            mu_q=dict(zip(models, pred.mu_q[i].tolist(), strict=True)),
-            mu_c=dict(zip(models, pred.mu_c[i].tolist(), strict=True)),
-            sigma_q=dict(zip(models, pred.sigma_q[i].tolist(), strict=True)),
-            utility=dict(zip(models, u[i].tolist(), strict=True)), kind=pred.kind))
-    return out
+    u = pred.utility(lam, beta, lam_t)
+
+    def row(a: np.ndarray, i: int) -> dict[str, float]:
+        return dict(zip(models, a[i].tolist(), strict=True))
+
+    lat = pred.mu_latency if lam_t > 0 else None
+    return [Decision(model=models[c], index=int(c), lam=float(lam), beta=float(beta), mu_q=row(pred.mu_q, i),
+                     mu_c=row(pred.mu_c, i), sigma_q=row(pred.sigma_q, i), utility=row(u, i), kind=pred.kind,
+                     lam_t=float(lam_t), mu_latency=None if lat is None else row(lat, i))
+            for i, c in enumerate(np.asarray(choice).tolist())]
 
 
 @dataclass
@@ -78,6 +95,11 @@ class RoutingPipeline:
     encoder: Encoder
     router: Router
     meta: dict[str, Any] = field(default_factory=dict)
+    #: predicted latency per (query, model) (:mod:`caproute.routers.latency`); None when the
+    #: training observations had no ``latency_s`` or the pipeline predates it (format 1)
+    latency: LatencyModel | None = None
+    #: the directory this pipeline was loaded from (named in errors)
+    source: str | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -98,20 +120,52 @@ class RoutingPipeline:
             return self.encoder.transform_sparse(_texts(texts))
         return self.encoder.transform(_texts(texts))
 
+    @property
+    def has_latency(self) -> bool:
+        return self.latency is not None
+
     def predict_stats(self, texts: Sequence[str] | str, lam: float | None = None) -> StatsPrediction:
+        """The router's predictions, with ``mu_latency`` from the latency model when there is one."""
         lam = self.lam if lam is None else float(lam)
-        return self.router.predict_stats(self.features(texts), lam=lam)
+        X = self.features(texts)
+        return self._with_latency(self.router.predict_stats(X, lam=lam), X)
+
+    def _with_latency(self, pred: StatsPrediction, X) -> StatsPrediction:
+        if pred.mu_latency is None and self.latency is not None:
+            pred.mu_latency = self.latency.predict(X)
+        return pred
+
+    def check_lam_t(self, lam_t: float) -> None:
+        """A :class:`ConfigError` when this pipeline cannot route at latency weight ``lam_t``."""
+        if lam_t < 0 or not np.isfinite(lam_t):
+            raise ConfigError(f"lambda_t must be a finite number >= 0, got {lam_t}")
+        if lam_t == 0:
+            return
+        if self.latency is None:
+            where = f" ({self.source})" if self.source else ""
+            raise ConfigError(f"lambda_t = {lam_t:g} needs predicted latencies, but this router{where} has "
+                              "none (trained without latency_s, or saved before caproute predicted "
+                              "latency): retrain it with `caproute train` on observations with latency_s")
 
     def decide(self, texts: Sequence[str] | str, lam: float | None = None,
-               beta: float | None = None) -> list[Decision]:
-        """One :class:`Decision` per text; ``lam`` / ``beta`` default to the training values."""
+               beta: float | None = None, lam_t: float = DEFAULT_LAMBDA_T) -> list[Decision]:
+        """One :class:`Decision` per text; ``lam`` / ``beta`` default to the training values,
+        ``lam_t`` (the PROPOSED latency weight, quality per second) to 0: the paper's U."""
         lam = self.lam if lam is None else float(lam)
         beta = self.beta if beta is None else float(beta)
+        lam_t = float(lam_t)
         if lam < 0 or beta < 0:
             raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
+        self.check_lam_t(lam_t)
         X = self.features(texts)
         pred = self.router.predict_stats(X, lam=lam)
-        return decisions(pred, self.router.choose(X, pred, lam, beta), lam, beta)
+        if lam_t == 0 or self.router.fixed_route:   # fixed routes (random, cheapest) ignore every weight
+            return decisions(pred, self.router.choose(X, pred, lam, beta), lam, beta)
+        if pred.kind == "policy":
+            raise ConfigError(f"lambda_t = {lam_t:g}: router '{self.router.name}' predicts a routing "
+                              "policy, not per-model statistics, so it cannot weigh latency")
+        pred = self._with_latency(pred, X)
+        return decisions(pred, hard_labels(pred.utility(lam, beta, lam_t), pred.mu_c), lam, beta, lam_t)
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -129,8 +183,10 @@ class RoutingPipeline:
         with staged_dir(path) as tmp:
             self.encoder.save(tmp / ENCODER_DIR)
             self.router.save(tmp / ROUTER_DIR)
+            if self.latency is not None:
+                self.latency.save(tmp / LATENCY_DIR)
             config = {"models": list(self.models), "encoder": self.encoder.name, "router": self.router.name,
-                      **self.meta}
+                      **self.meta, "latency": self.latency is not None}
             artifact.write_artifact(tmp, PIPELINE_FILE, config, version=PIPELINE_FORMAT_VERSION)
         return path
 
@@ -142,15 +198,23 @@ class RoutingPipeline:
             raise ConfigError(f"{path}: no such router directory (train one with `caproute train`)")
         if not cfg_file.exists():
             raise ConfigError(f"{path}: not a caproute router directory (no {PIPELINE_FILE})")
-        meta = artifact.read_config(cfg_file, PIPELINE_FORMAT_VERSION)
+        meta = artifact.parse_config(cfg_file)
+        if meta.get(artifact.FORMAT_KEY) not in READABLE_PIPELINE_VERSIONS:
+            artifact.check_version(meta, cfg_file, PIPELINE_FORMAT_VERSION)   # the named error
         encoder = load_encoder(path / ENCODER_DIR)
         router = Router.load(path / ROUTER_DIR)
         if list(router.models_) != list(meta.get("models", [])):
             raise ConfigError(f"{cfg_file}: models {meta.get('models')} differ from the router's "
                               f"{list(router.models_)}")
-        for k in (artifact.FORMAT_KEY, "models", "encoder", "router"):
+        latency = None
+        if meta.get("latency"):
+            latency = LatencyModel.load(path / LATENCY_DIR)
+            if list(latency.models_) != list(router.models_):
+                raise ConfigError(f"{path / LATENCY_DIR}: models {list(latency.models_)} differ from the "
+                                  f"router's {list(router.models_)}")
+        for k in (artifact.FORMAT_KEY, "models", "encoder", "router", "latency"):
             meta.pop(k, None)
-        return cls(encoder, router, meta)
+        return cls(encoder, router, meta, latency, str(path))
 
 
 def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars", features: str = "tfidf",
@@ -193,6 +257,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     encoder = get_encoder(features, **(encoder_params or {})).fit(texts)
     X = encode(encoder, texts, cache)
     model.fit(X, sup, **model.encoder_inputs(encoder, sup.models))
+    latency = None if sup.mu_latency is None else LatencyModel().fit(X, sup.mu_latency, sup.models)
     meta = {
         "dataset": name, "supervision": supervision, "features": features,
         "lam": float(lam), "beta": float(sup.beta if sup.beta is not None else beta),
@@ -202,7 +267,7 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
         "n_train_observations": int(len(train)), "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "caproute_version": __version__,
     }
-    return RoutingPipeline(encoder, model, meta)
+    return RoutingPipeline(encoder, model, meta, latency)
 
 
 def make_router(name: str, *, lam: float = DEFAULT_LAMBDA, seed: int = 42, params: dict | None = None) -> Router:

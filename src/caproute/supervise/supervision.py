@@ -41,6 +41,9 @@ class Supervision:
     #: (n, m) bool, True where the pair has observations; None when every pair has (a full grid;
     #: an all-True mask is stored as None, so a full grid takes every family's unmasked path)
     observed: np.ndarray | None = None
+    #: (n, m) mean latency per pair in seconds (the PROPOSED latency term), NaN where a pair has no
+    #: observation or no recorded ``latency_s``; None when the observations carry no latencies
+    mu_latency: np.ndarray | None = None
 
     def __post_init__(self):
         self.query_ids = np.asarray(self.query_ids)
@@ -56,6 +59,11 @@ class Supervision:
             if mask.shape != shape:
                 raise ValueError(f"observed has shape {mask.shape}, expected {shape}")
             self.observed = None if mask.all() else mask
+        if self.mu_latency is not None:
+            lat = np.asarray(self.mu_latency, dtype=np.float64)
+            if lat.shape != shape:
+                raise ValueError(f"mu_latency has shape {lat.shape}, expected {shape}")
+            self.mu_latency = None if np.isnan(lat).all() else lat
 
     @property
     def n_queries(self) -> int:
@@ -86,7 +94,8 @@ class Supervision:
     def subset(self, rows: np.ndarray) -> Supervision:
         return Supervision(self.query_ids[rows], self.models, self.mu_q[rows], self.mu_c[rows],
                            self.sigma_q[rows], None if self.n is None else self.n[rows], self.kind,
-                           self.beta, dict(self.meta), None if self.observed is None else self.observed[rows])
+                           self.beta, dict(self.meta), None if self.observed is None else self.observed[rows],
+                           None if self.mu_latency is None else self.mu_latency[rows])
 
     def to_frame(self, lam: float, beta: float | None = None) -> pd.DataFrame:
         """Long frame with columns query_id, model, n, mu_q, mu_c, sigma_q, utility, observed
@@ -149,6 +158,9 @@ def from_stats(stats: pd.DataFrame, *, models: tuple[str, ...] | None = None, ki
         return out
 
     mu_q, mu_c, sigma = mat("mu_q"), mat("mu_c"), mat(sigma_column)
+    # latency (PROPOSED term): NaN where unknown, never filled with a prior (the latency model of
+    # routers.latency fits the known pairs only)
+    lat = mat("mu_latency") if "mu_latency" in stats.columns else None
     n = np.zeros(shape, np.int64)
     n[q_codes, m_codes] = stats["n"].to_numpy(np.int64)
     absent = np.isnan(mu_q)
@@ -161,7 +173,7 @@ def from_stats(stats: pd.DataFrame, *, models: tuple[str, ...] | None = None, ki
         observed = ~absent
         for arr in (mu_q, mu_c, sigma):
             arr[absent] = np.broadcast_to(model_prior(arr, observed), shape)[absent]
-        return Supervision(np.asarray(queries), models, mu_q, mu_c, sigma, n, kind, beta, meta, observed)
+        return Supervision(np.asarray(queries), models, mu_q, mu_c, sigma, n, kind, beta, meta, observed, lat)
     if absent.any():
         rows = np.flatnonzero(absent.any(axis=1))
         if missing == "error":
@@ -173,4 +185,5 @@ def from_stats(stats: pd.DataFrame, *, models: tuple[str, ...] | None = None, ki
         keep = np.setdiff1d(np.arange(shape[0]), rows)
         meta["dropped_incomplete_queries"] = int(rows.size)
         queries, mu_q, mu_c, sigma, n = queries[keep], mu_q[keep], mu_c[keep], sigma[keep], n[keep]
-    return Supervision(np.asarray(queries), models, mu_q, mu_c, sigma, n, kind, beta, meta)
+        lat = None if lat is None else lat[keep]
+    return Supervision(np.asarray(queries), models, mu_q, mu_c, sigma, n, kind, beta, meta, mu_latency=lat)

@@ -82,3 +82,13 @@ def test_humaneval_and_mbpp_files_become_code_tasks(tmp_path):
     q = load_queries(mbpp)
     assert json.loads(q["answer"].iloc[0]) == {"tests": "assert add(1, 1) == 2"}
     assert "assert add(1, 1) == 2" in q["question"].iloc[0]
+
+
+def test_content_text_one_rule_for_the_collector_and_the_proxy():
+    from caproute.data.text import content_text
+
+    parts = ["a", {"type": "text", "text": "b"}, {"type": "image_url", "image_url": {}}, {"text": "c"}]
+    assert content_text(parts) == "a\nb"                       # a live request: untyped part skipped
+    assert content_text(parts, untyped_parts=True) == "a\nb\nc"  # a chat log: untyped part is text
+    assert content_text(None) == "" and content_text("x") == "x"
+    assert content_text(5) is None

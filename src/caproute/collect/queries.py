@@ -70,19 +70,13 @@ def _read(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def _message_text(content, source: str, line: int, where: str) -> str:
-    """Text of an OpenAI message ``content``: a string, or a list of parts (text parts joined)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                out.append(part["text"])
-        return "\n".join(out)
+    """Text of an OpenAI message ``content``: a string, or a list of parts (text parts joined; a
+    dict part without ``type`` is text)."""
+    from caproute.data.text import content_text
+
+    text = content_text(content, untyped_parts=True)
+    if text is not None:
+        return text
     raise DataError(f"content must be a string or a list of parts, got {type(content).__name__}",
                     source=source, row=line, field=where)
 

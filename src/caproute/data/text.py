@@ -34,6 +34,27 @@ def clean_text(s: str) -> str:
     return s.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
+def content_text(content: Any, *, untyped_parts: bool = False) -> str | None:
+    """Text of an OpenAI chat message's ``content``: ``""`` for None, a string as is, a list of
+    parts joined by newlines (string parts and ``{"type": "text", "text": ...}`` parts; other parts
+    are skipped; ``untyped_parts``: a dict part without ``type`` counts as text). None for any other
+    value: the caller refuses it (a data file) or reads it as no text (a live request)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    out = []
+    for part in content:
+        if isinstance(part, str):
+            out.append(part)
+        elif (isinstance(part, dict) and part.get("type", "text" if untyped_parts else None) == "text"
+              and isinstance(part.get("text"), str)):
+            out.append(part["text"])
+    return "\n".join(out)
+
+
 def decode_text(b: bytes) -> str:
     """UTF-8 bytes as text under the rule (invalid sequences and encoded surrogates -> U+FFFD)."""
     return clean_text(b.decode("utf-8", "replace"))

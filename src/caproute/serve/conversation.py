@@ -23,24 +23,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from caproute.data.text import content_text
+
 MODES = ("last_user", "user_turns", "history")
 
 
 def message_text(content: Any) -> str:
-    """Text of a message's ``content``: a string, or a list of parts (text parts are joined)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                out.append(part["text"])
-            elif isinstance(part, str):
-                out.append(part)
-        return "\n".join(out)
-    return ""
+    """Text of a message's ``content``: a string, or a list of parts (text parts are joined);
+    anything else is no text (:func:`caproute.data.text.content_text`)."""
+    text = content_text(content)
+    return "" if text is None else text
 
 
 def routing_text(messages: Sequence[dict], mode: str = "last_user", max_chars: int = 4000) -> str:

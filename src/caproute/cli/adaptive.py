@@ -14,10 +14,11 @@ from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, choice, comma_list, finite, float_list, fraction
 from caproute.errors import ConfigError
+from caproute.supervise.adaptive import RULES, AdaptiveConfig
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
-RULE_NAMES = ("uniform", "pob", "lucb")
+RULE_NAMES = ("uniform", *(r for r in RULES if r != "uniform"))
 
 
 @app.command("adaptive-study")
@@ -43,11 +44,11 @@ def adaptive_study_cmd(
         callback=float_list("--settle-lambdas", lo=0.0))] = None,
     delta: Annotated[float, typer.Option(
         "--delta", help="stop a query when its label is right with probability >= 1 - delta",
-        callback=fraction("--delta"))] = 0.2,
+        callback=fraction("--delta"))] = AdaptiveConfig.delta,
     epsilon: Annotated[float, typer.Option(
-        "--epsilon", help="indifference zone in utility units", callback=finite("--epsilon", lo=0.0))] = 0.01,
+        "--epsilon", help="indifference zone in utility units", callback=finite("--epsilon", lo=0.0))] = AdaptiveConfig.epsilon,
     min_per_model: Annotated[int, typer.Option(
-        "--min-per-model", min=1, help="observations of every model before a query may stop")] = 1,
+        "--min-per-model", min=1, help="observations of every model before a query may stop")] = AdaptiveConfig.min_per_model,
     features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
     test_fraction: Annotated[float | None, typer.Option(
         "--test-fraction", help="re-split: fraction of queries used for test (RouterDC-style data)",
@@ -64,8 +65,6 @@ def adaptive_study_cmd(
     from caproute.evaluate.adaptive_study import StudyConfig, run_study
     from caproute.evaluate.bench import resolve_routers
     from caproute.evaluate.protocol import load_experiment
-    from caproute.supervise.adaptive import AdaptiveConfig
-
     pol = tuple(policies or RULE_NAMES)
     unknown = sorted(set(pol) - set(RULE_NAMES))
     if unknown:

@@ -314,3 +314,69 @@ def summarize(rows: list[dict]) -> list[dict]:
         row["n_seeds"] = int(len(g))
         out.append(row)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# held-out tuning of the allocation rule
+
+
+def agreement_rows(exp, configs: list[AdaptiveConfig], budget: float, seeds: list[int], *,
+                   unit: str = "generations", progress=None) -> list[dict]:
+    """Label agreement (tie-aware and strict) with the full grid's DARS label for every
+    configuration and replay seed at one budget; no router is trained. One row per (config, seed):
+    ``{rule, delta, epsilon, min_per_model, prior, seed, budget_fraction, label_agreement,
+    label_agreement_strict, generation_fraction, settled_queries}``."""
+    from caproute.supervise.ablations import build_supervision
+
+    train = exp.train_obs
+    cost_norm = exp.normalizer.transform(train)
+    out: list[dict] = []
+    for seed in seeds:
+        data = replay_data(train, exp.models, cost_norm, seed)
+        for i, cfg in enumerate(configs):
+            lam, beta = cfg.lambdas[0], cfg.beta
+            if i == 0 or (lam, beta) != (configs[i - 1].lambdas[0], configs[i - 1].beta):
+                full = build_supervision(train, variant="dars", beta=beta, normalizer=exp.normalizer,
+                                         models=exp.models)
+                full_u, full_labels = full.utility(lam, beta), _labels(full, lam, beta)
+            res = replay(data, cfg, budget, unit=unit, seed=seed)
+            sup = build_supervision(train.iloc[res.rows], variant="dars", beta=beta,
+                                    normalizer=exp.normalizer, models=exp.models)
+            agree, strict = label_agreement(_labels(sup, lam, beta), full_u, full_labels)
+            out.append({**config_key(cfg), "seed": int(seed), "budget_fraction": float(budget),
+                        "label_agreement": agree, "label_agreement_strict": strict,
+                        "generation_fraction": res.generations / data.total_generations,
+                        "settled_queries": res.settled})
+            if progress:
+                progress(len(out), len(seeds) * len(configs))
+    return out
+
+
+def config_key(cfg: AdaptiveConfig) -> dict:
+    """The tuned fields of a configuration, JSON-ready."""
+    return {"rule": cfg.rule, "delta": cfg.delta, "epsilon": cfg.epsilon,
+            "min_per_model": cfg.min_per_model, "prior": [float(x) for x in cfg.prior]}
+
+
+def rank_configs(rows: list[dict], *, key: str = "label_agreement") -> list[dict]:
+    """Mean ``key`` per configuration, first over seeds within a data set, then over data sets
+    (each set weighs the same); best first (ties: the earlier configuration in ``rows``).
+    ``rows`` need a ``data`` field naming their set. Returns ``{**config, key, per_set}``."""
+    if not rows:
+        return []
+    df = pd.DataFrame(rows)
+    df["_cfg"] = [repr((r["rule"], r["delta"], r["epsilon"], r["min_per_model"], tuple(r["prior"])))
+                  for r in rows]
+    first = {c: i for i, c in reversed(list(enumerate(df["_cfg"])))}
+    per_set = df.groupby(["_cfg", "data"], sort=False)[key].mean()
+    out = []
+    for cfg, g in per_set.groupby(level=0, sort=False):
+        row = df[df["_cfg"] == cfg].iloc[0]
+        sets = {d: float(v) for (_, d), v in g.items()}
+        out.append({"rule": row["rule"], "delta": float(row["delta"]), "epsilon": float(row["epsilon"]),
+                    "min_per_model": int(row["min_per_model"]), "prior": list(row["prior"]),
+                    key: float(np.mean(list(sets.values()))), "per_set": sets, "_order": first[cfg]})
+    out.sort(key=lambda r: (-r[key], r["_order"]))
+    for r in out:
+        del r["_order"]
+    return out

@@ -16,10 +16,15 @@ Rules (``AdaptiveConfig.rule``):
   settles, so it stops only when the budget or the grid runs out. With a global budget this is a
   smaller fixed K x R grid spread evenly over pairs (the paper's Figure 4(a) protocol).
 - ``pob`` -- Bayesian probability of best. mu_q of each model has a Beta posterior
-  (``prior + s``, ``prior + n - s``; the Beta-Bernoulli conjugate, used for scores in [0, 1] as in
-  Agrawal and Goyal's Thompson sampling for bounded rewards). sigma_q is the Bernoulli spread
-  ``sqrt(p (1 - p))`` of each drawn p when every score so far is 0 or 1, else the sample spread
-  (a plug-in). The leader L is the label DARS would give now (plug-in U, caproute's tie rule);
+  ``Beta(a0 + s, b0 + n - s)``. For 0/1 scores this is the Beta-Bernoulli conjugate posterior.
+  For scores strictly inside (0, 1) it is a *fractional-count* Beta update (each score counted as
+  that fraction of a success): a heuristic, not Agrawal and Goyal's method, which draws
+  ``r ~ Bernoulli(score)`` and updates the Beta with the binary ``r``; caproute does not implement
+  that trick. sigma_q of each drawn p, when every score so far is 0 or 1, is the spread the DARS
+  target computes from the pair's full grid of N observations with ddof = 1:
+  ``sqrt(p (1 - p) N / (N - 1))``, N = ``n + capacity`` (no correction when the capacity is
+  unlimited, N -> infinity); with other scores it is the ddof = 1 sample spread (a plug-in). The
+  leader L is the label DARS would give now (plug-in U, caproute's tie rule);
   the query is settled when ``P(U_L + epsilon >= max_m U_m) >= 1 - delta`` for every lambda in
   ``lambdas``. Otherwise the challenger C is the model most likely to beat L by more than
   epsilon and the next sample goes to L or C, whichever has the larger posterior variance of U
@@ -48,7 +53,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 
 from caproute.supervise.labels import TIE_TOL, hard_labels
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
@@ -147,7 +151,8 @@ def decide(n, s, ss, c, gen_cost, config: AdaptiveConfig, rng: np.random.Generat
         return Decision(model, np.zeros(q, bool), np.zeros(q), label)
 
     rule = _pob if config.rule == "pob" else _lucb
-    conf, leader, challenger, spread = rule(n, s, ss, mu, sigma, mu_c, config, rng)
+    grid = n + cap  # the pair's full grid size N (inf when the capacity is unlimited)
+    conf, leader, challenger, spread = rule(n, s, ss, mu, sigma, mu_c, config, rng, grid)
     settled = (conf >= 1.0 - config.delta) & ~needs_warmup
     rows = np.arange(q)
     # of the two that can change the label, the one whose estimate is least certain per unit cost
@@ -165,13 +170,22 @@ def decide(n, s, ss, c, gen_cost, config: AdaptiveConfig, rng: np.random.Generat
     return Decision(np.where(stop, -1, pick), settled, conf, label)
 
 
-def _utility_draws(n, s, ss, mu_c, sigma, config: AdaptiveConfig, rng, lam: float):
+def ddof1_factor(grid) -> np.ndarray:
+    """``N / (N - 1)``: the ddof = 1 variance of N Bernoulli(p) observations is ``p (1 - p)`` times
+    this (1 for an unlimited grid, N = inf; N < 2 has no ddof = 1 spread and gets 1)."""
+    grid = np.asarray(grid, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.isfinite(grid) & (grid >= 2), grid / np.maximum(grid - 1.0, 1.0), 1.0)
+
+
+def _utility_draws(n, s, ss, mu_c, sigma, config: AdaptiveConfig, rng, lam: float, grid):
     a0, b0 = config.prior
     a = a0 + s
     b = b0 + np.maximum(n - s, 0.0)
     p = rng.beta(a[..., None], b[..., None], size=(*n.shape, config.n_draws))
     binary = np.isclose(ss, s)  # every score 0 or 1 (sum of squares == sum)
-    sig = np.where(binary[..., None], np.sqrt(p * (1.0 - p)), sigma[..., None])
+    bern = np.sqrt(p * (1.0 - p) * ddof1_factor(grid)[..., None])
+    sig = np.where(binary[..., None], bern, sigma[..., None])
     return p - lam * mu_c[..., None] - config.beta * sig
 
 
@@ -188,7 +202,7 @@ def _worst_lambda(results, q):
     return conf, leader, challenger
 
 
-def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng):
+def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
     """Probability that each lambda's plug-in leader is within epsilon of the best (Monte Carlo)."""
     q, m = n.shape
     rows = np.arange(q)
@@ -196,7 +210,7 @@ def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng):
     spread = np.zeros((q, m))
     for lam in config.lambdas:
         lead_idx = hard_labels(mu - lam * mu_c - config.beta * sigma, mu_c)
-        u = _utility_draws(n, s, ss, mu_c, sigma, config, rng, lam)          # (Q, M, D)
+        u = _utility_draws(n, s, ss, mu_c, sigma, config, rng, lam, grid)    # (Q, M, D)
         lead = u[rows, lead_idx]                                              # (Q, D)
         is_lead = np.arange(m)[None, :, None] == lead_idx[:, None, None]
         best_other = np.where(is_lead, -np.inf, u).max(axis=1)
@@ -208,8 +222,10 @@ def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng):
     return (*_worst_lambda(results, q), spread)
 
 
-def _lucb(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng):
+def _lucb(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
     """1 where each lambda's leader's lower bound clears every other upper bound, else 0."""
+    from scipy.stats import norm
+
     q, m = n.shape
     rows = np.arange(q)
     z = float(norm.ppf(1.0 - config.delta / (2.0 * max(m - 1, 1))))

@@ -256,20 +256,12 @@ class JudgeScorer(ContextScorer):
         return _BoundJudge(self, self.settings.make_judge(cfg, con=con, charge=charge, seed=seed))
 
 
-class JudgePairwiseScorer(ContextScorer):
+class JudgePairwiseScorer(JudgeScorer):
+    """:class:`JudgeScorer` in pairwise mode (the bound judge compares when the name is this one)."""
+
     name = "judge-pairwise"
     description = ("LLM judge, pairwise vs the reference answer (the gold/answer column, e.g. the logged "
                    "assistant reply): both orders, win 1 / tie 0.5 / loss 0; args as judge")
-    skip_unparsed = True
-
-    def __init__(self, **args):
-        from caproute.collect.judge import JudgeSettings
-
-        super().__init__(**args)
-        self.settings = JudgeSettings.from_args(self.name, args)
-
-    def bind(self, cfg, *, con=None, charge=None, seed: int = 0):
-        return _BoundJudge(self, self.settings.make_judge(cfg, con=con, charge=charge, seed=seed))
 
 
 class _BoundJudge:

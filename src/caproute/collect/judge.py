@@ -278,12 +278,10 @@ class JudgeCall:
                 "cost": self.cost, "cached": self.cached}
 
 
-@dataclass(frozen=True)
-class Judgement:
-    """A pointwise grade: ``score`` in [0, 1], or None when every attempt was unparseable."""
+class _FromCalls:
+    """What a judgement made of judge ``calls`` (with ``judge_model`` and ``rubric_sha256``) says
+    about them: the cost, and the detail record stored with the observation."""
 
-    score: float | None
-    status: str  # ok | unparseable
     calls: tuple[JudgeCall, ...]
     judge_model: str
     rubric_sha256: str
@@ -293,14 +291,28 @@ class Judgement:
         """USD actually spent (cached calls cost nothing now)."""
         return float(sum(c.cost for c in self.calls if not c.cached))
 
-    def detail(self) -> dict:
-        return {"judge_model": self.judge_model, "rubric_sha256": self.rubric_sha256,
+    def _detail(self, **verdict) -> dict:
+        return {"judge_model": self.judge_model, "rubric_sha256": self.rubric_sha256, **verdict,
                 "judge_cost_usd": float(sum(c.cost for c in self.calls)),
                 "calls": [c.to_dict() for c in self.calls]}
 
 
 @dataclass(frozen=True)
-class PairJudgement:
+class Judgement(_FromCalls):
+    """A pointwise grade: ``score`` in [0, 1], or None when every attempt was unparseable."""
+
+    score: float | None
+    status: str  # ok | unparseable
+    calls: tuple[JudgeCall, ...]
+    judge_model: str
+    rubric_sha256: str
+
+    def detail(self) -> dict:
+        return self._detail()
+
+
+@dataclass(frozen=True)
+class PairJudgement(_FromCalls):
     """A pairwise verdict for answer 1 against answer 2: win | tie | loss, or None (unparseable)."""
 
     outcome: str | None
@@ -311,17 +323,11 @@ class PairJudgement:
     rubric_sha256: str
 
     @property
-    def cost(self) -> float:
-        return float(sum(c.cost for c in self.calls if not c.cached))
-
-    @property
     def score(self) -> float | None:
         return None if self.outcome is None else OUTCOME_SCORE[self.outcome]
 
     def detail(self) -> dict:
-        return {"judge_model": self.judge_model, "rubric_sha256": self.rubric_sha256, "orders": list(self.orders),
-                "outcome": self.outcome, "judge_cost_usd": float(sum(c.cost for c in self.calls)),
-                "calls": [c.to_dict() for c in self.calls]}
+        return self._detail(orders=list(self.orders), outcome=self.outcome)
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""Expected numbers of tests/test_evaluate_parity.py, computed from the reference algorithm as
+"""Expected numbers of tests/test_evaluate_algorithms_md_reference.py, computed from the reference algorithm as
 documented in ../shared/docs/algorithms.md (§A.2 cost min-max per dataset over all rows, §A.3
 DARS statistics with ddof = 1, §A.5 TF-IDF, §A.6 test metrics, §A.10 kNN and AvengersPro), with
 numpy, pandas and scikit-learn only: this file never imports caproute. Run once; the printed
 numbers are pasted into the test.
 
-    .venv/bin/python tests/data/dars_parity/reference.py
+    .venv/bin/python tests/data/algorithms_md_reference/reference.py
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Write the small DARS-format fixture of tests/test_evaluate_parity.py (run once; the JSONL files
+"""Write the small DARS-format fixture of tests/test_evaluate_algorithms_md_reference.py (run once; the JSONL files
 are committed). One dataset ``toyset``: 3 models, 10 training queries with K = 2 rewrites x R = 2
 decodes per pair, 6 test queries with 2 rewrites (prompt_variation) and 2 decodes of the original
 query (decoding_variation, prompt_variant_id = -1). Scores are 0/1 draws from a seeded generator;
 cost = base price of the model x (1 + 0.1 x decode_id), so the cost range (min, max) is the same in
 both splits and the reference's min-max over train + test equals caproute's over train only.
 
-    python tests/data/dars_parity/make_fixture.py
+    python tests/data/algorithms_md_reference/make_fixture.py
 """
 
 from __future__ import annotations

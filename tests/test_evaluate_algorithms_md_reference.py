@@ -1,6 +1,7 @@
-"""Reference parity: ``caproute bench`` on a small DARS-format fixture (tests/data/dars_parity/toyset,
+"""Self-written reference (NOT parity with the authors' code; that is
+tests/test_dars_reference_parity.py): ``caproute bench`` on a small DARS-format fixture (tests/data/algorithms_md_reference/toyset,
 written by make_fixture.py) reproduces numbers computed once from the reference algorithm as
-documented in ../shared/docs/algorithms.md by tests/data/dars_parity/reference.py, an independent
+documented in ../shared/docs/algorithms.md by tests/data/algorithms_md_reference/reference.py, an independent
 numpy / pandas / scikit-learn implementation that never imports caproute (cost min-max per dataset,
 DARS statistics with ddof = 1, TF-IDF (20k, 1-2 grams), kNN with inverse-distance weights,
 AvengersPro KMeans(n_init = 10, random_state = 42), argmax of mu_q - 0.05 mu_c - 0.2 sigma_q, the
@@ -17,9 +18,9 @@ import pytest
 from caproute.evaluate.bench import BenchConfig, run_bench
 from caproute.evaluate.protocol import load_experiment
 
-FIXTURE = Path(__file__).parent / "data" / "dars_parity"
+FIXTURE = Path(__file__).parent / "data" / "algorithms_md_reference"
 
-# printed by `.venv/bin/python tests/data/dars_parity/reference.py` (do not edit by hand)
+# printed by `.venv/bin/python tests/data/algorithms_md_reference/reference.py` (do not edit by hand)
 EXPECTED = {
     "best_fixed/rewrite": 0.7883333333333332, "oracle/rewrite": 0.9858333333333333,
     "best_fixed/decode": 0.5620833333333333, "oracle/decode": 0.8182083333333332,

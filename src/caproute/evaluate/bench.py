@@ -534,16 +534,22 @@ def _verdict(diff: float, p: float, alpha: float, lo: float, hi: float, p_holm: 
     return f"{what} ({ps}{ci})"
 
 
+def _single_vs_dars(main: pd.DataFrame):
+    """Per (router, view) of the main study, in order: the test utilities of the single-shot runs
+    and of the DARS runs, as ``(router, view, single, dars)``; cells lacking either are skipped."""
+    for (router, view), g in main.groupby(["router", "view"], sort=False):
+        single = g.loc[g["supervision"] == "single", "utility"].to_numpy(float)
+        dars = g.loc[g["supervision"] == "dars", "utility"].to_numpy(float)
+        if single.size and dars.size:
+            yield router, view, single, dars
+
+
 def significance_table(main: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     """Per router and view: single-shot vs DARS test utility over their runs (:func:`compare_runs`).
     The (router, view) cells are tested together, so the verdict is decided by Holm's adjusted p
     (``p_holm``, family-wise error rate ``alpha`` over all cells; :func:`caproute.evaluate.inference.holm`)."""
     out = []
-    for (router, view), g in main.groupby(["router", "view"], sort=False):
-        single = g.loc[g["supervision"] == "single", "utility"].to_numpy(float)
-        dars = g.loc[g["supervision"] == "dars", "utility"].to_numpy(float)
-        if single.size == 0 or dars.size == 0:
-            continue
+    for router, view, single, dars in _single_vs_dars(main):
         out.append({"router": router, "view": view, **compare_runs(single, dars, alpha)})
     df = pd.DataFrame(out)
     if df.empty:
@@ -649,11 +655,7 @@ def _pair_tables(exp: Experiment, results: list[dict], pair_names) -> tuple[pd.D
 def _variance_table(main: pd.DataFrame) -> pd.DataFrame:
     """Figure 2(c): spread of the test utility over single-shot trainings, against DARS."""
     out = []
-    for (router, view), g in main.groupby(["router", "view"], sort=False):
-        single = g.loc[g["supervision"] == "single", "utility"].to_numpy(float)
-        dars = g.loc[g["supervision"] == "dars", "utility"].to_numpy(float)
-        if single.size == 0 or dars.size == 0:
-            continue
+    for router, view, single, dars in _single_vs_dars(main):
         mean, std, n = M.mean_std(single)
         d_mean, d_std, d_n = M.mean_std(dars)
         out.append({"router": router, "view": view, "single_mean": mean, "single_std": std,

@@ -70,6 +70,9 @@ def serve_cmd(
                                               callback=finite("--lambda", lo=0.0))] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="default beta [router's]",
                                                callback=finite("--beta", lo=0.0))] = None,
+    lam_t: Annotated[float | None, typer.Option(
+        "--lambda-t", help="default latency weight lambda_t, quality per second (PROPOSED; needs routers "
+        "trained on latency_s) [0]", callback=finite("--lambda-t", lo=0.0))] = None,
     conversation: Annotated[
         str | None, typer.Option("--conversation", help="last_user | user_turns | history")
     ] = None,
@@ -148,6 +151,7 @@ def serve_cmd(
         state_refresh_s=state_refresh,
         lam=lam,
         beta=beta,
+        lam_t=lam_t,
         conversation=conversation,
         max_attempts=max_attempts,
         cors_origins=cors_origin or None,

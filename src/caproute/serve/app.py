@@ -269,7 +269,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             )
         handle = state.routers[target.name]
         params = state.params(
-            handle, target, CaprouteOptions(budget=body.budget, lam=body.lam, beta=body.beta)
+            handle, target, CaprouteOptions(budget=body.budget, lam=body.lam, beta=body.beta, lam_t=body.lam_t)
         )
         if body.messages is not None:
             texts = [
@@ -288,9 +288,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                 )
             texts = [t[-config.max_routing_chars :] for t in texts]
         if len(texts) == 1:
-            decisions = [await handle.batcher.decide(texts[0], params.lam, params.beta)]
+            decisions = [await handle.batcher.decide(texts[0], params.lam, params.beta, params.lam_t)]
         else:
-            decisions = await handle.batcher.decide_many(texts, params.lam, params.beta)
+            decisions = await handle.batcher.decide_many(texts, params.lam, params.beta, params.lam_t)
         state.metrics.overhead.labels(handle.name).observe(time.perf_counter() - t0)
         out = []
         for d in decisions:

@@ -216,6 +216,7 @@ class Policy:
     drift: dict[str, float]
     created: str
     path: str | None = None
+    lam_t: float = 0.0   # latency weight (PROPOSED term), quality per second; 0: the paper's U
 
     def target_value(self) -> float:
         return float(self.expected["target_value"])
@@ -310,6 +311,7 @@ def load_policy(path: str | os.PathLike) -> Policy:
             drift={k: float(v) for k, v in doc["drift"].items()},
             created=str(doc.get("created", "")),
             path=str(p),
+            lam_t=_nonneg(doc.get("lambda_t", 0.0), "lambda_t"),
         )
         float(policy.expected["target_value"])
         {m: float(policy.expected["model_share"][m]) for m in policy.models}

@@ -8,6 +8,7 @@
     default_router: dars-knn               # what model "caproute" alone routes with
     lambda: 0.05                           # default cost weight (null: the router's training value)
     beta: 0.2                              # default risk weight (null: the router's training value)
+    lambda_t: 0.0                          # default latency weight, quality per second (PROPOSED; 0: the paper's U)
     policies: [policy.json]                # calibrated policies (`caproute calibrate`), one per router
     budgets:                               # named budgets: caproute/dars-knn@cheap
       cheap: {lambda: 1.0}
@@ -50,19 +51,21 @@ from caproute.errors import ConfigError
 
 
 class BudgetSpec(BaseModel):
-    """A named budget: explicit lambda/beta, or a calibrated policy file."""
+    """A named budget: explicit lambda/beta/lambda_t, or a calibrated policy file."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
     lam: float | None = Field(default=None, alias="lambda", ge=0)
     beta: float | None = Field(default=None, ge=0)
+    lam_t: float | None = Field(default=None, alias="lambda_t", ge=0)
     policy: Path | None = None
 
     @model_validator(mode="after")
     def _one(self) -> BudgetSpec:
-        if self.policy is not None and (self.lam is not None or self.beta is not None):
-            raise ValueError("give either a policy file or lambda/beta, not both")
-        if self.policy is None and self.lam is None and self.beta is None:
-            raise ValueError("needs lambda, beta or policy")
+        given = (self.lam, self.beta, self.lam_t)
+        if self.policy is not None and any(x is not None for x in given):
+            raise ValueError("give either a policy file or lambda/beta/lambda_t, not both")
+        if self.policy is None and all(x is None for x in given):
+            raise ValueError("needs lambda, beta, lambda_t or policy")
         return self
 
 
@@ -74,6 +77,10 @@ class ServeConfig(BaseModel):
     default_router: str | None = None
     lam: float | None = Field(default=None, alias="lambda", ge=0)
     beta: float | None = Field(default=None, ge=0)
+    lam_t: float | None = Field(
+        default=None, alias="lambda_t", ge=0,
+        description="default latency weight lambda_t, quality per second (PROPOSED; null: 0 or the policy's)",
+    )
     policies: list[Path] = Field(default_factory=list)
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     model_map: dict[str, str] = Field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 - ``caproute/<router>``: route with that router (``caproute`` alone: the default router).
 - ``caproute/<router>@<budget>``: with a named budget from the config (its lambda/beta).
-- ``caproute/<router>:lambda=0.1,beta=0``: explicit lambda/beta (``lam`` is accepted for lambda).
+- ``caproute/<router>:lambda=0.1,beta=0``: explicit lambda/beta (``lam`` is accepted for lambda);
+  ``lambda_t=0.05`` sets the PROPOSED latency weight (quality per second) the same way.
   Both may combine: ``caproute/dars-knn@cheap:beta=0.3``.
 - ``caproute/duel``: the online dueling mode (two answers, pairwise feedback), when configured.
 - any other value: a pool model name, called directly (no routing).
@@ -22,7 +23,7 @@ from caproute.serve.errors import ApiError
 
 PREFIX = "caproute"
 DUEL = "duel"
-PARAM_ALIASES = {"lambda": "lam", "lam": "lam", "beta": "beta"}
+PARAM_ALIASES = {"lambda": "lam", "lam": "lam", "beta": "beta", "lambda_t": "lam_t", "lam_t": "lam_t"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Target:
     budget: str | None = None
     lam: float | None = None
     beta: float | None = None
+    lam_t: float | None = None
 
 
 def router_model_id(router: str) -> str:
@@ -69,11 +71,11 @@ def parse_model(
         name = default_router
     if name not in routers:
         raise _unknown(value, routers, pool, duel)
-    lam, beta = _params(value, params)
-    return Target("router", name, budget or None, lam, beta)
+    lam, beta, lam_t = _params(value, params)
+    return Target("router", name, budget or None, lam, beta, lam_t)
 
 
-def _params(value: str, params: str) -> tuple[float | None, float | None]:
+def _params(value: str, params: str) -> tuple[float | None, float | None, float | None]:
     out: dict[str, float] = {}
     for item in filter(None, params.split(",")):
         key, eq, raw = item.partition("=")
@@ -81,7 +83,7 @@ def _params(value: str, params: str) -> tuple[float | None, float | None]:
         if key is None or not eq:
             raise ApiError(
                 400,
-                f"model '{value}': suffix item '{item}' must be lambda=<x> or beta=<x>",
+                f"model '{value}': suffix item '{item}' must be lambda=<x>, beta=<x> or lambda_t=<x>",
                 param="model",
                 code="invalid_model_suffix",
             )
@@ -97,7 +99,7 @@ def _params(value: str, params: str) -> tuple[float | None, float | None]:
                 code="invalid_model_suffix",
             )
         out[key] = x
-    return out.get("lam"), out.get("beta")
+    return out.get("lam"), out.get("beta"), out.get("lam_t")
 
 
 def _unknown(value: str, routers: Collection[str], pool: Collection[str], duel: bool) -> ApiError:

@@ -192,8 +192,9 @@ def decision_dict(d, handle: RouterHandle) -> dict:
     dd = d.to_dict()
     pool = handle.pool_names
     if any(k != v for k, v in pool.items()):
-        for key in ("mu_q", "mu_c", "sigma_q", "utility"):
-            dd[key] = {pool[m]: v for m, v in dd[key].items()}
+        for key in ("mu_q", "mu_c", "sigma_q", "utility", "mu_latency"):
+            if key in dd:
+                dd[key] = {pool[m]: v for m, v in dd[key].items()}
         dd["router_model"] = dd["model"]
         dd["model"] = pool[dd["model"]]
     return dd
@@ -268,7 +269,8 @@ class RoutedChat:
             handle = self.handle = state.routers[target.name]
             params = self.params = state.params(handle, target, opts)
             text = self.routing_text = routing_text(self.raw["messages"], cfg.conversation, cfg.max_routing_chars)
-            decision = decision_dict(await handle.batcher.decide(text, params.lam, params.beta), handle)
+            d = await handle.batcher.decide(text, params.lam, params.beta, params.lam_t)
+            decision = decision_dict(d, handle)
             self.decision = decision
             models = [handle.pool_names[x] for x in handle.models]
             # --explore: the first model is drawn from a logged distribution (the router's choice without it)

@@ -42,36 +42,36 @@ class DecisionBatcher:
 
     def __init__(self, pipeline, max_batch: int = 256, thread_above: int = 64):
         self.pipeline, self.max_batch, self.thread_above = pipeline, max_batch, thread_above
-        self._pending: list[tuple[str, float, float, asyncio.Future]] = []
+        self._pending: list[tuple[str, float, float, float, asyncio.Future]] = []
         self._scheduled = False
         self.batches = 0
         self.decided = 0
 
-    async def decide(self, text: str, lam: float, beta: float):
+    async def decide(self, text: str, lam: float, beta: float, lam_t: float = 0.0):
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._pending.append((text, lam, beta, fut))
+        self._pending.append((text, lam, beta, lam_t, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._drain)
         return await fut
 
-    async def decide_many(self, texts: Sequence[str], lam: float, beta: float) -> list:
+    async def decide_many(self, texts: Sequence[str], lam: float, beta: float, lam_t: float = 0.0) -> list:
         texts = list(texts)
         if len(texts) > self.thread_above:
-            return await asyncio.to_thread(self.pipeline.decide, texts, lam, beta)
-        return self.pipeline.decide(texts, lam, beta)
+            return await asyncio.to_thread(self.pipeline.decide, texts, lam, beta, lam_t)
+        return self.pipeline.decide(texts, lam, beta, lam_t)
 
     def _drain(self) -> None:
         self._scheduled = False
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            groups: dict[tuple[float, float], list] = {}
+            groups: dict[tuple[float, float, float], list] = {}
             for item in batch:
-                groups.setdefault((item[1], item[2]), []).append(item)
-            for (lam, beta), items in groups.items():
+                groups.setdefault(item[1:4], []).append(item)
+            for (lam, beta, lam_t), items in groups.items():
                 try:
-                    decisions = self.pipeline.decide([t for t, *_ in items], lam, beta)
+                    decisions = self.pipeline.decide([t for t, *_ in items], lam, beta, lam_t)
                 except Exception as e:  # the pipeline failed: every waiter of this group gets the error
                     for *_, fut in items:
                         if not fut.done():

@@ -40,6 +40,13 @@ class CaprouteOptions(BaseModel):
         description="cost weight lambda for this request",
     )
     beta: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="risk weight beta")
+    lam_t: float | None = Field(
+        default=None,
+        alias="lambda_t",
+        ge=0,
+        allow_inf_nan=False,
+        description="latency weight lambda_t (quality per second; PROPOSED, not the paper's)",
+    )
     budget: str | None = Field(default=None, max_length=128, description="a named budget of the config")
     conversation_id: str | None = Field(
         default=None, min_length=1, max_length=256, description="keeps a conversation on its first model"
@@ -64,7 +71,7 @@ class ChatCompletionRequest(_Request):
     model: str = Field(
         min_length=1,
         max_length=256,
-        description="caproute/<router>[@budget][:lambda=x,beta=y], caproute/duel, or a pool model",
+        description="caproute/<router>[@budget][:lambda=x,beta=y,lambda_t=z], caproute/duel, or a pool model",
     )
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
@@ -113,6 +120,7 @@ class RouteRequest(_Request):
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     lam: float | None = Field(default=None, alias="lambda", ge=0, allow_inf_nan=False)
     beta: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    lam_t: float | None = Field(default=None, alias="lambda_t", ge=0, allow_inf_nan=False)
     budget: str | None = Field(default=None, max_length=128)
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """What a running proxy holds: :class:`ServeState` loads and checks the routers, pool, policies,
 budgets and keys from a :class:`~caproute.serve.config.ServeConfig` (a bad config fails before
 anything listens), opens the backend client, feedback store and request log in :meth:`start` and
-closes them in :meth:`stop`; :meth:`ServeState.params` resolves one request's lambda/beta."""
+closes them in :meth:`stop`; :meth:`ServeState.params` resolves one request's lambda/beta/lambda_t."""
 
 from __future__ import annotations
 
@@ -29,20 +29,21 @@ from caproute.serve.stores import open_state
 
 @dataclass
 class Params:
-    """lambda/beta for one request and where they came from."""
+    """lambda/beta/lambda_t for one request and where they came from. ``lam_t``: the PROPOSED
+    latency weight (quality per second; 0 = the paper's U)."""
 
     lam: float
     beta: float
     source: str  # default | policy | budget:<name> | model-suffix | request
     policy: Policy | None = None
+    lam_t: float = 0.0
 
     @property
     def version(self) -> str:
-        return (
-            self.policy.version
-            if self.policy is not None
-            else f"{self.source}:lambda={self.lam:g},beta={self.beta:g}"
-        )
+        if self.policy is not None:
+            return self.policy.version
+        return f"{self.source}:lambda={self.lam:g},beta={self.beta:g}" + (
+            f",lambda_t={self.lam_t:g}" if self.lam_t > 0 else "")
 
 
 @dataclass
@@ -91,6 +92,9 @@ class ServeState:
             ):
                 raise ConfigError(f"budget '{name}': policy {spec.policy} fits none of the served routers")
             self.budgets[name] = (spec, pol)
+        for h in self.routers.values():  # a default or calibrated lambda_t needs predicted latencies
+            for lam_t in (config.lam_t or 0.0, h.policy.lam_t if h.policy is not None else 0.0):
+                h.pipeline.check_lam_t(lam_t)
         self.keyring = (
             KeyRing.load(config.keys_file) if not config.insecure_local or config.keys_file else KeyRing(())
         )
@@ -165,9 +169,9 @@ class ServeState:
         pipe = handle.pipeline
         lam = self.config.lam if self.config.lam is not None else pipe.lam
         beta = self.config.beta if self.config.beta is not None else pipe.beta
-        out = Params(lam, beta, "default")
+        out = Params(lam, beta, "default", lam_t=self.config.lam_t or 0.0)
         if handle.policy is not None:
-            out = Params(handle.policy.lam, handle.policy.beta, "policy", handle.policy)
+            out = Params(handle.policy.lam, handle.policy.beta, "policy", handle.policy, handle.policy.lam_t)
         budget = (opts.budget if opts is not None and opts.budget else None) or target.budget
         if budget is not None:
             if budget not in self.budgets:
@@ -186,25 +190,18 @@ class ServeState:
                         param="budget",
                         code="budget_router_mismatch",
                     )
-                out = Params(pol.lam, pol.beta, f"budget:{budget}", pol)
+                out = Params(pol.lam, pol.beta, f"budget:{budget}", pol, pol.lam_t)
             else:
-                out = Params(
-                    out.lam if spec.lam is None else spec.lam,
-                    out.beta if spec.beta is None else spec.beta,
-                    f"budget:{budget}",
-                )
-        if target.lam is not None or target.beta is not None:
-            out = Params(
-                out.lam if target.lam is None else target.lam,
-                out.beta if target.beta is None else target.beta,
-                "model-suffix",
-            )
-        if opts is not None and (opts.lam is not None or opts.beta is not None):
-            out = Params(
-                out.lam if opts.lam is None else opts.lam,
-                out.beta if opts.beta is None else opts.beta,
-                "request",
-            )
+                out = _override(out, spec, f"budget:{budget}")
+        out = _override(out, target, "model-suffix")
+        if opts is not None:
+            out = _override(out, opts, "request")
+        if out.lam_t > 0:
+            try:
+                handle.pipeline.check_lam_t(out.lam_t)
+            except ConfigError as e:
+                raise ApiError(409, f"router '{handle.name}': {e}", param="lambda_t",
+                               code="latency_unavailable") from None
         return out
 
     def parse_target(self, model: str) -> Target:
@@ -227,3 +224,13 @@ class ServeState:
                 code="overloaded",
                 headers={"retry-after": "1"},
             )
+
+
+def _override(out: Params, given, source: str) -> Params:
+    """``out`` with the lambda/beta/lambda_t that ``given`` (a budget, a model suffix or the request
+    body) sets; unchanged when it sets none."""
+    lam, beta, lam_t = given.lam, given.beta, given.lam_t
+    if lam is None and beta is None and lam_t is None:
+        return out
+    return Params(out.lam if lam is None else lam, out.beta if beta is None else beta, source,
+                  lam_t=out.lam_t if lam_t is None else lam_t)

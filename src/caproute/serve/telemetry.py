@@ -62,6 +62,7 @@ def decision_attributes(chat: RoutedChat) -> dict[str, Any]:
                 "caproute.utility": d["utility"].get(m),
                 "caproute.lambda": d.get("lambda"),
                 "caproute.beta": d.get("beta"),
+                "caproute.lambda_t": d.get("lambda_t"),
                 "caproute.decision_kind": d.get("kind"),
             }
         )

@@ -1,0 +1,115 @@
+"""Per-request lambda_t (the PROPOSED latency weight, issue 27 item 4) through the proxy over real
+HTTP, as lambda and beta: the request body's ``caproute`` object, the model suffix, a named budget,
+the server default (``--lambda-t``), /v1/route, and the anthropic client. The router is trained on
+synthetic observations whose latencies are constant per model (big 3 s, mid 0.1 s, small 2 s), so
+its latency model predicts exactly those (ridge weights 0) and lambda_t = 100 must pick 'mid': its
+U is at least mu_q - 10 while the others' are at most 1 - 200."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from caproute.errors import ConfigError
+from caproute.serve.app import create_app
+from caproute.serve.config import BudgetSpec, ServeConfig
+from caproute.serve.echo import echo_app
+from caproute.serve.testing import TEST_MODELS, UvicornThread, synthetic_observations, train_router, write_pool_yaml
+
+LATENCY = {"big": 3.0, "mid": 0.1, "small": 2.0}
+USER = [{"role": "user", "content": "what is 2 + 2?"}]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve-latency")
+    obs = synthetic_observations()
+    obs["latency_s"] = obs["model"].map(LATENCY)
+    routers = {"r": train_router(d / "router", obs), "old": train_router(d / "nolat")}
+    backends = {n: UvicornThread(echo_app(n)).start() for n in TEST_MODELS}
+    pool = write_pool_yaml(d / "pool.yaml", [{"name": n, "base_url": b.base_url + "/v1", "model": n}
+                                             for n, b in backends.items()])
+    yield {"dir": d, "routers": routers, "pool": pool}
+    for b in backends.values():
+        b.stop()
+
+
+def serve(env, name, **kw):
+    cfg = ServeConfig(**{"routers": env["routers"], "pool": env["pool"], "insecure_local": True,
+                         "feedback_db": env["dir"] / f"{name}.sqlite3", **kw})
+    return UvicornThread(create_app(cfg))
+
+
+@pytest.fixture(scope="module")
+def srv(env):
+    with serve(env, "app", budgets={"fast": BudgetSpec(lam_t=100.0)}) as s:
+        yield s
+
+
+def chat(srv, model, extra=None):
+    c = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="unused", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(model=model, messages=USER, extra_body=extra)
+    return raw.headers, raw.parse().model_extra["caproute"]
+
+
+def test_lambda_t_in_the_request_body_picks_the_fastest(srv):
+    headers, meta = chat(srv, "caproute/r", {"caproute": {"lambda": 0, "beta": 0, "lambda_t": 100}})
+    d = meta["decision"]
+    assert d["model"] == "mid" and headers["x-caproute-model"] == "mid"
+    assert d["lambda_t"] == 100 and meta["params_source"] == "request"
+    assert headers["x-caproute-policy-version"] == meta["policy_version"] == "request:lambda=0,beta=0,lambda_t=100"
+    assert d["mu_latency"] == pytest.approx(LATENCY, abs=1e-6)
+    for m in TEST_MODELS:   # U = mu_q - 0 mu_c - 100 mu_latency - 0 sigma_q
+        assert d["utility"][m] == pytest.approx(d["mu_q"][m] - 100 * d["mu_latency"][m])
+    # without lambda_t: the paper's U, no latency in the decision, the version string unchanged
+    headers, meta = chat(srv, "caproute/r", {"caproute": {"lambda": 0, "beta": 0}})
+    assert meta["decision"]["lambda_t"] == 0 and "mu_latency" not in meta["decision"]
+    assert meta["policy_version"] == "request:lambda=0,beta=0"
+    assert meta["decision"]["model"] == max(meta["decision"]["mu_q"], key=meta["decision"]["mu_q"].get)
+
+
+def test_lambda_t_by_suffix_budget_and_route(srv):
+    _, meta = chat(srv, "caproute/r:lambda_t=100")
+    assert (meta["decision"]["model"], meta["params_source"], meta["decision"]["lambda_t"]) == ("mid", "model-suffix", 100)
+    _, meta = chat(srv, "caproute/r@fast")
+    assert (meta["decision"]["model"], meta["params_source"]) == ("mid", "budget:fast")
+    r = httpx.post(srv.base_url + "/v1/route", json={"model": "caproute/r", "input": ["a", "b"], "lambda_t": 100})
+    assert r.status_code == 200, r.text
+    assert [d["model"] for d in r.json()["decisions"]] == ["mid", "mid"]
+    assert r.json()["decisions"][0]["lambda_t"] == 100
+    with pytest.raises(openai.BadRequestError, match="lambda=<x>, beta=<x> or lambda_t=<x>"):
+        chat(srv, "caproute/r:latency=1")
+    with pytest.raises(openai.BadRequestError, match=r"caproute.lambda_t: Input should be greater than or equal to 0"):
+        chat(srv, "caproute/r", {"caproute": {"lambda_t": -1}})
+
+
+def test_router_without_latencies_refuses_lambda_t(srv, env):
+    """A router trained without latency_s routes as before; lambda_t > 0 is a 409 (the router conflicts with the request) that says why,
+    and a server-wide --lambda-t with such a router fails at start."""
+    _, meta = chat(srv, "caproute/old")
+    assert meta["decision"]["lambda_t"] == 0
+    with pytest.raises(openai.ConflictError, match="router .old..*needs predicted latencies"):
+        chat(srv, "caproute/old", {"caproute": {"lambda_t": 0.5}})
+    with pytest.raises(ConfigError, match="needs predicted latencies"):
+        create_app(ServeConfig(routers=env["routers"], pool=env["pool"], insecure_local=True, lam_t=0.5,
+                               feedback_db=env["dir"] / "bad.sqlite3"))
+
+
+def test_server_default_lambda_t(env):
+    with serve(env, "default", routers={"r": env["routers"]["r"]}, lam_t=100.0, lam=0.0, beta=0.0) as s:
+        headers, meta = chat(s, "caproute/r")
+        assert meta["decision"]["model"] == "mid" and meta["params_source"] == "default"
+        assert headers["x-caproute-policy-version"] == "default:lambda=0,beta=0,lambda_t=100"
+        # a request's lambda_t = 0 turns the latency term off again
+        _, meta = chat(s, "caproute/r", {"caproute": {"lambda_t": 0}})
+        assert meta["decision"]["lambda_t"] == 0 and meta["policy_version"] == "request:lambda=0,beta=0"
+
+
+def test_lambda_t_through_the_anthropic_client(srv):
+    anthropic = pytest.importorskip("anthropic")
+    c = anthropic.Anthropic(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=30)
+    raw = c.messages.with_raw_response.create(model="caproute/r", max_tokens=8, messages=USER,
+                                              extra_body={"caproute": {"lambda_t": 100}})
+    assert raw.headers["x-caproute-model"] == "mid"
+    assert raw.parse().model_extra["caproute"]["decision"]["lambda_t"] == 100

@@ -139,18 +139,23 @@ def kxr_table(res: BenchResult) -> pd.DataFrame:
     protocols = sorted({(int(a), int(b)) for a, b in zip(k["k"], k["r"], strict=True)},
                        key=lambda p: (p[0] * p[1], p[0]))
     out = []
-    for router in dict.fromkeys(k["router"]):
-        for view in res.views:
-            g = k[(k["router"] == router) & (k["view"] == view)]
-            if g.empty:
-                continue
-            line = {"Router": router, "View": VIEW_SYMBOL.get(view, view)}
-            for kk, rr in protocols:
-                row = g[(g["k"] == kk) & (g["r"] == rr)]
-                line[f"{kk} x {rr}"] = (_pm(row["utility_mean"].iloc[0], row["utility_std"].iloc[0],
-                                            row["n_subsamples"].iloc[0]) if len(row) else "-")
-            out.append(line)
+    for line, g in _router_view_rows(k, res.views):
+        for kk, rr in protocols:
+            row = g[(g["k"] == kk) & (g["r"] == rr)]
+            line[f"{kk} x {rr}"] = (_pm(row["utility_mean"].iloc[0], row["utility_std"].iloc[0],
+                                        row["n_subsamples"].iloc[0]) if len(row) else "-")
+        out.append(line)
     return pd.DataFrame(out)
+
+
+def _router_view_rows(df: pd.DataFrame, views: list[str]):
+    """The rows of a per-(router, view) table: routers in order of first appearance, then views;
+    yields a new line ``{"Router", "View"}`` and the (router, view) rows of ``df`` (none: skipped)."""
+    for router in dict.fromkeys(df["router"]):
+        for view in views:
+            g = df[(df["router"] == router) & (df["view"] == view)]
+            if not g.empty:
+                yield {"Router": router, "View": VIEW_SYMBOL.get(view, view)}, g
 
 
 def beta_table(res: BenchResult) -> pd.DataFrame:
@@ -160,16 +165,11 @@ def beta_table(res: BenchResult) -> pd.DataFrame:
         return pd.DataFrame()
     betas = sorted(set(b["beta"].astype(float)))
     out = []
-    for router in dict.fromkeys(b["router"]):
-        for view in res.views:
-            g = b[(b["router"] == router) & (b["view"] == view)]
-            if g.empty:
-                continue
-            line = {"Router": router, "View": VIEW_SYMBOL.get(view, view)}
-            for beta in betas:
-                row = g[g["beta"].astype(float) == beta]
-                line[f"beta = {beta:g}"] = _f(float(row["utility"].mean())) if len(row) else "-"
-            out.append(line)
+    for line, g in _router_view_rows(b, res.views):
+        for beta in betas:
+            row = g[g["beta"].astype(float) == beta]
+            line[f"beta = {beta:g}"] = _f(float(row["utility"].mean())) if len(row) else "-"
+        out.append(line)
     return pd.DataFrame(out)
 
 

@@ -120,6 +120,21 @@ def test_summarize_curves_by_hand():
     assert s["runs"] == 2
     one = summarize_curves([[1.0, 2.0]], [0.2, 0.3])
     assert one["peak_std"] == 0.0 and one["peak"] == 2.0
+    # resplits of the same data (test fraction 0.2 -> n_test/n_train = 1/4): Nadeau-Bengio se
+    # sqrt(2) * sqrt(1/2 + 1/4) = sqrt(1.5)
+    c = summarize_curves([[0.0, 1.0, 0.0], [0.0, 3.0, 0.0]], [0.1, 0.2, 0.3], test_fraction=0.2)
+    assert c["se"][1] == pytest.approx(np.sqrt(1.5)) and c["peak_se"] == pytest.approx(np.sqrt(1.5))
+
+
+def test_resampled_se_by_hand():
+    from caproute.causal.metrics import resampled_se
+
+    assert resampled_se(2.0, 4) == pytest.approx(1.0)                         # independent runs: 2 / sqrt(4)
+    assert resampled_se(2.0, 4, 0.5) == pytest.approx(2.0 * np.sqrt(0.25 + 1.0))
+    # the correction has a floor: 10^6 runs at test fraction 0.3 -> 2 * sqrt(3/7)
+    assert resampled_se(2.0, 10**6, 0.3) == pytest.approx(2.0 * np.sqrt(3 / 7), rel=1e-5)
+    with pytest.raises(ValueError, match="test_fraction"):
+        resampled_se(1.0, 3, 1.0)
 
 
 def test_metric_input_errors():

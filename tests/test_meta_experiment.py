@@ -72,6 +72,8 @@ def test_run_meta_is_identical_for_any_jobs_and_reports(tmp_path):
     assert {"method", "judge", "gold_n", "efficiency_gain", "efficiency_gain_std", "curve"} <= set(r0)
     assert len(r0["curve"]) == 61 and r0["efficiency_gain"] == pytest.approx(max(r0["curve"]))
     assert len(r0["runs_at_peak"]) == 2 and np.mean(r0["runs_at_peak"]) == pytest.approx(r0["efficiency_gain"])
+    # the se of a mean over resplits is Nadeau-Bengio corrected: std * sqrt(1/2 + 0.25/0.75)
+    assert r0["efficiency_gain_se"] == pytest.approx(r0["efficiency_gain_std"] * np.sqrt(1 / 2 + 1 / 3))
     # judge-free baselines ignore the preference labels entirely: same curve as in a run with other labels
     d = one.diagnostics[("toy", 12)]
     assert d["n_gold"] == 12 and d["pref_unlabelled"] >= 0 and "meta-r.overlap.n_clipped_low" in d
@@ -91,6 +93,35 @@ def test_judge_free_methods_do_not_read_preferences():
                    progress=False)
     np.testing.assert_array_equal(res.curves[("toy", 10, "gold-only")], res.curves[("flipped", 10, "gold-only")])
     assert not np.array_equal(res.curves[("toy", 10, "pooled")], res.curves[("flipped", 10, "pooled")])
+
+
+def test_semi_synthetic_judges_are_built_from_their_covariate():
+    """prepare_dataset turns a judge marked synthetic 'length' into the length-bias judge (query
+    word count vs median) and 'pc1' into the PC1 judge; an unknown construction is an error."""
+    import dataclasses
+
+    from caproute.causal.pandalm import length_bias_verdicts, query_bias_verdicts
+
+    g = toy_gains()
+    g = dataclasses.replace(g, items=g.items.assign(text=[t + " extra words" * (int(q[1:]) % 3)
+                                                          for t, q in zip(g.items["text"], g.items["query_id"], strict=True)]))
+    texts = g.items.groupby("query_id", sort=False)["text"].first().tolist()
+    lb = dataclasses.replace(g, pref_source="lb", meta={"synthetic": "length"})
+    pc = dataclasses.replace(g, pref_source="pc", meta={"synthetic": "pc1"})
+    ds = prepare_dataset({"real": g, "lb": lb, "pc": pc}, encoder=tfidf)
+    np.testing.assert_array_equal(ds.prefs["real"], g.pref)
+    np.testing.assert_array_equal(ds.prefs["lb"], length_bias_verdicts(g.pref, ds.query_codes, texts))
+    np.testing.assert_array_equal(ds.prefs["pc"], query_bias_verdicts(g.pref, ds.query_codes, ds.embeddings))
+    assert not np.array_equal(ds.prefs["lb"], ds.prefs["pc"], equal_nan=True)
+    with pytest.raises(DataError, match="unknown semi-synthetic"):
+        prepare_dataset({"x": dataclasses.replace(g, meta={"synthetic": "tone"})}, encoder=tfidf)
+
+
+def test_default_effect_model_is_the_papers_forest():
+    from caproute.causal.gain import MetaRouterGain
+
+    assert MetaConfig().effect == "forest"
+    assert MetaRouterGain().effect_model == "forest"
 
 
 def test_config_and_data_errors():

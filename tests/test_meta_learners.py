@@ -243,8 +243,13 @@ def test_effect_variants_share_nuisances_exactly():
     np.testing.assert_allclose(b.predict(s["Xt"]), fresh.predict(s["Xt"]))
     assert not np.allclose(a.predict(s["Xt"]), b.predict(s["Xt"]))
     assert "effect" not in b.info                            # a fixed effect model: no selection record
-    auto = fit_gain("meta-r", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
+    auto = fit_gain("meta-r:auto", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
     assert sum(v for k, v in auto.info["effect"].items() if k.startswith("chose_")) == 1.0
+    # the default effect model is the paper's forest: no selection, same fit as meta-r:forest
+    plain = fit_gain("meta-r", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
+    assert "effect" not in plain.info
+    forest = fit_gain("meta-r:forest", data, final_model=rf(), align="none", nuisance_cache=cache, **kw)
+    np.testing.assert_allclose(plain.predict(s["Xt"]), forest.predict(s["Xt"]))
     with pytest.raises(ValueError, match="unknown method"):
         fit_gain("meta-r:lasso", data)
 
@@ -265,6 +270,53 @@ def test_query_bias_judge_is_a_seeded_step_in_the_topic_axis():
     grp = codes[changed & np.isfinite(out)] < 10
     assert len(set(side[grp])) == 1 and len(set(side[~grp])) == 1 and side[grp][0] == -side[~grp][0]
     assert 0.2 < np.mean(out == query_bias_verdicts(pref, codes, emb, rate=0.0, seed=1)) < 0.95
+
+
+def test_length_bias_judge_by_hand():
+    """The hidden-covariate judge (issue 24.4): the bias side is the query's word count against the
+    median over the distinct queries; replacements are the same seeded draw as the PC1 judge's."""
+    from caproute.causal.pandalm import (
+        length_bias_verdicts,
+        length_side,
+        pc1_side,
+        query_bias_verdicts,
+        side_bias_verdicts,
+    )
+
+    texts = ["a b c", "a", "a b c d e", "a b"]          # word counts 3, 1, 5, 2 -> median 2.5
+    codes = np.array([0, 0, 1, 2, 3, 3])
+    np.testing.assert_array_equal(length_side(codes, texts), [1, 1, -1, 1, -1, -1])
+    pref = np.array([0.0, -1.0, 1.0, np.nan, 1.0, 0.0])
+    np.testing.assert_array_equal(side_bias_verdicts(pref, np.ones(6), rate=1.0), [1, 1, 1, np.nan, 1, 1])
+    np.testing.assert_array_equal(side_bias_verdicts(pref, np.ones(6), rate=0.0), pref)
+    out = length_bias_verdicts(pref, codes, texts, rate=0.5, seed=3)
+    replace = np.random.default_rng(3).random(6) < 0.5
+    expected = np.where(replace & np.isfinite(pref), [1, 1, -1, 1, -1, -1], pref)
+    np.testing.assert_array_equal(out, expected)
+    assert replace.any() and not replace.all()
+    # same draw as the PC1 judge: the same items are replaced, only the side differs
+    emb = np.array([[1.0, 0], [-1.0, 0], [2.0, 0], [-2.0, 0]])
+    pc1 = query_bias_verdicts(pref, codes, emb, rate=0.5, seed=3)
+    side = pc1_side(codes, emb)
+    assert side[0] == side[3] == -side[2] == -side[4]     # queries 0, 2 (x = 1, 2) vs 1, 3 (x = -1, -2)
+    np.testing.assert_array_equal(pc1, np.where(replace & np.isfinite(pref), side, pref))
+    with pytest.raises(ValueError, match="differ"):
+        side_bias_verdicts(pref, np.ones(3))
+
+
+def test_covariate_visibility_tells_a_visible_from_a_hidden_covariate():
+    from caproute.causal.pandalm import covariate_visibility
+
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(120, 20))
+    visible = np.where(E[:, 0] > 0, 1, -1)                 # on a high-variance direction of E
+    E[:, 0] *= 5
+    hidden = rng.choice([-1, 1], size=120)                 # independent of E
+    v = covariate_visibility(E, visible, pca_dim=5)
+    h = covariate_visibility(E, hidden, pca_dim=5)
+    assert v["logistic_accuracy"] > 0.9 and v["pca_dim"] == 5
+    assert h["logistic_accuracy"] < 0.7 and h["forest_accuracy"] < 0.7
+    assert 0.5 <= h["majority_rate"] <= 1.0 and h["queries"] == 120
 
 
 def test_pseudo_outcomes_by_hand():

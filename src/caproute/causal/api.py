@@ -50,14 +50,14 @@ def load_pairwise(data: str | os.PathLike | None = None, *, judges: list[str] | 
     if is_pandalm(data):
         import dataclasses
 
-        from caproute.causal.pandalm import SYNTHETIC_JUDGES
+        from caproute.causal.pandalm import SYNTHETIC_JUDGES, SYNTHETIC_KINDS
 
         judges = list(judges) if judges else list(PANDALM_JUDGES)
         out = {}
         for j in judges:
             if j in SYNTHETIC_JUDGES:     # verdicts transformed once the queries are embedded
                 g = read_pandalm(data, SYNTHETIC_JUDGES[j])
-                out[j] = dataclasses.replace(g, pref_source=j, meta={**g.meta, "synthetic": "query-bias",
+                out[j] = dataclasses.replace(g, pref_source=j, meta={**g.meta, "synthetic": SYNTHETIC_KINDS[j],
                                                                       "base_judge": SYNTHETIC_JUDGES[j]})
             else:
                 out[j] = read_pandalm(data, j)

@@ -40,7 +40,9 @@ OVERLAP_MODES = ("clip", "paper")
 @dataclass(frozen=True)
 class MetaConfig:
     """Settings of one experiment. ``overlap``: ``clip`` (classifier propensity clipped to
-    [0.01, 0.99], no mask; default) or ``paper`` (the released code's clips and masks)."""
+    [0.01, 0.99], no mask; default) or ``paper`` (the released code's clips and masks).
+    ``effect``: the effect model of plain ``meta-r`` / ``meta-dr``; default ``forest``, the
+    paper's (``auto``, ``ridge``, ``group``, ``constant`` are PROPOSED options)."""
 
     gold_ns: tuple[int, ...] = (50,)
     runs: int = 200
@@ -53,7 +55,7 @@ class MetaConfig:
     n_folds: int = 5
     overlap: str = "clip"
     trees: int | None = None
-    effect: str = "auto"
+    effect: str = "forest"
 
     def __post_init__(self):
         if not self.gold_ns or min(self.gold_ns) < 1:
@@ -137,10 +139,17 @@ def prepare_dataset(gains: dict[str, PairwiseGains], *, name: str = "pairs",
     counts = {judge: g.counts() for judge, g in gains.items()}
     prefs = {}
     for j, g in gains.items():
-        if g.meta.get("synthetic") == "query-bias":
+        kind = g.meta.get("synthetic")
+        if kind in ("pc1", "query-bias"):
             from caproute.causal.pandalm import query_bias_verdicts
 
             prefs[j] = query_bias_verdicts(g.pref, codes, emb_u[index])
+        elif kind == "length":
+            from caproute.causal.pandalm import length_bias_verdicts
+
+            prefs[j] = length_bias_verdicts(g.pref, codes, texts)
+        elif kind is not None:
+            raise DataError(f"unknown semi-synthetic construction {kind!r}", source=j)
         else:
             prefs[j] = g.pref
     return MetaDataset(name, items["item_id"].to_numpy(), codes, emb_u[index], pair, first.gold,
@@ -265,15 +274,17 @@ class MetaResults:
 
         ``runs_at_peak`` holds each run's gain at the peak usage (run order = seed order, the same
         for every method), so paired differences between methods can be computed from the rows.
+        ``efficiency_gain_se`` and ``curve_se`` are Nadeau-Bengio corrected (runs are overlapping
+        resplits of the same queries: :func:`caproute.causal.metrics.resampled_se`).
         """
         rows = []
         for (judge, gold_n, method), c in self.curves.items():
-            s = summarize_curves(c, self.grid)
+            s = summarize_curves(c, self.grid, self.config.test_fraction)
             nt = self.n_test[gold_n]
             k = int(np.argmax(s["mean"]))
             rows.append({
                 "method": method, "judge": judge, "gold_n": gold_n, "efficiency_gain": s["peak"],
-                "efficiency_gain_std": s["peak_std"], "efficiency_gain_se": s["peak_std"] / np.sqrt(s["runs"]),
+                "efficiency_gain_std": s["peak_std"], "efficiency_gain_se": s["peak_se"],
                 "peak_usage": s["peak_usage"], "efficiency_gain_per_query": s["peak"] / float(np.mean(nt)),
                 "runs": s["runs"], "n_test_mean": float(np.mean(nt)),
                 "curve": [float(v) for v in s["mean"]], "curve_se": [float(v) for v in s["se"]],

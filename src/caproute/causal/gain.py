@@ -30,6 +30,7 @@ from caproute.causal.align import scale_factor
 from caproute.causal.learners import (
     DEFAULT_EFFECT_CLIP,
     DEFAULT_PROPENSITY_CLIP,
+    EFFECT_CHOICES,
     EFFECT_MODELS,
     LEARNERS,
     default_final_model,
@@ -37,9 +38,9 @@ from caproute.causal.learners import (
 from caproute.errors import DataError
 
 METHODS: tuple[str, ...] = ("meta-r", "meta-dr", "pooled", "gold-only", "pref-only", "mean-shift", "all-gold")
-#: meta-r / meta-dr with a fixed effect model, e.g. ``meta-r:ridge`` (``meta-r`` alone uses the
-#: configured effect model, by default ``auto``: chosen by cross-fitted loss on the gold rows)
-EFFECT_VARIANTS: tuple[str, ...] = tuple(f"{m}:{e}" for m in ("meta-r", "meta-dr") for e in EFFECT_MODELS)
+#: meta-r / meta-dr with a named effect model, e.g. ``meta-r:ridge`` or ``meta-r:auto`` (``meta-r``
+#: alone uses the configured effect model, by default ``forest``: the paper's effect forest)
+EFFECT_VARIANTS: tuple[str, ...] = tuple(f"{m}:{e}" for m in ("meta-r", "meta-dr") for e in EFFECT_CHOICES)
 
 
 def is_method(name: str) -> bool:
@@ -49,7 +50,7 @@ def is_method(name: str) -> bool:
 def method_order(name: str) -> tuple[int, int]:
     """Sort key: METHODS order, effect variants right after their learner."""
     base, _, effect = name.partition(":")
-    return (METHODS.index(base) if base in METHODS else 99, EFFECT_MODELS.index(effect) + 1 if effect else 0)
+    return (METHODS.index(base) if base in METHODS else 99, EFFECT_CHOICES.index(effect) + 1 if effect else 0)
 
 
 @dataclass
@@ -82,8 +83,10 @@ class MetaRouterGain:
     ``learner``: ``r`` or ``dr``. ``outcome_model`` / ``propensity_model`` / ``effect_model`` /
     ``final_model``: any scikit-learn estimators (None = the official code's random forests).
     ``effect_model`` may also name one of ``forest | ridge | group | constant`` or ``auto`` (the
-    default: the one with the lowest cross-fitted loss on the gold rows, see
-    :func:`caproute.causal.learners.select_effect_model`; ``None`` = the code's forest).
+    one with the lowest cross-fitted loss on the gold rows, see
+    :func:`caproute.causal.learners.select_effect_model`; PROPOSED, not in the paper). The default
+    ``forest`` (= ``None``) is the paper's effect forest (for the R-learner with overlap-weighted
+    leaves, :func:`caproute.causal.learners.default_r_effect_model`).
     ``effect_forest`` replaces the forest of the named set; ``nuisance_cache`` (a dict) shares
     cross-fitted nuisances between estimators fitted on the same data.
     After ``fit``: ``scale_`` (c), ``learner_`` (with ``overlap_``), ``delta_pref_`` (the bias
@@ -91,7 +94,7 @@ class MetaRouterGain:
     """
 
     def __init__(self, learner: str = "r", *, align: str = "variance", gamma: float = 1.0,
-                 outcome_model=None, propensity_model=None, effect_model="auto", final_model=None,
+                 outcome_model=None, propensity_model=None, effect_model="forest", final_model=None,
                  n_folds: int = 5, propensity_clip: tuple[float, float] = DEFAULT_PROPENSITY_CLIP,
                  min_overlap: float = 0.0, effect_clip: tuple[float, float] | None = DEFAULT_EFFECT_CLIP,
                  random_state: int = 42, effect_forest=None, nuisance_cache: dict | None = None):

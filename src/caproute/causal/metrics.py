@@ -58,11 +58,31 @@ def efficiency_gain(pred, gold, grid=USAGE_GRID) -> np.ndarray:
     return efficiency_curve(pred, gold, grid) - random_efficiency(gold, grid)
 
 
-def summarize_curves(curves, grid=USAGE_GRID) -> dict:
+def resampled_se(std, runs: int, test_fraction: float | None = None):
+    """Standard error of a mean over ``runs`` train/test resplits of the same data.
+
+    ``test_fraction = None``: std / sqrt(runs) (independent runs). Otherwise the Nadeau-Bengio
+    (2003) correction for overlapping resplits, std * sqrt(1/runs + n_test/n_train) with
+    n_test/n_train = test_fraction / (1 - test_fraction): more runs do not shrink it below
+    std * sqrt(n_test/n_train). ``std``: a number or an array (ddof = 1 across runs).
+    """
+    std = np.asarray(std, dtype=float)
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if test_fraction is None:
+        return std / np.sqrt(runs)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    return std * np.sqrt(1.0 / runs + test_fraction / (1.0 - test_fraction))
+
+
+def summarize_curves(curves, grid=USAGE_GRID, test_fraction: float | None = None) -> dict:
     """Mean over runs of per-run gain curves (runs, len(grid)) and the peak of the mean curve.
 
-    Returns mean, std (ddof = 1 across runs; 0 for one run) and se curves, ``peak`` (max of the
-    mean curve), ``peak_usage`` (its usage) and ``peak_std`` (std across runs at that usage).
+    Returns mean, std (ddof = 1 across runs; 0 for one run) and se curves (:func:`resampled_se`:
+    corrected for overlapping resplits when ``test_fraction`` is given), ``peak`` (max of the
+    mean curve), ``peak_usage`` (its usage), ``peak_std`` (std across runs at that usage) and
+    ``peak_se``.
     """
     c = np.atleast_2d(np.asarray(curves, dtype=float))
     grid = np.asarray(grid, dtype=float)
@@ -70,6 +90,7 @@ def summarize_curves(curves, grid=USAGE_GRID) -> dict:
         raise ValueError(f"curves have {c.shape[1]} points, grid has {grid.size}")
     mean = c.mean(axis=0)
     std = c.std(axis=0, ddof=1) if c.shape[0] > 1 else np.zeros_like(mean)
+    se = resampled_se(std, c.shape[0], test_fraction)
     k = int(np.argmax(mean))
-    return {"mean": mean, "std": std, "se": std / np.sqrt(c.shape[0]), "peak": float(mean[k]),
-            "peak_usage": float(grid[k]), "peak_std": float(std[k]), "runs": int(c.shape[0])}
+    return {"mean": mean, "std": std, "se": se, "peak": float(mean[k]), "peak_usage": float(grid[k]),
+            "peak_std": float(std[k]), "peak_se": float(se[k]), "runs": int(c.shape[0])}

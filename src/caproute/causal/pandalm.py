@@ -28,9 +28,21 @@ from caproute.errors import DataError
 PANDALM_JUDGES: dict[str, str] = {"gpt35": "gpt35_label", "pandalm7b": "pandalm7b_label"}
 """Judge name -> verdict column of pairs.parquet."""
 
-SYNTHETIC_JUDGES: dict[str, str] = {"pandalm7b-qbias": "pandalm7b", "gpt35-qbias": "gpt35"}
-"""Semi-synthetic judges (issue 14.4): name -> the real judge they are built from (see
-:func:`query_bias_verdicts`)."""
+SYNTHETIC_JUDGES: dict[str, str] = {"pandalm7b-qbias": "pandalm7b", "gpt35-qbias": "gpt35",
+                                    "pandalm7b-lenbias": "pandalm7b", "gpt35-lenbias": "gpt35"}
+"""Semi-synthetic judges: name -> the real judge they are built from."""
+SYNTHETIC_KINDS: dict[str, str] = {"pandalm7b-qbias": "pc1", "gpt35-qbias": "pc1",
+                                   "pandalm7b-lenbias": "length", "gpt35-lenbias": "length"}
+"""Semi-synthetic judge -> the covariate its bias is a step function of:
+
+- ``pc1`` (issue 14.4; :func:`query_bias_verdicts`): the first principal axis of the same MiniLM
+  embeddings whose PCA-50 the learner receives. The learner sees the bias covariate: the
+  method's **best case**.
+- ``length`` (issue 24.4; :func:`length_bias_verdicts`): the word count of the query text (a
+  real covariate of PandaLM) above / below its median. The learner is NOT given it (its features
+  are the embedding's PCA-50 and the model pair); :func:`covariate_visibility` measures how well
+  those features predict it anyway.
+"""
 QBIAS_RATE = 0.5      # PROPOSED: share of verdicts replaced by the query-dependent bias
 QBIAS_SEED = 0
 
@@ -134,11 +146,77 @@ def query_bias_verdicts(pref: np.ndarray, query_codes: np.ndarray, query_embeddi
     kept. The bias Delta(q) = psi(q) - eta(q) is then about -rate · (±1 - eta_real(q)): large,
     and a step function of the query. Missing verdicts stay missing. PROPOSED (not in the paper).
     """
+    return side_bias_verdicts(pref, pc1_side(query_codes, query_embeddings), rate, seed)
+
+
+def pc1_side(query_codes: np.ndarray, query_embeddings: np.ndarray) -> np.ndarray:
+    """Per item: +1 if its query scores above the median on the first principal axis of
+    ``query_embeddings`` (one row per query code), else -1."""
     E = np.asarray(query_embeddings, dtype=np.float64)
     C = E - E.mean(axis=0)
     v = np.linalg.svd(C, full_matrices=False)[2][0]
     score = C @ v
-    side = np.where(score > np.median(score), 1.0, -1.0)[np.asarray(query_codes)]
+    return np.where(score > np.median(score), 1.0, -1.0)[np.asarray(query_codes)]
+
+
+def side_bias_verdicts(pref: np.ndarray, side: np.ndarray, rate: float = QBIAS_RATE,
+                       seed: int = QBIAS_SEED) -> np.ndarray:
+    """Replace each verdict, independently with probability ``rate`` (seeded), by the item's
+    ``side`` (+1 "model_1 better" / -1 "model_2 better"); missing verdicts stay missing.
+    pref, side: (n,) per item. The construction shared by the semi-synthetic judges."""
     pref = np.asarray(pref, dtype=np.float64)
+    side = np.asarray(side, dtype=np.float64)
+    if side.shape != pref.shape:
+        raise ValueError(f"side {side.shape} and pref {pref.shape} differ")
     replace = np.random.default_rng(seed).random(pref.size) < rate
     return np.where(replace & np.isfinite(pref), side, pref)
+
+
+def word_counts(texts) -> np.ndarray:
+    """Number of whitespace-separated words of each text (n,)."""
+    return np.array([len(str(t).split()) for t in texts], dtype=np.float64)
+
+
+def length_side(query_codes: np.ndarray, query_texts) -> np.ndarray:
+    """Per item: +1 if its query's word count is above the median over the distinct queries,
+    else -1. ``query_texts[k]`` is the text of query code k."""
+    words = word_counts(query_texts)
+    return np.where(words > np.median(words), 1.0, -1.0)[np.asarray(query_codes)]
+
+
+def length_bias_verdicts(pref: np.ndarray, query_codes: np.ndarray, query_texts,
+                         rate: float = QBIAS_RATE, seed: int = QBIAS_SEED) -> np.ndarray:
+    """A semi-synthetic judge whose bias sits on a covariate the learner is not given (issue 24.4).
+
+    The query's word count (instruction + input, a real covariate of PandaLM) splits the queries
+    at the median: with probability ``rate`` (independently per item, seeded; the same draw as
+    :func:`query_bias_verdicts`) the verdict is replaced by "model_1 better" (+1) on long queries
+    and "model_2 better" (-1) on short ones. The learner's features are the MiniLM PCA-50 and
+    the model pair, so the bias is identifiable only as far as those features predict length
+    (:func:`covariate_visibility`). PROPOSED (not in the paper).
+    """
+    return side_bias_verdicts(pref, length_side(query_codes, query_texts), rate, seed)
+
+
+def covariate_visibility(query_embeddings: np.ndarray, side: np.ndarray, pca_dim: int = 50,
+                         folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """How well the learner's query features predict a binary covariate: 5-fold cross-validated
+    accuracy of a logistic regression and of a random forest (100 trees) on the PCA-``pca_dim``
+    scores of ``query_embeddings`` (one row per distinct query; PCA fitted inside each training
+    fold), against the majority-class rate. ``side``: (u,) +-1 per distinct query."""
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    E = np.asarray(query_embeddings, dtype=np.float64)
+    y = (np.asarray(side) > 0).astype(int)
+    k = int(min(pca_dim, E.shape[1], E.shape[0] * (folds - 1) // folds - 1))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    out = {"majority_rate": float(max(y.mean(), 1 - y.mean())), "queries": int(y.size), "pca_dim": k}
+    for name, clf in (("logistic", LogisticRegression(max_iter=5000)),
+                      ("forest", RandomForestClassifier(100, random_state=seed, n_jobs=1))):
+        out[f"{name}_accuracy"] = float(cross_val_score(make_pipeline(PCA(k, random_state=seed), clf),
+                                                        E, y, cv=cv).mean())
+    return out

@@ -19,7 +19,8 @@ STYLE = {  # colour, line style (close to the paper's figure)
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """One line per (judge, gold_n, method): peak efficiency gain, its std/se across runs, usage."""
+    """One line per (judge, gold_n, method): peak efficiency gain, its std across runs, its se
+    (``efficiency_gain_se``: Nadeau-Bengio corrected for overlapping resplits), usage."""
     lines = ["| judge | gold_n | method | efficiency gain (peak) | std | se | peak usage | per test query | runs |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["judge"], r["gold_n"], method_order(r["method"]))):
@@ -30,7 +31,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.PathLike) -> Path:
-    """Mean efficiency-gain curve of each method with a 95% band (mean +- 1.96 se over runs)."""
+    """Mean efficiency-gain curve of each method with a 95% band (mean +- 1.96 se, the se
+    Nadeau-Bengio corrected for overlapping resplits)."""
     from caproute.causal.metrics import summarize_curves
     from caproute.core.figures import pyplot, save_figure
 
@@ -41,7 +43,7 @@ def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.Pat
         key = (judge, gold_n, method)
         if key not in results.curves:
             continue
-        s = summarize_curves(results.curves[key], grid)
+        s = summarize_curves(results.curves[key], grid, results.config.test_fraction)
         color, ls = STYLE.get(method, STYLE.get(method.partition(":")[0], ("black", "-")))
         if ":" in method:
             ls = {"forest": "-.", "ridge": (0, (5, 1)), "group": ":", "constant": (0, (1, 3))}.get(
@@ -76,8 +78,12 @@ def write_report(results: MetaResults, out_dir: str | os.PathLike) -> list[Path]
     header = (f"# Meta-Router efficiency gain: {results.dataset}\n\n"
               f"{next(iter(results.curves.values())).shape[0]} Monte Carlo runs (seeds {cfg.seed} + run), "
               f"test fraction {cfg.test_fraction} of queries, alignment `{cfg.align}`, gamma {cfg.gamma}, "
-              f"PCA {cfg.pca_dim}, overlap `{cfg.overlap}`, effect model `{cfg.effect}`. Efficiency gain = sum of gold gains routed to the "
-              f"primary model minus random routing's, peak over usage 0.2-0.8 of the mean curve over runs.\n\n")
+              f"PCA {cfg.pca_dim}, overlap `{cfg.overlap}`, effect model `{cfg.effect}`"
+              f"{'' if cfg.effect == 'forest' else ' (PROPOSED, not the paper)'}, trees "
+              f"{cfg.trees or 'the code default (100/200)'}. Efficiency gain = sum of gold gains routed to the "
+              f"primary model minus random routing's, peak over usage 0.2-0.8 of the mean curve over runs; "
+              f"se = Nadeau-Bengio corrected se of that mean (runs are overlapping resplits: "
+              f"std * sqrt(1/runs + n_test/n_train)).\n\n")
     with atomic_file(out_dir / "table.md") as tmp:
         tmp.write_text(header + markdown_table(rows))
     files.append(out_dir / "table.md")

@@ -23,8 +23,10 @@ def meta_cmd(
     data: Annotated[str | None, typer.Option(
         "--data", help="PandaLM pairs.parquet (or its folder), a gains file, or observations with --primary")] = None,
     judge: Annotated[list[str] | None, typer.Option(
-        "--judge", help="preference source: gpt35 | pandalm7b, or the semi-synthetic pandalm7b-qbias | "
-                        "gpt35-qbias (strong query-dependent bias; comma list or repeated; default: gpt35, pandalm7b)",
+        "--judge", help="preference source: gpt35 | pandalm7b, or a semi-synthetic judge: pandalm7b-lenbias | "
+                        "gpt35-lenbias (bias on query length, a covariate the learner is not given) or "
+                        "pandalm7b-qbias | gpt35-qbias (bias on PC1 of the learner's own embeddings: the best "
+                        "case); comma list or repeated; default: gpt35, pandalm7b",
         callback=comma_list)] = None,
     gold_n: Annotated[list[str] | None, typer.Option(
         "--gold-n", help="gold-labelled training items per run (comma list or repeated, e.g. 15,50)",
@@ -42,8 +44,9 @@ def meta_cmd(
     methods: Annotated[list[str] | None, typer.Option(
         "--methods", help="comma-separated subset of the methods", callback=comma_list)] = None,
     effect: Annotated[str, typer.Option(
-        "--effect", help="effect model of meta-r / meta-dr: forest (the paper's) | ridge | group | constant | "
-                         "auto (default: lowest cross-fitted loss on the gold rows)")] = "auto",
+        "--effect", help="effect model of meta-r / meta-dr: forest (default, the paper's) | ridge | group | "
+                         "constant | auto (lowest cross-fitted loss on the gold rows); the last four are "
+                         "PROPOSED options, not the paper's")] = "forest",
     trees: Annotated[int | None, typer.Option(
         "--trees", help="trees per forest (default: the official code's 100 / 200)")] = None,
     store: StoreOpt = None, dataset: DatasetOpt = None,
@@ -87,11 +90,14 @@ def meta_cmd(
     rows = results.rows()
     write_json(rows, json_out)
     files = write_report(results, report)
-    table = Table(title=f"Meta-Router efficiency gain ({config.runs} runs; peak over usage 0.2-0.8)")
-    for col in ("judge", "gold_n", "method", "gain", "std", "usage"):
-        table.add_column(col, justify="right" if col in ("gold_n", "gain", "std", "usage") else "left")
+    effect_txt = config.effect if config.effect == "forest" else f"{config.effect} (PROPOSED)"
+    table = Table(title=f"Meta-Router efficiency gain ({config.runs} runs; peak over usage 0.2-0.8; effect model "
+                        f"{effect_txt}, overlap {config.overlap}, align {config.align}, gamma {config.gamma}, "
+                        f"trees {config.trees or '100/200'}; se Nadeau-Bengio corrected)")
+    for col in ("judge", "gold_n", "method", "gain", "std", "se", "usage"):
+        table.add_column(col, justify="right" if col in ("gold_n", "gain", "std", "se", "usage") else "left")
     for r in rows:
         table.add_row(r["judge"], str(r["gold_n"]), r["method"], f"{r['efficiency_gain']:.2f}",
-                      f"{r['efficiency_gain_std']:.2f}", f"{r['peak_usage']:.2f}")
+                      f"{r['efficiency_gain_std']:.2f}", f"{r['efficiency_gain_se']:.2f}", f"{r['peak_usage']:.2f}")
     console.print(table)
     console.print(f"rows: {json_out}; report: {', '.join(str(f) for f in files)}")

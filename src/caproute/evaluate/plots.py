@@ -165,6 +165,11 @@ def plot_kxr(kxr: pd.DataFrame, single: pd.DataFrame, views: list[str], path: Pa
         ax.set_xlabel("training protocol: K rewrites x R decodes")
         ax.set_ylabel(f"U_{view[:3]} (test)")
         ax.set_title(f"{view} view (dotted: single-shot mean)", fontsize=10)
+    _save_view_panels(fig, axes, height, path, title)
+
+
+def _save_view_panels(fig, axes, height: float, path: Path, title: str) -> None:
+    """One panel per view, one line per router: the title, one legend of the routers above, the file."""
     fig.suptitle(title, y=0.995, fontsize=10)
     h, lab = _dedupe(axes)
     top = _top_legend(fig, h, lab, height, ncol=6)
@@ -248,10 +253,7 @@ def plot_beta(beta: pd.DataFrame, views: list[str], path: Path, title: str) -> N
         ax.set_xlabel("beta")
         ax.set_ylabel(f"U_{view[:3]} (test)")
         ax.set_title(f"{view} view", fontsize=10)
-    fig.suptitle(title, y=0.995, fontsize=10)
-    h, lab = _dedupe(axes)
-    top = _top_legend(fig, h, lab, height, ncol=6)
-    _save(fig, path, top=top)
+    _save_view_panels(fig, axes, height, path, title)
 
 
 def plot_pair_curves(curves: pd.DataFrame, pair: pd.DataFrame, views: list[str], path: Path,

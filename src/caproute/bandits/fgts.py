@@ -158,11 +158,19 @@ class FGTSCDB(DuelingPolicy):
             def grad(theta):
                 return prior_energy(theta, self.sigma0, self._prior_m, self._prior_P)[1]
         else:
+            # the history's views and the minibatch rule of :meth:`_minibatch`, hoisted out of the
+            # step loop (the same random draws, in the same order)
+            hx, hz, hy, arms, rng = h.x, h.z, h.y, self.arms_, self.rng_
+            hother = h.second if j == 0 else h.first       # the OTHER sampler's arm in each round
+            size = min(n, self.batch_size)
+            weight = n / size
+            full = np.arange(n) if n <= self.batch_size else None
+            kw = {"eta": self.eta, "mu": mu, "sigma0": self.sigma0, "scale": s, "weight": weight,
+                  "prior_mean": self._prior_m, "prior_prec": self._prior_P}
+
             def grad(theta):
-                idx, other, weight = self._minibatch(self.batch_size, j)
-                return potential_grad(theta, h.x[idx], self.arms_, h.first[idx], h.second[idx], h.y[idx],
-                                      other, eta=self.eta, mu=mu, sigma0=self.sigma0, scale=s, weight=weight,
-                                      Z=h.z[idx], prior_mean=self._prior_m, prior_prec=self._prior_P)
+                idx = full if full is not None else rng.integers(0, n, size=size)
+                return potential_grad(theta, hx[idx], arms, None, None, hy[idx], hother[idx], Z=hz[idx], **kw)
         self.theta_[j] = sgld_chain(grad, self.theta_[j], steps, step, self.rng_, self.inv_temp)
         return self.theta_[j]
 

@@ -85,39 +85,38 @@ def potential(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndar
     return float(weight * (lik - fg) + prior_energy(theta, sigma0, prior_mean, prior_prec)[0])
 
 
-def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray,
-                   second: np.ndarray, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
+def potential_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, first: np.ndarray | None,
+                   second: np.ndarray | None, y: np.ndarray, other: np.ndarray, *, eta: float, mu: float,
                    sigma0: float, scale: float = 1.0, weight: float = 1.0,
                    Z: np.ndarray | None = None, prior_mean: np.ndarray | None = None,
                    prior_prec: np.ndarray | None = None) -> np.ndarray:
     """Gradient of :func:`potential` in theta, (d,). X (n, d); first/second/other (n,); y (n,) in {+1, -1}.
 
-    ``Z``: the duel features z_i = phi(x_i, a_first) - phi(x_i, a_second) when already known.
-    The feel-good max is piecewise linear; its (sub)gradient uses the arg-max arm:
-    Σ_i phi(x_i, a*_i) - phi(x_i, a_other_i) = scale Σ_k a_k ⊙ (Σ_i (1[a*_i = k] - 1[other_i = k]) x_i).
+    ``Z``: the duel features z_i = phi(x_i, a_first) - phi(x_i, a_second) when already known (then
+    ``first``/``second`` are not read and may be None). The feel-good part is mu times :func:`feel_good_grad` (the arg-max arm's (sub)gradient).
     """
     z = scale * X * (arms[first] - arms[second]) if Z is None else Z       # (n, d)
     m = y * (z @ theta)
     g = (-eta * y * sigmoid(-m)) @ z                                       # d/dtheta of eta l(y z.theta)
     if mu != 0.0:
-        n, k = X.shape[0], arms.shape[0]
-        best = ((X * theta) @ arms.T).argmax(axis=1)                       # scale > 0 keeps the arg-max
-        count = np.zeros((k, n))
-        cols = np.arange(n)
-        count[best, cols] += 1.0                                           # (k_i, i) pairs are distinct
-        count[other, cols] -= 1.0
-        g = g - mu * scale * ((count @ X) * arms).sum(axis=0)
+        g = g - mu * feel_good_grad(theta, X, arms, other, scale)
     return weight * g + prior_energy(theta, sigma0, prior_mean, prior_prec)[1]
 
 
 def feel_good_grad(theta: np.ndarray, X: np.ndarray, arms: np.ndarray, other: np.ndarray,
                    scale: float = 1.0) -> np.ndarray:
-    """Gradient of Σ_i feel-good_i(theta) (see :func:`feel_good`): Σ_i phi(x_i, a*_i) - phi(x_i, a_other_i), (d,)."""
+    """Gradient of Σ_i feel-good_i(theta) (see :func:`feel_good`): Σ_i phi(x_i, a*_i) - phi(x_i, a_other_i), (d,).
+
+    The feel-good max is piecewise linear; its (sub)gradient uses the arg-max arm a*_i of
+    <theta, x_i ⊙ a> = <x_i, theta ⊙ a> (scale > 0 keeps the arg-max), and
+    Σ_i x_i ⊙ (a*_i - a_other_i) = Σ_k a_k ⊙ (Σ_i (1[a*_i = k] - 1[other_i = k]) x_i): a (K, n) count
+    matrix times X (faster than gathering the (n, d) rows a*_i).
+    """
     n, k = X.shape[0], arms.shape[0]
-    best = ((X * theta) @ arms.T).argmax(axis=1)
+    best = (X @ (arms * theta).T).argmax(axis=1)                           # (n,), a (K, d) product, not (n, d)
     count = np.zeros((k, n))
     cols = np.arange(n)
-    count[best, cols] += 1.0
+    count[best, cols] += 1.0                                               # (k_i, i) pairs are distinct
     count[other, cols] -= 1.0
     return scale * ((count @ X) * arms).sum(axis=0)
 

@@ -24,6 +24,9 @@ def duel(*args, cwd=None) -> subprocess.CompletedProcess:
     (["--data", "builtin", "--dataset", "gpqa"], "unknown dataset"),
     (["--data", "no/such/file.parquet"], "no such file"),
     ([], "exactly one of --store or --data"),
+    (["--data", "builtin", "--lambda", "-1"], "--lambda"),
+    (["--data", "builtin", "--lambda", "nan"], "--lambda"),
+    (["--data", "builtin", "--lambda-c", "-1"], "--lambda-c"),
 ])
 def test_duel_errors_are_clear(args, message, tmp_path):
     out = tmp_path / "rows.json"
@@ -31,6 +34,29 @@ def test_duel_errors_are_clear(args, message, tmp_path):
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
     assert not out.exists()
+
+
+def test_duel_lambda_is_the_cost_weight_of_r_star_and_lambda_c_its_old_spelling(monkeypatch):
+    """``--lambda`` reaches the environment's r* = score - lambda * cost; ``--lambda-c`` still does,
+    with a deprecation warning."""
+    from typer.testing import CliRunner
+
+    import caproute.bandits.environment as environment
+    from caproute.cli import app
+
+    seen = []
+
+    def fake_load(**kw):
+        seen.append(kw["lambda_c"])
+        raise SystemExit(0)        # stop before any encoder or policy runs
+
+    monkeypatch.setattr(environment, "load_environment", fake_load)
+    runner = CliRunner()
+    assert runner.invoke(app, ["duel", "--data", "builtin", "--lambda", "0.5"]).exit_code == 0
+    res = runner.invoke(app, ["duel", "--data", "builtin", "--lambda-c", "0.25"])
+    assert res.exit_code == 0 and "--lambda-c is deprecated" in res.output
+    assert runner.invoke(app, ["duel", "--data", "builtin"]).exit_code == 0
+    assert seen == [0.5, 0.25, 1.0]
 
 
 @pytest.mark.slow

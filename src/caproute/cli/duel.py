@@ -16,7 +16,7 @@ from rich.table import Table
 from caproute.bandits.defaults import DEFAULTS as FGTS_DEFAULTS
 from caproute.cli import app
 from caproute.cli.common import DataOpt, DeviceOpt, StoreOpt
-from caproute.cli.params import SEED_DEFAULT, comma_list, joined, split_list
+from caproute.cli.params import SEED_DEFAULT, comma_list, deprecated_alias, finite, joined, split_list
 
 console = Console()
 
@@ -80,7 +80,12 @@ def duel_cmd(
     feel_good: FeelGoodOpt = FGTS_DEFAULTS.feel_good,
     eta: EtaOpt = FGTS_DEFAULTS.eta,
     mu: MuOpt = FGTS_DEFAULTS.mu,
-    lambda_c: Annotated[float, typer.Option("--lambda-c", help="cost weight in r* = score - lambda_c cost")] = 1.0,
+    lam: Annotated[float, typer.Option(
+        "--lambda", help="cost weight lambda in r* = score - lambda * normalised cost (PROPOSED 1; the duel's "
+                         "own lambda, not DARS's 0.05)", callback=finite("--lambda", lo=0.0))] = 1.0,
+    lam_old: Annotated[float | None, typer.Option(
+        "--lambda-c", hidden=True, help="deprecated: --lambda",
+        callback=deprecated_alias("--lambda-c", "--lambda", finite("--lambda-c", lo=0.0)))] = None,
     scale: Annotated[float, typer.Option("--scale", help="Bradley-Terry scale s")] = 0.1,
     label: Annotated[str, typer.Option("--label", help="pairwise data: human | gpt35 | pandalm7b")] = "human",
     max_queries: Annotated[int, typer.Option("--max-queries", help="subsample queries (0 = all)")] = 1500,
@@ -109,7 +114,8 @@ def duel_cmd(
     from caproute.bandits.report import write_report
     from caproute.core.atomic import write_json
 
-    env = load_environment(store=store, data=data, dataset=joined(dataset), lambda_c=lambda_c, scale=scale, label=label)
+    lam = lam if lam_old is None else lam_old
+    env = load_environment(store=store, data=data, dataset=joined(dataset), lambda_c=lam, scale=scale, label=label)
     spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),
                     sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, offline_fraction=offline_fraction,
                     max_queries=max_queries or None, offline_prior=offline_prior, prior_weight=prior_weight,

@@ -266,3 +266,23 @@ def test_environment_from_a_duckdb_store(tmp_path):
     one = load_environment(store=tmp_path / "obs.duckdb", dataset="copy")
     direct = load_environment(data="builtin")
     np.testing.assert_allclose(one.utilities, direct.utilities)
+
+
+def test_first_seed_runs_the_later_seeds_of_a_longer_run():
+    # tuning and reported runs keep their seed ranges apart (issue 24.2): first_seed = 1, one seed
+    # replays exactly seed 1 of a two-seed run (same stream, same policy seed), and nothing else
+    env, embs = synthetic_env()
+    embs = {"minilm": embs["toy"]}
+    spec = DuelSpec(rounds=40, seeds=2, embeddings=("minilm",), sampler="laplace", policies=("fgts-cdb", "uniform"),
+                    references=False)
+    both = run_duel(env, spec, prepared=embs, progress=False)
+    late = run_duel(env, DuelSpec(rounds=40, seeds=1, first_seed=1, embeddings=("minilm",), sampler="laplace",
+                                  policies=("fgts-cdb", "uniform"), references=False), prepared=embs, progress=False)
+    assert sorted({c["seed"] for c in late.cells}) == [1]
+    for c in late.cells:
+        twin = next(b for b in both.cells if (b["policy"], b["seed"]) == (c["policy"], 1))
+        np.testing.assert_array_equal(c["average"], twin["average"])
+    seed0 = next(b for b in both.cells if (b["policy"], b["seed"]) == ("fgts-cdb", 0))
+    assert not np.array_equal(seed0["pairs"], late.cells[0]["pairs"])
+    with pytest.raises(ConfigError, match="first_seed"):
+        DuelSpec(first_seed=-1).validate()

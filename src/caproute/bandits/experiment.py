@@ -39,6 +39,9 @@ BASE_SEED = 42   # seeds are 42 + run (algorithms.md §D)
 class DuelSpec:
     rounds: int = 2000
     seeds: int = 5
+    #: the seeds run are first_seed, ..., first_seed + seeds - 1 (stream and policy seeds; a study
+    #: that tunes on some seeds and reports others keeps the two ranges apart)
+    first_seed: int = 0
     policies: tuple[str, ...] = ("fgts-cdb", "uniform", "best-fixed", "eps-greedy", "maxinp", "dars-knn")
     embeddings: tuple[str, ...] = ("ccft-excel-perf-cost", "minilm")
     # the paper's FGTS.CDB: the one default set of caproute.bandits.defaults.DEFAULTS (issue 24.1), shared
@@ -107,6 +110,8 @@ class DuelSpec:
             raise ConfigError(f"--feel-good must be one of {', '.join(FEEL_GOOD_MODES)}")
         if self.rounds < 1 or self.seeds < 1:
             raise ConfigError("--rounds and --seeds must be >= 1")
+        if self.first_seed < 0:
+            raise ConfigError(f"first_seed must be >= 0, got {self.first_seed}")
         if not 0.0 < self.offline_fraction < 1.0:
             raise ConfigError("offline fraction must be in (0, 1)")
         if not (np.isfinite(self.prior_weight) and self.prior_weight > 0):
@@ -278,7 +283,7 @@ def _run_cell(cell: Cell, shared: dict) -> dict:
 
 def make_cells(spec: DuelSpec, knn_ok: bool) -> list[Cell]:
     cells = []
-    for seed in range(spec.seeds):
+    for seed in range(spec.first_seed, spec.first_seed + spec.seeds):
         for p in spec.policies:
             if p in EMBEDDING_FREE:
                 cells.append(Cell(p, spec.embeddings[0], seed))

@@ -425,6 +425,31 @@ class _DeadlineBody(httpx.AsyncByteStream):
                 await close()
 
 
+def make_mounts(
+    *,
+    lean: bool = True,
+    max_connections: int = 512,
+    default_deadline: Deadline | None = None,
+    keepalive_expiry: float = 3.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
+) -> dict[str, DeadlineTransport]:
+    """The transports of :func:`make_client` by URL scheme (``"http://"``, ``"https://"``)."""
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+    )
+    plain = (
+        LeanTransport(max_idle_per_host=max_connections, keepalive_expiry=keepalive_expiry)
+        if lean
+        else httpx.AsyncHTTPTransport(limits=limits)
+    )
+    return {
+        "http://": DeadlineTransport(plain, default_deadline, max_response_bytes),
+        "https://": DeadlineTransport(httpx.AsyncHTTPTransport(limits=limits), default_deadline, max_response_bytes),
+    }
+
+
 def make_client(
     *,
     lean: bool = True,
@@ -442,18 +467,59 @@ def make_client(
     ``max_response_bytes`` (:class:`ResponseTooLarge`), and bodies are asked for uncompressed
     (``accept-encoding: identity``; a compressed one is a protocol error), so the cap holds.
     """
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=keepalive_expiry,
-    )
-    plain = (
-        LeanTransport(max_idle_per_host=max_connections, keepalive_expiry=keepalive_expiry)
-        if lean
-        else httpx.AsyncHTTPTransport(limits=limits)
-    )
-    mounts = {
-        "http://": DeadlineTransport(plain, default_deadline, max_response_bytes),
-        "https://": DeadlineTransport(httpx.AsyncHTTPTransport(limits=limits), default_deadline, max_response_bytes),
-    }
-    return httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False, headers={"accept-encoding": "identity"})
+    mounts = make_mounts(lean=lean, max_connections=max_connections, default_deadline=default_deadline,
+                         keepalive_expiry=keepalive_expiry, max_response_bytes=max_response_bytes)
+    return httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False, headers=CLIENT_HEADERS)
+
+
+CLIENT_HEADERS = {"accept-encoding": "identity"}
+"""Headers every request of :func:`make_client` (and :class:`DirectSender`) carries besides httpx's defaults."""
+
+
+class DirectSender:
+    """The proxy's hot path to its backends: what ``make_client(...).send(request)`` does, without
+    ``httpx.AsyncClient``'s per-request machinery that the proxy never uses (auth flow, redirect
+    loop, cookie jar, event hooks, URL merging): the request goes straight to the transport of its
+    scheme (:func:`make_mounts`). Requests built by :meth:`request` carry the same headers, in the
+    same order, as ``make_client``'s ``build_request`` (httpx's defaults, then
+    :data:`CLIENT_HEADERS`, then the caller's); the client's cookie jar is not kept, so a backend's
+    ``Set-Cookie`` is never replayed on another user's request. Issue 27: about a tenth of the
+    proxy's CPU per routed request went to ``AsyncClient.send`` and ``build_request``
+    (``benchmarks/bench_serve.py``).
+    """
+
+    def __init__(self, mounts: dict[str, httpx.AsyncBaseTransport]):
+        self.mounts = mounts
+        base = httpx.AsyncClient(trust_env=False, headers=CLIENT_HEADERS)
+        self._base_headers = httpx.Headers(base.headers)  # httpx's defaults (user-agent, accept, ...)
+        self._timeout = httpx.Timeout(None).as_dict()
+
+    def headers(self, extra: dict[str, str]) -> httpx.Headers:
+        """The headers of a request with ``extra`` (build once per endpoint, pass to :meth:`request`)."""
+        h = httpx.Headers(self._base_headers)
+        h.update(extra)
+        return h
+
+    def request(self, method: str, url: httpx.URL, *, content: bytes, headers: httpx.Headers,
+                extensions: dict | None = None) -> httpx.Request:
+        return httpx.Request(method, url, content=content, headers=headers,
+                             extensions={"timeout": self._timeout, **(extensions or {})})
+
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """The response (its body read unless ``stream``); httpx's exceptions as ``client.send``'s."""
+        transport = self.mounts.get(request.url.scheme + "://")
+        if transport is None:
+            raise httpx.UnsupportedProtocol(f"no transport for {request.url.scheme}:// URLs", request=request)
+        resp = await transport.handle_async_request(request)
+        resp.request = request
+        if not stream:
+            try:
+                await resp.aread()
+            except BaseException:
+                await resp.aclose()
+                raise
+        return resp
+
+    async def aclose(self) -> None:
+        for t in self.mounts.values():
+            await t.aclose()

@@ -134,23 +134,28 @@ class Backends:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.waiting: dict[str, int] = dict.fromkeys(self.endpoints, 0)
         self.active: dict[str, int] = dict.fromkeys(self.endpoints, 0)
-        self.client: httpx.AsyncClient | None = None
+        self.sender = None  # caproute.core.http.DirectSender, opened by start()
+        self._urls: dict[str, httpx.URL] = {}
+        self._wire_headers: dict[str, httpx.Headers] = {}
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.endpoints)
 
     async def start(self) -> None:
-        from caproute.core.http import make_client
+        from caproute.core.http import DirectSender, make_mounts
 
         self._slots = {n: asyncio.Semaphore(k) for n, k in self.limits.items()}
         cap = {} if self.max_response_bytes is None else {"max_response_bytes": self.max_response_bytes}
-        self.client = make_client(lean=self.lean, max_connections=self._max_connections, **cap)
+        self.sender = DirectSender(make_mounts(lean=self.lean, max_connections=self._max_connections, **cap))
+        # parsed once: every request to a model reuses its URL and header block
+        self._urls = {n: httpx.URL(f"{ep.base_url}/chat/completions") for n, ep in self.endpoints.items()}
+        self._wire_headers = {n: self.sender.headers(h) for n, h in self._headers.items()}
 
     async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        if self.sender is not None:
+            await self.sender.aclose()
+            self.sender = None
 
     def deadline(self, name: str, not_after: float | None = None):
         """The :class:`~caproute.core.http.Deadline` of one attempt on ``name``: the
@@ -167,12 +172,11 @@ class Backends:
     def _request(self, name: str, body: dict[str, Any], not_after: float | None) -> httpx.Request:
         from caproute.core.http import DEADLINE_EXTENSION
 
-        ep = self.endpoints[name]
-        return self.client.build_request(
+        return self.sender.request(
             "POST",
-            f"{ep.base_url}/chat/completions",
+            self._urls[name],
             content=self.payload(name, body),
-            headers=self._headers[name],
+            headers=self._wire_headers[name],
             extensions={DEADLINE_EXTENSION: self.deadline(name, not_after)},
         )
 
@@ -219,7 +223,7 @@ class Backends:
         t0 = time.perf_counter()
         try:
             try:
-                resp = await self.client.send(self._request(name, body, not_after))
+                resp = await self.sender.send(self._request(name, body, not_after))
             except httpx.HTTPError as e:
                 raise transport_failure(name, e) from None
         finally:
@@ -252,7 +256,7 @@ class Backends:
         t0 = time.perf_counter()
         resp = None
         try:
-            resp = await self.client.send(self._request(name, body, not_after), stream=True)
+            resp = await self.sender.send(self._request(name, body, not_after), stream=True)
             if resp.status_code >= 400:
                 text = decode_text(await resp.aread())
                 await resp.aclose()

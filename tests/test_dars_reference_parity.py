@@ -1,6 +1,7 @@
-"""Parity with the authors' released DARS code (AIGNLAI/DARS @ 9b6da7a, methods/knn_router.py,
-avengers_pro.py, mlp.py, DARS = "distribution" mode, their CLI defaults: TF-IDF 20k 1-2 grams,
-lambda 0.05, beta 0.2, seed 42). Their numbers were produced outside this repository on the fixture
+"""Parity with the authors' released DARS code (AIGNLAI/DARS @ 9b6da7a: methods/knn_router.py,
+avengers_pro.py, mlp.py, embed_llm.py, graph_router.py, mirt.py, rm_softmax.py; DARS =
+"distribution" mode; their CLI defaults: TF-IDF 20k 1-2 grams, lambda 0.05, beta 0.2, seed 42, and
+seeds 42-46 for the stochastic families). Their numbers were produced outside this repository on the fixture
 tests/fixtures/dars_parity/math-500 and stored in reference_outputs.json (numbers only; how: see
 tests/fixtures/dars_parity/README.md). ``caproute bench`` runs the same family at the same
 hyper-parameters (caproute's defaults are theirs) and must agree within the tolerances below;
@@ -94,23 +95,31 @@ def _merge_twin(names):
     return [n.removesuffix("-twin") for n in names]
 
 
-def test_mlp_agrees_within_seed_variance():
-    """MLP cannot match run for run: theirs is scikit-learn's MLPRegressor (float64, its random
-    stream), ours a torch re-implementation (float32, torch's stream; routers/mlp.py). Tolerances
-    come from their own seed-to-seed spread (seeds 42-46): our mean test quality over seeds 42-46
-    lies within 3 standard errors of the difference of theirs, and our seed-42 decisions agree
-    with each of their seeds at least as often as their seeds agree with one another (worst pair).
-    The twin models count as one (neither code ties two separately trained outputs)."""
-    chosen, _, rows = bench("mlp", dars_runs=5)
-    runs = REF["mlp"]["runs"]
+def _agreement(a, b) -> float:
+    return float(np.mean([x == y for x, y in zip(_merge_twin(a), _merge_twin(b), strict=True)]))
+
+
+@pytest.mark.parametrize("router", ["mlp", "embedllm", "graphrouter", "mirt", "rmsoftmax"])
+def test_stochastic_family_agrees_within_seed_variance(router):
+    """These families cannot match run for run: theirs and ours draw different random numbers from
+    the same seed (MLP: scikit-learn's MLPRegressor in float64 against our torch re-implementation;
+    the torch families: a different order of parameter creation and of random calls; GraphRouter
+    also encodes different model descriptions, docs/routers.md). So both are trained at seeds 42-46
+    and compared at the level of that seed spread:
+    - our mean test quality per view lies within max(3 standard errors of the difference of the
+      two means, 1/24: one of the 24 test queries changing its routed model) of theirs;
+    - our seed-42 decisions agree with their seeds on average at least as often as their two
+      least-agreeing seeds agree with each other.
+    The twin models count as one: two separately trained outputs never tie exactly, in either code."""
+    chosen, _, rows = bench(router, dars_runs=5)
+    runs = REF[router]["runs"]
+    assert sorted(runs) == ["42", "43", "44", "45", "46"]
     for view, key in (("rewrite", "rewrite_score"), ("decode", "decoding_score")):
         theirs = np.array([r["summary"][key] for r in runs.values()])
         ours_mean, ours_sd, n = (float(rows.loc[view, c]) for c in ("quality_mean", "quality_std", "n_runs"))
         assert n == 5
         se = np.sqrt(theirs.var(ddof=1) / theirs.size + ours_sd ** 2 / n)
-        assert abs(ours_mean - theirs.mean()) <= 3 * se, (view, ours_mean, theirs.mean(), se)
-    ours = _merge_twin(chosen)
-    between = [np.mean([a == b for a, b in zip(_merge_twin(x["chosen"]), _merge_twin(y["chosen"]), strict=True)])
-               for x, y in itertools.combinations(runs.values(), 2)]
-    with_ours = [np.mean([a == b for a, b in zip(ours, _merge_twin(r["chosen"]), strict=True)]) for r in runs.values()]
+        assert abs(ours_mean - theirs.mean()) <= max(3 * se, 1 / 24), (view, ours_mean, theirs.mean(), se)
+    between = [_agreement(x["chosen"], y["chosen"]) for x, y in itertools.combinations(runs.values(), 2)]
+    with_ours = [_agreement(chosen, r["chosen"]) for r in runs.values()]
     assert np.mean(with_ours) >= min(between), (with_ours, between)

@@ -21,6 +21,7 @@ from caproute.bandits.experiment import (
     full_information_logistic,
     greedy_regret,
     make_stream,
+    pool_and_split,
     run_duel,
     split_offline,
     stratified_subsample,
@@ -286,3 +287,18 @@ def test_first_seed_runs_the_later_seeds_of_a_longer_run():
     assert not np.array_equal(seed0["pairs"], late.cells[0]["pairs"])
     with pytest.raises(ConfigError, match="first_seed"):
         DuelSpec(first_seed=-1).validate()
+
+
+def test_subsample_seed_fixes_the_pool_while_the_split_varies():
+    cats = np.array(["a"] * 30 + ["b"] * 50)
+    fixed = [pool_and_split(80, cats, DuelSpec(max_queries=40, split_seed=s, subsample_seed=0)) for s in (1, 2)]
+    np.testing.assert_array_equal(fixed[0][0], fixed[1][0])              # the same 40 queries
+    assert not np.array_equal(fixed[0][1], fixed[1][1])                    # split differently
+    for keep, off, on in fixed:
+        assert keep.size == 40 and np.array_equal(np.sort(np.concatenate([off, on])), np.arange(40))
+        assert (cats[keep][off] == "a").sum() == 5 == (cats[keep][off] == "b").sum()   # max(20 % of 15 / 25, 5)
+    # default: the subsample follows split_seed, and equals the old two-step rule
+    a, b = (pool_and_split(80, cats, DuelSpec(max_queries=40, split_seed=s)) for s in (1, 2))
+    assert not np.array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[0], stratified_subsample(80, cats, 40, 1))
+    np.testing.assert_array_equal(a[1], split_offline(40, cats[a[0]], 0.2, 5, 1)[0])

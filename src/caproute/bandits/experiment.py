@@ -54,6 +54,10 @@ class DuelSpec:
     min_offline: int = 5
     max_queries: int | None = 1500
     split_seed: int = 0
+    #: seed of the ``max_queries`` subsample; None = ``split_seed``. A study that varies the offline
+    #: split (and the CCFT fit, seeded by split_seed) over a fixed query pool sets it, so the untuned
+    #: encoder's embeddings of that pool are computed once
+    subsample_seed: int | None = None
     knn_k: int = 16
     dars_lambda: float | None = None     # None: the environment's lambda_c (same objective as r*)
     dars_beta: float = 0.2
@@ -151,6 +155,18 @@ def split_offline(n: int, categories: np.ndarray | None, fraction: float, min_of
     offline = np.sort(np.concatenate(off)) if off else np.zeros(0, dtype=np.int64)
     online = np.setdiff1d(np.arange(n), offline)
     return offline, online
+
+
+def pool_and_split(n: int, categories: np.ndarray | None, spec: DuelSpec
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kept rows of the n queries, offline rows, online rows; the last two index the kept rows):
+    the ``max_queries`` subsample seeded by ``subsample_seed`` (None = ``split_seed``), then the
+    offline split seeded by ``split_seed``."""
+    sub = spec.split_seed if spec.subsample_seed is None else spec.subsample_seed
+    keep = stratified_subsample(n, categories, spec.max_queries, sub)
+    cats = None if categories is None else np.asarray(categories)[keep]
+    offline, online = split_offline(len(keep), cats, spec.offline_fraction, spec.min_offline, spec.split_seed)
+    return keep, offline, online
 
 
 def make_stream(n_online: int, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -392,10 +408,8 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
     from caproute.core.runtime import map_cells
 
     spec.validate()
-    keep = stratified_subsample(env.n_queries, env.categories, spec.max_queries, spec.split_seed)
+    keep, offline, online = pool_and_split(env.n_queries, env.categories, spec)
     env = env.subset(keep)
-    offline, online = split_offline(env.n_queries, env.categories, spec.offline_fraction,
-                                    spec.min_offline, spec.split_seed)
     spec.ccft.seed = spec.split_seed
     if prepared is None:
         embs = build_embeddings(env, offline, list(spec.embeddings), cfg=spec.ccft, cache_dir=cache_dir,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 
@@ -218,8 +219,9 @@ def test_fit_share_and_quality_targets():
 
 
 def test_target_validation():
-    with pytest.raises(ConfigError):
-        CalibrationTarget("latency", 1.0)
+    with pytest.raises(ConfigError, match="target kind must be one of"):
+        CalibrationTarget("speed", 1.0)
+    assert CalibrationTarget("latency", 0.5).value == 0.5   # seconds per query (PROPOSED latency budget)
     with pytest.raises(ConfigError):
         CalibrationTarget("share", 1.5, "m")
     with pytest.raises(ConfigError):
@@ -244,12 +246,32 @@ def test_policy_roundtrip_and_errors(tmp_path):
     )
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "caproute-policy",\n "format_version": 1,\n')
-    with pytest.raises(ConfigError, match=r"bad.json: line 3"):
+    with pytest.raises(ConfigError, match=r"bad.json: invalid JSON .*line 3"):
         load_policy(bad)
+    # the file checks itself: an edited value is a checksum mismatch
+    text = p.read_text()
+    assert json.loads(text)["format_version"] == 2 and len(json.loads(text)["sha256"]) == 64
+    p.write_text(text.replace('"lambda": 0.25', '"lambda": 0.3'))
+    with pytest.raises(ConfigError, match="policy.json: checksum mismatch"):
+        load_policy(p)
     doc.pop("lambda")
     write_policy(doc, bad)
     with pytest.raises(ConfigError, match="'lambda' is missing"):
         load_policy(bad)
+
+
+def test_format_1_policy_still_loads(tmp_path):
+    """A policy written before lambda_t and the checksum (format 1, plain JSON) loads with lambda_t 0."""
+    doc = policy_dict(fit("cost", 6.0), router="r", router_fingerprint="f" * 64, sample={"n": 2})
+    for k in ("lambda_t", "format_version"):
+        doc.pop(k)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**doc, "format_version": 1}))
+    pol = load_policy(old)
+    assert (pol.lam, pol.lam_t, pol.version) == (pytest.approx(0.25), 0.0, doc["version"])
+    old.write_text(json.dumps({**doc, "format_version": 3}))
+    with pytest.raises(ConfigError, match="format_version 3, this caproute reads 2"):
+        load_policy(old)
 
 
 # -- drift ------------------------------------------------------------------------------------------

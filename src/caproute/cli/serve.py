@@ -246,6 +246,14 @@ def calibrate_cmd(
         typer.Option("--quality-floor", help="at least this mean quality, as cheaply as possible",
                      callback=finite("--quality-floor", lo=0.0, hi=1.0)),
     ] = None,
+    latency_budget_ms: Annotated[
+        float | None,
+        typer.Option("--latency-budget-ms", help="mean latency per query at most this (ms): fits lambda_t at "
+                     "--lambda (PROPOSED latency term; the router must predict latency)",
+                     callback=finite("--latency-budget-ms", lo=0.0)),
+    ] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="cost weight kept fixed by --latency-budget-ms "
+                                              "[router's]", callback=finite("--lambda", lo=0.0))] = None,
     store: StoreOpt = None,
     data: DataOpt = None,
     dataset: DatasetOpt = None,
@@ -275,16 +283,21 @@ def calibrate_cmd(
     window: Annotated[int, typer.Option("--window", help="drift: live requests per window")] = 200,
     png: Annotated[Path | None, typer.Option("--png", help="plot of cost and quality against lambda")] = None,
 ) -> None:
-    """Fit lambda to a target mean cost, strong-model share or quality floor; write a policy."""
-    from caproute.core.atomic import write_json
-    from caproute.serve.calibrate import CalibrationTarget, calibrate_router, plot_sweep
+    """Fit lambda to a target mean cost, strong-model share or quality floor, or lambda_t to a mean
+    latency budget; write a policy."""
+    from caproute.serve.calibrate import CalibrationTarget, calibrate_router, plot_sweep, write_policy
 
-    given = [x is not None for x in (target_cost, target_share, quality_floor)]
+    given = [x is not None for x in (target_cost, target_share, quality_floor, latency_budget_ms)]
     if sum(given) != 1:
         raise ConfigError(
-            "give exactly one of --target-cost, --target-share (with --strong-model), --quality-floor"
+            "give exactly one of --target-cost, --target-share (with --strong-model), --quality-floor, "
+            "--latency-budget-ms"
         )
-    if target_cost is not None:
+    if lam is not None and latency_budget_ms is None:
+        raise ConfigError("--lambda is the cost weight kept fixed by --latency-budget-ms; the other targets fit it")
+    if latency_budget_ms is not None:
+        target = CalibrationTarget("latency", latency_budget_ms / 1000.0)
+    elif target_cost is not None:
         target = CalibrationTarget("cost", target_cost)
     elif target_share is not None:
         if strong_model is None:
@@ -308,21 +321,25 @@ def calibrate_cmd(
         target,
         traffic,
         beta=beta,
+        lam=lam,
         name=name,
         share_tolerance=tolerance,
         target_tolerance=target_tolerance,
         window=window,
     )
-    write_json(doc, out)
+    write_policy(doc, out)
     exp = doc["expected"]
     console.print(
-        f"policy {doc['version']}: lambda = {cal.lam:.6g}, beta = {cal.beta:g} "
-        f"({doc['sample']['n']} queries, outcomes {doc['sample']['outcomes']})",
+        f"policy {doc['version']}: lambda = {cal.lam:.6g}, beta = {cal.beta:g}"
+        + (f", lambda_t = {cal.lam_t:.6g}" if target.kind == "latency" else "")
+        + f" ({doc['sample']['n']} queries, outcomes {doc['sample']['outcomes']})",
         highlight=False,
     )
+    lat = exp["mean_latency_s"]
     console.print(
         f"  mean cost {exp['mean_cost_usd']:.6g} USD/query, mean quality {exp['mean_quality']:.4f}, "
-        "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()),
+        + (f"mean latency {lat * 1e3:.1f} ms ({doc['sample']['latency']}), " if lat is not None else "")
+        + "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()),
         highlight=False,
     )
     console.print(f"  -> {out}", highlight=False)

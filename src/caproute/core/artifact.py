@@ -4,6 +4,8 @@ dueling policies and pipelines (no pickle).
 An artifact folder holds a JSON config with a ``format_version`` and the SHA-256 of each state
 file. Loading checks, with one error wording everywhere: the files are there, the JSON parses,
 the version is one this caproute reads, and every checksum matches. Arrays go to safetensors.
+A single-file artifact (a calibrated policy) is one JSON document that carries its own SHA-256
+(:func:`write_document` / :func:`read_document`), written atomically.
 """
 
 from __future__ import annotations
@@ -156,3 +158,43 @@ def read_artifact(path: str | Path, config_file: str, *, version: int, what: str
     if state_file is not None:
         blob = check_sha256(path / state_file, config.get("state_sha256"))
     return config, blob
+
+
+DOC_SHA_KEY = "sha256"
+
+
+def _document_digest(doc: dict[str, Any]) -> str:
+    return sha256_hex(json.dumps(doc, sort_keys=True, default=json_default).encode())
+
+
+def write_document(out: str | Path, doc: dict[str, Any], *, version: int) -> Path:
+    """Write ``doc`` as one JSON file, ``format_version`` first and ``sha256`` (of the canonical
+    JSON of everything else) last, atomically (a temporary sibling renamed into place)."""
+    from caproute.core.atomic import atomic_file
+
+    body = {FORMAT_KEY: version, **{k: v for k, v in doc.items() if k not in (FORMAT_KEY, DOC_SHA_KEY)}}
+    body = json.loads(dumps(body))   # the digest covers exactly what a reader parses back
+    text = dumps({**body, DOC_SHA_KEY: _document_digest(body)})
+    with atomic_file(out) as tmp:
+        tmp.write_text(text)
+    return Path(out)
+
+
+def read_document(path: str | Path, *, version: int, what: str,
+                  unchecked_versions: Iterable[int] = ()) -> dict[str, Any]:
+    """The JSON object of a file written by :func:`write_document`, its version and checksum
+    checked (the ``sha256`` key removed). Files of a version in ``unchecked_versions`` (written
+    before the checksum existed) are returned as they are."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} file not found")
+    doc = parse_config(p)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: not a {what} file (expected a JSON object)")
+    if doc.get(FORMAT_KEY) in tuple(unchecked_versions):
+        return doc
+    check_version(doc, p, version)
+    expected = doc.pop(DOC_SHA_KEY, None)
+    if expected != _document_digest(doc):
+        raise ConfigError(f"{p}: checksum mismatch (file changed or corrupt)")
+    return doc

@@ -1,4 +1,4 @@
-"""Calibrate a router's lambda to a target on a traffic sample, and the versioned policy file.
+"""Calibrate a router's lambda (or lambda_t) to a target on a traffic sample, and the policy file.
 
 The math is pure numpy on (n queries, m models) arrays:
 
@@ -16,6 +16,12 @@ sweep sees every distinct routing of the sample. Targets (``kind``):
   that meets the budget, so a target that lambda = 0 already meets gives lambda = 0).
 - ``share``: share of calls to ``model`` <= value; the smallest feasible lambda.
 - ``quality``: mean quality >= value; among feasible lambdas the lowest mean cost.
+- ``latency`` (PROPOSED, with the latency term of U; not the paper's): mean latency per query
+  (seconds) <= value; lambda stays fixed (the router's, or ``--lambda``) and the weight swept is
+  lambda_t, where U = mu_q - lambda mu_c - lambda_t mu_latency - beta sigma_q. The smallest
+  feasible lambda_t, for the same reason as the cost target. Latency is the observed mean
+  ``latency_s`` of each (query, model) pair when the sample has it, else the router's predicted
+  mu_latency; breakpoints are lambda_t = dU / d(mu_latency), by the same rule as lambda's.
 
 Why the smallest lambda and not the feasible lambda with the highest *observed* quality: as lambda
 grows, every query's choice moves to a model with lower predicted cost and lower predicted
@@ -26,6 +32,10 @@ lambda = 0 met) and is not what a budget asks for.
 
 With two models a lambda *is* RouteLLM's threshold: the strong model is called when its
 predicted gain per unit of cost, (dq - beta ds) / dc, exceeds lambda.
+
+The policy file is one self-checksummed JSON document written atomically by
+:func:`caproute.core.artifact.write_document` (format 2: ``lambda_t``, latency expectations and a
+SHA-256 of the content). Format 1 files, written before, still load (lambda_t = 0, no checksum).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,13 +51,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from caproute.core import artifact
 from caproute.errors import CaprouteError, ConfigError
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.utility import utility
 
 POLICY_FORMAT = "caproute-policy"
-POLICY_FORMAT_VERSION = 1
-TARGET_KINDS = ("cost", "share", "quality")
+POLICY_FORMAT_VERSION = 2
+LEGACY_POLICY_VERSIONS = (1,)   # before lambda_t and the checksum: loaded as they are
+TARGET_KINDS = ("cost", "share", "quality", "latency")
 # Drift tolerances are our choice (no paper gives one): total-variation distance 0.1 between live and
 # calibrated model shares, and 20 % relative (cost, quality) or 0.1 absolute (share) on the target.
 DEFAULT_SHARE_TOLERANCE = 0.1
@@ -60,7 +73,7 @@ class CalibrationError(CaprouteError):
 
 @dataclass(frozen=True)
 class CalibrationTarget:
-    kind: Literal["cost", "share", "quality"]
+    kind: Literal["cost", "share", "quality", "latency"]
     value: float
     model: str | None = None  # the strong model of a 'share' target
 
@@ -73,53 +86,90 @@ class CalibrationTarget:
             raise ConfigError("a share target needs a model and a value in [0, 1]")
 
 
+@dataclass(frozen=True)
+class Weights:
+    """The weights of U = mu_q - lam mu_c - lam_t mu_latency - beta sigma_q that a policy fixes."""
+
+    lam: float
+    beta: float
+    lam_t: float = 0.0   # PROPOSED latency weight (quality per second); 0: the paper's U
+
+
 @dataclass
 class Sweep:
-    """Metrics of the routing at each lambda of ``lambdas`` (L,)."""
+    """Metrics of the routing at each weight pair (``lambdas[i]``, ``lambda_ts[i]``), (L,) each;
+    latency metrics are NaN where the sample has no (observed or predicted) latency."""
 
     lambdas: np.ndarray  # (L,)
     mean_cost: np.ndarray  # (L,) USD per query
     mean_quality: np.ndarray  # (L,)
     share: np.ndarray  # (L, m) share of queries routed to each model
     pred_quality: np.ndarray  # (L,) mean predicted mu_q of the chosen models
+    lambda_ts: np.ndarray  # (L,)
+    mean_latency: np.ndarray  # (L,) seconds per query
+    pred_latency: np.ndarray  # (L,) mean predicted mu_latency of the chosen models
 
 
 @dataclass
 class Calibration:
-    lam: float
-    beta: float
+    """The calibrated weights and what the sample's routing at them gives (row ``index`` of ``sweep``)."""
+
+    weights: Weights
     target: CalibrationTarget
     models: tuple[str, ...]
-    mean_cost: float
-    mean_quality: float
-    pred_quality: float
-    share: dict[str, float]
     sweep: Sweep = field(repr=False)
+    index: int = 0
+
+    lam = property(lambda self: self.weights.lam)
+    beta = property(lambda self: self.weights.beta)
+    lam_t = property(lambda self: self.weights.lam_t)
+    mean_cost = property(lambda self: float(self.sweep.mean_cost[self.index]))
+    mean_quality = property(lambda self: float(self.sweep.mean_quality[self.index]))
+    pred_quality = property(lambda self: float(self.sweep.pred_quality[self.index]))
+    mean_latency = property(lambda self: float(self.sweep.mean_latency[self.index]))
+    pred_latency = property(lambda self: float(self.sweep.pred_latency[self.index]))
+
+    @property
+    def share(self) -> dict[str, float]:
+        return {m: float(self.sweep.share[self.index, j]) for j, m in enumerate(self.models)}
 
     def target_value(self) -> float:
-        """The calibrated value of the target's metric (what drift is measured against)."""
+        """The calibrated value of the target's metric (what drift is measured against): the mean
+        cost, the strong model's share, or the mean *predicted* quality / latency of the choices
+        (what the server sees live)."""
         if self.target.kind == "cost":
             return self.mean_cost
         if self.target.kind == "share":
             return self.share[self.target.model]
-        return self.pred_quality
+        return self.pred_latency if self.target.kind == "latency" else self.pred_quality
+
+
+def weight_breakpoints(gain, penalty) -> np.ndarray:
+    """Sorted unique weights w > 0 where two models' ``gain - w * penalty`` (n, m) are equal on
+    some query: w = d(gain) / d(penalty) over model pairs."""
+    gain, penalty = np.asarray(gain, float), np.asarray(penalty, float)
+    a, b = np.triu_indices(gain.shape[1], k=1)
+    dq = gain[:, a] - gain[:, b]
+    dc = penalty[:, a] - penalty[:, b]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = dq / dc
+    w = w[np.isfinite(w) & (w > 0) & (dc != 0)]
+    return np.unique(w)
 
 
 def lambda_breakpoints(mu_q, mu_c, sigma_q, beta: float) -> np.ndarray:
     """Sorted unique lambdas > 0 where two models' utilities are equal on some query."""
-    mu_q, mu_c, sigma_q = (np.asarray(a, float) for a in (mu_q, mu_c, sigma_q))
-    a, b = np.triu_indices(mu_q.shape[1], k=1)
-    dq = (mu_q[:, a] - beta * sigma_q[:, a]) - (mu_q[:, b] - beta * sigma_q[:, b])
-    dc = mu_c[:, a] - mu_c[:, b]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lam = dq / dc
-    lam = lam[np.isfinite(lam) & (lam > 0) & (dc != 0)]
-    return np.unique(lam)
+    mu_q, sigma_q = np.asarray(mu_q, float), np.asarray(sigma_q, float)
+    return weight_breakpoints(mu_q - beta * sigma_q, mu_c)
 
 
 def lambda_grid(mu_q, mu_c, sigma_q, beta: float, max_points: int = 2000) -> np.ndarray:
     """0, one lambda inside each interval between breakpoints, and one beyond the last."""
-    bp = lambda_breakpoints(mu_q, mu_c, sigma_q, beta)
+    return weight_grid(lambda_breakpoints(mu_q, mu_c, sigma_q, beta), max_points)
+
+
+def weight_grid(bp: np.ndarray, max_points: int = 2000) -> np.ndarray:
+    """0, one weight inside each interval between the sorted breakpoints ``bp``, one beyond the last."""
     if bp.size == 0:
         return np.array([0.0])
     if bp.size > max_points:
@@ -128,32 +178,45 @@ def lambda_grid(mu_q, mu_c, sigma_q, beta: float, max_points: int = 2000) -> np.
     return np.concatenate([[0.0, bp[0] / 2], inner, [bp[-1] * 2]])
 
 
-def sweep(lambdas, mu_q, mu_c, sigma_q, beta: float, cost, quality) -> Sweep:
-    """Route the sample at every lambda; mean cost/quality and per-model share of the choices."""
+def sweep(lambdas, mu_q, mu_c, sigma_q, beta: float, cost, quality, *, lambda_ts=None, mu_latency=None,
+          latency=None) -> Sweep:
+    """Route the sample at every (lambda, lambda_t) pair (``lambda_ts`` default 0: the paper's U);
+    mean cost/quality/latency and per-model share of the choices. ``mu_latency``: predicted latency
+    (n, m), needed for lambda_t > 0; ``latency``: the latency to average (observed, else predicted)."""
     mu_q, mu_c, sigma_q, cost, quality = (np.asarray(a, float) for a in (mu_q, mu_c, sigma_q, cost, quality))
     lambdas = np.asarray(lambdas, float)
+    lambda_ts = np.zeros(lambdas.size) if lambda_ts is None else np.broadcast_to(np.asarray(lambda_ts, float),
+                                                                                  lambdas.shape)
     n, m = mu_q.shape
-    mc, mq, pq = np.empty(lambdas.size), np.empty(lambdas.size), np.empty(lambdas.size)
+    out = {k: np.full(lambdas.size, np.nan) for k in ("mc", "mq", "pq", "ml", "pl")}
     sh = np.empty((lambdas.size, m))
     rows = np.arange(n)
-    for li, lam in enumerate(lambdas):
-        choice = hard_labels(utility(mu_q, mu_c, sigma_q, lam, beta), mu_c)
-        mc[li] = cost[rows, choice].mean()
-        mq[li] = quality[rows, choice].mean()
-        pq[li] = mu_q[rows, choice].mean()
+    for li, (lam, lam_t) in enumerate(zip(lambdas.tolist(), lambda_ts.tolist(), strict=True)):
+        choice = hard_labels(utility(mu_q, mu_c, sigma_q, lam, beta, mu_latency=mu_latency, lam_t=lam_t), mu_c)
+        for key, values in (("mc", cost), ("mq", quality), ("pq", mu_q), ("ml", latency), ("pl", mu_latency)):
+            if values is not None:
+                out[key][li] = np.asarray(values, float)[rows, choice].mean()
         sh[li] = np.bincount(choice, minlength=m) / n
-    return Sweep(lambdas, mc, mq, sh, pq)
+    return Sweep(lambdas, out["mc"], out["mq"], sh, out["pq"], lambda_ts.copy(), out["ml"], out["pl"])
 
 
 def fit_lambda(
-    target: CalibrationTarget, models, mu_q, mu_c, sigma_q, beta: float, cost, quality, max_points: int = 2000
+    target: CalibrationTarget, models, mu_q, mu_c, sigma_q, beta: float, cost, quality, max_points: int = 2000,
+    *, lam: float | None = None, mu_latency=None, latency=None,
 ) -> Calibration:
-    """The lambda meeting ``target`` on the sample (see the module docstring for the rule)."""
+    """The lambda (a latency target: the lambda_t at fixed ``lam``) meeting ``target`` on the sample
+    (see the module docstring for the rule). ``mu_latency``: predicted latency (n, m), needed by a
+    latency target; ``latency``: observed latency (n, m), else the predicted one is averaged."""
     models = tuple(models)
     if np.asarray(mu_q).ndim != 2 or np.asarray(mu_q).shape[0] == 0:
         raise CalibrationError("the traffic sample is empty")
-    sw = sweep(lambda_grid(mu_q, mu_c, sigma_q, beta, max_points), mu_q, mu_c, sigma_q, beta, cost, quality)
+    latency = mu_latency if latency is None else latency
     eps = 1e-12
+    if target.kind == "latency":
+        return _fit_lambda_t(target, models, mu_q, mu_c, sigma_q, beta, cost, quality, max_points,
+                             0.0 if lam is None else float(lam), mu_latency, latency)
+    sw = sweep(lambda_grid(mu_q, mu_c, sigma_q, beta, max_points), mu_q, mu_c, sigma_q, beta, cost, quality,
+               mu_latency=mu_latency, latency=latency)
     if target.kind == "cost":
         feasible = sw.mean_cost <= target.value + eps
         order = np.argsort(sw.lambdas, kind="stable")
@@ -180,21 +243,32 @@ def fit_lambda(
             f"quality floor {target.value:.4g} is above the best mean quality on this sample "
             f"({sw.mean_quality.max():.4g} at lambda={sw.lambdas[np.argmax(sw.mean_quality)]:.6g})"
         )
+    return _first_feasible(target, models, beta, sw, order, feasible, fail)
+
+
+def _first_feasible(target, models, beta: float, sw: Sweep, order, feasible, fail: str) -> Calibration:
     ranked = [i for i in order if feasible[i]]
     if not ranked:
         raise CalibrationError(fail)
-    i = ranked[0]
-    return Calibration(
-        float(sw.lambdas[i]),
-        float(beta),
-        target,
-        models,
-        float(sw.mean_cost[i]),
-        float(sw.mean_quality[i]),
-        float(sw.pred_quality[i]),
-        {mname: float(sw.share[i, j]) for j, mname in enumerate(models)},
-        sw,
-    )
+    i = int(ranked[0])
+    return Calibration(Weights(float(sw.lambdas[i]), float(beta), float(sw.lambda_ts[i])), target, models, sw, i)
+
+
+def _fit_lambda_t(target, models, mu_q, mu_c, sigma_q, beta, cost, quality, max_points, lam, mu_latency,
+                  latency) -> Calibration:
+    """A latency budget: the smallest lambda_t (at fixed ``lam``) whose routing's mean latency meets it."""
+    if mu_latency is None:
+        raise CalibrationError("a latency budget needs predicted latencies, and this router has none "
+                               "(retrain it on observations with latency_s)")
+    mu_q, mu_c, sigma_q = (np.asarray(a, float) for a in (mu_q, mu_c, sigma_q))
+    base = utility(mu_q, mu_c, sigma_q, lam, beta)
+    grid = weight_grid(weight_breakpoints(base, mu_latency), max_points)
+    sw = sweep(np.full(grid.size, lam), mu_q, mu_c, sigma_q, beta, cost, quality, lambda_ts=grid,
+               mu_latency=mu_latency, latency=latency)
+    fail = (f"mean latency {target.value:.4g} s per query is below the fastest routing on this sample "
+            f"({np.nanmin(sw.mean_latency):.4g} s at lambda_t={sw.lambda_ts[np.nanargmin(sw.mean_latency)]:.6g})")
+    return _first_feasible(target, models, beta, sw, np.argsort(sw.lambda_ts, kind="stable"),
+                           sw.mean_latency <= target.value + 1e-12, fail)
 
 
 # -- the policy file ------------------------------------------------------------------------------------
@@ -202,21 +276,26 @@ def fit_lambda(
 
 @dataclass(frozen=True)
 class Policy:
-    """A calibrated routing policy the server loads (``--policy``)."""
+    """A calibrated routing policy the server loads (``--policy``): which router (``router``, its
+    directory's ``router_fingerprint``, ``models``), the weights it fixes, and the ``doc`` it was
+    read from (target, expected metrics, sample, drift tolerances, version, creation time)."""
 
-    version: str
     router: str
     router_fingerprint: str
     models: tuple[str, ...]
-    lam: float
-    beta: float
+    weights: Weights
     target: CalibrationTarget
-    expected: dict[str, Any]
-    sample: dict[str, Any]
-    drift: dict[str, float]
-    created: str
+    doc: dict[str, Any] = field(repr=False)
     path: str | None = None
-    lam_t: float = 0.0   # latency weight (PROPOSED term), quality per second; 0: the paper's U
+
+    lam = property(lambda self: self.weights.lam)
+    beta = property(lambda self: self.weights.beta)
+    lam_t = property(lambda self: self.weights.lam_t)
+    version = property(lambda self: str(self.doc["version"]))
+    expected = property(lambda self: self.doc["expected"])
+    sample = property(lambda self: self.doc.get("sample", {}))
+    drift = property(lambda self: {k: float(v) for k, v in self.doc["drift"].items()})
+    created = property(lambda self: str(self.doc.get("created", "")))
 
     def target_value(self) -> float:
         return float(self.expected["target_value"])
@@ -252,11 +331,14 @@ def policy_dict(
         "models": list(cal.models),
         "lambda": cal.lam,
         "beta": cal.beta,
+        "lambda_t": cal.lam_t,
         "target": asdict(cal.target),
         "expected": {
             "mean_cost_usd": cal.mean_cost,
             "mean_quality": cal.mean_quality,
             "mean_predicted_quality": cal.pred_quality,
+            "mean_latency_s": _finite_or_none(cal.mean_latency),
+            "mean_predicted_latency_s": _finite_or_none(cal.pred_latency),
             "model_share": cal.share,
             "target_value": cal.target_value(),
         },
@@ -272,47 +354,32 @@ def policy_dict(
     return {**body, "version": f"{router}-{digest}", "created": created}
 
 
-def write_policy(doc: dict[str, Any], out: str | os.PathLike) -> Path:
-    from caproute.data.atomic import write_json
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
-    write_json(doc, out)
-    return Path(out)
+
+def write_policy(doc: dict[str, Any], out: str | os.PathLike) -> Path:
+    """Write a policy document atomically, with its format version and checksum
+    (:func:`caproute.core.artifact.write_document`)."""
+    return artifact.write_document(out, doc, version=POLICY_FORMAT_VERSION)
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
-    """Read and check a policy file (format, version, fields); errors name the file and field."""
+    """Read and check a policy file (format, version, checksum, fields); errors name the file and
+    field. Format 1 files (before lambda_t and the checksum) load with lambda_t = 0."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: policy file not found")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
+    doc = artifact.read_document(p, version=POLICY_FORMAT_VERSION, what="policy",
+                                 unchecked_versions=LEGACY_POLICY_VERSIONS)
+    if doc.get("format") != POLICY_FORMAT:
         raise ConfigError(f"{p}: field 'format': not a caproute policy file")
-    if doc.get("format_version") != POLICY_FORMAT_VERSION:
-        raise ConfigError(
-            f"{p}: field 'format_version': {doc.get('format_version')!r}, this caproute reads "
-            f"{POLICY_FORMAT_VERSION}"
-        )
     try:
         t = doc["target"]
         target = CalibrationTarget(t["kind"], float(t["value"]), t.get("model"))
-        policy = Policy(
-            version=str(doc["version"]),
-            router=str(doc["router"]),
-            router_fingerprint=str(doc["router_fingerprint"]),
-            models=tuple(doc["models"]),
-            lam=_nonneg(doc["lambda"], "lambda"),
-            beta=_nonneg(doc["beta"], "beta"),
-            target=target,
-            expected=dict(doc["expected"]),
-            sample=dict(doc.get("sample", {})),
-            drift={k: float(v) for k, v in doc["drift"].items()},
-            created=str(doc.get("created", "")),
-            path=str(p),
-            lam_t=_nonneg(doc.get("lambda_t", 0.0), "lambda_t"),
-        )
+        weights = Weights(_nonneg(doc["lambda"], "lambda"), _nonneg(doc["beta"], "beta"),
+                          _nonneg(doc.get("lambda_t", 0.0), "lambda_t"))
+        policy = Policy(str(doc["router"]), str(doc["router_fingerprint"]), tuple(doc["models"]), weights,
+                        target, doc, str(p))
+        policy.version, policy.drift, dict(policy.expected), dict(policy.sample)  # noqa: B018 (fields checked)
         float(policy.expected["target_value"])
         {m: float(policy.expected["model_share"][m]) for m in policy.models}
     except KeyError as e:
@@ -351,17 +418,20 @@ def calibrate_router(
     sample,
     *,
     beta: float | None = None,
+    lam: float | None = None,
     name: str | None = None,
     share_tolerance: float = DEFAULT_SHARE_TOLERANCE,
     target_tolerance: float = DEFAULT_TARGET_TOLERANCE,
     window: int = DEFAULT_DRIFT_WINDOW,
     max_points: int = 2000,
 ) -> tuple[Calibration, dict]:
-    """Load a router, predict on ``sample``, fit lambda. ``sample``: a
-    :class:`~caproute.serve.traffic.TrafficSample` or ``(observations, source)``.
+    """Load a router, predict on ``sample``, fit lambda (a latency target: lambda_t, at ``lam``,
+    default the router's lambda). ``sample``: a :class:`~caproute.serve.traffic.TrafficSample` or
+    ``(observations, source)``.
 
-    Quality and cost are observed where the sample has outcomes, else predicted (cost in USD via
-    the router's cost range). Returns the calibration and the policy document to write.
+    Quality, cost and latency are observed where the sample has outcomes (latency: where every
+    pair has ``latency_s``), else predicted (cost in USD via the router's cost range). Returns the
+    calibration and the policy document to write.
     """
     from caproute.routers.pipeline import RoutingPipeline
     from caproute.serve.traffic import sample_from_observations
@@ -370,13 +440,15 @@ def calibrate_router(
     if isinstance(sample, tuple):  # (observations DataFrame, source name)
         sample = sample_from_observations(sample[0], pipe.models, source=sample[1])
     beta = pipe.beta if beta is None else float(beta)
-    if beta < 0:
-        raise ConfigError(f"beta must be >= 0, got {beta}")
+    if beta < 0 or (lam is not None and lam < 0):
+        raise ConfigError(f"lambda and beta must be >= 0, got {lam}, {beta}")
     pred = pipe.predict_stats(sample.texts, lam=pipe.lam)
     observed = sample.quality is not None
     cost = sample.cost_usd if observed else predicted_usd(pred.mu_c, pipe.meta)
     quality = sample.quality if observed else pred.mu_q
-    cal = fit_lambda(target, pipe.models, pred.mu_q, pred.mu_c, pred.sigma_q, beta, cost, quality, max_points)
+    latency = sample.latency if observed and sample.latency is not None else pred.mu_latency
+    cal = fit_lambda(target, pipe.models, pred.mu_q, pred.mu_c, pred.sigma_q, beta, cost, quality, max_points,
+                     lam=pipe.lam if lam is None else float(lam), mu_latency=pred.mu_latency, latency=latency)
     digest = hashlib.sha256("\n".join(sample.texts).encode()).hexdigest()
     doc = policy_dict(
         cal,
@@ -387,6 +459,8 @@ def calibrate_router(
             "n": len(sample.texts),
             "sha256": digest,
             "outcomes": "observed" if observed else "predicted",
+            "latency": "observed" if observed and sample.latency is not None else
+                       ("predicted" if pred.mu_latency is not None else None),
         },
         share_tolerance=share_tolerance,
         target_tolerance=target_tolerance,
@@ -396,27 +470,31 @@ def calibrate_router(
 
 
 def plot_sweep(cal: Calibration, out: str | os.PathLike) -> Path:
-    """Mean cost and quality of the sample against lambda, the chosen lambda marked (PNG)."""
+    """Mean cost (a latency target: mean latency) and quality of the sample against lambda (lambda_t),
+    the chosen weight marked (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from caproute.data.atomic import atomic_file
+    from caproute.core.atomic import atomic_file
 
     sw = cal.sweep
-    order = np.argsort(sw.lambdas)
-    lam = np.maximum(sw.lambdas[order], 1e-6)
+    latency = cal.target.kind == "latency"
+    x, name, chosen = (sw.lambda_ts, "lambda_t", cal.lam_t) if latency else (sw.lambdas, "lambda", cal.lam)
+    left, label = (sw.mean_latency, "mean latency (s/query)") if latency else (sw.mean_cost, "mean cost (USD/query)")
+    order = np.argsort(x)
+    xs = np.maximum(x[order], 1e-6)
     fig, ax1 = plt.subplots(figsize=(6.4, 4.0))
-    ax1.step(lam, sw.mean_cost[order], where="mid", color="tab:red", label="mean cost (USD/query)")
+    ax1.step(xs, left[order], where="mid", color="tab:red", label=label)
     ax1.set_xscale("log")
-    ax1.set_xlabel("lambda (0 drawn at 1e-6)")
-    ax1.set_ylabel("mean cost per query (USD)", color="tab:red")
+    ax1.set_xlabel(f"{name} (0 drawn at 1e-6)")
+    ax1.set_ylabel(label.replace("/query", " per query"), color="tab:red")
     ax2 = ax1.twinx()
-    ax2.step(lam, sw.mean_quality[order], where="mid", color="tab:blue", label="mean quality")
+    ax2.step(xs, sw.mean_quality[order], where="mid", color="tab:blue", label="mean quality")
     ax2.set_ylabel("mean quality", color="tab:blue")
-    ax1.axvline(max(cal.lam, 1e-6), color="k", ls="--", lw=1)
-    ax1.set_title(f"calibration: {cal.target.kind} target {cal.target.value:g} -> lambda = {cal.lam:.4g}")
+    ax1.axvline(max(chosen, 1e-6), color="k", ls="--", lw=1)
+    ax1.set_title(f"calibration: {cal.target.kind} target {cal.target.value:g} -> {name} = {chosen:.4g}")
     fig.tight_layout()
     out = Path(out)
     with atomic_file(out) as tmp:

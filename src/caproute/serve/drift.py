@@ -6,7 +6,8 @@ Over a sliding window of the last ``window`` routed requests (per router) it tra
 - ``target``: deviation of the policy's target metric: for a cost target the live mean spend per
   request (USD, from the backends' usage) relative to the calibrated mean cost; for a share target
   the live share of the strong model minus the calibrated one (absolute); for a quality floor the
-  live mean predicted mu_q relative to the calibrated one.
+  live mean predicted mu_q relative to the calibrated one; for a latency budget the live mean
+  predicted mu_latency of the chosen models relative to the calibrated one.
 
 Drift is reported once the window is full; the server exports both as gauges and logs a warning
 when either leaves its tolerance (and an info line when it comes back).
@@ -69,9 +70,11 @@ class DriftMonitor:
         self._drifting = False
         self._lock = threading.Lock()
 
-    def record(self, model_index: int, spend_usd: float, predicted_quality: float) -> DriftState:
+    def record(self, model_index: int, spend_usd: float, predicted_quality: float,
+               predicted_latency: float | None = None) -> DriftState:
         """Add one routed request; returns the window's drift after it."""
-        v = spend_usd if self.kind == "cost" else predicted_quality
+        v = {"cost": spend_usd, "latency": predicted_latency}.get(self.kind, predicted_quality)
+        v = 0.0 if v is None else v
         with self._lock:
             self._idx.append(model_index)
             self._val.append(v)

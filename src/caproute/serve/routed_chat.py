@@ -462,7 +462,8 @@ class RoutedChat:
 
     def _drift(self, name: str, idx: int, spend: float) -> None:
         handle, m = self.handle, self.state.metrics
-        st = handle.drift.record(idx, spend, float(self.decision["mu_q"][name]))
+        st = handle.drift.record(idx, spend, float(self.decision["mu_q"][name]),
+                                 self.decision.get("mu_latency", {}).get(name))
         m.drift.labels(handle.name, "share_tv").set(st.share_tv)
         m.drift.labels(handle.name, "target").set(st.target_deviation)
         m.drifting.labels(handle.name).set(1.0 if st.drifting else 0.0)

@@ -40,13 +40,8 @@ class CaprouteOptions(BaseModel):
         description="cost weight lambda for this request",
     )
     beta: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="risk weight beta")
-    lam_t: float | None = Field(
-        default=None,
-        alias="lambda_t",
-        ge=0,
-        allow_inf_nan=False,
-        description="latency weight lambda_t (quality per second; PROPOSED, not the paper's)",
-    )
+    lam_t: float | None = Field(default=None, alias="lambda_t", ge=0, allow_inf_nan=False,
+                                description="latency weight lambda_t, quality per second (PROPOSED)")
     budget: str | None = Field(default=None, max_length=128, description="a named budget of the config")
     conversation_id: str | None = Field(
         default=None, min_length=1, max_length=256, description="keeps a conversation on its first model"

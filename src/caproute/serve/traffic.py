@@ -1,7 +1,8 @@
 """Traffic samples for calibration: observations (with outcomes) or a JSONL file of requests.
 
 - :func:`sample_from_observations`: one text per query (``feature_text(question, context)``) and the
-  *observed* mean quality and mean raw USD cost of every (query, model) pair.
+  *observed* mean quality and mean raw USD cost of every (query, model) pair, and its mean
+  ``latency_s`` when every pair has one.
 - :func:`read_requests`: a JSONL file, one request per line: ``{"messages": [...]}`` (a chat, routed
   as the server would), or ``{"input": "..."}`` / ``{"prompt": ...}`` / ``{"text": ...}`` /
   ``{"question": ...}``. No outcomes: calibration then uses the router's predictions.
@@ -29,6 +30,7 @@ class TrafficSample:
     quality: np.ndarray | None = None  # (n, m) observed mean score, router model order
     cost_usd: np.ndarray | None = None  # (n, m) observed mean raw cost (USD)
     query_ids: list[str] | None = None
+    latency: np.ndarray | None = None  # (n, m) observed mean latency_s (None unless known for every pair)
 
 
 def sample_from_observations(obs: pd.DataFrame, models, *, source: str) -> TrafficSample:
@@ -47,7 +49,8 @@ def sample_from_observations(obs: pd.DataFrame, models, *, source: str) -> Traff
         )
     obs = obs.assign(query_id=obs["query_id"].astype(str), model=obs["model"].astype(str))
     obs = obs[obs["model"].isin(models)]
-    agg = obs.groupby(["query_id", "model"], sort=True)[["score", "cost"]].mean()
+    cols = ["score", "cost"] + (["latency_s"] if "latency_s" in obs.columns else [])
+    agg = obs.groupby(["query_id", "model"], sort=True)[cols].mean()
     qids = sorted(obs["query_id"].unique())
     agg = agg.reindex(pd.MultiIndex.from_product([qids, models], names=["query_id", "model"]))
     if agg["score"].isna().any():
@@ -59,8 +62,11 @@ def sample_from_observations(obs: pd.DataFrame, models, *, source: str) -> Traff
         )
     _, texts = query_texts(obs, qids)
     n, m = len(qids), len(models)
+    latency = agg["latency_s"].to_numpy(float).reshape(n, m) if "latency_s" in agg.columns else None
+    if latency is not None and not np.isfinite(latency).all():
+        latency = None   # some pair has no latency: calibration uses the predicted latency instead
     return TrafficSample(
-        texts, source, agg["score"].to_numpy().reshape(n, m), agg["cost"].to_numpy().reshape(n, m), qids
+        texts, source, agg["score"].to_numpy().reshape(n, m), agg["cost"].to_numpy().reshape(n, m), qids, latency
     )
 
 

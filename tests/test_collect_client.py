@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from _chatstub import ChatStub, Raw, completion
 from caproute.collect.client import ChatClient, GenerationError, RetryPolicy, parse_retry_after
 from caproute.collect.config import ModelEndpoint
 
@@ -32,54 +31,13 @@ class Script:
             return self.steps.pop(0) if self.steps else self.default
 
 
-def make_server(script: Script):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            step = script.next(body)
-            if step[0] == "status":
-                _, code, headers = step
-                payload = json.dumps({"error": {"message": f"scripted {code}", "type": "x"}}).encode()
-                self.send_response(code)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-            else:
-                _, n_choices, with_usage = step
-                seed = body.get("seed")
-                choices = [
-                    {
-                        "index": i,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": f"Final Answer: {seed}-{i}"},
-                    }
-                    for i in range(n_choices)
-                ]
-                resp = {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": choices,
-                }
-                if with_usage:
-                    resp["usage"] = {
-                        "prompt_tokens": 100,
-                        "completion_tokens": 10 * n_choices,
-                        "total_tokens": 100 + 10 * n_choices,
-                    }
-                payload = json.dumps(resp).encode()
-                self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+def _answer(step, body: dict) -> Raw:
+    if step[0] == "status":
+        _, code, headers = step
+        return Raw(code, {"error": {"message": f"scripted {code}", "type": "x"}}, headers)
+    _, n_choices, with_usage = step
+    texts = [f"Final Answer: {body.get('seed')}-{i}" for i in range(n_choices)]
+    return Raw(200, completion(body["model"], texts, (100, 10 * n_choices) if with_usage else None))
 
 
 @pytest.fixture
@@ -87,14 +45,13 @@ def serve():
     servers = []
 
     def start(script):
-        srv = make_server(script)
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        stub = ChatStub(lambda body: _answer(script.next(body), body))
+        servers.append(stub)
+        return stub.url
 
     yield start
     for s in servers:
-        s.shutdown()
-        s.server_close()
+        s.close()
 
 
 def endpoint(url, **kw):

@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from _chatstub import ChatStub
 from caproute.collect.config import parse_pool_config
 from caproute.collect.plan import CollectSpec, iter_units
 from caproute.collect.queries import assign_splits, load_queries
@@ -31,59 +30,22 @@ from caproute.data.store import ObservationStore
 from caproute.errors import ConfigError, DataError
 
 
-class Server:
+def _answer(body: dict) -> str:
+    """``Final Answer: <seed mod 2>`` to task prompts; to rewriter prompts a rewrite for even seeds
+    and an invalid one ("no") for odd seeds."""
+    seed = int(body.get("seed", 0))
+    msgs = body["messages"]
+    last = msgs[-1]["content"]
+    if msgs[0]["role"] == "system" and "rewrite" in msgs[0]["content"].lower():
+        q = last.removeprefix("Rewrite: ")
+        tag = chr(97 + seed % 26) + chr(97 + seed // 26 % 26)  # no digits: numbers must match
+        return f"Tell me, variant {tag}: {q}" if seed % 2 == 0 else "no"
+    return f"Final Answer: {seed % 2}"
+
+
+class Server(ChatStub):
     def __init__(self, delay_s: float = 0.0):
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(body)
-                if delay_s:
-                    time.sleep(delay_s)
-                seed = int(body.get("seed", 0))
-                msgs = body["messages"]
-                last = msgs[-1]["content"]
-                if msgs[0]["role"] == "system" and "rewrite" in msgs[0]["content"].lower():
-                    q = last.removeprefix("Rewrite: ")
-                    tag = chr(97 + seed % 26) + chr(97 + seed // 26 % 26)  # no digits: numbers must match
-                    text = f"Tell me, variant {tag}: {q}" if seed % 2 == 0 else "no"
-                else:
-                    text = f"Final Answer: {seed % 2}"
-                resp = {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": text},
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
-                }
-                payload = json.dumps(resp).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+        super().__init__(_answer, usage=(20, 5), delay_s=delay_s)
 
     def count(self, rewriter: bool | None = None) -> int:
         with self.lock:

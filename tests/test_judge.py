@@ -8,12 +8,11 @@ import asyncio
 import functools
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
 
+from _chatstub import ChatStub, Raw
 from caproute.collect.config import parse_pool_config
 from caproute.collect.judge import (
     CACHE_TABLE,
@@ -89,56 +88,31 @@ def test_scorers_are_listed_and_args_checked():
 
 
 # -- a real HTTP server: models a (good answers), b (bad answers), c (nonsense) and the judge ---------
-class Server:
+def _judge_reply(judge_status: int):
+    def reply(body: dict) -> str | Raw:
+        msgs = body["messages"]
+        system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
+        user = msgs[-1]["content"]
+        if "grader" in system:  # pointwise judge
+            if judge_status != 200:
+                return Raw(judge_status, {"error": {"message": "judge down"}})
+            answer = re.search(r"<(answer-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
+            assert "[Rubric]" in system and len(msgs) == 8  # system, 3 examples, the request
+            return ("Good.\nScore: 9" if "good" in answer else "Poor.\nScore: 2" if "bad" in answer
+                    else "I have no opinion on this.")
+        if "impartial judge" in system:  # pairwise judge
+            a = re.search(r"<(answer_a-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
+            b = re.search(r"<(answer_b-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
+            return "Verdict: A" if "good" in a and "good" not in b else \
+                "Verdict: B" if "good" in b and "good" not in a else "Verdict: tie"
+        return {"a": "a good answer", "b": "a bad answer", "c": "zzz"}[body["model"]]
+
+    return reply
+
+
+class Server(ChatStub):
     def __init__(self, *, judge_status: int = 200):
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(body)
-                msgs = body["messages"]
-                system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
-                user = msgs[-1]["content"]
-                status = 200
-                if "grader" in system:  # pointwise judge
-                    if judge_status != 200:
-                        status = judge_status
-                    answer = re.search(r"<(answer-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
-                    assert "[Rubric]" in system and len(msgs) == 8  # system, 3 examples, the request
-                    text = ("Good.\nScore: 9" if "good" in answer else "Poor.\nScore: 2" if "bad" in answer
-                            else "I have no opinion on this.")
-                elif "impartial judge" in system:  # pairwise judge
-                    a = re.search(r"<(answer_a-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
-                    b = re.search(r"<(answer_b-[0-9a-f]{16})>\n(.*)\n</\1>", user, re.DOTALL).group(2)
-                    text = "Verdict: A" if "good" in a and "good" not in b else \
-                        "Verdict: B" if "good" in b and "good" not in a else "Verdict: tie"
-                else:
-                    text = {"a": "a good answer", "b": "a bad answer", "c": "zzz"}[body["model"]]
-                payload = json.dumps({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
-                }).encode() if status == 200 else b'{"error": {"message": "judge down"}}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+        super().__init__(_judge_reply(judge_status), usage=(100, 10))
 
     def judge_calls(self) -> int:
         with self.lock:

@@ -113,3 +113,28 @@ def test_lambda_t_through_the_anthropic_client(srv):
                                               extra_body={"caproute": {"lambda_t": 100}})
     assert raw.headers["x-caproute-model"] == "mid"
     assert raw.parse().model_extra["caproute"]["decision"]["lambda_t"] == 100
+
+
+def test_config_lambda_t_and_flags_win(tmp_path):
+    """``lambda_t:`` in the serve YAML, in a budget, and the flags --lambda/--lambda-t winning over
+    the file's ``lambda:``/``lambda_t:`` (a flag and the same field in the file used to clash)."""
+    from caproute.serve.config import load_serve_config
+
+    f = tmp_path / "serve.yaml"
+    f.write_text("routers: {r: r}\npool: pool.yaml\nlambda: 0.2\nlambda_t: 0.1\nbudgets: {fast: {lambda_t: 5}}\n")
+    c = load_serve_config(f)
+    assert (c.lam, c.lam_t, c.budgets["fast"].lam_t) == (0.2, 0.1, 5.0)
+    c = load_serve_config(f, lam=0.5, lam_t=0.3)
+    assert (c.lam, c.lam_t) == (0.5, 0.3)
+    f.write_text("routers: {r: r}\npool: pool.yaml\nlambda_t: -1\n")
+    with pytest.raises(ConfigError, match="field 'lambda_t': Input should be greater than or equal to 0"):
+        load_serve_config(f)
+
+
+def test_serve_flag_lambda_t_is_checked():
+    from typer.testing import CliRunner
+
+    from caproute.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--router", "r", "--pool", "p.yaml", "--lambda-t", "-1"])
+    assert r.exit_code == 2 and "--lambda-t" in r.output

@@ -338,7 +338,7 @@ def calibrate_cmd(
     lat = exp["mean_latency_s"]
     console.print(
         f"  mean cost {exp['mean_cost_usd']:.6g} USD/query, mean quality {exp['mean_quality']:.4f}, "
-        + (f"mean latency {lat * 1e3:.1f} ms ({doc['sample']['latency']}), " if lat is not None else "")
+        + (f"mean latency {lat * 1e3:.1f} ms ({doc['sample']['latency']}), " if target.kind == "latency" else "")
         + "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()),
         highlight=False,
     )

@@ -263,5 +263,7 @@ def load_serve_config(path: str | os.PathLike | None = None, **overrides: Any) -
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
         data, source = resolve_paths(data, p.parent), str(p)
-    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    # flags by their alias, so that a flag wins over the same field in the file (``--lambda`` over ``lambda:``)
+    aliases = {"lam": "lambda", "lam_t": "lambda_t"}
+    merged = {**data, **{aliases.get(k, k): v for k, v in overrides.items() if v is not None}}
     return parse_serve_config(merged, source=source)

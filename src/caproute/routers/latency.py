@@ -45,7 +45,7 @@ def fit_ridge(X, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
 
     y = np.asarray(y, np.float64)
     b = float(y.mean())
-    A = csr_matrix(X, dtype=np.float64)
+    A = X.astype(np.float64) if hasattr(X, "tocsr") else csr_matrix(X, dtype=np.float64)
     w = lsqr(A, y - b, damp=float(np.sqrt(alpha)), atol=_LSQR_TOL, btol=_LSQR_TOL, iter_lim=_LSQR_ITER)[0]
     return w, b
 
@@ -76,6 +76,9 @@ class LatencyModel:
             raise ValueError(f"models {missing} have no observation with a latency")
         if (lat[known] < 0).any():
             raise ValueError("latencies must be >= 0 seconds")
+        from scipy.sparse import csr_matrix
+
+        X = csr_matrix(X)   # once: TF-IDF rows are sparse even when the encoder hands them over dense
         m = len(self.models_)
         self.W_ = np.zeros((X.shape[1], m), np.float64)
         self.b_, self.lo_, self.hi_ = np.zeros(m), np.zeros(m), np.zeros(m)

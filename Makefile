@@ -101,10 +101,12 @@ $(BENCH_VENV)/.litellm-installed:
 	$(BENCH_VENV)/bin/pip install -q "$(LITELLM)" && touch $@ \
 		|| echo "LiteLLM could not be installed: bench_serve reports its row as skipped"
 
-bench: install $(BENCH_VENV)/.litellm-installed
+# bench_serve.py runs LiteLLM's proxy at two releases in the same run (issue 27): the pinned one
+# ($(LITELLM), .venv-bench) and the current one ($(LITELLM_PROXY_VERSION), .venv-litellm)
+bench: install $(BENCH_VENV)/.litellm-installed $(LITELLM_VENV)/.installed
 	$(PY) benchmarks/run_all.py
 
-bench-quick: install $(BENCH_VENV)/.litellm-installed
+bench-quick: install $(BENCH_VENV)/.litellm-installed $(LITELLM_VENV)/.installed
 	$(PY) benchmarks/run_all.py --quick
 
 lint: install

@@ -20,10 +20,18 @@ Figures (medians over ``repeats`` runs):
 - ``/v1/route`` decisions per second, 50 concurrent clients with one text each (the proxy
   micro-batches them), and 8 clients sending 64 texts per request;
 - against the real llama.cpp pool (not in quick mode): added latency of a routed request vs the
-  same request sent straight to the backend, one at a time (llama.cpp serves one at a time).
+  same request sent straight to the backend, one at a time (llama.cpp serves one at a time);
+- issue 27, in one interleaved section (:func:`workers_rows`): caproute routed (``--workers 1..N``),
+  caproute pass-through (``model`` = a pool model), and LiteLLM's proxy at its pinned release
+  (``.venv-bench``) and its current release (``.venv-litellm``), all in front of the same echo
+  backend: throughput at 50 closed-loop clients, CPU per request from /proc (50 clients, and one
+  sequential client for caproute routed), added p50/p99 at 100 requests/s paced; then one row per
+  issue-27 goal (:data:`GOALS`) saying met or not met.
 
 Goals (issue 5): added p50 <= 5 ms and p99 <= 20 ms at 50 concurrent clients; >= 1000 decisions/s
-with TF-IDF kNN on 2 cores. On a shared 2-core machine the load generator, the proxy and the
+with TF-IDF kNN on 2 cores. Issue 27 (same host, same run): routed throughput >= 10x LiteLLM
+pass-through (current release); <= 0.4 ms of proxy CPU per routed request; added p50 <= 2 ms at
+100 requests/s paced; >= 2,000 single-text /v1/route decisions/s. On a shared 2-core machine the load generator, the proxy and the
 backends compete for the same two cores; the load average is recorded in the notes.
 
 Synthetic data: 10 topics; a query is 8 words of its topic among 30 filler words; model m succeeds
@@ -397,9 +405,10 @@ def run(quick: bool = False) -> list[dict]:
                 "figure": "/v1/route decisions/s, 1 text per request, 50 clients",
                 "value": round(med(rates)),
                 "unit": "decisions/s",
-                "goal": ">= 1000",
+                "goal": f">= {GOALS['route_per_s']} (issue 27; 1000 in issue 5): "
+                + ("met" if med(rates) >= GOALS["route_per_s"] else "not met"),
                 "baseline": "",
-                "ratio": round(med(rates) / 1000, 2),
+                "ratio": round(med(rates) / GOALS["route_per_s"], 2),
                 "notes": f"TF-IDF kNN, micro-batched; proxy CPU {med(cpu):.3f} ms per decision, i.e. "
                 f"{1000 / med(cpu):.0f} decisions/s on one free core (one process); {load_note()}",
             }
@@ -505,14 +514,33 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
-LITELLM = Path(__file__).resolve().parents[1] / ".venv-bench" / "bin" / "litellm"
+ROOT = Path(__file__).resolve().parents[1]
+# LiteLLM's proxy, twice (issue 27): the release pinned since issue 15 (.venv-bench, Makefile's LITELLM)
+# and the current release (.venv-litellm, Makefile's LITELLM_PROXY_VERSION, which the plugin test uses too)
+LITELLMS = {
+    "litellm-pinned": ROOT / ".venv-bench" / "bin" / "litellm",
+    "litellm-current": ROOT / ".venv-litellm" / "bin" / "litellm",
+}
+GOALS = {  # issue 27, same host, same run
+    "ratio": 10.0,  # caproute routed req/s >= 10x LiteLLM pass-through (current release)
+    "cpu_ms": 0.4,  # proxy CPU per routed request
+    "paced_p50_ms": 2.0,  # added p50 at 100 req/s paced
+    "route_per_s": 2000,  # /v1/route decisions/s, one text per request
+}
 
 
-def start_litellm(echo_port: int, model: str, port: int, tmp: Path) -> subprocess.Popen | None:
-    """LiteLLM's proxy (from the benchmark-only venv `make bench` builds) in front of the echo backend."""
-    if not LITELLM.exists():
-        return None
-    cfg = tmp / "litellm.yaml"
+def litellm_version(exe: Path) -> str:
+    """The LiteLLM version installed next to ``exe`` (its venv's metadata)."""
+    out = subprocess.run(
+        [str(exe.parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def start_litellm(exe: Path, echo_port: int, model: str, port: int, tmp: Path, name: str) -> subprocess.Popen:
+    """LiteLLM's proxy ``exe`` (one worker, logging errors only) in front of the echo backend."""
+    cfg = tmp / f"{name}.yaml"
     cfg.write_text(
         "model_list:\n"
         f"  - model_name: {model}\n"
@@ -523,13 +551,17 @@ def start_litellm(echo_port: int, model: str, port: int, tmp: Path) -> subproces
         "litellm_settings:\n"
         "  telemetry: false\n"
     )
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    # no key on either proxy (caproute runs --insecure-local); LiteLLM >= 1.10x refuses to start
+    # without a master key unless told this is local development; the local cost map: no download
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True",
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     return subprocess.Popen(
-        [str(LITELLM), "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
-        stdout=open(tmp / "litellm.log", "w"),  # noqa: SIM115
+        [str(exe), "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+        stdout=open(tmp / f"{name}.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
+        cwd=tmp,
     )
 
 
@@ -540,11 +572,13 @@ def throughput(port: int, body: bytes, n: int, clients: int = CLIENTS) -> tuple[
 
 
 def workers_rows(tmp: Path, router: Path, echo_port: int, chosen: str, quick: bool) -> list[dict]:
-    """Issue 15, item 5: `caproute serve --workers N` for N = 1..cores and LiteLLM's proxy, all in
-    front of the same echo backend, measured interleaved (one repeat of each target in turn, so
-    they share the machine's conditions): throughput at 50 closed-loop clients, CPU time per
-    request of the whole process tree (/proc: the figure least disturbed by other load), and the
-    added latency at 100 requests/s paced."""
+    """Issue 15, item 5 and issue 27, item 5: `caproute serve --workers N` (routed) for N = 1..cores,
+    caproute pass-through (one worker, ``model`` = the pool model the router picks), and LiteLLM's
+    proxy at two releases (pinned and current; pass-through, no routing), all in front of the same
+    echo backend and measured interleaved (one repeat of each target in turn, so they share the
+    machine's conditions): throughput at 50 closed-loop clients, CPU time per request of the whole
+    process tree (/proc: the figure least disturbed by other load), the CPU per request of one
+    sequential client (caproute routed, one worker) and the added latency at 100 requests/s paced."""
     med = statistics.median
     repeats, n_req, seconds = (2, 400, 4.0) if quick else (3, 1500, 10.0)
     n_lite = max(100, n_req // 5)  # LiteLLM is an order of magnitude slower: fewer requests, same clients
@@ -554,6 +588,7 @@ def workers_rows(tmp: Path, router: Path, echo_port: int, chosen: str, quick: bo
     pool = tmp / "pool.yaml"
     procs: dict[str, subprocess.Popen] = {}
     ports: dict[str, int] = {}
+    versions: dict[str, str] = {}
     rows: list[dict] = []
     try:
         for n in range(1, max_workers + 1):
@@ -562,35 +597,45 @@ def workers_rows(tmp: Path, router: Path, echo_port: int, chosen: str, quick: bo
             procs[name] = start_proxy(
                 router, pool, ports[name], tmp / f"w{n}.sqlite3", tmp / f"w{n}.log", workers=n
             )
-        ports["litellm"] = free_port()
-        lite = start_litellm(echo_port, chosen, ports["litellm"], tmp)
-        if lite is not None:
-            procs["litellm"] = lite
+        for name, exe in LITELLMS.items():
+            if exe.exists():
+                versions[name] = litellm_version(exe)
+                ports[name] = free_port()
+                procs[name] = start_litellm(exe, echo_port, chosen, ports[name], tmp, name)
         for name, proc in procs.items():
-            wait_http(ports[name], "/health/liveliness" if name == "litellm" else "/healthz", proc, 180)
+            wait_http(ports[name], "/health/liveliness" if name in LITELLMS else "/healthz", proc, 300)
         time.sleep(2.0)  # every worker process up, not only the first to answer
-        bodies = {name: direct if name == "litellm" else body for name in procs}
-        counts = {name: n_lite if name == "litellm" else n_req for name in procs}
-        for name in procs:  # warm-up
-            throughput(ports[name], bodies[name], 50 if name == "litellm" else 200)
-        rate: dict[str, list] = {k: [] for k in procs}
-        cpu: dict[str, list] = {k: [] for k in procs}
-        direct_rate = []
+        # targets: (process, body, requests per run); pass-through shares the one-worker process
+        targets = {name: (name, direct if name in LITELLMS else body, n_lite if name in LITELLMS else n_req)
+                   for name in procs}
+        targets["passthrough"] = ("workers=1", direct, n_req)
+        for name, (proc, b, _) in targets.items():  # warm-up
+            throughput(ports[proc], b, 50 if name in LITELLMS else 200)
+        rate: dict[str, list] = {k: [] for k in targets}
+        cpu: dict[str, list] = {k: [] for k in targets}
+        direct_rate, cpu_seq = [], []
         for _ in range(repeats):
             direct_rate.append(throughput(echo_port, direct, n_req)[0])
-            for name, proc in procs.items():
-                c0 = process_tree_cpu(proc.pid)
-                r, _ = throughput(ports[name], bodies[name], counts[name])
-                cpu[name].append((process_tree_cpu(proc.pid) - c0) / counts[name] * 1e3)
+            for name, (proc, b, count) in targets.items():
+                c0 = process_tree_cpu(procs[proc].pid)
+                r, _ = throughput(ports[proc], b, count)
+                cpu[name].append((process_tree_cpu(procs[proc].pid) - c0) / count * 1e3)
                 rate[name].append(r)
+            c0 = process_tree_cpu(procs["workers=1"].pid)
+            throughput(ports["workers=1"], body, n_req // 3, clients=1)
+            cpu_seq.append((process_tree_cpu(procs["workers=1"].pid) - c0) / (n_req // 3) * 1e3)
         d_paced = asyncio.run(open_loop(echo_port, "/v1/chat/completions", direct, 100, seconds, CLIENTS))
         paced = {
-            name: asyncio.run(open_loop(ports[name], "/v1/chat/completions", bodies[name], 100, seconds, CLIENTS))
-            for name in procs
+            name: asyncio.run(open_loop(ports[proc], "/v1/chat/completions", b, 100, seconds, CLIENTS))
+            for name, (proc, b, _) in targets.items()
         }
     finally:
         stop(list(procs.values()))
     note = f"interleaved with the other targets, {repeats} runs; {load_note()}"
+
+    def added(name: str) -> tuple[float, float]:
+        return pct(paced[name], 50) - pct(d_paced, 50), pct(paced[name], 99) - pct(d_paced, 99)
+
     one = med(rate["workers=1"])
     for n in range(1, max_workers + 1):
         name = f"workers={n}"
@@ -606,56 +651,99 @@ def workers_rows(tmp: Path, router: Path, echo_port: int, chosen: str, quick: bo
                 "ratio": round(r / one, 2),
                 "notes": f"{r / n:.0f} req/s per worker; proxy CPU {med(cpu[name]):.3f} ms per request "
                 f"(all processes, /proc); paced 100 req/s added p50/p99 "
-                f"{pct(paced[name], 50) - pct(d_paced, 50):.2f} / {pct(paced[name], 99) - pct(d_paced, 99):.2f} ms; "
-                f"{n_req} requests per run; {note}",
+                "{:.2f} / {:.2f} ms; ".format(*added(name)) + f"{n_req} requests per run; {note}",
             }
         )
-    if "litellm" not in procs:
+    pt = med(rate["passthrough"])
+    rows.append(
+        {
+            "benchmark": "serve",
+            "figure": "caproute pass-through req/s (model = a pool model, no routing), 50 closed-loop clients",
+            "value": round(pt),
+            "unit": "req/s",
+            "goal": "",
+            "baseline": f"caproute routed {one:.0f} req/s (1 worker)",
+            "ratio": round(pt / one, 2),
+            "notes": f"ratio = pass-through / routed; proxy CPU {med(cpu['passthrough']):.3f} ms per request; "
+            "paced 100 req/s added p50/p99 {:.2f} / {:.2f} ms; ".format(*added("passthrough")) + note,
+        }
+    )
+    for name in LITELLMS:
+        if name not in procs:
+            rows.append(
+                {
+                    "benchmark": "serve",
+                    "figure": f"LiteLLM proxy pass-through ({name.removeprefix('litellm-')} release)",
+                    "value": "skipped",
+                    "unit": "",
+                    "goal": "",
+                    "baseline": "",
+                    "ratio": "",
+                    "notes": f"{LITELLMS[name]} not found: `make bench` installs it",
+                }
+            )
+            continue
+        lrate, lcpu = med(rate[name]), med(cpu[name])
         rows.append(
             {
                 "benchmark": "serve",
-                "figure": "LiteLLM proxy vs caproute, same echo backend, 50 clients",
-                "value": "skipped",
-                "unit": "",
-                "goal": ">= 10x LiteLLM's throughput",
-                "baseline": "",
-                "ratio": "",
-                "notes": f"{LITELLM} not found: `make bench` installs LiteLLM into .venv-bench",
+                "figure": f"LiteLLM {versions[name]} proxy pass-through req/s ({name.removeprefix('litellm-')} "
+                "release), same echo backend, 50 closed-loop clients",
+                "value": round(lrate, 1),
+                "unit": "req/s",
+                "goal": "caproute routed >= 10x" if name == "litellm-current" else "",
+                "baseline": f"caproute routed {one:.0f} req/s (1 worker), pass-through {pt:.0f}",
+                "ratio": round(one / lrate, 1),
+                "notes": f"ratio = caproute routed (1 worker) / LiteLLM; LiteLLM CPU {lcpu:.2f} ms per request "
+                f"({lcpu / med(cpu['workers=1']):.1f}x caproute routed); paced 100 req/s added p50/p99 "
+                "{:.1f} / {:.1f} ms ({} requests); ".format(*added(name), len(paced[name]))
+                + f"{LITELLMS[name].parents[1].name}, 1 worker, {n_lite} requests per run; {note}",
             }
         )
-        return rows
-    lrate, lcpu = med(rate["litellm"]), med(cpu["litellm"])
-    best = max(med(rate[f"workers={n}"]) for n in range(1, max_workers + 1))
-    rows += [
+    cpu1, a50, a99 = med(cpu["workers=1"]), *added("workers=1")
+    rows.append(
         {
             "benchmark": "serve",
-            "figure": "LiteLLM proxy pass-through req/s, same echo backend, 50 closed-loop clients",
-            "value": round(lrate, 1),
-            "unit": "req/s",
-            "goal": "caproute >= 10x",
-            "baseline": f"caproute routed {one:.0f} req/s (1 worker), {best:.0f} (best)",
-            "ratio": round(one / lrate, 1),
-            "notes": f"ratio = caproute 1 worker / LiteLLM; LiteLLM paced 100 req/s added p50/p99 "
-            f"{pct(paced['litellm'], 50) - pct(d_paced, 50):.1f} / "
-            f"{pct(paced['litellm'], 99) - pct(d_paced, 99):.1f} ms ({len(paced['litellm'])} requests); "
-            f"LiteLLM {LITELLM_VERSION} in .venv-bench, 1 worker, {n_lite} requests per run; {note}",
-        },
-        {
-            "benchmark": "serve",
-            "figure": "proxy CPU ms per request: LiteLLM pass-through vs caproute routed (1 worker)",
-            "value": f"{lcpu:.2f} / {med(cpu['workers=1']):.2f}",
+            "figure": "issue 27 goal: proxy CPU per routed request (1 worker, 50 clients / 1 sequential client)",
+            "value": f"{cpu1:.3f} / {med(cpu_seq):.3f}",
             "unit": "ms",
-            "goal": "caproute >= 10x less",
+            "goal": f"<= {GOALS['cpu_ms']} ms: " + ("met" if cpu1 <= GOALS["cpu_ms"] else "not met"),
             "baseline": "",
-            "ratio": round(lcpu / med(cpu["workers=1"]), 1),
-            "notes": f"/proc user + system of each proxy's process tree over the same runs (the ratio least "
-            f"disturbed by other load); {note}",
-        },
-    ]
+            "ratio": round(cpu1 / GOALS["cpu_ms"], 2),
+            "notes": f"/proc user + system of the proxy process; ratio = value / goal; {note}",
+        }
+    )
+    rows.append(
+        {
+            "benchmark": "serve",
+            "figure": "issue 27 goal: added p50 / p99, caproute routed at 100 requests/s paced (1 worker)",
+            "value": f"{a50:.2f} / {a99:.2f}",
+            "unit": "ms",
+            "goal": f"p50 <= {GOALS['paced_p50_ms']} ms: " + ("met" if a50 <= GOALS["paced_p50_ms"] else "not met"),
+            "baseline": f"direct {pct(d_paced, 50):.2f} / {pct(d_paced, 99):.2f} ms",
+            "ratio": "",
+            "notes": f"open loop, 50 clients, {seconds:.0f} s, {len(paced['workers=1'])} requests; {load_note()}",
+        }
+    )
+    if "litellm-current" in procs:
+        ratio = one / med(rate["litellm-current"])
+        rows.append(
+            {
+                "benchmark": "serve",
+                "figure": f"issue 27 goal: caproute routed / LiteLLM {versions['litellm-current']} pass-through "
+                "throughput (same run)",
+                "value": round(ratio, 2),
+                "unit": "x",
+                "goal": f">= {GOALS['ratio']:.0f}x: " + ("met" if ratio >= GOALS["ratio"] else "not met"),
+                "baseline": f"{one:.0f} vs {med(rate['litellm-current']):.1f} req/s",
+                "ratio": round(ratio, 2),
+                "notes": "pinned release "
+                + (f"{versions['litellm-pinned']}: {one / med(rate['litellm-pinned']):.2f}x; "
+                   if "litellm-pinned" in procs else "not installed; ")
+                + note,
+            }
+        )
     return rows
-
-
-LITELLM_VERSION = "1.80.0"
 
 
 def write_pool_yaml_shared(path: Path, port: int) -> Path:

@@ -95,6 +95,11 @@ def test_without_latencies_lambda_t_is_a_clear_error(tmp_path):
     assert not p.has_latency and p.decide(["q"], lam_t=0.0)[0].model == "slow"
     with pytest.raises(ConfigError, match="needs predicted latencies"):
         p.decide(["q"], lam_t=0.1)
+    # a model with no known latency at all (e.g. imported feedback): trained, without a latency model
+    obs = two_models()
+    obs.loc[obs["model"] == "fast", "latency_s"] = np.nan
+    p = train_pipeline(obs, router="knn")
+    assert not p.has_latency and p.decide(["q"])[0].model == "slow"
 
 
 def test_format_1_pipeline_loads_without_latency(tmp_path):

@@ -257,7 +257,9 @@ def train_pipeline(obs: pd.DataFrame, *, router: str, supervision: str = "dars",
     encoder = get_encoder(features, **(encoder_params or {})).fit(texts)
     X = encode(encoder, texts, cache)
     model.fit(X, sup, **model.encoder_inputs(encoder, sup.models))
-    latency = None if sup.mu_latency is None else LatencyModel().fit(X, sup.mu_latency, sup.models)
+    # the latency model needs a known latency of every model (else the router routes without one)
+    known = sup.mu_latency is not None and bool(np.isfinite(sup.mu_latency).any(axis=0).all())
+    latency = LatencyModel().fit(X, sup.mu_latency, sup.models) if known else None
     meta = {
         "dataset": name, "supervision": supervision, "features": features,
         "lam": float(lam), "beta": float(sup.beta if sup.beta is not None else beta),

@@ -223,16 +223,18 @@ class Backends:
         t0 = time.perf_counter()
         try:
             try:
-                resp = await self.sender.send(self._request(name, body, not_after))
+                status, content = await self.sender.fetch(self._request(name, body, not_after))
             except httpx.HTTPError as e:
                 raise transport_failure(name, e) from None
         finally:
             release()
         elapsed = time.perf_counter() - t0
-        text = decode_text(resp.content)  # the one text rule: invalid UTF-8 and lone surrogates -> U+FFFD
-        _check_status(name, resp.status_code, text)
+        text = decode_text(content)  # the one text rule: invalid UTF-8 and lone surrogates -> U+FFFD
+        _check_status(name, status, text)
         try:
-            data = clean_json(json.loads(text))
+            data = json.loads(text)
+            if "\\u" in text:  # only a \u escape can put a lone surrogate into decoded (clean) text
+                data = clean_json(data)
         except json.JSONDecodeError:
             raise BackendFailure(name, "bad_response", "body is not JSON") from None
         try:

@@ -34,6 +34,12 @@ def completion(model: str, texts: list[str], usage: tuple[int, int] | None = (10
     return out
 
 
+def pool_model(name: str, url: str, *, timeout_s: float = 10, max_concurrency: int = 2) -> dict:
+    """A pool YAML model entry for ``name`` at ``url`` (no key; $1 / $2 per million in / out tokens)."""
+    return {"name": name, "base_url": url, "model": name, "api_key_env": "", "price_input_per_1m": 1.0,
+            "price_output_per_1m": 2.0, "max_concurrency": max_concurrency, "timeout_s": timeout_s}
+
+
 class ChatStub:
     """``with ChatStub(reply) as stub:`` serves ``POST .../chat/completions`` at ``stub.url``
     (``close()`` stops it too). ``usage``: the tokens a text reply reports; ``delay_s``: each

@@ -3,13 +3,13 @@ PandaLM pairs, every `--data builtin` path, and the demo's one-sentence summary.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import functools
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import _cli
 from caproute.data.source import (
     BUILTIN_SETS,
     DEFAULT_BUILTIN,
@@ -21,14 +21,7 @@ from caproute.data.source import (
 )
 from caproute.errors import DataError
 
-CLI = [sys.executable, "-m", "caproute"]
-
-
-def run_cli(*args, check=True):
-    res = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if check and res.returncode != 0:
-        raise AssertionError(f"caproute {' '.join(map(str, args))} failed:\n{res.stdout}\n{res.stderr}")
-    return res
+run_cli = functools.partial(_cli.run_cli, timeout=600)
 
 
 def test_builtin_names_resolve_and_each_set_has_a_datasheet():

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _chatstub import ChatStub
+from _chatstub import ChatStub, pool_model
 from caproute.collect.config import parse_pool_config
 from caproute.collect.plan import CollectSpec, iter_units
 from caproute.collect.queries import assign_splits, load_queries
@@ -63,16 +63,7 @@ def server():
 
 def pool_cfg(url: str, models=("a", "b"), max_tokens: int = 5):
     def m(name):
-        return {
-            "name": name,
-            "base_url": url,
-            "model": name,
-            "api_key_env": "",
-            "price_input_per_1m": 1.0,
-            "price_output_per_1m": 2.0,
-            "max_concurrency": 2,
-            "timeout_s": 10,
-        }
+        return pool_model(name, url)
 
     return parse_pool_config(
         {

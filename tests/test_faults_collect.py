@@ -25,6 +25,7 @@ from caproute.errors import CaprouteError
 from caproute.serve.testing import UvicornThread, free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _chatstub import pool_model  # noqa: E402
 from faultserver import ANSWER, FaultServer  # noqa: E402
 
 TIMEOUT_S, SLACK = 1.0, 1.5
@@ -151,16 +152,7 @@ def test_good_answer_after_a_malformed_one_is_used(fault):
 # -- the runner ---------------------------------------------------------------------------------------
 def pool_cfg(url: str, models=("a", "b")):
     def m(name):
-        return {
-            "name": name,
-            "base_url": url,
-            "model": name,
-            "api_key_env": "",
-            "price_input_per_1m": 1.0,
-            "price_output_per_1m": 2.0,
-            "max_concurrency": 2,
-            "timeout_s": 5,
-        }
+        return pool_model(name, url, timeout_s=5)
 
     return parse_pool_config(
         {

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import pytest
 
-from _chatstub import ChatStub, Raw
+from _chatstub import ChatStub, Raw, pool_model
 from caproute.collect.config import parse_pool_config
 from caproute.collect.judge import (
     CACHE_TABLE,
@@ -128,8 +128,7 @@ def server():
 
 def pool(url: str, scorer: str, judge_url: str | None = None, **args):
     def m(name, u=url):
-        return {"name": name, "base_url": u, "model": name, "api_key_env": "", "price_input_per_1m": 1.0,
-                "price_output_per_1m": 2.0, "max_concurrency": 2, "timeout_s": 5}
+        return pool_model(name, u, timeout_s=5)
 
     return parse_pool_config({
         "models": [m("a"), m("b"), m("c"), m("judge", judge_url or url)],

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from _cli import run_cli
 from caproute.data.adapters.routerdc import expand_k_of_n
 from caproute.supervise.normalize import CostNormalizer
 from caproute.supervise.stats import capability_stats, capability_stats_sql
-
-CLI = [sys.executable, "-m", "caproute"]
-
-
-def run_cli(*args, check=True):
-    res = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check and res.returncode != 0:
-        raise AssertionError(f"caproute {' '.join(map(str, args))} failed:\n{res.stdout}\n{res.stderr}")
-    return res
 
 
 def test_expand_k_of_n_counts_and_seeded_positions():

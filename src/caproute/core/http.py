@@ -450,26 +450,19 @@ def make_mounts(
     }
 
 
-def make_client(
-    *,
-    lean: bool = True,
-    max_connections: int = 512,
-    default_deadline: Deadline | None = None,
-    keepalive_expiry: float = 3.0,
-    max_response_bytes: int = MAX_RESPONSE_BYTES,
-) -> httpx.AsyncClient:
-    """The one ``httpx.AsyncClient`` construction of caproute (the proxy's backends and the
-    collector's ``openai`` client): plain-HTTP backends through :class:`LeanTransport` (or httpx's
-    transport), ``https://`` through httpx's, every request under a :class:`DeadlineTransport`.
+def make_client(**transport_options) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` construction of caproute (the collector's ``openai`` client;
+    the proxy sends through :class:`DirectSender` on the same transports): plain-HTTP backends
+    through :class:`LeanTransport` (or httpx's transport), ``https://`` through httpx's, every
+    request under a :class:`DeadlineTransport`. ``transport_options``: those of :func:`make_mounts`.
 
     keep-alive expiry sits below the usual 5 s server idle timeout (uvicorn, llama.cpp), so a pooled
     connection is not reused just as the server closes it. Every response body is capped at
     ``max_response_bytes`` (:class:`ResponseTooLarge`), and bodies are asked for uncompressed
     (``accept-encoding: identity``; a compressed one is a protocol error), so the cap holds.
     """
-    mounts = make_mounts(lean=lean, max_connections=max_connections, default_deadline=default_deadline,
-                         keepalive_expiry=keepalive_expiry, max_response_bytes=max_response_bytes)
-    return httpx.AsyncClient(mounts=mounts, timeout=None, trust_env=False, headers=CLIENT_HEADERS)
+    return httpx.AsyncClient(mounts=make_mounts(**transport_options), timeout=None, trust_env=False,
+                             headers=CLIENT_HEADERS)
 
 
 CLIENT_HEADERS = {"accept-encoding": "identity"}
@@ -490,8 +483,8 @@ class DirectSender:
 
     def __init__(self, mounts: dict[str, httpx.AsyncBaseTransport]):
         self.mounts = mounts
-        base = httpx.AsyncClient(trust_env=False, headers=CLIENT_HEADERS)
-        self._base_headers = httpx.Headers(base.headers)  # httpx's defaults (user-agent, accept, ...)
+        with httpx.Client(trust_env=False, headers=CLIENT_HEADERS) as base:  # the async client's defaults too
+            self._base_headers = httpx.Headers(base.headers)  # httpx's (user-agent, accept, ...) + ours
         self._timeout = httpx.Timeout(None).as_dict()
 
     def headers(self, extra: dict[str, str]) -> httpx.Headers:

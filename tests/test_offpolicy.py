@@ -150,3 +150,73 @@ def test_outcome_models_partial_feedback():
     assert route_by_outcome([[0.6, 0.7]], [[0.01, 0.2]]).tolist() == [0]
     assert route_by_outcome([[0.6, 0.7]], [[0.01, 0.2]], kappa=0).tolist() == [1]
     assert route_by_outcome([[0.6, 0.7]], [[np.inf, np.inf]]).tolist() == [1]
+
+
+def test_normal_interval_and_dr_estimate_by_hand():
+    # terms 1, 2, 3, 4: mean 2.5, sd (ddof 1) sqrt(5/3), se sqrt(5/3)/2; z(0.975) = 1.959964
+    lo, hi = ope.normal_interval([1.0, 2.0, 3.0, 4.0], alpha=0.05)
+    half = 1.959964 * np.sqrt(5 / 3) / 2
+    assert lo == pytest.approx(2.5 - half, abs=1e-5) and hi == pytest.approx(2.5 + half, abs=1e-5)
+    assert np.isnan(ope.normal_interval([1.0])[0])
+    qhat = np.array([[0.5, 0.5]] * 4)
+    est = ope.dr_estimate(PI, CHOSEN, PROP, REWARD, qhat)
+    t = ope.dr_terms(PI, CHOSEN, PROP, REWARD, qhat)
+    assert est.value == pytest.approx(ope.doubly_robust(PI, CHOSEN, PROP, REWARD, qhat))
+    assert (est.ci_low, est.ci_high) == pytest.approx(ope.normal_interval(t))
+    assert est.ess == pytest.approx(56.25 / 28.125) and est.n == 4
+    # evaluate_policy's DR row is that estimate
+    dr = [e for e in ope.evaluate_policy(PI, CHOSEN, PROP, REWARD, qhat, n_boot=50) if e.estimator == "dr"][0]
+    assert dr == est
+
+
+def test_row_keys_recognise_repeated_queries():
+    import scipy.sparse as sp
+
+    from caproute.evaluate.outcome_models import row_keys
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    for k in (row_keys(X), row_keys(sp.csr_matrix(X))):
+        assert k[0] == k[2] and k[0] != k[1]
+
+
+def test_mixed_ridge_learns_query_difficulty_across_models():
+    from caproute.evaluate.outcome_models import MixedRidge
+
+    # 20 queries whose features say nothing (the same large first feature, a tiny id): the logger
+    # served model 0 twice per query, rewards 1 on the even queries and 0 on the odd ones; model 1
+    # was explored once on every query, with the same pattern
+    q = np.repeat(np.arange(20), 3)
+    X = np.column_stack([np.ones(q.size), 1e-6 * q])
+    chosen = np.tile([0, 0, 1], 20)
+    reward = (q % 2 == 0).astype(float)
+    Xt = np.column_stack([np.ones(2), 1e-6 * np.array([0, 1])])   # an easy and a hard query
+    mixed = MixedRidge().fit(X, chosen, reward, 2).predict(Xt)
+    shared = SharedRidge().fit(X, chosen, reward, 2).predict(Xt)
+    # the query effect says query 0 is easy and query 1 hard, for both models; SharedRidge cannot
+    assert mixed[0, 1] - mixed[1, 1] > 0.5 and mixed[0, 0] - mixed[1, 0] > 0.5
+    assert abs(shared[0, 1] - shared[1, 1]) < 0.05
+    # an unseen query gets no query effect: between the two
+    new = MixedRidge().fit(X, chosen, reward, 2).predict(np.array([[1.0, 1.0]]))
+    assert mixed[1, 1] < new[0, 1] < mixed[0, 1]
+
+
+def test_local_knn_importance_weighted_by_hand():
+    from caproute.evaluate.outcome_models import LocalKNN
+
+    X = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
+    chosen = np.array([0, 1, 0, 1, 1, 0])
+    reward = np.array([1.0, 0.0, 0.5, 1.0, 1.0, 0.0])
+    weight = np.array([1.0, 2.0, 1.0, 1.0, 1.0, 2.0])
+    m = LocalKNN(k=3, prior=1.0).fit(X, chosen, reward, 3, weight=weight)
+    # global weighted means: model 0 (1 + 0.5 + 0) / 4 = 0.375, model 1 (0 + 1 + 1) / 4 = 0.5
+    # at x = 0.05 the 3 nearest are rows 0, 1, 2. Model 0: rows 0 and 2, weights 1, 1: mean 0.75,
+    # n = 4 / 2 = 2 -> (2 * 0.75 + 0.375) / 3. Model 1: row 1, weight 2: mean 0, n = 1 -> 0.5 / 2.
+    pred = m.predict(np.array([[0.05]]))
+    var = np.var(reward)
+    np.testing.assert_allclose(pred[0], [0.625, 0.25, reward.mean()])
+    np.testing.assert_allclose(m.predict_se(np.array([[0.05]]))[0], [np.sqrt(var / 3), np.sqrt(var / 2), np.inf])
+    # unweighted, model 1's global mean is 2 / 3 and model 0's 0.5
+    u = LocalKNN(k=3, prior=1.0).fit(X, chosen, reward, 3).predict(np.array([[0.05]]))
+    np.testing.assert_allclose(u[0, :2], [(2 * 0.75 + 0.5) / 3, (0 + 2 / 3) / 2])
+    with pytest.raises(ValueError, match="weight"):
+        LocalKNN().fit(X, chosen, reward, 3, weight=-weight)

@@ -79,6 +79,17 @@ def test_reader_bad_json_and_empty(tmp_path):
         read_request_log(p)
 
 
+def test_reader_lambda_beta(tmp_path):
+    rows = [_row(0, **{"lambda": 0.5, "beta": 0.1}), _row(1), _row(2, **{"lambda": 0})]
+    log = read_request_log(_write(tmp_path / "log.jsonl", rows))
+    assert log.lams == [0.5, None, 0.0] and log.betas == [0.1, None, None]
+    assert read_request_log(_write(tmp_path / "plain.jsonl", [_row(0)])).lams is None
+    for bad, msg in (({"lambda": -1}, ">= 0"), ({"beta": "high"}, "finite number")):
+        with pytest.raises(DataError, match=msg) as e:
+            read_request_log(_write(tmp_path / "bad.jsonl", [_row(0), _row(1, **bad)]))
+        assert e.value.row == 2 and e.value.field == next(iter(bad))
+
+
 @pytest.fixture(scope="module")
 def builtin_routers(tmp_path_factory):
     """Two routers trained on the builtin set and a log of its test queries from an epsilon-greedy
@@ -139,7 +150,7 @@ def test_simulate_builtin_small(tmp_path):
     res = json.loads(out.read_text())
     est = {(r["candidate"], r["estimator"]) for r in res["summary"]}
     assert ("knn", "dr") in est and ("best_fixed", "ips") in est
-    assert {r["family"] for r in res["retrained_summary"]} == {"knn", "ridge"}
+    assert {r["family"] for r in res["retrained_summary"]} == {"knn", "knn-partial", "ridge"}
     assert len(res["rows"]) == 2 * (1 + 2 * 3)
     # best_fixed is the logger: its IPS weights are 1 / (1 - eps + eps/m) on agreeing requests
     assert all(abs(r["truth"] - res["meta"]["true_values"][r["candidate"]]) < 1e-12
@@ -159,3 +170,26 @@ def test_simulate_routerdc_small(routerdc_dir):
     s = res.summary.set_index(["candidate", "estimator"])
     assert s.loc[("knn", "dr"), "coverage"] >= 2 / 3
     assert s.loc[("knn", "dr"), "mae"] <= s.loc[("knn", "ips"), "mae"] + 0.02
+
+
+def test_replay_decides_at_the_logs_lambda_beta(builtin_routers):
+    """A candidate is scored at the lambda / beta the log was routed and rewarded at (issue 22), not
+    at its own saved values; rows without them fall back to the saved ones."""
+    from caproute.evaluate.replay import candidate_policy, decision_groups
+    from caproute.routers.pipeline import RoutingPipeline
+
+    d, log_path, _ = builtin_routers
+    pipe = RoutingPipeline.load(d / "knn")
+    rows = [json.loads(x) for x in log_path.read_text().splitlines()]
+    half = len(rows) // 2
+    logged = [dict(r, **{"lambda": 50.0, "beta": 0.0}) if i < half else r for i, r in enumerate(rows)]
+    log = read_request_log(_write(d / "lam.jsonl", logged))
+    groups = decision_groups(log, pipe.lam, pipe.beta)
+    assert {k: v.size for k, v in groups.items()} == {(50.0, 0.0): half, (pipe.lam, pipe.beta): len(rows) - half}
+    pi, _, _ = candidate_policy(pipe, log)
+    texts = [r["query"] for r in rows]
+    at50 = [x.model for x in pipe.decide(texts[:half], lam=50.0, beta=0.0)]
+    saved = [x.model for x in pipe.decide(texts, lam=pipe.lam, beta=pipe.beta)]
+    chose = [log.models[j] for j in pi[:, :-1].argmax(axis=1)]
+    assert chose[:half] == at50 and chose[half:] == saved[half:]
+    assert at50 != saved[:half]      # lambda 50 changes the decisions on this log: the test can fail

@@ -23,7 +23,7 @@ replay_app = typer.Typer(
 )
 app.add_typer(replay_app, name="replay")
 
-OutcomeOpt = Annotated[str, typer.Option("--outcome", help="DR outcome model: ridge | knn")]
+OutcomeOpt = Annotated[str, typer.Option("--outcome", help="DR outcome model: mixed | ridge | knn")]
 FoldsOpt = Annotated[int, typer.Option("--folds", min=2, help="cross-fitting folds of the DR outcome model")]
 BootOpt = Annotated[int, typer.Option("--bootstrap", min=10, help="bootstrap resamples of the intervals")]
 AlphaOpt = Annotated[float, typer.Option("--alpha", help="intervals at level 1 - alpha",
@@ -41,7 +41,7 @@ def replay_cmd(
     candidate: Annotated[list[Path] | None, typer.Option(
         "--candidate", help="saved router folder (caproute train --out); comma list or repeated",
         callback=path_list)] = None,
-    outcome: OutcomeOpt = "ridge",
+    outcome: OutcomeOpt = "mixed",
     folds: FoldsOpt = 5,
     bootstrap: BootOpt = 1000,
     alpha: AlphaOpt = 0.05,
@@ -103,11 +103,11 @@ def simulate_cmd(
         "--candidates", help="router families to evaluate (comma list)", callback=comma_list)
     ] = ("knn,embedllm,mirt,best_fixed",),
     retrain: Annotated[list[str], typer.Option(
-        "--retrain", help="families retrained from the log alone: knn, ridge (comma list; 'none' for none)",
-        callback=comma_list)] = ("knn,ridge",),
+        "--retrain", help="families retrained from the log alone: knn, knn-partial, ridge (comma list; "
+                              "'none' for none)", callback=comma_list)] = ("knn,knn-partial,ridge",),
     outcome: Annotated[list[str], typer.Option(
-        "--outcome", help="DR outcome models, the first is 'dr' (comma list: ridge, knn)", callback=comma_list)
-    ] = ("ridge,knn",),
+        "--outcome", help="DR outcome models, the first is 'dr' (comma list: mixed, ridge, knn)",
+        callback=comma_list)] = ("mixed,ridge",),
     test_fraction: Annotated[float | None, typer.Option(
         "--test-fraction", help="re-split queries: this fraction of each dataset is the traffic (default: the "
                                 "data's own train/test split)", callback=finite("--test-fraction", lo=0.0, hi=1.0))] = None,

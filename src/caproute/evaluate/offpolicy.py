@@ -17,8 +17,12 @@ Joachims 2015):
 - DR     V = (1/n) sum_i [ sum_a pi(a|x_i) qhat(x_i, a) + w_i (r_i - qhat(x_i, a_i)) ]
 - ESS    (sum_i w_i)^2 / sum_i w_i^2                                (Kish's effective sample size)
 
-Confidence intervals are percentile bootstrap intervals over logged requests (:func:`bootstrap_counts`:
-one seeded multinomial resampling shared by every estimator and candidate, so they are paired).
+Confidence intervals of IPS and SNIPS are percentile bootstrap intervals over logged requests
+(:func:`bootstrap_counts`: one seeded multinomial resampling shared by every estimator and
+candidate, so they are paired). DR's is the influence-function (sandwich) normal interval
+mean ± z_(1-alpha/2) sd(terms) / sqrt(n) (:func:`normal_interval`): the DR terms are the estimate's
+influence function, and this is the standard interval of a cross-fitted estimator (Chernozhukov et
+al. 2018, "Double/debiased machine learning", Theorem 5.1 / Corollary 5.1).
 A candidate that puts weight on a model the logging policy could not have chosen (propensity 0:
 the log never tried it) cannot be evaluated without assumptions; :func:`check_support` refuses it
 with :class:`UnsupportedCandidateError`.
@@ -199,11 +203,33 @@ def bootstrap_ratios(num, den, counts) -> np.ndarray:
         return np.where(d > 0, (counts @ np.asarray(num, dtype=np.float64)) / d, np.nan)
 
 
+def normal_interval(terms, alpha: float = ALPHA) -> tuple[float, float]:
+    """The influence-function (sandwich) interval of the mean of ``terms`` (n,): mean +/- z sd / sqrt(n),
+    z the (1 - alpha/2) normal quantile and sd with ddof 1 (NaNs when n < 2)."""
+    from statistics import NormalDist
+
+    t = np.asarray(terms, dtype=np.float64)
+    if t.size < 2:
+        return float("nan"), float("nan")
+    half = NormalDist().inv_cdf(1 - alpha / 2) * float(np.std(t, ddof=1)) / np.sqrt(t.size)
+    mean = float(t.mean())
+    return mean - half, mean + half
+
+
+def dr_estimate(pi, chosen, propensity, reward, qhat, *, alpha: float = ALPHA, ess: float | None = None,
+                label: str = "dr") -> Estimate:
+    """The DR estimate with its :func:`normal_interval` (``ess``: that of the weights, computed when None)."""
+    t = dr_terms(pi, chosen, propensity, reward, qhat)
+    if ess is None:
+        ess = effective_sample_size(importance_weights(pi, chosen, propensity))
+    return Estimate(label, float(t.mean()), *normal_interval(t, alpha), float(ess), int(t.size))
+
+
 def evaluate_policy(pi, chosen, propensity, reward, qhat=None, *, counts=None, alpha: float = ALPHA,
                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                     dr_label: str = "dr") -> list[Estimate]:
-    """IPS, SNIPS and (when ``qhat`` is given) DR estimates of ``pi`` with percentile bootstrap
-    intervals at level 1 - ``alpha``. ``counts``: precomputed :func:`bootstrap_counts` (else drawn
+    """IPS, SNIPS (percentile bootstrap intervals) and, when ``qhat`` is given, DR (influence-function
+    interval, :func:`dr_estimate`) estimates of ``pi`` at level 1 - ``alpha``. ``counts``: precomputed :func:`bootstrap_counts` (else drawn
     with ``n_boot`` and ``seed``). ESS is that of the importance weights (the same for all three)."""
     pi, chosen, propensity, reward = _as_arrays(pi, chosen, propensity, reward)
     n = chosen.size
@@ -216,9 +242,7 @@ def evaluate_policy(pi, chosen, propensity, reward, qhat=None, *, counts=None, a
     sn = float(wr.sum() / w.sum()) if w.sum() > 0 else float("nan")
     out.append(Estimate("snips", sn, *percentile_interval(bootstrap_ratios(wr, w, counts), alpha), ess, n))
     if qhat is not None:
-        t = dr_terms(pi, chosen, propensity, reward, qhat)
-        out.append(Estimate(dr_label, float(t.mean()), *percentile_interval(bootstrap_means(t, counts), alpha),
-                            ess, n))
+        out.append(dr_estimate(pi, chosen, propensity, reward, qhat, alpha=alpha, ess=ess, label=dr_label))
     return out
 
 

@@ -42,10 +42,24 @@ class ReplayResult:
                 for r in self.rows.to_dict("records")]
 
 
+def decision_groups(log: RequestLog, lam: float, beta: float) -> dict[tuple[float, float], np.ndarray]:
+    """{(lambda, beta): row indices}: the log's own lambda / beta per row (the reward was computed,
+    and the serving router decided, at them), the candidate's saved ``lam`` / ``beta`` where a row
+    has none."""
+    lams = log.lams or [None] * log.n
+    betas = log.betas or [None] * log.n
+    keys = [(lam if a is None else float(a), beta if b is None else float(b)) for a, b in zip(lams, betas, strict=True)]
+    out: dict[tuple[float, float], list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return {k: np.asarray(v, dtype=np.intp) for k, v in out.items()}
+
+
 def candidate_policy(pipe, log: RequestLog) -> tuple[np.ndarray, object, list[str]]:
     """(pi, X, unknown): the candidate's one-hot policy (n, m + 1) over the log's models plus a
     last column for models that no logged request offered (always unsupported), its features of
-    the logged queries, and the names of those never-offered models it chooses."""
+    the logged queries, and the names of those never-offered models it chooses. Each request is
+    decided at the log's lambda / beta (:func:`decision_groups`), not the candidate's saved ones."""
     if log.texts is not None:
         X = pipe.features(log.texts)
     else:
@@ -54,8 +68,11 @@ def candidate_policy(pipe, log: RequestLog) -> tuple[np.ndarray, object, list[st
         if d is not None and X.shape[1] != d:
             raise DataError(f"logged features have {X.shape[1]} dimensions, the router expects {d}",
                             source=log.source, field="features")
-    pred = pipe.router.predict_stats(X, lam=pipe.lam)
-    choice = np.asarray(pipe.router.choose(X, pred, pipe.lam, pipe.beta), dtype=np.intp)
+    choice = np.empty(log.n, dtype=np.intp)
+    for (lam, beta), rows in decision_groups(log, pipe.lam, pipe.beta).items():
+        Xg = X[rows] if len(rows) < log.n else X
+        pred = pipe.router.predict_stats(Xg, lam=lam)
+        choice[rows] = np.asarray(pipe.router.choose(Xg, pred, lam, beta), dtype=np.intp)
     names = np.asarray(pipe.models, dtype=object)[choice]
     idx = pd.Index(log.models).get_indexer(names)
     pi = np.zeros((log.n, len(log.models) + 1))      # last column: models the log never offered
@@ -69,9 +86,11 @@ def replay_log(log: RequestLog, candidates: dict[str, object], *, outcome: str =
     """Evaluate each candidate pipeline (name -> RoutingPipeline) on ``log``."""
     counts = ope.bootstrap_counts(log.n, n_boot, seed)
     observed = ope.observed_mean(log.reward, counts=counts, alpha=alpha)
-    rows, refused = [], {}
+    rows, refused, decided = [], {}, {}
     m = len(log.models)
     for name, pipe in candidates.items():
+        decided[name] = [{"lambda": k[0], "beta": k[1], "requests": int(v.size)}
+                         for k, v in decision_groups(log, pipe.lam, pipe.beta).items()]
         pi_ext, X, unknown = candidate_policy(pipe, log)
         support = np.hstack([log.support, np.zeros((log.n, 1), dtype=bool)])
         try:
@@ -88,7 +107,7 @@ def replay_log(log: RequestLog, candidates: dict[str, object], *, outcome: str =
                                        alpha=alpha):
             rows.append({"candidate": name, **{k: getattr(est, k) for k in ROW_KEYS[1:]}})
     meta = {"log": log.source, "n": log.n, "models": list(log.models), "outcome": outcome, "folds": folds,
-            "bootstrap": n_boot, "alpha": alpha, "seed": seed,
+            "bootstrap": n_boot, "alpha": alpha, "seed": seed, "decided_at": decided,
             "policy_versions": sorted({v for v in (log.policy_versions or []) if v is not None})}
     return ReplayResult(pd.DataFrame(rows, columns=list(ROW_KEYS)), observed, refused, meta)
 

@@ -8,7 +8,10 @@ JSONL (one JSON object per line) or Parquet (same columns). Fields:
   ``reward`` (the outcome observed for the chosen model, a finite number);
 - optional ``propensities`` ({model: probability} over ``candidates``, summing to 1; when absent,
   a propensity below 1 means every listed candidate could have been chosen, and a propensity of 1
-  that only the chosen one could), ``policy_version`` (string). Other fields are ignored.
+  that only the chosen one could), ``policy_version`` (string), ``lambda`` and ``beta`` (numbers
+  >= 0: the cost and risk weights the serving router decided at, and the reward's lambda; replay
+  scores every candidate at its row's lambda/beta, a candidate's own saved values where absent).
+  Other fields are ignored.
 
 :func:`read_request_log` is the one validating reader: every problem is a
 :class:`~caproute.errors.DataError` naming the file, line (1-based; the row for Parquet) and field.
@@ -46,6 +49,9 @@ class RequestLog:
     texts: list[str] | None = None
     features: np.ndarray | None = None
     policy_versions: list[str | None] | None = None
+    #: per row, the lambda / beta the request was routed and rewarded at (None: not logged)
+    lams: list[float | None] | None = None
+    betas: list[float | None] | None = None
 
     @property
     def n(self) -> int:
@@ -117,6 +123,8 @@ def read_request_log(path: str | os.PathLike) -> RequestLog:
     if not path.is_file():
         raise DataError("no such request log file", source=src)
     ids, cands, chosen, prop, reward, texts, feats, versions, props = [], [], [], [], [], [], [], [], []
+    lams: list[float | None] = []
+    betas: list[float | None] = []
     seen: dict[str, int] = {}
     for row, rec in _records(path):
         for key in REQUIRED:
@@ -172,6 +180,14 @@ def read_request_log(path: str | os.PathLike) -> RequestLog:
         v = rec.get("policy_version")
         if v is not None and not isinstance(v, str | int):
             raise DataError(f"must be a string, got {v!r}", source=src, row=row, field="policy_version")
+        for key, out in (("lambda", lams), ("beta", betas)):
+            if rec.get(key) is None:
+                out.append(None)
+                continue
+            x = _number(rec, key, src, row)
+            if x < 0:
+                raise DataError(f"must be >= 0, got {x}", source=src, row=row, field=key)
+            out.append(x)
         ids.append(rid)
         cands.append(c)
         chosen.append(ch)
@@ -198,4 +214,6 @@ def read_request_log(path: str | os.PathLike) -> RequestLog:
         propensity=np.asarray(prop, dtype=np.float64), reward=np.asarray(reward, dtype=np.float64),
         support=support, texts=texts or None,
         features=np.asarray(feats, dtype=np.float32) if feats else None,
-        policy_versions=versions if any(v is not None for v in versions) else None)
+        policy_versions=versions if any(v is not None for v in versions) else None,
+        lams=lams if any(v is not None for v in lams) else None,
+        betas=betas if any(v is not None for v in betas) else None)

@@ -34,10 +34,14 @@ from caproute.evaluate.outcome_models import make_outcome_model, route_by_outcom
 from caproute.supervise.utility import DEFAULT_LAMBDA, observation_utility
 
 DEFAULT_CANDIDATES = ("knn", "embedllm", "mirt", "best_fixed")
-RETRAIN_FAMILIES = ("knn", "ridge")
+RETRAIN_FAMILIES = ("knn", "knn-partial", "ridge")
 #: retrained family -> the router family it is compared with on the full grid ("ridge" has no
 #: router family: its full-grid version is the same SharedRidge fitted on the grid means)
-FULL_GRID_FAMILY = {"knn": "knn", "ridge": "ridge"}
+FULL_GRID_FAMILY = {"knn": "knn", "knn-partial": "knn", "ridge": "ridge"}
+#: how each family is retrained from the log: an outcome model of :mod:`caproute.evaluate.outcome_models`
+#: (routed pessimistically), or ``None``: caproute's router family itself, trained by
+#: :func:`caproute.routers.pipeline.train_pipeline` on the log's partial grid
+RETRAIN_LEARNER = {"knn": "local-knn", "knn-partial": None, "ridge": "ridge"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ class SimulationConfig:
     requests: int = 3000
     seeds: int = 20
     seed: int = 42
-    outcome: tuple[str, ...] = ("ridge", "knn")
+    outcome: tuple[str, ...] = ("mixed", "ridge")
     retrain: tuple[str, ...] = RETRAIN_FAMILIES
     folds: int = ope.DEFAULT_FOLDS
     n_boot: int = ope.DEFAULT_BOOTSTRAP
@@ -318,12 +322,11 @@ def _seed_cell(cell: tuple[int, SimulationConfig], shared: dict) -> dict:
             if key not in qhat:
                 qhat[key] = ope.crossfit_outcome(lambda o=o: make_outcome_model(o), X, chosen, reward, m,
                                                  folds=config.folds, seed=config.seed + s)
-            t = ope.dr_terms(pi, chosen, propensity, reward, qhat[key])
-            ests.append(ope.Estimate(config.dr_label(o), float(t.mean()),
-                                     *ope.percentile_interval(ope.bootstrap_means(t, counts), config.alpha),
-                                     ests[0].ess, int(q.size)))
+            ests.append(ope.dr_estimate(pi, chosen, propensity, reward, qhat[key], alpha=config.alpha,
+                                        ess=ests[0].ess, label=config.dr_label(o)))
         rows += [{"seed": s, "candidate": cand, **_est(e), "truth": truth, "agreement": agree} for e in ests]
-    retrained = [{"seed": s, "family": fam, "utility": _retrained_utility(env, fam, q, chosen, reward, config, s)}
+    retrained = [{"seed": s, "family": fam,
+                  "utility": _retrained_utility(env, fam, q, chosen, reward, propensity, config, s)}
                  for fam in config.retrain]
     return {"rows": rows, "retrained": retrained,
             "log": {"seed": s, "mean_propensity": float(propensity.mean()), "explored": float(explore.mean()),
@@ -335,11 +338,12 @@ def _est(e: ope.Estimate) -> dict:
     return {k: d[k] for k in ("estimator", "value", "ci_low", "ci_high", "ess", "n")}
 
 
-def _retrained_utility(env: GridEnvironment, family: str, q, chosen, reward, config: SimulationConfig,
+def _retrained_utility(env: GridEnvironment, family: str, q, chosen, reward, propensity, config: SimulationConfig,
                        s: int) -> float:
     """True utility on the traffic queries of ``family`` retrained from the log alone, by query
     cross-fitting: fold f's queries are routed by a model fitted (encoder included) on the log rows
-    of the other folds' queries."""
+    of the other folds' queries. A learner that takes sample weights gets the importance weights
+    1 / propensity (the logger chose some models mostly)."""
     from caproute.features import get_encoder
 
     m = len(env.models)
@@ -349,12 +353,39 @@ def _retrained_utility(env: GridEnvironment, family: str, q, chosen, reward, con
     for f in range(config.folds):
         target = np.flatnonzero(fid == f)
         rows = fid[q] != f
+        if RETRAIN_LEARNER[family] is None:
+            choice[target] = _family_from_log(env, q[rows], chosen[rows], reward[rows], target, config)
+            continue
         enc = get_encoder(config.features).fit(list(dict.fromkeys(texts[q[rows]].tolist())))
-        model = make_outcome_model(family).fit(_traffic_features(enc, list(texts[q[rows]])), chosen[rows],
-                                               reward[rows], m)
+        model = make_outcome_model(RETRAIN_LEARNER[family])
+        weight = {"weight": 1.0 / propensity[rows]} if getattr(model, "accepts_weight", False) else {}
+        model.fit(_traffic_features(enc, list(texts[q[rows]])), chosen[rows], reward[rows], m, **weight)
         Xt = _traffic_features(enc, list(texts[target]))
         choice[target] = route_by_outcome(model.predict(Xt), model.predict_se(Xt), config.kappa)
     return env.value(ope.one_hot(choice, m))
+
+
+def log_observations(env: GridEnvironment, q, chosen, reward) -> pd.DataFrame:
+    """Logged requests as observations (one per request: the chosen model, its reward as the score,
+    cost 0 since the reward is already the utility u = q - lambda c), the partial grid that
+    caproute's router families train on (docs/supervision.md, "Partial grids")."""
+    texts = np.asarray(env.texts, dtype=object)
+    return pd.DataFrame({
+        "dataset": "log", "split": "train", "query_id": env.query_ids[q],
+        "model": np.asarray(env.models, dtype=object)[chosen], "prompt_variant_id": -1,
+        "decode_id": np.arange(len(q)), "observation_type": "decoding_variation",
+        "score": np.asarray(reward, np.float64), "cost": 0.0, "question": texts[q]})
+
+
+def _family_from_log(env: GridEnvironment, q, chosen, reward, target, config: SimulationConfig) -> np.ndarray:
+    """Choices on the traffic queries ``target`` of caproute's router family (``knn``) trained by
+    :func:`train_pipeline` on the log rows alone (partial grid: per-model neighbour sets; the
+    supervision has no sample weights, so this path is unweighted)."""
+    from caproute.routers.pipeline import train_pipeline
+
+    pipe = train_pipeline(log_observations(env, q, chosen, reward), router="knn", features=config.features,
+                          lam=env.lam, seed=config.seed)
+    return _choices(pipe, [env.texts[i] for i in target], env.models)
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:

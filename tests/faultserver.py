@@ -43,6 +43,8 @@ import json
 import threading
 import time
 
+from caproute.serve.echo import lifespan, read_body
+
 ANSWER = "Four."
 MODES = (
     "ok",
@@ -95,19 +97,8 @@ class FaultServer:
     # -- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        more = True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+            return await lifespan(receive, send)
+        body = await read_body(receive)
         try:
             req = json.loads(body or b"{}")
         except json.JSONDecodeError:

@@ -18,6 +18,28 @@ import time
 ANSWER = "Four."
 
 
+async def lifespan(receive, send) -> None:
+    """A bare ASGI app's lifespan: acknowledge startup and shutdown, return at shutdown."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    more = True
+    while more:
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    return body
+
+
 def echo_app(
     model: str = "echo", *, fail_status: int | None = None, delay_s: float = 0.0, answer: str = ANSWER
 ):
@@ -27,19 +49,8 @@ def echo_app(
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        more = True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+            return await lifespan(receive, send)
+        body = await read_body(receive)
         path, method = scope["path"], scope["method"]
         if method == "GET" and path == "/v1/models":
             return await _send(send, 200, models_body)

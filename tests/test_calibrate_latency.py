@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from caproute.cli import app
-from caproute.errors import ConfigError
 from caproute.data.formats import write_observations
 from caproute.data.validate import canonicalize
+from caproute.errors import ConfigError
 from caproute.serve.calibrate import CalibrationError, CalibrationTarget, fit_lambda, load_policy
 from caproute.serve.testing import TEST_MODELS, synthetic_observations, train_router
 

@@ -15,7 +15,13 @@ from caproute.errors import ConfigError
 from caproute.serve.app import create_app
 from caproute.serve.config import BudgetSpec, ServeConfig
 from caproute.serve.echo import echo_app
-from caproute.serve.testing import TEST_MODELS, UvicornThread, synthetic_observations, train_router, write_pool_yaml
+from caproute.serve.testing import (
+    TEST_MODELS,
+    UvicornThread,
+    synthetic_observations,
+    train_router,
+    write_pool_yaml,
+)
 
 LATENCY = {"big": 3.0, "mid": 0.1, "small": 2.0}
 USER = [{"role": "user", "content": "what is 2 + 2?"}]

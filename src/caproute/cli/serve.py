@@ -335,13 +335,14 @@ def calibrate_cmd(
         + f" ({doc['sample']['n']} queries, outcomes {doc['sample']['outcomes']})",
         highlight=False,
     )
-    lat = exp["mean_latency_s"]
     console.print(
         f"  mean cost {exp['mean_cost_usd']:.6g} USD/query, mean quality {exp['mean_quality']:.4f}, "
-        + (f"mean latency {lat * 1e3:.1f} ms ({doc['sample']['latency']}), " if target.kind == "latency" else "")
-        + "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()),
+        "shares " + ", ".join(f"{m} {s:.1%}" for m, s in exp["model_share"].items()),
         highlight=False,
     )
+    if target.kind == "latency":
+        console.print(f"  mean latency {exp['mean_latency_s'] * 1e3:.1f} ms per query ({doc['sample']['latency']})",
+                      highlight=False)
     console.print(f"  -> {out}", highlight=False)
     if png is not None:
         plot_sweep(cal, png)

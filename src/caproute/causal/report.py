@@ -46,7 +46,8 @@ def plot_curves(results: MetaResults, judge: str, gold_n: int, out: str | os.Pat
         s = summarize_curves(results.curves[key], grid, results.config.test_fraction)
         color, ls = STYLE.get(method, STYLE.get(method.partition(":")[0], ("black", "-")))
         if ":" in method:
-            ls = {"forest": "-.", "ridge": (0, (5, 1)), "group": ":", "constant": (0, (1, 3))}.get(
+            ls = {"forest": "-.", "ridge": (0, (5, 1)), "group": ":", "constant": (0, (1, 3)),
+                  "auto": (0, (8, 2, 1, 2))}.get(
                 method.partition(":")[2], "-.")
         ax.plot(grid, s["mean"], color=color, linestyle=ls, linewidth=2, label=f"{method} ({s['peak']:.1f})")
         ax.fill_between(grid, s["mean"] - 1.96 * s["se"], s["mean"] + 1.96 * s["se"], color=color, alpha=0.12)

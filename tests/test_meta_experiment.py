@@ -159,6 +159,8 @@ def test_cli_meta_on_a_gains_file(tmp_path):
     res = runner.invoke(app, ["meta", "--data", str(tmp_path / "toy.parquet"), "--gold-n", "12", "--runs", "2",
                               "--trees", "5", "--json", str(tmp_path / "out.json"), "--report", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
+    title = " ".join(res.output.split())            # the table's title wraps at the terminal width
+    assert "effect model forest, overlap clip" in title and "se Nadeau-Bengio corrected" in title
     rows = json.loads((tmp_path / "out.json").read_text())
     assert {r["method"] for r in rows} == set(METHODS) and {r["judge"] for r in rows} == {"toy-judge"}
     assert (tmp_path / "rep" / "curves_toy-judge_gold12.png").exists()

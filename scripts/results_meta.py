@@ -428,9 +428,9 @@ are resplits of the same 170 instructions, so the corrected se of a mean over J 
 s·√(1/J + n_test/n_train) with n_test/n_train = {TEST_FRACTION}/{1 - TEST_FRACTION:.1f}; it cannot fall below
 {floor:.2f}·s however many runs are made, and {runs} runs give {np.sqrt(1 / runs + ratio):.3f}·s against
 {np.sqrt(1 / 200 + ratio):.3f}·s for the 200 runs of the paper's code. `meta-r (forest, default)` is the
-R-learner with the paper's effect forest (the code's RF(200, depth 30, min leaf 2), with leaves
-that must carry ≥ 5 % of the (T − e)² weight — part of our PROPOSED overlap rule, see
-meta-router.md); `meta-r:auto` chooses the effect model per fit by cross-fitted loss on the gold
+R-learner with the paper's effect forest (the code's settings — depth 30, min split 5, min leaf 2,
+sqrt features — with {cfg['trees']} trees instead of 200, and leaves that must carry ≥ 5 % of the (T − e)²
+weight, part of our PROPOSED overlap rule, see meta-router.md); `meta-r:auto` chooses the effect model per fit by cross-fitted loss on the gold
 rows among the forest, `ridge` (RidgeCV), `group` (one shrunk constant per model pair × 4 query
 clusters) and `constant`; `meta-r:NAME` fixes one. All but the forest are PROPOSED options.
 

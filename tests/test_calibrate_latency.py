@@ -126,3 +126,26 @@ def test_calibrate_latency_budget_cli_and_serve(setup, tmp_path):
     finally:
         for b in backends.values():
             b.stop()
+
+
+def test_litellm_plugin_applies_a_latency_policy(setup, tmp_path):
+    """The LiteLLM plugin's chooser routes with the policy's lambda_t (not only its lambda/beta)."""
+    import asyncio
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")   # no network fetch of LiteLLM's price map
+    pytest.importorskip("litellm")
+
+    from caproute.integrations.litellm import _RouterChooser
+
+    router, data, _ = setup
+    out = tmp_path / "latency.json"
+    r = CliRunner().invoke(app, ["calibrate", "--router", str(router), "--data", str(data), "--split", "test",
+                                 "--latency-budget-ms", "1000", "--lambda", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    pol = load_policy(out)
+    chooser = _RouterChooser(router, "r", out, None, None)
+    choice = asyncio.run(chooser.choose("what is 2 + 2?", {}))
+    assert choice.params_source == "policy" and choice.policy_version == pol.version
+    assert pol.lam_t > 0 and choice.decision["lambda_t"] == pytest.approx(pol.lam_t)
+    assert "mu_latency" in choice.decision

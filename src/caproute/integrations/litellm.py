@@ -111,7 +111,8 @@ class _RouterChooser:
         from caproute.serve.routing import fallback_order
 
         lam, beta, source, version = self.params(request)
-        d = await self.handle.batcher.decide(text, lam, beta)
+        lam_t = self.handle.policy.lam_t if source == "policy" else 0.0  # a latency-budget policy's weight
+        d = await self.handle.batcher.decide(text, lam, beta, lam_t)
         order = fallback_order(d.utility, d.mu_c, d.model, self.models)
         return Choice(tuple(order), self.handle.name, version, source, lam, beta, d.to_dict())
 

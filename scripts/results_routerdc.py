@@ -1,14 +1,16 @@
 """Regenerate docs/results.md: the paper's experiment on RouterDC's repeated-sampling data.
 
     python scripts/results_routerdc.py [--jobs 2] [--data ../shared/data/routerdc_7llm_repeated]
-                                       [--reuse] [--reuse-main] [--skip-seeds]
+                                       [--reuse [--spot-check]] [--reuse-main] [--skip-seeds]
 
 Runs ``caproute bench`` (the main grid: every router single-shot vs DARS over 5 seeds, the kNN
 studies, the HTML report in docs/results/routerdc/), then ``caproute bench`` for kNN on four more
 split seeds, then the seed re-checks of issue 14 (MLP on RouterDC, MIRT on the builtin small set,
 each single-shot vs DARS over several seeds with the w/o-Risk ablation and the beta sweep), and
 writes docs/results.md from the report folders. ``--reuse`` re-renders results.md from the
-existing outputs without training anything; ``--reuse-main`` keeps the existing main grid and
+existing outputs without training anything (every single-shot vs DARS verdict recomputed from the
+stored per-run utilities with the current tests); ``--spot-check`` adds to it a retraining of the
+main grid's kNN and AvengersPro cells, compared on the page with the stored runs; ``--reuse-main`` keeps the existing main grid and
 split-seed files and runs only the seed re-checks (the reduced run).
 
 The RouterDC data has no licence that allows redistribution: it is read from ../shared and only
@@ -80,6 +82,40 @@ def main_command(data: Path, jobs: int, report: Path, json_out: Path) -> list[st
 def seed_command(data: Path, jobs: int, seed: int, json_out: Path) -> list[str]:
     return ["caproute", "bench", *bench_args(data, seed, jobs), "--routers", "knn", "--single-shot-runs",
             str(SEED_RUNS), "--studies", "main", "--json", str(json_out)]
+
+
+#: routers retrained by ``--reuse --spot-check`` (the two fastest families of the main grid)
+SPOT_ROUTERS = ("knn", "avengerspro")
+
+
+def spot_command(data: Path, jobs: int, json_out: Path) -> list[str]:
+    """The main grid's command restricted to SPOT_ROUTERS and the main study (same split, seeds, run counts)."""
+    return ["caproute", "bench", *bench_args(data, SEED, jobs), "--routers", ",".join(SPOT_ROUTERS),
+            "--single-shot-runs", str(MAIN_RUNS), "--router-runs",
+            ",".join(f"{k}={v}" for k, v in ROUTER_RUNS.items() if k in SPOT_ROUTERS),
+            "--dars-runs", str(DARS_RUNS), "--studies", "main", "--no-predictions", "--json", str(json_out)]
+
+
+def spot_check(rows: pd.DataFrame, spot_file: Path) -> list[str]:
+    """Stored main-grid rows against the same cells retrained now by the current code."""
+    from caproute.evaluate.report import to_markdown
+
+    if not spot_file.exists():
+        return []
+    new = pd.DataFrame(json.loads(spot_file.read_text()))
+    new["supervision"] = new["supervision"].where(new["supervision"].notna(), None)
+    table = []
+    for router in SPOT_ROUTERS:
+        for sup in ("single", "dars"):
+            a, b = pick(rows, router, sup), pick(new, router, sup)
+            table.append({"router": router, "supervision": sup, "runs": int(b["n_runs"]),
+                          "stored U_dec": f"{a['utility_mean']:.6f} ± {a['utility_std']:.6f}",
+                          "retrained now": f"{b['utility_mean']:.6f} ± {b['utility_std']:.6f}",
+                          "difference": f"{b['utility_mean'] - a['utility_mean']:+.1e}"})
+    return ["Spot check that the stored runs are what the current code produces: the main grid's cells of "
+            f"{' and '.join(SPOT_ROUTERS)} retrained now (`--spot-check`, the command "
+            f"`{shlex.join(spot_command(Path('../shared/data/routerdc_7llm_repeated'), 1, Path(_rel(spot_file))))}`):",
+            "", to_markdown(pd.DataFrame(table)), ""]
 
 
 def run(cmd: list[str]) -> None:
@@ -247,7 +283,8 @@ def check_notes(done: dict[str, Path], mlp_head: str) -> list[str]:
 
 
 def compose(report_dir: Path, seed_files: dict[int, Path], commands: list[list[str]], minutes: float | None,
-            data: Path, checks: dict[str, Path] | None = None, reanalysed: bool = False) -> str:
+            data: Path, checks: dict[str, Path] | None = None, reanalysed: bool = False,
+            spot_file: Path | None = None) -> str:
     from caproute.evaluate.report import sections
 
     res = load(report_dir)
@@ -283,12 +320,15 @@ def compose(report_dir: Path, seed_files: dict[int, Path], commands: list[list[s
             "(self-contained) and [results/routerdc/report.md](results/routerdc/report.md); CSVs in "
             "[results/routerdc/](results/routerdc/).", ""]
     if reanalysed:
-        out += ["**How this version was made (`--reuse`)**: no router was retrained. The per-run test utilities are "
+        out += ["**How this version was made (`python scripts/results_routerdc.py --reuse"
+                + (" --spot-check" if spot_file is not None and spot_file.exists() else "") + "`)**: the numbers "
+                "on this page come from no new training. The per-run test utilities are "
                 "the ones stored in docs/results/ by the last full run of the commands above; every single-shot vs "
                 "DARS verdict on this page was recomputed from them with the current tests (Welch or one-sample t "
                 "at its own degrees of freedom, Holm's correction over the cells tested together, the 95% CI of "
                 "the difference next to each verdict). The full run (measured at " + mins + " minutes with 2 jobs) "
                 "did not fit the session's share of the 2-core machine used by about 8 engineers.", ""]
+        out += spot_check(rows, spot_file) if spot_file is not None else []
 
     out += ["## Data and protocol", ""]
     out += [
@@ -466,6 +506,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checks", default=",".join(CHECKS), help="seed re-checks to run (default: all)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     ap.add_argument("--smoke", action="store_true", help="a tiny run (3 routers, 2 sets) to test this script")
+    ap.add_argument("--spot-check", action="store_true",
+                    help="with --reuse: retrain the main grid's kNN and AvengersPro cells and compare with the stored runs")
     args = ap.parse_args(argv)
     if args.smoke:
         global ROUTERS, MAIN_RUNS, SEED_RUNS, EXTRA_SEEDS, ROUTER_RUNS, SMOKE_ARGS
@@ -491,6 +533,7 @@ def main(argv=None) -> int:
     to_run = [c for name, c in zip(checks, check_cmds, strict=True) if name in chosen]
     minutes = None
     timing = results / "routerdc_minutes.txt"
+    spot_file = results / "routerdc_spot_check.json"
     if not args.reuse and not args.reuse_main:
         t0 = time.perf_counter()
         run(commands[0])
@@ -507,11 +550,13 @@ def main(argv=None) -> int:
         if args.reuse_main:
             for c in to_run:
                 run(c)
+        if args.reuse and args.spot_check:
+            run(spot_command(args.data, args.jobs, Path(_rel(spot_file))))
         write_report(load(report), report, title=TITLE)   # re-render tables and figures
         if timing.exists():
             minutes = float(timing.read_text())
     text = compose(report, seed_files, commands + check_cmds, minutes, args.data, checks,
-                   reanalysed=args.reuse)
+                   reanalysed=args.reuse, spot_file=spot_file if args.reuse else None)
     from caproute.data.atomic import atomic_file
 
     with atomic_file(args.out) as tmp:

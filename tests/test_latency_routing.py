@@ -126,3 +126,19 @@ def test_format_1_pipeline_loads_without_latency(tmp_path):
 def test_fixed_route_ignores_lambda_t():
     p = train_pipeline(two_models(), router="cheapest")
     assert p.decide(["q"], lam_t=10.0)[0].model == "fast"
+
+
+def test_route_cli_lambda_t(tmp_path):
+    from typer.testing import CliRunner
+
+    from caproute.cli import app
+
+    train_pipeline(two_models(), router="knn").save(tmp_path / "r")
+    r = CliRunner().invoke(app, ["route", "--router", str(tmp_path / "r"), "--lambda-t", "0.1", "--format", "json",
+                                 "question number 11 about topic 2"])
+    assert r.exit_code == 0, r.output
+    (d,) = json.loads(r.output)
+    assert d["model"] == "fast" and d["lambda_t"] == 0.1 and d["mu_latency"] == pytest.approx({"slow": 5.0, "fast": 0.5})
+    train_pipeline(two_models(latency=False), router="knn").save(tmp_path / "old")
+    r = CliRunner().invoke(app, ["route", "--router", str(tmp_path / "old"), "--lambda-t", "0.1", "q"])
+    assert isinstance(r.exception, ConfigError) and "needs predicted latencies" in str(r.exception)

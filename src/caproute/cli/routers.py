@@ -99,6 +99,9 @@ def route_cmd(
         "--lambda", help="cost weight (default: the training value)", callback=finite("--lambda", lo=0.0))] = None,
     beta: Annotated[float | None, typer.Option(
         "--beta", help="risk weight (default: the training value)", callback=finite("--beta", lo=0.0))] = None,
+    lam_t: Annotated[float, typer.Option(
+        "--lambda-t", help="latency weight, quality per second (PROPOSED; needs a router trained on latency_s)",
+        callback=finite("--lambda-t", lo=0.0))] = 0.0,
     fmt: Annotated[str, typer.Option(
         "--format", help="table | json (a JSON list on stdout, one object per query with its text)",
         callback=choice("--format", ("table", "json")))] = "table",
@@ -109,7 +112,7 @@ def route_cmd(
     from caproute.routers.pipeline import RoutingPipeline
 
     pipe = RoutingPipeline.load(router)
-    decisions = pipe.decide(query, lam, beta)
+    decisions = pipe.decide(query, lam, beta, lam_t)
     if fmt == "json":
         typer.echo(json.dumps([{"query": q, **d.to_dict()} for q, d in zip(query, decisions, strict=True)],
                               indent=2))
@@ -122,14 +125,17 @@ def route_cmd(
     for q, d in zip(query, decisions, strict=True):
         short = escape(q if len(q) <= 70 else q[:67] + "...")
         table = Table(title=f"{pipe.router.name} router ({pipe.meta.get('supervision', '?')}): {short}\n"
-                            f"lambda={d.lam:g} beta={d.beta:g} -> [bold]{d.model}[/]")
+                            f"lambda={d.lam:g} beta={d.beta:g}" + (f" lambda_t={d.lam_t:g}" if d.lam_t else "")
+                            + f" -> [bold]{d.model}[/]")
         label = "policy p" if d.kind == "policy" else "mu_q"
-        for col in ("model", label, "mu_c", "sigma_q", "utility"):
+        lat = ["mu_latency"] if d.mu_latency is not None else []
+        for col in ("model", label, "mu_c", "sigma_q", *lat, "utility"):
             table.add_column(col, justify="left" if col == "model" else "right")
         for m in pipe.models:
             style = "bold green" if m == d.model else None
+            extra = [f"{d.mu_latency[m]:.3f}"] if lat else []
             table.add_row(("* " if m == d.model else "  ") + escape(m), f"{d.mu_q[m]:.4f}", f"{d.mu_c[m]:.4f}",
-                          f"{d.sigma_q[m]:.4f}", f"{d.utility[m]:.4f}", style=style)
+                          f"{d.sigma_q[m]:.4f}", *extra, f"{d.utility[m]:.4f}", style=style)
         console.print(table)
 
 

@@ -56,6 +56,7 @@ COMMON_ERRORS = {
     401: {**_ERR, "description": "missing or bad API key"},
     413: {**_ERR, "description": "body too large"},
 }
+LATENCY_UNAVAILABLE = {409: {**_ERR, "description": "lambda_t > 0 asked of a router without a latency model"}}
 CHAT_RESPONSES = {
     200: {
         "description": "a chat completion (JSON), or server-sent chunks when stream is true",
@@ -66,6 +67,7 @@ CHAT_RESPONSES = {
     },
     **COMMON_ERRORS,
     404: {**_ERR, "description": "unknown model"},
+    **LATENCY_UNAVAILABLE,
     502: {**_ERR, "description": "no backend answered"},
     504: {**_ERR, "description": "every backend timed out"},
 }
@@ -253,7 +255,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post(
         "/v1/route",
         tags=["caproute"],
-        responses={**COMMON_ERRORS, 404: {**_ERR, "description": "unknown router"}},
+        responses={**COMMON_ERRORS, 404: {**_ERR, "description": "unknown router"}, **LATENCY_UNAVAILABLE},
     )
     async def route(body: RouteRequest) -> Response:
         """The routing decision only: chosen model, per-model mu_q, mu_c, sigma_q, utility."""

@@ -15,7 +15,8 @@ Protocol:
 2. Reported runs: seeds 0, 1, ..., each again with its own split, CCFT fit and stream (so seeds
    vary the split and the CCFT fit, not only the stream); FGTS.CDB with the tuned setting on the
    CCFT embeddings and on the untuned MiniLM ones (the paper's CCFT-vs-untuned claim), uniform and
-   the best fixed model in hindsight.
+   the best fixed model in hindsight; then, when tuning chose another setting, FGTS.CDB with the
+   paper's defaults (eta 0.25, mu 1/sqrt(T)) on the same seeds.
 
 Each (run, seed) is saved as docs/results-dueling/<run>/seed-<s>.json (aggregates only: RouterDC
 may not be redistributed), so an interrupted run resumes and ``--reuse`` re-renders the page from
@@ -165,12 +166,15 @@ def tuning_section(runs: dict, eta: float, mu: str, scores: dict) -> str:
         sd = runs[f"tune-{tag(e, m)}"]
         st = next(iter(sd.values()))["settings"]
         t = mean_test(r)
-        lines.append(f"| {st['method']} | {st['sampler']} | {e:g} | {m} | CCFT, γ {st['arm_residual']:g} | "
+        lines.append(f"| {st['method']} | {st['sampler']} | {e:g} | {'1/√T' if m == '1/sqrt(T)' else m} | "
+                     f"CCFT, γ {st['arm_residual']:g} | "
                      f"{ms([x['values'][f'fgts-cdb|{HEAD}']['final'] for x in sd.values()])} | {np.mean(r):.3f} | "
                      f"{ci(t) if np.isfinite(t.se) else '–'} | {', '.join(f'{x:.3f}' for x in r)} |")
     lines.append(f"\nTuned setting (lowest mean ratio among μ > 0, i.e. among FGTS.CDB settings): **η {eta:g}, "
-                 f"μ {mu}**. With {len(seeds)} tuning seeds the CIs of the settings overlap widely; the choice is "
-                 "the point estimate, and it touches none of the reported seeds or splits.\n")
+                 f"μ {'1/√T' if mu == '1/sqrt(T)' else mu}**. With {len(seeds)} tuning seeds the CIs of the settings overlap widely; the choice is "
+                 "the point estimate, and it touches none of the reported seeds or splits."
+                 + (f" η {eta:g} is at the edge of the grid; larger values were not tried (CPU)."
+                    if eta in (min(ETAS), max(ETAS)) else "") + "\n")
     return "\n".join(lines)
 
 
@@ -206,16 +210,18 @@ def report_section(runs: dict, eta: float, mu: str) -> tuple[str, list[str]]:
         g = ms([v["greedy_late"] for v in vals], 3) if learner else "–"
         same = f"{np.mean([v['same_late'] for v in vals]):.0%}"
         out.append(f"| {s['method'] if learner else pol} | {emb} | {s['sampler'] if learner else '–'} | "
-                   f"{s['eta'] if learner else '–'} | {mu_txt} | {ms([v['final'] for v in vals])} | "
+                   f"{format(s['eta'], 'g') if learner else '–'} | {mu_txt} | {ms([v['final'] for v in vals])} | "
                    f"{ms([v['late'] for v in vals], 3)} | {g} | {same} |")
     secs = np.mean([r[f"fgts-cdb|{HEAD}"]["seconds"] for r in rows])
-    out.append(f"\n± = standard deviation over seeds. FGTS.CDB (SGLD) took {secs:.0f} s per seed on this shared "
+    out.append("\n± = standard deviation over seeds. best-fixed is the best single model in hindsight on each "
+               "seed's stream (a reference that knows the utilities, not a learner); uniform plays a uniformly "
+               f"random pair. FGTS.CDB (SGLD) took {secs:.0f} s per seed on this shared "
                "machine (wall clock, one core, T = 1500).\n")
 
     # the goal: ratio to uniform with its CI
     goal = ["\n## 3. Goal: FGTS.CDB ≤ 0.5x uniform's cumulative regret (RouterDC, T = 1500)\n"]
     verdicts = []
-    cases = [("tuned", rep)] + ([("paper defaults", default)] if default and len(default) == n else [])
+    cases = [("Tuned", rep)] + ([("Paper defaults", default)] if default and len(default) == n else [])
     for label, sd in cases:
         r = ratios(sd)
         t = mean_test(r - GOAL_RATIO)
@@ -229,7 +235,7 @@ def report_section(runs: dict, eta: float, mu: str) -> tuple[str, list[str]]:
         else:
             v = "undecided: the CI contains 0.5"
         s = next(iter(sd.values()))["settings"]
-        line = (f"- FGTS.CDB ({label}: {settings_txt(s)}), {HEAD}: ratio to uniform, mean of {r.size} per-seed ratios "
+        line = (f"- {label}, {settings_txt(s)}, on {HEAD}: ratio to uniform, mean of {r.size} per-seed ratios "
                 f"**{r.mean():.3f}**, 95 % CI [{lo:.3f}, {hi:.3f}] (t at df {r.size - 1}, critical value "
                 f"{t_critical(r.size - 1):.2f}; ratio of summed regrets {pooled:.3f}; per seed min {r.min():.3f}, "
                 f"max {r.max():.3f}): {v}.")
@@ -244,6 +250,11 @@ def report_section(runs: dict, eta: float, mu: str) -> tuple[str, list[str]]:
         if k_c in rows[0] and k_u in rows[0]:
             cells.append((name, paired_test([r[k_c]["final"] for r in rows], [r[k_u]["final"] for r in rows]),
                           [r[k_c]["final"] - r[k_u]["final"] for r in rows]))
+    if default and all(s in default for s in seeds):
+        dv = [default[s]["values"][f"fgts-cdb|{HEAD}"]["final"] for s in seeds]
+        tv = [r[f"fgts-cdb|{HEAD}"]["final"] for r in rows]
+        cells.append(("FGTS.CDB (CCFT): tuned − paper defaults", paired_test(tv, dv),
+                      list(np.subtract(tv, dv))))
     padj = holm([c[1].p for c in cells])
     test = [f"\n## 4. Paired tests (cumulative regret at T, {n} seeds, df {n - 1}, Holm over these {len(cells)} "
             "cells)\n", "Negative = the first policy has less regret. A difference counts only where the Holm-adjusted "
@@ -285,10 +296,11 @@ path are not on this page (they are options of `caproute duel`; see docs/bandits
 (2026-11-26, Laplace sampler, tuned on the streams it reported) is withdrawn.
 
 **Tuning never touches a reported figure.** η and μ are chosen on tuning seeds {TUNE_FIRST_SEED}+, each
-with its own offline split (subsample, offline/online split, CCFT fit: `split_seed` = the seed) and
-stream; the reported seeds 0+ use other splits, other CCFT fits and other streams. The tuning and
-reported splits draw from the same 3,147 RouterDC queries, so their online pools overlap; what is kept
-apart is every random choice (split, fit, stream, policy seed).
+with its own offline/online split and CCFT fit (`split_seed` = the seed) and its own query stream
+and policy seed; the reported seeds 0+ use other splits, other CCFT fits and other streams. All
+seeds share one 1,500-query subsample (seed {SUBSAMPLE_SEED}, stratified by category) of the 3,147
+RouterDC queries, so tuning and reported online pools overlap; what is kept apart is every random
+choice (split, fit, stream, policy seed).
 
 ## 1. Tuning (η, μ)
 
@@ -325,6 +337,13 @@ def main() -> None:
         for s in range(a.seeds):
             run_seed(env, "report", s, policies=("fgts-cdb", "uniform", "best-fixed"), embeddings=(HEAD, UNTUNED),
                      eta=eta, mu=mu, resume=not a.fresh)
+        from caproute.bandits.defaults import DEFAULTS
+
+        paper_mu = "1/sqrt(T)" if DEFAULTS.mu is None else f"{DEFAULTS.mu:g}"
+        if (eta, mu) != (DEFAULTS.eta, paper_mu):      # the paper's setting on the same seeds (after: CCFT cached)
+            for s in range(a.seeds):
+                run_seed(env, "report-default", s, policies=("fgts-cdb", "uniform"), embeddings=(HEAD,),
+                         eta=DEFAULTS.eta, mu=paper_mu, resume=not a.fresh)
     runs = load_runs()
     eta, mu, scores = choose(runs)
     if "report" not in runs:

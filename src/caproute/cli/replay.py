@@ -68,7 +68,8 @@ def replay_cmd(
     res = replay_log(rl, cands, outcome=outcome, folds=folds, n_boot=bootstrap, alpha=alpha, seed=seed)
     table = Table(title=f"{log.name}: {rl.n} requests, {len(rl.models)} models; logging policy observed mean "
                         f"{res.observed.value:.3f} [{res.observed.ci_low:.3f}, {res.observed.ci_high:.3f}]",
-                  caption=f"{int(100 * (1 - alpha))}% percentile bootstrap over requests ({bootstrap} resamples); "
+                  caption=f"{int(100 * (1 - alpha))}% intervals: IPS/SNIPS percentile bootstrap over requests "
+                          f"({bootstrap} resamples), DR influence-function normal; "
                           f"DR outcome model: {outcome}, {folds}-fold cross-fitted")
     for col in ("candidate", "estimator", "value", "interval", "ESS", "n"):
         table.add_column(col, justify="left" if col in ("candidate", "estimator") else "right")

@@ -4,7 +4,8 @@
 routing pipelines (``caproute train`` folders, loaded with
 :meth:`caproute.routers.pipeline.RoutingPipeline.load`) and returns, per candidate, IPS, SNIPS
 and doubly robust estimates (:mod:`caproute.evaluate.offpolicy`) with percentile bootstrap
-intervals and the effective sample size. The DR outcome model is the candidate's: fitted on the
+intervals (DR: influence-function normal intervals) and the effective sample size. Each request is
+decided at the log's lambda / beta where the log carries them. The DR outcome model is the candidate's: fitted on the
 candidate's own features of the logged queries, cross-fitted over requests. A candidate that
 chooses a model the logging policy could not have served is refused (named in ``refused``).
 :func:`plot_replay` draws the estimates against the logging policy's observed mean.

@@ -14,10 +14,15 @@ The full observation grid of a DARS-format dataset is the environment:
   V(pi) = mean over traffic queries of sum_a pi(a | x) * mean_o u(x, a, o).
 - Each seed's log gives IPS / SNIPS / DR estimates (:mod:`caproute.evaluate.offpolicy`) with
   bootstrap intervals; over seeds they give coverage, bias and mean absolute error.
-- Routers retrained from the log alone (:mod:`caproute.evaluate.outcome_models`, partial
-  feedback: one reward of one model per request) are scored on the traffic queries by query
-  cross-fitting (the router that scores a query never saw a request for it; its TF-IDF encoder is
-  fitted on its own log rows only), next to the same family trained on the train queries' full grid.
+- Routers retrained from the log alone (partial feedback: one reward of one model per request;
+  :data:`RETRAIN_LEARNER`: ``knn`` = :class:`~caproute.evaluate.outcome_models.LocalKNN` with
+  importance weights 1 / propensity, ``knn-partial`` = caproute's ``knn`` family trained by
+  ``train_pipeline`` on the log's partial grid, ``ridge`` = ``SharedRidge``) are scored on the
+  traffic queries by query cross-fitting (the router that scores a query never saw a request for
+  it; its TF-IDF encoder is fitted on its own log rows only), next to the same family trained on
+  the train queries' full grid.
+- DR intervals are influence-function normal intervals (:func:`caproute.evaluate.offpolicy.dr_estimate`);
+  IPS / SNIPS intervals are percentile bootstrap intervals.
 """
 
 from __future__ import annotations

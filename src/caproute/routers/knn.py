@@ -17,6 +17,8 @@ import numpy as np
 from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targets, register
 
 SMALL_PRODUCT = 50_000_000
+#: up to this many sparse query rows, products are taken row by row (:func:`sparse_rows_product`)
+SPARSE_ROWS_LOOP = 8
 _CONTROLLER = None
 
 
@@ -46,6 +48,28 @@ def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -
     return w / (w.sum(axis=1, keepdims=True) + 1e-12)
 
 
+def sparse_rows_product(X, train_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Squared norms (n,) and products with the training rows (n, n_train) of CSR rows ``X``.
+
+    For a few rows (a query at a time) each row's product is the weighted sum of the
+    ``train_t`` rows at its nonzero columns, read straight from the CSR arrays: scipy's sparse
+    product and elementwise multiply build intermediate matrices whose checks cost more than the
+    arithmetic. Many rows go through scipy's product.
+    """
+    n = X.shape[0]
+    if n > SPARSE_ROWS_LOOP:
+        return np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel(), np.asarray(X @ train_t)
+    data, indices, indptr = X.data, X.indices, X.indptr
+    x_sq = np.empty(n, np.float64)
+    prod = np.empty((n, train_t.shape[1]), dtype=np.result_type(data.dtype, train_t.dtype))
+    for i in range(n):
+        s, e = indptr[i], indptr[i + 1]
+        row = data[s:e]
+        x_sq[i] = np.dot(row, row)
+        prod[i] = row @ train_t[indices[s:e]]
+    return x_sq, prod
+
+
 def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
             train_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices (n, k) and Euclidean distances (n, k) of the k nearest training rows, nearest first
@@ -59,8 +83,7 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
     sparse = hasattr(X, "tocsr")
     if sparse:   # scipy CSR (TF-IDF rows): the product costs nnz x n_train instead of n x d x n_train
         X = X.tocsr()
-        x_sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
-        prod = np.asarray(X @ (train_t if train_t is not None else np.ascontiguousarray(train.T)))
+        x_sq, prod = sparse_rows_product(X, train_t if train_t is not None else np.ascontiguousarray(train.T))
     else:
         x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         with blas_threads_for(X.shape[0] * X.shape[1] * train.shape[0]):
@@ -73,19 +96,19 @@ def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
         rows = X[qi].toarray() if sparse else X[qi]
         diff = rows.astype(np.float64) - train[ti].astype(np.float64)
         d2[qi, ti] = np.einsum("ij,ij->i", diff, diff)
-    n_train = train.shape[0]
+    n, n_train = d2.shape
+    rows_ix = np.arange(n)[:, None]
     if k < n_train:
         part = np.argpartition(d2, k - 1, axis=1)[:, :k]
         # argpartition does not order ties by index; widen to every row tied with the k-th value
-        kth = np.take_along_axis(d2, part, axis=1).max(axis=1, keepdims=True)
-        if ((d2 <= kth).sum(axis=1) > k).any():
+        kth = d2[rows_ix, part].max(axis=1, keepdims=True)
+        if np.count_nonzero(d2 <= kth) > n * k:
             part = np.argsort(d2, axis=1, kind="stable")[:, :k]
     else:
-        part = np.broadcast_to(np.arange(n_train), (X.shape[0], n_train))
-    sub = np.take_along_axis(d2, part, axis=1)
+        part = np.broadcast_to(np.arange(n_train), (n, n_train))
+    sub = d2[rows_ix, part]
     order = np.lexsort((part, sub), axis=1) if sub.size else np.zeros_like(part)
-    idx = np.take_along_axis(part, order, axis=1)
-    return idx, np.sqrt(np.take_along_axis(sub, order, axis=1))
+    return part[rows_ix, order], np.sqrt(sub[rows_ix, order])
 
 
 @register

@@ -169,7 +169,7 @@ class Router(HyperParams, ABC):
     def _validate_sparse_X(self, X):
         """A scipy sparse X as float32 CSR with finite values and the training feature dimension."""
         self._check_fitted()
-        X = X.tocsr().astype(np.float32)
+        X = X.tocsr().astype(np.float32, copy=False)   # no copy (and no re-check) when already float32
         d = getattr(self, "n_features_in_", None)
         if d is not None and X.shape[1] != d:
             raise ValueError(f"X has {X.shape[1]} features, the router was fitted on {d}")

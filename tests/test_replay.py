@@ -150,7 +150,7 @@ def test_simulate_builtin_small(tmp_path):
     res = json.loads(out.read_text())
     est = {(r["candidate"], r["estimator"]) for r in res["summary"]}
     assert ("knn", "dr") in est and ("best_fixed", "ips") in est
-    assert {r["family"] for r in res["retrained_summary"]} == {"knn", "knn-partial", "ridge"}
+    assert {r["family"] for r in res["retrained_summary"]} == {"knn", "knn-imputed", "knn-partial", "ridge"}
     assert len(res["rows"]) == 2 * (1 + 2 * 3)
     # best_fixed is the logger: its IPS weights are 1 / (1 - eps + eps/m) on agreeing requests
     assert all(abs(r["truth"] - res["meta"]["true_values"][r["candidate"]]) < 1e-12

@@ -104,8 +104,8 @@ def simulate_cmd(
         "--candidates", help="router families to evaluate (comma list)", callback=comma_list)
     ] = ("knn,embedllm,mirt,best_fixed",),
     retrain: Annotated[list[str], typer.Option(
-        "--retrain", help="families retrained from the log alone: knn, knn-partial, ridge (comma list; "
-                              "'none' for none)", callback=comma_list)] = ("knn,knn-partial,ridge",),
+        "--retrain", help="families retrained from the log alone: knn, knn-imputed, knn-partial, ridge "
+                              "(comma list; 'none' for none)", callback=comma_list)] = ("knn,knn-imputed,knn-partial,ridge",),
     outcome: Annotated[list[str], typer.Option(
         "--outcome", help="DR outcome models, the first is 'dr' (comma list: mixed, ridge, knn)",
         callback=comma_list)] = ("mixed,ridge",),

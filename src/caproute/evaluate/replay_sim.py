@@ -16,8 +16,9 @@ The full observation grid of a DARS-format dataset is the environment:
   bootstrap intervals; over seeds they give coverage, bias and mean absolute error.
 - Routers retrained from the log alone (partial feedback: one reward of one model per request;
   :data:`RETRAIN_LEARNER`: ``knn`` = :class:`~caproute.evaluate.outcome_models.LocalKNN` with
-  importance weights 1 / propensity, ``knn-partial`` = caproute's ``knn`` family trained by
-  ``train_pipeline`` on the log's partial grid, ``ridge`` = ``SharedRidge``) are scored on the
+  importance weights 1 / propensity, ``knn-imputed`` = caproute's ``knn`` family trained by
+  ``train_pipeline`` on the grid LocalKNN imputes for the logged queries, ``knn-partial`` = the
+  same family on the log's partial grid (unweighted), ``ridge`` = ``SharedRidge``) are scored on the
   traffic queries by query cross-fitting (the router that scores a query never saw a request for
   it; its TF-IDF encoder is fitted on its own log rows only), next to the same family trained on
   the train queries' full grid.
@@ -39,14 +40,15 @@ from caproute.evaluate.outcome_models import make_outcome_model, route_by_outcom
 from caproute.supervise.utility import DEFAULT_LAMBDA, observation_utility
 
 DEFAULT_CANDIDATES = ("knn", "embedllm", "mirt", "best_fixed")
-RETRAIN_FAMILIES = ("knn", "knn-partial", "ridge")
+RETRAIN_FAMILIES = ("knn", "knn-imputed", "knn-partial", "ridge")
 #: retrained family -> the router family it is compared with on the full grid ("ridge" has no
 #: router family: its full-grid version is the same SharedRidge fitted on the grid means)
-FULL_GRID_FAMILY = {"knn": "knn", "knn-partial": "knn", "ridge": "ridge"}
+FULL_GRID_FAMILY = {"knn": "knn", "knn-imputed": "knn", "knn-partial": "knn", "ridge": "ridge"}
 #: how each family is retrained from the log: an outcome model of :mod:`caproute.evaluate.outcome_models`
-#: (routed pessimistically), or ``None``: caproute's router family itself, trained by
-#: :func:`caproute.routers.pipeline.train_pipeline` on the log's partial grid
-RETRAIN_LEARNER = {"knn": "local-knn", "knn-partial": None, "ridge": "ridge"}
+#: (routed pessimistically; for ``knn-imputed`` its pessimistic values on the logged queries are the
+#: grid that caproute's ``knn`` family is trained on), or ``None``: caproute's router family itself,
+#: trained by :func:`caproute.routers.pipeline.train_pipeline` on the log's partial grid
+RETRAIN_LEARNER = {"knn": "local-knn", "knn-imputed": "local-knn", "knn-partial": None, "ridge": "ridge"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,6 +367,9 @@ def _retrained_utility(env: GridEnvironment, family: str, q, chosen, reward, pro
         model = make_outcome_model(RETRAIN_LEARNER[family])
         weight = {"weight": 1.0 / propensity[rows]} if getattr(model, "accepts_weight", False) else {}
         model.fit(_traffic_features(enc, list(texts[q[rows]])), chosen[rows], reward[rows], m, **weight)
+        if family == "knn-imputed":
+            choice[target] = _family_from_imputed(env, model, enc, q[rows], target, config)
+            continue
         Xt = _traffic_features(enc, list(texts[target]))
         choice[target] = route_by_outcome(model.predict(Xt), model.predict_se(Xt), config.kappa)
     return env.value(ope.one_hot(choice, m))
@@ -375,11 +380,29 @@ def log_observations(env: GridEnvironment, q, chosen, reward) -> pd.DataFrame:
     cost 0 since the reward is already the utility u = q - lambda c), the partial grid that
     caproute's router families train on (docs/supervision.md, "Partial grids")."""
     texts = np.asarray(env.texts, dtype=object)
+    q = np.asarray(q, dtype=np.intp)
     return pd.DataFrame({
         "dataset": "log", "split": "train", "query_id": env.query_ids[q],
         "model": np.asarray(env.models, dtype=object)[chosen], "prompt_variant_id": -1,
         "decode_id": np.arange(len(q)), "observation_type": "decoding_variation",
         "score": np.asarray(reward, np.float64), "cost": 0.0, "question": texts[q]})
+
+
+def _family_from_imputed(env: GridEnvironment, model, encoder, q, target, config: SimulationConfig) -> np.ndarray:
+    """Choices on ``target`` of caproute's ``knn`` family trained by :func:`train_pipeline` on an
+    imputed grid: for every logged query and model, the log-fitted ``model``'s pessimistic value
+    q̂ - kappa * se (a model with no logged row, infinite se, stays unobserved: the partial-grid rule)."""
+    from caproute.routers.pipeline import train_pipeline
+
+    uq = np.unique(q)
+    X = _traffic_features(encoder, [env.texts[i] for i in uq])
+    se = model.predict_se(X)
+    ok = np.isfinite(se)
+    value = np.where(ok, model.predict(X) - config.kappa * np.where(ok, se, 0.0), 0.0)
+    qi, a = np.nonzero(ok)
+    obs = log_observations(env, uq[qi], a, value[qi, a])
+    pipe = train_pipeline(obs, router="knn", features=config.features, lam=env.lam, seed=config.seed)
+    return _choices(pipe, [env.texts[i] for i in target], env.models)
 
 
 def _family_from_log(env: GridEnvironment, q, chosen, reward, target, config: SimulationConfig) -> np.ndarray:

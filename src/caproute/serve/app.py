@@ -34,7 +34,7 @@ from caproute.serve.conversation import routing_text
 from caproute.serve.duel_chat import chat_duel
 from caproute.serve.errors import ApiError, error_body, validation_message
 from caproute.serve.feedback_api import receive_feedback
-from caproute.serve.gateway import GatewayMiddleware
+from caproute.serve.gateway import FastLane, GatewayMiddleware
 from caproute.serve.naming import DUEL, router_model_id
 from caproute.serve.routed_chat import RoutedChat, decision_dict, json_response
 from caproute.serve.schemas import (
@@ -158,6 +158,12 @@ def create_app(config: ServeConfig) -> FastAPI:
             500,
         )
 
+    # the hot routes (filled in below) skip FastAPI's per-request machinery; innermost middleware,
+    # so the gateway (auth, body limit, metrics) and CORS wrap them as they wrap every route
+    lane: dict = {}
+    app.add_middleware(
+        FastLane, routes=lane, on_error=lambda request, exc: _error(request, exc.body(), exc.status, exc.headers)
+    )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -385,4 +391,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         chat.require_tools()
         return await chat.respond(stream=bool(body.stream))
 
+    lane.update(
+        {
+            "/v1/chat/completions": (ChatCompletionRequest, chat_completions),
+            "/v1/messages": (anthropic.MessagesRequest, messages),
+            "/v1/route": (RouteRequest, lambda body, request: route(body)),
+        }
+    )
     return app

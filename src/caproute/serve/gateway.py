@@ -106,3 +106,86 @@ async def _send_error(path: str, send, err: ApiError) -> None:
     headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class FastLane:
+    """The hot routes without FastAPI's per-request machinery (route matching, dependency solving,
+    its exception middleware): a pure ASGI dispatcher behind the gateway (so auth, the body limit
+    and the endpoint metrics are the same) and in front of FastAPI's router.
+
+    ``routes`` maps a POST path to ``(model, handler)``; the handler is the very function FastAPI
+    serves on that path, called as ``handler(body, request)``, so the answer is the same. Only the
+    plain case takes the lane: a JSON (or unlabelled) body that parses to an object and validates
+    against ``model``. Anything else (another method or content type, bad JSON, a validation
+    error) goes on to FastAPI with the body replayed, so every error comes from the one place that
+    makes it. ``on_error(request, err)`` turns an :class:`ApiError` into the route's error
+    response, as the app's exception handler does; other exceptions propagate to the app's
+    server-error handler, as they do from FastAPI's routes.
+    """
+
+    def __init__(self, app, routes: dict, on_error):
+        self.app, self.routes, self.on_error = app, routes, on_error
+
+    async def __call__(self, scope, receive, send):
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None or not _json_or_unlabelled(scope["headers"]):
+            return await self.app(scope, receive, send)
+        from pydantic import ValidationError
+        from starlette.requests import Request
+
+        request = Request(scope, receive, send)
+        messages = []   # as received: replayed to FastAPI when the lane does not serve the request
+        try:
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+        except ApiError as err:   # the body limit tripped while the body streamed in
+            return await self.on_error(request, err)(scope, receive, send)
+        body = None
+        if messages[-1]["type"] == "http.request":   # else the client left before its body ended
+            raw = b"".join(m.get("body", b"") for m in messages)
+            model, handler = route
+            try:
+                obj = json.loads(raw) if raw else None
+                body = model.model_validate(obj) if isinstance(obj, dict) else None
+            except (ValueError, ValidationError):   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                body = None
+        if body is None:
+            return await self.app(scope, _replay(messages, receive), send)
+        started = False
+
+        async def send_started(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            response = await handler(body, request)
+            await response(scope, receive, send_started)
+        except ApiError as err:
+            if started:
+                raise
+            await self.on_error(request, err)(scope, receive, send)
+
+
+def _json_or_unlabelled(headers) -> bool:
+    """Whether FastAPI would parse the body as JSON: no content type, or application/json."""
+    for k, v in headers:
+        if k == b"content-type":
+            kind = v.split(b";", 1)[0].strip().lower()
+            return kind == b"application/json"
+    return True
+
+
+def _replay(messages: list, receive):
+    """A ``receive`` that hands over ``messages`` (already received) first, then the client's own."""
+    pending = list(messages)
+
+    async def replayed():
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed

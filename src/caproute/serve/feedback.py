@@ -41,7 +41,7 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from caproute.data.text import clean_json
 from caproute.errors import ConfigError
@@ -178,6 +178,13 @@ class StoredFeedback:
     duel_seq: int | None = None  # shared state: the sequence number of the duel increment it created
 
 
+class _Record(NamedTuple):
+    """A registration as queued: the caller's record and when it was registered."""
+
+    record: dict[str, Any]
+    created: float
+
+
 class FeedbackStore(BackgroundWriter):
     """Thread-safe; ``start()`` opens the file and the writer thread, ``close()`` flushes and stops.
 
@@ -253,14 +260,27 @@ class FeedbackStore(BackgroundWriter):
 
     # -- API ----------------------------------------------------------------------------------------
     def register(self, record: dict[str, Any]) -> None:
-        """Queue a served response (not awaited). ``record`` keys: see ``RESPONSE_FIELDS``."""
-        row = {k: clean_json(record.get(k)) for k in self.response_fields}
-        row["created"] = row["created"] or time.time()
-        if isinstance(row["decision"], dict | list):
-            row["decision"] = json.dumps(row["decision"], default=str)
+        """Queue a served response (not awaited). ``record`` keys: see ``RESPONSE_FIELDS``.
+
+        The row is cleaned and its decision encoded by the writer thread (:meth:`_row`), off the
+        event loop; ``record`` and the values in it must not change after this call."""
         with self._lock:
             self.pending += 1
-        self._put(("register", row, None))
+        self._put(("register", _Record(record, time.time()), None))
+
+    def _row(self, record: dict[str, Any], now: float) -> dict[str, Any]:
+        """The stored row of a registration: strings cleaned, the decision as JSON text."""
+        row = {k: clean_json(record.get(k)) for k in self.response_fields}
+        row["created"] = row["created"] or now
+        if isinstance(row["decision"], dict | list):
+            row["decision"] = json.dumps(row["decision"], default=str)
+        return row
+
+    def _take(self, job):
+        """A queued job as the writer handles it: a registration's record made its row."""
+        if job is not None and job[0] == "register" and isinstance(job[1], _Record):
+            return ("register", self._row(*job[1]), None)
+        return job
 
     def add(self, feedback: Feedback) -> Future:
         """Queue feedback; the future resolves to :class:`StoredFeedback` once fsync'd, or raises
@@ -314,10 +334,10 @@ class FeedbackStore(BackgroundWriter):
             if carry:  # registrations of a failed commit go first, then whatever is new
                 jobs, carry = carry, []
             else:
-                jobs = [self._q.get()]
+                jobs = [self._take(self._q.get())]
             while len(jobs) < self.max_batch:
                 try:
-                    jobs.append(self._q.get_nowait())
+                    jobs.append(self._take(self._q.get_nowait()))
                 except queue.Empty:
                     break
             if None in jobs:

@@ -112,8 +112,14 @@ class ReplayResult:
 
 
 def replay(data: ReplayData, config: AdaptiveConfig, budget_fraction: float, *,
-           unit: str = "generations", seed: int = 0) -> ReplayResult:
-    """Run one allocation rule on the recorded observations until the budget is spent."""
+           unit: str = "generations", seed: int = 0, refine: bool = True) -> ReplayResult:
+    """Run one allocation rule on the recorded observations until the budget is spent.
+
+    ``refine``: when every query has stopped (settled or out of grid) and budget is left, the
+    settled queries with grid left go on -- one sample per round each, to the rule's top-two
+    choice, least certain first when the round does not fit -- until the budget or the grid is
+    spent; so a rule given budget B spends B, as uniform allocation does. Without it a rule stops
+    where its stopping rule (every label settled at 1 - delta) says, and may leave budget unspent."""
     if unit not in UNITS:
         raise DataError(f"unknown budget unit '{unit}' (choose from {', '.join(UNITS)})",
                         source="arguments", field="budget_unit")
@@ -129,16 +135,25 @@ def replay(data: ReplayData, config: AdaptiveConfig, budget_fraction: float, *,
     spent = 0.0
     active = np.ones(nq, bool)
     settled = np.zeros(nq, bool)
-    while active.any() and spent < budget:
+    refining = last = False
+    while spent < budget and not last:
+        if not active.any():
+            # every query stopped: go on with the settled ones that have grid left (refine)
+            more = settled & (n < data.size).any(axis=1)
+            if not refine or not more.any():
+                break
+            active, refining = more, True
         idx = np.flatnonzero(active)
         d = decide(n[idx], s[idx], ss[idx], c[idx], data.model_price, config, rng,
                    capacity=data.size[idx] - n[idx])
-        settled[idx] = d.settled
-        stop = d.model < 0
+        if not refining:
+            settled[idx] = d.settled
+        choice = d.proposal if refining else d.model
+        stop = choice < 0
         active[idx[stop]] = False
-        go, model, conf = idx[~stop], d.model[~stop], d.confidence[~stop]
+        go, model, conf = idx[~stop], choice[~stop], d.confidence[~stop]
         if go.size == 0:
-            break
+            continue
         rows = data.order[data.start[go, model] + n[go, model].astype(np.int64)]
         price = np.ones(go.size) if unit == "generations" else data.cost_raw[rows]
         if spent + price.sum() > budget:
@@ -147,7 +162,7 @@ def replay(data: ReplayData, config: AdaptiveConfig, budget_fraction: float, *,
             fits = np.cumsum(price[first]) <= budget - spent
             keep = first[fits]
             go, model, rows, price = go[keep], model[keep], rows[keep], price[keep]
-            active[:] = False  # the budget is spent after this round
+            last = True  # the budget is spent after this round
             if go.size == 0:
                 break
         n[go, model] += 1
@@ -321,11 +336,12 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def agreement_rows(exp, configs: list[AdaptiveConfig], budget: float, seeds: list[int], *,
-                   unit: str = "generations", progress=None) -> list[dict]:
+                   unit: str = "generations", refine: bool = True, progress=None) -> list[dict]:
     """Label agreement (tie-aware and strict) with the full grid's DARS label for every
-    configuration and replay seed at one budget; no router is trained. One row per (config, seed):
-    ``{rule, delta, epsilon, min_per_model, prior, seed, budget_fraction, label_agreement,
-    label_agreement_strict, generation_fraction, settled_queries}``."""
+    configuration and replay seed at one budget (``refine`` as in :func:`replay`); no router is
+    trained. One row per (config, seed): ``{rule, delta, epsilon, min_per_model, prior, seed,
+    budget_fraction, refine, label_agreement, label_agreement_strict, generation_fraction,
+    settled_queries}``."""
     from caproute.supervise.ablations import build_supervision
 
     train = exp.train_obs
@@ -339,11 +355,11 @@ def agreement_rows(exp, configs: list[AdaptiveConfig], budget: float, seeds: lis
                 full = build_supervision(train, variant="dars", beta=beta, normalizer=exp.normalizer,
                                          models=exp.models)
                 full_u, full_labels = full.utility(lam, beta), _labels(full, lam, beta)
-            res = replay(data, cfg, budget, unit=unit, seed=seed)
+            res = replay(data, cfg, budget, unit=unit, seed=seed, refine=refine)
             sup = build_supervision(train.iloc[res.rows], variant="dars", beta=beta,
                                     normalizer=exp.normalizer, models=exp.models)
             agree, strict = label_agreement(_labels(sup, lam, beta), full_u, full_labels)
-            out.append({**config_key(cfg), "seed": int(seed), "budget_fraction": float(budget),
+            out.append({**config_key(cfg), "seed": int(seed), "budget_fraction": float(budget), "refine": refine,
                         "label_agreement": agree, "label_agreement_strict": strict,
                         "generation_fraction": res.generations / data.total_generations,
                         "settled_queries": res.settled})

@@ -131,7 +131,7 @@ def goal_lines(res: dict) -> list[str]:
                    f"**{'met' if met else 'not met'}**.")
     if res["retrained_summary"]:
         out.append(f"- A router retrained from the log alone within 0.02 of its family on the full grid: "
-                   f"**{'met' if ok_rt else 'not met'}** ({', '.join(ok_rt) or 'none'} of "
+                   f"**{'met' if ok_rt else 'not met'}**: by {', '.join(ok_rt) or 'none'} (of "
                    f"{', '.join(r['family'] for r in res['retrained_summary'])}).")
     return out
 
@@ -170,7 +170,7 @@ def reading(res: dict) -> str:
                  f"{len(cands)} candidates.")
     rt = {r["family"]: r for r in res["retrained_summary"]}
     lines = [
-        "How to read this (measured, not tuned to the goals):", "",
+        "How to read this (measured; what was chosen on which data is said):", "",
         f"- DR is unbiased by construction (known propensities, cross-fitted outcome model). Over "
         f"{cfg['seeds']} seeds the standard error of a candidate's mean bias is itself "
         f"{min(se):.4f}-{max(se):.4f}, so the ±0.01 bias goal is at the edge of what {cfg['seeds']} seeds "
@@ -195,6 +195,11 @@ def reading(res: dict) -> str:
             f"pseudo-rows were chosen in a small exploration on seeds 0-2 of this environment (k in 32, 64, "
             f"128; pseudo-rows in 2, 4, 8; with and without weights), where kappa = 2 also did better than the "
             f"default kappa = {cfg['kappa']:g} that this run keeps).")
+    if "knn-imputed" in rt:
+        lines.append(
+            f"- caproute's `knn` family trained through its normal path on the grid that learner imputes "
+            f"(`knn-imputed`): {rt['knn-imputed']['gap']:+.3f} from the full-grid knn (sd over seeds "
+            f"{rt['knn-imputed']['retrained_std']:.3f}).")
     return "\n".join(lines) + "\n"
 
 
@@ -214,7 +219,7 @@ caproute replay --log LOG.jsonl|.parquet --candidate DIR[,DIR...] [--outcome mix
                 [--bootstrap 1000] [--alpha 0.05] [--seed 42] [--json OUT.json] [--png OUT.png]
 caproute replay simulate --data SRC --dataset NAME[,NAME...] [--test-fraction F] --explore EPS
                 --requests N --seeds S [--logger FAMILY] [--candidates A,B,...]
-                [--retrain knn,knn-partial,ridge] [--outcome mixed,ridge] [--kappa 1.0] [--jobs J]
+                [--retrain knn,knn-imputed,knn-partial,ridge] [--outcome mixed,ridge] [--kappa 1.0] [--jobs J]
                 [--json OUT.json] [--png OUT.png]
 ```
 
@@ -316,7 +321,7 @@ The full grid of any DARS-format data is the environment (`caproute.evaluate.rep
 4. **Retraining from the log alone** (`--retrain`). A log holds one reward of one model per
    request, mostly of the models the logger prefers. Each traffic query is routed by a router
    fitted (its TF-IDF encoder included) on the log rows of the other folds' queries (5-fold query
-   cross-fitting), so no query is scored by a router that saw a request for it. Three learners:
+   cross-fitting), so no query is scored by a router that saw a request for it. Four learners:
    - `knn`: a kNN router with **importance weights** and **one shared neighbourhood**
      (`LocalKNN`): the 64 logged requests nearest to x, whatever model served them; per model a,
      the weighted mean reward of the neighbours a served, weights 1/propensity (self-normalised
@@ -325,6 +330,10 @@ The full grid of any DARS-format data is the environment (`caproute.evaluate.rep
      the pessimistic rule, the highest q̂ - κ·se (κ = 1, se = sqrt(var(r) / (Kish's n_a + 4))).
      So a model replaces the logged choice only where the neighbourhood holds weighted evidence
      for it. k = 64 and the 4 pseudo-rows are PROPOSED.
+   - `knn-imputed`: caproute's own `knn` family, trained by `train_pipeline` on a grid imputed
+     from the log: for every logged query and model, the `knn` learner's pessimistic value
+     q̂ - κ·se as the score (a model never logged stays unobserved). The family's normal training
+     path, with the importance weights entering through the imputation.
    - `knn-partial`: caproute's own `knn` family trained by `train_pipeline` on the log's partial
      grid (per-model neighbour sets, docs/routers.md "Partial grids"). The supervision carries no
      sample weights, so this path is unweighted: shown to measure what the weights and the shared
@@ -332,7 +341,8 @@ The full grid of any DARS-format data is the environment (`caproute.evaluate.rep
    - `ridge`: the shared/per-model ridge (`SharedRidge`), routed by the same pessimistic rule.
 
    The comparison is the same family on the training queries' full grid: caproute's `knn` router
-   (DARS) for `knn` and `knn-partial`, and the same ridge fitted on the grid's per-pair means.
+   (DARS) for `knn`, `knn-imputed` and `knn-partial`, and the same ridge fitted on the grid's
+   per-pair means.
 5. The log's λ/β: candidates and the logger decide at the environment's λ (= the reward's) and
    β = 0.2, so the simulation needs no per-row λ/β; `caproute replay` on a real log reads them.
 

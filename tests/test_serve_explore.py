@@ -284,7 +284,7 @@ def test_postgres_state_migrates_to_routing_and_provenance_columns(tmp_path):
         con.close()
         pg.prepare(server.url)
         con = pg.connect(server.url)
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()["value"] == "2"
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()["value"] == str(pg.SCHEMA_VERSION)
         cols = {r["column_name"] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'requests'",
             (pg.SCHEMA,))}

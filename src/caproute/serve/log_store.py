@@ -4,13 +4,14 @@ Feedback refers to response ids; to turn it into training data we need what was 
 was answered. With ``--log-store`` the proxy records, per answered response id, the request's
 messages, the routing text, the answer text, the model, usage and cost, and for routed requests
 what off-policy replay needs (:data:`ROUTING_FIELDS`: the candidates, the model the serving policy
-chose and its probability, the full distribution, router and policy versions, lambda/beta, the
-exploration settings; ``caproute feedback export --replay-log``). Nothing is logged without the
+chose and its probability, the full distribution, router and policy versions, lambda/beta/lambda_t,
+the exploration settings; ``caproute feedback export --replay-log``). Nothing is logged without the
 flag (prompts may hold personal data: the log is the operator's choice).
 
 Schema versions: a log written before the routing columns existed gets them on open (``ALTER
-TABLE ... ADD COLUMN``, NULL for the old rows, which replay skips); PostgreSQL migrates the same
-way (:mod:`caproute.serve.stores.pg`, schema version 2).
+TABLE ... ADD COLUMN``, NULL for the old rows, which replay skips; a routed row without ``lam_t``
+was routed at lambda_t = 0); PostgreSQL migrates the same way (:mod:`caproute.serve.stores.pg`,
+schema versions 2 and 3).
 
 Storage: one SQLite file (WAL). A writer thread drains a queue and commits in groups, so the
 request path only enqueues (it never waits for the disk). ``synchronous=NORMAL``: a crash may
@@ -65,10 +66,11 @@ BASE_FIELDS = ("response_id", "created", "kind", "router", "model", "messages", 
 #: routed requests only (NULL otherwise): the routing text, JSON list of candidate models, the model
 #: the serving policy drew (``model`` is the one that answered: another after a fallback), its
 #: probability, the JSON {model: probability}, the router directory's fingerprint, the policy
-#: version, lambda, beta, and the JSON exploration settings (NULL without --explore)
+#: version, lambda, beta, the JSON exploration settings (NULL without --explore) and lambda_t (the
+#: PROPOSED latency weight; added after the others: NULL in rows logged before it, read as 0)
 ROUTING_COLUMNS = (("routing_text", "TEXT"), ("candidates", "TEXT"), ("chosen", "TEXT"), ("propensity", "REAL"),
                    ("propensities", "TEXT"), ("router_version", "TEXT"), ("policy_version", "TEXT"),
-                   ("lam", "REAL"), ("beta", "REAL"), ("explore", "TEXT"))
+                   ("lam", "REAL"), ("beta", "REAL"), ("explore", "TEXT"), ("lam_t", "REAL"))
 ROUTING_FIELDS = tuple(c for c, _ in ROUTING_COLUMNS)
 FIELDS = BASE_FIELDS + ROUTING_FIELDS
 JSON_ROUTING_FIELDS = ("candidates", "propensities", "explore")

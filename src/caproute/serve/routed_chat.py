@@ -525,7 +525,7 @@ class RoutedChat:
                 "propensity": pick.propensity, "propensities": pick.propensities,
                 "router_version": handle.fingerprint, "policy_version": params.version if params else None,
                 "lam": params.lam if params else None, "beta": params.beta if params else None,
-                "explore": ex.to_dict() if ex.on else None}
+                "explore": ex.to_dict() if ex.on else None, "lam_t": params.lam_t if params else None}
 
 
 def server_timing(t_in: float, route_ms: float, backend_s: float) -> str:

@@ -18,7 +18,7 @@ import uuid
 from caproute.errors import ConfigError
 
 SCHEMA = "caproute"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 7_260_001  # pg_advisory_lock keys: schema migrations
 DUEL_LOCK = 7_260_002  # duel increments get their sequence numbers in commit order
 
@@ -115,6 +115,10 @@ ALTER TABLE requests ADD COLUMN IF NOT EXISTS explore TEXT;
 ALTER TABLE feedback ADD COLUMN IF NOT EXISTS source TEXT;
 ALTER TABLE feedback ADD COLUMN IF NOT EXISTS raw_score DOUBLE PRECISION;
 ALTER TABLE feedback ADD COLUMN IF NOT EXISTS scale TEXT;
+""",
+    # issue 27: the latency weight lambda_t a routed request was decided at (NULL before: lambda_t = 0)
+    3: """
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS lam_t DOUBLE PRECISION;
 """,
 }
 

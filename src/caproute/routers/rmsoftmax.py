@@ -21,7 +21,7 @@ import numpy as np
 from caproute.routers._torch import Inputs, TorchRouterMixin, adam, batches
 from caproute.routers.base import Router, StatsPrediction, clipped_targets, register
 from caproute.routers.embedllm import supervision_beta
-from caproute.supervise.utility import observation_utility, utility
+from caproute.supervise.utility import DEFAULT_LAMBDA, observation_utility, utility
 
 LOSSES = ("softmax", "classification")
 
@@ -133,7 +133,7 @@ class RMSoftmaxRouter(TorchRouterMixin, Router):
     def _predict(self, X, lam):
         import torch
 
-        lam = 0.05 if lam is None else float(lam)
+        lam = DEFAULT_LAMBDA if lam is None else float(lam)
         lam_col = torch.full((X.shape[0],), lam, dtype=torch.float32)
         logits = self.net_(Inputs(X, self.sparse_input_).rows(), lam_col)
         probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)

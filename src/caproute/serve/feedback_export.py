@@ -29,7 +29,8 @@ text in the feedback store, so duel feedback exports without a log.
   runs over every kept row of a (query, model) in store order, so the sources never collide.
 - The replay log (``replay_log``; docs/replay.md's format, read by ``caproute replay --log``): one
   row per routed request that was logged with its routing record (``serve --log-store``; the
-  candidates, the drawn model and its propensity) and has an outcome, the reward being the score of
+  candidates, the drawn model and its propensity, the lambda / beta / lambda_t it was routed at:
+  lambda_t 0 for rows logged before the request log had it) and has an outcome, the reward being the score of
   the first source of ``reward_sources`` (default user, then judge, then duel) that rated its
   answer. Requests answered by a fallback model (not the one the policy drew: its probability is
   not the logged one) and requests without feedback are counted and left out.
@@ -266,6 +267,8 @@ def replay_log_rows(fb: pd.DataFrame, requests: pd.DataFrame | None, reward_sour
             "propensities": json.loads(r.propensities) if isinstance(r.propensities, str) else None,
             "reward": reward, "reward_source": src, "policy_version": r.policy_version, "router": r.router,
             "router_version": r.router_version, "lambda": _float(r.lam), "beta": _float(r.beta),
+            # routed before the request log had lam_t (column absent or NULL): at lambda_t = 0
+            "lambda_t": _float(getattr(r, "lam_t", None)) or 0.0,
             "explore": json.loads(r.explore) if isinstance(r.explore, str) else None, "cost_usd": cost,
             "created": float(r.created),
         })

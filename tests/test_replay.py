@@ -80,11 +80,13 @@ def test_reader_bad_json_and_empty(tmp_path):
 
 
 def test_reader_lambda_beta(tmp_path):
-    rows = [_row(0, **{"lambda": 0.5, "beta": 0.1}), _row(1), _row(2, **{"lambda": 0})]
+    rows = [_row(0, **{"lambda": 0.5, "beta": 0.1, "lambda_t": 2}), _row(1), _row(2, **{"lambda": 0})]
     log = read_request_log(_write(tmp_path / "log.jsonl", rows))
-    assert log.lams == [0.5, None, 0.0] and log.betas == [0.1, None, None]
-    assert read_request_log(_write(tmp_path / "plain.jsonl", [_row(0)])).lams is None
-    for bad, msg in (({"lambda": -1}, ">= 0"), ({"beta": "high"}, "finite number")):
+    assert log.lams == [0.5, None, 0.0] and log.betas == [0.1, None, None] and log.lam_ts == [2.0, None, None]
+    plain = read_request_log(_write(tmp_path / "plain.jsonl", [_row(0)]))
+    assert plain.lams is None and plain.lam_ts is None
+    for bad, msg in (({"lambda": -1}, ">= 0"), ({"beta": "high"}, "finite number"), ({"lambda_t": -0.5}, ">= 0"),
+                     ({"lambda_t": True}, "finite number"), ({"lambda_t": float("inf")}, "finite number")):
         with pytest.raises(DataError, match=msg) as e:
             read_request_log(_write(tmp_path / "bad.jsonl", [_row(0), _row(1, **bad)]))
         assert e.value.row == 2 and e.value.field == next(iter(bad))
@@ -185,7 +187,8 @@ def test_replay_decides_at_the_logs_lambda_beta(builtin_routers):
     logged = [dict(r, **{"lambda": 50.0, "beta": 0.0}) if i < half else r for i, r in enumerate(rows)]
     log = read_request_log(_write(d / "lam.jsonl", logged))
     groups = decision_groups(log, pipe.lam, pipe.beta)
-    assert {k: v.size for k, v in groups.items()} == {(50.0, 0.0): half, (pipe.lam, pipe.beta): len(rows) - half}
+    assert {k: v.size for k, v in groups.items()} == {(50.0, 0.0, 0.0): half,
+                                                      (pipe.lam, pipe.beta, 0.0): len(rows) - half}
     pi, _, _ = candidate_policy(pipe, log)
     texts = [r["query"] for r in rows]
     at50 = [x.model for x in pipe.decide(texts[:half], lam=50.0, beta=0.0)]

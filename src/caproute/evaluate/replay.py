@@ -5,9 +5,11 @@ routing pipelines (``caproute train`` folders, loaded with
 :meth:`caproute.routers.pipeline.RoutingPipeline.load`) and returns, per candidate, IPS, SNIPS
 and doubly robust estimates (:mod:`caproute.evaluate.offpolicy`) with percentile bootstrap
 intervals (DR: influence-function normal intervals) and the effective sample size. Each request is
-decided at the log's lambda / beta where the log carries them. The DR outcome model is the candidate's: fitted on the
+decided at the log's lambda / beta where the log carries them, and at its lambda_t (the PROPOSED
+latency weight; 0 where absent). The DR outcome model is the candidate's: fitted on the
 candidate's own features of the logged queries, cross-fitted over requests. A candidate that
-chooses a model the logging policy could not have served is refused (named in ``refused``).
+chooses a model the logging policy could not have served, or that cannot weigh latency (no latency
+model, or a policy router) on a log routed at lambda_t > 0, is refused (named in ``refused``).
 :func:`plot_replay` draws the estimates against the logging policy's observed mean.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from caproute.errors import DataError
+from caproute.errors import ConfigError, DataError
 from caproute.evaluate import offpolicy as ope
 from caproute.evaluate.outcome_models import make_outcome_model
 from caproute.evaluate.replay_log import RequestLog
@@ -43,14 +45,16 @@ class ReplayResult:
                 for r in self.rows.to_dict("records")]
 
 
-def decision_groups(log: RequestLog, lam: float, beta: float) -> dict[tuple[float, float], np.ndarray]:
-    """{(lambda, beta): row indices}: the log's own lambda / beta per row (the reward was computed,
-    and the serving router decided, at them), the candidate's saved ``lam`` / ``beta`` where a row
-    has none."""
+def decision_groups(log: RequestLog, lam: float, beta: float) -> dict[tuple[float, float, float], np.ndarray]:
+    """{(lambda, beta, lambda_t): row indices}: the log's own lambda / beta / lambda_t per row (the
+    reward was computed, and the serving router decided, at them), the candidate's saved ``lam`` /
+    ``beta`` where a row has none, and lambda_t 0 (the paper's utility) where a row has none."""
     lams = log.lams or [None] * log.n
     betas = log.betas or [None] * log.n
-    keys = [(lam if a is None else float(a), beta if b is None else float(b)) for a, b in zip(lams, betas, strict=True)]
-    out: dict[tuple[float, float], list[int]] = {}
+    lam_ts = log.lam_ts or [None] * log.n
+    keys = [(lam if a is None else float(a), beta if b is None else float(b), 0.0 if t is None else float(t))
+            for a, b, t in zip(lams, betas, lam_ts, strict=True)]
+    out: dict[tuple[float, float, float], list[int]] = {}
     for i, k in enumerate(keys):
         out.setdefault(k, []).append(i)
     return {k: np.asarray(v, dtype=np.intp) for k, v in out.items()}
@@ -60,7 +64,8 @@ def candidate_policy(pipe, log: RequestLog) -> tuple[np.ndarray, object, list[st
     """(pi, X, unknown): the candidate's one-hot policy (n, m + 1) over the log's models plus a
     last column for models that no logged request offered (always unsupported), its features of
     the logged queries, and the names of those never-offered models it chooses. Each request is
-    decided at the log's lambda / beta (:func:`decision_groups`), not the candidate's saved ones."""
+    decided at the log's lambda / beta / lambda_t (:func:`decision_groups`), not the candidate's saved
+    ones; a :class:`ConfigError` when the candidate cannot weigh latency at a row's lambda_t > 0."""
     if log.texts is not None:
         X = pipe.features(log.texts)
     else:
@@ -70,10 +75,9 @@ def candidate_policy(pipe, log: RequestLog) -> tuple[np.ndarray, object, list[st
             raise DataError(f"logged features have {X.shape[1]} dimensions, the router expects {d}",
                             source=log.source, field="features")
     choice = np.empty(log.n, dtype=np.intp)
-    for (lam, beta), rows in decision_groups(log, pipe.lam, pipe.beta).items():
+    for (lam, beta, lam_t), rows in decision_groups(log, pipe.lam, pipe.beta).items():
         Xg = X[rows] if len(rows) < log.n else X
-        pred = pipe.router.predict_stats(Xg, lam=lam)
-        choice[rows] = np.asarray(pipe.router.choose(Xg, pred, lam, beta), dtype=np.intp)
+        choice[rows] = np.asarray(pipe.choose_features(Xg, lam, beta, lam_t)[1], dtype=np.intp)
     names = np.asarray(pipe.models, dtype=object)[choice]
     idx = pd.Index(log.models).get_indexer(names)
     pi = np.zeros((log.n, len(log.models) + 1))      # last column: models the log never offered
@@ -90,9 +94,13 @@ def replay_log(log: RequestLog, candidates: dict[str, object], *, outcome: str =
     rows, refused, decided = [], {}, {}
     m = len(log.models)
     for name, pipe in candidates.items():
-        decided[name] = [{"lambda": k[0], "beta": k[1], "requests": int(v.size)}
+        decided[name] = [{"lambda": k[0], "beta": k[1], "lambda_t": k[2], "requests": int(v.size)}
                          for k, v in decision_groups(log, pipe.lam, pipe.beta).items()]
-        pi_ext, X, unknown = candidate_policy(pipe, log)
+        try:
+            pi_ext, X, unknown = candidate_policy(pipe, log)
+        except ConfigError as e:  # e.g. no latency model, asked for the log's lambda_t > 0
+            refused[name] = f"candidate '{name}' cannot be evaluated on this log: {e}"
+            continue
         support = np.hstack([log.support, np.zeros((log.n, 1), dtype=bool)])
         try:
             ope.check_support(pi_ext, support, [*log.models, "(never offered)"], name)

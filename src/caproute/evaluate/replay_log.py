@@ -10,7 +10,9 @@ JSONL (one JSON object per line) or Parquet (same columns). Fields:
   a propensity below 1 means every listed candidate could have been chosen, and a propensity of 1
   that only the chosen one could), ``policy_version`` (string), ``lambda`` and ``beta`` (numbers
   >= 0: the cost and risk weights the serving router decided at, and the reward's lambda; replay
-  scores every candidate at its row's lambda/beta, a candidate's own saved values where absent).
+  scores every candidate at its row's lambda/beta, a candidate's own saved values where absent),
+  ``lambda_t`` (number >= 0: the PROPOSED latency weight the request was routed at; absent: 0, the
+  paper's utility).
   Other fields are ignored.
 
 :func:`read_request_log` is the one validating reader: every problem is a
@@ -52,6 +54,8 @@ class RequestLog:
     #: per row, the lambda / beta the request was routed and rewarded at (None: not logged)
     lams: list[float | None] | None = None
     betas: list[float | None] | None = None
+    #: per row, the latency weight lambda_t the request was routed at (None: not logged, i.e. 0)
+    lam_ts: list[float | None] | None = None
 
     @property
     def n(self) -> int:
@@ -125,6 +129,7 @@ def read_request_log(path: str | os.PathLike) -> RequestLog:
     ids, cands, chosen, prop, reward, texts, feats, versions, props = [], [], [], [], [], [], [], [], []
     lams: list[float | None] = []
     betas: list[float | None] = []
+    lam_ts: list[float | None] = []
     seen: dict[str, int] = {}
     for row, rec in _records(path):
         for key in REQUIRED:
@@ -180,7 +185,7 @@ def read_request_log(path: str | os.PathLike) -> RequestLog:
         v = rec.get("policy_version")
         if v is not None and not isinstance(v, str | int):
             raise DataError(f"must be a string, got {v!r}", source=src, row=row, field="policy_version")
-        for key, out in (("lambda", lams), ("beta", betas)):
+        for key, out in (("lambda", lams), ("beta", betas), ("lambda_t", lam_ts)):
             if rec.get(key) is None:
                 out.append(None)
                 continue
@@ -216,4 +221,5 @@ def read_request_log(path: str | os.PathLike) -> RequestLog:
         features=np.asarray(feats, dtype=np.float32) if feats else None,
         policy_versions=versions if any(v is not None for v in versions) else None,
         lams=lams if any(v is not None for v in lams) else None,
-        betas=betas if any(v is not None for v in betas) else None)
+        betas=betas if any(v is not None for v in betas) else None,
+        lam_ts=lam_ts if any(v is not None for v in lam_ts) else None)

@@ -157,15 +157,23 @@ class RoutingPipeline:
         if lam < 0 or beta < 0:
             raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
         self.check_lam_t(lam_t)
-        X = self.features(texts)
+        pred, choice, lam_t = self.choose_features(self.features(texts), lam, beta, lam_t)
+        return decisions(pred, choice, lam, beta, lam_t)
+
+    def choose_features(self, X, lam: float, beta: float,
+                        lam_t: float = DEFAULT_LAMBDA_T) -> tuple[StatsPrediction, np.ndarray, float]:
+        """(prediction, chosen model indices, the lambda_t applied) for router input ``X`` (:meth:`features`)
+        at ``lam`` / ``beta`` / ``lam_t``; fixed routes ignore every weight (lambda_t applied: 0). A
+        :class:`ConfigError` when this pipeline cannot weigh latency and ``lam_t`` > 0."""
+        self.check_lam_t(lam_t)
         pred = self.router.predict_stats(X, lam=lam)
         if lam_t == 0 or self.router.fixed_route:   # fixed routes (random, cheapest) ignore every weight
-            return decisions(pred, self.router.choose(X, pred, lam, beta), lam, beta)
+            return pred, np.asarray(self.router.choose(X, pred, lam, beta)), 0.0
         if pred.kind == "policy":
             raise ConfigError(f"lambda_t = {lam_t:g}: router '{self.router.name}' predicts a routing "
                               "policy, not per-model statistics, so it cannot weigh latency")
         pred = self._with_latency(pred, X)
-        return decisions(pred, hard_labels(pred.utility(lam, beta, lam_t), pred.mu_c), lam, beta, lam_t)
+        return pred, hard_labels(pred.utility(lam, beta, lam_t), pred.mu_c), float(lam_t)
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

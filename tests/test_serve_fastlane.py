@@ -7,6 +7,7 @@ import asyncio
 
 from pydantic import BaseModel
 
+from caproute.serve.echo import read_body
 from caproute.serve.errors import ApiError
 from caproute.serve.gateway import BodyTooLarge, FastLane
 
@@ -38,13 +39,7 @@ def make():
     seen = {"inner": [], "handler": []}
 
     async def inner(scope, receive, send):
-        body = b""
-        while True:
-            m = await receive()
-            body += m.get("body", b"")
-            if not m.get("more_body"):
-                break
-        seen["inner"].append(body)
+        seen["inner"].append(await read_body(receive))
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b"inner"})
 

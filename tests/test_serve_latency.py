@@ -7,6 +7,9 @@ U is at least mu_q - 10 while the others' are at most 1 - 200."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 import httpx
 import openai
 import pytest
@@ -144,3 +147,44 @@ def test_serve_flag_lambda_t_is_checked():
 
     r = CliRunner().invoke(app, ["serve", "--router", "r", "--pool", "p.yaml", "--lambda-t", "-1"])
     assert r.exit_code == 2 and "--lambda-t" in r.output
+
+
+def test_lambda_t_is_logged_exported_and_replayed(env, tmp_path):
+    """The request log keeps the lambda_t each routed request was decided at, ``feedback export
+    --replay-log`` writes it, and replay decides every candidate at it. Hand-checked: at lambda = beta
+    = 0, lambda_t = 100 the server picks 'mid' (see the module docstring), at lambda_t = 0 the model of
+    highest mu_q ('mid' is not it, checked below); there is no exploration (propensity 1), so a
+    candidate decided at lambda_t = 0 on the first row would leave the log's support. 'old' has no
+    latency model: refused by name, as the server refuses it."""
+    from caproute.evaluate.replay import candidate_policy, load_candidates, replay_log
+    from caproute.evaluate.replay_log import read_request_log
+    from caproute.serve.feedback_export import export_feedback
+
+    log_path = tmp_path / "requests.sqlite3"
+    with serve(env, "logged", log_store=log_path) as s:
+        _, fast = chat(s, "caproute/r", {"caproute": {"lambda": 0, "beta": 0, "lambda_t": 100}})
+        _, plain = chat(s, "caproute/r", {"caproute": {"lambda": 0, "beta": 0}})
+        for m in (fast, plain):
+            r = httpx.post(s.base_url + "/v1/feedback", json={"response_id": m["response_id"], "score": 1,
+                                                               "scale": "thumbs"})
+            assert r.status_code == 200, r.text
+    assert fast["model"] == "mid" and plain["model"] != "mid"
+    con = sqlite3.connect(log_path)
+    logged = dict(con.execute("SELECT response_id, lam_t FROM requests").fetchall())
+    con.close()
+    assert logged == {fast["response_id"]: 100.0, plain["response_id"]: 0.0}
+
+    out = tmp_path / "replay.jsonl"
+    export_feedback(env["dir"] / "logged.sqlite3", log_store=log_path, replay_log=out)
+    rows = {r["request_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert {k: (r["lambda"], r["beta"], r["lambda_t"], r["chosen"]) for k, r in rows.items()} == {
+        fast["response_id"]: (0.0, 0.0, 100.0, "mid"), plain["response_id"]: (0.0, 0.0, 0.0, plain["model"])}
+
+    log = read_request_log(out)
+    cands = load_candidates([env["routers"]["r"], env["routers"]["old"]])
+    pi, _, _ = candidate_policy(cands["router"], log)
+    chose = [log.models[j] for j in pi[:, :-1].argmax(axis=1)]
+    assert chose == [rows[i]["chosen"] for i in log.request_ids]  # 'mid' where the log says lambda_t = 100
+    res = replay_log(log, {"nolat": cands["nolat"]}, n_boot=10)
+    assert list(res.refused) == ["nolat"] and "lambda_t = 100 needs predicted latencies" in res.refused["nolat"]
+    assert sorted(g["lambda_t"] for g in res.meta["decided_at"]["nolat"]) == [0.0, 100.0]

@@ -131,3 +131,49 @@ def test_export_errors_are_named(served, tmp_path):
         export_feedback(notes, store=tmp_path / "o.duckdb")
     with pytest.raises(DataError, match="request log"):
         export_feedback(served / "fb.sqlite3", log_store=notes, store=tmp_path / "o.duckdb")
+
+
+def test_old_request_logs_read_lambda_t_zero(tmp_path):
+    """A request log written before it stored lambda_t (routing columns, no ``lam_t``) still exports:
+    its routed rows were decided at lambda_t = 0, both before the log is reopened (column absent) and
+    after (the column is added on open, NULL for the old row); a new row keeps its lambda_t."""
+    from caproute.evaluate.replay_log import read_request_log
+    from caproute.serve.feedback_export import replay_log_rows
+    from caproute.serve.log_store import BASE_FIELDS, ROUTING_COLUMNS, RequestLog, read_requests
+
+    old_cols = [c for c in ROUTING_COLUMNS if c[0] != "lam_t"]
+    p = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE requests (response_id TEXT PRIMARY KEY, created REAL NOT NULL, kind TEXT NOT NULL, "
+                "router TEXT, model TEXT, messages TEXT NOT NULL, answer TEXT, finish_reason TEXT, "
+                "prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, cost_estimated INTEGER, "
+                + ", ".join(f"{n} {t}" for n, t in old_cols) + ")")
+    fields = [*BASE_FIELDS, *(n for n, _ in old_cols)]
+    con.execute(f"INSERT INTO requests ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                ("old", 1.0, "chat", "r", "big", "[]", "x", "stop", 1, 1, 0.1, 0, "hi", '["big", "small"]', "big",
+                 0.75, '{"big": 0.75, "small": 0.25}', "fp", "v1", 0.2, 0.0, None))
+    con.commit()
+    con.close()
+    fb = pd.DataFrame({"kind": ["scalar", "scalar"], "response_id": ["old", "new"], "source": ["user", "user"],
+                       "score": [1.0, 0.0], "a_model": ["big", "small"], "b_model": [None, None],
+                       "tie": [0, 0], "other_response_id": [None, None]})
+
+    rows, _ = replay_log_rows(fb, read_requests(p))  # not migrated yet: no lam_t column at all
+    assert [(r["request_id"], r["lambda"], r["lambda_t"]) for r in rows] == [("old", 0.2, 0.0)]
+
+    log = RequestLog(p).start()  # opening migrates: lam_t added, NULL for the old row
+    log.record(response_id="new", kind="chat", model="small", messages=[{"role": "user", "content": "yo"}],
+               answer="y", router="r", routing={"routing_text": "yo", "candidates": ["big", "small"],
+                                                "chosen": "small", "propensity": 0.25, "lam": 0.2, "beta": 0.0,
+                                                "propensities": {"big": 0.75, "small": 0.25}, "lam_t": 0.5,
+                                                "router_version": "fp", "policy_version": "v2"})
+    log.close()
+    con = sqlite3.connect(p)
+    assert con.execute("SELECT response_id, lam_t FROM requests ORDER BY created").fetchall() == [
+        ("old", None), ("new", 0.5)]
+    con.close()
+    rows, _ = replay_log_rows(fb, read_requests(p))
+    assert [(r["request_id"], r["lambda_t"]) for r in rows] == [("old", 0.0), ("new", 0.5)]
+    out = tmp_path / "replay.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_request_log(out).lam_ts == [0.0, 0.5]

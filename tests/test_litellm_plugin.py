@@ -266,3 +266,34 @@ def test_proxy_with_yaml_config(router_dir, tmp_path):
 
     logged = read_requests(tmp_path / "log.sqlite3")
     assert rid in set(logged["response_id"])
+
+
+def test_request_lambda_t_from_metadata(router_dir, tmp_path):
+    """Per-request lambda_t in ``metadata.caproute`` as lambda/beta. Hand-checked: latencies constant
+    per model (big 3 s, mid 0.1 s, small 2 s) are what the latency model predicts, so at lambda = beta
+    = 0 and lambda_t = 100 U is at least mu_q - 10 for 'mid' and at most 1 - 200 for the others; a
+    router without a latency model refuses lambda_t > 0 by name; a negative lambda_t is named."""
+    from litellm.types.router import RoutingContext
+
+    from caproute.serve.testing import synthetic_observations
+
+    obs = synthetic_observations()
+    obs["latency_s"] = obs["model"].map({"big": 3.0, "mid": 0.1, "small": 2.0})
+    p = CaprouteRoutingPlugin(train_router(tmp_path / "lat", obs))
+    cands = ["openai/big", "openai/mid", "openai/small"]
+
+    def run(plugin, params):
+        ctx = RoutingContext(raw_messages=[], structured_messages=[{"role": "user", "content": TEXT}],
+                             candidate_models=list(cands), metadata={"caproute": params})
+        return asyncio.run(plugin.run(ctx)).signals["caproute"]
+
+    fast = run(p, {"lambda": 0, "beta": 0, "lambda_t": 100})
+    assert (fast["decided_model"], fast["lambda_t"]) == ("mid", 100.0)
+    assert fast["policy_version"] == "request:lambda=0,beta=0,lambda_t=100"
+    plain = run(p, {"lambda": 0, "beta": 0})
+    assert plain["lambda_t"] == 0.0 and plain["policy_version"] == "request:lambda=0,beta=0"
+    assert plain["decided_model"] != "mid"   # without the latency term another model wins: the test can fail
+    with pytest.raises(ConfigError, match="lambda_t = 0.5 needs predicted latencies"):
+        run(CaprouteRoutingPlugin(router_dir), {"lambda_t": 0.5})
+    with pytest.raises(ValueError, match="metadata.caproute.lambda_t"):
+        run(p, {"lambda_t": -1})

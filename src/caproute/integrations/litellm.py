@@ -28,7 +28,9 @@ name: a candidate equal to the caproute model's name or ending in ``/<name>`` (`
 Candidates that caproute does not know are removed while caproute routes; a model group with none
 of caproute's models is left untouched. Per-request lambda/beta: ``metadata={"caproute":
 {"lambda": 0.2, "beta": 0}}`` in the request (most specific first: the request, the plugin's
-``lam``/``beta``, the calibrated ``policy``, the router's training values).
+``lam``/``beta``, the calibrated ``policy``, the router's training values); the PROPOSED latency
+weight the same way, ``{"lambda_t": 0.5}`` (else a latency-budget policy's, else 0: the paper's U;
+a router without a latency model refuses lambda_t > 0 with a ConfigError).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ SIGNAL_KEY = "caproute"
 #: LiteLLM releases with routing plugins in both the SDK (1.92) and the proxy (1.94); the tests
 #: pin the release they ran against (tests/test_litellm_plugin.py: TESTED_LITELLM).
 MIN_LITELLM = "1.94"
-_PARAM_KEYS = {"lambda": "lam", "lam": "lam", "beta": "beta"}
+_PARAM_KEYS = {"lambda": "lam", "lam": "lam", "beta": "beta", "lambda_t": "lam_t", "lam_t": "lam_t"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Choice:
     lam: float | None
     beta: float | None
     decision: dict[str, Any]  # the full decision (every model's predictions), as caproute serve stores it
+    lam_t: float | None = None  # the PROPOSED latency weight the decision was made at (None: a duel)
 
 
 class _RouterChooser:
@@ -92,29 +95,32 @@ class _RouterChooser:
     def models(self) -> tuple[str, ...]:
         return self.handle.models
 
-    def params(self, request: Mapping[str, Any]) -> tuple[float, float, str, str]:
-        """(lam, beta, source, policy version): the request's, else the plugin's, the policy's, the router's."""
+    def params(self, request: Mapping[str, Any]) -> tuple[float, float, float, str, str]:
+        """(lam, beta, lam_t, source, policy version): the request's, else the plugin's, the policy's,
+        the router's; lam_t: the request's, else a latency-budget policy's, else 0."""
         h, pol = self.handle, self.handle.policy
-        lam, beta, source = h.pipeline.lam, h.pipeline.beta, "default"
+        lam, beta, lam_t, source = h.pipeline.lam, h.pipeline.beta, 0.0, "default"
         if pol is not None:
-            lam, beta, source = pol.lam, pol.beta, "policy"
+            lam, beta, lam_t, source = pol.lam, pol.beta, pol.lam_t, "policy"
         if self.lam is not None or self.beta is not None:
             lam = lam if self.lam is None else self.lam
             beta = beta if self.beta is None else self.beta
-            source = "plugin"
+            lam_t, source = 0.0, "plugin"
         if request:
             lam, beta, source = request.get("lam", lam), request.get("beta", beta), "request"
-        version = pol.version if source == "policy" else f"{source}:lambda={lam:g},beta={beta:g}"
-        return float(lam), float(beta), source, version
+            lam_t = request.get("lam_t", lam_t)
+        version = pol.version if source == "policy" else f"{source}:lambda={lam:g},beta={beta:g}" + (
+            f",lambda_t={lam_t:g}" if lam_t > 0 else "")
+        return float(lam), float(beta), float(lam_t), source, version
 
     async def choose(self, text: str, request: Mapping[str, Any]) -> Choice:
         from caproute.serve.routing import fallback_order
 
-        lam, beta, source, version = self.params(request)
-        lam_t = self.handle.policy.lam_t if source == "policy" else 0.0  # a latency-budget policy's weight
+        lam, beta, lam_t, source, version = self.params(request)
+        self.handle.pipeline.check_lam_t(lam_t)  # a router without latencies: a named ConfigError
         d = await self.handle.batcher.decide(text, lam, beta, lam_t)
         order = fallback_order(d.utility, d.mu_c, d.model, self.models)
-        return Choice(tuple(order), self.handle.name, version, source, lam, beta, d.to_dict())
+        return Choice(tuple(order), self.handle.name, version, source, lam, beta, d.to_dict(), lam_t)
 
 
 class _DuelChooser:
@@ -258,7 +264,7 @@ class CaprouteRoutingPlugin(CustomLogger):
             "router": choice.router,
             "decided_model": chosen,
             **per_model,
-            "lambda": choice.lam, "beta": choice.beta,
+            "lambda": choice.lam, "beta": choice.beta, "lambda_t": choice.lam_t,
             "policy_version": choice.policy_version, "params_source": choice.params_source,
             "models": order,                                   # caproute names, fallback order
             "fallback_order": [mapping[m] for m in order],     # the same as LiteLLM candidates
@@ -378,7 +384,7 @@ def _pick(signal: dict[str, Any], litellm_model: str) -> str:
 
 
 def _request_params(raw) -> dict[str, float]:
-    """lambda/beta of a request's ``metadata.caproute`` (``{}`` when none); bad values are a ValueError."""
+    """lambda/beta/lambda_t of a request's ``metadata.caproute`` (``{}`` when none); bad values are a ValueError."""
     if not isinstance(raw, Mapping):
         return {}
     out = {}

@@ -359,27 +359,6 @@ def render_overlap(ours: list[dict], paper: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def refresh_small_table(rows: list[dict]) -> None:
-    """Rewrite docs/results-meta/table.md from the saved small-study rows with the Nadeau-Bengio
-    corrected se (no refit; the study's earlier table printed std / sqrt(runs))."""
-    from caproute.causal.metrics import resampled_se
-    from caproute.causal.report import markdown_table
-    from caproute.core.atomic import atomic_file
-
-    fixed = [dict(r, efficiency_gain_se=float(resampled_se(r["efficiency_gain_std"], r["runs"], TEST_FRACTION)))
-             for r in rows]
-    head = ("# Meta-Router efficiency gain: pandalm (small-gold study)\n\n"
-            f"`caproute meta --data PAIRS {' '.join(SMALL_ARGS)}`: 20 Monte Carlo runs (seeds 42 + run), test "
-            "fraction 0.3 of queries, alignment `variance`, gamma 1.0, PCA 50, overlap `clip`, effect model "
-            "`forest` (the paper's), the code's forests (100/200 trees). Efficiency gain = sum of gold gains routed "
-            "to the primary model minus random routing's, peak over usage 0.2-0.8 of the mean curve over runs; "
-            "se = Nadeau-Bengio corrected se of that mean, std * sqrt(1/runs + 0.3/0.7) (re-rendered from "
-            "pandalm.json by scripts/results_meta.py; the 95 % bands of the PNGs in this folder still use "
-            "std / sqrt(runs) until the study is rerun with --rerun-small).\n\n")
-    with atomic_file(OUT / "table.md") as tmp:
-        tmp.write_text(head + markdown_table(fixed))
-
-
 def render(cx: dict) -> str:
     facts = crossover_facts(cx)
     table, paired_table = render_crossover(cx, facts)
@@ -499,8 +478,6 @@ def main() -> None:
             cli_study(OVERLAP_ARGS)
         write_json(run_crossover(a.runs, a.trees, a.jobs, a.cache), cx_file)
     cx = json.loads(cx_file.read_text())
-    if not a.rerun_small and (OUT / "pandalm.json").exists():
-        refresh_small_table(json.loads((OUT / "pandalm.json").read_text()))
     with atomic_file(PAGE) as tmp:
         tmp.write_text(render(cx))
     print(f"wrote {PAGE}")

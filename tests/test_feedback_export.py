@@ -177,3 +177,30 @@ def test_old_request_logs_read_lambda_t_zero(tmp_path):
     out = tmp_path / "replay.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_request_log(out).lam_ts == [0.0, 0.5]
+
+
+def test_null_versions_export_as_null_and_replay_reads_them(tmp_path):
+    """A request whose router/policy version the log holds as NULL exports them as JSON null (not NaN,
+    which the replay reader rightly refuses), beside a row that has them."""
+    from caproute.evaluate.replay_log import read_request_log
+    from caproute.serve.feedback_export import replay_log_rows
+    from caproute.serve.log_store import RequestLog, read_requests
+
+    p = tmp_path / "log.sqlite3"
+    log = RequestLog(p).start()
+    for rid, version in (("a", None), ("b", "v2")):
+        log.record(response_id=rid, kind="chat", model="big", messages=[{"role": "user", "content": rid}],
+                   answer="y", router="r", routing={"routing_text": rid, "candidates": ["big", "small"],
+                                                    "chosen": "big", "propensity": 0.75, "lam": 0.05,
+                                                    "beta": 0.2, "propensities": {"big": 0.75, "small": 0.25},
+                                                    "router_version": version, "policy_version": version})
+    log.close()
+    fb = pd.DataFrame({"kind": ["scalar", "scalar"], "response_id": ["a", "b"], "source": ["user", "user"],
+                       "score": [1.0, 0.0], "a_model": ["big", "big"], "b_model": [None, None],
+                       "tie": [0, 0], "other_response_id": [None, None]})
+    rows, _ = replay_log_rows(fb, read_requests(p))
+    assert [(r["request_id"], r["policy_version"], r["router_version"]) for r in rows] == [
+        ("a", None, None), ("b", "v2", "v2")]
+    out = tmp_path / "replay.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_request_log(out).policy_versions == [None, "v2"]

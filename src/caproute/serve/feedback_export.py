@@ -265,8 +265,8 @@ def replay_log_rows(fb: pd.DataFrame, requests: pd.DataFrame | None, reward_sour
             "request_id": r.response_id, "query": r.routing_text, "candidates": json.loads(r.candidates),
             "chosen": r.chosen, "propensity": float(r.propensity),
             "propensities": json.loads(r.propensities) if isinstance(r.propensities, str) else None,
-            "reward": reward, "reward_source": src, "policy_version": r.policy_version, "router": r.router,
-            "router_version": r.router_version, "lambda": _float(r.lam), "beta": _float(r.beta),
+            "reward": reward, "reward_source": src, "policy_version": _text(r.policy_version), "router": _text(r.router),
+            "router_version": _text(r.router_version), "lambda": _float(r.lam), "beta": _float(r.beta),
             # routed before the request log had lam_t (column absent or NULL): at lambda_t = 0
             "lambda_t": _float(getattr(r, "lam_t", None)) or 0.0,
             "explore": json.loads(r.explore) if isinstance(r.explore, str) else None, "cost_usd": cost,
@@ -277,6 +277,11 @@ def replay_log_rows(fb: pd.DataFrame, requests: pd.DataFrame | None, reward_sour
 
 def _float(v):
     return None if v is None or pd.isna(v) else float(v)
+
+
+def _text(v):
+    """A text column's value, None where the log has NULL (pandas reads it as NaN or None)."""
+    return None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
 
 
 def judge_file_rows(pairs: pd.DataFrame, primary: str, alternative: str) -> tuple[pd.DataFrame, int]:

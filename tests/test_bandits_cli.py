@@ -47,7 +47,7 @@ def test_duel_lambda_is_the_cost_weight_of_r_star_and_lambda_c_its_old_spelling(
     seen = []
 
     def fake_load(**kw):
-        seen.append(kw["lambda_c"])
+        seen.append(kw["lam"])
         raise SystemExit(0)        # stop before any encoder or policy runs
 
     monkeypatch.setattr(environment, "load_environment", fake_load)

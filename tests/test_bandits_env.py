@@ -43,7 +43,7 @@ def obs_frame() -> pd.DataFrame:
 
 
 def test_utilities_from_observations_by_hand():
-    env = environment_from_observations(obs_frame(), lambda_c=1.0, scale=0.1)
+    env = environment_from_observations(obs_frame(), lam=1.0, scale=0.1)
     assert env.models == ("a", "b") and list(env.query_ids) == ["q1", "q2"]
     # costs min-max over the dataset: min 0, max 4 -> q1/a: (0.25 + 0.75)/2 = 0.5; q2/a: 1; q2/b: 0.5
     np.testing.assert_allclose(env.perf, [[0.5, 1.0], [0.0, 0.5]])

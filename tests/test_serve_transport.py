@@ -10,9 +10,9 @@ import json
 import httpx
 import pytest
 
+from caproute.core.http import LeanTransport
 from caproute.serve.echo import ANSWER, echo_app
 from caproute.serve.testing import UvicornThread, free_port
-from caproute.core.http import LeanTransport
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,11 @@ class FGTSDefaults:
 
 DEFAULTS = FGTSDefaults()
 
+#: cost weight lambda of the duel's r*(x, a) = mean score - lambda * normalised cost (lambda_c of
+#: algorithms.md §B.5; PROPOSED 1: the paper gives none). The same u = q - lambda c as
+#: supervise.utility.observation_utility, at the duel's own default (DARS's is 0.05).
+DEFAULT_DUEL_LAMBDA = 1.0
+
 
 def _num(x: float) -> str:
     return f"{x:.3g}"

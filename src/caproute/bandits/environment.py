@@ -3,8 +3,9 @@
 An environment holds, for n queries and K models, the true utilities r*(x, a) (n, K), the query
 texts and (optional) categories, and how feedback is produced:
 
-- from observations (any store or observation frame): r*(x, a) = mean score - lambda_c · mean
-  normalised cost (per-dataset min-max over all rows of the dataset; lambda_c = 1 PROPOSED), and
+- from observations (any store or observation frame): r*(x, a) = mean score - lambda · mean
+  normalised cost (per-dataset min-max over all rows of the dataset; lambda = 1 PROPOSED: the
+  same u = q - lambda c as supervise.utility.observation_utility, at another default), and
   y ~ Bernoulli(sigmoid((r*(x, a1) - r*(x, a2)) / s)) mapped to {+1, -1} (s = 0.1 PROPOSED);
 - from pairwise data with recorded labels (PandaLM): the recorded label of (x, a1, a2) when the
   data has one (human majority or a judge's verdict), a fair coin for a recorded tie, and the
@@ -28,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from caproute.bandits.bradley_terry import comparisons_from_labels, fit_bradley_terry
+from caproute.bandits.defaults import DEFAULT_DUEL_LAMBDA
 from caproute.bandits.posterior import sigmoid
 from caproute.errors import DataError
 from caproute.supervise.utility import observation_utility
 
-DEFAULT_LAMBDA_C = 1.0      # PROPOSED (algorithms.md §B.5)
 DEFAULT_SCALE = 0.1         # PROPOSED BTL scale s (§B.5)
 PAIR_LABELS = {"human": "human_majority", "gpt35": "gpt35_label", "pandalm7b": "pandalm7b_label"}
 PAIR_COLUMNS = {"model_1", "model_2", "instruction", "human_majority"}
@@ -101,7 +102,7 @@ class DuelEnvironment:
 # ----------------------------------------------------------------------------------------------
 # from observations
 def environment_from_observations(obs: pd.DataFrame, *, name: str = "observations",
-                                  lambda_c: float = DEFAULT_LAMBDA_C, scale: float = DEFAULT_SCALE,
+                                  lam: float = DEFAULT_DUEL_LAMBDA, scale: float = DEFAULT_SCALE,
                                   categories: str | None = "auto") -> DuelEnvironment:
     """Environment from canonical observations of one or more datasets.
 
@@ -146,9 +147,9 @@ def environment_from_observations(obs: pd.DataFrame, *, name: str = "observation
         first["query_id"].astype(str).to_numpy()
     mq, mc = mu_q.to_numpy(float), mu_c.to_numpy(float)
     return DuelEnvironment(
-        name=name, query_ids=qids, texts=texts, models=models, utilities=observation_utility(mq, mc, lambda_c),
+        name=name, query_ids=qids, texts=texts, models=models, utilities=observation_utility(mq, mc, lam),
         perf=mq, cost=mc, sigma_q=sd.to_numpy(float), categories=cats, scale=scale,
-        meta={"dropped_incomplete_queries": dropped, "lambda_c": lambda_c, "datasets": sorted(set(datasets)),
+        meta={"dropped_incomplete_queries": dropped, "lambda": lam, "datasets": sorted(set(datasets)),
               "source": "observations"})
 
 
@@ -253,7 +254,7 @@ def environment_from_pairs(pairs: pd.DataFrame, *, name: str = "pandalm", label:
 # ----------------------------------------------------------------------------------------------
 # loading
 def load_environment(*, store: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
-                     dataset: str | None = None, lambda_c: float = DEFAULT_LAMBDA_C,
+                     dataset: str | None = None, lam: float = DEFAULT_DUEL_LAMBDA,
                      scale: float = DEFAULT_SCALE, label: str = "human") -> DuelEnvironment:
     """Environment from ``--store`` or ``--data`` (a DARS dir, observation file, RouterDC folder,
     RouterBench parquet, 'builtin', or a PandaLM-style pairs parquet).
@@ -282,7 +283,7 @@ def load_environment(*, store: str | os.PathLike | None = None, data: str | os.P
         obs = obs[obs["dataset"].isin(wanted)].reset_index(drop=True)
         src = str(data)
     name = wanted[0] if len(wanted) == 1 else Path(src).stem if not src.startswith("builtin") else "builtin"
-    env = environment_from_observations(obs, name=name, lambda_c=lambda_c, scale=scale)
+    env = environment_from_observations(obs, name=name, lam=lam, scale=scale)
     env.meta["source_path"] = src
     if store is None and unscored:
         env.meta["dropped_unscored_queries"] = unscored

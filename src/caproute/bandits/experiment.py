@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from caproute.bandits.defaults import DEFAULT_DUEL_LAMBDA, method_label
 from caproute.bandits.defaults import DEFAULTS as FGTS_DEFAULTS
-from caproute.bandits.defaults import method_label
 from caproute.bandits.embeddings import CCFTConfig, EmbeddingSet, build_embeddings, parse_embeddings
 from caproute.bandits.environment import DuelEnvironment
 from caproute.bandits.regret import average_regret, weak_regret
@@ -59,7 +59,7 @@ class DuelSpec:
     #: encoder's embeddings of that pool are computed once
     subsample_seed: int | None = None
     knn_k: int = 16
-    dars_lambda: float | None = None     # None: the environment's lambda_c (same objective as r*)
+    dars_lam: float | None = None        # None: the environment's lambda (same objective as r*)
     dars_beta: float = 0.2
     ccft: CCFTConfig = field(default_factory=CCFTConfig)
     #: compute the full-information logistic reference per embedding set (off for tuning sweeps)
@@ -321,14 +321,14 @@ def dars_knn_choices(env: DuelEnvironment, offline: np.ndarray, online: np.ndarr
                      spec: DuelSpec) -> np.ndarray:
     """The DARS-supervised kNN router (caproute.routers 'knn', k = 16) trained on the offline
     queries' DARS statistics (mu_q, mu_c, sigma_q); its choice per online query, routed by
-    U = mu_q - lambda mu_c - beta sigma_q with lambda = the environment's lambda_c (so it targets
+    U = mu_q - lambda mu_c - beta sigma_q with lambda = the environment's cost weight (so it targets
     the same cost trade-off as r*) and beta = 0.2 (a reference line: no online learning)."""
     from caproute.routers.pipeline import make_router
     from caproute.supervise.supervision import Supervision
 
     sup = Supervision(env.query_ids[offline], env.models, env.perf[offline], env.cost[offline],
                       env.sigma_q[offline], kind="dars", beta=spec.dars_beta)
-    lam = env.meta.get("lambda_c", 1.0) if spec.dars_lambda is None else spec.dars_lambda
+    lam = env.meta.get("lambda", DEFAULT_DUEL_LAMBDA) if spec.dars_lam is None else spec.dars_lam
     router = make_router("knn", lam=lam, params={"k": spec.knn_k}).fit(emb.X[offline], sup)
     return np.asarray(router.route(emb.X[online], lam=lam, beta=spec.dars_beta), dtype=np.int64)
 

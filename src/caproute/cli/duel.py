@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from caproute.bandits.defaults import DEFAULT_DUEL_LAMBDA
 from caproute.bandits.defaults import DEFAULTS as FGTS_DEFAULTS
 from caproute.cli import app
 from caproute.cli.common import DataOpt, DeviceOpt, StoreOpt
@@ -82,7 +83,7 @@ def duel_cmd(
     mu: MuOpt = FGTS_DEFAULTS.mu,
     lam: Annotated[float, typer.Option(
         "--lambda", help="cost weight lambda in r* = score - lambda * normalised cost (PROPOSED 1; the duel's "
-                         "own lambda, not DARS's 0.05)", callback=finite("--lambda", lo=0.0))] = 1.0,
+                         "own lambda, not DARS's 0.05)", callback=finite("--lambda", lo=0.0))] = DEFAULT_DUEL_LAMBDA,
     lam_old: Annotated[float | None, typer.Option(
         "--lambda-c", hidden=True, help="deprecated: --lambda",
         callback=deprecated_alias("--lambda-c", "--lambda", finite("--lambda-c", lo=0.0)))] = None,
@@ -115,7 +116,7 @@ def duel_cmd(
     from caproute.core.atomic import write_json
 
     lam = lam if lam_old is None else lam_old
-    env = load_environment(store=store, data=data, dataset=joined(dataset), lambda_c=lam, scale=scale, label=label)
+    env = load_environment(store=store, data=data, dataset=joined(dataset), lam=lam, scale=scale, label=label)
     spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),
                     sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, offline_fraction=offline_fraction,
                     max_queries=max_queries or None, offline_prior=offline_prior, prior_weight=prior_weight,

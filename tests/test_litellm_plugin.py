@@ -5,7 +5,9 @@
   walks caproute's fallback order when the chosen backend fails (LiteLLM's retries), takes
   per-request lambda from the request's metadata, and records the decision in the signals, the
   answer, the feedback store and the request log, from which ``caproute feedback export`` makes
-  observations.
+  observations and a replay log: the routing record is the proxy's (candidates, the drawn model, its
+  propensity), so ``caproute replay`` of the served router reproduces its own logged choices, with
+  and without the plugin's ``explore=EPS``.
 - Through LiteLLM's proxy (``litellm --config`` with ``router_settings.plugins``, a subprocess on a
   free port) when a proxy-capable LiteLLM is found; otherwise that test skips and says why.
 
@@ -68,10 +70,17 @@ def test_candidates_by_name_suffix_and_model_map(router_dir):
     assert p.candidates_for(["openai/gpt-x"]) == {}
     q = CaprouteRoutingPlugin(router_dir, model_map={"big": "openai/gpt-x"})
     assert q.candidates_for(["openai/gpt-x", "openai/big"]) == {"big": "openai/gpt-x"}
+    # LiteLLM registers one callback per key: two plugins in one process must not collide
+    key = litellm.logging_callback_manager._get_custom_logger_key
+    assert key(p) != key(q)
     with pytest.raises(ConfigError, match="model_map names"):
         CaprouteRoutingPlugin(router_dir, model_map={"nope": "openai/x"})
     with pytest.raises(ConfigError, match="exactly one"):
         CaprouteRoutingPlugin()
+    with pytest.raises(ConfigError, match="epsilon must be in"):
+        CaprouteRoutingPlugin(router_dir, explore=1.5)
+    with pytest.raises(ConfigError, match="explore= samples from a router"):
+        CaprouteRoutingPlugin(duel_policy=router_dir, explore=0.1)
 
 
 def test_run_narrows_then_walks_the_fallback_order(router_dir):
@@ -166,6 +175,7 @@ def test_router_in_process_fallback_feedback_and_export(router_dir, tmp_path):
             time.sleep(0.05)
     finally:
         litellm.callbacks = saved
+        litellm.logging_callback_manager.remove_callback_from_all_lists(plugin)   # LiteLLM copied it there
         plugin.close()
         for s in servers.values():
             s.stop()
@@ -173,9 +183,24 @@ def test_router_in_process_fallback_feedback_and_export(router_dir, tmp_path):
     assert logged.loc[a.caproute["response_id"], "model"] == a.caproute["model"]
     assert logged.loc[b.caproute["response_id"], "answer"] == ANSWER
     assert json.loads(logged.loc[b.caproute["response_id"], "messages"]) == [{"role": "user", "content": TEXT}]
+    # the proxy's routing record: the candidates caproute chose among, the drawn model, propensity 1
+    rec = logged.loc[b.caproute["response_id"]]
+    assert json.loads(rec["candidates"]) == list(pipe.models) and rec["chosen"] == cheap.model
+    assert rec["propensity"] == 1.0 and b.caproute["propensity"] == 1.0 and "explored" not in b.caproute
+    assert json.loads(rec["propensities"]) == {m: float(m == cheap.model) for m in pipe.models}
+    assert (rec["lam"], rec["beta"], rec["lam_t"]) == (100.0, 0.2, 0.0) and rec["routing_text"] == TEXT
+    assert rec["policy_version"] == "request:lambda=100,beta=0.2" and rec["explore"] is None
+    from caproute.serve.calibrate import directory_fingerprint
+
+    assert rec["router_version"] == directory_fingerprint(router_dir)
+    # the fallback: logged with the model that answered, beside the drawn one; the replay log skips it
+    fell = logged.loc[a.caproute["response_id"]]
+    assert fell["chosen"] == best.model != fell["model"]
     rep = export_feedback(tmp_path / "fb.sqlite3", log_store=tmp_path / "log.sqlite3",
-                          observations=tmp_path / "obs.parquet")
+                          observations=tmp_path / "obs.parquet", replay_log=tmp_path / "replay.jsonl")
     assert rep.observations == 2 and rep.skipped_not_logged == 0
+    assert rep.replay_rows == 1 and rep.replay_skipped == {"not_routed": 0, "no_routing_record": 0,
+                                                          "fallback": 1, "no_feedback": 1}
     import pandas as pd
 
     obs = pd.read_parquet(tmp_path / "obs.parquet").set_index("model")
@@ -297,3 +322,79 @@ def test_request_lambda_t_from_metadata(router_dir, tmp_path):
         run(CaprouteRoutingPlugin(router_dir), {"lambda_t": 0.5})
     with pytest.raises(ValueError, match="metadata.caproute.lambda_t"):
         run(p, {"lambda_t": -1})
+
+
+QUESTIONS = [f"question {q}: topic{q % 5}word1 topic{q % 5}word7 filler{q}" for q in range(12)]
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.6])
+def test_litellm_traffic_exports_to_a_replay_log_and_replays(router_dir, tmp_path, eps):
+    """LiteLLM-served traffic -> feedback -> ``feedback export --replay-log`` -> ``replay_log``. The
+    served router replays to its own logged choices: without exploration every row supports only the
+    drawn model and IPS is the logged mean; with ``explore=0.6`` (epsilon, 3 models) the logged
+    propensities are 1 - 0.6 + 0.6/3 = 0.6 for the router's choice and 0.2 for the others, and IPS is
+    Σ r/p over the rows where the draw was the router's choice, divided by n (hand-computed below)."""
+    from litellm import Router
+
+    from caproute.evaluate.replay import replay_log
+    from caproute.evaluate.replay_log import read_request_log
+    from caproute.routers.pipeline import RoutingPipeline
+    from caproute.serve.feedback_export import export_feedback
+
+    pipe = RoutingPipeline.load(router_dir)
+    decided = {q: d.model for q, d in zip(QUESTIONS, pipe.decide(QUESTIONS), strict=True)}
+    servers = {m: UvicornThread(echo_app(m)) for m in TEST_MODELS}
+    plugin = CaprouteRoutingPlugin(router_dir, feedback_db=tmp_path / "fb.sqlite3", log_store=tmp_path / "log.sqlite3",
+                                   explore=eps, explore_seed=3)
+    score = {"big": 1.0, "mid": 0.75, "small": 0.25}     # the user's rating of each model's answer
+    saved = list(litellm.callbacks)
+    try:
+        for s in servers.values():
+            s.start()
+        litellm.callbacks = [plugin]
+        router = Router(model_list=_model_list(servers), plugins=[plugin], num_retries=0)
+
+        async def calls():
+            return [await router.acompletion(model="caproute", messages=[{"role": "user", "content": q}])
+                    for q in QUESTIONS]
+
+        answers = asyncio.run(calls())
+        for ans in answers:
+            plugin.feedback(ans.caproute["response_id"], score[ans.caproute["model"]])
+        deadline = time.monotonic() + 10
+        while plugin.request_log.written < len(QUESTIONS) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        litellm.callbacks = saved
+        litellm.logging_callback_manager.remove_callback_from_all_lists(plugin)   # LiteLLM copied it there
+        plugin.close()
+        for s in servers.values():
+            s.stop()
+    drawn = [a.caproute["model"] for a in answers]
+    explored = [m != decided[q] for q, m in zip(QUESTIONS, drawn, strict=True)]
+    assert any(explored) == (eps > 0)   # seed 3 explores at least once: the exploring branch is tested
+    for q, m, a in zip(QUESTIONS, drawn, answers, strict=True):
+        assert a.caproute["propensity"] == pytest.approx((0.6 if m == decided[q] else 0.2) if eps else 1.0)
+    out = tmp_path / "replay.jsonl"
+    rep = export_feedback(tmp_path / "fb.sqlite3", log_store=tmp_path / "log.sqlite3", replay_log=out)
+    assert rep.replay_rows == len(QUESTIONS) and rep.replay_explored == (eps > 0), rep.replay_skipped
+    rows = {r["request_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    for q, a in zip(QUESTIONS, answers, strict=True):
+        r = rows[a.caproute["response_id"]]
+        assert (r["query"], r["chosen"], r["reward"]) == (q, a.caproute["model"], score[a.caproute["model"]])
+        assert r["candidates"] == list(pipe.models) and (r["lambda"], r["beta"]) == (pipe.lam, pipe.beta)
+        expect = {m: (0.6 if m == decided[q] else 0.2) if eps else float(m == decided[q]) for m in pipe.models}
+        assert r["propensities"] == pytest.approx(expect) and r["propensity"] == pytest.approx(expect[r["chosen"]])
+        assert r["explore"] == ({"eps": eps, "mode": "epsilon", "temperature": None} if eps else None)
+
+    log = read_request_log(out)
+    assert log.support.all() if eps else (log.support.sum(axis=1) == 1).all()
+    res = replay_log(log, {"served": pipe}, n_boot=20)
+    assert res.refused == {}    # it agrees with its own log on every request
+    ips = res.rows.set_index("estimator").loc["ips", "value"]
+    rewards = [score[m] for m in drawn]
+    if eps:
+        hand = sum(r / 0.6 for r, x in zip(rewards, explored, strict=True) if not x) / len(QUESTIONS)
+    else:
+        hand = sum(rewards) / len(QUESTIONS)
+    assert ips == pytest.approx(hand)

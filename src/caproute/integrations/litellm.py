@@ -16,8 +16,16 @@ once:
   response id, fallback order, attempt) goes into ``context.signals["caproute"]``;
 - with ``feedback_db`` the decision is registered in caproute's feedback store under the response
   id, and with ``log_store`` the answered request is written to caproute's request log (the same
-  stores and record formats as ``caproute serve --feedback-db/--log-store``), so
-  ``caproute feedback export``, replay and retraining work for LiteLLM traffic too. The answer
+  stores and record formats as ``caproute serve --feedback-db/--log-store``), with the routing
+  record replay needs (routing text, the candidates caproute chose among, the drawn model and its
+  propensity, lambda/beta/lambda_t, router and policy versions; built by the proxy's own
+  :func:`caproute.serve.explore.routing_record`), so ``caproute feedback export`` (observations
+  and ``--replay-log``), ``caproute replay`` and retraining work for LiteLLM traffic too. A request
+  a fallback answered is logged with the model that answered (export skips it from the replay log,
+  as the proxy's); a dueling policy's draw has no known propensity, so its rows carry no routing
+  record (replay skips them). ``explore=EPS`` samples the model as ``caproute serve --explore``
+  does (:mod:`caproute.serve.explore`: the same distribution over the candidates, the drawn
+  model's propensity logged). The answer
   side needs the plugin registered as a LiteLLM callback as well (``litellm.callbacks`` /
   ``litellm_settings.callbacks``): it is a ``CustomLogger``, and it also puts the decision in a
   non-streamed answer's body (``caproute``) and one chunk of a stream (the first one LiteLLM's
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -58,6 +67,9 @@ SIGNAL_KEY = "caproute"
 #: LiteLLM releases with routing plugins in both the SDK (1.92) and the proxy (1.94); the tests
 #: pin the release they ran against (tests/test_litellm_plugin.py: TESTED_LITELLM).
 MIN_LITELLM = "1.94"
+#: routing records held from the decision until the answer is logged (older ones are dropped: a request
+#: that never answered): bounds the memory at about 10k routing texts
+MAX_PENDING_RECORDS = 10_000
 _PARAM_KEYS = {"lambda": "lam", "lam": "lam", "beta": "beta", "lambda_t": "lam_t", "lam_t": "lam_t"}
 
 
@@ -73,6 +85,7 @@ class Choice:
     beta: float | None
     decision: dict[str, Any]  # the full decision (every model's predictions), as caproute serve stores it
     lam_t: float | None = None  # the PROPOSED latency weight the decision was made at (None: a duel)
+    router_version: str | None = None  # the router folder's fingerprint (None: a duel)
 
 
 class _RouterChooser:
@@ -120,7 +133,8 @@ class _RouterChooser:
         self.handle.pipeline.check_lam_t(lam_t)  # a router without latencies: a named ConfigError
         d = await self.handle.batcher.decide(text, lam, beta, lam_t)
         order = fallback_order(d.utility, d.mu_c, d.model, self.models)
-        return Choice(tuple(order), self.handle.name, version, source, lam, beta, d.to_dict(), lam_t)
+        return Choice(tuple(order), self.handle.name, version, source, lam, beta, d.to_dict(), lam_t,
+                      self.handle.fingerprint)
 
 
 class _DuelChooser:
@@ -160,13 +174,17 @@ class CaprouteRoutingPlugin(CustomLogger):
     ``conversation``/``max_routing_chars``: which text the router sees (as ``caproute serve``).
     ``max_attempts``: how many models of the fallback order retries may walk (then the last repeats).
     ``feedback_db``/``log_store``: caproute's feedback store and request log (SQLite paths), off by default.
+    ``explore``/``explore_mode``/``explore_temperature``/``explore_seed``: sample the served model
+    as ``caproute serve --explore`` does (a router only; default 0: the router's choice, propensity 1).
     """
 
     def __init__(self, router: str | Path | None = None, *, duel_policy: str | Path | None = None,
                  name: str | None = None, policy: str | Path | None = None, lam: float | None = None,
                  beta: float | None = None, model_map: Mapping[str, str] | None = None,
                  conversation: str = "last_user", max_routing_chars: int = 4000, max_attempts: int = 3,
-                 feedback_db: str | Path | None = None, log_store: str | Path | None = None):
+                 feedback_db: str | Path | None = None, log_store: str | Path | None = None,
+                 explore: float = 0.0, explore_mode: str = "epsilon", explore_temperature: float | None = None,
+                 explore_seed: int | None = None):
         super().__init__()
         if (router is None) == (duel_policy is None):
             raise ConfigError("CaprouteRoutingPlugin: give exactly one of router= (a `caproute train` folder) "
@@ -176,9 +194,19 @@ class CaprouteRoutingPlugin(CustomLogger):
         if max_attempts < 1:
             raise ConfigError(f"CaprouteRoutingPlugin: max_attempts must be >= 1, got {max_attempts}")
         from caproute.serve.conversation import MODES
+        from caproute.serve.explore import DEFAULT_TEMPERATURE, Exploration
 
         if conversation not in MODES:
             raise ConfigError(f"CaprouteRoutingPlugin: conversation must be one of {MODES}, got '{conversation}'")
+        try:
+            self.exploration = Exploration(explore, explore_mode, DEFAULT_TEMPERATURE if explore_temperature is None
+                                           else explore_temperature)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"CaprouteRoutingPlugin: {e}") from None
+        if self.exploration.on and router is None:
+            raise ConfigError("CaprouteRoutingPlugin: explore= samples from a router's predicted utilities; "
+                              "it needs router= (a dueling policy explores by itself)")
+        self.explore_rng = random.Random(explore_seed)
         self.chooser = (_RouterChooser(router, name, policy, lam, beta) if router is not None
                         else _DuelChooser(duel_policy, name))
         self.model_map = dict(model_map or {})
@@ -189,6 +217,10 @@ class CaprouteRoutingPlugin(CustomLogger):
         self.conversation, self.max_routing_chars, self.max_attempts = conversation, max_routing_chars, max_attempts
         self._mappings: dict[tuple[str, ...], dict[str, str]] = {}
         self._stamped: OrderedDict[str, None] = OrderedDict()  # streams whose first chunk carries the decision
+        self._records: OrderedDict[str, dict] = OrderedDict()  # response id -> routing record, until logged
+        # LiteLLM keeps one callback per key (class name and public str/int/bool attributes): a unique one
+        # lets two plugins in one process (or one after another) each receive their own answers
+        self.instance_id = uuid.uuid4().hex
         self.store = self.request_log = None
         if feedback_db is not None:
             from caproute.serve.feedback import FeedbackStore
@@ -246,20 +278,40 @@ class CaprouteRoutingPlugin(CustomLogger):
             text = routing_text(context.structured_messages or context.raw_messages or [], self.conversation,
                                 self.max_routing_chars)
             choice = await self.chooser.choose(text, _request_params(metadata.get(SIGNAL_KEY)))
-            signal = self._signal(choice, mapping, (time.perf_counter() - t0) * 1e3)
+            signal, record = self._signal(choice, mapping, text, t0)
             self._register(signal, choice)
+            if record is not None and self.request_log is not None:
+                self._records[signal["response_id"]] = record
+                if len(self._records) > MAX_PENDING_RECORDS:   # requests that never answered
+                    self._records.popitem(last=False)
         chosen = signal["fallback_order"][signal["attempt"]]
         signal["model"], signal["litellm_model"] = _pick(signal, chosen), chosen
         context.candidate_models = [chosen]
         context.signals[SIGNAL_KEY] = signal
         return context
 
-    def _signal(self, choice: Choice, mapping: dict[str, str], decide_ms: float) -> dict[str, Any]:
-        order = [m for m in choice.order if m in mapping][: self.max_attempts]
+    def _signal(self, choice: Choice, mapping: dict[str, str], text: str, t0: float
+                ) -> tuple[dict[str, Any], dict | None]:
+        """(the signal, the request log's routing record: None for a duel). A router's served model is
+        drawn among the candidates caproute knows (its choice among them, propensity 1, without
+        ``explore``); the fallback order follows the drawn model as on caproute's proxy."""
+        from caproute.serve import explore
+        from caproute.serve.routing import fallback_order
+
         d = choice.decision
+        order = [m for m in choice.order if m in mapping]
+        drawn = record = None
+        if isinstance(d.get("utility"), dict):   # a router (a duel's draw has no known propensity)
+            candidates = [m for m in self.models if m in mapping]
+            drawn = explore.pick(d["utility"], order[0], candidates, self.exploration, self.explore_rng)
+            order = fallback_order(d["utility"], d["mu_c"], drawn.chosen, candidates)
+            record = explore.routing_record(text, drawn, router_version=choice.router_version,
+                                            policy_version=choice.policy_version, lam=choice.lam,
+                                            beta=choice.beta, lam_t=choice.lam_t, exploration=self.exploration)
+        order = order[: self.max_attempts]
         chosen = order[0]
         per_model = {k: d[k][chosen] for k in ("mu_q", "mu_c", "sigma_q", "utility") if isinstance(d.get(k), dict)}
-        return {
+        signal = {
             "response_id": f"chatcmpl-cr{uuid.uuid4().hex}",
             "router": choice.router,
             "decided_model": chosen,
@@ -270,8 +322,13 @@ class CaprouteRoutingPlugin(CustomLogger):
             "fallback_order": [mapping[m] for m in order],     # the same as LiteLLM candidates
             "candidates": sorted(mapping.values()),
             "attempt": 0,
-            "decide_ms": round(decide_ms, 3),
+            "decide_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }
+        if drawn is not None:   # as the proxy's answers: the drawn model's propensity (and the draw)
+            signal["propensity"] = drawn.propensity
+            if self.exploration.on:
+                signal.update(explored=drawn.explored, explore_loss=round(drawn.loss, 6))
+        return signal, record
 
     def _register(self, signal: dict[str, Any], choice: Choice) -> None:
         if self.store is None:
@@ -323,6 +380,7 @@ class CaprouteRoutingPlugin(CustomLogger):
         signal = _signal_of(kwargs)
         if signal is None or (self.request_log is None and self.store is None):
             return
+        routing = self._records.pop(signal["response_id"], None)
         try:
             answered = self._answered_model(signal, kwargs)
             if self.store is not None and answered != signal["decided_model"]:
@@ -339,7 +397,7 @@ class CaprouteRoutingPlugin(CustomLogger):
                     response_id=signal["response_id"], kind="chat", router=signal["router"], model=answered,
                     messages=list(kwargs.get("messages") or []), answer=text, finish_reason=finish, usage=usage,
                     cost_usd=float(cost) if isinstance(cost, int | float) else None,
-                    cost_estimated=not isinstance(cost, int | float))
+                    cost_estimated=not isinstance(cost, int | float), routing=routing)
         except Exception:  # noqa: BLE001 - the log must not fail a request
             log.exception("caproute: could not log %s", signal.get("response_id"))
 

@@ -20,8 +20,10 @@ returned per request by :func:`expected_loss` (the ``caproute`` object of an ans
 ``explore_loss``).
 
 Everything here is a pure function of the router's decision and a random number; the proxy's
-:class:`~caproute.serve.routed_chat.RoutedChat` applies it (sticky conversations keep their model:
-propensity 1) and logs the distribution (:mod:`caproute.serve.log_store`).
+:class:`~caproute.serve.routed_chat.RoutedChat` and the LiteLLM plugin
+(:mod:`caproute.integrations.litellm`, ``explore=EPS``) apply it (sticky conversations keep their
+model: propensity 1) and log the distribution with :func:`routing_record`
+(:mod:`caproute.serve.log_store`).
 """
 
 from __future__ import annotations
@@ -134,3 +136,16 @@ def fixed(model: str, candidates: Sequence[str]) -> Pick:
     """A request whose model was fixed before routing (a sticky conversation): propensity 1."""
     probs = {a: float(a == model) for a in candidates}
     return Pick(model, 1.0, probs, model, 0.0)
+
+
+def routing_record(routing_text: str | None, drawn: Pick, *, router_version: str | None,
+                   policy_version: str | None, lam: float | None, beta: float | None, lam_t: float | None,
+                   exploration: Exploration) -> dict:
+    """The request log's routing columns (:data:`caproute.serve.log_store.ROUTING_FIELDS`) of one
+    routed request: what off-policy replay needs. The candidates are those of ``drawn``'s
+    distribution, ``chosen`` the drawn model (the request log's ``model`` is the one that answered:
+    another after a fallback, which export skips). One builder for the proxy and the LiteLLM plugin."""
+    return {"routing_text": routing_text, "candidates": list(drawn.propensities), "chosen": drawn.chosen,
+            "propensity": drawn.propensity, "propensities": drawn.propensities,
+            "router_version": router_version, "policy_version": policy_version, "lam": lam, "beta": beta,
+            "explore": exploration.to_dict() if exploration.on else None, "lam_t": lam_t}

@@ -520,12 +520,11 @@ class RoutedChat:
         handle, params, pick = self.handle, self.params, self.pick
         if handle is None or pick is None:
             return None
-        ex = self.state.exploration
-        return {"routing_text": self.routing_text, "candidates": list(pick.propensities), "chosen": pick.chosen,
-                "propensity": pick.propensity, "propensities": pick.propensities,
-                "router_version": handle.fingerprint, "policy_version": params.version if params else None,
-                "lam": params.lam if params else None, "beta": params.beta if params else None,
-                "explore": ex.to_dict() if ex.on else None, "lam_t": params.lam_t if params else None}
+        return explore.routing_record(
+            self.routing_text, pick, router_version=handle.fingerprint,
+            policy_version=params.version if params else None, lam=params.lam if params else None,
+            beta=params.beta if params else None, lam_t=params.lam_t if params else None,
+            exploration=self.state.exploration)
 
 
 def server_timing(t_in: float, route_ms: float, backend_s: float) -> str:

@@ -17,6 +17,7 @@ LiteLLM is an optional extra (``caproute[litellm]``, part of ``all``); without i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -50,6 +51,34 @@ def _model_list(servers: dict) -> list[dict]:
     return [{"model_name": "caproute",
              "litellm_params": {"model": f"openai/{name}", "api_base": srv.base_url + "/v1", "api_key": "x"}}
             for name, srv in servers.items()]
+
+
+@contextlib.contextmanager
+def _litellm_router(plugin: CaprouteRoutingPlugin, servers: dict, **router_kw):
+    """LiteLLM's Router over the echo servers with the plugin as routing plugin and callback; on exit
+    the plugin leaves LiteLLM's callback lists (LiteLLM copies it there) and is closed (its records
+    flushed), and the servers stop."""
+    from litellm import Router
+
+    saved = list(litellm.callbacks)
+    try:
+        for s in servers.values():
+            s.start()
+        litellm.callbacks = [plugin]
+        yield Router(model_list=_model_list(servers), plugins=[plugin], **router_kw)
+    finally:
+        litellm.callbacks = saved
+        litellm.logging_callback_manager.remove_callback_from_all_lists(plugin)
+        plugin.close()
+        for s in servers.values():
+            s.stop()
+
+
+def _wait_logged(plugin: CaprouteRoutingPlugin, n: int, timeout_s: float = 10.0) -> None:
+    """Until LiteLLM's success callbacks (run after the answer) have logged ``n`` requests."""
+    deadline = time.monotonic() + timeout_s
+    while plugin.request_log.written < n and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_litellm_version_is_the_tested_one():
@@ -130,8 +159,6 @@ def test_request_lambda_is_validated(router_dir):
 def test_router_in_process_fallback_feedback_and_export(router_dir, tmp_path):
     """LiteLLM's Router over real echo backends: the decision, a fallback, per-request lambda,
     the request log and feedback store, and `caproute feedback export` of the traffic."""
-    from litellm import Router
-
     from caproute.routers.pipeline import RoutingPipeline
     from caproute.serve.feedback_export import export_feedback
     from caproute.serve.log_store import read_requests
@@ -143,13 +170,7 @@ def test_router_in_process_fallback_feedback_and_export(router_dir, tmp_path):
     servers = {m: UvicornThread(echo_app(m, fail_status=500 if m == best.model else None)) for m in TEST_MODELS}
     plugin = CaprouteRoutingPlugin(router_dir, lam=0.0, feedback_db=tmp_path / "fb.sqlite3",
                                    log_store=tmp_path / "log.sqlite3")
-    saved = list(litellm.callbacks)
-    try:
-        for s in servers.values():
-            s.start()
-        litellm.callbacks = [plugin]
-        router = Router(model_list=_model_list(servers), plugins=[plugin], num_retries=2, retry_after=0)
-
+    with _litellm_router(plugin, servers, num_retries=2, retry_after=0) as router:
         async def calls():
             msgs = [{"role": "user", "content": TEXT}]
             a = await router.acompletion(model="caproute", messages=msgs)
@@ -170,15 +191,7 @@ def test_router_in_process_fallback_feedback_and_export(router_dir, tmp_path):
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == ANSWER
         assert plugin.feedback(b.caproute["response_id"], 1.0).responses[0]["model"] == cheap.model
         plugin.feedback(a.caproute["response_id"], 0.0)
-        deadline = time.monotonic() + 10
-        while plugin.request_log.written < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        litellm.callbacks = saved
-        litellm.logging_callback_manager.remove_callback_from_all_lists(plugin)   # LiteLLM copied it there
-        plugin.close()
-        for s in servers.values():
-            s.stop()
+        _wait_logged(plugin, 3)
     logged = read_requests(tmp_path / "log.sqlite3").set_index("response_id")
     assert logged.loc[a.caproute["response_id"], "model"] == a.caproute["model"]
     assert logged.loc[b.caproute["response_id"], "answer"] == ANSWER
@@ -334,8 +347,6 @@ def test_litellm_traffic_exports_to_a_replay_log_and_replays(router_dir, tmp_pat
     drawn model and IPS is the logged mean; with ``explore=0.6`` (epsilon, 3 models) the logged
     propensities are 1 - 0.6 + 0.6/3 = 0.6 for the router's choice and 0.2 for the others, and IPS is
     Σ r/p over the rows where the draw was the router's choice, divided by n (hand-computed below)."""
-    from litellm import Router
-
     from caproute.evaluate.replay import replay_log
     from caproute.evaluate.replay_log import read_request_log
     from caproute.routers.pipeline import RoutingPipeline
@@ -347,13 +358,7 @@ def test_litellm_traffic_exports_to_a_replay_log_and_replays(router_dir, tmp_pat
     plugin = CaprouteRoutingPlugin(router_dir, feedback_db=tmp_path / "fb.sqlite3", log_store=tmp_path / "log.sqlite3",
                                    explore=eps, explore_seed=3)
     score = {"big": 1.0, "mid": 0.75, "small": 0.25}     # the user's rating of each model's answer
-    saved = list(litellm.callbacks)
-    try:
-        for s in servers.values():
-            s.start()
-        litellm.callbacks = [plugin]
-        router = Router(model_list=_model_list(servers), plugins=[plugin], num_retries=0)
-
+    with _litellm_router(plugin, servers, num_retries=0) as router:
         async def calls():
             return [await router.acompletion(model="caproute", messages=[{"role": "user", "content": q}])
                     for q in QUESTIONS]
@@ -361,15 +366,7 @@ def test_litellm_traffic_exports_to_a_replay_log_and_replays(router_dir, tmp_pat
         answers = asyncio.run(calls())
         for ans in answers:
             plugin.feedback(ans.caproute["response_id"], score[ans.caproute["model"]])
-        deadline = time.monotonic() + 10
-        while plugin.request_log.written < len(QUESTIONS) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        litellm.callbacks = saved
-        litellm.logging_callback_manager.remove_callback_from_all_lists(plugin)   # LiteLLM copied it there
-        plugin.close()
-        for s in servers.values():
-            s.stop()
+        _wait_logged(plugin, len(QUESTIONS))
     drawn = [a.caproute["model"] for a in answers]
     explored = [m != decided[q] for q, m in zip(QUESTIONS, drawn, strict=True)]
     assert any(explored) == (eps > 0)   # seed 3 explores at least once: the exploring branch is tested

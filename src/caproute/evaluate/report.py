@@ -199,6 +199,10 @@ def variance_table(res: BenchResult) -> pd.DataFrame:
             lambda x: f"{100 * x:.0f}%"), "runs": v["n_runs"]})
 
 
+def _g(x: float) -> str:
+    return f"{x:.3g}" if np.isfinite(x) else "-"
+
+
 def significance_table(res: BenchResult) -> pd.DataFrame:
     s = getattr(res, "significance", pd.DataFrame())
     if s is None or s.empty:
@@ -216,13 +220,14 @@ def significance_table(res: BenchResult) -> pd.DataFrame:
         "single-shot": [_pm(m, d, n) + f" (n={n})" for m, d, n in zip(s["single_mean"], s["single_std"], s["n_single"], strict=True)],
         "DARS": [_pm(m, d, n) + f" (n={n})" for m, d, n in zip(s["dars_mean"], s["dars_std"], s["n_dars"], strict=True)],
         "Δ": s["diff"].map(lambda x: f"{x:+.3f}"), "test": s["test"],
-        "p": s["p_value"].map(lambda x: f"{x:.3g}" if np.isfinite(x) else "-"),
-        "Holm p": (s["p_holm"] if "p_holm" in s else s["p_value"] * np.nan).map(
-            lambda x: f"{x:.3g}" if np.isfinite(x) else "-"),
+        "p (Holm p)": [f"{_g(p)} ({_g(h)})" for p, h in zip(
+            s["p_value"], s["p_holm"] if "p_holm" in s else s["p_value"] * np.nan, strict=True)],
         "95% CI of Δ": [f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
                         for lo, hi in zip(s.get("ci_low", s["diff"] * np.nan), s.get("ci_high", s["diff"] * np.nan),
                                           strict=True)],
-        "verdict": s["verdict"],
+        # the verdict's words only: its p, Holm p and CI are the columns before it
+        "verdict": s["verdict"].astype(str).str.split(" (", n=1, regex=False).str[0].replace(
+            "no significant difference", "not significant"),
         "instability single / DARS": [f"{instab(r, 'single', v)} / {instab(r, 'dars', v)}"
                                       for r, v in zip(s["router"], s["view"], strict=True)]})
 

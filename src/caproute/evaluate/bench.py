@@ -525,13 +525,9 @@ def compare_runs(single, dars, alpha: float = ALPHA) -> dict:
 
 def _verdict(diff: float, p: float, alpha: float, lo: float, hi: float, p_holm: float | None = None) -> str:
     """'DARS higher (p = 0.003, Holm p = 0.02; 95% CI [+0.010, +0.050])' and the like."""
-    decide = p if p_holm is None else p_holm
-    if not np.isfinite(decide):
-        return "not tested"
-    ps = f"p = {p:.2g}" + ("" if p_holm is None else f", Holm p = {p_holm:.2g}")
-    ci = f"; {1 - alpha:.0%} CI [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
-    what = f"DARS {'higher' if diff > 0 else 'lower'}" if decide < alpha else "no significant difference"
-    return f"{what} ({ps}{ci})"
+    from caproute.evaluate.inference import verdict_text
+
+    return verdict_text(diff, p, alpha, lo, hi, p_holm, higher="DARS higher", lower="DARS lower")
 
 
 def _single_vs_dars(main: pd.DataFrame):

@@ -169,10 +169,18 @@ def verdict(res: TestResult, p_adjusted: float | None = None, *, higher: str = "
             lower: str = "lower") -> str:
     """'higher (p = 0.012, Holm p = 0.036; 95% CI [+0.01, +0.05])', 'no significant difference
     (...)' or 'not tested'. ``p_adjusted``: the multiplicity-corrected p that decides."""
-    p = res.p if p_adjusted is None else p_adjusted
-    if not np.isfinite(p):
+    return verdict_text(res.mean, res.p, res.alpha, res.ci_low, res.ci_high, p_adjusted,
+                        higher=higher, lower=lower)
+
+
+def verdict_text(mean: float, p: float, alpha: float, ci_low: float, ci_high: float,
+                 p_adjusted: float | None = None, *, higher: str = "higher", lower: str = "lower") -> str:
+    """The verdict sentence of :func:`verdict` from its numbers (a CI that is not finite is left out)."""
+    decide = p if p_adjusted is None else p_adjusted
+    if not np.isfinite(decide):
         return "not tested"
-    level = f"{1 - res.alpha:.0%}"
-    ps = f"p = {res.p:.2g}" + ("" if p_adjusted is None else f", Holm p = {p_adjusted:.2g}")
-    what = (higher if res.mean > 0 else lower) if p < res.alpha else "no significant difference"
-    return f"{what} ({ps}; {level} CI {res.ci_text()})"
+    ps = f"p = {p:.2g}" + ("" if p_adjusted is None else f", Holm p = {p_adjusted:.2g}")
+    ci = (f"; {1 - alpha:.0%} CI [{ci_low:+.3f}, {ci_high:+.3f}]"
+          if np.isfinite(ci_low) and np.isfinite(ci_high) else "")
+    what = (higher if mean > 0 else lower) if decide < alpha else "no significant difference"
+    return f"{what} ({ps}{ci})"

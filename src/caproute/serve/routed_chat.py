@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -243,7 +243,7 @@ class RoutedChat:
         self.order: list[str] = []
         self.attempts: list[dict] = []
         self.not_after: float | None = None
-        self.rid = f"chatcmpl-cr{uuid.uuid4().hex}"
+        self.rid = f"chatcmpl-cr{os.urandom(16).hex()}"  # 32 hex digits, as uuid4().hex (a fifth of its CPU)
         self.meta: dict[str, Any] = {}
         self.trace = ChatTrace(self, api)  # spans and per-(router, model) metrics
         self.pick: explore.Pick | None = None  # the served model's draw and propensity (routed only)

@@ -302,3 +302,28 @@ def test_subsample_seed_fixes_the_pool_while_the_split_varies():
     assert not np.array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[0], stratified_subsample(80, cats, 40, 1))
     np.testing.assert_array_equal(a[1], split_offline(40, cats[a[0]], 0.2, 5, 1)[0])
+
+
+def test_split_per_seed_runs_each_seed_on_its_own_split():
+    # the results page's protocol (issue 24.2): seed s on offline split s; each seed equals a one-seed
+    # run with first_seed = split_seed = s, and the meta keeps every seed's split
+    env, embs = synthetic_env()
+    embs = {"minilm": embs["toy"]}
+    common = dict(rounds=30, embeddings=("minilm",), sampler="laplace", policies=("fgts-cdb", "uniform"),
+                  references=False, max_queries=None)
+    per = run_duel(env, DuelSpec(seeds=2, first_seed=3, split_per_seed=True, **common), prepared=embs, progress=False)
+    assert [s["split_seed"] for s in per.meta["splits"]] == [3, 4] and [s["seed"] for s in per.meta["splits"]] == [3, 4]
+    assert per.meta["splits"][0]["offline_queries"] != per.meta["splits"][1]["offline_queries"]
+    for s in (3, 4):
+        one = run_duel(env, DuelSpec(seeds=1, first_seed=s, split_seed=s, **common), prepared=embs, progress=False)
+        assert one.meta["offline_queries"] == per.meta["splits"][s - 3]["offline_queries"]
+        for c in one.cells:
+            twin = next(p for p in per.cells if (p["policy"], p["seed"]) == (c["policy"], s))
+            np.testing.assert_array_equal(c["average"], twin["average"])
+    shared = run_duel(env, DuelSpec(seeds=2, first_seed=3, split_seed=3, **common), prepared=embs, progress=False)
+    seed4 = next(c for c in shared.cells if (c["policy"], c["seed"]) == ("fgts-cdb", 4))
+    assert not np.array_equal(seed4["pairs"], next(c for c in per.cells if (c["policy"], c["seed"]) == ("fgts-cdb", 4))["pairs"])
+    assert {r["seeds"] for r in per.rows()} == {2}
+    for bad in ("split_seed", "subsample_seed"):
+        with pytest.raises(ConfigError, match=bad):
+            DuelSpec(**{bad: -1}).validate()

@@ -15,7 +15,7 @@ Protocol (PROPOSED where the paper gives nothing, see docs/bandits.md):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -58,6 +58,9 @@ class DuelSpec:
     #: split (and the CCFT fit, seeded by split_seed) over a fixed query pool sets it, so the untuned
     #: encoder's embeddings of that pool are computed once
     subsample_seed: int | None = None
+    #: True: seed s runs on its own offline split and CCFT fit (split_seed = s, ``split_seed`` is
+    #: ignored), the protocol of docs/results-dueling.md; False: every seed shares ``split_seed``
+    split_per_seed: bool = False
     knn_k: int = 16
     dars_lam: float | None = None        # None: the environment's lambda (same objective as r*)
     dars_beta: float = 0.2
@@ -114,8 +117,10 @@ class DuelSpec:
             raise ConfigError(f"--feel-good must be one of {', '.join(FEEL_GOOD_MODES)}")
         if self.rounds < 1 or self.seeds < 1:
             raise ConfigError("--rounds and --seeds must be >= 1")
-        if self.first_seed < 0:
-            raise ConfigError(f"first_seed must be >= 0, got {self.first_seed}")
+        for name in ("first_seed", "split_seed", "subsample_seed"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
         if not 0.0 < self.offline_fraction < 1.0:
             raise ConfigError("offline fraction must be in (0, 1)")
         if not (np.isfinite(self.prior_weight) and self.prior_weight > 0):
@@ -167,6 +172,17 @@ def pool_and_split(n: int, categories: np.ndarray | None, spec: DuelSpec
     cats = None if categories is None else np.asarray(categories)[keep]
     offline, online = split_offline(len(keep), cats, spec.offline_fraction, spec.min_offline, spec.split_seed)
     return keep, offline, online
+
+
+def embedding_digest(X: np.ndarray, arms: np.ndarray) -> str:
+    """16 hex digits identifying an embedding set (query embeddings and arms, rounded to 1e-6):
+    equal for a reproduced fit, different for another split or CCFT fit."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (X, arms):
+        h.update(np.round(np.asarray(a, dtype=np.float64), 6).tobytes())
+    return h.hexdigest()[:16]
 
 
 def make_stream(n_online: int, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -408,6 +424,9 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
     from caproute.core.runtime import map_cells
 
     spec.validate()
+    if spec.split_per_seed:
+        return _run_split_per_seed(env, spec, jobs=jobs, engine=engine, ray_address=ray_address,
+                                   cache_dir=cache_dir, progress=progress, prepared=prepared)
     keep, offline, online = pool_and_split(env.n_queries, env.categories, spec)
     env = env.subset(keep)
     spec.ccft.seed = spec.split_seed
@@ -457,9 +476,30 @@ def run_duel(env: DuelEnvironment, spec: DuelSpec, *, jobs: int = 1, engine: str
             k: greedy_regret(full_information_logistic(v.X, v.arms, v.feature_scale, u, online_env.scale),
                              v.X, v.arms, v.feature_scale, u) for k, v in online_embs.items()}
     meta = {"per_round_regret_reference": reference, "n_queries": int(env.n_queries), "n_offline": int(len(offline)), "n_online": int(len(online)),
+            "split_seed": int(spec.split_seed), "offline_queries": [str(q) for q in env.query_ids[offline]],
+            "embedding_digest": {k: embedding_digest(v.X, v.arms) for k, v in embs.items()},
             "models": list(env.models), "categories": embs[spec.embeddings[0]].categories,
             "feature_scale": {k: v.feature_scale for k, v in embs.items()},
             "arms": {k: v.summary for k, v in embs.items()},
             "env_meta": env.meta, "dars_knn": "ran" if knn_ok else
             ("skipped: pairwise data has no scored observations" if "dars-knn" in spec.policies else "not asked")}
     return DuelResult(env.name, spec, results, meta)
+
+
+#: meta keys that differ between splits: kept per seed under ``meta["splits"]`` of a per-seed run
+PER_SPLIT_META = ("split_seed", "n_offline", "n_online", "offline_queries", "embedding_digest", "feature_scale", "arms",
+                  "categories", "per_round_regret_reference")
+
+
+def _run_split_per_seed(env: DuelEnvironment, spec: DuelSpec, **kw) -> DuelResult:
+    """``spec.split_per_seed``: one :func:`run_duel` per seed s with split_seed = s (its own offline
+    split and CCFT fit), cells concatenated. ``meta`` keeps the first seed's values at the top level
+    and every seed's split-dependent values in ``meta["splits"]``."""
+    cells, splits, meta = [], [], {}
+    for s in range(spec.first_seed, spec.first_seed + spec.seeds):
+        one = replace(spec, seeds=1, first_seed=s, split_seed=s, split_per_seed=False, ccft=replace(spec.ccft))
+        res = run_duel(env, one, **kw)
+        cells.extend(res.cells)
+        splits.append({"seed": s, **{k: res.meta[k] for k in PER_SPLIT_META}})
+        meta = meta or res.meta
+    return DuelResult(env.name, spec, cells, {**meta, "splits": splits})

@@ -55,6 +55,17 @@ def _split(value: str | list[str] | None) -> tuple[str, ...]:
     return tuple(split_list(value))
 
 
+PER_SEED = "per-seed"
+
+
+def _split_seed(value: str) -> str:
+    """``--split-seed``: an integer >= 0, or 'per-seed' (seed s gets split seed s)."""
+    if value != PER_SEED and not (value.isdigit() and value.isascii()):
+        raise typer.BadParameter(f"must be an integer >= 0 or '{PER_SEED}', got '{value}'",
+                                 param_hint="'--split-seed'")
+    return value
+
+
 @duel_app.callback()
 def duel_cmd(
     ctx: typer.Context,
@@ -72,6 +83,16 @@ def duel_cmd(
                              "ccft, minilm", callback=comma_list)] = ("ccft-excel-perf-cost,minilm",),
     rounds: Annotated[int, typer.Option("--rounds", help="rounds T per seed")] = 2000,
     seeds: Annotated[int, typer.Option("--seeds", help="number of seeds (streams 42 + s)")] = 5,
+    first_seed: Annotated[int, typer.Option(
+        "--first-seed", min=0, help="run seeds s = first, ..., first + seeds - 1 (query stream and policy "
+                                    "seed; docs/results-dueling.md reports 0.. and tunes on 1000..)")] = 0,
+    split_seed: Annotated[str, typer.Option(
+        "--split-seed", callback=_split_seed,
+        help="seed of the offline/online split and of the CCFT fit: an integer (every seed shares it) or "
+             f"'{PER_SEED}' (seed s gets split s: the protocol of docs/results-dueling.md)")] = "0",
+    subsample_seed: Annotated[int, typer.Option(
+        "--subsample-seed", min=0, help="seed of the --max-queries subsample (the query pool; fixed while "
+                                        "the split varies)")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", help="parallel processes")] = 1,
     engine: Annotated[str, typer.Option("--engine", help="local | ray")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address")] = None,
@@ -117,7 +138,10 @@ def duel_cmd(
 
     lam = lam if lam_old is None else lam_old
     env = load_environment(store=store, data=data, dataset=joined(dataset), lam=lam, scale=scale, label=label)
-    spec = DuelSpec(rounds=rounds, seeds=seeds, policies=_split(policy), embeddings=_split(embeddings),
+    per_seed = split_seed == PER_SEED
+    spec = DuelSpec(rounds=rounds, seeds=seeds, first_seed=first_seed, split_seed=0 if per_seed else int(split_seed),
+                    split_per_seed=per_seed, subsample_seed=subsample_seed,
+                    policies=_split(policy), embeddings=_split(embeddings),
                     sampler=sampler, feel_good=feel_good, eta=eta, mu=mu, offline_fraction=offline_fraction,
                     max_queries=max_queries or None, offline_prior=offline_prior, prior_weight=prior_weight,
                     ccft=CCFTConfig(per_category=per_category, epochs=epochs, temperature=temperature, tau=tau,
@@ -127,9 +151,13 @@ def duel_cmd(
                   f"{len(spec.policies)} policies, {len(spec.embeddings)} embeddings, {seeds} seeds x {rounds} rounds")
     result = run_duel(env, spec, jobs=jobs, engine=engine, ray_address=ray_address, cache_dir=cache)
     rows = result.rows()
-    for name, a in result.meta["arms"].items():
-        console.print(f"arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}"
-                      + (f"; tied: {a['tied']}" if a["tied"] else ""), markup=False, highlight=False)
+    for sp in result.meta.get("splits", [result.meta]):      # per-seed splits: one block per seed
+        at = "" if "seed" not in sp else f"seed {sp['seed']}: "
+        console.print(f"{at}split seed {sp['split_seed']} (subsample seed {subsample_seed}): "
+                      f"{sp['n_offline']} offline / {sp['n_online']} online queries", highlight=False)
+        for name, a in sp["arms"].items():
+            console.print(f"{at}arms [{name}]: {a['distinct']} distinct of {a['K']}, rank {a['rank']}"
+                          + (f"; tied: {a['tied']}" if a["tied"] else ""), markup=False, highlight=False)
     console.print(spec.settings_line(), markup=False, highlight=False, soft_wrap=True)
     table = Table(title=f"{result.dataset}: cumulative regret at T = {rounds} ({seeds} seeds)",
                   caption=spec.settings_line())

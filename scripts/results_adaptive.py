@@ -45,18 +45,28 @@ SPLIT_SEED = 42
 
 
 def grid():
-    """The configurations compared on the tuning sets (uniform has no parameters)."""
+    """The configurations compared on the tuning sets (uniform has no parameters).
+
+    Sized for a loaded 2-core machine (about 30 min): pob replays cost ~10x lucb's (Monte Carlo,
+    and the grid predictive draws the unbought observations too), so its grid is sparser."""
     from caproute.supervise.adaptive import AdaptiveConfig
 
     out = [AdaptiveConfig(rule="uniform")]
-    # pob replays cost ~100x lucb's (Monte Carlo), so its grid is sparser: delta x epsilon at the
-    # flat prior and one minimum, then the Jeffreys-like prior and a minimum of two around the middle
-    pob = [(d, e, 1, (1.0, 1.0)) for d, e in itertools.product((0.1, 0.2, 0.3, 0.4, 0.5, 0.6), (0.0, 0.01, 0.05))]
-    pob += [(d, 0.01, 1, (0.5, 0.5)) for d in (0.1, 0.2, 0.3, 0.4)]
-    pob += [(d, 0.01, 2, (1.0, 1.0)) for d in (0.2, 0.3)]
-    for delta, eps, mpm, prior in pob:
-        out.append(AdaptiveConfig(rule="pob", delta=delta, epsilon=eps, min_per_model=mpm, prior=prior))
-    for delta, eps, mpm in itertools.product((0.05, 0.1, 0.2, 0.3, 0.4, 0.5), (0.0, 0.01, 0.05), (1, 2)):
+    # pob with the exact finite-grid predictive, flat and empirical-Bayes prior: delta x epsilon
+    pob = [(d, e, 1, (1.0, 1.0), "grid", fit, "fractional")
+           for fit in ("fixed", "eb") for d, e in itertools.product((0.1, 0.2, 0.3, 0.4, 0.5), (0.0, 0.01))]
+    # a minimum of two per model (identifies the fitted prior sooner), the Jeffreys-like prior
+    pob += [(d, 0.0, 2, (1.0, 1.0), "grid", "eb", "fractional") for d in (0.2, 0.4)]
+    pob += [(d, 0.0, 1, (0.5, 0.5), "grid", "fixed", "fractional") for d in (0.2, 0.4)]
+    # Agrawal-Goyal's Bernoulli update: identical to the fractional one on 0/1 scores (all sets here)
+    pob += [(0.3, 0.0, 1, (1.0, 1.0), "grid", "eb", "bernoulli")]
+    # the previous rule (a draw of the rate p, sigma_q scaled to the grid's ddof = 1 spread)
+    pob += [(d, e, 1, (1.0, 1.0), "rate", "fixed", "fractional")
+            for d, e in itertools.product((0.2, 0.3, 0.4), (0.0, 0.01))]
+    for delta, eps, mpm, prior, pred, fit, upd in pob:
+        out.append(AdaptiveConfig(rule="pob", delta=delta, epsilon=eps, min_per_model=mpm, prior=prior,
+                                  predictive=pred, prior_fit=fit, beta_update=upd))
+    for delta, eps, mpm in itertools.product((0.05, 0.1, 0.2, 0.3, 0.5), (0.0, 0.05), (1, 2)):
         out.append(AdaptiveConfig(rule="lucb", delta=delta, epsilon=eps, min_per_model=mpm))
     return out
 
@@ -92,7 +102,8 @@ def as_config(r: dict):
     from caproute.supervise.adaptive import AdaptiveConfig
 
     return AdaptiveConfig(rule=r["rule"], delta=r["delta"], epsilon=r["epsilon"],
-                          min_per_model=r["min_per_model"], prior=tuple(r["prior"]))
+                          min_per_model=r["min_per_model"], prior=tuple(r["prior"]), predictive=r["predictive"],
+                          prior_fit=r["prior_fit"], beta_update=r["beta_update"])
 
 
 def default_matches(best: dict) -> bool:
@@ -172,7 +183,11 @@ def ref(payload: dict, policy: str, key: str) -> float:
 def fmt_cfg(r: dict) -> str:
     if r["rule"] == "uniform":
         return "uniform"
-    prior = "" if r["rule"] == "lucb" else f", prior Beta({r['prior'][0]:g}, {r['prior'][1]:g})"
+    prior = ""
+    if r["rule"] == "pob":
+        base = f"Beta({r['prior'][0]:g}, {r['prior'][1]:g})"
+        prior = (f", prior {'empirical Bayes (toward ' + base + ')' if r['prior_fit'] == 'eb' else base}, "
+                 f"{r['predictive']} predictive" + (", Bernoulli update" if r["beta_update"] == "bernoulli" else ""))
     return f"{r['rule']} (delta {r['delta']:g}, epsilon {r['epsilon']:g}, min_per_model {r['min_per_model']}{prior})"
 
 

@@ -11,7 +11,12 @@ from caproute.supervise.ablations import build_supervision
 from caproute.supervise.adaptive import (
     AdaptiveConfig,
     _utility_draws,
+    bernoulli_scores,
     ddof1_factor,
+    decide,
+    fit_beta_prior,
+    fit_prior,
+    grid_predictive_stats,
     next_model,
     next_rewrite,
     plugin_stats,
@@ -52,8 +57,9 @@ def test_ddof1_factor_hand_computed():
 
 
 def test_posterior_sigma_is_the_ddof1_spread_of_the_pairs_grid():
-    # one pair, 1 success in 3, a grid of N = 7: sigma of a draw p is sqrt(p (1 - p) 7 / 6)
-    cfg = AdaptiveConfig(beta=1.0, n_draws=16)
+    # the rate predictive (a draw of p, the previous rule): one pair, 1 success in 3, a grid of
+    # N = 7: sigma of a draw p is sqrt(p (1 - p) 7 / 6)
+    cfg = AdaptiveConfig(beta=1.0, n_draws=16, predictive="rate")
     one = np.array([[3.0]]), np.array([[1.0]]), np.array([[1.0]])
     u = _utility_draws(*one, np.zeros((1, 1)), np.zeros((1, 1)), cfg, np.random.default_rng(0), 0.0,
                        np.array([[7.0]]))
@@ -68,8 +74,97 @@ def test_posterior_sigma_is_the_ddof1_spread_of_the_pairs_grid():
     np.testing.assert_allclose(u_inf, p - np.sqrt(p * (1 - p)))
 
 
+def test_grid_predictive_is_the_beta_binomial_of_the_unbought_observations():
+    # 3 successes in 5 of a grid of N = 7, prior Beta(1, 1): p ~ Beta(4, 3) and the 2 unbought
+    # observations hold X ~ BetaBinomial(2, 4, 3); by hand (B(4, 3) = 1/60):
+    # P(X = 0) = B(4, 5) * 60 = 3/14, P(1) = 2 B(5, 4) * 60 = 3/7, P(2) = B(6, 3) * 60 = 5/14
+    cfg = AdaptiveConfig(beta=0.0, n_draws=40000)
+    one = np.array([[5.0]]), np.array([[3.0]]), np.array([[3.0]])
+    u = _utility_draws(*one, np.zeros((1, 1)), np.zeros((1, 1)), cfg, np.random.default_rng(0), 0.0,
+                       np.array([[7.0]]))[0, 0]
+    freq = [np.mean(np.isclose(u, t / 7)) for t in (3, 4, 5)]
+    np.testing.assert_allclose(freq, [3 / 14, 3 / 7, 5 / 14], atol=0.01)
+    # the spread of a full grid of T successes in N is the ddof = 1 std: 4 of 7 -> sqrt(2/7)
+    mu, sig = grid_predictive_stats(np.array([7.0]), np.array([4.0]), np.array([7.0]), np.full((1, 3), 0.5),
+                                    np.random.default_rng(0))
+    np.testing.assert_allclose(mu, 4 / 7)
+    np.testing.assert_allclose(sig, np.sqrt(2 / 7))
+    _, sigma, _ = plugin_stats(np.array([7.0]), np.array([4.0]), np.array([4.0]), np.zeros(1))
+    assert sigma[0] == pytest.approx(np.sqrt(2 / 7))
+    # a grid of one has no ddof = 1 spread (0, as the DARS target)
+    _, sig1 = grid_predictive_stats(np.array([1.0]), np.array([1.0]), np.array([1.0]), np.full((1, 2), 0.5),
+                                    np.random.default_rng(0))
+    np.testing.assert_array_equal(sig1, 0.0)
+
+
+def test_a_fully_sampled_pair_has_no_predictive_spread():
+    cfg = AdaptiveConfig(beta=0.2, n_draws=64)
+    n, s, ss, _ = sums([[1, 1, 0, 1, 0, 1, 1], [1, 0, 0, 1, 0, 0, 0]])
+    n, s, ss = n[None], s[None], ss[None]
+    u = _utility_draws(n, s, ss, np.zeros((1, 2)), np.zeros((1, 2)), cfg, np.random.default_rng(1), 0.0,
+                       np.array([[7.0, 7.0]]))
+    mu, sigma, _ = plugin_stats(n, s, ss, np.zeros((1, 2)))
+    np.testing.assert_allclose(u, np.broadcast_to((mu - 0.2 * sigma)[..., None], u.shape))
+    # so a query whose leader and challenger are both fully bought is settled with certainty
+    d = decide(n, s, ss, np.zeros((1, 2)), [1, 1], AdaptiveConfig(delta=0.01), np.random.default_rng(0),
+               capacity=[[0, 0]])
+    assert d.settled[0] and d.confidence[0] == 1.0
+    # the rate predictive never is: it draws p however many observations are bought
+    d = decide(n, s, ss, np.zeros((1, 2)), [1, 1], AdaptiveConfig(delta=0.01, predictive="rate"),
+               np.random.default_rng(0), capacity=[[0, 0]])
+    assert d.confidence[0] < 1.0
+
+
+def test_empirical_bayes_prior_recovers_a_known_beta():
+    rng = np.random.default_rng(0)
+    q = 3000
+    truth = [(0.3, 0.2), (2.0, 5.0)]     # a U-shaped model and a unimodal one
+    p = np.stack([rng.beta(a, b, q) for a, b in truth], axis=1)
+    n = rng.integers(1, 8, size=(q, 2)).astype(float)     # uneven counts, as an adaptive rule buys
+    s = rng.binomial(n.astype(int), p).astype(float)
+    fit = fit_beta_prior(n, s)
+    np.testing.assert_allclose(fit, truth, rtol=0.2)
+    # the mean a / (a + b) is the better-determined part
+    np.testing.assert_allclose(fit[:, 0] / fit.sum(axis=1), [0.6, 2 / 7], atol=0.02)
+
+
+def test_empirical_bayes_prior_is_the_base_prior_when_data_are_few():
+    n = np.array([[1.0, 3.0]] * 40 + [[2.0, 3.0]] * 9)     # model 0: 9 queries with >= 2 observations
+    s = np.array([[1.0, 3.0]] * 40 + [[2.0, 0.0]] * 9)
+    fit = fit_beta_prior(n, s, base=(1.0, 1.0), min_queries=10)
+    np.testing.assert_array_equal(fit[0], [1.0, 1.0])
+    assert not np.allclose(fit[1], [1.0, 1.0])
+    # nothing observed at all, or a fixed prior: the base, for every model
+    np.testing.assert_array_equal(fit_prior(np.zeros((3, 2)), np.zeros((3, 2)), AdaptiveConfig(prior_fit="eb")),
+                                  [[1.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(fit_prior(n, s, AdaptiveConfig(prior=(0.5, 2.0))), [[0.5, 2.0], [0.5, 2.0]])
+    # shrinkage: all-or-nothing queries (3 of 3 or 0 of 3, half each) fit a U-shaped prior; with
+    # 12 such queries it lies between the base and the fit on 1200 (weight 12 / (12 + 10) on the data)
+    un, us = np.full((12, 1), 3.0), np.repeat([[3.0], [0.0]], 6, axis=0)
+    few = fit_beta_prior(un, us)[0]
+    many = fit_beta_prior(np.repeat(un, 100, axis=0), np.repeat(us, 100, axis=0))[0]
+    assert few[0] == pytest.approx(few[1]) and many[0] == pytest.approx(many[1], rel=1e-3)
+    assert many.sum() < few.sum() < 2.0
+    # the unshrunk fit is at the floor (0.05 each); shrunk in log concentration with weight 12/22
+    assert few.sum() == pytest.approx(np.exp(12 / 22 * np.log(0.1) + 10 / 22 * np.log(2.0)), rel=1e-3)
+
+
+def test_bernoulli_update_counts_a_seeded_draw():
+    np.testing.assert_array_equal(bernoulli_scores([0.0, 1.0, 0.3, 0.3], [0.0, 0.999, 0.2, 0.5]), [0, 1, 1, 0])
+    with pytest.raises(ValueError):
+        bernoulli_scores([0.5], [0.1, 0.2])
+    n, s, ss, c = sums([[0.5, 0.5], [0.2, 0.9]])
+    with pytest.raises(ValueError, match="s_beta"):
+        next_model(n, s, ss, c, [1, 1], AdaptiveConfig(beta_update="bernoulli"))
+    # with the draws' sums it runs; on 0/1 scores the update needs none
+    assert next_model(n, s, ss, c, [1, 1], AdaptiveConfig(beta_update="bernoulli"), s_beta=[1.0, 1.0]) in (0, 1, None)
+    n, s, ss, c = sums([[1.0, 0.0], [0.0, 0.0]])
+    assert next_model(n, s, ss, c, [1, 1], AdaptiveConfig(beta_update="bernoulli")) == \
+        next_model(n, s, ss, c, [1, 1], AdaptiveConfig())
+
+
 def test_rank_configs_means_over_seeds_then_sets():
-    a = {"rule": "pob", "delta": 0.2, "epsilon": 0.0, "min_per_model": 1, "prior": [1.0, 1.0]}
+    a = config_key(AdaptiveConfig(rule="pob", delta=0.2, epsilon=0.0, min_per_model=1, prior=(1.0, 1.0)))
     b = {**a, "rule": "lucb"}
     rows = [{**a, "data": "x", "label_agreement": 0.9}, {**a, "data": "x", "label_agreement": 1.0},
             {**a, "data": "y", "label_agreement": 0.8},
@@ -95,7 +190,7 @@ def test_library_default_is_the_configuration_tuned_on_the_tuning_sets():
     tuning = json.loads(path.read_text())
     assert set(tuning["sets"]).isdisjoint({r["data"] for r in
                                            json.loads(path.with_name("heldout.json").read_text())["rows"]})
-    best = {k: tuning["ranked"][0][k] for k in ("rule", "delta", "epsilon", "min_per_model", "prior")}
+    best = {k: tuning["ranked"][0][k] for k in config_key(AdaptiveConfig())}
     assert config_key(AdaptiveConfig()) == best
 
 
@@ -163,7 +258,8 @@ def test_next_rewrite_covers_rewrites_before_decodes():
 
 def test_config_rejects_bad_values():
     for bad in ({"rule": "greedy"}, {"delta": 0.0}, {"epsilon": float("nan")}, {"lambdas": ()},
-                {"min_per_model": 0}, {"prior": (0.0, 1.0)}):
+                {"min_per_model": 0}, {"prior": (0.0, 1.0)}, {"prior": (1.0, float("inf"))}, {"prior": 1.0},
+                {"predictive": "exact"}, {"prior_fit": "mle"}, {"beta_update": "thompson"}):
         with pytest.raises(ValueError):
             AdaptiveConfig(**bad)
 
@@ -320,7 +416,8 @@ def test_adaptive_study_command_writes_rows_report_and_plot(tmp_path):
 @pytest.mark.parametrize("args, named", [
     (["--budgets", "0"], "--budgets"), (["--budgets", "1.5"], "--budgets"), (["--delta", "nan"], "--delta"),
     (["--policies", "greedy"], "--policies"), (["--budget-unit", "usd"], "--budget-unit"),
-    (["--routers", "nope"], "nope"),
+    (["--routers", "nope"], "nope"), (["--predictive", "exact"], "--predictive"),
+    (["--prior-fit", "mle"], "--prior-fit"), (["--beta-update", "x"], "--beta-update"),
 ])
 def test_adaptive_study_bad_arguments_are_named_errors(args, named):
     import subprocess

@@ -14,7 +14,7 @@ from caproute.cli import app
 from caproute.cli.common import BetaOpt, DataOpt, LambdaOpt, StoreOpt
 from caproute.cli.params import SEED_DEFAULT, choice, comma_list, finite, float_list, fraction
 from caproute.errors import ConfigError
-from caproute.supervise.adaptive import RULES, AdaptiveConfig
+from caproute.supervise.adaptive import BETA_UPDATES, PREDICTIVES, PRIOR_FITS, RULES, AdaptiveConfig
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 console = Console()
@@ -49,6 +49,17 @@ def adaptive_study_cmd(
         "--epsilon", help="indifference zone in utility units", callback=finite("--epsilon", lo=0.0))] = AdaptiveConfig.epsilon,
     min_per_model: Annotated[int, typer.Option(
         "--min-per-model", min=1, help="observations of every model before a query may stop")] = AdaptiveConfig.min_per_model,
+    predictive: Annotated[str, typer.Option(
+        "--predictive", help="pob: grid (draw the full grid's statistics: beta-binomial predictive of the "
+        "unbought observations) | rate (draw the success rate only)",
+        callback=choice("--predictive", PREDICTIVES))] = AdaptiveConfig.predictive,
+    prior_fit: Annotated[str, typer.Option(
+        "--prior-fit", help="pob: fixed (Beta prior) | eb (empirical-Bayes Beta per model, refitted every round)",
+        callback=choice("--prior-fit", PRIOR_FITS))] = AdaptiveConfig.prior_fit,
+    beta_update: Annotated[str, typer.Option(
+        "--beta-update", help="pob, scores inside (0, 1): fractional (count the score) | bernoulli "
+        "(count r ~ Bernoulli(score), Agrawal-Goyal)",
+        callback=choice("--beta-update", BETA_UPDATES))] = AdaptiveConfig.beta_update,
     features: Annotated[str, typer.Option("--features", help="tfidf | minilm | model2vec")] = "tfidf",
     test_fraction: Annotated[float | None, typer.Option(
         "--test-fraction", help="re-split: fraction of queries used for test (RouterDC-style data)",
@@ -70,7 +81,8 @@ def adaptive_study_cmd(
     if unknown:
         raise ConfigError(f"--policies: unknown {unknown} (choose from {', '.join(RULE_NAMES)})")
     adaptive = AdaptiveConfig(lambdas=tuple(settle_lambdas or (lam,)), beta=beta, delta=delta,
-                              epsilon=epsilon, min_per_model=min_per_model)
+                              epsilon=epsilon, min_per_model=min_per_model, predictive=predictive,
+                              prior_fit=prior_fit, beta_update=beta_update)
     rts = resolve_routers(",".join(routers or ["knn"]))
     exp = load_experiment(store=store, data=data, dataset=dataset, test_fraction=test_fraction,
                           test_decodes=test_decodes, seed=seed)

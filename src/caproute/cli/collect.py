@@ -11,7 +11,7 @@ from rich.table import Table
 
 from caproute.cli import app
 from caproute.cli.params import SEED_DEFAULT, comma_list, deprecated_alias, finite, fraction
-from caproute.supervise.adaptive import RULES, AdaptiveConfig
+from caproute.supervise.adaptive import BETA_UPDATES, PREDICTIVES, PRIOR_FITS, RULES, AdaptiveConfig
 
 
 @app.command("collect")
@@ -85,6 +85,18 @@ def collect_cmd(
                                                   "uniform (a fixed grid, with --budget-fraction); "
                                                   "default: the library's (docs/adaptive.md)")
     ] = AdaptiveConfig.rule,
+    adaptive_predictive: Annotated[
+        str, typer.Option("--adaptive-predictive", help="--adaptive, pob: grid (full-grid predictive) | rate "
+                                                        "(docs/adaptive.md)")
+    ] = AdaptiveConfig.predictive,
+    adaptive_prior_fit: Annotated[
+        str, typer.Option("--adaptive-prior-fit", help="--adaptive, pob: fixed | eb (empirical-Bayes prior per model, "
+                                                       "refitted from the store at every step)")
+    ] = AdaptiveConfig.prior_fit,
+    adaptive_beta_update: Annotated[
+        str, typer.Option("--adaptive-beta-update", help="--adaptive, pob, scores inside (0, 1): fractional | "
+                                                         "bernoulli (Agrawal-Goyal)")
+    ] = AdaptiveConfig.beta_update,
 ) -> None:
     """Collect K rewrites x R decodes per training query and the two test views, scored and costed.
 
@@ -121,7 +133,13 @@ def collect_cmd(
             raise ConfigError("--adaptive runs with --engine local only")
         if adaptive_rule not in RULES:
             raise ConfigError(f"--adaptive-rule must be {', '.join(RULES)} (got '{adaptive_rule}')")
-        adaptive_cfg = AdaptiveConfig(rule=adaptive_rule)
+        for flag, value, allowed in (("--adaptive-predictive", adaptive_predictive, PREDICTIVES),
+                                     ("--adaptive-prior-fit", adaptive_prior_fit, PRIOR_FITS),
+                                     ("--adaptive-beta-update", adaptive_beta_update, BETA_UPDATES)):
+            if value not in allowed:
+                raise ConfigError(f"{flag} must be {', '.join(allowed)} (got '{value}')")
+        adaptive_cfg = AdaptiveConfig(rule=adaptive_rule, predictive=adaptive_predictive,
+                                      prior_fit=adaptive_prior_fit, beta_update=adaptive_beta_update)
     spec = CollectSpec(
         dataset=dataset or task,
         task=task,

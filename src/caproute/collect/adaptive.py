@@ -15,6 +15,15 @@ not yet stored, so a rerun continues where the killed run stopped, without dupli
 The cost term of U needs normalised costs; during collection the min-max range is the range of
 raw costs seen so far in this dataset (linear, so a mean of normalised costs is the normalised
 mean). This is our choice: the final supervision renormalises on the finished training rows.
+
+Empirical-Bayes prior (``AdaptiveConfig.prior_fit == "eb"``): refitted at every step from the
+training observations of *every* query recorded so far (the store's, after a resume, plus this
+run's), so a decision is a deterministic function of what is stored (the fit depends only on the
+multiset of per-pair counts). With ``concurrency`` > 1 the interleaving of queries, and so what
+another query has recorded when a decision is taken, depends on timing, as the running cost range
+already does. Bernoulli update (``beta_update == "bernoulli"``): each observation's Bernoulli
+draw is a hash of the seed, dataset and its key (query, model, rewrite, decode), so a resumed run
+draws the same r for every stored observation.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from caproute.collect.queries import stable_int
-from caproute.supervise.adaptive import AdaptiveConfig, decide, next_rewrite
+from caproute.supervise.adaptive import AdaptiveConfig, bernoulli_scores, decide, fit_prior, next_rewrite
 
 
 @dataclass
@@ -39,17 +48,19 @@ class PairSums:
     ss: np.ndarray
     raw_cost: np.ndarray
     slots: np.ndarray          # (M, K) decode indices used per rewrite (stored or attempted)
+    sb: np.ndarray             # successes the Beta update counts (Bernoulli draws or the scores)
 
     @classmethod
     def empty(cls, m: int, k: int) -> PairSums:
         z = np.zeros(m)
-        return cls(z.copy(), z.copy(), z.copy(), z.copy(), np.zeros((m, k), np.int64))
+        return cls(z.copy(), z.copy(), z.copy(), z.copy(), np.zeros((m, k), np.int64), z.copy())
 
-    def add(self, model: int, score: float, cost: float) -> None:
+    def add(self, model: int, score: float, cost: float, success: float | None = None) -> None:
         self.n[model] += 1
         self.s[model] += score
         self.ss[model] += score * score
         self.raw_cost[model] += cost
+        self.sb[model] += score if success is None else success
 
 
 @dataclass
@@ -93,12 +104,32 @@ class AdaptivePlanner:
             if mi is None:
                 continue
             st = self.state.setdefault(str(row.query_id), PairSums.empty(len(self.models), self.k))
-            st.add(mi, float(row.score), float(row.cost))
             v = max(int(row.prompt_variant_id), 0)
+            st.add(mi, float(row.score), float(row.cost),
+                   self._success(str(row.query_id), mi, v, int(row.decode_id), float(row.score)))
             if v < self.k:
                 st.slots[mi, v] = max(st.slots[mi, v], int(row.decode_id) + 1)
             self._see_cost(float(row.cost))
             self.spent += 1
+
+    def _success(self, query_id: str, model: int, rewrite: int, decode: int, score: float) -> float:
+        """What the Beta update counts for one observation: the score, or with the Bernoulli update
+        a draw r ~ Bernoulli(score) seeded by the observation's key (the same after a resume)."""
+        if self.config.beta_update != "bernoulli":
+            return score
+        u = stable_int("adaptive-bernoulli", self.seed, self.dataset, query_id, self.models[model], rewrite,
+                       decode, bits=53) / float(1 << 53)
+        return float(bernoulli_scores(np.array([score]), np.array([u]))[0])
+
+    def prior(self) -> np.ndarray | None:
+        """The (M, 2) Beta prior of ``pob`` from every query recorded so far (None: the rule has none)."""
+        if self.config.rule != "pob":
+            return None
+        if self.config.prior_fit != "eb" or not self.state:
+            return fit_prior(np.zeros((1, len(self.models))), np.zeros((1, len(self.models))), self.config)
+        n = np.stack([st.n for st in self.state.values()])
+        sb = np.stack([st.sb for st in self.state.values()])
+        return fit_prior(n, sb, self.config)
 
     def _see_cost(self, cost: float) -> None:
         self.lo, self.hi = min(self.lo, cost), max(self.hi, cost)
@@ -117,7 +148,7 @@ class AdaptivePlanner:
         rng = np.random.default_rng(stable_int("adaptive", self.seed, self.dataset, query_id,
                                                int(st.slots.sum()), bits=31))
         d = decide(st.n[None], st.s[None], st.ss[None], self._norm_cost_sums(st)[None], self.prices,
-                   self.config, rng, capacity=capacity[None])
+                   self.config, rng, capacity=capacity[None], prior=self.prior(), s_beta=st.sb[None])
         m = int(d.model[0])
         if m < 0:
             return None
@@ -128,9 +159,10 @@ class AdaptivePlanner:
     def record(self, query_id: str, model: int, rewrite: int, results: list[tuple[float, float]]) -> None:
         """A sample was attempted at ``rewrite``'s next decode; ``results`` its (score, cost) if stored."""
         st = self.state[query_id]
+        decode = int(st.slots[model, rewrite])
         st.slots[model, rewrite] += 1
         for score, cost in results:
-            st.add(model, score, cost)
+            st.add(model, score, cost, self._success(query_id, model, rewrite, decode, score))
             self._see_cost(cost)
 
     def settled(self, query_id: str) -> bool:

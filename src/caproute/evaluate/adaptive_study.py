@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from caproute.errors import DataError
-from caproute.supervise.adaptive import AdaptiveConfig, decide
+from caproute.supervise.adaptive import AdaptiveConfig, bernoulli_scores, decide, fit_prior
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
@@ -132,6 +132,12 @@ def replay(data: ReplayData, config: AdaptiveConfig, budget_fraction: float, *,
     budget = budget_fraction * total + 1e-9
     n = np.zeros((nq, nm))
     s, ss, c = np.zeros((nq, nm)), np.zeros((nq, nm)), np.zeros((nq, nm))
+    # Agrawal-Goyal: one Bernoulli draw per recorded observation, fixed per replay seed (its own
+    # stream, so the rule's draws are the same whatever the update)
+    bern = config.rule == "pob" and config.beta_update == "bernoulli"
+    r_beta = bernoulli_scores(data.score, np.random.default_rng([seed, 1]).random(data.score.size)) \
+        if bern else data.score
+    sb = np.zeros((nq, nm))
     spent = 0.0
     active = np.ones(nq, bool)
     settled = np.zeros(nq, bool)
@@ -144,8 +150,10 @@ def replay(data: ReplayData, config: AdaptiveConfig, budget_fraction: float, *,
                 break
             active, refining = more, True
         idx = np.flatnonzero(active)
+        # the empirical-Bayes prior is refitted every round from every query bought so far
+        prior = fit_prior(n, sb, config) if config.rule == "pob" else None
         d = decide(n[idx], s[idx], ss[idx], c[idx], data.model_price, config, rng,
-                   capacity=data.size[idx] - n[idx])
+                   capacity=data.size[idx] - n[idx], prior=prior, s_beta=sb[idx])
         if not refining:
             settled[idx] = d.settled
         choice = d.proposal if refining else d.model
@@ -169,6 +177,7 @@ def replay(data: ReplayData, config: AdaptiveConfig, budget_fraction: float, *,
         sc = data.score[rows]
         s[go, model] += sc
         ss[go, model] += sc * sc
+        sb[go, model] += r_beta[rows]
         c[go, model] += data.cost_norm[rows]
         spent += float(price.sum())
     taken = bought_rows(data, n)
@@ -339,7 +348,7 @@ def agreement_rows(exp, configs: list[AdaptiveConfig], budget: float, seeds: lis
                    unit: str = "generations", refine: bool = True, progress=None) -> list[dict]:
     """Label agreement (tie-aware and strict) with the full grid's DARS label for every
     configuration and replay seed at one budget (``refine`` as in :func:`replay`); no router is
-    trained. One row per (config, seed): ``{rule, delta, epsilon, min_per_model, prior, seed,
+    trained. One row per (config, seed): ``{**config_key(cfg), seed,
     budget_fraction, refine, label_agreement, label_agreement_strict, generation_fraction,
     settled_queries}``."""
     from caproute.supervise.ablations import build_supervision
@@ -371,7 +380,12 @@ def agreement_rows(exp, configs: list[AdaptiveConfig], budget: float, seeds: lis
 def config_key(cfg: AdaptiveConfig) -> dict:
     """The tuned fields of a configuration, JSON-ready."""
     return {"rule": cfg.rule, "delta": cfg.delta, "epsilon": cfg.epsilon,
-            "min_per_model": cfg.min_per_model, "prior": [float(x) for x in cfg.prior]}
+            "min_per_model": cfg.min_per_model, "prior": [float(x) for x in cfg.prior],
+            "predictive": cfg.predictive, "prior_fit": cfg.prior_fit, "beta_update": cfg.beta_update}
+
+
+#: the fields of :func:`config_key`, in order
+CONFIG_FIELDS = ("rule", "delta", "epsilon", "min_per_model", "prior", "predictive", "prior_fit", "beta_update")
 
 
 def rank_configs(rows: list[dict], *, key: str = "label_agreement") -> list[dict]:
@@ -381,8 +395,7 @@ def rank_configs(rows: list[dict], *, key: str = "label_agreement") -> list[dict
     if not rows:
         return []
     df = pd.DataFrame(rows)
-    df["_cfg"] = [repr((r["rule"], r["delta"], r["epsilon"], r["min_per_model"], tuple(r["prior"])))
-                  for r in rows]
+    df["_cfg"] = [repr(tuple(tuple(r[k]) if k == "prior" else r[k] for k in CONFIG_FIELDS)) for r in rows]
     first = {c: i for i, c in reversed(list(enumerate(df["_cfg"])))}
     per_set = df.groupby(["_cfg", "data"], sort=False)[key].mean()
     out = []
@@ -391,6 +404,7 @@ def rank_configs(rows: list[dict], *, key: str = "label_agreement") -> list[dict
         sets = {d: float(v) for (_, d), v in g.items()}
         out.append({"rule": row["rule"], "delta": float(row["delta"]), "epsilon": float(row["epsilon"]),
                     "min_per_model": int(row["min_per_model"]), "prior": list(row["prior"]),
+                    **{k: row[k] for k in CONFIG_FIELDS[5:]},
                     key: float(np.mean(list(sets.values()))), "per_set": sets, "_order": first[cfg]})
     out.sort(key=lambda r: (-r[key], r["_order"]))
     for r in out:

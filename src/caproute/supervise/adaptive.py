@@ -57,6 +57,23 @@ from caproute.supervise.labels import TIE_TOL, hard_labels
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA
 
 RULES = ("pob", "lucb", "uniform")
+#: what a posterior draw of ``pob`` stands for: ``grid`` the full-grid statistics (beta-binomial
+#: predictive of the unbought observations), ``rate`` the success rate p (the pre-round-3 rule)
+PREDICTIVES = ("grid", "rate")
+#: the Beta prior of ``pob``: ``fixed`` = ``AdaptiveConfig.prior`` for every model; ``eb`` = an
+#: empirical-Bayes Beta(a_m, b_m) per model fitted across the queries of the collection
+PRIOR_FITS = ("fixed", "eb")
+#: how a score enters the Beta update: ``fractional`` counts it as that fraction of a success;
+#: ``bernoulli`` draws r ~ Bernoulli(score) and counts r (Agrawal and Goyal 2012)
+BETA_UPDATES = ("fractional", "bernoulli")
+#: PROPOSED (empirical-Bayes prior): below this many queries with >= 2 observations of a model the
+#: fit is not attempted and the model keeps ``AdaptiveConfig.prior``
+EB_MIN_QUERIES = 10
+#: PROPOSED: the fitted prior is shrunk toward ``AdaptiveConfig.prior`` with weight
+#: q / (q + EB_SHRINK), q = queries with >= 2 observations (in logit mean and log a + b)
+EB_SHRINK = 10.0
+#: PROPOSED: bounds on each fitted Beta parameter (a, b > 0 and sane)
+EB_BOUNDS = (0.05, 100.0)
 
 
 @dataclass(frozen=True)
@@ -76,17 +93,28 @@ class AdaptiveConfig:
     n_draws: int = 256
     prior: tuple[float, float] = (1.0, 1.0)
     cost_aware: bool = True
+    predictive: str = "grid"
+    prior_fit: str = "fixed"
+    beta_update: str = "fractional"
 
     def __post_init__(self):
         if self.rule not in RULES:
             raise ValueError(f"unknown allocation rule '{self.rule}' (choose from {', '.join(RULES)})")
+        for name, allowed in (("predictive", PREDICTIVES), ("prior_fit", PRIOR_FITS),
+                              ("beta_update", BETA_UPDATES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown adaptive {name} '{getattr(self, name)}' (choose from {', '.join(allowed)})")
+        try:
+            object.__setattr__(self, "prior", tuple(float(x) for x in self.prior))
+        except (TypeError, ValueError):
+            raise ValueError(f"adaptive prior must be two numbers (a, b), got {self.prior!r}") from None
         lams = tuple(float(x) for x in np.atleast_1d(self.lambdas))
         object.__setattr__(self, "lambdas", lams)
         checks = {"lambdas": len(lams) > 0 and all(np.isfinite(x) and x >= 0 for x in lams),
                   "beta": np.isfinite(self.beta) and self.beta >= 0,
                   "delta": 0 < self.delta < 1, "epsilon": np.isfinite(self.epsilon) and self.epsilon >= 0,
                   "min_per_model": self.min_per_model >= 1, "n_draws": self.n_draws >= 16,
-                  "prior": len(self.prior) == 2 and min(self.prior) > 0}
+                  "prior": len(self.prior) == 2 and min(self.prior) > 0 and all(np.isfinite(self.prior))}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid adaptive setting(s): {', '.join(bad)}")
@@ -124,15 +152,21 @@ def plugin_stats(n, s, ss, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def decide(n, s, ss, c, gen_cost, config: AdaptiveConfig, rng: np.random.Generator,
-           capacity=None) -> Decision:
+           capacity=None, *, prior=None, s_beta=None) -> Decision:
     """The next model to sample for each of Q queries, from (Q, M) running sums.
 
     ``gen_cost``: (M,) or (Q, M) price of one generation. ``capacity``: (Q, M) how many more
     observations each pair can still get (None = unlimited); a model without capacity is never
-    chosen, and a query whose candidates are all exhausted stops unsettled.
+    chosen, and a query whose candidates are all exhausted stops unsettled. ``prior``: (M, 2)
+    Beta parameters per model (from :func:`fit_prior` over the whole collection); None = what
+    ``config`` says, fitted on this batch alone when ``config.prior_fit == "eb"``. ``s_beta``:
+    (Q, M) the successes the Beta update counts (sums of Bernoulli draws, see
+    :func:`bernoulli_scores`) when ``config.beta_update == "bernoulli"``; None = ``s``, which is
+    the same thing for 0/1 scores (a non-binary score without ``s_beta`` is an error there).
     """
     n = np.atleast_2d(np.asarray(n, float))
     s, ss, c = (np.atleast_2d(np.asarray(a, float)) for a in (s, ss, c))
+
     q, m = n.shape
     cap = np.full((q, m), np.inf) if capacity is None else np.atleast_2d(np.asarray(capacity, float))
     price = np.broadcast_to(np.asarray(gen_cost, float), (q, m))
@@ -152,9 +186,15 @@ def decide(n, s, ss, c, gen_cost, config: AdaptiveConfig, rng: np.random.Generat
         model = np.where(can.any(axis=1), pick, -1)
         return Decision(model, np.zeros(q, bool), np.zeros(q), label, model)
 
+    sb = ab = None
+    if config.rule == "pob":
+        sb = _beta_successes(n, s, ss, config, s_beta)
+        ab = np.asarray(fit_prior(n, sb, config) if prior is None else prior, float)
+        if ab.shape != (m, 2) or not (np.isfinite(ab).all() and (ab > 0).all()):
+            raise ValueError(f"prior must be ({m}, 2) positive Beta parameters per model, got {ab.tolist()}")
     rule = _pob if config.rule == "pob" else _lucb
     grid = n + cap  # the pair's full grid size N (inf when the capacity is unlimited)
-    conf, leader, challenger, spread = rule(n, s, ss, mu, sigma, mu_c, config, rng, grid)
+    conf, leader, challenger, spread = rule(n, s, ss, mu, sigma, mu_c, config, rng, grid, ab, sb)
     settled = (conf >= 1.0 - config.delta) & ~needs_warmup
     rows = np.arange(q)
     # of the two that can change the label, the one whose estimate is least certain per unit cost
@@ -180,15 +220,125 @@ def ddof1_factor(grid) -> np.ndarray:
         return np.where(np.isfinite(grid) & (grid >= 2), grid / np.maximum(grid - 1.0, 1.0), 1.0)
 
 
-def _utility_draws(n, s, ss, mu_c, sigma, config: AdaptiveConfig, rng, lam: float, grid):
-    a0, b0 = config.prior
-    a = a0 + s
-    b = b0 + np.maximum(n - s, 0.0)
+def grid_predictive_stats(n, s, grid, p, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draws of the full-grid (mu_q, sigma_q) of 0/1 pairs: n observations bought with s
+    successes, ``grid`` = N observations in the finished grid, ``p`` (..., D) draws of the
+    success rate. The N - n unbought observations hold X ~ Binomial(N - n, p) successes (with p
+    from the Beta posterior, X is beta-binomial: the exact posterior predictive), so the full
+    grid has T = s + X successes, mean T / N and ddof = 1 spread sqrt(T (N - T) / (N (N - 1)))
+    (0 when N < 2): the statistics the DARS target computes. A fully bought pair (n = N) gets
+    its own statistics in every draw."""
+    n, s, grid = (np.asarray(a, float) for a in (n, s, grid))
+    left = np.maximum(grid - n, 0.0).astype(np.int64)
+    x = rng.binomial(left[..., None], p)
+    big_n = grid[..., None]
+    t = s[..., None] + x
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = t / big_n
+        sig = np.where(big_n >= 2, np.sqrt(np.maximum(t * (big_n - t), 0.0) / (big_n * np.maximum(big_n - 1, 1))),
+                       0.0)
+    return mu, sig
+
+
+def _utility_draws(n, s, ss, mu_c, sigma, config: AdaptiveConfig, rng, lam: float, grid, prior=None, s_beta=None):
+    ab = np.broadcast_to(np.asarray(config.prior if prior is None else prior, float), (n.shape[-1], 2))
+    sb = s if s_beta is None else s_beta
+    a = ab[:, 0] + sb
+    b = ab[:, 1] + np.maximum(n - sb, 0.0)
     p = rng.beta(a[..., None], b[..., None], size=(*n.shape, config.n_draws))
     binary = np.isclose(ss, s)  # every score 0 or 1 (sum of squares == sum)
     bern = np.sqrt(p * (1.0 - p) * ddof1_factor(grid)[..., None])
+    mu_q = p
     sig = np.where(binary[..., None], bern, sigma[..., None])
-    return p - lam * mu_c[..., None] - config.beta * sig
+    if config.predictive == "grid":
+        # 0/1 pairs with a finite grid: draw the unbought observations, not only the rate
+        exact = binary & np.isfinite(grid)
+        g_mu, g_sig = grid_predictive_stats(np.where(exact, n, 0.0), np.where(exact, s, 0.0),
+                                            np.where(exact, grid, 0.0), p, rng)
+        mu_q = np.where(exact[..., None], g_mu, p)
+        sig = np.where(exact[..., None], g_sig, sig)
+    return mu_q - lam * mu_c[..., None] - config.beta * sig
+
+
+def fit_beta_prior(n, s, base=(1.0, 1.0), *, min_queries: int = EB_MIN_QUERIES, shrink: float = EB_SHRINK,
+                   bounds: tuple[float, float] = EB_BOUNDS) -> np.ndarray:
+    """Empirical-Bayes Beta(a_m, b_m) of each model's success rate across queries.
+
+    ``n``, ``s``: (Q, M) observations and successes per (query, model) pair. Per model, (a, b)
+    maximise the beta-binomial marginal likelihood ``sum_q log B(a + s_q, b + n_q - s_q) -
+    log B(a, b)`` over the queries the model has observations of. The likelihood stays valid when
+    the observations were bought adaptively (the choices depend only on observed data), which a
+    moment fit on s / n does not. PROPOSED safeguards: a model with fewer than ``min_queries``
+    queries of >= 2 observations keeps ``base`` (the rate's spread across queries is not
+    identified from single observations); otherwise the fit is shrunk toward ``base`` with weight
+    q / (q + shrink) in logit mean and log concentration, and a, b are kept in ``bounds``.
+    Returns (M, 2)."""
+    from scipy.optimize import minimize
+    from scipy.special import betaln, digamma
+
+    n = np.atleast_2d(np.asarray(n, float))
+    s = np.atleast_2d(np.asarray(s, float))
+    a0, b0 = (float(x) for x in base)
+    lo, hi = (float(x) for x in bounds)
+    out = np.tile([a0, b0], (n.shape[1], 1))
+    for j in range(n.shape[1]):
+        seen = n[:, j] > 0
+        q2 = int((n[:, j] >= 2).sum())
+        if q2 < min_queries:
+            continue
+        keys, w = np.unique(np.stack([s[seen, j], n[seen, j] - s[seen, j]], axis=1), axis=0, return_counts=True)
+        ks, kf = keys[:, 0], keys[:, 1]
+
+        def nll(theta, ks=ks, kf=kf, w=w):
+            a, b = np.exp(theta)
+            ll = np.sum(w * (betaln(a + ks, b + kf) - betaln(a, b)))
+            d_ab = digamma(a + b) - digamma(a + b + ks + kf)
+            ga = np.sum(w * (digamma(a + ks) - digamma(a) + d_ab)) * a
+            gb = np.sum(w * (digamma(b + kf) - digamma(b) + d_ab)) * b
+            return -ll, -np.array([ga, gb])
+
+        box = [(np.log(lo), np.log(hi))] * 2
+        res = minimize(nll, np.log([a0, b0]).clip(np.log(lo), np.log(hi)), jac=True, method="L-BFGS-B",
+                       bounds=box)
+        a, b = np.exp(res.x)
+        wt = q2 / (q2 + shrink)
+        logit = wt * np.log(a / b) + (1 - wt) * np.log(a0 / b0)
+        conc = np.exp(wt * np.log(a + b) + (1 - wt) * np.log(a0 + b0))
+        mean = 1.0 / (1.0 + np.exp(-logit))
+        out[j] = np.clip([mean * conc, (1 - mean) * conc], lo, hi)
+    return out
+
+
+def fit_prior(n, s, config: AdaptiveConfig) -> np.ndarray:
+    """The (M, 2) Beta prior ``config`` asks for: ``config.prior`` for every model, or the
+    empirical-Bayes fit (:func:`fit_beta_prior`, shrunk toward ``config.prior``) from (Q, M)
+    observations ``n`` and successes ``s`` across the queries of the collection."""
+    n = np.atleast_2d(np.asarray(n, float))
+    if config.prior_fit == "eb":
+        return fit_beta_prior(n, s, config.prior)
+    return np.tile(np.asarray(config.prior, float), (n.shape[1], 1))
+
+
+def bernoulli_scores(scores, u) -> np.ndarray:
+    """Agrawal and Goyal's trick for scores in [0, 1]: r = 1 where ``u < score`` (``u`` uniform
+    draws in [0, 1), one per observation, supplied by the caller so that the draw is seeded and
+    reproducible), so r ~ Bernoulli(score); 0/1 scores are returned unchanged."""
+    scores, u = np.asarray(scores, float), np.asarray(u, float)
+    if scores.shape != u.shape:
+        raise ValueError(f"scores and uniform draws differ in shape: {scores.shape} vs {u.shape}")
+    return (u < scores).astype(float)
+
+
+def _beta_successes(n, s, ss, config: AdaptiveConfig, s_beta) -> np.ndarray:
+    if s_beta is not None:
+        sb = np.atleast_2d(np.asarray(s_beta, float))
+        if sb.shape != n.shape or (sb < -1e-9).any() or (sb > n + 1e-9).any():
+            raise ValueError("s_beta must be (Q, M) successes between 0 and n")
+        return sb
+    if config.beta_update == "bernoulli" and not np.isclose(ss, s).all():
+        raise ValueError("beta_update='bernoulli' with scores inside (0, 1) needs s_beta, the sums of "
+                         "Bernoulli draws of the scores (bernoulli_scores)")
+    return s
 
 
 def _worst_lambda(results, q):
@@ -204,7 +354,7 @@ def _worst_lambda(results, q):
     return conf, leader, challenger
 
 
-def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
+def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid, prior, s_beta):
     """Probability that each lambda's plug-in leader is within epsilon of the best (Monte Carlo)."""
     q, m = n.shape
     rows = np.arange(q)
@@ -212,7 +362,7 @@ def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
     spread = np.zeros((q, m))
     for lam in config.lambdas:
         lead_idx = hard_labels(mu - lam * mu_c - config.beta * sigma, mu_c)
-        u = _utility_draws(n, s, ss, mu_c, sigma, config, rng, lam, grid)    # (Q, M, D)
+        u = _utility_draws(n, s, ss, mu_c, sigma, config, rng, lam, grid, prior, s_beta)  # (Q, M, D)
         lead = u[rows, lead_idx]                                              # (Q, D)
         is_lead = np.arange(m)[None, :, None] == lead_idx[:, None, None]
         best_other = np.where(is_lead, -np.inf, u).max(axis=1)
@@ -224,7 +374,7 @@ def _pob(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
     return (*_worst_lambda(results, q), spread)
 
 
-def _lucb(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
+def _lucb(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid, prior, s_beta):
     """1 where each lambda's leader's lower bound clears every other upper bound, else 0."""
     from scipy.stats import norm
 
@@ -245,12 +395,14 @@ def _lucb(n, s, ss, mu, sigma, mu_c, config: AdaptiveConfig, rng, grid):
 
 
 def next_model(n, s, ss, c, gen_cost, config: AdaptiveConfig | None = None, *, seed: int = 0,
-               capacity=None) -> int | None:
+               capacity=None, prior=None, s_beta=None) -> int | None:
     """One query: the index of the model to sample next, or None when the label is settled (or
-    nothing is left to sample). Arrays are (M,) running sums as in :func:`decide`."""
+    nothing is left to sample). Arrays are (M,) running sums as in :func:`decide` (``prior``: (M, 2),
+    e.g. fitted across the collection with :func:`fit_prior`; ``s_beta``: (M,))."""
     config = config or AdaptiveConfig()
     d = decide(n, s, ss, c, gen_cost, config, np.random.default_rng(seed),
-               None if capacity is None else np.atleast_2d(capacity))
+               None if capacity is None else np.atleast_2d(capacity), prior=prior,
+               s_beta=None if s_beta is None else np.atleast_2d(s_beta))
     return None if d.model[0] < 0 else int(d.model[0])
 
 

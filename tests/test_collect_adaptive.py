@@ -140,6 +140,30 @@ def test_budget_fraction_caps_the_training_generations(tmp_path):
         srv.close()
 
 
+def test_collect_adaptive_flags_run_and_bad_values_are_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from caproute.cli import app
+
+    srv = Server()
+    try:
+        dump_pool_config(pool_cfg(srv.url), tmp_path / "pool.yaml")
+        qpath = queries_file(tmp_path, n_train=4, n_test=1)
+        base = ["collect", "--config", str(tmp_path / "pool.yaml"), "--queries", str(qpath), "--task", SPEC["task"],
+                "--models", ",".join(SPEC["models"]), "--rewrites", "2", "--decodes", "3", "--test-rewrites", "2",
+                "--test-decodes", "2", "--dataset", SPEC["dataset"], "--no-similarity-check", "--adaptive"]
+        r = CliRunner().invoke(app, [*base, "--store", str(tmp_path / "a.duckdb"), "--adaptive-predictive", "rate",
+                                     "--adaptive-prior-fit", "eb", "--adaptive-beta-update", "bernoulli"])
+        assert r.exit_code == 0, r.output
+        keys = _train_keys(stored(tmp_path / "a.duckdb"))
+        assert len(keys) == len(set(keys)) >= 4 * 2
+        for flag in ("--adaptive-predictive", "--adaptive-prior-fit", "--adaptive-beta-update"):
+            r = CliRunner().invoke(app, [*base, "--store", str(tmp_path / "b.duckdb"), flag, "nope"])
+            assert r.exit_code == 2 and flag in " ".join(r.output.split()), r.output
+    finally:
+        srv.close()
+
+
 def test_budget_fraction_needs_adaptive_and_a_valid_range():
     with pytest.raises(ConfigError):
         CollectSpec(**SPEC, budget_fraction=0.5)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caproute.cli import app
-from caproute.cli.params import SEED_DEFAULT, comma_list, deprecated_alias, finite, fraction
+from caproute.cli.params import SEED_DEFAULT, choice, comma_list, deprecated_alias, finite, fraction
 from caproute.supervise.adaptive import BETA_UPDATES, PREDICTIVES, PRIOR_FITS, RULES, AdaptiveConfig
 
 
@@ -87,15 +87,18 @@ def collect_cmd(
     ] = AdaptiveConfig.rule,
     adaptive_predictive: Annotated[
         str, typer.Option("--adaptive-predictive", help="--adaptive, pob: grid (full-grid predictive) | rate "
-                                                        "(docs/adaptive.md)")
+                                                        "(docs/adaptive.md)",
+                          callback=choice("--adaptive-predictive", PREDICTIVES))
     ] = AdaptiveConfig.predictive,
     adaptive_prior_fit: Annotated[
         str, typer.Option("--adaptive-prior-fit", help="--adaptive, pob: fixed | eb (empirical-Bayes prior per model, "
-                                                       "refitted from the store at every step)")
+                                                       "refitted from the store at every step)",
+                          callback=choice("--adaptive-prior-fit", PRIOR_FITS))
     ] = AdaptiveConfig.prior_fit,
     adaptive_beta_update: Annotated[
         str, typer.Option("--adaptive-beta-update", help="--adaptive, pob, scores inside (0, 1): fractional | "
-                                                         "bernoulli (Agrawal-Goyal)")
+                                                         "bernoulli (Agrawal-Goyal)",
+                          callback=choice("--adaptive-beta-update", BETA_UPDATES))
     ] = AdaptiveConfig.beta_update,
 ) -> None:
     """Collect K rewrites x R decodes per training query and the two test views, scored and costed.
@@ -133,11 +136,6 @@ def collect_cmd(
             raise ConfigError("--adaptive runs with --engine local only")
         if adaptive_rule not in RULES:
             raise ConfigError(f"--adaptive-rule must be {', '.join(RULES)} (got '{adaptive_rule}')")
-        for flag, value, allowed in (("--adaptive-predictive", adaptive_predictive, PREDICTIVES),
-                                     ("--adaptive-prior-fit", adaptive_prior_fit, PRIOR_FITS),
-                                     ("--adaptive-beta-update", adaptive_beta_update, BETA_UPDATES)):
-            if value not in allowed:
-                raise ConfigError(f"{flag} must be {', '.join(allowed)} (got '{value}')")
         adaptive_cfg = AdaptiveConfig(rule=adaptive_rule, predictive=adaptive_predictive,
                                       prior_fit=adaptive_prior_fit, beta_update=adaptive_beta_update)
     spec = CollectSpec(

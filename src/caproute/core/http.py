@@ -518,9 +518,15 @@ class DirectSender:
         ``Host`` first and ``Content-Length`` last, built directly (httpx's own preparation
         looks every default header up one by one: about 20 us per request here)."""
         ext = {"timeout": self._timeout, **(extensions or {})}
-        if any(k.lower() in (b"host", b"content-length", b"transfer-encoding") for k, _ in headers.raw):
+        if not url.host or any(k.lower() in (b"host", b"content-length", b"transfer-encoding")
+                               for k, _ in headers.raw):
             return httpx.Request(method, url, content=content, headers=headers, extensions=ext)
-        raw = [(b"Host", url.netloc), *headers.raw, (b"Content-Length", str(len(content)).encode("ascii"))]
+        if content:
+            raw = [(b"Host", url.netloc), *headers.raw, (b"Content-Length", str(len(content)).encode("ascii"))]
+        elif method.upper() in ("POST", "PUT", "PATCH"):
+            raw = [(b"Host", url.netloc), (b"Content-Length", b"0"), *headers.raw]
+        else:
+            raw = [(b"Host", url.netloc), *headers.raw]
         req = httpx.Request(method, url, headers=raw, stream=httpx.ByteStream(content), extensions=ext)
         req.read()  # as httpx does for content given as bytes
         return req

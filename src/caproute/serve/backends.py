@@ -31,6 +31,7 @@ import httpx
 
 from caproute.collect.config import ModelEndpoint, PoolConfig
 from caproute.data.text import SurrogateCarry, clean_json, decode_text
+from caproute.serve import jsonwire
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -167,7 +168,7 @@ class Backends:
     def payload(self, name: str, body: dict[str, Any]) -> bytes:
         ep = self.endpoints[name]
         out = {**ep.extra_body, **body, "model": ep.model}
-        return json.dumps(out).encode()
+        return jsonwire.dumps(out)
 
     def _request(self, name: str, body: dict[str, Any], not_after: float | None) -> httpx.Request:
         from caproute.core.http import DEADLINE_EXTENSION
@@ -232,7 +233,7 @@ class Backends:
         text = decode_text(content)  # the one text rule: invalid UTF-8 and lone surrogates -> U+FFFD
         _check_status(name, status, text)
         try:
-            data = json.loads(text)
+            data = jsonwire.loads(text)
             if "\\u" in text:  # only a \u escape can put a lone surrogate into decoded (clean) text
                 data = clean_json(data)
         except json.JSONDecodeError:
@@ -361,7 +362,7 @@ async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict | None]:
         if not data:
             continue
         try:
-            chunk = json.loads(data)
+            chunk = jsonwire.loads(data)
         except json.JSONDecodeError:
             continue
         if isinstance(chunk, dict):

@@ -8,6 +8,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+from caproute.serve import jsonwire
 from caproute.serve.auth import bearer, key_id
 from caproute.serve.errors import ApiError
 
@@ -148,7 +149,7 @@ class FastLane:
             raw = b"".join(m.get("body", b"") for m in messages)
             model, handler = route
             try:
-                obj = json.loads(raw) if raw else None
+                obj = jsonwire.loads(raw) if raw else None
                 body = model.model_validate(obj) if isinstance(obj, dict) else None
             except (ValueError, ValidationError):   # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 body = None

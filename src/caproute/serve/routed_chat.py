@@ -22,7 +22,7 @@ import httpx
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from caproute.serve import explore
+from caproute.serve import explore, jsonwire
 from caproute.serve.backends import BackendFailure, BackendRejected, StreamStart, chunk_problem
 from caproute.serve.conversation import message_text, routing_text
 from caproute.serve.errors import ApiError, error_body
@@ -202,7 +202,7 @@ def decision_dict(d, handle: RouterHandle) -> dict:
 
 def json_response(obj: dict, status: int = 200, headers: dict | None = None) -> Response:
     return Response(
-        json.dumps(obj, separators=(",", ":")),
+        jsonwire.dumps(obj),
         status_code=status,
         headers=headers,
         media_type="application/json",
@@ -210,7 +210,7 @@ def json_response(obj: dict, status: int = 200, headers: dict | None = None) -> 
 
 
 def _sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + jsonwire.dumps(obj) + b"\n\n"
 
 
 # -- the routed chat --------------------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""JSON on the proxy's hot path: orjson (a dependency of ``caproute[serve]``), with the standard
+library's answer wherever orjson declines.
+
+- :func:`dumps`: compact JSON bytes. orjson writes the same values (text differs only in form:
+  UTF-8 instead of ``\\u`` escapes, ``1e-5`` for ``1e-05``); what it refuses (a lone surrogate, a
+  dict key that is not a string, an integer beyond 64 bits) is written by ``json.dumps`` as before.
+  NumPy scalars are written as numbers, as ``json.dumps`` writes ``numpy.float64``.
+- :func:`loads`: parsed JSON. What orjson refuses (``NaN``, UTF-16 bytes, anything malformed) and
+  integers beyond 64 bits (which orjson would read as floats) are parsed by ``json.loads``, which
+  raises the errors it always raised.
+
+Issue 27: the standard library's encoder took about 30 us per routed answer (its decision holds
+some 30 floats), orjson about 2 us.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps(obj: Any) -> bytes:
+    """``obj`` as compact JSON (UTF-8 bytes)."""
+    try:
+        return orjson.dumps(obj, option=_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parsed JSON; ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``) when it is not.
+
+    Text with a run of 19 or more digits goes to ``json.loads``: orjson reads an integer beyond
+    64 bits as a float, the standard library exactly."""
+    if (_LONG_DIGITS_B if isinstance(data, bytes | bytearray) else _LONG_DIGITS).search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)

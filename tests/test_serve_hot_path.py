@@ -1,0 +1,138 @@
+"""The cheaper routed path of issue 27 (item 5): each shortcut gives what the long way gave.
+
+- ``DirectSender.request`` builds the request ``httpx.Request(content=...)`` builds (headers in
+  order), for every method and body;
+- ``header_values`` reads headers as ``httpx.Headers.get`` does;
+- ``CoalescingTransport`` puts the same bytes on the wire in the same order, as one write per
+  loop iteration, and flushes before it closes;
+- ``jsonwire`` writes and reads the values the standard library does, and falls back to it where
+  orjson declines;
+- the feedback store's ``json_text`` is ``json.dumps(clean_json(x))``; registrations are grouped
+  while feedback never waits for the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import httpx
+import numpy as np
+import pytest
+
+from caproute.core.http import DirectSender, header_values, not_identity
+from caproute.data.text import clean_json
+from caproute.serve import jsonwire
+from caproute.serve.feedback import Feedback, FeedbackStore, json_text
+from caproute.serve.slow_clients import CoalescingTransport
+
+
+@pytest.mark.parametrize("method", ["POST", "GET", "PUT"])
+@pytest.mark.parametrize("content", [b"", b'{"a":1}'])
+def test_request_is_httpxs_request(method, content):
+    d = DirectSender({})
+    h = d.headers({"content-type": "application/json"})
+    url = httpx.URL("http://127.0.0.1:8080/v1/chat/completions")
+    got = d.request(method, url, content=content, headers=h, extensions={"x": 1})
+    want = httpx.Request(method, url, content=content, headers=h, extensions={"timeout": d._timeout, "x": 1})
+    assert got.headers.raw == want.headers.raw
+    assert (got.method, got.url, got.content, got.extensions) == (want.method, want.url, want.content,
+                                                                   want.extensions)
+
+
+def test_request_with_its_own_length_header_is_left_to_httpx():
+    d = DirectSender({})
+    h = d.headers({"content-length": "3"})
+    url = httpx.URL("http://b/x")
+    got = d.request("POST", url, content=b"abc", headers=h)
+    assert got.headers.raw == httpx.Request("POST", url, content=b"abc", headers=h).headers.raw
+
+
+def test_header_values_are_httpx_get():
+    h = httpx.Headers([(b"Content-Length", b"12"), (b"X-A", b"1"), (b"x-a", b"2"), (b"content-encoding", b" GZIP ")])
+    assert header_values(h, b"content-length", b"x-a", b"absent") == [b"12", b"1, 2", None]
+    assert header_values(h, b"x-a")[0].decode() == h.get("x-a")
+    assert not_identity(header_values(h, b"content-encoding")[0])
+    assert not any(not_identity(v) for v in (None, b"", b" identity", b"IDENTITY"))
+
+
+class _Wire:
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.extra = {"peername": ("127.0.0.1", 1)}
+
+    def write(self, data):
+        assert not self.closed
+        self.writes.append(bytes(data))
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+
+def test_coalescing_transport_joins_one_iteration_and_flushes_on_close():
+    async def go():
+        wire = _Wire()
+        t = CoalescingTransport(wire, asyncio.get_running_loop())
+        t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        t.write(b"")
+        t.write(b"body")
+        assert wire.writes == [] and t.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\nbody")
+        await asyncio.sleep(0)
+        assert wire.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        t.write(b"a")
+        await asyncio.sleep(0)
+        t.write(b"b")
+        t.writelines([b"c", b"d"])
+        t.close()  # what is held goes out before the close
+        await asyncio.sleep(0)  # the flush scheduled for b"b" finds nothing more to write
+        return wire, t
+
+    wire, t = asyncio.run(go())
+    assert wire.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"a", b"bcd"] and wire.closed
+    assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the wrapped transport's
+
+
+def test_jsonwire_writes_and_reads_what_json_does():
+    obj = {"id": "chatcmpl-1", "x": [1, 2.5, 1e-05, -0.0, True, None, "é", "😀"], "n": {"a": 0.1 + 0.2},
+           "big": 2**70, "np": np.float64(0.25)}
+    assert json.loads(jsonwire.dumps(obj)) == json.loads(json.dumps(obj))
+    assert jsonwire.dumps({"a": 1}) == b'{"a":1}'
+    # where orjson declines, the standard library writes it, as before
+    assert jsonwire.dumps({"s": "\ud800"}) == json.dumps({"s": "\ud800"}, separators=(",", ":")).encode()
+    assert jsonwire.dumps({1: "a"}) == b'{"1":"a"}'
+    for text in ('{"a": [1, 2.5, "\\u00e9", "\\ud83d\\ude00"]}', '{"s": "\\ud800"}', '[NaN, 1e400]',
+                 '{"n": 123456789012345678901234567890}', '{"a": 1, "a": 2}'):
+        got, want = jsonwire.loads(text), json.loads(text)
+        assert repr(got) == repr(want) or (math.isnan(got[0]) and math.isnan(want[0]))
+        assert repr(jsonwire.loads(text.encode())) == repr(got) or isinstance(got, list)
+    for bad in ("", "{", "[1,]", b"\xff"):
+        with pytest.raises(ValueError):
+            jsonwire.loads(bad)
+
+
+@pytest.mark.parametrize("value", [{"mu_q": {"a": 0.5, "b": 1e-05}, "model": "a"}, {"m": "é\ud800x"},
+                                   {"m": "😀"}, ["\udc00"], {"k\ud800": [1, {"z": "\ud83d"}]}])
+def test_json_text_is_dumps_of_clean_json(value):
+    assert json_text(value) == json.dumps(clean_json(value), default=str)
+
+
+def test_registrations_are_grouped_and_feedback_does_not_wait_for_the_group(tmp_path):
+    # a group waits up to 60 s for more registrations: only the feedback can end it early
+    with FeedbackStore(tmp_path / "fb.sqlite3", group_wait_s=60.0) as store:
+        for i in range(20):
+            store.register({"response_id": f"r{i}", "kind": "chat", "model": "m", "decision": {"model": "m"}})
+        fut = store.add(Feedback(kind="scalar", response_id="r19", score=1.0))
+        stored = fut.result(timeout=30)  # well before the 60 s group wait
+        assert stored.responses[0]["response_id"] == "r19"
+        assert store.commits <= 2 and store.pending == 0  # 20 registrations and a feedback: one or two commits

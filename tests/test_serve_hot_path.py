@@ -136,3 +136,24 @@ def test_registrations_are_grouped_and_feedback_does_not_wait_for_the_group(tmp_
         stored = fut.result(timeout=30)  # well before the 60 s group wait
         assert stored.responses[0]["response_id"] == "r19"
         assert store.commits <= 2 and store.pending == 0  # 20 registrations and a feedback: one or two commits
+
+
+@pytest.mark.parametrize("raw", [b'{"a": "x"}', b'{"a": "\\u00e9"}', b'{"a": "\\ud800"}', '{"a": "é😀"}'.encode(),
+                                 b'{"n": 12345678901234567890123}', b'{"a": NaN}'])
+def test_loads_clean_says_clean_only_when_clean_json_changes_nothing(raw):
+    obj, clean = jsonwire.loads_clean(raw)
+    assert repr(obj) == repr(json.loads(raw))
+    if clean:
+        assert clean_json(obj) is obj
+    assert clean == (raw in (b'{"a": "x"}', '{"a": "é😀"}'.encode()))
+
+
+def test_a_clean_body_skips_the_repair_and_a_dirty_one_is_repaired():
+    from caproute.serve.schemas import CLEAN_TEXT, ChatCompletionRequest
+
+    raw = b'{"model": "m", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    obj, clean = jsonwire.loads_clean(raw)
+    assert not clean
+    assert ChatCompletionRequest.model_validate(obj).messages[0].content == "a\ufffdb"
+    ok, clean = jsonwire.loads_clean(b'{"model": "m", "messages": [{"role": "user", "content": "ab"}]}')
+    assert clean and ChatCompletionRequest.model_validate(ok, context=CLEAN_TEXT).messages[0].content == "ab"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from caproute.serve import jsonwire
 from caproute.serve.auth import bearer, key_id
 from caproute.serve.errors import ApiError
+from caproute.serve.schemas import CLEAN_TEXT
 
 if TYPE_CHECKING:
     from caproute.serve.state import ServeState
@@ -149,8 +150,8 @@ class FastLane:
             raw = b"".join(m.get("body", b"") for m in messages)
             model, handler = route
             try:
-                obj = jsonwire.loads(raw) if raw else None
-                body = model.model_validate(obj) if isinstance(obj, dict) else None
+                obj, clean = jsonwire.loads_clean(raw) if raw else (None, False)
+                body = model.model_validate(obj, context=CLEAN_TEXT if clean else None) if isinstance(obj, dict) else None
             except (ValueError, ValidationError):   # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 body = None
         if body is None:

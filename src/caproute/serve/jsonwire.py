@@ -47,3 +47,15 @@ def loads(data: bytes | str) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(data)
+
+
+def loads_clean(data: bytes) -> tuple[Any, bool]:
+    """``(loads(data), clean)``: ``clean`` is true when no string in the value can hold a surrogate
+    (orjson read it from bytes, which it accepts only as valid UTF-8, and the text has no ``\\u``
+    escape), so :func:`caproute.data.text.clean_json` would return it unchanged."""
+    if _LONG_DIGITS_B.search(data) is None:
+        try:
+            return orjson.loads(data), b"\\u" not in data
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data), False

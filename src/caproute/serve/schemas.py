@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from caproute.data.text import clean_json
+
+CLEAN_TEXT = {"caproute.clean_text": True}
+"""Validation context of a body whose text is known to be clean already (``model_validate(obj,
+context=CLEAN_TEXT)``): parsed by :func:`caproute.serve.jsonwire.loads_clean`, whose strings
+cannot hold a surrogate, so the repair (a walk over every string) is skipped."""
 
 
 class _Request(BaseModel):
@@ -17,7 +22,9 @@ class _Request(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _clean_text(cls, data: Any) -> Any:
+    def _clean_text(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context is CLEAN_TEXT:
+            return data
         return clean_json(data)
 
 

@@ -3,7 +3,8 @@ and reported on others.
 
     python scripts/results_adaptive.py [--stage tune|heldout|page|all] [--seeds 5]
 
-1. Tuning (``--stage tune``): every rule x delta x epsilon x min_per_model x prior of ``grid()`` is
+1. Tuning (``--stage tune``): every configuration of ``grid()`` (rule x delta x epsilon x
+   min_per_model x prior x predictive x prior fit) is
    replayed at 40% of the generations on the *tuning sets* only (RouterDC gsm8k and mbpp, replay
    seeds 1000 and 1001); label agreement with the full grid's DARS label, mean over seeds then over
    the two sets. The best configuration is the library's default (``AdaptiveConfig()``); the script
@@ -13,7 +14,8 @@ and reported on others.
    javascript = HumanEval-JS, re-split 50/50 into train/test queries, and the builtin set), one
    ``caproute adaptive-study`` command per set with the library defaults (the default rule vs
    uniform allocation, kNN, replay seeds 42..42+seeds-1), plus the label agreement of every rule's
-   best tuned configuration at 40% on the same seeds (heldout.json). RouterDC's RouterBench subset
+   best tuned configuration and of the previous default (round 2: rate predictive, flat prior) at
+   40% on the same seeds, and each one's stopping rule given the whole grid (heldout.json). RouterDC's RouterBench subset
    is single-shot (one observation per pair) and cannot be replayed.
 3. ``--stage page`` rewrites the results section of docs/adaptive.md (between the
    ``results:start`` / ``results:end`` markers) from the JSON files; ``all`` runs 1-3.
@@ -91,6 +93,24 @@ def agreement(sets, configs, seeds, budget: float = GOAL_BUDGET, refine: bool = 
     return rows
 
 
+#: the default before round 3 (issue 24): rate predictive, flat prior, delta 0.4 -- shown on the
+#: held-out sets beside the new default (a fixed configuration, not chosen on them)
+PREVIOUS_DEFAULT = {"rule": "pob", "delta": 0.4, "epsilon": 0.0, "min_per_model": 1, "prior": [1.0, 1.0],
+                    "predictive": "rate", "prior_fit": "fixed", "beta_update": "fractional"}
+
+
+def compared(tuning: dict) -> dict[str, dict]:
+    """The configurations reported on the held-out sets, by name: the default rule first, then the
+    best of every other rule on the tuning sets, then the previous default."""
+    from caproute.supervise.adaptive import AdaptiveConfig
+
+    best = best_per_rule(tuning["ranked"])
+    default = AdaptiveConfig().rule
+    out = {default: best[default], **{r: best[r] for r in sorted(best) if r != default}}
+    out["pob, previous default"] = PREVIOUS_DEFAULT
+    return out
+
+
 def best_per_rule(ranked: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in ranked:
@@ -148,14 +168,14 @@ def heldout(tuning: dict, seeds: int) -> dict:
     from caproute.supervise.adaptive import AdaptiveConfig
 
     t0 = time.monotonic()
-    best = best_per_rule(tuning["ranked"])
     default = AdaptiveConfig()
     for name, args in studies(seeds, default.rule).items():
         cmd = command(name, args)
         print("$", shown(cmd), flush=True)
         subprocess.run([sys.executable, "-m", *cmd], check=True, cwd=REPO)
     report_seeds = list(range(SPLIT_SEED, SPLIT_SEED + seeds))
-    configs = [replace(as_config(best[r]), beta=default.beta, lambdas=default.lambdas) for r in sorted(best)]
+    named = compared(tuning)
+    configs = [replace(as_config(r), beta=default.beta, lambdas=default.lambdas) for r in named.values()]
     rows = agreement(HELDOUT_SETS, configs, report_seeds)
     # each rule's own stopping rule: the whole grid on offer, no refining of settled queries
     rows += agreement(HELDOUT_SETS, configs, report_seeds, budget=1.0, refine=False)
@@ -191,6 +211,13 @@ def fmt_cfg(r: dict) -> str:
     return f"{r['rule']} (delta {r['delta']:g}, epsilon {r['epsilon']:g}, min_per_model {r['min_per_model']}{prior})"
 
 
+def same(row: dict, cfg: dict) -> bool:
+    """Whether a result row is of configuration ``cfg`` (the tuned fields of config_key)."""
+    from caproute.evaluate.adaptive_study import CONFIG_FIELDS
+
+    return all(list(row[k]) == list(cfg[k]) if k == "prior" else row[k] == cfg[k] for k in CONFIG_FIELDS)
+
+
 def mean_sd(xs: list[float]) -> str:
     m = sum(xs) / len(xs)
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
@@ -199,7 +226,6 @@ def mean_sd(xs: list[float]) -> str:
 
 def tuning_section(tuning: dict) -> list[str]:
     ranked = tuning["ranked"]
-    best = best_per_rule(ranked)
     sets = tuning["sets"]
     lines = ["### Tuning (RouterDC " + " and ".join(sets) + " only)", "",
              f"{len(ranked)} configurations replayed at {tuning['budget_fraction']:.0%} of the generations on "
@@ -209,11 +235,17 @@ def tuning_section(tuning: dict) -> list[str]:
              "used below.", "",
              "| rank | configuration | " + " | ".join(sets) + " | mean |",
              "|---:|---|" + "---:|" * (len(sets) + 1)]
-    shown_rows = ranked[:5] + [r for r in best.values() if r not in ranked[:5]]
+    # the best of every rule and, for pob, of every predictive x prior fit
+    variants: dict[tuple, dict] = {}
+    for r in ranked:
+        variants.setdefault((r["rule"],) if r["rule"] != "pob" else (r["rule"], r["predictive"], r["prior_fit"]), r)
+    shown_rows = ranked[:5] + [r for r in variants.values() if r not in ranked[:5]]
+    shown_rows.sort(key=ranked.index)
     for r in shown_rows:
         cells = " | ".join(f"{r['per_set'][s]:.3f}" for s in sets)
         lines.append(f"| {ranked.index(r) + 1} | {fmt_cfg(r)} | {cells} | {r['label_agreement']:.3f} |")
-    lines += ["", f"Best of each rule shown; all rows in `results-adaptive/tuning.json`. Library default "
+    lines += ["", f"The first five and the best of each rule (of each predictive x prior for pob) shown; all rows "
+              f"in `results-adaptive/tuning.json`. Library default "
               f"matches the best: {'yes' if default_matches(ranked[0]) else 'NO'}.", ""]
     return lines
 
@@ -230,17 +262,17 @@ def heldout_section(held: dict, done: dict[str, dict], commands: dict[str, list[
              f"is fixed, split seed {SPLIT_SEED}).", "",
              "| data | configuration (best of its rule on the tuning sets) | label agreement @ 40% | goal >= 0.95 |",
              "|---|---|---:|---|"]
-    best = best_per_rule(tuning["ranked"])
+    named = best = compared(tuning)
     pooled: dict[str, list[float]] = {}
     for name in held["sets"]:
-        for rule in sorted(best, key=lambda r: (r != default, r)):
-            xs = [r["label_agreement"] for r in held["rows"] if r["data"] == name and r["rule"] == rule
+        for rule in named:
+            xs = [r["label_agreement"] for r in held["rows"] if r["data"] == name and same(r, named[rule])
                   and r["budget_fraction"] == held["budget_fraction"]]
             pooled.setdefault(rule, []).append(sum(xs) / len(xs))
-            mark = " (default)" if rule == default else ""
+            mark = " (default)" if rule == default else " (previous default)" if rule != named[rule]["rule"] else ""
             goal = "met" if sum(xs) / len(xs) >= 0.95 else f"missed by {0.95 - sum(xs) / len(xs):.3f}"
             lines.append(f"| {name} | {fmt_cfg(best[rule])}{mark} | {mean_sd(xs)} | {goal} |")
-    for rule, xs in sorted(pooled.items(), key=lambda kv: (kv[0] != default, kv[0])):
+    for rule, xs in pooled.items():
         m = sum(xs) / len(xs)
         lines.append(f"| mean of the {len(xs)} sets | {rule}{' (default)' if rule == default else ''} | {m:.3f} | "
                      f"{'met' if m >= 0.95 else f'missed by {0.95 - m:.3f}'} |")
@@ -256,10 +288,10 @@ def heldout_section(held: dict, done: dict[str, dict], commands: dict[str, list[
               "| data | rule | generations used (fraction of the grid) | label agreement |",
               "|---|---|---:|---:|"]
     for name in held["sets"]:
-        for rule in sorted(best, key=lambda r: (r != default, r)):
+        for rule in named:
             if rule == "uniform":
                 continue
-            sel = [r for r in held["rows"] if r["data"] == name and r["rule"] == rule and not r.get("refine", True)]
+            sel = [r for r in held["rows"] if r["data"] == name and same(r, named[rule]) and not r.get("refine", True)]
             lines.append(f"| {name} | {rule}{' (default)' if rule == default else ''} | "
                          f"{mean_sd([r['generation_fraction'] for r in sel])} | "
                          f"{mean_sd([r['label_agreement'] for r in sel])} |")

@@ -386,6 +386,50 @@ def test_adaptive_beats_uniform_on_known_truth():
     assert agree["default"] >= 0.9
 
 
+def u_shaped_obs(n_queries=80, n_models=5, decodes=7, seed=0) -> pd.DataFrame:
+    """Known truth with U-shaped per-query accuracies, as on RouterDC: each (query, model) rate is
+    drawn from Beta(0.6 k, 0.6 (1 - k)), k the model's strength 0.3..0.7 (mostly near 0 or 1), one
+    rewrite x ``decodes`` decodes per pair (RouterDC's training grid is 1 x 7)."""
+    rng = np.random.default_rng(seed)
+    strength = np.linspace(0.3, 0.7, n_models)
+    rows = []
+    for qi in range(n_queries):
+        for mi in range(n_models):
+            p = rng.beta(0.6 * strength[mi], 0.6 * (1 - strength[mi]))
+            for d in range(decodes):
+                rows.append({"dataset": "syn", "split": "train", "query_id": f"q{qi:03d}", "model": f"m{mi}",
+                             "prompt_variant_id": 0, "decode_id": d, "observation_type": "prompt_variation",
+                             "score": float(rng.random() < p), "cost": 0.001 * (mi + 1)})
+    return pd.DataFrame(rows)
+
+
+def test_the_default_beats_the_previous_rule_on_known_truth():
+    """The previous default (a draw of the rate p, flat prior, delta 0.4) against today's on a
+    synthetic set like the tuning sets (not a held-out claim: the defaults come from tuning)."""
+    from caproute.evaluate.adaptive_study import label_agreement
+
+    obs = u_shaped_obs()
+    models = tuple(f"m{i}" for i in range(5))
+    norm = CostNormalizer().fit(obs)
+    full = build_supervision(obs, normalizer=norm, models=models)
+    fu = full.utility(0.05, 0.2)
+    want = hard_labels(fu, full.mu_c)
+    configs = {"previous": AdaptiveConfig(delta=0.4, epsilon=0.0, min_per_model=1, prior=(1.0, 1.0),
+                                          predictive="rate", prior_fit="fixed"),
+               "default": AdaptiveConfig(), "uniform": AdaptiveConfig(rule="uniform")}
+    agree = {}
+    for name, cfg in configs.items():
+        vals = []
+        for seed in range(4):
+            data = replay_data(obs, models, norm.transform(obs), seed=seed)
+            res = replay(data, cfg, 0.4, seed=seed)
+            sup = build_supervision(obs.iloc[res.rows], normalizer=norm, models=models)
+            vals.append(label_agreement(hard_labels(sup.utility(0.05, 0.2), sup.mu_c), fu, want)[0])
+        agree[name] = float(np.mean(vals))
+    assert agree["default"] >= agree["previous"] + 0.02, agree
+    assert agree["previous"] > agree["uniform"] + 0.05, agree
+
+
 # ----------------------------------------------------------------------------- the command
 
 

@@ -15,16 +15,21 @@ Rules (``AdaptiveConfig.rule``):
 - ``uniform`` -- the baseline: the least-sampled model next (model order breaks ties); never
   settles, so it stops only when the budget or the grid runs out. With a global budget this is a
   smaller fixed K x R grid spread evenly over pairs (the paper's Figure 4(a) protocol).
-- ``pob`` -- Bayesian probability of best. mu_q of each model has a Beta posterior
-  ``Beta(a0 + s, b0 + n - s)``. For 0/1 scores this is the Beta-Bernoulli conjugate posterior.
-  For scores strictly inside (0, 1) it is a *fractional-count* Beta update (each score counted as
-  that fraction of a success): a heuristic, not Agrawal and Goyal's method, which draws
-  ``r ~ Bernoulli(score)`` and updates the Beta with the binary ``r``; caproute does not implement
-  that trick. sigma_q of each drawn p, when every score so far is 0 or 1, is the spread the DARS
-  target computes from the pair's full grid of N observations with ddof = 1:
-  ``sqrt(p (1 - p) N / (N - 1))``, N = ``n + capacity`` (no correction when the capacity is
-  unlimited, N -> infinity); with other scores it is the ddof = 1 sample spread (a plug-in). The
-  leader L is the label DARS would give now (plug-in U, caproute's tie rule);
+- ``pob`` -- Bayesian probability of best. The success rate p of each model has a Beta posterior
+  ``Beta(a + s, b + n - s)``: (a, b) the prior, ``AdaptiveConfig.prior`` or, with
+  ``prior_fit="eb"``, an empirical-Bayes Beta per model fitted across the queries of the
+  collection (:func:`fit_beta_prior`). For 0/1 scores this is the Beta-Bernoulli conjugate
+  posterior. For scores strictly inside (0, 1) the update is ``beta_update="fractional"`` (each
+  score counted as that fraction of a success, a heuristic) or ``"bernoulli"`` (Agrawal and
+  Goyal's trick: draw r ~ Bernoulli(score) and count r; :func:`bernoulli_scores`). What a draw
+  stands for (``predictive``): with ``"grid"`` (0/1 scores, finite capacity) the pair's *full
+  grid* of N = ``n + capacity`` observations, whose DARS statistics are the target: the N - n
+  unbought observations hold X ~ Binomial(N - n, p) successes (beta-binomial: the exact
+  predictive), mu_q = (s + X) / N and sigma_q the ddof = 1 spread of s + X successes in N
+  (:func:`grid_predictive_stats`), so a fully bought pair is known exactly; otherwise (``"rate"``,
+  unlimited capacity, or non-binary scores) p itself, with sigma_q = ``sqrt(p (1 - p) N / (N - 1))``
+  for 0/1 scores (no correction when N is infinite) and the ddof = 1 sample spread (a plug-in)
+  for other scores. The leader L is the label DARS would give now (plug-in U, caproute's tie rule);
   the query is settled when ``P(U_L + epsilon >= max_m U_m) >= 1 - delta`` for every lambda in
   ``lambdas``. Otherwise the challenger C is the model most likely to beat L by more than
   epsilon and the next sample goes to L or C, whichever has the larger posterior variance of U
@@ -41,7 +46,8 @@ Every model gets ``min_per_model`` observations before a query may settle (succe
 a pair land on different rewrites, see :func:`next_rewrite`, so input-side variation is seen
 before decode-side repeats). With several ``lambdas`` each lambda has its own leader and the
 query settles only when every one is settled; the next sample serves the least settled lambda.
-The defaults of :class:`AdaptiveConfig` (rule, delta, epsilon, min_per_model, prior; 256 draws)
+The defaults of :class:`AdaptiveConfig` (rule, delta, epsilon, min_per_model, prior, predictive,
+prior_fit; 256 draws)
 are PROPOSED values -- the paper has no adaptive allocation -- chosen by held-out tuning:
 ``scripts/results_adaptive.py`` ranks a grid of configurations on RouterDC gsm8k and mbpp only and
 the best one is the default; the goal is reported on sets never used for tuning (docs/adaptive.md).

@@ -124,7 +124,19 @@ def test_jsonwire_writes_and_reads_what_json_does():
 @pytest.mark.parametrize("value", [{"mu_q": {"a": 0.5, "b": 1e-05}, "model": "a"}, {"m": "é\ud800x"},
                                    {"m": "😀"}, ["\udc00"], {"k\ud800": [1, {"z": "\ud83d"}]}])
 def test_json_text_is_dumps_of_clean_json(value):
-    assert json_text(value) == json.dumps(clean_json(value), default=str)
+    assert json.loads(json_text(value)) == json.loads(json.dumps(clean_json(value), default=str))
+
+
+def test_json_text_writes_what_json_writes_for_odd_values():
+    import dataclasses
+    import datetime
+
+    @dataclasses.dataclass
+    class D:
+        x: int
+
+    value = {"d": D(1), "t": datetime.date(2026, 1, 2), "f": np.float64(0.25), "big": 2**70, 3: "k"}
+    assert json.loads(json_text(value)) == json.loads(json.dumps(value, default=str))
 
 
 def test_registrations_are_grouped_and_feedback_does_not_wait_for_the_group(tmp_path):

@@ -186,8 +186,8 @@ class Backends:
         sem = self._slots[name]
         self.waiting[name] += 1
         try:
-            if not_after is None:
-                await sem.acquire()
+            if not_after is None or not sem.locked():
+                await sem.acquire()  # a free slot is taken at once: no timer to arm and cancel
             else:
                 left = min(not_after - time.monotonic(), self.endpoints[name].timeout_s)
                 try:

@@ -54,14 +54,16 @@ def grid():
     from caproute.supervise.adaptive import AdaptiveConfig
 
     out = [AdaptiveConfig(rule="uniform")]
-    # pob with the exact finite-grid predictive, flat and empirical-Bayes prior: delta x epsilon
-    pob = [(d, e, 1, (1.0, 1.0), "grid", fit, "fractional")
-           for fit in ("fixed", "eb") for d, e in itertools.product((0.1, 0.2, 0.3, 0.4, 0.5), (0.0, 0.01))]
+    # pob with the exact finite-grid predictive, flat and empirical-Bayes prior, over delta (epsilon
+    # 0.01 tied epsilon 0 at every point of a first run, and delta 0.1 was then the grid's edge, so
+    # the second run drops 0.01 here and adds 0.05)
+    pob = [(d, 0.0, 1, (1.0, 1.0), "grid", fit, "fractional")
+           for fit in ("fixed", "eb") for d in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)]
     # a minimum of two per model (identifies the fitted prior sooner), the Jeffreys-like prior
-    pob += [(d, 0.0, 2, (1.0, 1.0), "grid", "eb", "fractional") for d in (0.2, 0.4)]
-    pob += [(d, 0.0, 1, (0.5, 0.5), "grid", "fixed", "fractional") for d in (0.2, 0.4)]
+    pob += [(d, 0.0, 2, (1.0, 1.0), "grid", "eb", "fractional") for d in (0.1, 0.3)]
+    pob += [(d, 0.0, 1, (0.5, 0.5), "grid", "fixed", "fractional") for d in (0.1, 0.2)]
     # Agrawal-Goyal's Bernoulli update: identical to the fractional one on 0/1 scores (all sets here)
-    pob += [(0.3, 0.0, 1, (1.0, 1.0), "grid", "eb", "bernoulli")]
+    pob += [(0.1, 0.0, 1, (1.0, 1.0), "grid", "eb", "bernoulli")]
     # the previous rule (a draw of the rate p, sigma_q scaled to the grid's ddof = 1 spread)
     pob += [(d, e, 1, (1.0, 1.0), "rate", "fixed", "fractional")
             for d, e in itertools.product((0.2, 0.3, 0.4), (0.0, 0.01))]

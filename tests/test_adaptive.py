@@ -137,7 +137,7 @@ def test_empirical_bayes_prior_is_the_base_prior_when_data_are_few():
     # nothing observed at all, or a fixed prior: the base, for every model
     np.testing.assert_array_equal(fit_prior(np.zeros((3, 2)), np.zeros((3, 2)), AdaptiveConfig(prior_fit="eb")),
                                   [[1.0, 1.0], [1.0, 1.0]])
-    np.testing.assert_array_equal(fit_prior(n, s, AdaptiveConfig(prior=(0.5, 2.0))), [[0.5, 2.0], [0.5, 2.0]])
+    np.testing.assert_array_equal(fit_prior(n, s, AdaptiveConfig(prior=(0.5, 2.0), prior_fit="fixed")), [[0.5, 2.0], [0.5, 2.0]])
     # shrinkage: all-or-nothing queries (3 of 3 or 0 of 3, half each) fit a U-shaped prior; with
     # 12 such queries it lies between the base and the fit on 1200 (weight 12 / (12 + 10) on the data)
     un, us = np.full((12, 1), 3.0), np.repeat([[3.0], [0.0]], 6, axis=0)
@@ -367,11 +367,10 @@ def test_adaptive_beats_uniform_on_known_truth():
     data, norm, models = _setup(obs)
     full = build_supervision(obs, normalizer=norm, models=models)
     want = hard_labels(full.utility(0.05, 0.2), full.mu_c)
-    # a strict delta: on this set a fifth of the queries are 0.6-vs-0.5 near-ties, which the
-    # default delta (0.4, tuned on RouterDC for a global budget) settles early and gets wrong more
-    # often than a uniform grid does (the default's own agreement is asserted below, not hidden)
-    configs = {"uniform": AdaptiveConfig(rule="uniform"), "pob": AdaptiveConfig(delta=0.2, epsilon=0.01),
-               "default": AdaptiveConfig()}
+    # a fifth of the queries are 0.6-vs-0.5 near-ties; pob at delta 0.2 (rate predictive, the
+    # previous rule) and the default both beat a uniform grid
+    configs = {"uniform": AdaptiveConfig(rule="uniform"),
+               "pob": AdaptiveConfig(delta=0.2, epsilon=0.01, predictive="rate"), "default": AdaptiveConfig()}
     agree = {}
     for name, cfg in configs.items():
         vals = []
@@ -383,7 +382,7 @@ def test_adaptive_beats_uniform_on_known_truth():
         agree[name] = float(np.mean(vals))
     assert agree["pob"] > agree["uniform"]
     assert agree["pob"] >= 0.9
-    assert agree["default"] >= 0.9
+    assert agree["default"] > agree["uniform"] and agree["default"] >= 0.95, agree
 
 
 def u_shaped_obs(n_queries=80, n_models=5, decodes=7, seed=0) -> pd.DataFrame:

@@ -93,14 +93,14 @@ class AdaptiveConfig:
     rule: str = "pob"
     lambdas: tuple[float, ...] = (DEFAULT_LAMBDA,)
     beta: float = DEFAULT_BETA
-    delta: float = 0.4
+    delta: float = 0.05
     epsilon: float = 0.0
     min_per_model: int = 1
     n_draws: int = 256
     prior: tuple[float, float] = (1.0, 1.0)
     cost_aware: bool = True
     predictive: str = "grid"
-    prior_fit: str = "fixed"
+    prior_fit: str = "eb"
     beta_update: str = "fractional"
 
     def __post_init__(self):

@@ -454,6 +454,18 @@ def test_adaptive_study_command_writes_rows_report_and_plot(tmp_path):
     assert full["label_agreement"] == 1.0 and full["generations"] == payload["config"]["full_grid_generations"]
     for name in ("adaptive.md", "adaptive.csv", "adaptive.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 0
+    # the report names the settings the rules ran with
+    d = AdaptiveConfig()
+    assert (f"delta={d.delta}, epsilon={d.epsilon}, min_per_model={d.min_per_model}, prior={list(d.prior)}, "
+            f"predictive={d.predictive}, prior_fit={d.prior_fit}") in (tmp_path / "rep" / "adaptive.md").read_text()
+
+
+def test_rule_settings_line():
+    from caproute.evaluate.adaptive_report import rule_settings
+
+    assert rule_settings({"delta": 0.1, "epsilon": 0.0, "prior_fit": "eb", "lambdas": [0.05]}) == \
+        "Rule settings (pob, lucb): delta=0.1, epsilon=0.0, prior_fit=eb."
+    assert rule_settings({}) == "Rule settings (pob, lucb): not recorded."
 
 
 @pytest.mark.parametrize("args, named", [

@@ -17,6 +17,13 @@ POLICY_NAME = {"uniform": "uniform K x R", "pob": "adaptive: probability of best
                "lucb": "adaptive: LUCB bounds"}
 
 
+def rule_settings(adaptive: dict) -> str:
+    """One line naming the settings the adaptive rules ran with (``config.adaptive`` of a study)."""
+    keys = ("delta", "epsilon", "min_per_model", "prior", "predictive", "prior_fit", "beta_update", "n_draws")
+    shown = [f"{k}={adaptive[k]}" for k in keys if k in adaptive]
+    return "Rule settings (pob, lucb): " + (", ".join(shown) if shown else "not recorded") + "."
+
+
 def summary_frame(payload: dict) -> pd.DataFrame:
     return pd.DataFrame(payload["summary"])
 
@@ -104,6 +111,7 @@ def write_study_report(payload: dict, folder: str | Path) -> Path:
             f"{cfg['n_train_queries']} training queries x {len(cfg['models'])} models, full grid "
             f"{cfg['full_grid_generations']} generations; budgets in {cfg['unit']}; "
             f"{cfg['seeds']} seeds (mean ± std); lambda={cfg['lambda']}, beta={cfg['beta']}.", "",
+            rule_settings(cfg.get("adaptive") or {}), "",
             markdown_table(payload), "", "![adaptive](adaptive.png)", ""]
     with atomic_file(folder / "adaptive.md") as tmp:
         tmp.write_text("\n".join(text))

@@ -241,8 +241,8 @@ def test_a_range_of_lambdas_keeps_a_cost_sensitive_label_open():
     # At lambda 0.05 model 0 wins clearly (U 0.95 vs 0.5); at lambda 0.5 the two tie (0.5 vs 0.5).
     s0, s1 = [1.0] * 40, [1.0] * 20 + [0.0] * 20
     n, s, ss, c = sums([s0, s1], costs=[1.0, 0.0])
-    # delta 0.2: the near-tie at lambda 0.5 is about 60/40 in the posterior, which the default
-    # delta (0.4, tuned for a global budget) would already call settled
+    # delta 0.2: the near-tie at lambda 0.5 is about 60/40 in the posterior, which a delta of 0.4
+    # (the previous default) would already call settled
     one = AdaptiveConfig(lambdas=(0.05,), beta=0.0, delta=0.2)
     both = AdaptiveConfig(lambdas=(0.05, 0.5), beta=0.0, delta=0.2)
     assert next_model(n, s, ss, c, [1, 1], one) is None

@@ -138,6 +138,7 @@ class Backends:
         self.sender = None  # caproute.core.http.DirectSender, opened by start()
         self._urls: dict[str, httpx.URL] = {}
         self._wire_headers: dict[str, httpx.Headers] = {}
+        self._targets: dict = {}  # name -> caproute.core.http.Target (the non-streaming POST)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -152,6 +153,7 @@ class Backends:
         # parsed once: every request to a model reuses its URL and header block
         self._urls = {n: httpx.URL(f"{ep.base_url}/chat/completions") for n, ep in self.endpoints.items()}
         self._wire_headers = {n: self.sender.headers(h) for n, h in self._headers.items()}
+        self._targets = {n: self.sender.target(self._urls[n], self._wire_headers[n]) for n in self.endpoints}
 
     async def aclose(self) -> None:
         if self.sender is not None:
@@ -224,7 +226,9 @@ class Backends:
         t0 = time.perf_counter()
         try:
             try:
-                status, content = await self.sender.fetch(self._request(name, body, not_after))
+                status, content = await self.sender.post(
+                    self._targets[name], self.payload(name, body), self.deadline(name, not_after)
+                )
             except httpx.HTTPError as e:
                 raise transport_failure(name, e) from None
         finally:

@@ -38,9 +38,9 @@ async def _server(seen: list):
                 body = await reader.readexactly(length)
                 seen.append(head + body)
                 kind = head.split(b" ")[1].rsplit(b"/", 1)[1].decode()
-                if kind == "slow_head":
+                if kind.startswith("slow_head"):
                     await asyncio.sleep(0.5)
-                if kind == "slow_body":
+                if kind.startswith("slow_body"):
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
                     await writer.drain()
                     await asyncio.sleep(0.5)
@@ -48,7 +48,7 @@ async def _server(seen: list):
                 else:
                     writer.write(ANSWERS.get(kind, ANSWERS["plain"]))
                 await writer.drain()
-                if kind in ("close", "truncated", "bad_status", "bad_length", "bad_chunk", "slow_body"):
+                if kind in ("close", "truncated", "bad_status", "bad_length", "bad_chunk") or "body" in kind:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -65,7 +65,7 @@ async def _outcome(aw):
         return type(e), str(e)
 
 
-@pytest.mark.parametrize("kind", [*ANSWERS, "slow_head", "slow_body"])
+@pytest.mark.parametrize("kind", [*ANSWERS, "slow_head", "slow_body", "slow_head_total", "slow_body_in_time"])
 def test_post_gives_what_fetch_gives(kind):
     async def main():
         seen: list[bytes] = []
@@ -75,7 +75,10 @@ def test_post_gives_what_fetch_gives(kind):
         headers = d.headers({"content-type": "application/json", "authorization": "Bearer k"})
         target = d.target(url, headers)
         assert target.transport is not None  # the lean path serves it
-        deadline = Deadline(total_s=0.3, first_byte_s=0.2) if kind.startswith("slow") else None
+        deadline = (Deadline(total_s=0.3) if kind == "slow_head_total" else
+                    # the head is in time, the body comes after the first-byte bound, before the total
+                    Deadline(total_s=2.0, first_byte_s=0.2) if kind == "slow_body_in_time" else
+                    Deadline(total_s=0.3, first_byte_s=0.2) if kind.startswith("slow") else None)
         ext = None if deadline is None else {"caproute.deadline": deadline}
         want = await _outcome(d.fetch(d.request("POST", url, content=b'{"a":1}', headers=headers, extensions=ext)))
         got = await _outcome(d.post(target, b'{"a":1}', deadline))
@@ -91,9 +94,11 @@ def test_post_gives_what_fetch_gives(kind):
                 "chunked_big": ResponseTooLarge, "gzip": httpx.RemoteProtocolError,
                 "truncated": httpx.RemoteProtocolError, "bad_status": httpx.RemoteProtocolError,
                 "bad_length": httpx.RemoteProtocolError, "bad_chunk": httpx.RemoteProtocolError,
-                "slow_head": DeadlineExceeded, "slow_body": DeadlineExceeded}[kind]
+                "slow_head": DeadlineExceeded, "slow_body": DeadlineExceeded,
+                "slow_head_total": DeadlineExceeded, "slow_body_in_time": (200, b"abcdefghij")}[kind]
     assert got == expected if isinstance(expected, tuple) else got[0] is expected
-    if kind.startswith("slow"):
+    if kind.startswith("slow") and kind != "slow_body_in_time":  # which deadline: the head's (first byte or total) or the body's
+        assert got[1].startswith("no response headers" if "head" in kind else "response not complete")
         assert ("first byte" in got[1]) == (kind == "slow_head")
 
 

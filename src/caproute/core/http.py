@@ -415,17 +415,21 @@ class _Plan:
             async with asyncio.timeout(self.left):
                 return await aw
         except httpx.ConnectTimeout:
-            raise DeadlineExceeded(
-                f"connect not done within {self.connect:.3g} s (connect deadline)",
-                phase="connect",
-                request=self.request,
-            ) from None
+            raise self.connect_late() from None
         except (TimeoutError, httpx.TimeoutException):
-            raise DeadlineExceeded(
-                f"no response headers within {self.left:.3g} s ({self.phase.replace('_', ' ')} deadline)",
-                phase=self.phase,
-                request=self.request,
-            ) from None
+            raise self.head_late() from None
+
+    def connect_late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"connect not done within {self.connect:.3g} s (connect deadline)", phase="connect", request=self.request
+        )
+
+    def head_late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"no response headers within {self.left:.3g} s ({self.phase.replace('_', ' ')} deadline)",
+            phase=self.phase,
+            request=self.request,
+        )
 
     def body_late(self) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -624,11 +628,24 @@ class DirectSender:
         d = deadline or dt.default
         plan = None if d is None else _Plan(d, None)
         payload = target.head + str(len(content)).encode("ascii") + b"\r\n\r\n" + content
-        key = target.key
-        exchange = lean.exchange(key, payload, "POST", plan and plan.connect, None)
-        conn, status, headers, (length, chunked, keep_alive) = await (
-            exchange if plan is None else plan.head(exchange)
-        )
+        exchange = lean.exchange(target.key, payload, "POST", plan and plan.connect, None)
+        if plan is None:
+            return await self._answer(dt, target.key, await exchange, None, None)
+        in_body = []  # one timer for head and body: moved to the total deadline once the head is in
+        try:
+            async with asyncio.timeout(plan.left) as timer:
+                return await self._answer(dt, target.key, await exchange, plan, (timer, in_body))
+        except httpx.ConnectTimeout:
+            raise plan.connect_late() from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise (plan.body_late() if in_body else plan.head_late()) from None
+
+    @staticmethod
+    async def _answer(dt: DeadlineTransport, key, head, plan: _Plan | None, timer) -> tuple[int, bytes]:
+        """(status, body) of :meth:`post` once the answer's ``head`` (from
+        :meth:`LeanTransport.exchange`) is in: the size cap and encoding checks of
+        :class:`DeadlineTransport`, then the body."""
+        conn, status, headers, (length, chunked, keep_alive) = head
         try:
             declared = encoding = None
             for k, v in headers:
@@ -645,14 +662,11 @@ class DirectSender:
             if not_identity(encoding):  # a compressed body would escape the cap (a decompression bomb)
                 shown = encoding.decode("latin-1").strip().lower()[:20]
                 raise httpx.RemoteProtocolError(f"response compressed ({shown}) although only identity was accepted")
-            if plan is None:
-                body = await _read_body(lean, key, conn, length, chunked, keep_alive, dt.max_bytes)
-            else:
-                try:
-                    async with asyncio.timeout_at(plan.loop_end()):
-                        body = await _read_body(lean, key, conn, length, chunked, keep_alive, dt.max_bytes)
-                except TimeoutError:
-                    raise plan.body_late() from None
+            if timer is not None:
+                if plan.phase == "first_byte":  # the head had less time than the whole exchange
+                    timer[0].reschedule(plan.loop_end())
+                timer[1].append(True)
+            body = await _read_body(dt.inner, key, conn, length, chunked, keep_alive, dt.max_bytes)
         except BaseException:
             conn.close()
             raise

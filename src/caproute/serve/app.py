@@ -49,6 +49,7 @@ from caproute.serve.state import Duel, ServeState  # noqa: F401 (Duel: for older
 log = logging.getLogger("caproute.serve")
 
 CONVERSATION_HEADER = "x-caproute-conversation-id"
+_CONV_KEY = CONVERSATION_HEADER.encode("latin-1")
 
 _ERR = {"model": ErrorResponse}
 COMMON_ERRORS = {
@@ -351,9 +352,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             )
 
     def conversation(opts: CaprouteOptions | None, request: Request) -> str | None:
-        conv = (opts.conversation_id if opts and opts.conversation_id else None) or request.headers.get(
-            CONVERSATION_HEADER
-        )
+        conv = opts.conversation_id if opts and opts.conversation_id else None
+        if conv is None:  # request.headers.get without building Headers (scope keys are lower-case)
+            conv = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == _CONV_KEY), None)
         if conv is not None and len(conv) > 256:
             raise ApiError(400, "conversation id longer than 256 characters", param="conversation_id")
         return conv

@@ -20,7 +20,7 @@ from caproute.collect.plan import CollectSpec
 from caproute.collect.queries import load_queries
 from caproute.collect.runner import collect
 from caproute.errors import ConfigError
-from caproute.supervise.adaptive import AdaptiveConfig
+from caproute.supervise.adaptive import AdaptiveConfig, fit_prior
 from test_collect_runner import Server, pool_cfg, queries_file, stored
 
 SPEC = dict(dataset="d", task="t", models=("a", "b"), rewrites=2, decodes=3, test_rewrites=2,
@@ -75,9 +75,114 @@ def test_planner_rebuilt_from_the_store_decides_as_the_run_that_recorded_it():
     # the Bernoulli draws are 0/1 and count every score 0.4 as one or the other
     sb = np.concatenate([st.sb for st in live.state.values()])
     assert set(np.unique(sb)) <= set(range(6))
-    np.testing.assert_allclose(resumed.prior(), live.prior())
+    np.testing.assert_array_equal(resumed.prior(), live.prior())   # fresh fit == the live run's cached one
     assert not np.allclose(live.prior(), 1.0)          # enough queries: the prior is fitted
     assert [resumed.next(q) for q in live.state] == [live.next(q) for q in live.state]
+
+
+class _RefitEveryStep(AdaptivePlanner):
+    """The planner as it was before the prior cache: one fit of every model from all the counts at
+    every step."""
+
+    def prior(self):
+        n = np.stack([st.n for st in self.state.values()])
+        sb = np.stack([st.sb for st in self.state.values()])
+        return fit_prior(n, sb, self.config)
+
+
+def _synthetic_run(planners, *, queries=24, in_flight=4, seed=3):
+    """Drive ``planners`` in lockstep through a synthetic collection with known truth: query i's
+    accuracy on model m is p[i, m] (U-shaped across queries, the case the fitted prior is for), an
+    observation's score is 1 with probability p (drawn from its key, so every planner that takes
+    the same step sees the same score; the last model scores p itself), and every ninth sample fails (nothing stored). ``in_flight``
+    queries take turns, as with concurrency > 1. Asserts that every planner takes the same steps
+    and uses the same prior at every step; returns (steps, the prior after each step)."""
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.3, 0.3, size=(queries, len(planners[0].models)))
+    pending = [f"q{i}" for i in range(queries)]
+    active, steps, priors = [], 0, []
+    while pending or active:
+        while pending and len(active) < in_flight:
+            active.append(pending.pop(0))
+        for qid in list(active):
+            moves = [pl.next(qid) for pl in planners]
+            assert all(mv == moves[0] for mv in moves), (qid, moves)
+            if moves[0] is None:
+                active.remove(qid)
+                continue
+            m, k, r = moves[0]
+            steps += 1
+            u = np.random.default_rng([seed, int(qid[1:]), m, k, r]).random()
+            truth = p[int(qid[1:]), m]
+            score = round(truth, 2) if m == 2 else float(u < truth)   # model c: fractional scores
+            res = [] if steps % 9 == 0 else [(score, 0.01 * (m + 1))]
+            for pl in planners:
+                pl.record(qid, m, k, res)
+            now = [pl.prior() for pl in planners]
+            for other in now[1:]:
+                np.testing.assert_array_equal(other, now[0])    # identical, not merely close
+            priors.append(now[0])
+    return steps, priors
+
+
+def test_cached_prior_decides_exactly_as_a_refit_at_every_step(monkeypatch):
+    """The empirical-Bayes prior is refitted only when a model's counts changed: on a synthetic
+    run the cached planner takes the same steps with a bit-identical prior as one that refits
+    every model at every step, and fits far fewer times."""
+    import caproute.collect.adaptive as mod
+
+    cfg = AdaptiveConfig(prior_fit="eb", delta=0.01)    # strict: queries go on
+    args = dict(rewrites=2, decodes=3, config=cfg, prices=np.array([1.0, 2.0, 4.0]), seed=7, dataset="d")
+    cached, every = AdaptivePlanner(("a", "b", "c"), **args), _RefitEveryStep(("a", "b", "c"), **args)
+    fits = []
+    monkeypatch.setattr(mod, "fit_prior", lambda n, s, c: fits.append(n.shape) or fit_prior(n, s, c))
+    steps, priors = _synthetic_run([cached, every])
+    print(f"{len(fits)} single-model fits for {steps} steps")
+    assert steps >= 100
+    assert all(shape[1] == 1 for shape in fits)          # one model per fit
+    assert len(fits) < steps                             # a refit at every step would be 3 x steps
+    assert not np.allclose(priors[-1], 1.0)              # enough queries: the prior really is fitted
+    assert len({p.tobytes() for p in priors}) > 10       # and it moved during the run
+
+
+def test_prior_is_not_refitted_while_the_counts_it_reads_are_unchanged(monkeypatch):
+    import dataclasses
+
+    import caproute.collect.adaptive as mod
+
+    fits = []
+
+    def counted(n, s, c):
+        fits.append(np.asarray(n).copy())
+        return fit_prior(n, s, c)
+
+    monkeypatch.setattr(mod, "fit_prior", counted)
+    cfg = AdaptiveConfig(prior_fit="eb")
+    pl = AdaptivePlanner(("a", "b"), rewrites=2, decodes=3, config=cfg, prices=np.ones(2), seed=0, dataset="d")
+    rng = np.random.default_rng(1)
+    for i in range(12):                                  # 12 queries, 2 - 3 observations per pair
+        pl.state[f"q{i}"] = mod.PairSums.empty(2, 2)
+        for m in (0, 1):
+            for k in range(int(rng.integers(2, 4))):
+                pl.record(f"q{i}", m, k % 2, [(float(rng.random() < 0.5), 0.1)])
+    first = pl.prior()
+    assert len(fits) == 2                                # one fit per model
+    np.testing.assert_array_equal(pl.prior(), first)
+    assert len(fits) == 2                                # nothing changed: no refit
+    pl.next("new")                                       # a query with no observations yet
+    pl.record("q0", 1, 0, [])                            # a failed sample: a slot used, no count
+    np.testing.assert_array_equal(pl.prior(), first)
+    assert len(fits) == 2
+    pl.record("q3", 1, 1, [(1.0, 0.1)])                  # model b's counts change, a's do not
+    second = pl.prior()
+    assert len(fits) == 3 and fits[-1].shape == (13, 1)
+    np.testing.assert_array_equal(fits[-1][:, 0], [st.n[1] for st in pl.state.values()])
+    np.testing.assert_array_equal(second[0], first[0])
+    np.testing.assert_array_equal(second, _RefitEveryStep.prior(pl))
+    pl.config = dataclasses.replace(cfg, prior=(0.5, 2.0))   # the base prior is part of the key
+    third = pl.prior()
+    assert len(fits) == 5
+    np.testing.assert_array_equal(third, _RefitEveryStep.prior(pl))
 
 
 def test_adaptive_collection_is_a_subset_of_the_grid_with_the_full_test_split(tmp_path):

@@ -16,14 +16,18 @@ The cost term of U needs normalised costs; during collection the min-max range i
 raw costs seen so far in this dataset (linear, so a mean of normalised costs is the normalised
 mean). This is our choice: the final supervision renormalises on the finished training rows.
 
-Empirical-Bayes prior (``AdaptiveConfig.prior_fit == "eb"``): refitted at every step from the
-training observations of *every* query recorded so far (the store's, after a resume, plus this
-run's), so a decision is a deterministic function of what is stored (the fit depends only on the
-multiset of per-pair counts). With ``concurrency`` > 1 the interleaving of queries, and so what
-another query has recorded when a decision is taken, depends on timing, as the running cost range
-already does. Bernoulli update (``beta_update == "bernoulli"``): each observation's Bernoulli
-draw is a hash of the seed, dataset and its key (query, model, rewrite, decode), so a resumed run
-draws the same r for every stored observation.
+Empirical-Bayes prior (``AdaptiveConfig.prior_fit == "eb"``): fitted from the training
+observations of *every* query recorded so far (the store's, after a resume, plus this run's), so a
+decision is a deterministic function of what is stored (the fit depends only on the multiset of
+per-pair counts). Each model's Beta is fitted on its own, and refitted only when what its fit
+reads has changed since its last fit: the cache key is the multiset of that model's (successes,
+observations) over the queries it has observations of, plus the base ``prior``. The same key gives
+the same prior, so the decisions are those of a refit at every step, and a step that recorded one
+observation refits one model instead of all of them. With ``concurrency`` > 1 the interleaving of
+queries, and so what another query has recorded when a decision is taken, depends on timing, as
+the running cost range already does. Bernoulli update (``beta_update == "bernoulli"``): each
+observation's Bernoulli draw is a hash of the seed, dataset and its key (query, model, rewrite,
+decode), so a resumed run draws the same r for every stored observation.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class AdaptivePlanner:
         self.state: dict[str, PairSums] = {}
         self.lo, self.hi = np.inf, -np.inf
         self.spent = 0
+        self._fits: dict[int, tuple[tuple, np.ndarray]] = {}   # model -> (key of its fit's inputs, its Beta)
 
     def load(self, train_obs: pd.DataFrame) -> None:
         """Rebuild state from stored training observations (resume)."""
@@ -129,7 +134,15 @@ class AdaptivePlanner:
             return fit_prior(np.zeros((1, len(self.models))), np.zeros((1, len(self.models))), self.config)
         n = np.stack([st.n for st in self.state.values()])
         sb = np.stack([st.sb for st in self.state.values()])
-        return fit_prior(n, sb, self.config)
+        out = np.empty((len(self.models), 2))
+        for j in range(len(self.models)):
+            key = (self.config.prior_fit, self.config.prior, *_fit_inputs(n[:, j], sb[:, j]))
+            cached = self._fits.get(j)
+            if cached is None or cached[0] != key:
+                # the fit of column j reads only that column and the base prior (fit_beta_prior)
+                cached = self._fits[j] = (key, fit_prior(n[:, [j]], sb[:, [j]], self.config)[0])
+            out[j] = cached[1]
+        return out
 
     def _see_cost(self, cost: float) -> None:
         self.lo, self.hi = min(self.lo, cost), max(self.hi, cost)
@@ -170,6 +183,15 @@ class AdaptivePlanner:
         if st is None:
             return False
         return bool((st.slots.sum(axis=1) < self.r * self.k).any())
+
+
+def _fit_inputs(n: np.ndarray, s: np.ndarray) -> tuple[bytes, bytes]:
+    """Everything the empirical-Bayes fit of one model reads from its (Q,) observations ``n`` and
+    successes ``s``: the multiset of (s, n) over the queries with n > 0 (rows in sorted order with
+    their multiplicities, as bytes), independent of the order of the queries."""
+    seen = n > 0
+    rows, counts = np.unique(np.stack([s[seen], n[seen]], axis=1), axis=0, return_counts=True)
+    return rows.tobytes(), counts.tobytes()
 
 
 SampleFn = Callable[[str, str, int, int], Awaitable[list[tuple[float, float]] | None]]

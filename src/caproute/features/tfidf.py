@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,28 @@ from caproute.features.base import Encoder
 
 VOCAB_FILE = "vocabulary.json"
 IDF_FILE = "idf.safetensors"
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """Rows of a sparse matrix as the three CSR arrays, without a scipy object: ``data`` float32
+    (nnz,), ``indices`` int32 (nnz,) sorted within each row, ``indptr`` int64 (n + 1,), ``shape``
+    (n, d).
+
+    What :meth:`TfidfEncoder.transform_rows` returns. A router that reads CSR arrays (kNN, a few
+    rows at a time) takes it as it is: for one query, scipy's constructor checks cost more than the
+    arithmetic. :meth:`tocsr` makes the scipy matrix (the same numbers).
+    """
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+    def tocsr(self):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
 
 
 class TfidfEncoder(Encoder):
@@ -59,14 +82,13 @@ class TfidfEncoder(Encoder):
         if self._vec is None:
             raise RuntimeError("TfidfEncoder is not fitted; call fit() first")
 
-    def transform_sparse(self, texts: Sequence[str]):
-        """scipy CSR matrix (n, d) float32: raw term counts x idf, rows L2-normalised.
+    def transform_rows(self, texts: Sequence[str]) -> SparseRows:
+        """TF-IDF rows (n, d) as :class:`SparseRows`: raw term counts x idf, rows L2-normalised,
+        float32.
 
         The same numbers as ``TfidfVectorizer.transform`` (tested), computed directly: for a
         single query scikit-learn's input validation costs more than the arithmetic.
         """
-        import scipy.sparse as sp
-
         self._check()
         if self._analyzer is None:
             self._analyzer = self._vec.build_analyzer()
@@ -91,7 +113,11 @@ class TfidfEncoder(Encoder):
         row_of = np.repeat(np.arange(len(lengths)), lengths)
         norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=len(lengths)))
         data = data / np.where(norms > 0, norms, 1.0)[row_of]
-        return sp.csr_matrix((data.astype(np.float32), indices, indptr), shape=(len(lengths), len(vocab)))
+        return SparseRows(data.astype(np.float32), indices, indptr, (len(lengths), len(vocab)))
+
+    def transform_sparse(self, texts: Sequence[str]):
+        """scipy CSR matrix (n, d) float32: :meth:`transform_rows` as a scipy matrix."""
+        return self.transform_rows(texts).tocsr()
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.transform_sparse(texts).toarray(), dtype=np.float32)

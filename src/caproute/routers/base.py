@@ -26,6 +26,7 @@ import numpy as np
 from caproute.core import artifact
 from caproute.core.params import HyperParams, add_named, get_named
 from caproute.errors import ConfigError
+from caproute.features.tfidf import SparseRows
 from caproute.supervise.labels import hard_labels
 from caproute.supervise.utility import DEFAULT_BETA, DEFAULT_LAMBDA, utility
 
@@ -167,9 +168,11 @@ class Router(HyperParams, ABC):
         return X
 
     def _validate_sparse_X(self, X):
-        """A scipy sparse X as float32 CSR with finite values and the training feature dimension."""
+        """A sparse X (scipy, or TF-IDF's :class:`~caproute.features.tfidf.SparseRows`, kept as its
+        arrays when float32) as float32 CSR rows with finite values and the training feature dimension."""
         self._check_fitted()
-        X = X.tocsr().astype(np.float32, copy=False)   # no copy (and no re-check) when already float32
+        if not (isinstance(X, SparseRows) and X.data.dtype == np.float32):
+            X = X.tocsr().astype(np.float32, copy=False)   # no copy (and no re-check) when already float32
         d = getattr(self, "n_features_in_", None)
         if d is not None and X.shape[1] != d:
             raise ValueError(f"X has {X.shape[1]} features, the router was fitted on {d}")

@@ -48,8 +48,10 @@ def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -
     return w / (w.sum(axis=1, keepdims=True) + 1e-12)
 
 
-def sparse_rows_product(X, train_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared norms (n,) and products with the training rows (n, n_train) of CSR rows ``X``.
+def sparse_rows_product(X, train_t: np.ndarray, cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Squared norms (n,) and products with the training rows (n, n_train) of sparse rows ``X``
+    (scipy, or the CSR arrays of :class:`~caproute.features.tfidf.SparseRows`); ``cols``: only
+    these training rows (columns of ``train_t``), in this order.
 
     For a few rows (a query at a time) each row's product is the weighted sum of the
     ``train_t`` rows at its nonzero columns, read straight from the CSR arrays: scipy's sparse
@@ -58,43 +60,62 @@ def sparse_rows_product(X, train_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """
     n = X.shape[0]
     if n > SPARSE_ROWS_LOOP:
-        return np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel(), np.asarray(X @ train_t)
+        X = X.tocsr()
+        t = train_t if cols is None else np.take(train_t, cols, axis=1)   # C order, as train_t
+        return np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel(), np.asarray(X @ t)
     data, indices, indptr = X.data, X.indices, X.indptr
     x_sq = np.empty(n, np.float64)
-    prod = np.empty((n, train_t.shape[1]), dtype=np.result_type(data.dtype, train_t.dtype))
+    prod = np.empty((n, train_t.shape[1] if cols is None else len(cols)),
+                    dtype=np.result_type(data.dtype, train_t.dtype))
     for i in range(n):
         s, e = indptr[i], indptr[i + 1]
         row = data[s:e]
         x_sq[i] = np.dot(row, row)
-        prod[i] = row @ train_t[indices[s:e]]
+        t = train_t[indices[s:e]]
+        prod[i] = row @ (t if cols is None else np.take(t, cols, axis=1))
     return x_sq, prod
 
 
-def nearest(X: np.ndarray, train: np.ndarray, train_sq: np.ndarray, k: int,
-            train_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def dense_rows(X, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of sparse ``X`` (scipy CSR, or the CSR arrays of
+    :class:`~caproute.features.tfidf.SparseRows`) as a dense array."""
+    starts, lengths = X.indptr[rows], X.indptr[rows + 1] - X.indptr[rows]
+    ends = np.cumsum(lengths)
+    pos = np.arange(ends[-1] if len(rows) else 0) + np.repeat(starts - (ends - lengths), lengths)
+    out = np.zeros((len(rows), X.shape[1]), X.data.dtype)
+    np.add.at(out, (np.repeat(np.arange(len(rows)), lengths), X.indices[pos]), X.data[pos])   # duplicates add up
+    return out
+
+
+def nearest(X, train: np.ndarray, train_sq: np.ndarray, k: int, train_t: np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices (n, k) and Euclidean distances (n, k) of the k nearest training rows, nearest first
-    (ties by training order). ``X``: dense (n, d) or a scipy sparse matrix; ``train_t``: optional
-    C-contiguous copy of ``train.T`` (a sparse X times it avoids copying ``train`` on every call).
+    (ties by training order). ``X``: dense (n, d), a scipy sparse matrix or
+    :class:`~caproute.features.tfidf.SparseRows`; ``train_t``: optional C-contiguous copy of
+    ``train.T`` (a sparse X times it avoids copying ``train`` on every call); ``rows``: search
+    only these training rows (indices returned are then positions in ``rows``).
 
     Distances come from |x|^2 + |t|^2 - 2 x.t (one matrix product); pairs whose value is tiny
     relative to the norms, where that form loses all precision, are recomputed directly so that
     exact matches come out as 0.
     """
     sparse = hasattr(X, "tocsr")
-    if sparse:   # scipy CSR (TF-IDF rows): the product costs nnz x n_train instead of n x d x n_train
-        X = X.tocsr()
-        x_sq, prod = sparse_rows_product(X, train_t if train_t is not None else np.ascontiguousarray(train.T))
+    if rows is not None:
+        train_sq = train_sq[rows]
+    if sparse:   # CSR rows (TF-IDF): the product costs nnz x n_train instead of n x d x n_train
+        x_sq, prod = sparse_rows_product(X, train_t if train_t is not None else np.ascontiguousarray(train.T), rows)
     else:
         x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-        with blas_threads_for(X.shape[0] * X.shape[1] * train.shape[0]):
-            prod = X @ train.T
+        t = train if rows is None else train[rows]
+        with blas_threads_for(X.shape[0] * X.shape[1] * t.shape[0]):
+            prod = X @ t.T
     d2 = x_sq[:, None] + train_sq[None, :] - 2.0 * prod.astype(np.float64)
     np.maximum(d2, 0.0, out=d2)
     close = d2 <= 1e-4 * (x_sq[:, None] + train_sq[None, :] + 1e-30)
     if close.any():
         qi, ti = np.nonzero(close)
-        rows = X[qi].toarray() if sparse else X[qi]
-        diff = rows.astype(np.float64) - train[ti].astype(np.float64)
+        q_rows = dense_rows(X, qi) if sparse else X[qi]
+        diff = q_rows.astype(np.float64) - train[ti if rows is None else rows[ti]].astype(np.float64)
         d2[qi, ti] = np.einsum("ij,ij->i", diff, diff)
     n, n_train = d2.shape
     rows_ix = np.arange(n)[:, None]
@@ -130,6 +151,7 @@ class KNNRouter(Router):
         self.XT_ = None     # built on the first sparse query
         self.sq_ = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         self.targets_ = np.stack(clipped_targets(supervision))     # (3, n, m)
+        self.targets64_ = self.targets_.astype(np.float64)         # what predictions average
         observed = getattr(supervision, "observed", None)
         self.observed_ = None if observed is None else np.asarray(observed, bool)
         return self
@@ -142,10 +164,10 @@ class KNNRouter(Router):
         if getattr(self, "observed_", None) is None:
             idx, dist = nearest(X, self.X_, self.sq_, k, getattr(self, "XT_", None))
             w = knn_weights(dist, self.eps)                             # (n, k)
-            pred = np.einsum("nk,tnkm->tnm", w, self.targets_[:, idx, :].astype(np.float64))
+            pred = np.einsum("nk,tnkm->tnm", w, self.targets64_[:, idx, :])
         else:
             pred = self._predict_per_model(X)
-        mu_q, mu_c, sigma = (clip01(p) for p in pred)
+        mu_q, mu_c, sigma = clip01(pred)
         return StatsPrediction(self.models_, mu_q, mu_c, sigma)
 
     def _predict_per_model(self, X) -> np.ndarray:
@@ -156,9 +178,9 @@ class KNNRouter(Router):
         for j in range(m):
             rows = np.flatnonzero(self.observed_[:, j])
             k = min(int(self.k), rows.size)
-            idx, dist = nearest(X, self.X_[rows], self.sq_[rows], k)
+            idx, dist = nearest(X, self.X_, self.sq_, k, getattr(self, "XT_", None), rows)
             w = knn_weights(dist, self.eps)
-            pred[:, :, j] = np.einsum("nk,tnk->tn", w, self.targets_[:, rows[idx], j].astype(np.float64))
+            pred[:, :, j] = np.einsum("nk,tnk->tn", w, self.targets64_[:, rows[idx], j])
         return pred
 
     def _state(self):
@@ -172,4 +194,5 @@ class KNNRouter(Router):
         self.observed_ = arrays["observed"].astype(bool) if "observed" in arrays else None
         self.XT_ = None
         self.targets_ = arrays["targets"].astype(np.float32)
+        self.targets64_ = self.targets_.astype(np.float64)
         self.sq_ = np.einsum("ij,ij->i", self.X_, self.X_, dtype=np.float64)

@@ -28,6 +28,7 @@ import pandas as pd
 from caproute.core import artifact
 from caproute.errors import ConfigError, DataError
 from caproute.features import Encoder, encode, get_encoder, load_encoder
+from caproute.features.tfidf import SparseRows
 from caproute.routers.base import Router, StatsPrediction, check_params, get_router_class
 from caproute.routers.latency import LatencyModel
 from caproute.supervise.labels import hard_labels
@@ -116,8 +117,15 @@ class RoutingPipeline:
     def features(self, texts: Sequence[str]):
         """Router input for ``texts``: dense (n, d), or scipy CSR when both the encoder (TF-IDF)
         and the router (kNN) handle sparse rows."""
-        if self.router.accepts_sparse and hasattr(self.encoder, "transform_sparse"):
-            return self.encoder.transform_sparse(_texts(texts))
+        X = self._router_input(texts)
+        return X.tocsr() if isinstance(X, SparseRows) else X
+
+    def _router_input(self, texts: Sequence[str]):
+        """:meth:`features`, with sparse rows as :class:`SparseRows` (the CSR arrays; what
+        :meth:`decide` hands the router: for a few texts scipy's constructor costs more than the
+        arithmetic)."""
+        if self.router.accepts_sparse and hasattr(self.encoder, "transform_rows"):
+            return self.encoder.transform_rows(_texts(texts))
         return self.encoder.transform(_texts(texts))
 
     @property
@@ -127,12 +135,12 @@ class RoutingPipeline:
     def predict_stats(self, texts: Sequence[str] | str, lam: float | None = None) -> StatsPrediction:
         """The router's predictions, with ``mu_latency`` from the latency model when there is one."""
         lam = self.lam if lam is None else float(lam)
-        X = self.features(texts)
+        X = self._router_input(texts)
         return self._with_latency(self.router.predict_stats(X, lam=lam), X)
 
     def _with_latency(self, pred: StatsPrediction, X) -> StatsPrediction:
         if pred.mu_latency is None and self.latency is not None:
-            pred.mu_latency = self.latency.predict(X)
+            pred.mu_latency = self.latency.predict(X.tocsr() if isinstance(X, SparseRows) else X)
         return pred
 
     def check_lam_t(self, lam_t: float) -> None:
@@ -157,13 +165,13 @@ class RoutingPipeline:
         if lam < 0 or beta < 0:
             raise ConfigError(f"lambda and beta must be >= 0 (got {lam}, {beta})")
         self.check_lam_t(lam_t)
-        pred, choice, lam_t = self.choose_features(self.features(texts), lam, beta, lam_t)
+        pred, choice, lam_t = self.choose_features(self._router_input(texts), lam, beta, lam_t)
         return decisions(pred, choice, lam, beta, lam_t)
 
     def choose_features(self, X, lam: float, beta: float,
                         lam_t: float = DEFAULT_LAMBDA_T) -> tuple[StatsPrediction, np.ndarray, float]:
-        """(prediction, chosen model indices, the lambda_t applied) for router input ``X`` (:meth:`features`)
-        at ``lam`` / ``beta`` / ``lam_t``; fixed routes ignore every weight (lambda_t applied: 0). A
+        """(prediction, chosen model indices, the lambda_t applied) for router input ``X`` (:meth:`features`,
+        or the :class:`SparseRows` of TF-IDF) at ``lam`` / ``beta`` / ``lam_t``; fixed routes ignore every weight (lambda_t applied: 0). A
         :class:`ConfigError` when this pipeline cannot weigh latency and ``lam_t`` > 0."""
         self.check_lam_t(lam_t)
         pred = self.router.predict_stats(X, lam=lam)

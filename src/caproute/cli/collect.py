@@ -92,7 +92,7 @@ def collect_cmd(
     ] = AdaptiveConfig.predictive,
     adaptive_prior_fit: Annotated[
         str, typer.Option("--adaptive-prior-fit", help="--adaptive, pob: fixed | eb (empirical-Bayes prior per model, "
-                                                       "refitted from the store at every step)",
+                                                       "refitted from the store when its counts change)",
                           callback=choice("--adaptive-prior-fit", PRIOR_FITS))
     ] = AdaptiveConfig.prior_fit,
     adaptive_beta_update: Annotated[

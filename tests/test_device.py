@@ -95,3 +95,15 @@ def test_device_wrapper_is_transparent_on_cpu(family, monkeypatch):
 def test_router_device_attribute_is_not_a_hyper_parameter():
     r = get_router_class("mlp")()
     assert r.device is None and "device" not in r.get_params()
+
+
+def test_device_mode_compares_with_the_device_tensors_report():
+    """The mode must compare tensors with the device they report: torch.device('cuda') is not
+    equal to cuda:0 (a GPU run crashed on mixed devices in mlp and embedllm), nor 'cpu:0' to cpu."""
+    import torch
+
+    for name in ("cpu", "cpu:0"):
+        assert T.resolve_device(name) == torch.empty(0, device=name).device == torch.device("cpu")
+        assert T._device_mode(name).device == torch.empty(0).device
+    if torch.cuda.is_available():   # where there is a GPU (benchmarks/gpu_check.sh runs every family there)
+        assert T._device_mode("cuda").device == torch.zeros(1, device="cuda").device

@@ -238,6 +238,15 @@ def _move_params(params, device) -> None:
                 p.data = p.data.to(device)
 
 
+def resolve_device(device):
+    """The ``torch.device`` that tensors created on ``device`` report: ``"cuda"`` resolves to
+    ``cuda:0`` (the current one), ``"cpu:0"`` to ``cpu``. Compare tensors' devices with this, never
+    with ``torch.device(device)``: ``torch.device("cuda") != torch.device("cuda", 0)``."""
+    import torch
+
+    return torch.empty(0, device=device).device
+
+
 def _device_mode(device):
     """A torch function mode that lets family code written for CPU run with parameters and
     inputs on ``device``: an op mixing tensors on ``device`` with CPU tensors (targets, noise drawn
@@ -248,10 +257,12 @@ def _device_mode(device):
     from torch.overrides import TorchFunctionMode
     from torch.utils._pytree import tree_flatten, tree_map
 
-    dev = torch.device(device)
+    dev = resolve_device(device)
     passthrough = {"__set__", "__get__", "copy_", "to", "cpu", "cuda", "numpy"}
 
     class OnDevice(TorchFunctionMode):
+        device = dev
+
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             name = getattr(func, "__name__", "")

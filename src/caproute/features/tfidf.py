@@ -109,7 +109,7 @@ class TfidfEncoder(Encoder):
         indices = np.asarray(indices, dtype=np.int32)
         data = np.asarray(counts, dtype=np.float64) * self._idf[indices]
         indptr = np.asarray(indptr, dtype=np.int64)
-        lengths = np.diff(indptr)
+        lengths = indptr[1:] - indptr[:-1]
         row_of = np.repeat(np.arange(len(lengths)), lengths)
         norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=len(lengths)))
         data = data / np.where(norms > 0, norms, 1.0)[row_of]

@@ -19,6 +19,9 @@ from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targe
 SMALL_PRODUCT = 50_000_000
 #: up to this many sparse query rows, products are taken row by row (:func:`sparse_rows_product`)
 SPARSE_ROWS_LOOP = 8
+#: up to this many training rows :func:`nearest` sorts each row's distances instead of partitioning
+#: them (the same neighbours; a sort of a few hundred values costs less than partition + checks)
+SORT_ALL = 256
 _CONTROLLER = None
 
 
@@ -44,7 +47,9 @@ def knn_weights(dist: np.ndarray, eps: float = 1e-8, exact_tol: float = 1e-12) -
     """Neighbour weights per row from distances (n, k): inverse distance, or uniform over exact matches."""
     dist = np.asarray(dist, np.float64)
     exact = dist <= exact_tol
-    w = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64), 1.0 / (dist + eps))
+    w = 1.0 / (dist + eps)
+    if exact.any():   # rows with an exact match: 1 on the matches, 0 elsewhere
+        w = np.where(exact.any(axis=1, keepdims=True), exact, w)
     return w / (w.sum(axis=1, keepdims=True) + 1e-12)
 
 
@@ -109,9 +114,10 @@ def nearest(X, train: np.ndarray, train_sq: np.ndarray, k: int, train_t: np.ndar
         t = train if rows is None else train[rows]
         with blas_threads_for(X.shape[0] * X.shape[1] * t.shape[0]):
             prod = X @ t.T
-    d2 = x_sq[:, None] + train_sq[None, :] - 2.0 * prod.astype(np.float64)
+    norms = x_sq[:, None] + train_sq[None, :]
+    d2 = norms - 2.0 * prod.astype(np.float64)
     np.maximum(d2, 0.0, out=d2)
-    close = d2 <= 1e-4 * (x_sq[:, None] + train_sq[None, :] + 1e-30)
+    close = d2 <= 1e-4 * (norms + 1e-30)
     if close.any():
         qi, ti = np.nonzero(close)
         q_rows = dense_rows(X, qi) if sparse else X[qi]
@@ -119,17 +125,15 @@ def nearest(X, train: np.ndarray, train_sq: np.ndarray, k: int, train_t: np.ndar
         d2[qi, ti] = np.einsum("ij,ij->i", diff, diff)
     n, n_train = d2.shape
     rows_ix = np.arange(n)[:, None]
-    if k < n_train:
+    if k < n_train and n_train > SORT_ALL:
         part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        # argpartition does not order ties by index; widen to every row tied with the k-th value
-        kth = d2[rows_ix, part].max(axis=1, keepdims=True)
-        if np.count_nonzero(d2 <= kth) > n * k:
-            part = np.argsort(d2, axis=1, kind="stable")[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(n_train), (n, n_train))
-    sub = d2[rows_ix, part]
-    order = np.lexsort((part, sub), axis=1) if sub.size else np.zeros_like(part)
-    return part[rows_ix, order], np.sqrt(sub[rows_ix, order])
+        sub = d2[rows_ix, part]
+        # argpartition does not order ties by index: a row tied with its k-th value is sorted below
+        if np.count_nonzero(d2 <= sub.max(axis=1, keepdims=True)) == n * k:
+            order = np.lexsort((part, sub), axis=1)
+            return part[rows_ix, order], np.sqrt(sub[rows_ix, order])
+    part = np.argsort(d2, axis=1, kind="stable")[:, :k]       # nearest first, ties by training order
+    return part, np.sqrt(d2[rows_ix, part])
 
 
 @register

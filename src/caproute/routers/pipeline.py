@@ -15,6 +15,7 @@ lambda_t > 0 is an error naming the router directory) and 2 (``"latency": true|f
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,15 +80,16 @@ def decisions(pred: StatsPrediction, choice: np.ndarray, lam: float, beta: float
               lam_t: float = DEFAULT_LAMBDA_T) -> list[Decision]:
     """Package predictions (n, m) and chosen indices (n,) as Decisions."""
     models = list(pred.models)
-    u = pred.utility(lam, beta, lam_t)
+    lam, beta, lam_t = float(lam), float(beta), float(lam_t)
 
-    def row(a: np.ndarray, i: int) -> dict[str, float]:
-        return dict(zip(models, a[i].tolist(), strict=True))
+    def rows(a: np.ndarray) -> list[dict[str, float]]:
+        return [dict(zip(models, r, strict=True)) for r in np.asarray(a).tolist()]
 
-    lat = pred.mu_latency if lam_t > 0 else None
-    return [Decision(model=models[c], index=int(c), lam=float(lam), beta=float(beta), mu_q=row(pred.mu_q, i),
-                     mu_c=row(pred.mu_c, i), sigma_q=row(pred.sigma_q, i), utility=row(u, i), kind=pred.kind,
-                     lam_t=float(lam_t), mu_latency=None if lat is None else row(lat, i))
+    mu_q, mu_c, sigma_q = rows(pred.mu_q), rows(pred.mu_c), rows(pred.sigma_q)
+    u = rows(pred.utility(lam, beta, lam_t))
+    lat = rows(pred.mu_latency) if lam_t > 0 and pred.mu_latency is not None else [None] * len(u)
+    return [Decision(model=models[c], index=c, lam=lam, beta=beta, mu_q=mu_q[i], mu_c=mu_c[i], sigma_q=sigma_q[i],
+                     utility=u[i], kind=pred.kind, lam_t=lam_t, mu_latency=lat[i])
             for i, c in enumerate(np.asarray(choice).tolist())]
 
 
@@ -145,7 +147,7 @@ class RoutingPipeline:
 
     def check_lam_t(self, lam_t: float) -> None:
         """A :class:`ConfigError` when this pipeline cannot route at latency weight ``lam_t``."""
-        if lam_t < 0 or not np.isfinite(lam_t):
+        if lam_t < 0 or not math.isfinite(lam_t):
             raise ConfigError(f"lambda_t must be a finite number >= 0, got {lam_t}")
         if lam_t == 0:
             return

@@ -18,7 +18,7 @@ def hard_labels(u: np.ndarray, cost: np.ndarray | None = None, tol: float = TIE_
     u = np.asarray(u, dtype=float)
     best = u.max(axis=1, keepdims=True)
     tied = u >= best - tol
-    if cost is None:
+    if cost is None or tied.sum(axis=1).max(initial=0) <= 1:   # no tie in any row: nothing to break
         return np.argmax(tied, axis=1)
     c = np.where(tied, np.asarray(cost, dtype=float), np.inf)
     cmin = c.min(axis=1, keepdims=True)

@@ -27,8 +27,8 @@ def utility(mu_q, mu_c, sigma_q, lam: float = DEFAULT_LAMBDA, beta: float = DEFA
     seconds (same shape), needed only when ``lam_t`` > 0; with ``lam_t`` = 0 (the default) U is the
     paper's, computed with the same float operations. ``dtype``: the arithmetic's float type
     (float64 by default; the torch routers train on float32). The one place U is computed."""
-    mu_q, mu_c, sigma_q = (np.asarray(a, dtype) for a in (mu_q, mu_c, sigma_q))
-    if not np.any(lam_t):
+    mu_q, mu_c, sigma_q = np.asarray(mu_q, dtype), np.asarray(mu_c, dtype), np.asarray(sigma_q, dtype)
+    if not (np.any(lam_t) if isinstance(lam_t, (np.ndarray, list, tuple)) else lam_t):   # (a scalar: no array)
         return mu_q - lam * mu_c - beta * sigma_q
     if np.any(np.asarray(lam_t) < 0):
         raise ValueError(f"lambda_t must be >= 0, got {lam_t}")

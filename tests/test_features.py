@@ -175,3 +175,18 @@ def test_tfidf_fast_transform_matches_sklearn_on_varied_text():
     ref = TfidfVectorizer(max_features=500, ngram_range=(1, 2), min_df=1).fit(train)
     np.testing.assert_allclose(enc.transform(test), ref.transform(test).toarray(), rtol=2e-6, atol=1e-7)
     assert not enc.transform([""]).any()            # no known term: a zero row, not NaN
+
+
+def test_tfidf_rows_are_the_csr_arrays_of_transform_sparse():
+    """transform_rows (what kNN reads without a scipy object) holds the arrays of transform_sparse."""
+    from caproute.features.tfidf import SparseRows
+
+    enc = get_encoder("tfidf").fit(TEXTS)
+    texts = [TEXTS[0], "", "no known term here zzz", TEXTS[-1] + " " + TEXTS[0]]
+    rows, csr = enc.transform_rows(texts), enc.transform_sparse(texts)
+    assert isinstance(rows, SparseRows) and rows.shape == csr.shape == (4, enc.dim)
+    assert rows.data.dtype == np.float32 and rows.indptr.tolist() == csr.indptr.tolist()
+    np.testing.assert_array_equal(rows.indices, csr.indices)
+    np.testing.assert_array_equal(rows.data, csr.data)
+    assert rows.indptr[1] == rows.indptr[2]                 # the empty text: an empty row
+    np.testing.assert_array_equal(rows.tocsr().toarray(), enc.transform(texts))

@@ -137,3 +137,27 @@ def test_vectorised_matches_pandas_reference():
     vin = ((merged["mean"] - merged["mu_q"]) ** 2 * merged["size"]).groupby(
         level=[0, 1, 2]).sum() / ref["n"]
     np.testing.assert_allclose(st["var_input"].to_numpy(), vin.sort_index().to_numpy(), atol=1e-12)
+
+
+def test_hard_labels_tie_break_only_where_a_row_ties():
+    """Rows without a tie skip the cost tie-break; a row with a NaN utility ties no model, and must
+    not hide a tie in another row."""
+    u = np.array([[0.1, 0.7, 0.3], [np.nan, 0.2, 0.9], [0.4, 0.4 - 1e-13, 0.0]])
+    c = np.array([[0.0, 0.9, 0.1], [0.0, 0.0, 0.0], [0.5, 0.1, 0.0]])
+    # row 0: B alone; row 1: NaN -> no model tied -> the first; row 2: A and B within tol -> B, cheaper
+    assert hard_labels(u, c).tolist() == [1, 0, 1]
+    assert hard_labels(u[:1], c[:1]).tolist() == [1]
+    assert hard_labels(u[1:], c[1:]).tolist() == [0, 1]     # one NaN row + two tied in the other
+    assert hard_labels(np.zeros((0, 3)), np.zeros((0, 3))).tolist() == []
+
+    def rule(ur, cr, tol=1e-12):   # the documented rule, one row at a time
+        tied = [i for i, x in enumerate(ur) if not np.isnan(ur).any() and x >= max(ur) - tol]
+        return min(tied, key=lambda i: (cr[i] > min(cr[j] for j in tied) + tol, i)) if tied else 0
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, m = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        u, c = rng.integers(0, 3, (n, m)) / 2.0, rng.integers(0, 3, (n, m)).astype(float)
+        if rng.random() < 0.3:
+            u[rng.integers(n), rng.integers(m)] = np.nan
+        assert hard_labels(u, c).tolist() == [rule(ur, cr) for ur, cr in zip(u, c, strict=True)]

@@ -18,7 +18,8 @@ def hard_labels(u: np.ndarray, cost: np.ndarray | None = None, tol: float = TIE_
     u = np.asarray(u, dtype=float)
     best = u.max(axis=1, keepdims=True)
     tied = u >= best - tol
-    if cost is None or tied.sum(axis=1).max(initial=0) <= 1:   # no tie in any row: nothing to break
+    # each row whose best is a number has a tied model (the best); as many as such rows: no tie to break
+    if cost is None or np.count_nonzero(tied) == np.count_nonzero(best == best):
         return np.argmax(tied, axis=1)
     c = np.where(tied, np.asarray(cost, dtype=float), np.inf)
     cmin = c.min(axis=1, keepdims=True)

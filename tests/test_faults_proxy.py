@@ -201,7 +201,7 @@ def test_backend_connection_closed_when_the_client_leaves(env):
         ):
             rid = r.headers["x-caproute-response-id"]
             next(r.iter_lines())
-            assert fault.active == 1
+            assert fault.active == 1, (first, fault.requests[-3:], fault.modes, fault.active_by_model)
         t = time.monotonic()
         assert fault.wait_idle(3.0), "the backend stream stayed open after the client left"
         assert time.monotonic() - t < 3.0

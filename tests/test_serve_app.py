@@ -248,6 +248,31 @@ def test_malformed_bodies(env, content, headers, status, fragment):
             assert r.status_code == 413
 
 
+def test_unexpected_errors_are_500s_in_the_routes_shape(env, caplog):
+    """An exception no handler foresaw: a 500 in the route's API shape, counted, and logged, on the
+    fast lane (chat, messages: the gateway answers) as on FastAPI's routes (/v1/models)."""
+    srv = serve(env, "internal")
+    state = srv.server.config.app.state.caproute
+    with srv as s, caplog.at_level(logging.ERROR, logger="caproute.serve"):
+        def boom(model):
+            raise RuntimeError("boom")
+
+        state.parse_target = boom
+        r = httpx.post(s.base_url + "/v1/chat/completions", json={"model": "caproute", "messages": USER})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
+        assert r.json()["error"]["message"] == "internal error: RuntimeError"
+        r = httpx.post(s.base_url + "/v1/messages", json={"model": "caproute", "max_tokens": 5, "messages": USER})
+        assert r.status_code == 500 and r.json()["type"] == "error", r.text
+        assert r.json()["error"]["type"] == "api_error"
+        state.started = "not a number"  # /v1/models computes int(state.started)
+        r = httpx.get(s.base_url + "/v1/models")
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
+        metrics = httpx.get(s.base_url + "/metrics").text
+        assert 'caproute_requests_total{endpoint="/v1/chat/completions",status="500"} 1.0' in metrics
+        assert 'caproute_requests_total{endpoint="/v1/messages",status="500"} 1.0' in metrics
+    assert sum("internal error on" in r.getMessage() for r in caplog.records) == 3
+
+
 def test_too_many_messages(env):
     with (
         serve(env, "msgs", max_messages=2) as s,

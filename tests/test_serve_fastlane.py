@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pydantic import BaseModel
 
 from caproute.serve.echo import read_body
@@ -100,3 +101,30 @@ def test_api_errors_are_the_routes_errors():
     scope = {"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b""}
     asyncio.run(lane(scope, too_big, send))
     assert seen == {"inner": [], "handler": []} and sent[0]["status"] == 413
+
+
+def test_an_error_while_the_response_is_sent_goes_on_to_the_gateway():
+    """The lane answers the handler's ApiError; one raised while its response is being sent (a
+    stream's, after its start) is not the lane's to answer: it propagates (the gateway answers it
+    where nothing was sent yet, else the server ends the response)."""
+    sent = []
+
+    class Breaks:
+        async def __call__(self, scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise ApiError(502, "broke mid-stream")
+
+    async def handler(body, request):
+        return Breaks()
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"n": 1}', "more_body": False}
+
+    lane = FastLane(None, {"/x": (Body, handler)}, lambda request, err: None)
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b""}
+    with pytest.raises(ApiError, match="mid-stream"):
+        asyncio.run(lane(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start"]

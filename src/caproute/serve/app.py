@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -88,6 +89,28 @@ MESSAGES_RESPONSES = {
 # -- the app ----------------------------------------------------------------------------------------
 
 
+class ProxyApp(FastAPI):
+    """The proxy's FastAPI app, entered through caproute's own front for HTTP requests.
+
+    :attr:`front` (set by :func:`create_app`: the gateway, CORS where configured, the fast lane)
+    receives every HTTP request before FastAPI's middleware stack does; the routes the lane does
+    not serve reach that stack from the lane, and lifespan events go to FastAPI directly. The
+    hot routes thus skip five ASGI layers (FastAPI's and Starlette's entry, the server-error,
+    exception-telemetry and body-limit middleware) whose work the gateway already does: the
+    server-error answer (:class:`~caproute.serve.gateway.GatewayMiddleware`), the body limit,
+    and caproute's own spans and metrics (:mod:`caproute.serve.telemetry`).
+    """
+
+    front = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.front is not None:
+            scope["app"] = self
+            return await self.front(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """Build the proxy app for ``config`` (loads routers and checks everything; opens nothing)."""
     from caproute import __version__
@@ -104,7 +127,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             state.draining = True
             await state.stop()
 
-    app = FastAPI(
+    app = ProxyApp(
         title="caproute routing proxy",
         version=__version__,
         lifespan=lifespan,
@@ -150,32 +173,46 @@ def create_app(config: ServeConfig) -> FastAPI:
             err = ApiError(exc.status_code, str(exc.detail))
         return _error(request, err.body(), err.status, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):
-        log.exception("internal error on %s", request.url.path)
+    def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s", request.url.path, exc_info=exc)
         return _error(
             request,
             error_body(f"internal error: {type(exc).__name__}", type="server_error", code="internal_error"),
             500,
         )
 
-    # the hot routes (filled in below) skip FastAPI's per-request machinery; innermost middleware,
-    # so the gateway (auth, body limit, metrics) and CORS wrap them as they wrap every route
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        return internal_error(request, exc)
+
+    # the front every HTTP request enters (ProxyApp): the gateway (auth, body limit, metrics, the
+    # server-error answer), CORS where configured, then the fast lane for the hot routes (filled in
+    # below); what the lane does not serve goes on to FastAPI's own stack
     lane: dict = {}
-    app.add_middleware(
-        FastLane, routes=lane, on_error=lambda request, exc: _error(request, exc.body(), exc.status, exc.headers)
+    front = FastLane(
+        partial(FastAPI.__call__, app),
+        routes=lane,
+        on_error=lambda request, exc: _error(request, exc.body(), exc.status, exc.headers),
     )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(
-            CORSMiddleware,
+        front = CORSMiddleware(
+            front,
             allow_origins=config.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type", CONVERSATION_HEADER],
             expose_headers=["x-caproute-model", "x-caproute-response-id"],
         )
-    app.add_middleware(GatewayMiddleware, state=state)
+    app.front = GatewayMiddleware(
+        front,
+        state,
+        on_error=lambda request, exc: (
+            _error(request, exc.body(), exc.status, exc.headers)
+            if isinstance(exc, ApiError)
+            else internal_error(request, exc)
+        ),
+    )
 
     # -- endpoints -----------------------------------------------------------------------------
     def openapi() -> dict:

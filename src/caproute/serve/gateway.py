@@ -1,6 +1,7 @@
 """The proxy's gateway, a pure ASGI middleware in front of every route: API-key check (401), the
-request body limit (413, also while the body streams in), and the per-endpoint request counter,
-in-flight gauge and latency histogram."""
+request body limit (413, also while the body streams in), the per-endpoint request counter,
+in-flight gauge and latency histogram, and the answer to an unexpected error (500, in the route's
+shape) where nothing was sent yet. :class:`FastLane` behind it serves the hot routes."""
 
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ class BodyTooLarge(ApiError):
 
 
 class GatewayMiddleware:
-    def __init__(self, app, state: ServeState):
-        self.app, self.state = app, state
+    """``on_error(request, exc)``: the response to an exception that reached the gateway before a
+    response began: the route's error for an :class:`ApiError`, else a 500 (sent, then the
+    exception is raised on to the server, which logs it, as Starlette's server-error middleware
+    does). ``None``: exceptions pass through untouched."""
+
+    def __init__(self, app, state: ServeState, on_error=None):
+        self.app, self.state, self.on_error = app, state, on_error
         self.limit = state.config.max_body_bytes
         self.auth = not state.config.insecure_local or len(state.keyring) > 0
 
@@ -37,11 +43,12 @@ class GatewayMiddleware:
         endpoint = path if path in _ENDPOINTS else "other"
         m = self.state.metrics
         t0 = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500}  # until a response starts
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = True
             await send(message)
 
         scope.setdefault("state", {})["t0"] = t0
@@ -88,6 +95,14 @@ class GatewayMiddleware:
                 return message
 
             await self.app(scope, receive_limited, send_wrapped)
+        except Exception as exc:
+            if self.on_error is None or "started" in status:
+                raise
+            from starlette.requests import Request
+
+            await self.on_error(Request(scope), exc)(scope, receive, send_wrapped)
+            if not isinstance(exc, ApiError):
+                raise
         finally:
             m.inflight.dec()
             m.requests.labels(endpoint, str(status["code"])).inc()
@@ -111,18 +126,20 @@ async def _send_error(path: str, send, err: ApiError) -> None:
 
 
 class FastLane:
-    """The hot routes without FastAPI's per-request machinery (route matching, dependency solving,
-    its exception middleware): a pure ASGI dispatcher behind the gateway (so auth, the body limit
-    and the endpoint metrics are the same) and in front of FastAPI's router.
+    """The hot routes without FastAPI's per-request machinery (its middleware stack, route
+    matching, dependency solving): a pure ASGI dispatcher behind the gateway (so auth, the body
+    limit, the endpoint metrics and the server-error answer are the same) and in front of the
+    FastAPI app (``app``), which serves everything else.
 
     ``routes`` maps a POST path to ``(model, handler)``; the handler is the very function FastAPI
     serves on that path, called as ``handler(body, request)``, so the answer is the same. Only the
     plain case takes the lane: a JSON (or unlabelled) body that parses to an object and validates
     against ``model``. Anything else (another method or content type, bad JSON, a validation
     error) goes on to FastAPI with the body replayed, so every error comes from the one place that
-    makes it. ``on_error(request, err)`` turns an :class:`ApiError` into the route's error
-    response, as the app's exception handler does; other exceptions propagate to the app's
-    server-error handler, as they do from FastAPI's routes.
+    makes it. ``on_error(request, err)`` turns an :class:`ApiError` of the handler (or of the body
+    limit) into the route's error response, as the app's exception handler does; exceptions while
+    the response is sent, and other exceptions, propagate to the gateway (its error answer where
+    nothing was sent yet, the same as FastAPI's for its routes).
     """
 
     def __init__(self, app, routes: dict, on_error):
@@ -156,20 +173,11 @@ class FastLane:
                 body = None
         if body is None:
             return await self.app(scope, _replay(messages, receive), send)
-        started = False
-
-        async def send_started(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
             response = await handler(body, request)
-            await response(scope, receive, send_started)
         except ApiError as err:
-            if started:
-                raise
-            await self.on_error(request, err)(scope, receive, send)
+            response = self.on_error(request, err)
+        await response(scope, receive, send)
 
 
 def _json_or_unlabelled(headers) -> bool:

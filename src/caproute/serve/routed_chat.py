@@ -30,6 +30,7 @@ from caproute.serve.log_store import delta_text, log_answer
 from caproute.serve.naming import Target, router_model_id
 from caproute.serve.routing import RouterHandle, fallback_order
 from caproute.serve.schemas import CaprouteOptions
+from caproute.serve.slow_clients import CONNECTION_KEY
 from caproute.serve.telemetry import ChatTrace
 
 if TYPE_CHECKING:
@@ -55,20 +56,32 @@ class ClientLeft(Exception):
 
 async def unless_client_leaves(request: Request | None, coro: Awaitable[T], model: str = "") -> T:
     """Await ``coro``; if the client disconnects first, cancel it (which closes the backend
-    connection) and raise :class:`ClientLeft`."""
+    connection) and raise :class:`ClientLeft`.
+
+    Under caproute's server the connection's protocol calls back when the client leaves
+    (:meth:`~caproute.serve.slow_clients._GuardedProtocol.watch_lost`); under another ASGI server a
+    task waits for ``http.disconnect`` on ``receive()``."""
     if request is None:
         return await coro
     current = asyncio.current_task()
     left = False
 
-    async def gone() -> None:
+    def gone() -> None:
         nonlocal left
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
         left = True
         current.cancel()  # the backend call is cancelled where it waits; that closes its connection
 
-    watch = asyncio.ensure_future(gone())  # one task per request; the call itself runs in this one
+    conn = request.scope.get(CONNECTION_KEY)
+    if conn is not None:
+        stop = conn.watch_lost(gone)
+    else:
+
+        async def wait_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone()
+
+        stop = asyncio.ensure_future(wait_disconnect()).cancel  # the call itself runs in this task
     try:
         return await coro
     except asyncio.CancelledError:
@@ -77,7 +90,7 @@ async def unless_client_leaves(request: Request | None, coro: Awaitable[T], mode
             raise ClientLeft(model) from None
         raise
     finally:
-        watch.cancel()
+        stop()
 
 
 def backend_rejected(state: ServeState, e: BackendRejected) -> ApiError:

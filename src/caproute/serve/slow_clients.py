@@ -22,10 +22,16 @@ Writes to a client are coalesced per event-loop iteration (:class:`CoalescingTra
 uvicorn writes a response's status line and headers, then its body, as two writes, i.e. two
 ``send`` system calls; joined they are one (issue 27: each ``send`` on loopback cost the proxy
 about as much CPU as the routing decision).
+
+The protocol also tells a request when its client leaves (:meth:`_GuardedProtocol.watch_lost`,
+reached through the request scope's :data:`CONNECTION_KEY`): a callback run from
+``connection_lost``, where an ASGI app would otherwise keep a task waiting on ``receive()`` for
+``http.disconnect`` for each request in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -36,6 +42,8 @@ log = logging.getLogger("caproute.serve")
 PROTOCOL = "caproute.serve.slow_clients:GuardedProtocol"
 PARENT_ENV = "CAPROUTE_SERVE_PARENT_PID"
 CLOSED: Counter[str] = Counter()  # connections closed by these limits in this process, by reason
+#: request scope key of the protocol serving the request (see :meth:`_GuardedProtocol.watch_lost`)
+CONNECTION_KEY = "caproute.connection"
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,21 @@ class _GuardedProtocol(_Base or object):
         self._limits: ClientLimits = getattr(config, "caproute_client_limits", None) or ClientLimits()
         self._deadline = None  # the armed timer (header or body), if any
         self._phase = "header"  # header: waiting for a request's headers; body: reading its body; app
+        self._lost_watchers: list = []  # callbacks of requests in flight, run when the connection is lost
+
+    # -- the client leaving ------------------------------------------------------------------------
+    def watch_lost(self, callback):
+        """Run ``callback()`` once when this connection is lost (at once if it already is);
+        returns the function that stops watching (call it when the request no longer cares)."""
+        if self._phase == "closed":
+            callback()
+            return _nothing
+        self._lost_watchers.append(callback)
+        return lambda: self._unwatch(callback)
+
+    def _unwatch(self, callback) -> None:
+        with contextlib.suppress(ValueError):  # already run
+            self._lost_watchers.remove(callback)
 
     # -- timers ------------------------------------------------------------------------------------
     def _arm(self, phase: str, seconds: float) -> None:
@@ -165,6 +188,16 @@ class _GuardedProtocol(_Base or object):
         self._disarm()
         self._phase = "closed"
         super().connection_lost(exc)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.pop(CONNECTION_KEY, None)  # no cycle protocol -> scope -> protocol outlives the connection
+        watchers, self._lost_watchers = self._lost_watchers, []
+        for callback in watchers:
+            callback()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[CONNECTION_KEY] = self
 
     def data_received(self, data: bytes) -> None:
         # the first byte of a new request on a kept-alive connection starts its header deadline
@@ -185,6 +218,10 @@ class _GuardedProtocol(_Base or object):
         super().on_response_complete()
         if self._phase == "app":
             self._phase = "idle"  # uvicorn's keep-alive timer runs until the next request's first byte
+
+
+def _nothing() -> None:
+    pass
 
 
 if _Base is not None:

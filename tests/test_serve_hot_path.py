@@ -103,7 +103,15 @@ def test_coalescing_transport_joins_one_iteration_and_flushes_on_close():
     assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the wrapped transport's
 
 
-def test_jsonwire_writes_and_reads_what_json_does():
+@pytest.fixture(params=["orjson", "stdlib"])
+def wire(request, monkeypatch):
+    """jsonwire as installed (orjson), and as where orjson is not installed (the standard library)."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(jsonwire, "orjson", None)
+    return request.param
+
+
+def test_jsonwire_writes_and_reads_what_json_does(wire):
     obj = {"id": "chatcmpl-1", "x": [1, 2.5, 1e-05, -0.0, True, None, "é", "😀"], "n": {"a": 0.1 + 0.2},
            "big": 2**70, "np": np.float64(0.25)}
     assert json.loads(jsonwire.dumps(obj)) == json.loads(json.dumps(obj))
@@ -119,15 +127,27 @@ def test_jsonwire_writes_and_reads_what_json_does():
     for bad in ("", "{", "[1,]", b"\xff"):
         with pytest.raises(ValueError):
             jsonwire.loads(bad)
+    # objects JSON has no type for: default's answer, else json.dumps's TypeError
+    import dataclasses
+    import datetime
+
+    @dataclasses.dataclass
+    class D:
+        x: int
+
+    for odd in (D(1), datetime.date(2026, 1, 2), object()):
+        with pytest.raises(TypeError):
+            jsonwire.dumps({"o": odd})
+        assert json.loads(jsonwire.dumps({"o": odd}, default=str)) == {"o": str(odd)}
 
 
 @pytest.mark.parametrize("value", [{"mu_q": {"a": 0.5, "b": 1e-05}, "model": "a"}, {"m": "é\ud800x"},
                                    {"m": "😀"}, ["\udc00"], {"k\ud800": [1, {"z": "\ud83d"}]}])
-def test_json_text_is_dumps_of_clean_json(value):
+def test_json_text_is_dumps_of_clean_json(value, wire):
     assert json.loads(json_text(value)) == json.loads(json.dumps(clean_json(value), default=str))
 
 
-def test_json_text_writes_what_json_writes_for_odd_values():
+def test_json_text_writes_what_json_writes_for_odd_values(wire):
     import dataclasses
     import datetime
 

@@ -34,7 +34,6 @@ registration that cannot be stored goes to the dead-letter file, :mod:`caproute.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -49,6 +48,7 @@ from typing import Any, NamedTuple
 
 from caproute.data.text import clean_json
 from caproute.errors import ConfigError
+from caproute.serve import jsonwire
 from caproute.serve.dead_letter import BackgroundWriter, DeadLetters
 from caproute.serve.sqlite_files import check_own_tables, check_sqlite_path
 
@@ -190,31 +190,16 @@ its commit; one commit per group. Bounds how long a queued registration stays un
 def json_text(value: Any) -> str:
     """The JSON text of ``clean_json(value)`` (objects JSON has no type for as ``str(obj)``).
 
-    With orjson (``caproute[serve]``): its compact text, which it writes only for text without
-    surrogates (so there is nothing to clean; it refuses the rest, which falls through). Else
-    ``json.dumps(clean_json(value), default=str)``, cleaning only when there is something to
-    clean: any surrogate in a string is written as a ``\\ud8xx`` to ``\\udfxx`` escape, so text
-    without one came from strings that :func:`~caproute.data.text.clean_json` leaves as they are.
-    Issue 27: ``clean_json`` + ``json.dumps`` cost about 70 us per decision, orjson about 3 us."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
-        except TypeError:  # a surrogate, a key that is not a string, an int beyond 64 bits
-            pass
-    text = json.dumps(value, default=str)
+    :func:`caproute.serve.jsonwire.dumps` (orjson where installed), cleaning only when there is
+    something to clean: orjson writes only text without surrogates (it refuses the rest, which the
+    standard library writes), and there any surrogate in a string is a ``\\ud8xx`` to ``\\udfxx``
+    escape, so text without one came from strings that :func:`~caproute.data.text.clean_json`
+    leaves as they are. Issue 27: ``clean_json`` + ``json.dumps`` cost about 70 us per decision,
+    orjson about 3 us."""
+    text = jsonwire.dumps(value, default=str).decode()
     if "\\ud" in text:
-        text = json.dumps(clean_json(value), default=str)
+        text = jsonwire.dumps(clean_json(value), default=str).decode()
     return text
-
-
-try:  # an optional dependency here: the store also serves the LiteLLM plugin, without caproute[serve]
-    import orjson as _orjson
-
-    # numbers for NumPy scalars (as json.dumps); dataclasses and datetimes go to default=str (as json.dumps)
-    _ORJSON_OPTIONS = (_orjson.OPT_SERIALIZE_NUMPY | _orjson.OPT_PASSTHROUGH_DATACLASS
-                       | _orjson.OPT_PASSTHROUGH_DATETIME)
-except ImportError:  # pragma: no cover - orjson is in caproute[serve]
-    _orjson = None
 
 
 class _Record(NamedTuple):

@@ -19,9 +19,10 @@ from caproute.routers.base import Router, StatsPrediction, clip01, clipped_targe
 SMALL_PRODUCT = 50_000_000
 #: up to this many sparse query rows, products are taken row by row (:func:`sparse_rows_product`)
 SPARSE_ROWS_LOOP = 8
-#: up to this many training rows :func:`nearest` sorts each row's distances instead of partitioning
-#: them (the same neighbours; a sort of a few hundred values costs less than partition + checks)
-SORT_ALL = 256
+#: up to this many distances (queries x training rows) :func:`nearest` sorts each row instead of
+#: partitioning it (the same neighbours): for a query or two, a sort of a few hundred values costs
+#: less than partition + tie check + ordering the k; for more, the sort's n log n loses
+SORT_ALL = 1024
 _CONTROLLER = None
 
 
@@ -71,7 +72,7 @@ def sparse_rows_product(X, train_t: np.ndarray, cols: np.ndarray | None = None) 
     data, indices, indptr = X.data, X.indices, X.indptr
     x_sq = np.empty(n, np.float64)
     prod = np.empty((n, train_t.shape[1] if cols is None else len(cols)),
-                    dtype=np.result_type(data.dtype, train_t.dtype))
+                    dtype=np.promote_types(data.dtype, train_t.dtype))
     for i in range(n):
         s, e = indptr[i], indptr[i + 1]
         row = data[s:e]
@@ -125,7 +126,7 @@ def nearest(X, train: np.ndarray, train_sq: np.ndarray, k: int, train_t: np.ndar
         d2[qi, ti] = np.einsum("ij,ij->i", diff, diff)
     n, n_train = d2.shape
     rows_ix = np.arange(n)[:, None]
-    if k < n_train and n_train > SORT_ALL:
+    if k < n_train and d2.size > SORT_ALL:
         part = np.argpartition(d2, k - 1, axis=1)[:, :k]
         sub = d2[rows_ix, part]
         # argpartition does not order ties by index: a row tied with its k-th value is sorted below

@@ -189,3 +189,28 @@ def test_a_clean_body_skips_the_repair_and_a_dirty_one_is_repaired():
     assert ChatCompletionRequest.model_validate(obj).messages[0].content == "a\ufffdb"
     ok, clean = jsonwire.loads_clean(b'{"model": "m", "messages": [{"role": "user", "content": "ab"}]}')
     assert clean and ChatCompletionRequest.model_validate(ok, context=CLEAN_TEXT).messages[0].content == "ab"
+
+
+def test_a_server_process_freezes_the_heap_it_loaded(tmp_path):
+    """prepare_server (caproute serve) moves what it loaded out of the collector's generations, so
+    a full collection no longer walks the app (run in a child: freezing is for server processes)."""
+    import subprocess
+    import sys
+
+    from caproute.serve.testing import TEST_MODELS, train_router, write_pool_yaml
+
+    router = train_router(tmp_path / "router")
+    pool = write_pool_yaml(tmp_path / "pool.yaml",
+                           [{"name": n, "base_url": "http://127.0.0.1:9/v1", "model": n} for n in TEST_MODELS])
+    code = (
+        "import gc\n"
+        "from caproute.serve.config import ServeConfig\n"
+        "from caproute.serve.server import prepare_server\n"
+        f"prepare_server(ServeConfig(routers={{'r': {str(router)!r}}}, pool={str(pool)!r}, insecure_local=True,"
+        f" feedback_db={str(tmp_path / 'fb.sqlite3')!r}, log_level='warning'))\n"
+        "print(gc.get_freeze_count(), len(gc.get_objects()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    frozen, tracked = map(int, out.stdout.split()[-2:])
+    assert frozen > 50_000 and tracked < frozen / 10, out.stdout

@@ -74,7 +74,22 @@ def prepare_server(config: ServeConfig):
     """Logging, the BLAS cap and the uvicorn server for ``config`` (raises on a bad config)."""
     _setup_logging(config)
     limit_blas_threads(config.blas_threads)
-    return build_server(config)
+    server = build_server(config)
+    settle_heap()
+    return server
+
+
+def settle_heap() -> None:
+    """After a server process loaded its app: collect once, then move every object alive now
+    (modules, the app, routers, schemas: some 170,000 tracked objects) out of the cyclic garbage
+    collector's generations (``gc.freeze``). They live as long as the process; left in, each full
+    collection walks them all (measured: 72 ms, a latency spike, about once per 5,000 routed
+    requests; with the younger generations about 29 us per request on average, 16 us after the
+    freeze). For server processes only: a process that builds many apps (tests) keeps collecting."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -104,7 +119,9 @@ def worker_app():
     config = ServeConfig.model_validate_json(os.environ[CONFIG_ENV])
     _setup_logging(config)
     limit_blas_threads(config.blas_threads)
-    return create_app(config)
+    app = create_app(config)
+    settle_heap()
+    return app
 
 
 def _setup_logging(config: ServeConfig) -> None:

@@ -9,6 +9,9 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+from starlette.requests import Request
+
 from caproute.serve import jsonwire
 from caproute.serve.auth import bearer, key_id
 from caproute.serve.errors import ApiError
@@ -98,8 +101,6 @@ class GatewayMiddleware:
         except Exception as exc:
             if self.on_error is None or "started" in status:
                 raise
-            from starlette.requests import Request
-
             await self.on_error(Request(scope), exc)(scope, receive, send_wrapped)
             if not isinstance(exc, ApiError):
                 raise
@@ -149,9 +150,6 @@ class FastLane:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if route is None or not _json_or_unlabelled(scope["headers"]):
             return await self.app(scope, receive, send)
-        from pydantic import ValidationError
-        from starlette.requests import Request
-
         request = Request(scope, receive, send)
         messages = []   # as received: replayed to FastAPI when the lane does not serve the request
         try:

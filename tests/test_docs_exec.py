@@ -54,6 +54,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _procgroups import stop_group  # noqa: E402
 
+DAEMON_GRACE_S = 2.0  # SIGTERM to SIGKILL for what a finished command left running
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAPROUTE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -350,13 +352,15 @@ class Session:
             time.sleep(0.3)
 
     def close(self) -> None:
-        for p in self.background:
-            self.groups.append(p.pid)
         if (self.pool_dir / "pool-state.json").exists():
             subprocess.run([str(REPO / ".venv" / "bin" / "caproute"), "pool", "down"], env=self.env,
                            capture_output=True, timeout=120)
-        for pgid in self.groups:  # servers in the background, daemons a command left (ray start)
-            stop_group(pgid)
+        # daemons a command left (ray start): nothing of theirs is checked any more, and Ray's ignore
+        # SIGTERM (they used up the whole 20 s grace every time), so a short grace, then SIGKILL
+        for pgid in self.groups:
+            stop_group(pgid, grace_s=DAEMON_GRACE_S)
+        for p in self.background:  # servers in the background: the usual grace to shut down cleanly
+            stop_group(p.pid)
         for p in self.background:
             p.wait(10)
         shutil.rmtree(self.env["RAY_TMPDIR"], ignore_errors=True)

@@ -6,10 +6,10 @@ router -> ``caproute serve`` (with the request log and a dueling policy from ``c
 -> the server is killed with SIGKILL and restarted -> the policy state is kept -> the feedback is
 exported and a router is retrained on it.
 
-Small on purpose (5 conversations, 2 pool models, answers of at most 16 tokens, 1 rewrite x 2
-decodes: 20 answers, about 20 judge calls): a few minutes on 2 cores shared with other jobs
-(about 2 minutes of it is collection when the machine is busy; see the measured time in
-docs/collect.md).
+Small on purpose (3 conversations, one of them with a system prompt and one multi-turn, plus a
+duplicate; 2 pool models, greedy answers of at most 16 tokens, 1 rewrite x 2 decodes: 12 answers,
+about 6 judge calls, the other grades from the judge cache): the judge calls are most of the time
+(each reads a prompt of about 700 tokens), so they are few (see the measured time in docs/collect.md).
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ CONVERSATIONS = [
     [{"role": "user", "content": "Give me one tip for sleeping better."}],
     [{"role": "system", "content": "You are a helpful assistant."},
      {"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a haiku about rain."}],
     [{"role": "user", "content": "I want to learn Python."}, {"role": "assistant", "content": "Great choice!"},
      {"role": "user", "content": "Where should I start?"}],
-    [{"role": "user", "content": "Name three colours of the rainbow."}],
     [{"role": "user", "content": "Give me one tip for sleeping better."}],  # a duplicate: one query
 ]
+N_QUERIES = 3
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -108,8 +107,10 @@ def test_open_ended_traffic_to_a_served_router_that_learns_and_survives_restarts
     cfg = yaml.safe_load(pool.config_path.read_text())
     # the rewriter on the other model spreads the work over both llama.cpp servers
     cfg["rewriter"] = {"model": MODELS[1], "max_attempts": 1, "max_tokens": 32}
+    # greedy answers: a (query, model)'s two decodes mostly agree, so the judge's cache in the store
+    # grades the second one (each judge call reads a prompt of about 700 tokens: most of the time)
     cfg["tasks"] = {"chat": {"prompt_template": "{question}", "scorer": "judge", "max_tokens": 16,
-                             "temperature": 0.7, "scorer_args": {"judge": JUDGE, "max_tokens": 12, "max_attempts": 2}}}
+                             "temperature": 0.0, "scorer_args": {"judge": JUDGE, "max_tokens": 12, "max_attempts": 2}}}
     pool_yaml = tmp_path / "pool.yaml"
     pool_yaml.write_text(yaml.safe_dump(cfg))
 
@@ -122,12 +123,12 @@ def test_open_ended_traffic_to_a_served_router_that_learns_and_survives_restarts
     with ObservationStore(store, read_only=True) as s:
         obs = s.read(dataset="chat")
         judge_calls = s.connection.execute("SELECT count(*) FROM judge_cache").fetchone()[0]
-    assert obs["query_id"].nunique() <= 5 and obs["query_id"].str.startswith("chat-").all()
-    assert validity["n_scored"] == 5 * 2 * 2 and validity["n_observations"] == len(obs)
+    assert obs["query_id"].nunique() <= N_QUERIES and obs["query_id"].str.startswith("chat-").all()
+    assert validity["n_scored"] == N_QUERIES * 2 * 2 and validity["n_observations"] == len(obs)
     assert validity["n_scored"] - validity["n_observations"] == validity["unparsed_not_stored"]
     assert judge_calls >= validity["n_scored"] // 2 and obs["score"].between(0, 1).all()
     per_query = obs.groupby("query_id")["model"].nunique()
-    assert (per_query == 2).sum() >= 3, f"too few queries judged for both models: {validity}"
+    assert (per_query == 2).sum() >= N_QUERIES - 1, f"too few queries judged for both models: {validity}"
 
     # 3) a DARS router, 4) a dueling policy from the same observations
     caproute("train", "--store", store, "--dataset", "chat", "--router", "knn", "--out", tmp_path / "router")

@@ -95,8 +95,8 @@ class TfidfEncoder(Encoder):
             self._vocab = self._vec.vocabulary_
             self._idf = np.asarray(self._vec.idf_, dtype=np.float64)
         vocab, analyze = self._vocab, self._analyzer
-        indptr, indices, counts, row_of = [0], [], [], []
-        for i, text in enumerate(texts):
+        indptr, indices, counts = [0], [], []
+        for text in texts:
             row: dict[int, int] = {}
             for tok in analyze(text):
                 j = vocab.get(tok)
@@ -105,14 +105,15 @@ class TfidfEncoder(Encoder):
             cols = sorted(row)
             indices.extend(cols)
             counts.extend(row[c] for c in cols)
-            row_of.extend([i] * len(cols))
             indptr.append(len(indices))
-        n = len(indptr) - 1
-        indices, row_of = np.asarray(indices, dtype=np.int32), np.asarray(row_of, dtype=np.intp)
+        indices = np.asarray(indices, dtype=np.int32)
         data = np.asarray(counts, dtype=np.float64) * self._idf[indices]
-        norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=n))
+        indptr = np.asarray(indptr, dtype=np.int64)
+        lengths = indptr[1:] - indptr[:-1]
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
+        norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=len(lengths)))
         data = data / np.where(norms > 0, norms, 1.0)[row_of]
-        return SparseRows(data.astype(np.float32), indices, np.asarray(indptr, dtype=np.int64), (n, len(vocab)))
+        return SparseRows(data.astype(np.float32), indices, indptr, (len(lengths), len(vocab)))
 
     def transform_sparse(self, texts: Sequence[str]):
         """scipy CSR matrix (n, d) float32: :meth:`transform_rows` as a scipy matrix."""

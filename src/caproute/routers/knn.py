@@ -67,8 +67,11 @@ def sparse_rows_product(X, train_t: np.ndarray, cols: np.ndarray | None = None) 
     n = X.shape[0]
     if n > SPARSE_ROWS_LOOP:
         X = X.tocsr()
-        t = train_t if cols is None else np.take(train_t, cols, axis=1)   # C order, as train_t
-        return np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel(), np.asarray(X @ t)
+        prod = np.asarray(X @ train_t)
+        # scipy's product sums each column on its own (y[c] += a * t[c] per nonzero a), so the
+        # columns asked for equal the product with a copy of those training rows, without the copy
+        return (np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel(),
+                prod if cols is None else np.take(prod, cols, axis=1))
     data, indices, indptr = X.data, X.indices, X.indptr
     x_sq = np.empty(n, np.float64)
     prod = np.empty((n, train_t.shape[1] if cols is None else len(cols)),

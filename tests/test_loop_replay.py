@@ -4,8 +4,9 @@ judge -> feedback on routed answers only, through the openai client -> feedback 
 by source and a replay log) -> retrain -> replay comparing the served router and the retrained one.
 
 The bash block under README's "The loop on routed traffic, from the CLI alone" is run as it stands
-(a private pool folder; the pool is stopped afterwards). Small on purpose: two models, six
-conversations, one decode each, ten routed requests."""
+(a private pool folder; the pool is stopped afterwards). Small on purpose: two models, four
+conversations, one decode each, ten routed requests, about a fifth of them judged in the shadow; most of
+the time is the judge calls (each reads a prompt of about 700 tokens), so they are few."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,11 +81,18 @@ class ChatTrace:
     """The spans and routing metrics of one :class:`RoutedChat` (``api``: ``openai`` or ``anthropic``)."""
 
     def __init__(self, chat: RoutedChat, api: str = "openai"):
-        self.chat, self.api = chat, api
+        # a weak reference: the chat holds its trace, and a cycle would keep each request's objects
+        # (the chat, its request, the gateway's closures: ~36 containers) alive until the cyclic
+        # collector ran, which was most of the collector's work in the proxy (issue 27)
+        self._chat, self.api = weakref.ref(chat), api
         self.metrics = chat.state.metrics
         self.root: Span = NOOP
         self.router = ""
         self._open = False
+
+    @property
+    def chat(self) -> RoutedChat:
+        return self._chat()
 
     def decided(self, t0: float) -> None:
         """After the decision (begun at ``perf_counter()`` ``t0``): opens the chat span (dated from

@@ -44,12 +44,12 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
-def header_values(headers: httpx.Headers, *names: bytes) -> list[bytes | None]:
-    """The values of ``names`` (lower-case) in ``headers``, several joined by ``, `` as httpx's
-    ``headers.get`` joins them; ``None`` where absent. One pass over the raw headers, where each
-    ``headers.get`` is a pass of its own."""
+def header_values(headers: httpx.Headers | list[tuple[bytes, bytes]], *names: bytes) -> list[bytes | None]:
+    """The values of ``names`` (lower-case) in ``headers`` (httpx's, or raw pairs), several joined
+    by ``, `` as httpx's ``headers.get`` joins them; ``None`` where absent. One pass over the raw
+    headers, where each ``headers.get`` is a pass of its own."""
     found: dict[bytes, list[bytes]] = {}
-    for k, v in headers.raw:
+    for k, v in headers.raw if isinstance(headers, httpx.Headers) else headers:
         k = k.lower()
         if k in names:
             found.setdefault(k, []).append(v)
@@ -63,6 +63,25 @@ def not_identity(encoding: bytes | None) -> bool:
 
 class ResponseTooLarge(httpx.RemoteProtocolError):
     """A response body larger than the client's ``max_response_bytes``."""
+
+
+def head_refusal(headers, max_bytes: int, identity_only: bool,
+                 request: httpx.Request | None = None) -> httpx.RemoteProtocolError | None:
+    """Why an answer is refused from its head alone (``headers``: httpx's or raw pairs), before its
+    body is read: a declared ``Content-Length`` above ``max_bytes``, or, where only identity was
+    accepted, a compressed body (it would escape the cap: a decompression bomb). ``None``: neither."""
+    declared, encoding = header_values(headers, b"content-length", b"content-encoding")
+    declared = (declared or b"").strip()
+    if declared.isdigit() and int(declared) > max_bytes:
+        return ResponseTooLarge(
+            f"response of {int(declared)} bytes, above the cap of {max_bytes} (max_response_bytes)", request=request
+        )
+    if identity_only and not_identity(encoding):
+        shown = encoding.decode("latin-1").strip().lower()[:20]
+        return httpx.RemoteProtocolError(
+            f"response compressed ({shown}) although only identity was accepted", request=request
+        )
+    return None
 
 
 def _framing(headers: list[tuple[bytes, bytes]], method: str, status: int) -> tuple[int | None, bool, bool]:
@@ -365,20 +384,11 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
         """``resp`` with its body under the deadline and the size cap (checked first from
         ``Content-Length``)."""
         body = _DeadlineBody(resp.stream, loop_end, total_s, request, self.max_bytes)
-        declared, encoding = header_values(resp.headers, b"content-length", b"content-encoding")
-        declared = (declared or b"").strip()
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        identity_only = header_values(request.headers, b"accept-encoding")[0] == b"identity"
+        refusal = head_refusal(resp.headers, self.max_bytes, identity_only, request)
+        if refusal is not None:
             await body.aclose()
-            raise ResponseTooLarge(
-                f"response of {int(declared)} bytes, above the cap of {self.max_bytes} (max_response_bytes)",
-                request=request,
-            )
-        if not_identity(encoding) and header_values(request.headers, b"accept-encoding")[0] == b"identity":
-            await body.aclose()  # a compressed body would escape the cap (a decompression bomb)
-            shown = encoding.decode("latin-1").strip().lower()[:20]
-            raise httpx.RemoteProtocolError(
-                f"response compressed ({shown}) although only identity was accepted", request=request
-            )
+            raise refusal
         resp.stream = body  # the same response, its body read under the deadline and the cap
         return resp
 
@@ -647,21 +657,9 @@ class DirectSender:
         :class:`DeadlineTransport`, then the body."""
         conn, status, headers, (length, chunked, keep_alive) = head
         try:
-            declared = encoding = None
-            for k, v in headers:
-                k = k.lower()
-                if k == b"content-length":
-                    declared = v if declared is None else declared + b", " + v
-                elif k == b"content-encoding":
-                    encoding = v if encoding is None else encoding + b", " + v
-            declared = (declared or b"").strip()
-            if declared.isdigit() and int(declared) > dt.max_bytes:
-                raise ResponseTooLarge(
-                    f"response of {int(declared)} bytes, above the cap of {dt.max_bytes} (max_response_bytes)"
-                )
-            if not_identity(encoding):  # a compressed body would escape the cap (a decompression bomb)
-                shown = encoding.decode("latin-1").strip().lower()[:20]
-                raise httpx.RemoteProtocolError(f"response compressed ({shown}) although only identity was accepted")
+            refusal = head_refusal(headers, dt.max_bytes, identity_only=True)  # targets accept identity only
+            if refusal is not None:
+                raise refusal
             if timer is not None:
                 if plan.phase == "first_byte":  # the head had less time than the whole exchange
                     timer[0].reschedule(plan.loop_end())

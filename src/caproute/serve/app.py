@@ -110,7 +110,6 @@ class ProxyApp(FastAPI):
         return await super().__call__(scope, receive, send)
 
 
-
 def create_app(config: ServeConfig) -> FastAPI:
     """Build the proxy app for ``config`` (loads routers and checks everything; opens nothing)."""
     from caproute import __version__
@@ -143,9 +142,12 @@ def create_app(config: ServeConfig) -> FastAPI:
             body = anthropic.from_openai_error(status, body)
         return JSONResponse(body, status_code=status, headers=headers)
 
+    def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(request, exc.body(), exc.status, exc.headers)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return _error(request, exc.body(), exc.status, exc.headers)
+        return api_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -160,7 +162,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if isinstance(exc.__cause__, ApiError):  # e.g. the body limit tripped while FastAPI read the body
-            return await _api_error(request, exc.__cause__)
+            return api_error(request, exc.__cause__)
         if isinstance(exc.__cause__, UnicodeDecodeError):  # JSON is UTF-8 text (RFC 8259); escapes are repaired
             err = ApiError(400, f"the body is not JSON: not UTF-8 ({exc.__cause__.reason})", code="invalid_json")
         elif exc.status_code == 404:
@@ -192,7 +194,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     front = FastLane(
         partial(FastAPI.__call__, app),
         routes=lane,
-        on_error=lambda request, exc: _error(request, exc.body(), exc.status, exc.headers),
+        on_error=api_error,
     )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -208,9 +210,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         front,
         state,
         on_error=lambda request, exc: (
-            _error(request, exc.body(), exc.status, exc.headers)
-            if isinstance(exc, ApiError)
-            else internal_error(request, exc)
+            api_error(request, exc) if isinstance(exc, ApiError) else internal_error(request, exc)
         ),
     )
 

@@ -5,7 +5,6 @@ shape) where nothing was sent yet. :class:`FastLane` behind it serves the hot ro
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
@@ -30,11 +29,11 @@ class BodyTooLarge(ApiError):
 
 class GatewayMiddleware:
     """``on_error(request, exc)``: the response to an exception that reached the gateway before a
-    response began: the route's error for an :class:`ApiError`, else a 500 (sent, then the
-    exception is raised on to the server, which logs it, as Starlette's server-error middleware
-    does). ``None``: exceptions pass through untouched."""
+    response began (the gateway's own 401, 400 and 413 among them): the route's error for an
+    :class:`ApiError`, else a 500 (sent, then the exception is raised on to the server, which logs
+    it, as Starlette's server-error middleware does)."""
 
-    def __init__(self, app, state: ServeState, on_error=None):
+    def __init__(self, app, state: ServeState, on_error):
         self.app, self.state, self.on_error = app, state, on_error
         self.limit = state.config.max_body_bytes
         self.auth = not state.config.insecure_local or len(state.keyring) > 0
@@ -70,22 +69,15 @@ class GatewayMiddleware:
                         if key is None
                         else "invalid API key"
                     )
-                    await _send_error(
-                        path,
-                        send_wrapped,
-                        ApiError(401, msg, code="invalid_api_key", headers={"www-authenticate": "Bearer"}),
-                    )
-                    return
+                    raise ApiError(401, msg, code="invalid_api_key", headers={"www-authenticate": "Bearer"})
             length = headers.get(b"content-length")
             if length is not None:
                 try:
                     too_big = int(length) > self.limit
                 except ValueError:
-                    await _send_error(path, send_wrapped, ApiError(400, "invalid Content-Length header"))
-                    return
+                    raise ApiError(400, "invalid Content-Length header") from None
                 if too_big:
-                    await _send_error(path, send_wrapped, BodyTooLarge(self.limit))
-                    return
+                    raise BodyTooLarge(self.limit)
             received = 0
 
             async def receive_limited():
@@ -99,7 +91,7 @@ class GatewayMiddleware:
 
             await self.app(scope, receive_limited, send_wrapped)
         except Exception as exc:
-            if self.on_error is None or "started" in status:
+            if "started" in status:
                 raise
             await self.on_error(Request(scope), exc)(scope, receive, send_wrapped)
             if not isinstance(exc, ApiError):
@@ -113,17 +105,6 @@ class GatewayMiddleware:
 _ENDPOINTS = frozenset(
     {"/v1/chat/completions", "/v1/messages", "/v1/models", "/v1/route", "/v1/feedback", "/healthz", "/metrics"}
 )
-
-
-async def _send_error(path: str, send, err: ApiError) -> None:
-    from caproute.serve.anthropic import PATH, from_openai_error
-
-    obj = err.body()
-    body = json.dumps(from_openai_error(err.status, obj) if path == PATH else obj).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class FastLane:
